@@ -1,0 +1,254 @@
+"""The ``patch-manager`` command. Errors are one clear line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ca import CAError, CertificateAuthority
+from settings import ConfigError, ConfigStore, as_table, effective_policy, load
+from storage import (
+    Database,
+    StorageError,
+    revoke_certificate,
+    revoked_serials,
+)
+
+from . import __version__, logs
+from .paths import default_conf_dir, default_data_dir
+from .runtime import open_storage, record_certificates
+
+log = logging.getLogger("patch_manager")
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A failure to report as one line."""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--conf-dir", type=Path, default=None, help=f"config directory ({default_conf_dir()})"
+    )
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help=f"data directory (default: {default_data_dir()})")  # fmt: skip
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help="overrides logging.level")  # fmt: skip
+    parser.add_argument("--log-format", choices=["json", "text", "auto"],
+                        help="overrides logging.format")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="patch-manager",
+        description="Linux Patch Manager: keep a fleet of Linux hosts patched.",
+    )
+    parser.add_argument("--version", action="version", version=f"patch-manager {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the server (embedded PostgreSQL unless configured)")
+    _common(p)
+    p.add_argument("--bind", help="override server.bind, e.g. 127.0.0.1:0 for a free port")
+
+    p = sub.add_parser("migrate", help="apply database migrations and exit")
+    _common(p)
+
+    p = sub.add_parser("check-config", help="validate conf/ and print the effective settings")
+    _common(p)
+    p.add_argument("--host", help="print the effective polling policy of this host")
+    p.add_argument("--group", action="append", default=[],
+                   help="a group the host belongs to (repeatable; used with --host)")  # fmt: skip
+
+    ca = sub.add_parser("ca", help="the internal certificate authority")
+    ca_sub = ca.add_subparsers(dest="ca_command", required=True, metavar="ACTION")
+    p = ca_sub.add_parser("init", help="create the root CA and the manager's certificates")
+    _common(p)
+    p = ca_sub.add_parser("issue-agent", help="issue an agent server certificate")
+    _common(p)
+    p.add_argument("names", nargs="+", help="FQDN and/or IP address of the agent (SAN)")
+    p.add_argument("--out", type=Path, default=Path("."), help="directory for NAME.crt/.key")
+    p = ca_sub.add_parser("revoke", help="revoke a certificate and rewrite the CRL")
+    _common(p)
+    p.add_argument("serial", help="serial number in hex (as `ca issue-agent` printed it)")
+    p = ca_sub.add_parser("export-root", help="print the root CA certificate (PEM)")
+    _common(p)
+    return parser
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
+    return (args.conf_dir or default_conf_dir(), args.data_dir or default_data_dir())
+
+
+def _store(args: argparse.Namespace) -> ConfigStore:
+    conf_dir, _ = _dirs(args)
+    store = ConfigStore(conf_dir)
+    cfg = store.current.logging
+    logs.configure(args.log_level or cfg.level, args.log_format or cfg.format)
+    return store
+
+
+def _with_database(args: argparse.Namespace, work: Callable[[Database], Awaitable[Any]]) -> Any:
+    """Run ``work(db)`` with the database up (attaching to a running server's cluster)."""
+    store = _store(args)
+    _, data_dir = _dirs(args)
+
+    async def main() -> Any:
+        async with trio.open_nursery() as nursery:
+            async with open_storage(nursery, store.current, data_dir) as storage:
+                result = await work(storage.db)
+            nursery.cancel_scope.cancel()
+        return result
+
+    return trio.run(main)
+
+
+def _open_ca(data_dir: Path) -> CertificateAuthority:
+    return CertificateAuthority(data_dir / "ca")
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import print_banner, run_server
+
+    store = _store(args)
+    _, data_dir = _dirs(args)
+    trio.run(lambda: run_server(store, data_dir, bind=args.bind, on_ready=print_banner))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    async def work(db: Database) -> int:
+        from storage import current_version
+
+        return await db.run(current_version)
+
+    version = _with_database(args, work)
+    print(f"database schema at version {version}")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    conf_dir, _ = _dirs(args)
+    config = load(conf_dir)
+    if args.host:
+        eff = effective_policy(config, args.host.lower(), args.group)
+        print(f"effective polling policy of {args.host}:")
+        for key, value in as_table(eff.policy).items():
+            shown = list(value) if isinstance(value, tuple) else value
+            print(f"  {key} = {json.dumps(shown)}  ({eff.origins[key]})")
+        return 0
+    print(f"configuration in {conf_dir} is valid; effective settings:")
+    for section in ("server", "database", "logging", "agents", "polling", "supervision",
+                    "discovery", "retention"):  # fmt: skip
+        print(f"[{section}]")
+        for key, value in as_table(getattr(config, section)).items():
+            if section == "database" and key == "url" and value:
+                value = "<set>"  # may hold a password
+            shown = list(value) if isinstance(value, tuple) else value
+            print(f"  {key} = {json.dumps(shown)}")
+    groups, hosts = config.overrides.groups, config.overrides.hosts
+    print(f"overrides: {len(groups)} group(s), {len(hosts)} host(s) in hosts.toml")
+    return 0
+
+
+def cmd_ca(args: argparse.Namespace) -> int:
+    _, data_dir = _dirs(args)
+    if args.ca_command == "export-root":
+        sys.stdout.write(_open_ca(data_dir).root_pem)
+        return 0
+    if args.ca_command == "init":
+        config = _store(args).current
+        names = [*config.server.hostnames, *config.server.ip_addresses]
+        ca, created = CertificateAuthority.init(data_dir / "ca", web_names=names)
+
+        async def save(db: Database) -> None:
+            await record_certificates(db, created)
+
+        _with_database(args, save)
+        print(f"CA ready in {ca.directory} ({len(created)} certificate(s) created)")
+        return 0
+    if args.ca_command == "issue-agent":
+        ca = _open_ca(data_dir)
+        issued = ca.issue_agent(args.names)
+
+        async def save_agent(db: Database) -> None:
+            await record_certificates(db, [issued.record])
+
+        _with_database(args, save_agent)
+        args.out.mkdir(parents=True, exist_ok=True)
+        base = args.out / args.names[0]
+        key_path = base.with_name(base.name + ".key")
+        key_path.touch(mode=0o600)
+        key_path.write_text(issued.key_pem)
+        base.with_name(base.name + ".crt").write_text(issued.record.cert_pem)
+        print(f"issued serial {issued.record.serial_hex} for {', '.join(issued.record.sans)}: "
+              f"{base}.crt, {base}.key")  # fmt: skip
+        return 0
+    if args.ca_command == "revoke":
+        ca = _open_ca(data_dir)
+        try:
+            serial = int(args.serial.replace(":", ""), 16)
+        except ValueError:
+            raise CliError(f"{args.serial!r} is not a hexadecimal serial number") from None
+
+        async def revoke(db: Database) -> int:
+            await db.run(revoke_certificate, serial)
+            revoked = await db.run(revoked_serials)
+            await trio.to_thread.run_sync(ca.write_crl, revoked)
+            return len(revoked)
+
+        count = _with_database(args, revoke)
+        print(f"revoked {serial:x}; {ca.crl_path} now lists {count} certificate(s)")
+        return 0
+    raise CliError(f"unknown ca action {args.ca_command}")
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": cmd_serve,
+    "migrate": cmd_migrate,
+    "check-config": cmd_check_config,
+    "ca": cmd_ca,
+}
+
+
+_REPORTED = (ConfigError, CliError, CAError, StorageError)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+    except BaseException as exc:
+        # Errors raised inside nurseries arrive grouped: report known ones as plain lines.
+        leaves = _leaves(exc)
+        if not all(isinstance(leaf, _REPORTED) for leaf in leaves):
+            raise
+        for leaf in leaves:
+            print(f"patch-manager: {leaf}", file=sys.stderr)
+        return EXIT_USAGE if all(isinstance(x, ConfigError) for x in leaves) else EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Compliance, patch-history, vulnerability and audit reports (CSV and PDF). Reads storage."""

@@ -1,0 +1,46 @@
+"""Configuration: the TOML files in conf/, parsed once into frozen typed settings.
+
+Public names: ``load``, ``effective_policy``, ``ConfigStore``, ``ConfigError`` and the settings
+records. Imports nothing of ours.
+"""
+
+from .loader import ConfigError, Problem, as_table, check_value, effective_policy, load
+from .model import (
+    AgentSettings,
+    Config,
+    DatabaseSettings,
+    DiscoverySettings,
+    EffectivePolicy,
+    LoggingSettings,
+    Overrides,
+    PollingPolicy,
+    RetentionSettings,
+    ServerSettings,
+    SupervisionSettings,
+)
+from .schema import POLLING_KEYS, SECTIONS, Key
+from .store import ConfigStore
+
+__all__ = [
+    "POLLING_KEYS",
+    "SECTIONS",
+    "AgentSettings",
+    "Config",
+    "ConfigError",
+    "ConfigStore",
+    "DatabaseSettings",
+    "DiscoverySettings",
+    "EffectivePolicy",
+    "Key",
+    "LoggingSettings",
+    "Overrides",
+    "PollingPolicy",
+    "Problem",
+    "RetentionSettings",
+    "ServerSettings",
+    "SupervisionSettings",
+    "as_table",
+    "check_value",
+    "effective_policy",
+    "load",
+]

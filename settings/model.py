@@ -1,0 +1,120 @@
+"""Frozen, typed settings built from the TOML files. Field names mirror ``settings.schema``."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    bind: str
+    tls: bool
+    hostnames: tuple[str, ...]
+    ip_addresses: tuple[str, ...]
+    graceful_timeout_s: float
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str
+    url_env: str
+    pool_size: int
+    statement_timeout_s: int
+    binaries: str
+    system_bin_dir: str
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: str
+    format: str
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    port: int
+
+
+@dataclass(frozen=True)
+class PollingPolicy:
+    """How one host is polled. Built by merging defaults, global, group and host values."""
+
+    health_interval_s: int
+    patch_interval_s: int
+    request_timeout_s: float
+    connect_timeout_s: float
+    backoff_s: tuple[int, ...]
+    jitter_ratio: float
+    max_connections: int
+    paused: bool
+
+
+@dataclass(frozen=True)
+class SupervisionSettings:
+    max_crashes: int
+    window_s: int
+    restart_min_s: float
+    restart_max_s: float
+
+
+@dataclass(frozen=True)
+class DiscoverySettings:
+    min_prefix_len: int
+    concurrency: int
+    connect_timeout_s: float
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    operational_days: int
+    audit_days: int
+
+
+class Source(enum.Enum):
+    """Where an effective polling value came from (R-1.3)."""
+
+    DEFAULT = "default"
+    GLOBAL = "global"
+    GROUP = "group"
+    HOST = "host"
+
+
+@dataclass(frozen=True)
+class EffectivePolicy:
+    """A host's polling policy plus, per key, where the value came from.
+
+    ``origins`` maps a key to a label such as ``"default"``, ``"global"``, ``"group:web"`` or
+    ``"host"``.
+    """
+
+    policy: PollingPolicy
+    origins: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Polling overrides from conf/hosts.toml: raw validated values per group and per host."""
+
+    groups: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    hosts: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration in force. Replaced as a unit on reload, never mutated."""
+
+    server: ServerSettings
+    database: DatabaseSettings
+    logging: LoggingSettings
+    agents: AgentSettings
+    polling: PollingPolicy
+    supervision: SupervisionSettings
+    discovery: DiscoverySettings
+    retention: RetentionSettings
+    # Values set explicitly under [polling] (to tell "global" from "default").
+    polling_explicit: Mapping[str, object]
+    overrides: Overrides
+    files: tuple[Path, ...]

@@ -1,0 +1,118 @@
+"""The one description of every configuration key: type, default, range and meaning.
+
+The loader validates against it, ``check-config`` prints from it and a test compares it with the
+configuration reference in README.md, so a key cannot exist in one place and not the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+ValueKind = Literal["int", "float", "bool", "str", "str_list", "int_list"]
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key.
+
+    ``minimum``/``maximum`` bound numbers (and every element of a number list); ``choices``
+    restricts strings; ``min_items``/``max_items`` bound lists.
+    """
+
+    name: str
+    kind: ValueKind
+    default: object
+    doc: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    min_items: int = 0
+    max_items: int = 1000
+
+
+# Keys a group or a host may override in conf/hosts.toml; also settable globally under [polling].
+POLLING_KEYS: tuple[Key, ...] = (
+    Key("health_interval_s", "int", 300, "Seconds between health + system/info polls.", 10, 86_400),
+    Key("patch_interval_s", "int", 1800, "Seconds between patch + package polls.", 60, 604_800),
+    Key("request_timeout_s", "float", 30.0, "Deadline for one agent request.", 1, 600),
+    Key("connect_timeout_s", "float", 10.0, "Deadline for TCP + TLS connect.", 0.5, 120),
+    Key(
+        "backoff_s",
+        "int_list",
+        [60, 300, 1800],
+        "Delays between retries after a failed poll; one retry per entry (R-3.2).",
+        1,
+        1800,
+        min_items=1,
+        max_items=10,
+    ),
+    Key("jitter_ratio", "float", 0.1, "Random spread of backoff delays (0 = none).", 0, 0.5),
+    Key("max_connections", "int", 2, "Connections the manager opens to one agent.", 1, 8),
+    Key("paused", "bool", False, "A paused host's actor is parked: no polls, no jobs."),
+)
+
+SECTIONS: dict[str, tuple[Key, ...]] = {
+    "server": (
+        Key("bind", "str", "127.0.0.1:8443", "Address:port of the web UI and JSON API."),
+        Key("tls", "bool", True, "Serve HTTPS (TLS 1.3 only). false only behind a TLS proxy."),
+        Key(
+            "hostnames",
+            "str_list",
+            ["localhost"],
+            "DNS names put in the web certificate's SAN.",
+            max_items=50,
+        ),
+        Key(
+            "ip_addresses",
+            "str_list",
+            ["127.0.0.1"],
+            "IP addresses put in the web certificate's SAN.",
+            max_items=50,
+        ),
+        Key("graceful_timeout_s", "float", 5.0, "Time in-flight requests get at shutdown.", 0, 120),
+    ),
+    "database": (
+        Key("url", "str", "", "PostgreSQL URL; empty = the embedded cluster in the data dir."),
+        Key("url_env", "str", "", "Name of an environment variable holding the URL (secrets)."),
+        Key("pool_size", "int", 8, "Connections in the pool (and worker threads).", 1, 64),
+        Key("statement_timeout_s", "int", 30, "Server-side statement_timeout.", 1, 3600),
+        Key(
+            "binaries",
+            "str",
+            "embedded",
+            "Embedded cluster binaries: the bundled PostgreSQL 18 or the system's.",
+            choices=("embedded", "system"),
+        ),
+        Key("system_bin_dir", "str", "", "Directory of initdb/postgres when binaries = system."),
+    ),
+    "logging": (
+        Key("level", "str", "info", "Log level.", choices=("debug", "info", "warning", "error")),
+        Key(
+            "format",
+            "str",
+            "auto",
+            "json, text, or auto (text on a terminal).",
+            choices=("json", "text", "auto"),
+        ),
+    ),
+    "agents": (Key("port", "int", 12443, "Port the agents listen on.", 1, 65535),),
+    "polling": POLLING_KEYS,
+    "supervision": (
+        Key("max_crashes", "int", 5, "Crashes within window_s before a host is failed.", 1, 100),
+        Key("window_s", "int", 300, "Window for counting actor crashes.", 10, 86_400),
+        Key("restart_min_s", "float", 1.0, "First restart delay after a crash.", 0.01, 600),
+        Key("restart_max_s", "float", 60.0, "Cap on the restart delay.", 0.01, 3600),
+    ),
+    "discovery": (
+        Key("min_prefix_len", "int", 20, "Largest range a scan accepts (/20 = 4096).", 8, 32),
+        Key("concurrency", "int", 512, "Probes in flight at once.", 1, 4096),
+        Key("connect_timeout_s", "float", 1.5, "TCP connect deadline per address.", 0.1, 30),
+    ),
+    "retention": (
+        Key("operational_days", "int", 30, "Days of operational history kept.", 1, 3650),
+        Key("audit_days", "int", 180, "Days of audit trail kept.", 30, 3650),
+    ),
+}
+
+POLLING_KEY_NAMES = frozenset(k.name for k in POLLING_KEYS)

@@ -1,0 +1,131 @@
+"""The connection pool, used from trio through worker threads.
+
+psycopg's async API is asyncio-only, so every database call runs a plain function
+``fn(conn, *args)`` in a worker thread with a pooled sync connection. Threads are bounded by a
+``CapacityLimiter`` the size of the pool. A cancelled call returns at once: the statement is
+cancelled on the server from a helper thread and the connection returns to the pool when the
+worker finishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+import trio
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from .errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def redact(conninfo: str) -> str:
+    """A connection string safe to log: the password (if any) replaced by ``***``."""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "<unparseable connection string>"
+    if "password" in params:
+        params["password"] = "***"
+    return psycopg.conninfo.make_conninfo("", **params)
+
+
+class Database:
+    """A psycopg connection pool reachable from trio.
+
+    ``run(fn, *args)`` waits for a free connection (at most ``acquire_timeout`` seconds, then
+    raises ``DatabaseUnavailable``), runs ``fn(conn, *args)`` in a worker thread and returns its
+    result. Connections are in autocommit mode: use ``with conn.transaction():`` for more than one
+    statement. Every connection carries a server-side ``statement_timeout``.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        size: int = 8,
+        statement_timeout_s: int = 30,
+        acquire_timeout: float = 10.0,
+        application_name: str = "patch-manager",
+    ) -> None:
+        self.conninfo = conninfo
+        self.size = size
+        self.acquire_timeout = acquire_timeout
+        self.limiter = trio.CapacityLimiter(size)
+        self.pool = ConnectionPool(
+            conninfo,
+            min_size=size,
+            max_size=size,
+            open=False,
+            check=ConnectionPool.check_connection,
+            reconnect_timeout=86_400,  # keep reconnecting in the background during an outage
+            kwargs={
+                "autocommit": True,
+                "application_name": application_name,
+                "options": f"-c statement_timeout={statement_timeout_s * 1000}",
+            },
+            name="patch-manager",
+        )
+
+    async def open(self, timeout: float = 30.0) -> None:
+        """Open the pool and wait until ``size`` connections exist (raises DatabaseUnavailable)."""
+
+        def _open() -> None:
+            try:
+                self.pool.open(wait=True, timeout=timeout)
+            except PoolTimeout as exc:
+                self.pool.close()
+                raise DatabaseUnavailable(
+                    f"cannot connect to PostgreSQL at {redact(self.conninfo)}: {exc}"
+                ) from None
+
+        await trio.to_thread.run_sync(_open)
+
+    async def close(self) -> None:
+        """Close every connection; waits for calls still in flight (at most 5 s)."""
+        await trio.to_thread.run_sync(lambda: self.pool.close(timeout=5))
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` in a worker thread with a pooled connection."""
+        holder: dict[str, psycopg.Connection[Any]] = {}
+
+        def job() -> T:
+            try:
+                with self.pool.connection(timeout=self.acquire_timeout) as conn:
+                    holder["conn"] = conn
+                    return fn(conn, *args)
+            except PoolTimeout as exc:
+                raise DatabaseUnavailable(f"no database connection available: {exc}") from None
+            except psycopg.OperationalError as exc:
+                raise DatabaseUnavailable(f"database error: {exc}") from exc
+
+        try:
+            return await trio.to_thread.run_sync(job, abandon_on_cancel=True, limiter=self.limiter)
+        except trio.Cancelled:
+            conn = holder.get("conn")
+            if conn is not None:
+                # Abort the statement on the server without blocking the event loop.
+                threading.Thread(
+                    target=conn.cancel_safe, kwargs={"timeout": 5}, daemon=True
+                ).start()
+            raise
+
+    async def refresh(self) -> None:
+        """Replace every broken idle connection now (after the server restarted)."""
+        await trio.to_thread.run_sync(self.pool.check, limiter=self.limiter)
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        """True if ``SELECT 1`` answers within ``timeout`` seconds."""
+        with trio.move_on_after(timeout):
+            try:
+                await self.run(lambda conn: conn.execute("SELECT 1").fetchone())
+            except DatabaseUnavailable:
+                return False
+            return True
+        return False

@@ -1,0 +1,111 @@
+"""Shared fixtures: one real PostgreSQL for the whole run (started through the product's own
+embedded-cluster code), a migrated template database, and a fresh copy for every test.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import trio
+
+from storage import Database, EmbeddedPostgres, migrate
+
+TEMPLATE = "pm_template"
+FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+def make_tmp_dir(prefix: str) -> Path:
+    """A temporary directory other users may traverse (the cluster user runs PostgreSQL when
+    the suite runs as root)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+class ClusterThread:
+    """Runs the embedded cluster's trio supervisor in a thread for the whole test session."""
+
+    def __init__(self, root: Path) -> None:
+        self.cluster = EmbeddedPostgres(root, settings=FAST)
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event | None = None
+        self._thread = threading.Thread(target=self._main, name="pg-cluster", daemon=True)
+
+    def _main(self) -> None:
+        async def run() -> None:
+            self._token = trio.lowlevel.current_trio_token()
+            self._stop = trio.Event()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.cluster.run)
+                self.ready.set()
+                await self._stop.wait()
+                nursery.cancel_scope.cancel()
+
+        try:
+            trio.run(run)
+        except BaseException as exc:
+            self.error = exc
+            self.ready.set()
+
+    def start(self) -> None:
+        self._thread.start()
+        self.ready.wait(120)
+        if self.error is not None:
+            raise RuntimeError("the test PostgreSQL cluster did not start") from self.error
+
+    def stop(self) -> None:
+        if self._token is not None and self._stop is not None:
+            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+        self._thread.join(30)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[EmbeddedPostgres]:
+    """The session's PostgreSQL. A cluster that cannot start fails the run (never a skip)."""
+    thread = ClusterThread(make_tmp_dir("pm-test-pg-") / "pg")
+    thread.start()
+    try:
+        with psycopg.connect(thread.cluster.admin_conninfo, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+            conn.execute(f"CREATE DATABASE {TEMPLATE}")
+        template = thread.cluster.admin_conninfo.replace("dbname=postgres", f"dbname={TEMPLATE}")
+        with psycopg.connect(template, autocommit=True) as conn:
+            migrate(conn)
+        yield thread.cluster
+    finally:
+        thread.stop()
+
+
+@pytest.fixture
+def db_conninfo(pg_cluster: EmbeddedPostgres) -> Iterator[str]:
+    """A fresh, migrated database (a copy of the template) for one test."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(pg_cluster.admin_conninfo, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    yield pg_cluster.admin_conninfo.replace("dbname=postgres", f"dbname={name}")
+    with psycopg.connect(pg_cluster.admin_conninfo, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+async def db(db_conninfo: str) -> AsyncIterator[Database]:
+    database = Database(db_conninfo, size=4, statement_timeout_s=10)
+    await database.open()
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+@pytest.fixture
+def tmp_dir() -> Iterator[Path]:
+    path = make_tmp_dir("pm-test-")
+    yield path

@@ -1,0 +1,11 @@
+"""The web layer: Starlette app (pages, JSON API, live relay) and its Hypercorn listener.
+
+Talks to the actor system only through a ``SystemHandle``.
+"""
+
+from .app import create_app
+from .errors import ApiError
+from .handle import HealthReport, SystemHandle
+from .server import WebListener, serve_web
+
+__all__ = ["ApiError", "HealthReport", "SystemHandle", "WebListener", "create_app", "serve_web"]
