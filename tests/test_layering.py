@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-OURS = {"actors", "web", "storage", "ca", "reports", "settings", "patch_manager"}
+OURS = {"actors", "web", "storage", "ca", "reports", "settings", "patch_manager", "simulator"}
 ALLOWED = {
     "settings": set(),
     "storage": set(),
@@ -14,6 +14,8 @@ ALLOWED = {
     "reports": {"storage"},
     "actors": {"storage", "ca", "settings"},
     "web": {"storage", "reports", "settings", "ca"},
+    # The simulator is the agent's double: it shares nothing with the client it tests.
+    "simulator": {"ca"},
     "patch_manager": OURS,
 }
 

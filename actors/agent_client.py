@@ -1,0 +1,508 @@
+"""A typed client for one Linux Patch API agent (agent-api.md §3, §5), over mutual TLS 1.3.
+
+Every method either returns a frozen record or raises an ``AgentError`` subclass (see
+``agent_errors``). Requests carry the deadlines given at construction; cancellation aborts the
+request at once.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import json
+import re
+import ssl
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+import trio
+import trio_websocket
+
+from .agent_errors import (
+    AdmissionRefused,
+    AgentCertificateInvalid,
+    AgentError,
+    AgentRequestError,
+    AgentTimeout,
+    NotWhitelisted,
+    ProtocolError,
+    RateLimited,
+    TLSRejected,
+    TransportError,
+    Unreachable,
+)
+from .agent_records import (
+    Health,
+    JobAccepted,
+    JobEvent,
+    JobInfo,
+    Package,
+    PatchList,
+    ServiceStatus,
+    SystemInfo,
+    parse_health,
+    parse_job,
+    parse_job_accepted,
+    parse_jobs,
+    parse_package,
+    parse_packages,
+    parse_patches,
+    parse_service,
+    parse_system_info,
+    parse_ws_message,
+)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+._-]{0,255}$")
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+.:~_-]{0,255}$")
+_JOB_ID = re.compile(r"^[0-9a-fA-F-]{36}$")
+ADMISSION_CODES = frozenset(
+    {
+        "QUEUE_FULL", "ADMISSION_FROZEN", "ADMISSION_CLOSED", "SELF_UPDATE_IN_PROGRESS",
+        "SELF_UPDATE_BLOCKED", "REBOOT_BLOCKED", "PACKAGE_DB_MUTATION_IN_PROGRESS",
+    }
+)  # fmt: skip
+USER_AGENT = "linux-patch-manager/0.1"
+
+
+def check_package_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(f"invalid package name {name!r}")
+    return name
+
+
+def check_version(version: str) -> str:
+    if not _VERSION.match(version):
+        raise ValueError(f"invalid package version {version!r}")
+    return version
+
+
+@dataclass(frozen=True)
+class PatchSelection:
+    """Which patches to apply. ``ALL`` must be asked for by name, never reached by accident."""
+
+    packages: tuple[str, ...] | None
+
+    @classmethod
+    def all(cls) -> PatchSelection:
+        return cls(None)
+
+    @classmethod
+    def only(cls, names: Sequence[str]) -> PatchSelection:
+        if isinstance(names, str) or not names:
+            raise ValueError("an explicit patch selection needs at least one package name")
+        return cls(tuple(check_package_name(n) for n in names))
+
+
+def _retry_after(headers: httpx2.Headers) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(1.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(1.0, when.timestamp() - time.time())
+
+
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _has_cause(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _rejection_message(err: ssl.SSLError) -> str:
+    reason = (err.reason or str(err)).lower()
+    if "certificate_required" in reason or "certificate required" in reason:
+        return "the agent requires a client certificate"
+    if "revoked" in reason:
+        return "the agent rejected our client certificate as revoked"
+    if "expired" in reason:
+        return "the agent rejected our client certificate as expired"
+    if "unknown_ca" in reason or "unknown ca" in reason or "bad_certificate" in reason:
+        return "the agent does not trust our client certificate (unknown CA)"
+    if "protocol_version" in reason or "version" in reason:
+        return "TLS version refused (the agent speaks TLS 1.3 only)"
+    return f"TLS failure: {err.reason or err}"
+
+
+def map_transport_error(host: str, exc: Exception) -> AgentError:
+    """Classify an httpx/ssl/socket failure (no HTTP answer) into our hierarchy."""
+    if isinstance(exc, httpx2.ConnectTimeout):
+        return Unreachable(host, "connect timed out")
+    if isinstance(exc, httpx2.PoolTimeout):
+        return AgentTimeout(host, "no free connection to the agent in time")
+    if isinstance(exc, httpx2.TimeoutException):
+        return AgentTimeout(host, "the agent did not answer in time")
+    err = _ssl_cause(exc)
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return AgentCertificateInvalid(
+            host, f"the agent's certificate is not acceptable: {err.verify_message or err}"
+        )
+    if err is not None:
+        return TLSRejected(host, _rejection_message(err))
+    if isinstance(exc, httpx2.ConnectError):
+        if _has_cause(exc, ConnectionRefusedError) or "refused" in str(exc).lower():
+            return Unreachable(host, "connection refused")
+        return Unreachable(host, f"cannot connect: {exc}")
+    if isinstance(exc, httpx2.RemoteProtocolError | httpx2.ReadError):
+        # Under TLS 1.3 a refused client certificate (or a whitelist drop) shows up as the
+        # server hanging up before answering.
+        return TLSRejected(
+            host,
+            "connection closed without an answer: client certificate refused or this manager's "
+            "IP is not whitelisted",
+        )
+    return TransportError(host, f"transport failure: {exc}")
+
+
+class AgentClient:
+    """One agent, reached at ``address:port`` and identified in errors as ``host``.
+
+    Construct it inside a trio task; call ``aclose()`` (or use ``async with``) to release its
+    connections. Connections are kept alive between calls (the agent keeps them 15 s).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        address: str,
+        ssl_context: ssl.SSLContext,
+        *,
+        port: int = 12443,
+        request_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        max_connections: int = 2,
+    ) -> None:
+        self.host = host
+        self.address = address
+        self.port = port
+        self.ssl_context = ssl_context
+        self.connect_timeout = connect_timeout
+        try:
+            literal = f"[{address}]" if ipaddress.ip_address(address).version == 6 else address
+        except ValueError:
+            literal = address
+        self._client = httpx2.AsyncClient(
+            base_url=f"https://{literal}:{port}",
+            verify=ssl_context,
+            timeout=httpx2.Timeout(request_timeout, connect=connect_timeout),
+            limits=httpx2.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=10.0,  # below the agent's 15 s keep-alive
+            ),
+            headers={"user-agent": USER_AGENT},
+            trust_env=False,
+        )
+
+    async def __aenter__(self) -> AgentClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Send one request; return the envelope's ``data`` or raise an AgentError."""
+        content = None
+        headers = {}
+        if body is not None:
+            content = json.dumps(body).encode()
+            headers["content-type"] = "application/json"
+        try:
+            response = await self._client.request(
+                method, path, content=content, headers=headers, params=params
+            )
+        except httpx2.HTTPError as exc:
+            raise map_transport_error(self.host, exc) from exc
+        return self._interpret(response)
+
+    def _interpret(self, response: httpx2.Response) -> Any:
+        status = response.status_code
+        ctype = response.headers.get("content-type", "")
+        retry_after = _retry_after(response.headers)
+        if "json" not in ctype:
+            text = response.text.strip()[:500]
+            if status == 429:
+                raise RateLimited(self.host, f"rate limited: {text}", retry_after=retry_after)
+            if status == 403:
+                raise NotWhitelisted(self.host, "this manager's IP is not in the agent whitelist")
+            if status == 405:
+                raise ProtocolError(self.host, "endpoint not supported by this agent", status=405)
+            if status >= 500:
+                raise AgentRequestError(self.host, status=status, code=f"HTTP_{status}",
+                                        message=text or "server error", retryable=True,
+                                        retry_after=retry_after)  # fmt: skip
+            raise ProtocolError(
+                self.host, f"HTTP {status} ({ctype or 'no content type'}): {text}", status=status
+            )
+        try:
+            payload = response.json()
+        except ValueError:
+            raise ProtocolError(
+                self.host, f"malformed JSON (HTTP {status})", status=status
+            ) from None
+        if not isinstance(payload, dict) or "success" not in payload:
+            raise ProtocolError(self.host, f"not an envelope (HTTP {status})", status=status)
+        if payload["success"] is True and 200 <= status < 300:
+            return payload.get("data")
+        error = payload.get("error") or {}
+        if not isinstance(error, dict):
+            raise ProtocolError(
+                self.host, f"malformed error envelope (HTTP {status})", status=status
+            )
+        code = str(error.get("code") or f"HTTP_{status}")
+        kind = AdmissionRefused if code in ADMISSION_CODES else AgentRequestError
+        raise kind(
+            self.host,
+            status=status,
+            code=code,
+            message=str(error.get("message") or ""),
+            details=error.get("details"),
+            retryable=bool(error.get("retryable", False)),
+            retry_after=retry_after,
+        )
+
+    def _parse(self, parser: Any, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ProtocolError(self.host, "the envelope's data is not an object")
+        try:
+            return parser(data)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ProtocolError(self.host, f"unexpected payload: {exc}") from None
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def health(self) -> Health:
+        """``GET /health`` (same handler as /api/v1/health, but exempt from rate limiting)."""
+        return self._parse(parse_health, await self._request("GET", "/health"))  # type: ignore[no-any-return]
+
+    async def system_info(self) -> SystemInfo:
+        return self._parse(parse_system_info, await self._request("GET", "/api/v1/system/info"))  # type: ignore[no-any-return]
+
+    async def service(self, name: str) -> ServiceStatus:
+        data = await self._request("GET", f"/api/v1/system/services/{check_package_name(name)}")
+        return self._parse(parse_service, data)  # type: ignore[no-any-return]
+
+    async def packages(
+        self, *, name: str | None = None, status: str | None = None
+    ) -> tuple[Package, ...]:
+        params = {}
+        if name is not None:
+            params["name"] = name
+        if status is not None:
+            params["status"] = status
+        data = await self._request("GET", "/api/v1/packages", params=params or None)
+        return self._parse(parse_packages, data)  # type: ignore[no-any-return]
+
+    async def package(self, name: str) -> Package:
+        data = await self._request("GET", f"/api/v1/packages/{check_package_name(name)}")
+        return self._parse(parse_package, data)  # type: ignore[no-any-return]
+
+    async def patches(self) -> PatchList:
+        return self._parse(parse_patches, await self._request("GET", "/api/v1/patches"))  # type: ignore[no-any-return]
+
+    async def jobs(self, *, status: str | None = None, limit: int = 50) -> tuple[JobInfo, ...]:
+        """The agent's job history, newest first, internal refresh jobs removed."""
+        params = {"limit": str(limit)}
+        if status is not None:
+            params["status"] = status
+        data = await self._request("GET", "/api/v1/jobs", params=params)
+        return self._parse(parse_jobs, data)  # type: ignore[no-any-return]
+
+    async def job(self, job_id: str) -> JobInfo:
+        data = await self._request("GET", f"/api/v1/jobs/{_check_job_id(job_id)}")
+        return self._parse(parse_job, data)  # type: ignore[no-any-return]
+
+    # -- mutations (202 + job) --------------------------------------------------------------
+
+    async def apply_patches(
+        self, selection: PatchSelection, *, allow_reboot: bool, reboot_delay_seconds: int = 0
+    ) -> JobAccepted:
+        """``POST /patches/apply``. ``allow_reboot`` is always sent; ``packages`` is either the
+        explicit list or null (= all), never omitted."""
+        body = {
+            "packages": None if selection.packages is None else list(selection.packages),
+            "allow_reboot": allow_reboot,
+            "reboot_delay_seconds": max(0, int(reboot_delay_seconds)),
+        }
+        return await self._job("POST", "/api/v1/patches/apply", body)
+
+    async def install(
+        self,
+        packages: Sequence[tuple[str, str | None]],
+        *,
+        no_recommends: bool = True,
+        force: bool = False,
+    ) -> JobAccepted:
+        """``POST /packages``: names with optional pinned versions. ``force`` skips signature
+        checks on apt: it is never set unless the caller insists."""
+        if not packages:
+            raise ValueError("install needs at least one package")
+        body = {
+            "packages": [
+                {"name": check_package_name(n), "version": None if v is None else check_version(v)}
+                for n, v in packages
+            ],
+            # When "options" is present the agent requires both keys.
+            "options": {"force": force, "no_recommends": no_recommends},
+        }
+        return await self._job("POST", "/api/v1/packages", body)
+
+    async def update(self, name: str) -> JobAccepted:
+        return await self._job("PUT", f"/api/v1/packages/{check_package_name(name)}", None)
+
+    async def remove(self, name: str) -> JobAccepted:
+        return await self._job("DELETE", f"/api/v1/packages/{check_package_name(name)}", None)
+
+    async def reboot(
+        self,
+        *,
+        delay_seconds: int = 0,
+        force: bool = False,
+        acknowledge_package_database_corruption_risk: bool = False,
+    ) -> JobAccepted:
+        body = {
+            "delay_seconds": max(0, int(delay_seconds)),
+            "force": force,
+            "acknowledge_package_database_corruption_risk": (
+                acknowledge_package_database_corruption_risk
+            ),
+        }
+        return await self._job("POST", "/api/v1/system/reboot", body)
+
+    async def rollback(self, job_id: str) -> JobAccepted:
+        """The agent's rollback endpoint. It queues a job that never runs (§3.14): the manager
+        does not use it; it exists for completeness and contract tests."""
+        data = await self._request("POST", f"/api/v1/jobs/{_check_job_id(job_id)}/rollback")
+        return self._parse(parse_job_accepted, data)  # type: ignore[no-any-return]
+
+    async def delete_job(self, job_id: str) -> None:
+        """Remove a terminal job from the agent's history (it never cancels anything)."""
+        await self._request("DELETE", f"/api/v1/jobs/{_check_job_id(job_id)}")
+
+    async def _job(self, method: str, path: str, body: Mapping[str, Any] | None) -> JobAccepted:
+        return self._parse(parse_job_accepted, await self._request(method, path, body=body))  # type: ignore[no-any-return]
+
+    # -- WebSocket --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def job_events(self) -> AsyncIterator[JobEventStream]:
+        """Connect to ``/api/v1/ws/jobs`` and yield a stream of job events.
+
+        The connect is bounded by the connect timeout (a refused client certificate would
+        otherwise hang in trio-websocket for 60 s). Raises ``AgentError`` subclasses. An
+        exception raised in the body comes out as itself, not wrapped in an exception group.
+        """
+        try:
+            async with self._connected_events() as stream:
+                yield stream
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+
+    @asynccontextmanager
+    async def _connected_events(self) -> AsyncIterator[JobEventStream]:
+        async with trio.open_nursery() as nursery:
+            try:
+                with trio.fail_after(self.connect_timeout):
+                    ws = await trio_websocket.connect_websocket(
+                        nursery, self.address, self.port, "/api/v1/ws/jobs",
+                        use_ssl=self.ssl_context, message_queue_size=256,
+                    )  # fmt: skip
+            except trio.TooSlowError:
+                nursery.cancel_scope.cancel()
+                raise TLSRejected(self.host, "WebSocket handshake got no answer") from None
+            except trio_websocket.HandshakeError as exc:
+                nursery.cancel_scope.cancel()
+                raise ProtocolError(self.host, f"WebSocket handshake refused: {exc}") from None
+            except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
+                nursery.cancel_scope.cancel()
+                raise _map_ws_error(self.host, exc) from exc
+            try:
+                yield JobEventStream(self.host, ws)
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(2):
+                    await ws.aclose()
+                nursery.cancel_scope.cancel()
+
+
+def _map_ws_error(host: str, exc: BaseException) -> AgentError:
+    err = _ssl_cause(exc)
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return AgentCertificateInvalid(host, f"the agent's certificate is not acceptable: {err}")
+    if err is not None:
+        return TLSRejected(host, _rejection_message(err))
+    if isinstance(exc, ConnectionRefusedError):
+        return Unreachable(host, "connection refused")
+    if isinstance(exc, OSError):
+        return Unreachable(host, f"cannot connect: {exc}")
+    return TLSRejected(host, "connection closed during the WebSocket handshake")
+
+
+def _check_job_id(job_id: str) -> str:
+    if not _JOB_ID.match(job_id):
+        raise ValueError(f"invalid job id {job_id!r}")
+    return job_id
+
+
+class JobEventStream:
+    """Job events from one agent. ``receive()`` skips greetings and acknowledgements."""
+
+    def __init__(self, host: str, ws: trio_websocket.WebSocketConnection) -> None:
+        self.host = host
+        self._ws = ws
+
+    async def receive(self) -> JobEvent:
+        """The next job event. Raises ``TransportError`` when the connection drops (the agent
+        closes without a close frame on restart, reboot or heartbeat timeout)."""
+        while True:
+            try:
+                message = await self._ws.get_message()
+            except trio_websocket.ConnectionClosed as exc:
+                raise TransportError(self.host, f"job event stream closed ({exc.reason})") from None
+            if not isinstance(message, str):
+                continue
+            try:
+                data = json.loads(message)
+                event = parse_ws_message(data) if isinstance(data, dict) else None
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ProtocolError(self.host, f"bad WebSocket message: {exc}") from None
+            if event is not None:
+                return event
+
+    async def send_raw(self, text: str) -> None:
+        """Send a text frame (subscribe messages; the agent broadcasts everything anyway)."""
+        await self._ws.send_message(text)
