@@ -122,9 +122,15 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
 
 
 def _has_cause(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Is ``kind`` anywhere in the cause chain (looking inside exception groups: trio reports
+    a failed connect as an OSError caused by a group of per-address errors)?"""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, kind):
+            return True
+        if isinstance(seen, BaseExceptionGroup) and any(
+            _has_cause(inner, kind) for inner in seen.exceptions
+        ):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -14,6 +14,7 @@ import trio
 
 from ca import CAError, CertificateAuthority
 from settings import ConfigError, ConfigStore, as_table, effective_policy, load
+from simulator import ScenarioError
 from storage import (
     Database,
     StorageError,
@@ -81,6 +82,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("serial", help="serial number in hex (as `ca issue-agent` printed it)")
     p = ca_sub.add_parser("export-root", help="print the root CA certificate (PEM)")
     _common(p)
+
+    p = sub.add_parser("simulate", help="serve simulated agents on loopback addresses")
+    _common(p)
+    p.add_argument("--count", type=int, help="number of agents (default 50)")
+    p.add_argument("--seed", type=int, help="fleet seed (same seed, same fleet)")
+    p.add_argument("--base-address", help="first agent address (default 127.77.0.1)")
+    p.add_argument(
+        "--port", type=int, help="agent port (default 12443; 0 = one address, many ports)"
+    )
+    p.add_argument("--time-scale", type=float, help="job duration factor (0.01 = 100x faster)")
+    p.add_argument("--scenario", type=Path, help="TOML scenario: [fleet] and [faults.*]")
+    p.add_argument("--whitelist", type=Path, help="whitelist.yaml in the agent's format")
+    p.add_argument(
+        "--control-socket", type=Path, help="control API socket (DATA_DIR/simulator.sock)"
+    )
+
+    p = sub.add_parser("sim-ctl", help="send one request to a running simulator")
+    _common(p)
+    p.add_argument("request", help='JSON, e.g. \'{"action": "faults", "target": "all", '
+                   '"set": {"down": true}}\'')  # fmt: skip
+    p.add_argument("--control-socket", type=Path)
     return parser
 
 
@@ -217,7 +239,35 @@ def cmd_ca(args: argparse.Namespace) -> int:
     raise CliError(f"unknown ca action {args.ca_command}")
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulate import run_simulator
+
+    logs.configure(args.log_level or "info", args.log_format or "auto")
+    _, data_dir = _dirs(args)
+    trio.run(lambda: run_simulator(args, data_dir))
+    return 0
+
+
+def cmd_sim_ctl(args: argparse.Namespace) -> int:
+    from simulator import control
+
+    _, data_dir = _dirs(args)
+    path = args.control_socket or data_dir / "simulator.sock"
+    try:
+        payload = json.loads(args.request)
+    except ValueError as exc:
+        raise CliError(f"the request is not JSON: {exc}") from None
+    try:
+        answer = control.request(path, payload)
+    except OSError as exc:
+        raise CliError(f"cannot reach the simulator at {path}: {exc.strerror or exc}") from None
+    print(json.dumps(answer, indent=2))
+    return 0 if answer.get("ok") else EXIT_ERROR
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "simulate": cmd_simulate,
+    "sim-ctl": cmd_sim_ctl,
     "serve": cmd_serve,
     "migrate": cmd_migrate,
     "check-config": cmd_check_config,
@@ -225,7 +275,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-_REPORTED = (ConfigError, CliError, CAError, StorageError)
+_REPORTED = (ConfigError, CliError, CAError, StorageError, ScenarioError)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -5,7 +5,16 @@ benchmarks; ships with the product so users can load-test their manager. Imports
 
 from .agent import SimAgent
 from .catalog import HostProfile, generate_profile
-from .fleet import Fleet, FleetSpec, Scenario, ScenarioError, describe, load_scenario
+from .control import serve_control
+from .fleet import (
+    Fleet,
+    FleetSpec,
+    Scenario,
+    ScenarioError,
+    describe,
+    load_scenario,
+    parse_whitelist,
+)
 from .model import FaultError, Faults
 
 __all__ = [
@@ -20,4 +29,6 @@ __all__ = [
     "describe",
     "generate_profile",
     "load_scenario",
+    "parse_whitelist",
+    "serve_control",
 ]

@@ -56,6 +56,7 @@ TIMINGS: dict[str, tuple[float, float]] = {
     "apply": (30, 300),
     "reboot_down": (30, 180),
     "restart_down": (2, 10),
+    "shutdown": (2, 5),  # from `systemctl reboot` until the host stops answering
     "internal": (5, 60),
 }
 
@@ -98,6 +99,7 @@ class SimAgent:
         self._sessions: set[WebSocketSession] = set()
         self._work = trio.Event()
         self._up_changed = trio.Event()
+        self._listening = trio.Event()
         self._serve_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
 
@@ -145,6 +147,7 @@ class SimAgent:
                         self._serve_scope = scope
                         listeners = await trio.open_tcp_listeners(self.port, host=self.address)
                         self.port = listeners[0].socket.getsockname()[1]
+                        self._listening.set()
                         if not started:
                             started = True
                             task_status.started()
@@ -156,9 +159,14 @@ class SimAgent:
                 await self._up_changed.wait()
                 self._up_changed = trio.Event()
 
+    async def wait_listening(self) -> None:
+        """Wait until the agent accepts connections (again)."""
+        await self._listening.wait()
+
     def _go_down(self) -> None:
         """Stop listening and drop every connection and WebSocket (no close frames)."""
         self.up = False
+        self._listening = trio.Event()
         if self._serve_scope is not None:
             self._serve_scope.cancel()
         for session in list(self._sessions):
@@ -355,6 +363,8 @@ class SimAgent:
             max(1, math.ceil(job.reboot_delay_seconds / 60)) if job.reboot_delay_seconds else 0
         )
         await trio.sleep(minutes * 60 * self.time_scale)
+        # Let the answer that scheduled the reboot reach the client before the host goes down.
+        await trio.sleep(max(0.05, self.scaled("shutdown")))
         await self.restart(reboot=True)
 
     async def _worker(self) -> None:

@@ -102,6 +102,41 @@ def load_scenario(path: Path) -> Scenario:
     return scenario
 
 
+def parse_whitelist(text: str) -> list[str]:
+    """Entries of a whitelist YAML in the agent's format (``entries:`` list). Comment and
+    empty strings are skipped; hostnames are resolved once to their first IPv4; a malformed
+    IP/CIDR makes the whole list deny-all, as on the real agent."""
+    import socket
+
+    import yaml
+
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"whitelist is not valid YAML: {exc}") from None
+    entries = data.get("entries") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise ScenarioError("whitelist needs an 'entries' list")
+    result: list[str] = []
+    for entry in entries:
+        value = str(entry).strip()
+        if not value or value.startswith("#"):
+            continue
+        if any(c.isalpha() for c in value) and "/" not in value:
+            try:
+                value = socket.gethostbyname(value)
+            except OSError:
+                log.warning("whitelist entry %s does not resolve; skipped", value)
+                continue
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            log.error("whitelist entry %r is malformed: denying everyone", value)
+            return ["!malformed"]
+        result.append(value)
+    return result
+
+
 def raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:

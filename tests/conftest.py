@@ -4,16 +4,22 @@ embedded-cluster code), a migrated template database, and a fresh copy for every
 
 from __future__ import annotations
 
+import itertools
+import ssl
 import tempfile
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import trio
 
+from ca import CertificateAuthority, agent_client_context
+from simulator import Fleet, FleetSpec
 from storage import Database, EmbeddedPostgres, migrate
 
 TEMPLATE = "pm_template"
@@ -109,3 +115,46 @@ async def db(db_conninfo: str) -> AsyncIterator[Database]:
 def tmp_dir() -> Iterator[Path]:
     path = make_tmp_dir("pm-test-")
     yield path
+
+
+# -- PKI and simulated agents ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: CertificateAuthority
+    directory: Path
+    state_dir: Path  # simulator certificate cache, shared by every test of the session
+
+    def client_context(self) -> ssl.SSLContext:
+        return agent_client_context(
+            self.ca.root_cert_path, self.ca.client_cert_path, self.ca.client_key_path
+        )
+
+
+@pytest.fixture(scope="session")
+def pki() -> Pki:
+    root = make_tmp_dir("pm-test-pki-")
+    ca, _ = CertificateAuthority.init(root / "ca")
+    return Pki(ca, root / "ca", root / "sim")
+
+
+_next_block = itertools.count(1)
+
+
+def fleet_addresses(count: int) -> str:
+    """A fresh base address per fleet so that tests never share agent addresses."""
+    block = next(_next_block)
+    return f"127.{100 + block // 250}.{block % 250}.1"
+
+
+@pytest.fixture
+def start_fleet(nursery: trio.Nursery, pki: Pki) -> Callable[..., Awaitable[Fleet]]:
+    async def start(count: int = 3, *, time_scale: float = 0.002, **spec: Any) -> Fleet:
+        spec.setdefault("base_address", fleet_addresses(count))
+        fleet = Fleet(pki.directory, pki.state_dir,
+                      FleetSpec(count=count, time_scale=time_scale, **spec))  # fmt: skip
+        await nursery.start(fleet.run)
+        return fleet
+
+    return start
