@@ -18,6 +18,8 @@ from simulator import ScenarioError
 from storage import (
     Database,
     StorageError,
+    StoredCertificate,
+    list_certificates,
     revoke_certificate,
     revoked_serials,
 )
@@ -81,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("serial", help="serial number in hex (as `ca issue-agent` printed it)")
     p = ca_sub.add_parser("export-root", help="print the root CA certificate (PEM)")
+    _common(p)
+    p = ca_sub.add_parser("list", help="list every certificate the CA issued")
     _common(p)
 
     p = sub.add_parser("simulate", help="serve simulated agents on loopback addresses")
@@ -191,6 +195,15 @@ def cmd_ca(args: argparse.Namespace) -> int:
     _, data_dir = _dirs(args)
     if args.ca_command == "export-root":
         sys.stdout.write(_open_ca(data_dir).root_pem)
+        return 0
+    if args.ca_command == "list":
+
+        async def fetch(db: Database) -> list[StoredCertificate]:
+            return await db.run(list_certificates)
+
+        for cert in _with_database(args, fetch):
+            print(f"{cert.serial:x}  {cert.kind:<14}  {cert.status:<7}  "
+                  f"{cert.not_after:%Y-%m-%d}  {cert.subject}  {' '.join(cert.sans)}")  # fmt: skip
         return 0
     if args.ca_command == "init":
         config = _store(args).current

@@ -196,6 +196,7 @@ class SimAgent:
         self.self_update_active = False
         if not self.faults.down:
             self._come_up()
+            await self.wait_listening()
 
     def _recover_orphans(self, *, rebooted: bool) -> None:
         now = wall_now()

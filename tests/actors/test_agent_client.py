@@ -303,3 +303,34 @@ async def test_websocket_acknowledges_and_rejects_messages(pki: Pki, start_fleet
         agent.drop_websockets()
         with pytest.raises(TransportError):
             await events.receive()
+
+
+async def wait_terminal(events: Any, job_id: str) -> JobStatus:
+    while True:
+        event = await events.receive()
+        if event.job_id == job_id and event.status.terminal:
+            return event.status  # type: ignore[no-any-return]
+
+
+async def test_install_pinned_version_remove_and_apply_all(pki: Pki, start_fleet: Any) -> None:
+    fleet = await start_fleet(5)
+    agent = with_patches(fleet, 2)
+    pinned = sorted(agent.profile.upgradable)[0]
+    new_version = agent.profile.upgradable[pinned]
+    victim = next(n for n in sorted(agent.profile.installed) if n not in agent.profile.upgradable)
+    async with client_for(pki, agent) as client, client.job_events() as events:
+        job = await client.install([(pinned, new_version)])
+        assert job.operation is JobOperation.INSTALL and job.packages == (pinned,)
+        assert await wait_terminal(events, job.job_id) is JobStatus.COMPLETED
+        assert (await client.package(pinned)).version == new_version
+
+        job = await client.remove(victim)
+        assert await wait_terminal(events, job.job_id) is JobStatus.COMPLETED
+        assert victim not in {p.name for p in await client.packages()}
+
+        job = await client.apply_patches(PatchSelection.all(), allow_reboot=False)
+        assert job.package_count == 0  # "0 packages" means everything
+        assert await wait_terminal(events, job.job_id) is JobStatus.COMPLETED
+        assert (await client.patches()).patches == ()
+        with pytest.raises(ValueError, match="at least one package"):
+            await client.install([])
