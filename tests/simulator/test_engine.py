@@ -118,7 +118,7 @@ def test_faults_are_validated_with_clear_errors() -> None:
 def test_scenario_file(tmp_path: Path) -> None:
     path = tmp_path / "s.toml"
     path.write_text(
-        '[fleet]\ncount = 4\ntime_scale = 0.5\n[faults.all]\nlose_events = 0.1\n'
+        "[fleet]\ncount = 4\ntime_scale = 0.5\n[faults.all]\nlose_events = 0.1\n"
         '[faults."127.77.0.2"]\ndown = true\n'
     )
     scenario = load_scenario(path)
@@ -126,10 +126,10 @@ def test_scenario_file(tmp_path: Path) -> None:
     assert scenario.fleet_faults == {"lose_events": 0.1}
     assert scenario.agent_faults == {"127.77.0.2": {"down": True}}
     path.write_text('[fleet]\ncount = 4\n[faults."127.77.0.2"]\ndwn = true\n')
-    with pytest.raises(ScenarioError, match=r'faults.127.77.0.2: unknown fault .dwn.'):
+    with pytest.raises(ScenarioError, match=r"faults.127.77.0.2: unknown fault .dwn."):
         load_scenario(path)
     path.write_text("[fleet]\ncolor = 'red'\n")
-    with pytest.raises(ScenarioError, match="fleet.color"):
+    with pytest.raises(ScenarioError, match=r"fleet\.color"):
         load_scenario(path)
 
 
