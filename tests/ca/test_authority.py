@@ -26,8 +26,9 @@ def test_init_creates_root_client_web_and_crl(tmp_path: Path) -> None:
     assert [r.kind for r in created] == [CertKind.ROOT, CertKind.MANAGER_CLIENT,
                                           CertKind.WEB_SERVER]  # fmt: skip
     root = load(ca.root_cert_path)
-    assert isinstance(root.public_key(), ec.EllipticCurvePublicKey)
-    assert root.public_key().curve.name == "secp256r1"
+    key = root.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    assert key.curve.name == "secp256r1"
     assert root.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
     lifetime = root.not_valid_after_utc - root.not_valid_before_utc
     assert dt.timedelta(days=3649) < lifetime < dt.timedelta(days=3651)
