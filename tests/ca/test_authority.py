@@ -32,8 +32,8 @@ def test_init_creates_root_client_web_and_crl(tmp_path: Path) -> None:
     assert root.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
     lifetime = root.not_valid_after_utc - root.not_valid_before_utc
     assert dt.timedelta(days=3649) < lifetime < dt.timedelta(days=3651)
-    for key in (ca.root_key_path, ca.client_key_path, ca.web_key_path):
-        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    for key_path in (ca.root_key_path, ca.client_key_path, ca.web_key_path):
+        assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
     assert eku(load(ca.client_cert_path)) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     web = load(ca.web_cert_path)
     assert eku(web) == [ExtendedKeyUsageOID.SERVER_AUTH]
