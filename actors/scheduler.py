@@ -1,44 +1,319 @@
-"""The scheduler actor: owns the host actors and coordinates fleet-wide work.
+"""The scheduler actor: owns the host actors and fleet-wide work (R-3.1, R-3.5, R-2.2).
 
-For now it keeps a heartbeat that the health endpoint reads; host actors, windows, job dispatch
-and discovery hang off it.
+It reconciles the desired hosts (the hosts table, plus the configuration's policies) with the
+running actors: a new host gets an actor within a second, a removed host's actor is stopped, a
+paused host's actor parks. A configuration reload reaches only the actors whose effective policy
+changed. Each actor runs under ``supervise``; a host that keeps crashing is marked failed without
+disturbing the others. Discovery scans run here too.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import logging
+import random
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import trio
+
+from settings import Config, ConfigStore, EffectivePolicy, PollingPolicy, effective_policy
+from storage import HostRow
+
+from .discovery import Found, ScanProgress, parse_range, scan
+from .host import HostActor, utc_now
+from .ports import AgentFactory, HostSink, HostTarget
+from .state import FleetState, HostSnapshot, Phase
+from .supervisor import SupervisionState, supervise
 
 log = logging.getLogger(__name__)
 
 
+class HostDirectoryPort(Protocol):
+    async def list(self) -> list[HostRow]: ...
+
+    async def watch(
+        self, on_change: Callable[[], None], *, task_status: trio.TaskStatus[None] = ...
+    ) -> None: ...
+
+
+class DiscoveryStore(Protocol):
+    async def create(self, cidr: str, total: int) -> int: ...
+
+    async def progress(self, scan_id: int, progress: ScanProgress, status: str | None) -> None: ...
+
+    async def add(self, scan_id: int, found: Sequence[Found]) -> None: ...
+
+
+@dataclass
+class RunningHost:
+    row: HostRow
+    policy: PollingPolicy
+    scope: trio.CancelScope
+    supervision: SupervisionState
+    actor: HostActor | None = None
+
+
+@dataclass
+class Scan:
+    scan_id: int
+    progress: ScanProgress
+    scope: trio.CancelScope
+    found: list[Found] = field(default_factory=list)
+    changed: trio.Event = field(default_factory=trio.Event)
+
+
+def host_policy(config: Config, row: HostRow) -> EffectivePolicy:
+    """The configuration's policy for a host, with a pause from the UI/database on top."""
+    eff = effective_policy(config, row.name, row.groups)
+    if row.paused and not eff.policy.paused:
+        return EffectivePolicy(replace(eff.policy, paused=True), {**eff.origins, "paused": "ui"})
+    return eff
+
+
 class Scheduler:
-    """Run with ``await nursery.start(scheduler.run)``; cancelled to stop.
+    """Run with ``await nursery.start(scheduler.run)``; cancel to stop every actor."""
 
-    ``heartbeat`` is the ``trio.current_time()`` of the last loop turn; ``heartbeat_age()``
-    tells how stale it is (a stalled event loop or a wedged scheduler shows here).
-    """
-
-    def __init__(self, *, tick: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        config: ConfigStore,
+        directory: HostDirectoryPort,
+        agent_factory: AgentFactory,
+        sink: HostSink,
+        fleet: FleetState,
+        ssl_context: ssl.SSLContext | None = None,
+        discovery_store: DiscoveryStore | None = None,
+        rng: random.Random | None = None,
+        wall: Callable[[], dt.datetime] = utc_now,
+        tick: float = 1.0,
+        reconcile_interval: float = 30.0,
+    ) -> None:
+        self.config = config
+        self.directory = directory
+        self.agent_factory = agent_factory
+        self.sink = sink
+        self.fleet = fleet
+        self.ssl_context = ssl_context
+        self.discovery_store = discovery_store
+        self.rng = rng or random.Random()
+        self.wall = wall
         self.tick = tick
+        self.reconcile_interval = reconcile_interval
         self.heartbeat: float | None = None
         self.running = False
+        self.hosts: dict[int, RunningHost] = {}
+        self.scans: dict[int, Scan] = {}
+        self._nursery: trio.Nursery | None = None
+        self._reconcile_requested = trio.Event()
+        self._reconciled = trio.Event()
+
+    # -- public -----------------------------------------------------------------------------
 
     def heartbeat_age(self) -> float | None:
         if self.heartbeat is None or not self.running:
             return None
         return trio.current_time() - self.heartbeat
 
+    def request_reconcile(self) -> None:
+        self._reconcile_requested.set()
+
+    async def reconcile_now(self) -> None:
+        """Ask for a reconcile and wait until one has completed."""
+        done = self._reconciled
+        self.request_reconcile()
+        await done.wait()
+
+    def refresh(self, host_ids: Sequence[int] | None = None) -> int:
+        """Poll now (all hosts when ``host_ids`` is None). Failed hosts are restarted."""
+        count = 0
+        for host_id in self.hosts if host_ids is None else host_ids:
+            running = self.hosts.get(host_id)
+            if running is None:
+                continue
+            if running.supervision.failed:
+                self._stop(host_id)
+                self._start(running.row)
+            elif running.actor is not None:
+                running.actor.request_refresh()
+            count += 1
+        return count
+
+    def policy_of(self, host_id: int) -> EffectivePolicy | None:
+        running = self.hosts.get(host_id)
+        return None if running is None else host_policy(self.config.current, running.row)
+
+    # -- main loop --------------------------------------------------------------------------
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.running = True
-        self.heartbeat = trio.current_time()
-        task_status.started()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.running = True
+            self.heartbeat = trio.current_time()
+            try:
+                await nursery.start(self.directory.watch, self.request_reconcile)
+                nursery.start_soon(self._follow_config)
+                await self._reconcile()
+                task_status.started()
+                next_reconcile = trio.current_time() + self.reconcile_interval
+                deadline = trio.current_time()
+                while True:
+                    deadline += self.tick
+                    with trio.move_on_at(min(deadline, next_reconcile)):
+                        await self._reconcile_requested.wait()
+                    self.heartbeat = trio.current_time()
+                    if deadline < self.heartbeat:  # fell behind: do not try to catch up
+                        deadline = self.heartbeat
+                    if self._reconcile_requested.is_set() or self.heartbeat >= next_reconcile:
+                        self._reconcile_requested = trio.Event()
+                        await self._reconcile()
+                        next_reconcile = trio.current_time() + self.reconcile_interval
+            finally:
+                self.running = False
+                nursery.cancel_scope.cancel()
+
+    async def _reconcile(self) -> None:
         try:
-            deadline = trio.current_time()
-            while True:
-                deadline += self.tick
-                await trio.sleep_until(deadline)
-                self.heartbeat = trio.current_time()
-        finally:
-            self.running = False
+            rows = await self.directory.list()
+        except Exception as exc:  # the database may be down: keep the running set
+            log.warning("cannot read the host list: %s", exc)
+            return
+        desired = {row.id: row for row in rows}
+        for host_id in [h for h in self.hosts if h not in desired]:
+            log.info(
+                "host removed: stopping its actor", extra={"host": self.hosts[host_id].row.name}
+            )
+            self._stop(host_id)
+            self.fleet.remove(host_id)
+        config = self.config.current
+        for host_id, row in desired.items():
+            running = self.hosts.get(host_id)
+            if running is None:
+                self._start(row)
+                continue
+            if (row.address, row.port, row.name) != (running.row.address, running.row.port,
+                                                     running.row.name):  # fmt: skip
+                self._stop(host_id)
+                self._start(row)
+                continue
+            running.row = row
+            self._apply_policy(running, host_policy(config, row).policy)
+        self._reconciled.set()
+        self._reconciled = trio.Event()
+
+    async def _follow_config(self) -> None:
+        version = self.config.version
+        while True:
+            version, config = await self.config.wait_changed(version)
+            changed = 0
+            for running in self.hosts.values():
+                changed += self._apply_policy(running, host_policy(config, running.row).policy)
+            log.info("configuration applied: %d host actor(s) got a new policy", changed)
+
+    def _apply_policy(self, running: RunningHost, policy: PollingPolicy) -> bool:
+        if policy == running.policy:
+            return False
+        running.policy = policy
+        if running.actor is not None:
+            running.actor.update_policy(policy)
+        return True
+
+    def _start(self, row: HostRow) -> None:
+        assert self._nursery is not None
+        policy = host_policy(self.config.current, row).policy
+        running = RunningHost(row, policy, trio.CancelScope(), SupervisionState())
+        self.hosts[row.id] = running
+        self.fleet.publish(HostSnapshot(row.id, row.name))
+        self._nursery.start_soon(self._supervise, running)
+
+    def _stop(self, host_id: int) -> None:
+        running = self.hosts.pop(host_id, None)
+        if running is not None:
+            running.scope.cancel()
+
+    async def _supervise(self, running: RunningHost) -> None:
+        row = running.row
+        target = HostTarget(row.id, row.name, row.address or row.name, row.port, row.groups)
+
+        async def start_actor() -> None:
+            actor = HostActor(target, running.policy, agent_factory=self.agent_factory,
+                              sink=self.sink, fleet=self.fleet,
+                              rng=random.Random(self.rng.random()), wall=self.wall)  # fmt: skip
+            running.actor = actor
+            await actor.run()
+
+        def crashed(state: SupervisionState, delay: float) -> None:
+            self._mark(row.id, Phase.RESTARTING, state)
+
+        def failed(state: SupervisionState) -> None:
+            self._mark(row.id, Phase.FAILED, state)
+
+        settings = self.config.current.supervision
+        with running.scope:
+            await supervise(row.name, start_actor, settings, rng=self.rng,
+                            state=running.supervision, on_crash=crashed,
+                            on_failed=failed)  # fmt: skip
+
+    def _mark(self, host_id: int, phase: Phase, state: SupervisionState) -> None:
+        snapshot = self.fleet.get(host_id)
+        if snapshot is not None:
+            self.fleet.publish(replace(snapshot, phase=phase, crashes=state.crashes,
+                                       last_error=state.last_error,
+                                       last_error_at=self.wall()))  # fmt: skip
+
+    # -- discovery --------------------------------------------------------------------------
+
+    async def start_discovery(self, cidr: str) -> Scan:
+        """Validate and start a scan; returns at once with its live state."""
+        config = self.config.current
+        network = parse_range(cidr, min_prefix_len=config.discovery.min_prefix_len)
+        total = network.num_addresses if network.prefixlen >= 31 else network.num_addresses - 2
+        assert self._nursery is not None and self.ssl_context is not None
+        scan_id = (
+            await self.discovery_store.create(str(network), total)
+            if self.discovery_store is not None
+            else len(self.scans) + 1
+        )
+        state = Scan(scan_id, ScanProgress(str(network), total, 0, 0), trio.CancelScope())
+        self.scans[scan_id] = state
+        self._nursery.start_soon(self._run_scan, state, network)
+        return state
+
+    def cancel_discovery(self, scan_id: int) -> bool:
+        state = self.scans.get(scan_id)
+        if state is None or state.progress.done:
+            return False
+        state.scope.cancel()
+        return True
+
+    async def _run_scan(self, state: Scan, network: ipaddress.IPv4Network) -> None:
+        config = self.config.current
+        assert self.ssl_context is not None
+
+        def progress(p: ScanProgress) -> None:
+            state.progress = p
+            state.changed.set()
+            state.changed = trio.Event()
+
+        status = "finished"
+        with state.scope:
+            try:
+                await scan(network, port=config.agents.port, ssl_context=self.ssl_context,
+                           concurrency=config.discovery.concurrency,
+                           connect_timeout=config.discovery.connect_timeout_s,
+                           on_progress=progress, on_found=state.found.append)  # fmt: skip
+            finally:
+                if not state.progress.done:
+                    status = "cancelled"
+                    progress(replace(state.progress, done=True, cancelled=True))
+        if state.scope.cancelled_caught:
+            status = "cancelled"
+        log.info("discovery of %s %s: %d agent(s) in %d address(es)", network, status,
+                 len(state.found), state.progress.total)  # fmt: skip
+        if self.discovery_store is not None:
+            with trio.CancelScope(shield=True):
+                await self.discovery_store.add(state.scan_id, state.found)
+                await self.discovery_store.progress(state.scan_id, state.progress, status)

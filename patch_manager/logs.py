@@ -20,7 +20,8 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskN
 
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.host = log_host.get()
+        if not getattr(record, "host", None):
+            record.host = log_host.get()
         return True
 
 

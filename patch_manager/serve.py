@@ -19,9 +19,18 @@ from pathlib import Path
 
 import trio
 
-from actors import Scheduler
-from ca import CertificateAuthority
-from settings import Config, ConfigStore
+from actors import (
+    AgentClient,
+    DatabaseDiscoveryStore,
+    DatabaseSink,
+    FleetHandle,
+    FleetState,
+    HostDirectory,
+    HostTarget,
+    Scheduler,
+)
+from ca import CertificateAuthority, agent_client_context
+from settings import Config, ConfigStore, PollingPolicy
 from storage import ClusterState
 from web import HealthReport, WebListener, create_app, serve_web
 
@@ -99,6 +108,45 @@ async def _watch_signals(
                 os._exit(1)
 
 
+@dataclass
+class ActorSystem:
+    scheduler: Scheduler
+    fleet: FleetState
+    sink: DatabaseSink
+    handle: FleetHandle
+
+
+def build_actor_system(
+    store: ConfigStore, storage: Storage, ca: CertificateAuthority
+) -> ActorSystem:
+    """Wire the scheduler, its host actors' ports and the handle the web layer uses."""
+    ssl_context = agent_client_context(ca.root_cert_path, ca.client_cert_path, ca.client_key_path)
+
+    def agent_factory(target: HostTarget, policy: PollingPolicy) -> AgentClient:
+        return AgentClient(
+            target.name,
+            target.address,
+            ssl_context,
+            port=target.port,
+            request_timeout=policy.request_timeout_s,
+            connect_timeout=policy.connect_timeout_s,
+            max_connections=policy.max_connections,
+        )
+
+    fleet = FleetState()
+    sink = DatabaseSink(storage.db)
+    scheduler = Scheduler(
+        config=store,
+        directory=HostDirectory(storage.db),
+        agent_factory=agent_factory,
+        sink=sink,
+        fleet=fleet,
+        ssl_context=ssl_context,
+        discovery_store=DatabaseDiscoveryStore(storage.db),
+    )
+    return ActorSystem(scheduler, fleet, sink, FleetHandle(scheduler, fleet, storage.db))
+
+
 def _web_listener(config: Config, ca: CertificateAuthority, bind: str | None) -> WebListener:
     tls = config.server.tls
     return WebListener(
@@ -133,10 +181,11 @@ async def run_server(
         outer.start_soon(_watch_signals, store, stop, cluster_pid)
         async with open_storage(outer, config, data_dir) as storage:
             await record_certificates(storage.db, created)
-            scheduler = Scheduler()
-            app = create_app(SystemAdapter(storage, scheduler))
+            system = build_actor_system(store, storage, ca)
+            app = create_app(SystemAdapter(storage, system.scheduler))
             async with trio.open_nursery() as inner:
-                await inner.start(scheduler.run)
+                await inner.start(system.sink.run)
+                await inner.start(system.scheduler.run)
                 web_stopped = trio.Event()
                 urls = await inner.start(_started_web, app, _web_listener(config, ca, bind),
                                          stop, web_stopped)  # fmt: skip

@@ -1,0 +1,136 @@
+"""CIDR discovery (R-2.2): find the agents listening in an IPv4 range.
+
+An address counts only when a TCP connect succeeds *and* an mTLS ``GET /health`` plus
+``GET /api/v1/system/info`` answer like an agent. Probes run with bounded concurrency; progress
+(probed / total / found) is published after every address; cancelling the scan stops it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from .agent_client import AgentClient
+from .agent_errors import AgentError
+
+
+class DiscoveryError(ValueError):
+    """The range cannot be scanned (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Found:
+    address: str
+    hostname: str
+    os: str
+    agent_version: str
+
+
+@dataclass(frozen=True)
+class ScanProgress:
+    cidr: str
+    total: int
+    probed: int
+    found: int
+    done: bool = False
+    cancelled: bool = False
+
+
+def parse_range(text: str, *, min_prefix_len: int) -> ipaddress.IPv4Network:
+    """Validate an operator's CIDR: IPv4, not larger than ``/min_prefix_len``."""
+    try:
+        network = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise DiscoveryError(f"{text!r} is not a CIDR range such as 10.0.0.0/24") from None
+    if not isinstance(network, ipaddress.IPv4Network):
+        raise DiscoveryError("only IPv4 ranges can be scanned (the agent listens on IPv4 only)")
+    if network.prefixlen < min_prefix_len:
+        size = 2 ** (32 - min_prefix_len)
+        raise DiscoveryError(
+            f"{network} has {network.num_addresses} addresses; the limit is /{min_prefix_len} "
+            f"({size} addresses, discovery.min_prefix_len)"
+        )
+    return network
+
+
+def addresses(network: ipaddress.IPv4Network) -> list[str]:
+    hosts = list(network.hosts()) if network.prefixlen < 31 else list(network)
+    return [str(a) for a in hosts]
+
+
+async def probe(
+    address: str,
+    port: int,
+    ssl_context: ssl.SSLContext,
+    *,
+    connect_timeout: float,
+    request_timeout: float = 5.0,
+) -> Found | None:
+    """One address: TCP connect, then an mTLS health + system info. None if not an agent."""
+    connected = False
+    with trio.move_on_after(connect_timeout):
+        try:
+            stream = await trio.open_tcp_stream(address, port)
+        except OSError:
+            return None
+        await stream.aclose()
+        connected = True
+    if not connected:
+        return None
+    client = AgentClient(
+        address,
+        address,
+        ssl_context,
+        port=port,
+        request_timeout=request_timeout,
+        connect_timeout=connect_timeout,
+    )
+    try:
+        health = await client.health()
+        info = await client.system_info()
+    except AgentError:
+        return None
+    finally:
+        with trio.CancelScope(shield=True):
+            await client.aclose()
+    return Found(address, info.hostname, info.os, health.version)
+
+
+async def scan(
+    network: ipaddress.IPv4Network,
+    *,
+    port: int,
+    ssl_context: ssl.SSLContext,
+    concurrency: int,
+    connect_timeout: float,
+    on_progress: Callable[[ScanProgress], None],
+    on_found: Callable[[Found], None],
+) -> list[Found]:
+    """Probe every address of ``network``; returns what was found, in address order."""
+    targets = addresses(network)
+    found: list[Found] = []
+    probed = 0
+    limiter = trio.CapacityLimiter(concurrency)
+    cidr = str(network)
+    on_progress(ScanProgress(cidr, len(targets), 0, 0))
+
+    async def one(address: str) -> None:
+        nonlocal probed
+        async with limiter:
+            result = await probe(address, port, ssl_context, connect_timeout=connect_timeout)
+        probed += 1
+        if result is not None:
+            found.append(result)
+            on_found(result)
+        on_progress(ScanProgress(cidr, len(targets), probed, len(found)))
+
+    async with trio.open_nursery() as nursery:
+        for address in targets:
+            nursery.start_soon(one, address)
+    found.sort(key=lambda f: ipaddress.IPv4Address(f.address))
+    on_progress(ScanProgress(cidr, len(targets), probed, len(found), done=True))
+    return found

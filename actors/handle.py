@@ -1,0 +1,122 @@
+"""``FleetHandle``: the one object through which the web layer (and the CLI) reaches the actors:
+snapshots, subscriptions and commands."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import trio
+
+from settings import EffectivePolicy
+from storage import Conflict, Database, DiscoveryResult, HostRow, delete_host, insert_host
+
+from .discovery import ScanProgress
+from .registration import RegistrationError, normalise_name, resolve
+from .scheduler import Scan, Scheduler
+from .state import BroadcastStatistics, FleetState, HostSnapshot, SnapshotChange
+
+log = logging.getLogger(__name__)
+
+
+class FleetHandle:
+    def __init__(self, scheduler: Scheduler, fleet: FleetState, db: Database) -> None:
+        self._scheduler = scheduler
+        self._fleet = fleet
+        self._db = db
+
+    # -- live state -------------------------------------------------------------------------
+
+    def snapshots(self) -> list[HostSnapshot]:
+        return sorted(self._fleet.snapshots(), key=lambda s: s.host_id)
+
+    def snapshot(self, host_id: int) -> HostSnapshot | None:
+        return self._fleet.get(host_id)
+
+    @contextmanager
+    def subscribe(self, buffer: int = 256) -> Iterator[trio.MemoryReceiveChannel[SnapshotChange]]:
+        """Every snapshot change from now on; the channel closes if the subscriber lags."""
+        with self._fleet.subscribe(buffer) as channel:
+            yield channel
+
+    def statistics(self) -> BroadcastStatistics:
+        return self._fleet.statistics()
+
+    def effective_policy(self, host_id: int) -> EffectivePolicy | None:
+        return self._scheduler.policy_of(host_id)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def refresh(self, host_ids: Sequence[int] | None = None) -> int:
+        """Poll these hosts now (all when None); repeated requests coalesce."""
+        return self._scheduler.refresh(host_ids)
+
+    async def register_host(
+        self,
+        name: str,
+        *,
+        display_name: str = "",
+        groups: Sequence[str] = (),
+        port: int | None = None,
+    ) -> HostRow:
+        """Validate, resolve and store a host; its actor starts within a second.
+
+        Raises ``RegistrationError`` naming the field that is wrong (duplicates included).
+        """
+        normalised, is_ip = normalise_name(name)
+        port = port or self._scheduler.config.current.agents.port
+        if not 1 <= port <= 65535:
+            raise RegistrationError("port", "must be between 1 and 65535")
+        address = normalised if is_ip else await resolve(normalised, port)
+        try:
+            row = await self._db.run(
+                lambda conn: insert_host(
+                    conn,
+                    name=normalised,
+                    address=address,
+                    port=port,
+                    display_name=display_name.strip(),
+                    groups=groups,
+                )  # fmt: skip
+            )
+        except Conflict as exc:
+            raise RegistrationError("name", str(exc)) from None
+        log.info("host registered: %s (%s:%d)", normalised, address, port,
+                 extra={"host": normalised})  # fmt: skip
+        await self._scheduler.reconcile_now()
+        return row
+
+    async def remove_host(self, host_id: int) -> HostRow:
+        row = await self._db.run(delete_host, host_id)
+        log.info("host removed: %s", row.name, extra={"host": row.name})
+        await self._scheduler.reconcile_now()
+        return row
+
+    async def start_discovery(self, cidr: str) -> Scan:
+        """Raises ``DiscoveryError`` for a range that cannot be scanned."""
+        return await self._scheduler.start_discovery(cidr)
+
+    def discovery(self, scan_id: int) -> Scan | None:
+        return self._scheduler.scans.get(scan_id)
+
+    def cancel_discovery(self, scan_id: int) -> bool:
+        return self._scheduler.cancel_discovery(scan_id)
+
+    async def wait_discovery_change(self, scan_id: int) -> ScanProgress:
+        state = self._scheduler.scans[scan_id]
+        await state.changed.wait()
+        return state.progress
+
+    async def register_found(self, scan_id: int, addresses: Sequence[str]) -> list[HostRow]:
+        state = self._scheduler.scans.get(scan_id)
+        known = {f.address: f for f in state.found} if state else {}
+        rows = []
+        for address in addresses:
+            found = known.get(address)
+            name = found.hostname if found else ""
+            rows.append(await self.register_host(address, display_name=name))
+        return rows
+
+
+__all__ = ["DiscoveryResult", "FleetHandle"]

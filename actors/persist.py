@@ -1,0 +1,198 @@
+"""The actors' PostgreSQL side: batched state writes, patch diffs, the host directory."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import trio
+
+from storage import (
+    Database,
+    DatabaseUnavailable,
+    DiscoveryResult,
+    HostRow,
+    HostState,
+    Transition,
+    add_scan_results,
+    create_scan,
+    list_hosts,
+    load_host_state,
+    load_patch_data,
+    update_scan,
+    write_host_states,
+    write_patch_changes,
+)
+
+from .discovery import Found, ScanProgress
+from .ports import PatchDiff, StoredHost
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WriteStatistics:
+    flushes: int = 0
+    state_rows: int = 0
+    transition_rows: int = 0
+    patch_rows: int = 0
+    failed_flushes: int = 0
+
+
+class DatabaseSink:
+    """``HostSink`` on PostgreSQL. Host states are coalesced per host and written every
+    ``flush_interval`` seconds in one transaction; nothing is lost while the database is down
+    (the latest state per host and every transition wait for the next flush)."""
+
+    def __init__(self, db: Database, *, flush_interval: float = 1.0) -> None:
+        self.db = db
+        self.flush_interval = flush_interval
+        self.stats = WriteStatistics()
+        self._states: dict[int, HostState] = {}
+        self._transitions: list[Transition] = []
+        self._pending = trio.Event()
+        self._flushed = trio.Event()
+
+    async def load(self, host_id: int) -> StoredHost:
+        def read(conn: psycopg.Connection[Any]) -> StoredHost:
+            patches, packages = load_patch_data(conn, host_id)
+            return StoredHost(load_host_state(conn, host_id), patches, packages)
+
+        return await self.db.run(read)
+
+    def submit_state(self, host_id: int, state: HostState, transition: Transition | None) -> None:
+        self._states[host_id] = state
+        if transition is not None:
+            self._transitions.append(transition)
+        self._pending.set()
+
+    async def write_patches(self, host_id: int, diff: PatchDiff, now: dt.datetime) -> int:
+        rows = await self.db.run(
+            lambda conn: write_patch_changes(
+                conn, host_id, now=now, upserts=diff.upserts, resolved=diff.resolved,
+                package_upserts=diff.package_upserts, package_deletes=diff.package_deletes,
+            )
+        )  # fmt: skip
+        self.stats.patch_rows += rows
+        return rows
+
+    def forget(self, host_id: int) -> None:
+        """Drop queued writes of a removed host."""
+        self._states.pop(host_id, None)
+        self._transitions = [t for t in self._transitions if t.host_id != host_id]
+
+    async def flush(self) -> None:
+        if not self._states and not self._transitions:
+            return
+        states, self._states = list(self._states.items()), {}
+        transitions, self._transitions = self._transitions, []
+        try:
+            await self.db.run(write_host_states, states, transitions)
+        except (DatabaseUnavailable, psycopg.Error) as exc:
+            # Put them back (newer states submitted meanwhile win).
+            for host_id, state in states:
+                self._states.setdefault(host_id, state)
+            self._transitions[:0] = transitions
+            self.stats.failed_flushes += 1
+            log.warning("host state write failed, will retry: %s", exc)
+            return
+        self.stats.flushes += 1
+        self.stats.state_rows += len(states)
+        self.stats.transition_rows += len(transitions)
+        self._flushed.set()
+        self._flushed = trio.Event()
+
+    async def wait_flushed(self) -> None:
+        """Wait until the next successful flush (tests, shutdown)."""
+        await self._flushed.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            while True:
+                await self._pending.wait()
+                self._pending = trio.Event()
+                await trio.sleep(self.flush_interval)
+                await self.flush()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self.flush()
+
+
+def _wait_notify(conn: psycopg.Connection[Any]) -> bool:
+    return any(True for _ in conn.notifies(timeout=1.0, stop_after=1))
+
+
+class HostDirectory:
+    """The desired set of hosts (the hosts table) and its change notifications."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def list(self) -> list[HostRow]:
+        return await self.db.run(list_hosts)
+
+    async def watch(
+        self,
+        on_change: Callable[[], None],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """LISTEN for ``hosts_changed`` on a dedicated connection; call ``on_change`` on each.
+
+        Runs until cancelled; reconnects after errors.
+        """
+        started = False
+        while True:
+            try:
+                conn = await trio.to_thread.run_sync(
+                    lambda: psycopg.connect(self.db.conninfo, autocommit=True)
+                )
+            except psycopg.OperationalError as exc:
+                log.warning("cannot LISTEN for host changes: %s", exc)
+                if not started:
+                    started = True
+                    task_status.started()
+                await trio.sleep(5)
+                continue
+            try:
+                await trio.to_thread.run_sync(conn.execute, "LISTEN hosts_changed")
+                if not started:
+                    started = True
+                    task_status.started()
+                while True:
+                    got = await trio.to_thread.run_sync(_wait_notify, conn, abandon_on_cancel=True)
+                    if got:
+                        on_change()
+            except psycopg.Error as exc:
+                log.warning("host change notifications interrupted: %s", exc)
+                await trio.sleep(1)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(conn.close)
+
+
+class DatabaseDiscoveryStore:
+    """Discovery scans and their results in PostgreSQL (kept for later registration)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(self, cidr: str, total: int) -> int:
+        return await self.db.run(create_scan, cidr, total)
+
+    async def progress(self, scan_id: int, progress: ScanProgress, status: str | None) -> None:
+        await self.db.run(
+            lambda conn: update_scan(
+                conn, scan_id, probed=progress.probed, found=progress.found, status=status
+            )  # fmt: skip
+        )
+
+    async def add(self, scan_id: int, found: Sequence[Found]) -> None:
+        results = [DiscoveryResult(f.address, f.hostname, f.os, f.agent_version) for f in found]
+        if results:
+            await self.db.run(add_scan_results, scan_id, results)

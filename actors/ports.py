@@ -1,0 +1,100 @@
+"""The interfaces a host actor works through: the agent and the store.
+
+The real agent is ``AgentClient``; the real store is ``DatabaseSink``. Tests under a fake clock
+plug in in-memory implementations (real I/O and virtual time do not mix).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from settings import PollingPolicy
+from storage import HostState, PatchRow, Transition
+
+from .agent_records import Health, Package, PatchList, SystemInfo
+
+
+@dataclass(frozen=True)
+class HostTarget:
+    """What an actor needs to know about its host (from the hosts table)."""
+
+    host_id: int
+    name: str
+    address: str
+    port: int
+    groups: tuple[str, ...] = ()
+
+
+class AgentPort(Protocol):
+    async def health(self) -> Health: ...
+
+    async def system_info(self) -> SystemInfo: ...
+
+    async def patches(self) -> PatchList: ...
+
+    async def packages(self) -> tuple[Package, ...]: ...
+
+    async def aclose(self) -> None: ...
+
+
+AgentFactory = Callable[[HostTarget, PollingPolicy], AgentPort]
+
+
+@dataclass
+class StoredHost:
+    """What the store remembers of a host when its actor starts."""
+
+    state: HostState | None = None
+    patches: dict[str, PatchRow] = field(default_factory=dict)
+    packages: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PatchDiff:
+    upserts: tuple[PatchRow, ...] = ()
+    resolved: tuple[str, ...] = ()
+    package_upserts: tuple[tuple[str, str], ...] = ()
+    package_deletes: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.upserts or self.resolved or self.package_upserts or self.package_deletes)
+
+
+class HostSink(Protocol):
+    async def load(self, host_id: int) -> StoredHost:
+        """The host's stored state, open patches and packages."""
+        ...
+
+    def submit_state(self, host_id: int, state: HostState, transition: Transition | None) -> None:
+        """Queue the latest state for the next batched write (never blocks)."""
+        ...
+
+    async def write_patches(self, host_id: int, diff: PatchDiff, now: dt.datetime) -> int:
+        """Write a patch-data diff now; returns rows written."""
+        ...
+
+
+def diff_patch_data(
+    known_patches: dict[str, PatchRow],
+    known_packages: dict[str, str],
+    patches: PatchList,
+    packages: tuple[Package, ...],
+) -> PatchDiff:
+    """What changed between the stored patch data and a fresh poll (pure)."""
+    fresh = {
+        p.name: PatchRow(p.name, p.current_version, p.available_version, p.severity,
+                         p.cve_ids, p.requires_reboot)
+        for p in patches.patches
+    }  # fmt: skip
+    upserts = tuple(row for name, row in sorted(fresh.items()) if known_patches.get(name) != row)
+    resolved = tuple(sorted(set(known_patches) - set(fresh)))
+    installed = {p.name: p.version for p in packages if p.version}
+    package_upserts = tuple(
+        (name, version) for name, version in sorted(installed.items())
+        if known_packages.get(name) != version
+    )  # fmt: skip
+    package_deletes = tuple(sorted(set(known_packages) - set(installed)))
+    return PatchDiff(upserts, resolved, package_upserts, package_deletes)

@@ -1,0 +1,148 @@
+"""Live actor state: one immutable snapshot per host and a broadcaster of changes (R-3.4).
+
+Publishers never block: every subscriber has a bounded buffer, and a subscriber whose buffer is
+full is dropped (its stream ends) and counted. Slow browsers never slow the actors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+from .health import HealthState
+
+
+class Phase(enum.Enum):
+    STARTING = "starting"
+    IDLE = "idle"
+    POLLING_HEALTH = "polling_health"
+    POLLING_PATCHES = "polling_patches"
+    BACKING_OFF = "backing_off"
+    RUNNING_JOB = "running_job"
+    AGENT_WS = "agent_ws"
+    PAUSED = "paused"
+    RESTARTING = "restarting"  # crashed, restart scheduled
+    FAILED = "failed"  # crashed too often; supervision gave up
+
+
+@dataclass(frozen=True)
+class HostSnapshot:
+    host_id: int
+    name: str
+    phase: Phase = Phase.STARTING
+    health: HealthState = HealthState.PENDING
+    health_reason: str = ""
+    last_success: dt.datetime | None = None
+    last_error: str = ""
+    last_error_at: dt.datetime | None = None
+    next_health_poll: dt.datetime | None = None
+    next_patch_poll: dt.datetime | None = None
+    backoff_attempt: int = 0
+    backoff_until: dt.datetime | None = None
+    pending_patches: int = 0
+    security_patches: int = 0
+    pending_reboot: bool = False
+    agent_version: str = ""
+    os: str = ""
+    hostname: str = ""
+    uptime_seconds: int | None = None
+    crashes: int = 0
+    job: str = ""  # the job the actor is running, if any
+
+
+@dataclass(frozen=True)
+class SnapshotChange:
+    """One change: the new snapshot, or ``removed`` with the last one."""
+
+    snapshot: HostSnapshot
+    removed: bool = False
+
+
+@dataclass(frozen=True)
+class BroadcastStatistics:
+    subscribers: int
+    published: int
+    dropped_subscribers: int
+
+
+@dataclass
+class _Subscriber:
+    send: trio.MemorySendChannel[SnapshotChange]
+    receive: trio.MemoryReceiveChannel[SnapshotChange]
+
+
+@dataclass
+class FleetState:
+    """Latest snapshot of every host, plus change notifications to any number of subscribers."""
+
+    buffer: int = 1024
+    _snapshots: dict[int, HostSnapshot] = field(default_factory=dict)
+    _subscribers: list[_Subscriber] = field(default_factory=list)
+    _published: int = 0
+    _dropped: int = 0
+    _changed: trio.Event = field(default_factory=trio.Event)
+
+    def get(self, host_id: int) -> HostSnapshot | None:
+        return self._snapshots.get(host_id)
+
+    def snapshots(self) -> list[HostSnapshot]:
+        return list(self._snapshots.values())
+
+    def publish(self, snapshot: HostSnapshot) -> None:
+        if self._snapshots.get(snapshot.host_id) == snapshot:
+            return
+        self._snapshots[snapshot.host_id] = snapshot
+        self._fan_out(SnapshotChange(snapshot))
+
+    def remove(self, host_id: int) -> None:
+        snapshot = self._snapshots.pop(host_id, None)
+        if snapshot is not None:
+            self._fan_out(SnapshotChange(snapshot, removed=True))
+
+    def _fan_out(self, change: SnapshotChange) -> None:
+        self._published += 1
+        for sub in list(self._subscribers):
+            try:
+                sub.send.send_nowait(change)
+            except trio.WouldBlock:
+                # Too slow: drop it rather than block or buffer without bound.
+                self._subscribers.remove(sub)
+                sub.send.close()
+                self._dropped += 1
+            except trio.ClosedResourceError:
+                self._subscribers.remove(sub)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    @contextmanager
+    def subscribe(
+        self, buffer: int | None = None
+    ) -> Iterator[trio.MemoryReceiveChannel[SnapshotChange]]:
+        """Receive every change from now on. The channel ends if the subscriber falls behind
+        by more than ``buffer`` changes (take a fresh ``snapshots()`` and subscribe again)."""
+        send, receive = trio.open_memory_channel[SnapshotChange](buffer or self.buffer)
+        sub = _Subscriber(send, receive)
+        self._subscribers.append(sub)
+        try:
+            yield receive
+        finally:
+            if sub in self._subscribers:
+                self._subscribers.remove(sub)
+            send.close()
+
+    async def wait_until(self, predicate: object) -> list[HostSnapshot]:
+        """Wait until ``predicate(snapshots)`` is true; return the snapshots (tests, CLI)."""
+        assert callable(predicate)
+        while True:
+            current = self.snapshots()
+            if predicate(current):
+                return current
+            await self._changed.wait()
+
+    def statistics(self) -> BroadcastStatistics:
+        return BroadcastStatistics(len(self._subscribers), self._published, self._dropped)
