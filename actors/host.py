@@ -180,8 +180,14 @@ class HostActor:
 
     # -- polling with retries ---------------------------------------------------------------
 
-    async def _attempts(self, phase: Phase, call: Callable[[], Awaitable[T]]) -> T | None:
-        """Run ``call`` with the policy's retries. Returns None when it finally failed."""
+    async def _attempts(
+        self, phase: Phase, call: Callable[[], Awaitable[T]], *, retry_transport: bool = True
+    ) -> T | None:
+        """Run ``call`` with the policy's retries. Returns None when it finally failed.
+
+        With ``retry_transport`` false a transport failure ends the attempt at once: the
+        health cadence owns reachability (one backoff sequence per host, not two).
+        """
         attempt = 0
         while True:
             self._publish(phase=phase)
@@ -189,6 +195,8 @@ class HostActor:
                 result = await call()
             except AgentError as exc:
                 if not self._note_failure(exc):
+                    return None
+                if not retry_transport and isinstance(exc, TransportError):
                     return None
                 delay = retry_delay(attempt, self.policy.backoff_s, self.policy.jitter_ratio,
                                     self._rng, exc.retry_after)  # fmt: skip
@@ -253,7 +261,7 @@ class HostActor:
         async def poll() -> tuple[PatchList, tuple[Package, ...]]:
             return await agent.patches(), await agent.packages()
 
-        result = await self._attempts(Phase.POLLING_PATCHES, poll)
+        result = await self._attempts(Phase.POLLING_PATCHES, poll, retry_transport=False)
         if result is None:
             return
         patches, packages = result

@@ -293,27 +293,29 @@ class Scheduler:
         config = self.config.current
         assert self.ssl_context is not None
 
-        def progress(p: ScanProgress) -> None:
+        def publish(p: ScanProgress) -> None:
             state.progress = p
             state.changed.set()
             state.changed = trio.Event()
 
-        status = "finished"
+        def progress(p: ScanProgress) -> None:
+            if not p.done:  # "done" is published once the results are stored
+                publish(p)
+
         with state.scope:
-            try:
-                await scan(network, port=config.agents.port, ssl_context=self.ssl_context,
-                           concurrency=config.discovery.concurrency,
-                           connect_timeout=config.discovery.connect_timeout_s,
-                           on_progress=progress, on_found=state.found.append)  # fmt: skip
-            finally:
-                if not state.progress.done:
-                    status = "cancelled"
-                    progress(replace(state.progress, done=True, cancelled=True))
-        if state.scope.cancelled_caught:
-            status = "cancelled"
+            await scan(network, port=config.agents.port, ssl_context=self.ssl_context,
+                       concurrency=config.discovery.concurrency,
+                       connect_timeout=config.discovery.connect_timeout_s,
+                       on_progress=progress, on_found=state.found.append)  # fmt: skip
+        cancelled = state.scope.cancelled_caught
+        status = "cancelled" if cancelled else "finished"
+        final = replace(state.progress, found=len(state.found), done=True, cancelled=cancelled)
         log.info("discovery of %s %s: %d agent(s) in %d address(es)", network, status,
-                 len(state.found), state.progress.total)  # fmt: skip
-        if self.discovery_store is not None:
-            with trio.CancelScope(shield=True):
-                await self.discovery_store.add(state.scan_id, state.found)
-                await self.discovery_store.progress(state.scan_id, state.progress, status)
+                 len(state.found), final.total)  # fmt: skip
+        try:
+            if self.discovery_store is not None:
+                with trio.CancelScope(shield=True):
+                    await self.discovery_store.add(state.scan_id, state.found)
+                    await self.discovery_store.progress(state.scan_id, final, status)
+        finally:
+            publish(final)

@@ -1,0 +1,194 @@
+"""Host actor timing and health under trio's virtual clock, with in-memory ports."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from actors.agent_errors import RateLimited, Unreachable
+from actors.health import HealthState
+from actors.host import HostActor
+from actors.ports import HostTarget, StoredHost
+from actors.state import FleetState, Phase
+from actors.timing import phase_offset
+from settings import PollingPolicy
+
+from ..fakes import FakeFleetAgents, MemorySink, fake_wall, polled_state
+
+POLICY = PollingPolicy(
+    health_interval_s=300, patch_interval_s=1800, request_timeout_s=30.0,
+    connect_timeout_s=10.0, backoff_s=(60, 300, 1800), jitter_ratio=0.0, max_connections=2,
+    paused=False,
+)  # fmt: skip
+TARGET = HostTarget(7, "web07.example.com", "192.0.2.7", 12443)
+KEY = f"{TARGET.host_id}:{TARGET.name}"
+
+
+class Rig:
+    def __init__(self, policy: PollingPolicy = POLICY, stored: StoredHost | None = None) -> None:
+        self.agents = FakeFleetAgents()
+        self.sink = MemorySink()
+        if stored is not None:
+            self.sink.stored[TARGET.host_id] = stored
+        self.fleet = FleetState()
+        self.actor = HostActor(TARGET, policy, agent_factory=self.agents, sink=self.sink,
+                               fleet=self.fleet, rng=random.Random(1), wall=fake_wall)  # fmt: skip
+
+    @property
+    def agent(self) -> Any:
+        return self.agents.agents[TARGET.name]
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        await nursery.start(self.actor.run)
+
+
+def seen_before() -> StoredHost:
+    return StoredHost(state=polled_state(uptime_seconds=500))
+
+
+async def test_polls_on_a_drift_free_cadence_at_the_phase_offset(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    rig = Rig(stored=seen_before())
+    start = trio.current_time()
+    await rig.start(nursery)
+    await trio.sleep(3 * 300 + 1)
+    offset = phase_offset("h" + KEY, 300)
+    expected = [start + offset + k * 300 for k in range(3)]
+    assert rig.agent.times("health") == pytest.approx(expected)
+    patch_offset = phase_offset("p" + KEY, 1800)
+    assert rig.agent.times("patches") == pytest.approx(
+        [start + patch_offset] if patch_offset < 901 else []
+    )
+
+
+async def test_a_never_polled_host_is_polled_within_a_second(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    rig = Rig()
+    await rig.start(nursery)
+    await trio.sleep(1.01)
+    assert len(rig.agent.times("health")) == 1
+    assert len(rig.agent.times("patches")) == 1
+    assert rig.fleet.get(7).health is HealthState.HEALTHY  # type: ignore[union-attr]
+    assert rig.sink.states[7].pending_patches == 2
+    assert rig.sink.states[7].security_patches == 1
+
+
+async def test_backoff_sequence_then_unreachable_then_normal_cadence(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    rig = Rig(stored=seen_before())
+    start = trio.current_time()
+    await rig.start(nursery)
+    rig.agents.agents.setdefault(TARGET.name, rig.agents(TARGET, POLICY))
+    rig.agent.failure = Unreachable(TARGET.name, "connection refused")
+    first = start + phase_offset("h" + KEY, 300)
+    await trio.sleep(first - start + 60 + 300 + 1800 + 1)
+    attempts = rig.agent.times("health")
+    assert attempts[:4] == pytest.approx([first, first + 60, first + 360, first + 2160])
+    # Hysteresis: unreachable only from the third consecutive failure, recorded once.
+    assert [t.to_state for t in rig.sink.transitions] == ["unreachable"]
+    assert rig.sink.transitions[0].at.timestamp() == pytest.approx(
+        fake_wall().timestamp() - (trio.current_time() - (first + 360)), abs=0.01
+    )
+    # Then back to the normal cadence: the next attempt is on the anchor grid.
+    await trio.sleep(300)
+    later = [t for t in rig.agent.times("health") if t > first + 2160]
+    assert later and (later[0] - first) % 300 == pytest.approx(0, abs=1e-6)
+
+
+async def test_jitter_stays_within_bounds(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    rig = Rig(policy=replace(POLICY, jitter_ratio=0.1), stored=seen_before())
+    await rig.start(nursery)
+    rig.agents.agents.setdefault(TARGET.name, rig.agents(TARGET, POLICY))
+    rig.agent.failure = Unreachable(TARGET.name, "refused")
+    await trio.sleep(300 + 60 * 1.1 + 300 * 1.1 + 1800 * 1.1 + 1)
+    t = rig.agent.times("health")
+    gaps = [b - a for a, b in itertools.pairwise(t)][:3]
+    for gap, base in zip(gaps, (60, 300, 1800), strict=True):
+        assert base * 0.9 <= gap <= base * 1.1
+
+
+async def test_retry_after_is_honoured(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    rig = Rig(stored=seen_before())
+    await rig.start(nursery)
+    rig.agents.agents.setdefault(TARGET.name, rig.agents(TARGET, POLICY))
+    rig.agent.failure = RateLimited(TARGET.name, "slow down", retry_after=120)
+    await trio.sleep(300 + 121)
+    t = rig.agent.times("health")
+    assert t[1] - t[0] == pytest.approx(120)
+    # Rate limiting is an answer, not a transport failure: health is unchanged.
+    assert rig.sink.transitions == []
+
+
+async def test_backoff_resets_after_success(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    rig = Rig(stored=seen_before())
+    start = trio.current_time()
+    await rig.start(nursery)
+    rig.agents.agents.setdefault(TARGET.name, rig.agents(TARGET, POLICY))
+    agent = rig.agent
+    first = start + phase_offset("h" + KEY, 300)
+    agent.failure = Unreachable(TARGET.name, "refused")
+    await trio.sleep_until(first + 30)
+    agent.failure = None  # the retry after 60 s succeeds
+    await trio.sleep_until(first + 299)
+    agent.failure = Unreachable(TARGET.name, "refused")  # the next poll fails again
+    await trio.sleep_until(first + 300 + 61)
+    t = agent.times("health")
+    assert t == pytest.approx([first, first + 60, first + 300, first + 360])
+    assert rig.sink.transitions == []  # two failures in a row never made it unreachable
+
+
+async def test_refresh_requests_coalesce(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    rig = Rig(stored=seen_before())
+    await rig.start(nursery)
+    await trio.sleep(0.5)
+    before = len(rig.agents.agents[TARGET.name].times("health")) if rig.agents.agents else 0
+    for _ in range(5):
+        rig.actor.request_refresh()
+    await trio.sleep(0.1)
+    agent = rig.agent
+    assert len(agent.times("health")) == before + 1
+    assert len(agent.times("patches")) >= 1
+
+
+async def test_paused_actor_parks_and_resumes(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    rig = Rig(policy=replace(POLICY, paused=True), stored=seen_before())
+    await rig.start(nursery)
+    await trio.sleep(3600)
+    assert rig.fleet.get(7).phase is Phase.PAUSED  # type: ignore[union-attr]
+    assert rig.agents.agents[TARGET.name].calls == []
+    rig.actor.update_policy(POLICY)
+    await trio.sleep(301)
+    assert rig.agents.agents[TARGET.name].times("health")
+
+
+async def test_degraded_agent_and_reboot_detection(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    rig = Rig(stored=StoredHost(state=polled_state(uptime_seconds=10_000)))
+    await rig.start(nursery)
+    rig.agents.agents.setdefault(TARGET.name, rig.agents(TARGET, POLICY))
+    rig.agent.uptime = 30  # smaller than stored: the host rebooted
+    await trio.sleep(301)
+    state = rig.sink.states[7]
+    assert state.uptime_seconds == 30
+    assert state.last_boot_at is not None
+    assert state.health == "healthy"
