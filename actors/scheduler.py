@@ -110,6 +110,8 @@ class Scheduler:
         self._nursery: trio.Nursery | None = None
         self._reconcile_requested = trio.Event()
         self._reconciled = trio.Event()
+        self._reconciles_started = 0
+        self._reconciles_done = 0
 
     # -- public -----------------------------------------------------------------------------
 
@@ -122,10 +124,12 @@ class Scheduler:
         self._reconcile_requested.set()
 
     async def reconcile_now(self) -> None:
-        """Ask for a reconcile and wait until one has completed."""
-        done = self._reconciled
+        """Ask for a reconcile and wait until one that *started after this call* completed
+        (one already under way may have read the host list before the caller's change)."""
+        wanted = self._reconciles_started + 1
         self.request_reconcile()
-        await done.wait()
+        while self._reconciles_done < wanted:
+            await self._reconciled.wait()
 
     def refresh(self, host_ids: Sequence[int] | None = None) -> int:
         """Poll now (all hosts when ``host_ids`` is None). Failed hosts are restarted."""
@@ -176,6 +180,16 @@ class Scheduler:
                 nursery.cancel_scope.cancel()
 
     async def _reconcile(self) -> None:
+        self._reconciles_started += 1
+        number = self._reconciles_started
+        try:
+            await self._reconcile_once()
+        finally:
+            self._reconciles_done = number
+            self._reconciled.set()
+            self._reconciled = trio.Event()
+
+    async def _reconcile_once(self) -> None:
         try:
             rows = await self.directory.list()
         except Exception as exc:  # the database may be down: keep the running set
@@ -201,8 +215,6 @@ class Scheduler:
                 continue
             running.row = row
             self._apply_policy(running, host_policy(config, row).policy)
-        self._reconciled.set()
-        self._reconciled = trio.Event()
 
     async def _follow_config(self) -> None:
         version = self.config.version
