@@ -10,10 +10,10 @@ from contextlib import contextmanager
 import trio
 
 from settings import EffectivePolicy
-from storage import Conflict, Database, DiscoveryResult, HostRow, delete_host, insert_host
+from storage import Database, DiscoveryResult, HostRow, delete_host
 
 from .discovery import ScanProgress
-from .registration import RegistrationError, normalise_name, resolve
+from .registration import register
 from .scheduler import Scan, Scheduler
 from .state import BroadcastStatistics, FleetState, HostSnapshot, SnapshotChange
 
@@ -64,26 +64,15 @@ class FleetHandle:
 
         Raises ``RegistrationError`` naming the field that is wrong (duplicates included).
         """
-        normalised, is_ip = normalise_name(name)
         port = port or self._scheduler.config.current.agents.port
-        if not 1 <= port <= 65535:
-            raise RegistrationError("port", "must be between 1 and 65535")
-        address = normalised if is_ip else await resolve(normalised, port)
-        try:
-            row = await self._db.run(
-                lambda conn: insert_host(
-                    conn,
-                    name=normalised,
-                    address=address,
-                    port=port,
-                    display_name=display_name.strip(),
-                    groups=groups,
-                )  # fmt: skip
-            )
-        except Conflict as exc:
-            raise RegistrationError("name", str(exc)) from None
-        log.info("host registered: %s (%s:%d)", normalised, address, port,
-                 extra={"host": normalised})  # fmt: skip
+        row = await register(self._db, name, port=port, display_name=display_name, groups=groups)
+        log.info(
+            "host registered: %s (%s:%d)",
+            row.name,
+            row.address,
+            row.port,
+            extra={"host": row.name},
+        )
         await self._scheduler.reconcile_now()
         return row
 

@@ -123,8 +123,15 @@ class DatabaseSink:
                 await self.flush()
 
 
-def _wait_notify(conn: psycopg.Connection[Any]) -> bool:
-    return any(True for _ in conn.notifies(timeout=1.0, stop_after=1))
+def _wait_notify(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+    return [(n.channel, n.payload) for n in conn.notifies(timeout=1.0, stop_after=1)]
+
+
+def parse_refresh_payload(payload: str) -> list[int] | None:
+    """``host_refresh`` payloads: comma-separated host ids, or empty for every host."""
+    if not payload.strip():
+        return None
+    return [int(part) for part in payload.split(",") if part.strip().isdigit()]
 
 
 class HostDirectory:
@@ -133,16 +140,18 @@ class HostDirectory:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def list(self) -> list[HostRow]:
+    async def list_hosts(self) -> list[HostRow]:
         return await self.db.run(list_hosts)
 
     async def watch(
         self,
         on_change: Callable[[], None],
+        on_refresh: Callable[[list[int] | None], None],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """LISTEN for ``hosts_changed`` on a dedicated connection; call ``on_change`` on each.
+        """LISTEN on a dedicated connection: ``hosts_changed`` calls ``on_change``,
+        ``host_refresh`` (sent by ``patch-manager hosts refresh``) calls ``on_refresh``.
 
         Runs until cancelled; reconnects after errors.
         """
@@ -161,13 +170,19 @@ class HostDirectory:
                 continue
             try:
                 await trio.to_thread.run_sync(conn.execute, "LISTEN hosts_changed")
+                await trio.to_thread.run_sync(conn.execute, "LISTEN host_refresh")
                 if not started:
                     started = True
                     task_status.started()
                 while True:
-                    got = await trio.to_thread.run_sync(_wait_notify, conn, abandon_on_cancel=True)
-                    if got:
-                        on_change()
+                    notes = await trio.to_thread.run_sync(
+                        _wait_notify, conn, abandon_on_cancel=True
+                    )
+                    for channel, payload in notes:
+                        if channel == "host_refresh":
+                            on_refresh(parse_refresh_payload(payload))
+                        else:
+                            on_change()
             except psycopg.Error as exc:
                 log.warning("host change notifications interrupted: %s", exc)
                 await trio.sleep(1)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from collections.abc import Sequence
 
 import trio
 
+from storage import Conflict, Database, HostRow, insert_host
+
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class RegistrationError(ValueError):
@@ -53,3 +57,34 @@ async def resolve(name: str, port: int) -> str:
     if not infos:
         raise RegistrationError("name", f"{name} has no IPv4 address")
     return str(infos[0][4][0])
+
+
+async def register(
+    db: Database,
+    name: str,
+    *,
+    port: int,
+    display_name: str = "",
+    groups: Sequence[str] = (),
+) -> HostRow:
+    """Validate, resolve and store a host. Raises ``RegistrationError`` naming the field."""
+    normalised, is_ip = normalise_name(name)
+    if not 1 <= port <= 65535:
+        raise RegistrationError("port", "must be between 1 and 65535")
+    for group in groups:
+        if not _GROUP.match(group):
+            raise RegistrationError("groups", f"{group!r} is not a valid group name")
+    address = normalised if is_ip else await resolve(normalised, port)
+    try:
+        return await db.run(
+            lambda conn: insert_host(
+                conn,
+                name=normalised,
+                address=address,
+                port=port,
+                display_name=display_name.strip(),
+                groups=groups,
+            )
+        )
+    except Conflict as exc:
+        raise RegistrationError("name", str(exc)) from None

@@ -33,10 +33,14 @@ log = logging.getLogger(__name__)
 
 
 class HostDirectoryPort(Protocol):
-    async def list(self) -> list[HostRow]: ...
+    async def list_hosts(self) -> list[HostRow]: ...
 
     async def watch(
-        self, on_change: Callable[[], None], *, task_status: trio.TaskStatus[None] = ...
+        self,
+        on_change: Callable[[], None],
+        on_refresh: Callable[[list[int] | None], None],
+        *,
+        task_status: trio.TaskStatus[None] = ...,
     ) -> None: ...
 
 
@@ -158,7 +162,7 @@ class Scheduler:
             self.running = True
             self.heartbeat = trio.current_time()
             try:
-                await nursery.start(self.directory.watch, self.request_reconcile)
+                await nursery.start(self.directory.watch, self.request_reconcile, self.refresh)
                 nursery.start_soon(self._follow_config)
                 await self._reconcile()
                 task_status.started()
@@ -191,7 +195,7 @@ class Scheduler:
 
     async def _reconcile_once(self) -> None:
         try:
-            rows = await self.directory.list()
+            rows = await self.directory.list_hosts()
         except Exception as exc:  # the database may be down: keep the running set
             log.warning("cannot read the host list: %s", exc)
             return

@@ -24,7 +24,7 @@ from storage import (
     revoked_serials,
 )
 
-from . import __version__, logs
+from . import __version__, hosts_cli, logs
 from .paths import default_conf_dir, default_data_dir
 from .runtime import open_storage, record_certificates
 
@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p = ca_sub.add_parser("list", help="list every certificate the CA issued")
     _common(p)
+
+    hosts_cli.add_parsers(sub, _common)
 
     p = sub.add_parser("simulate", help="serve simulated agents on loopback addresses")
     _common(p)
@@ -278,7 +280,30 @@ def cmd_sim_ctl(args: argparse.Namespace) -> int:
     return 0 if answer.get("ok") else EXIT_ERROR
 
 
+def cmd_hosts(args: argparse.Namespace) -> int:
+    config = _store(args).current
+
+    async def work(db: Database) -> None:
+        await hosts_cli.hosts_command(args, config, db)
+
+    _with_database(args, work)
+    return 0
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    config = _store(args).current
+    _, data_dir = _dirs(args)
+
+    async def work(db: Database) -> None:
+        await hosts_cli.discover_command(args, config, db, data_dir)
+
+    _with_database(args, work)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "hosts": cmd_hosts,
+    "discover": cmd_discover,
     "simulate": cmd_simulate,
     "sim-ctl": cmd_sim_ctl,
     "serve": cmd_serve,
@@ -288,7 +313,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-_REPORTED = (ConfigError, CliError, CAError, StorageError, ScenarioError)
+_REPORTED = (
+    ConfigError,
+    CliError,
+    CAError,
+    StorageError,
+    ScenarioError,
+    hosts_cli.CommandError,
+)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

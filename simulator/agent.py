@@ -100,6 +100,7 @@ class SimAgent:
         self._work = trio.Event()
         self._up_changed = trio.Event()
         self._listening = trio.Event()
+        self._request_seen = trio.Event()
         self._serve_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
 
@@ -526,8 +527,15 @@ class SimAgent:
 
     # -- requests ---------------------------------------------------------------------------
 
+    async def wait_requests(self, count: int) -> None:
+        """Wait until this agent has received ``count`` requests in all (tests)."""
+        while self.requests_served < count:
+            await self._request_seen.wait()
+
     async def handle(self, request: Request) -> Response | WebSocketAccept:
         self.requests_served += 1
+        self._request_seen.set()
+        self._request_seen = trio.Event()
         # Middleware order of the real agent: rate limiter first, then duplicate headers, then
         # the whitelist.
         wait = self._limiter.check(request.method, request.path, request.peer, trio.current_time())

@@ -113,12 +113,13 @@ class MemorySink:
 class MemoryDirectory:
     rows: list[HostRow] = field(default_factory=list)
 
-    async def list(self) -> list[HostRow]:
+    async def list_hosts(self) -> list[HostRow]:
         return list(self.rows)
 
     async def watch(
         self,
         on_change: Callable[[], None],
+        on_refresh: Callable[[list[int] | None], None],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:

@@ -1,0 +1,139 @@
+"""`patch-manager hosts …` and `patch-manager discover`: they work on the database directly.
+
+A running server notices every change within a second (PostgreSQL NOTIFY from a trigger on the
+hosts table) and ``hosts refresh`` is passed to it the same way; without a server the changes
+simply wait in the database for the next start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from actors import DiscoveryError, RegistrationError
+from actors.discovery import Found, ScanProgress, parse_range, scan
+from actors.persist import DatabaseDiscoveryStore
+from actors.registration import register
+from ca import CertificateAuthority, agent_client_context
+from settings import Config
+from storage import Database, delete_host, get_host
+
+HOST_LIST_SQL = (
+    "SELECT h.id, h.name, coalesce(host(h.address), ''), h.port, h.health, h.pending_patches,"
+    " h.security_patches, h.pending_reboot, h.last_seen_at, h.os, h.display_name,"
+    " coalesce(string_agg(g.name, ',' ORDER BY g.name), '')"
+    " FROM hosts h LEFT JOIN host_groups hg ON hg.host_id = h.id"
+    " LEFT JOIN groups g ON g.id = hg.group_id GROUP BY h.id ORDER BY h.name"
+)
+
+
+class CommandError(Exception):
+    """Reported as one line by the command line."""
+
+
+def add_parsers(sub: Any, common: Any) -> None:
+    hosts = sub.add_parser("hosts", help="register, list, remove and refresh hosts")
+    actions = hosts.add_subparsers(dest="hosts_command", required=True, metavar="ACTION")
+    p = actions.add_parser("add", help="register a host by FQDN or IP address")
+    common(p)
+    p.add_argument("name", help="FQDN or IP address of the agent")
+    p.add_argument("--display-name", default="")
+    p.add_argument("--group", action="append", default=[], help="group (repeatable)")
+    p.add_argument("--port", type=int, help="agent port (default agents.port)")
+    p = actions.add_parser("list", help="list hosts with their health and pending patches")
+    common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = actions.add_parser("remove", help="remove a host (its actor stops)")
+    common(p)
+    p.add_argument("host", help="host name or id")
+    p = actions.add_parser("refresh", help="ask the running server to poll hosts now")
+    common(p)
+    p.add_argument("hosts", nargs="*", help="host names or ids (default: all)")
+
+    p = sub.add_parser("discover", help="scan an IPv4 range for agents")
+    common(p)
+    p.add_argument("cidr", help="range such as 10.0.0.0/24 (at most discovery.min_prefix_len)")
+    p.add_argument("--register", action="store_true", help="register every agent found")
+
+
+def _key(text: str) -> int | str:
+    return int(text) if text.isdigit() else text.strip().lower()
+
+
+async def hosts_command(args: argparse.Namespace, config: Config, db: Database) -> None:
+    action = args.hosts_command
+    if action == "add":
+        try:
+            row = await register(db, args.name, port=args.port or config.agents.port,
+                                 display_name=args.display_name, groups=args.group)  # fmt: skip
+        except RegistrationError as exc:
+            raise CommandError(str(exc)) from None
+        print(f"registered host {row.id}: {row.name} ({row.address}:{row.port})")
+    elif action == "list":
+        rows = await db.run(lambda conn: conn.execute(HOST_LIST_SQL).fetchall())
+        if args.json:
+            keys = ("id", "name", "address", "port", "health", "pending_patches",
+                    "security_patches", "pending_reboot", "last_seen_at", "os",
+                    "display_name", "groups")  # fmt: skip
+            print(json.dumps([dict(zip(keys, r, strict=True)) for r in rows], default=str))
+            return
+        print(f"{'ID':>5}  {'NAME':<28} {'HEALTH':<12} {'PATCHES':>7} {'SEC':>4}  REBOOT  GROUPS")
+        for r in rows:
+            reboot = "yes" if r[7] else ""
+            print(f"{r[0]:>5}  {r[1]:<28} {r[4]:<12} {r[5]:>7} {r[6]:>4}  {reboot:<6}  {r[11]}")
+        print(f"{len(rows)} host(s)")
+    elif action == "remove":
+        removed = await db.run(delete_host, _key(args.host))
+        print(f"removed host {removed.id}: {removed.name}")
+    elif action == "refresh":
+        ids = [(await db.run(get_host, _key(h))).id for h in args.hosts]
+        payload = ",".join(str(i) for i in ids)
+        await db.run(lambda conn: conn.execute("SELECT pg_notify('host_refresh', %s)", (payload,)))
+        print(f"asked the server to poll {len(ids) or 'all'} host(s) now")
+
+
+async def discover_command(
+    args: argparse.Namespace, config: Config, db: Database, data_dir: Path
+) -> None:
+    try:
+        network = parse_range(args.cidr, min_prefix_len=config.discovery.min_prefix_len)
+    except DiscoveryError as exc:
+        raise CommandError(str(exc)) from None
+    ca = await trio.to_thread.run_sync(CertificateAuthority, data_dir / "ca")
+    ctx = agent_client_context(ca.root_cert_path, ca.client_cert_path, ca.client_key_path)
+    store = DatabaseDiscoveryStore(db)
+    total = network.num_addresses if network.prefixlen >= 31 else network.num_addresses - 2
+    scan_id = await store.create(str(network), total)
+    interactive = sys.stderr.isatty()
+
+    def progress(p: ScanProgress) -> None:
+        if interactive:
+            print(f"\rprobed {p.probed}/{p.total}, found {p.found}", end="", file=sys.stderr)
+
+    found: list[Found] = await scan(
+        network, port=config.agents.port, ssl_context=ctx,
+        concurrency=config.discovery.concurrency,
+        connect_timeout=config.discovery.connect_timeout_s,
+        on_progress=progress, on_found=lambda f: None,
+    )  # fmt: skip
+    if interactive:
+        print(file=sys.stderr)
+    await store.add(scan_id, found)
+    await store.progress(scan_id, ScanProgress(str(network), total, total, len(found), True),
+                         "finished")  # fmt: skip
+    for f in found:
+        print(f"{f.address:<16} {f.hostname:<24} {f.os:<34} agent {f.agent_version}")
+    print(f"scan {scan_id}: {len(found)} agent(s) in {network}")
+    if args.register:
+        for f in found:
+            try:
+                row = await register(db, f.address, port=config.agents.port,
+                                     display_name=f.hostname)  # fmt: skip
+                print(f"registered host {row.id}: {row.name}")
+            except RegistrationError as exc:
+                print(f"skipped {f.address}: {exc}")
