@@ -19,7 +19,7 @@ from .conftest import REPO
 pytestmark = pytest.mark.timeout(120)
 
 
-async def cli(server: Any, *args: str) -> subprocess.CompletedProcess[str]:
+async def cli(server: Any, *args: str) -> subprocess.CompletedProcess[bytes]:
     data = server.data_dir
     return await trio.run_process(
         [sys.executable, "-m", "patch_manager", *args, "--data-dir", str(data),
