@@ -56,6 +56,7 @@ class DatabaseSink:
         self._transitions: list[Transition] = []
         self._pending = trio.Event()
         self._flushed = trio.Event()
+        self._flush_lock = trio.Lock()  # one batch at a time: no lock-order deadlocks
 
     async def load(self, host_id: int) -> StoredHost:
         def read(conn: psycopg.Connection[Any]) -> StoredHost:
@@ -86,9 +87,13 @@ class DatabaseSink:
         self._transitions = [t for t in self._transitions if t.host_id != host_id]
 
     async def flush(self) -> None:
+        async with self._flush_lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
         if not self._states and not self._transitions:
             return
-        states, self._states = list(self._states.items()), {}
+        states, self._states = sorted(self._states.items()), {}
         transitions, self._transitions = self._transitions, []
         try:
             await self.db.run(write_host_states, states, transitions)

@@ -1,0 +1,229 @@
+"""Read models for the UI and API: host search, host detail, groups, fleet counts."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from .errors import Conflict, NotFound
+
+
+@dataclass(frozen=True)
+class HostListItem:
+    id: int
+    name: str
+    display_name: str
+    address: str
+    health: str
+    health_reason: str
+    os: str
+    os_version: str
+    agent_version: str
+    pending_patches: int
+    security_patches: int
+    pending_reboot: bool
+    last_seen_at: dt.datetime | None
+    paused: bool
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HostFilter:
+    group: str = ""
+    health: str = ""
+    os: str = ""
+    min_pending: int = 0
+    reboot: bool | None = None
+    text: str = ""
+    sort: str = "name"
+    descending: bool = False
+    limit: int = 50
+    offset: int = 0
+
+
+SORTS = {
+    "name": "h.name",
+    "health": "h.health",
+    "os": "h.os",
+    "pending": "h.pending_patches",
+    "security": "h.security_patches",
+    "last_seen": "h.last_seen_at",
+}
+HEALTH_STATES = ("pending", "healthy", "degraded", "unreachable")
+
+
+def search_hosts(conn: psycopg.Connection[Any], f: HostFilter) -> tuple[list[HostListItem], int]:
+    """One page of hosts matching ``f`` and the total number of matches."""
+    where: list[sql.Composable] = [sql.SQL("true")]
+    params: list[Any] = []
+    if f.group:
+        where.append(sql.SQL("EXISTS (SELECT 1 FROM host_groups hg2 JOIN groups g2"
+                             " ON g2.id = hg2.group_id WHERE hg2.host_id = h.id"
+                             " AND g2.name = %s)"))  # fmt: skip
+        params.append(f.group)
+    if f.health:
+        where.append(sql.SQL("h.health = %s"))
+        params.append(f.health)
+    if f.os:
+        where.append(sql.SQL("h.os ILIKE %s"))
+        params.append(f"%{f.os}%")
+    if f.min_pending:
+        where.append(sql.SQL("h.pending_patches >= %s"))
+        params.append(f.min_pending)
+    if f.reboot is not None:
+        where.append(sql.SQL("h.pending_reboot = %s"))
+        params.append(f.reboot)
+    if f.text:
+        where.append(sql.SQL("(h.name ILIKE %s OR h.display_name ILIKE %s OR h.hostname ILIKE %s"
+                             " OR host(h.address) LIKE %s)"))  # fmt: skip
+        params += [f"%{f.text}%"] * 4
+    condition = sql.SQL(" AND ").join(where)
+    order = sql.SQL(SORTS.get(f.sort, "h.name"))
+    direction = sql.SQL("DESC NULLS LAST" if f.descending else "ASC NULLS LAST")
+    query = sql.SQL(
+        "SELECT h.id, h.name, h.display_name, coalesce(host(h.address), ''), h.health,"
+        " h.health_reason, h.os, h.os_version, h.agent_version, h.pending_patches,"
+        " h.security_patches, h.pending_reboot, h.last_seen_at, h.paused,"
+        " coalesce(array_agg(g.name ORDER BY g.name) FILTER (WHERE g.name IS NOT NULL), '{{}}'),"
+        " count(*) OVER ()"
+        " FROM hosts h LEFT JOIN host_groups hg ON hg.host_id = h.id"
+        " LEFT JOIN groups g ON g.id = hg.group_id"
+        " WHERE {condition} GROUP BY h.id ORDER BY {order} {direction}, h.id"
+        " LIMIT %s OFFSET %s"
+    ).format(condition=condition, order=order, direction=direction)
+    rows = conn.execute(query, [*params, f.limit, f.offset]).fetchall()
+    total = int(rows[0][15]) if rows else _count(conn, condition, params)
+    items = [HostListItem(*r[:14], tuple(r[14])) for r in rows]  # type: ignore[call-arg]
+    return items, total
+
+
+def _count(conn: psycopg.Connection[Any], condition: sql.Composable, params: list[Any]) -> int:
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM hosts h WHERE {c}").format(c=condition), params
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@dataclass(frozen=True)
+class FleetCounts:
+    by_health: dict[str, int]
+    reboot_needed: int
+    pending_by_severity: dict[str, int]
+    hosts: int
+
+
+def fleet_counts(conn: psycopg.Connection[Any]) -> FleetCounts:
+    by_health = {state: 0 for state in HEALTH_STATES}
+    for state, count in conn.execute("SELECT health, count(*) FROM hosts GROUP BY 1").fetchall():
+        by_health[state] = int(count)
+    reboot = conn.execute("SELECT count(*) FROM hosts WHERE pending_reboot").fetchone()
+    severities = {s: 0 for s in ("critical", "high", "medium", "low")}
+    for severity, count in conn.execute(
+        "SELECT severity, count(*) FROM host_patches WHERE resolved_at IS NULL GROUP BY 1"
+    ).fetchall():
+        severities[severity] = int(count)
+    return FleetCounts(by_health, int(reboot[0]) if reboot else 0, severities,
+                       sum(by_health.values()))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PatchItem:
+    name: str
+    current_version: str
+    available_version: str
+    severity: str
+    requires_reboot: bool
+    first_seen_at: dt.datetime
+
+
+def open_patches(conn: psycopg.Connection[Any], host_id: int) -> list[PatchItem]:
+    rows = conn.execute(
+        "SELECT name, current_version, available_version, severity, requires_reboot,"
+        " first_seen_at FROM host_patches WHERE host_id = %s AND resolved_at IS NULL"
+        " ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2"
+        " ELSE 3 END, name",
+        (host_id,),
+    ).fetchall()
+    return [PatchItem(*r) for r in rows]
+
+
+def installed_packages(
+    conn: psycopg.Connection[Any], host_id: int, text: str = "", limit: int = 200
+) -> tuple[list[tuple[str, str]], int]:
+    rows = conn.execute(
+        "SELECT name, version, count(*) OVER () FROM host_packages"
+        " WHERE host_id = %s AND name ILIKE %s ORDER BY name LIMIT %s",
+        (host_id, f"%{text}%", limit),
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows], int(rows[0][2]) if rows else 0
+
+
+# -- groups ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupItem:
+    id: int
+    name: str
+    description: str
+    hosts: int
+
+
+def list_groups(conn: psycopg.Connection[Any]) -> list[GroupItem]:
+    rows = conn.execute(
+        "SELECT g.id, g.name, g.description, count(hg.host_id) FROM groups g"
+        " LEFT JOIN host_groups hg ON hg.group_id = g.id GROUP BY g.id ORDER BY g.name"
+    ).fetchall()
+    return [GroupItem(*r) for r in rows]
+
+
+def create_group(conn: psycopg.Connection[Any], name: str, description: str = "") -> GroupItem:
+    try:
+        row = conn.execute(
+            "INSERT INTO groups (name, description) VALUES (%s, %s) RETURNING id",
+            (name, description),
+        ).fetchone()
+    except psycopg.errors.UniqueViolation:
+        raise Conflict(f"a group named {name!r} exists") from None
+    assert row is not None
+    return GroupItem(int(row[0]), name, description, 0)
+
+
+def rename_group(conn: psycopg.Connection[Any], group_id: int, name: str) -> None:
+    try:
+        updated = conn.execute(
+            "UPDATE groups SET name = %s WHERE id = %s", (name, group_id)
+        ).rowcount
+    except psycopg.errors.UniqueViolation:
+        raise Conflict(f"a group named {name!r} exists") from None
+    if not updated:
+        raise NotFound(f"no group {group_id}")
+
+
+def delete_group(conn: psycopg.Connection[Any], group_id: int) -> None:
+    if not conn.execute("DELETE FROM groups WHERE id = %s", (group_id,)).rowcount:
+        raise NotFound(f"no group {group_id}")
+
+
+def assign_hosts(
+    conn: psycopg.Connection[Any], group_id: int, host_ids: Sequence[int], member: bool = True
+) -> int:
+    """Add (or with ``member=False`` remove) hosts to a group; returns rows changed."""
+    with conn.transaction():
+        if conn.execute("SELECT 1 FROM groups WHERE id = %s", (group_id,)).fetchone() is None:
+            raise NotFound(f"no group {group_id}")
+        if member:
+            return conn.execute(
+                "INSERT INTO host_groups (host_id, group_id) SELECT id, %s FROM hosts"
+                " WHERE id = ANY(%s) ON CONFLICT DO NOTHING",
+                (group_id, list(host_ids)),
+            ).rowcount
+        return conn.execute(
+            "DELETE FROM host_groups WHERE group_id = %s AND host_id = ANY(%s)",
+            (group_id, list(host_ids)),
+        ).rowcount
