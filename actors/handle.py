@@ -4,8 +4,10 @@ snapshots, subscriptions and commands."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import trio
 
@@ -15,7 +17,7 @@ from storage import Database, DiscoveryResult, HostRow, delete_host
 from .discovery import ScanProgress
 from .registration import register
 from .scheduler import Scan, Scheduler
-from .state import BroadcastStatistics, FleetState, HostSnapshot, SnapshotChange
+from .state import POLL_BUCKETS, BroadcastStatistics, FleetState, HostSnapshot, SnapshotChange
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,20 @@ class FleetHandle:
 
     def statistics(self) -> BroadcastStatistics:
         return self._fleet.statistics()
+
+    def metrics(self) -> dict[str, Any]:
+        snaps = self._fleet.snapshots()
+        m = self._fleet.metrics
+        return {
+            "actors_by_phase": dict(Counter(s.phase.value for s in snaps)),
+            "hosts_by_health": dict(Counter(s.health.value for s in snaps)),
+            "polls_ok": m.ok,
+            "polls_failed": m.failed,
+            "poll_buckets": list(zip(POLL_BUCKETS, m.buckets, strict=True)),
+            "poll_seconds_sum": m.seconds_sum,
+            "polls_observed": m.ok + m.failed,
+            "dropped_subscribers": self._fleet.statistics().dropped_subscribers,
+        }
 
     def effective_policy(self, host_id: int) -> EffectivePolicy | None:
         return self._scheduler.policy_of(host_id)

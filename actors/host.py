@@ -191,9 +191,11 @@ class HostActor:
         attempt = 0
         while True:
             self._publish(phase=phase)
+            started = trio.current_time()
             try:
                 result = await call()
             except AgentError as exc:
+                self._fleet.metrics.observe(trio.current_time() - started, ok=False)
                 if not self._note_failure(exc):
                     return None
                 if not retry_transport and isinstance(exc, TransportError):
@@ -212,6 +214,7 @@ class HostActor:
                 self._refresh = False  # a refresh during backoff means: retry now
                 continue
             self.polls += 1
+            self._fleet.metrics.observe(trio.current_time() - started, ok=True)
             return result
 
     def _note_failure(self, exc: AgentError) -> bool:

@@ -57,6 +57,7 @@ class DatabaseSink:
         self._pending = trio.Event()
         self._flushed = trio.Event()
         self._flush_lock = trio.Lock()  # one batch at a time: no lock-order deadlocks
+        self._urgent = trio.Event()
 
     async def load(self, host_id: int) -> StoredHost:
         def read(conn: psycopg.Connection[Any]) -> StoredHost:
@@ -69,6 +70,7 @@ class DatabaseSink:
         self._states[host_id] = state
         if transition is not None:
             self._transitions.append(transition)
+            self._urgent.set()  # health changes are written at once, not at the next tick
         self._pending.set()
 
     async def write_patches(self, host_id: int, diff: PatchDiff, now: dt.datetime) -> int:
@@ -108,6 +110,8 @@ class DatabaseSink:
         self.stats.flushes += 1
         self.stats.state_rows += len(states)
         self.stats.transition_rows += len(transitions)
+        if transitions:
+            log.info("recorded %d health transition(s)", len(transitions))
         self._flushed.set()
         self._flushed = trio.Event()
 
@@ -121,7 +125,9 @@ class DatabaseSink:
             while True:
                 await self._pending.wait()
                 self._pending = trio.Event()
-                await trio.sleep(self.flush_interval)
+                with trio.move_on_after(self.flush_interval):
+                    await self._urgent.wait()
+                self._urgent = trio.Event()
                 await self.flush()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):

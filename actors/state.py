@@ -70,6 +70,30 @@ class BroadcastStatistics:
     dropped_subscribers: int
 
 
+POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class PollMetrics:
+    """Counters of agent polls for /metrics (cheap enough to update on every poll)."""
+
+    ok: int = 0
+    failed: int = 0
+    seconds_sum: float = 0.0
+    buckets: list[int] = field(default_factory=lambda: [0] * len(POLL_BUCKETS))
+
+    def observe(self, seconds: float, ok: bool) -> None:
+        if ok:
+            self.ok += 1
+        else:
+            self.failed += 1
+        self.seconds_sum += seconds
+        for index, bound in enumerate(POLL_BUCKETS):
+            if seconds <= bound:
+                self.buckets[index] += 1
+                break
+
+
 @dataclass
 class _Subscriber:
     send: trio.MemorySendChannel[SnapshotChange]
@@ -81,6 +105,7 @@ class FleetState:
     """Latest snapshot of every host, plus change notifications to any number of subscribers."""
 
     buffer: int = 1024
+    metrics: PollMetrics = field(default_factory=PollMetrics)
     _snapshots: dict[int, HostSnapshot] = field(default_factory=dict)
     _subscribers: list[_Subscriber] = field(default_factory=list)
     _published: int = 0

@@ -11,7 +11,6 @@ the same four requests per host (health, system/info, patches, packages) for com
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import shutil
 import signal

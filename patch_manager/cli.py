@@ -62,6 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--bind", help="override server.bind, e.g. 127.0.0.1:0 for a free port")
 
+    p = sub.add_parser("demo", help="the server plus a simulated fleet, in one command")
+    _common(p)
+    p.add_argument("--bind", help="override server.bind")
+    p.add_argument("--count", type=int, default=50, help="simulated agents (default 50)")
+    p.add_argument(
+        "--time-scale",
+        type=float,
+        default=0.05,
+        help="job duration factor of the simulated agents (default 0.05)",
+    )
+
+    p = sub.add_parser("reset-password", help="set a new random password for a user")
+    _common(p)
+    p.add_argument("--user", default="admin", help="user name (default admin)")
+
     p = sub.add_parser("migrate", help="apply database migrations and exit")
     _common(p)
 
@@ -155,6 +170,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     store = _store(args)
     _, data_dir = _dirs(args)
     trio.run(lambda: run_server(store, data_dir, bind=args.bind, on_ready=print_banner))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .serve import DemoSpec, print_banner, run_server
+
+    store = _store(args)
+    _, data_dir = _dirs(args)
+    if args.data_dir is None:
+        data_dir = data_dir / "demo"  # keep the demo's hosts out of the real data directory
+    demo = DemoSpec(count=args.count, time_scale=args.time_scale)
+    trio.run(lambda: run_server(store, data_dir, bind=args.bind, on_ready=print_banner,
+                                demo=demo))  # fmt: skip
+    return 0
+
+
+def cmd_reset_password(args: argparse.Namespace) -> int:
+    from web import Auth
+
+    from .serve import reset_password
+
+    async def work(db: Database) -> str:
+        return await reset_password(db, Auth(db), args.user.strip().lower())
+
+    password = _with_database(args, work)
+    print(f"new password for {args.user}: {password}")
+    print("(every session of this user has ended)")
     return 0
 
 
@@ -307,6 +349,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "simulate": cmd_simulate,
     "sim-ctl": cmd_sim_ctl,
     "serve": cmd_serve,
+    "demo": cmd_demo,
+    "reset-password": cmd_reset_password,
     "migrate": cmd_migrate,
     "check-config": cmd_check_config,
     "ca": cmd_ca,

@@ -13,9 +13,11 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -30,9 +32,20 @@ from actors import (
     Scheduler,
 )
 from ca import CertificateAuthority, agent_client_context
-from settings import Config, ConfigStore, PollingPolicy
-from storage import ClusterState
-from web import HealthReport, WebListener, create_app, serve_web
+from settings import Config, ConfigStore, EffectivePolicy, PollingPolicy
+from simulator import Fleet, FleetSpec
+from storage import (
+    ClusterState,
+    Database,
+    HostRow,
+    count_users,
+    create_user,
+    get_user,
+    insert_host,
+    list_hosts,
+    set_password,
+)
+from web import Auth, HealthReport, WebListener, create_app, generate_password, serve_web
 
 from . import __version__
 from .runtime import Storage, open_storage, record_certificates
@@ -45,14 +58,65 @@ class ServerInfo:
     urls: list[str]
     database: str
     ca_root: Path
+    admin_password: str | None = None  # set only on the very first start
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    count: int = 50
+    time_scale: float = 0.05
+
+
+async def register_demo_fleet(db: Database, fleet: Fleet) -> None:
+    """Register every simulated agent not registered yet (groups by role, for the demo)."""
+
+    def insert(conn: Any) -> int:
+        known = {row.name for row in list_hosts(conn)}
+        added = 0
+        with conn.transaction():
+            for agent in fleet.agents:
+                if agent.address not in known:
+                    role = agent.profile.hostname.rstrip("0123456789")
+                    insert_host(conn, name=agent.address, address=agent.address, port=agent.port,
+                                display_name=agent.profile.hostname, groups=[role])  # fmt: skip
+                    added += 1
+        return added
+
+    added = await db.run(insert)
+    if added:
+        log.info("demo: registered %d simulated agents", added)
+
+
+async def reset_password(db: Database, auth: Auth, username: str = "admin") -> str:
+    """Give ``username`` a new random password (every session of it ends); return it."""
+    password = generate_password()
+    hashed = await auth.hash_password(password)
+    if await db.run(get_user, username) is None:
+        await db.run(create_user, username, hashed, "admin")
+    else:
+        await db.run(set_password, username, hashed)
+    return password
+
+
+async def bootstrap_admin(db: Database, auth: Auth) -> str | None:
+    """Create the ``admin`` account on first start; return its one-time password."""
+    if await db.run(count_users):
+        return None
+    password = generate_password()
+    hashed = await auth.hash_password(password)
+    await db.run(create_user, "admin", hashed, "admin")
+    log.warning("created the bootstrap account 'admin' (password shown once on stdout)")
+    return password
 
 
 class SystemAdapter:
     """The ``web.SystemHandle`` implementation: what the web layer may ask of the system."""
 
-    def __init__(self, storage: Storage, scheduler: Scheduler) -> None:
+    def __init__(self, storage: Storage, system: ActorSystem, ca: CertificateAuthority) -> None:
         self.storage = storage
-        self.scheduler = scheduler
+        self.scheduler = system.scheduler
+        self.fleet = system.handle
+        self.ca = ca
         self.started = time.monotonic()
 
     async def health(self) -> HealthReport:
@@ -73,6 +137,7 @@ class SystemAdapter:
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self.started, 1),
             "scheduler_heartbeat_age_s": None if age is None else round(age, 3),
+            "host_actors": len(self.scheduler.hosts),
         }
         if cluster is not None:
             details["embedded_postgres"] = {"state": cluster.state.value,
@@ -83,6 +148,57 @@ class SystemAdapter:
             scheduler=sched,
             details=details,
         )
+
+    # Live state and commands: delegated to the actor system's handle.
+    def snapshots(self) -> list[Any]:
+        return self.fleet.snapshots()
+
+    def snapshot(self, host_id: int) -> Any | None:
+        return self.fleet.snapshot(host_id)
+
+    def subscribe(self, buffer: int = 256) -> AbstractContextManager[Any]:
+        return self.fleet.subscribe(buffer)
+
+    def refresh(self, host_ids: Sequence[int] | None = None) -> int:
+        return self.fleet.refresh(host_ids)
+
+    async def register_host(
+        self,
+        name: str,
+        *,
+        display_name: str = "",
+        groups: Sequence[str] = (),
+        port: int | None = None,
+    ) -> HostRow:
+        return await self.fleet.register_host(name, display_name=display_name, groups=groups,
+                                              port=port)  # fmt: skip
+
+    async def remove_host(self, host_id: int) -> HostRow:
+        return await self.fleet.remove_host(host_id)
+
+    def effective_policy(self, host_id: int) -> EffectivePolicy | None:
+        return self.fleet.effective_policy(host_id)
+
+    async def start_discovery(self, cidr: str) -> Any:
+        return await self.fleet.start_discovery(cidr)
+
+    def discovery(self, scan_id: int) -> Any | None:
+        return self.fleet.discovery(scan_id)
+
+    def cancel_discovery(self, scan_id: int) -> bool:
+        return self.fleet.cancel_discovery(scan_id)
+
+    async def wait_discovery_change(self, scan_id: int) -> Any:
+        return await self.fleet.wait_discovery_change(scan_id)
+
+    async def register_found(self, scan_id: int, addresses: Sequence[str]) -> list[HostRow]:
+        return await self.fleet.register_found(scan_id, addresses)
+
+    def metrics(self) -> dict[str, Any]:
+        return self.fleet.metrics()
+
+    def root_ca_pem(self) -> str:
+        return self.ca.root_pem
 
 
 async def _watch_signals(
@@ -163,8 +279,10 @@ async def run_server(
     *,
     bind: str | None = None,
     on_ready: Callable[[ServerInfo], None] | None = None,
+    demo: DemoSpec | None = None,
 ) -> None:
-    """Run until SIGINT/SIGTERM (or cancellation)."""
+    """Run until SIGINT/SIGTERM (or cancellation). With ``demo``, also serve a simulated fleet
+    in the same nursery, register it, and set a fresh admin password every start."""
     config = store.current
     await trio.Path(data_dir).mkdir(parents=True, exist_ok=True)
     web_names = [*config.server.hostnames, *config.server.ip_addresses]
@@ -179,10 +297,20 @@ async def run_server(
 
     async with trio.open_nursery() as outer:
         outer.start_soon(_watch_signals, store, stop, cluster_pid)
+        fleet = None
+        if demo is not None:
+            fleet = Fleet(data_dir / "ca", data_dir / "simulator",
+                          FleetSpec(count=demo.count, time_scale=demo.time_scale))  # fmt: skip
+            await outer.start(fleet.run)
         async with open_storage(outer, config, data_dir) as storage:
             await record_certificates(storage.db, created)
             system = build_actor_system(store, storage, ca)
-            app = create_app(SystemAdapter(storage, system.scheduler))
+            auth = Auth(storage.db, secure_cookies=config.server.tls)
+            admin_password = await bootstrap_admin(storage.db, auth)
+            if fleet is not None:
+                await register_demo_fleet(storage.db, fleet)
+                admin_password = admin_password or await reset_password(storage.db, auth)
+            app = create_app(SystemAdapter(storage, system, ca), storage.db, auth=auth)
             async with trio.open_nursery() as inner:
                 await inner.start(system.sink.run)
                 await inner.start(system.scheduler.run)
@@ -191,7 +319,8 @@ async def run_server(
                                          stop, web_stopped)  # fmt: skip
                 inner.start_soon(store.watch_files)
                 if on_ready is not None:
-                    on_ready(ServerInfo(urls, storage.description, ca.root_cert_path))
+                    on_ready(ServerInfo(urls, storage.description, ca.root_cert_path,
+                                        admin_password))  # fmt: skip
                 await stop.wait()
                 with trio.move_on_after(config.server.graceful_timeout_s + 2):
                     await web_stopped.wait()
@@ -219,4 +348,7 @@ def print_banner(info: ServerInfo) -> None:
     print(f"Linux Patch Manager is running at {url}", flush=True)
     print(f"  database: {info.database}", flush=True)
     print(f"  root CA:  {info.ca_root} (import it into your browser to trust the UI)", flush=True)
+    if info.admin_password:
+        print(f"  log in as admin with password {info.admin_password}", flush=True)
+        print("  (shown only now; `patch-manager reset-password` sets a new one)", flush=True)
     sys.stdout.flush()

@@ -4,8 +4,18 @@ Talks to the actor system only through a ``SystemHandle``.
 """
 
 from .app import create_app
+from .auth import Auth, generate_password
 from .errors import ApiError
 from .handle import HealthReport, SystemHandle
 from .server import WebListener, serve_web
 
-__all__ = ["ApiError", "HealthReport", "SystemHandle", "WebListener", "create_app", "serve_web"]
+__all__ = [
+    "ApiError",
+    "Auth",
+    "HealthReport",
+    "SystemHandle",
+    "WebListener",
+    "create_app",
+    "generate_password",
+    "serve_web",
+]

@@ -1,4 +1,4 @@
-"""The Starlette application: pages, the JSON API under /api/v1 and the live relay."""
+"""The Starlette application: pages, the JSON API under /api/v1, the live relay, /metrics."""
 
 from __future__ import annotations
 
@@ -9,18 +9,41 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from .errors import ApiError, api_error_handler, http_error_handler, unhandled_error_handler
+from storage import Database
+
+from . import metrics
+from .api import Api
+from .auth import Auth, AuthMiddleware
+from .errors import ApiError, api_error_handler, envelope
 from .handle import SystemHandle
 from .middleware import RequestIdMiddleware
+from .openapi import document
+from .pages import Pages, since
+from .relay import Relay
 
-DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TEMPLATES = ROOT / "templates"
+STATIC = Path(__file__).resolve().parent / "static"
+VERSION = "0.1.0"
 
 
-def create_app(handle: SystemHandle, *, templates_dir: Path = DEFAULT_TEMPLATES) -> Starlette:
+def create_app(
+    handle: SystemHandle,
+    db: Database,
+    *,
+    auth: Auth | None = None,
+    templates_dir: Path = DEFAULT_TEMPLATES,
+) -> Starlette:
+    auth = auth or Auth(db)
     templates = Jinja2Templates(directory=str(templates_dir))
+    templates.env.filters["since"] = since
+    pages = Pages(handle, db, auth, templates)
+    api = Api(handle, db)
+    relay = Relay(handle)
 
     async def health(request: Request) -> Response:
         report = await handle.health()
@@ -32,18 +55,46 @@ def create_app(handle: SystemHandle, *, templates_dir: Path = DEFAULT_TEMPLATES)
         }
         return JSONResponse(body, status_code=200 if report.ok else 503)
 
-    async def index(request: Request) -> Response:
-        return templates.TemplateResponse(request, "index.html", {"title": "Dashboard"})
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document(VERSION))
 
-    return Starlette(
-        routes=[
-            Route("/", index, name="index"),
-            Route("/api/v1/health", health, name="api_health"),
-        ],
-        middleware=[Middleware(RequestIdMiddleware)],
+    def wants_html(request: Request) -> bool:
+        path = request.url.path
+        return not path.startswith("/api/") and path != "/metrics"
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if wants_html(request) and request.scope.get("state", {}).get("session"):
+            context = {**pages.base(request, "Error", ""), "status": exc.status_code,
+                       "message": str(exc.detail)}  # fmt: skip
+            return templates.TemplateResponse(request, "error.html", context,
+                                              status_code=exc.status_code)  # fmt: skip
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+        response = envelope(request, exc.status_code, code, str(exc.detail))
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return envelope(request, 500, "internal_error", "internal error; see the server log")
+
+    routes = [
+        Route("/api/v1/health", health, methods=["GET"]),
+        Route("/api/v1/openapi.json", openapi, methods=["GET"]),
+        Route("/metrics", metrics.endpoint(handle, relay), methods=["GET"]),
+        WebSocketRoute("/api/v1/live", relay.endpoint),
+        *api.routes(),
+        *pages.routes(),
+        Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestIdMiddleware), Middleware(AuthMiddleware, auth=auth)],
         exception_handlers={
             ApiError: api_error_handler,
-            HTTPException: http_error_handler,
-            Exception: unhandled_error_handler,
+            HTTPException: http_error,
+            Exception: server_error,
         },
     )
+    app.state.relay = relay
+    return app

@@ -114,8 +114,13 @@ class Auth:
         return "; ".join(parts)
 
     def login_cookie(self, value: str) -> str:
-        parts = [f"{LOGIN_COOKIE}={value}", "Path=/login", "HttpOnly", "SameSite=Strict",
-                 "Max-Age=3600"]  # fmt: skip
+        parts = [
+            f"{LOGIN_COOKIE}={value}",
+            "Path=/login",
+            "HttpOnly",
+            "SameSite=Strict",
+            "Max-Age=3600",
+        ]
         if self.secure_cookies:
             parts.append("Secure")
         return "; ".join(parts)
@@ -127,7 +132,7 @@ def cookies_of(scope: Scope) -> dict[str, str]:
         if name == b"cookie":
             try:
                 jar.load(value.decode("latin-1"))
-            except Exception:  # noqa: BLE001 - a malformed cookie header is just ignored
+            except Exception:
                 continue
     return {k: m.value for k, m in jar.items()}
 
@@ -177,14 +182,15 @@ class AuthMiddleware:
             await _refuse_unauthenticated(scope, send)
             return
         if scope["method"] in UNSAFE:
-            receive = await self._check_csrf(scope, receive, send, session)
-            if receive is None:  # type: ignore[comparison-overlap]
+            checked = await self._check_csrf(scope, receive, send, session)
+            if checked is None:
                 return
+            receive = checked
         await self.app(scope, receive, send)
 
     async def _check_csrf(
         self, scope: Scope, receive: Receive, send: Send, session: Session
-    ) -> Receive:
+    ) -> Receive | None:
         sent = header(scope, b"x-csrf-token")
         if same_token(sent, session.csrf_token):
             return receive
@@ -212,9 +218,14 @@ class AuthMiddleware:
 
                 return replay
         log.warning("CSRF check failed for %s %s", scope["method"], scope["path"])
-        await _send_json(scope, send, 403, "csrf_failed",
-                         "missing or wrong CSRF token; reload the page and try again")  # fmt: skip
-        return None  # type: ignore[return-value]
+        await _send_json(
+            scope,
+            send,
+            403,
+            "csrf_failed",
+            "missing or wrong CSRF token; reload the page and try again",
+        )
+        return None
 
 
 def _same_origin(scope: Scope) -> bool:
@@ -232,8 +243,13 @@ async def _refuse_unauthenticated(scope: Scope, send: Send) -> None:
         return
     query = scope.get("query_string", b"").decode()
     target = path + (f"?{query}" if query else "")
-    await send({"type": "http.response.start", "status": 303,
-                "headers": [(b"location", f"/login?next={quote(target)}".encode())]})  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 303,
+            "headers": [(b"location", f"/login?next={quote(target)}".encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": b""})
 
 
@@ -242,11 +258,19 @@ def _rid(scope: Scope) -> str:
 
 
 async def _send_json(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
-    body = json.dumps({"error": {"code": code, "message": message, "details": None,
-                                 "request_id": _rid(scope)}}).encode()  # fmt: skip
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})  # fmt: skip
+    body = json.dumps(
+        {"error": {"code": code, "message": message, "details": None, "request_id": _rid(scope)}}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -1,12 +1,10 @@
 """The one JSON error envelope of the API:
-``{"error": {"code", "message", "details", "request_id"}}``, used by every handler.
-"""
+``{"error": {"code", "message", "details", "request_id"}}``, used by every handler."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -62,16 +60,3 @@ def envelope(
 async def api_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return envelope(request, exc.status, exc.code, exc.message, exc.details)
-
-
-async def http_error_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = _CODES.get(exc.status_code, "error")
-    response = envelope(request, exc.status_code, code, str(exc.detail))
-    if exc.headers:
-        response.headers.update(exc.headers)
-    return response
-
-
-async def unhandled_error_handler(request: Request, exc: Exception) -> Response:
-    return envelope(request, 500, "internal_error", "internal error; see the server log")

@@ -1,13 +1,21 @@
 """What the web layer needs from the rest of the system, as a Protocol.
 
 The composition root passes one object implementing ``SystemHandle``; web never imports the
-actor system.
+actor system. Live snapshots and scans are dataclasses the web layer only serialises
+(``web.serialize.to_json``), so they are typed as ``Any`` here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import trio
+
+from settings import EffectivePolicy
+from storage import HostRow
 
 
 @dataclass(frozen=True)
@@ -24,3 +32,48 @@ class SystemHandle(Protocol):
     async def health(self) -> HealthReport:
         """Check the database and the scheduler heartbeat; never raises."""
         ...
+
+    def snapshots(self) -> list[Any]: ...
+
+    def snapshot(self, host_id: int) -> Any | None: ...
+
+    def subscribe(
+        self, buffer: int = 256
+    ) -> AbstractContextManager[trio.MemoryReceiveChannel[Any]]:
+        """Changes from now on; the channel closes if the subscriber lags too far behind."""
+        ...
+
+    def refresh(self, host_ids: Sequence[int] | None = None) -> int: ...
+
+    async def register_host(
+        self,
+        name: str,
+        *,
+        display_name: str = "",
+        groups: Sequence[str] = (),
+        port: int | None = None,
+    ) -> HostRow:
+        """Raises ValueError (with a ``field`` attribute) for a host that cannot be added."""
+        ...
+
+    async def remove_host(self, host_id: int) -> HostRow: ...
+
+    def effective_policy(self, host_id: int) -> EffectivePolicy | None: ...
+
+    async def start_discovery(self, cidr: str) -> Any:
+        """Raises ValueError for a range that cannot be scanned."""
+        ...
+
+    def discovery(self, scan_id: int) -> Any | None: ...
+
+    def cancel_discovery(self, scan_id: int) -> bool: ...
+
+    async def wait_discovery_change(self, scan_id: int) -> Any: ...
+
+    async def register_found(self, scan_id: int, addresses: Sequence[str]) -> list[HostRow]: ...
+
+    def metrics(self) -> dict[str, Any]:
+        """Counters and gauges for /metrics."""
+        ...
+
+    def root_ca_pem(self) -> str: ...

@@ -47,8 +47,9 @@ async def test_hosts_commands_reach_the_running_server(
                            "--display-name", "first")  # fmt: skip
         assert result.returncode == 0, result.stderr
         assert f"{agent.address} ({agent.address}:12443)" in text(result)
-        # The server picks the new host up and polls it.
-        await server.wait_log("health pending -> healthy")
+        # The server picks the new host up, polls it and records the transition.
+        seen = await server.wait_log("health pending -> healthy")
+        await server.wait_log("recorded 1 health transition(s)", seen)
 
         result = await cli(server, "hosts", "add", agent.address)
         assert result.returncode == 1

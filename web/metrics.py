@@ -1,0 +1,62 @@
+"""/metrics in the Prometheus text format (R-9.4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from .handle import SystemHandle
+from .relay import Relay
+
+
+def _line(name: str, value: float, labels: dict[str, str] | None = None) -> str:
+    if labels:
+        inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        return f"{name}{{{inner}}} {value:g}"
+    return f"{name} {value:g}"
+
+
+def render(metrics: dict[str, Any], relay: Relay) -> str:
+    out: list[str] = []
+
+    def family(name: str, kind: str, doc: str) -> None:
+        out.append(f"# HELP {name} {doc}")
+        out.append(f"# TYPE {name} {kind}")
+
+    family("patchmgr_actors", "gauge", "Host actors by phase.")
+    for phase, count in sorted(metrics.get("actors_by_phase", {}).items()):
+        out.append(_line("patchmgr_actors", count, {"phase": phase}))
+    family("patchmgr_hosts", "gauge", "Hosts by health state.")
+    for health, count in sorted(metrics.get("hosts_by_health", {}).items()):
+        out.append(_line("patchmgr_hosts", count, {"health": health}))
+    family("patchmgr_polls_total", "counter", "Agent polls by outcome.")
+    out.append(_line("patchmgr_polls_total", metrics.get("polls_ok", 0), {"outcome": "ok"}))
+    out.append(_line("patchmgr_polls_total", metrics.get("polls_failed", 0), {"outcome": "failed"}))
+    family("patchmgr_poll_seconds", "histogram", "Duration of one agent poll.")
+    cumulative = 0
+    for bound, count in metrics.get("poll_buckets", []):
+        cumulative += count
+        out.append(_line("patchmgr_poll_seconds_bucket", cumulative, {"le": f"{bound:g}"}))
+    out.append(
+        _line("patchmgr_poll_seconds_bucket", metrics.get("polls_observed", 0), {"le": "+Inf"})
+    )
+    out.append(_line("patchmgr_poll_seconds_sum", metrics.get("poll_seconds_sum", 0.0)))
+    out.append(_line("patchmgr_poll_seconds_count", metrics.get("polls_observed", 0)))
+    family("patchmgr_relay_subscribers", "gauge", "Browsers connected to the live relay.")
+    out.append(_line("patchmgr_relay_subscribers", relay.connected))
+    family("patchmgr_relay_dropped_total", "counter", "Relay clients dropped for lagging.")
+    out.append(_line("patchmgr_relay_dropped_total", relay.dropped))
+    family("patchmgr_broadcast_dropped_total", "counter", "Slow subscribers dropped.")
+    out.append(_line("patchmgr_broadcast_dropped_total", metrics.get("dropped_subscribers", 0)))
+    return "\n".join(out) + "\n"
+
+
+def endpoint(handle: SystemHandle, relay: Relay) -> Any:
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse(
+            render(handle.metrics(), relay), media_type="text/plain; version=0.0.4"
+        )
+
+    return metrics

@@ -1,0 +1,460 @@
+"""Server-rendered pages (Jinja2). Each page has one typed context; forms post back with a CSRF
+token and invalid input re-renders the page with the messages next to the fields."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from storage import (
+    HEALTH_STATES,
+    Conflict,
+    Database,
+    FleetCounts,
+    GroupItem,
+    HostListItem,
+    NotFound,
+    PatchItem,
+    Transition,
+    assign_hosts,
+    create_group,
+    delete_group,
+    fleet_counts,
+    get_host,
+    health_history,
+    installed_packages,
+    list_groups,
+    load_host_state,
+    open_patches,
+    rename_group,
+    search_hosts,
+)
+
+from .auth import Auth, safe_next
+from .forms import ValidationFailed, group_name, host_filter, host_ids, host_input
+from .handle import SystemHandle
+from .serialize import to_json
+
+
+@dataclass(frozen=True)
+class Base:
+    title: str
+    nav: str
+    user: str
+    csrf_token: str
+    notice: str = ""
+
+
+@dataclass(frozen=True)
+class DashboardPage(Base):
+    counts: FleetCounts | None = None
+    top_hosts: list[HostListItem] = field(default_factory=list)
+    reboot_hosts: list[HostListItem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class HostsPage(Base):
+    hosts: list[HostListItem] = field(default_factory=list)
+    total: int = 0
+    page: int = 1
+    pages: int = 1
+    query: dict[str, str] = field(default_factory=dict)
+    groups: list[GroupItem] = field(default_factory=list)
+    health_states: tuple[str, ...] = HEALTH_STATES
+    errors: dict[str, str] = field(default_factory=dict)
+    form: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HostPage(Base):
+    host: Any = None
+    state: Any = None
+    live: dict[str, Any] = field(default_factory=dict)
+    history: list[Transition] = field(default_factory=list)
+    patches: list[PatchItem] = field(default_factory=list)
+    packages: list[tuple[str, str]] = field(default_factory=list)
+    package_total: int = 0
+    package_query: str = ""
+    policy: list[tuple[str, Any, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GroupsPage(Base):
+    groups: list[GroupItem] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DiscoveryPage(Base):
+    scan: dict[str, Any] | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+    cidr: str = ""
+
+
+@dataclass(frozen=True)
+class LoginPage:
+    title: str
+    login_token: str
+    next: str
+    error: str = ""
+    username: str = ""
+
+
+class Pages:
+    def __init__(self, handle: SystemHandle, db: Database, auth: Auth,
+                 templates: Jinja2Templates) -> None:  # fmt: skip
+        self.handle = handle
+        self.db = db
+        self.auth = auth
+        self.templates = templates
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def base(self, request: Request, title: str, nav: str) -> dict[str, Any]:
+        session = request.scope["state"]["session"]
+        return {
+            "title": title,
+            "nav": nav,
+            "user": session.user.username,
+            "csrf_token": session.csrf_token,
+            "notice": request.query_params.get("notice", "")[:200],
+        }
+
+    def render(self, request: Request, template: str, page: Any, status: int = 200) -> Response:
+        context = {f: getattr(page, f) for f in page.__dataclass_fields__}
+        return self.templates.TemplateResponse(
+            request, template, {"page": page, **context}, status_code=status
+        )
+
+    @staticmethod
+    def back(path: str, notice: str = "") -> RedirectResponse:
+        target = path + (f"?{urlencode({'notice': notice})}" if notice else "")
+        return RedirectResponse(target, status_code=303)
+
+    # -- dashboard --------------------------------------------------------------------------
+
+    async def dashboard(self, request: Request) -> Response:
+        from storage import HostFilter
+
+        counts = await self.db.run(fleet_counts)
+        top, _ = await self.db.run(
+            search_hosts, HostFilter(sort="pending", descending=True, min_pending=1, limit=10)
+        )
+        reboot, _ = await self.db.run(search_hosts, HostFilter(reboot=True, limit=10))
+        page = DashboardPage(
+            **self.base(request, "Dashboard", "dashboard"),
+            counts=counts,
+            top_hosts=top,
+            reboot_hosts=reboot,
+        )
+        return self.render(request, "dashboard.html", page)
+
+    # -- hosts ------------------------------------------------------------------------------
+
+    async def hosts(
+        self,
+        request: Request,
+        *,
+        errors: dict[str, str] | None = None,
+        form: dict[str, str] | None = None,
+        status: int = 200,
+    ) -> Response:
+        query = {k: v for k, v in request.query_params.items() if k != "notice"}
+        try:
+            f = host_filter(query)
+        except ValidationFailed as exc:
+            errors = {**(errors or {}), **exc.errors}
+            f = host_filter({})
+            status = 422
+        items, total = await self.db.run(search_hosts, f)
+        groups = await self.db.run(list_groups)
+        page = HostsPage(
+            **self.base(request, "Hosts", "hosts"),
+            hosts=items,
+            total=total,
+            page=f.offset // f.limit + 1,
+            pages=max(1, math.ceil(total / f.limit)),
+            query=query,
+            groups=groups,
+            errors=errors or {},
+            form=form or {},
+        )
+        return self.render(request, "hosts.html", page, status)
+
+    async def add_host(self, request: Request) -> Response:
+        form = {k: str(v) for k, v in (await request.form()).items() if k != "csrf_token"}
+        try:
+            data = host_input(form)
+            row = await self.handle.register_host(
+                data.name, display_name=data.display_name, groups=data.groups, port=data.port
+            )
+        except ValidationFailed as exc:
+            return await self.hosts(request, errors=exc.errors, form=form, status=422)
+        except ValueError as exc:
+            field_name = getattr(exc, "field", "name")
+            message = getattr(exc, "message", str(exc))
+            return await self.hosts(request, errors={field_name: message}, form=form, status=422)
+        return self.back(f"/hosts/{row.id}", f"Host {row.name} registered")
+
+    async def bulk(self, request: Request) -> Response:
+        form = await request.form()
+        action = str(form.get("action", ""))
+        try:
+            ids = host_ids([str(v) for v in form.getlist("host_id")], "host_id")
+        except ValidationFailed:
+            return self.back("/hosts", "Select at least one host first")
+        if action == "refresh":
+            count = self.handle.refresh(ids)
+            return self.back("/hosts", f"Refreshing {count} host(s)")
+        if action in ("assign", "unassign"):
+            group_id = str(form.get("group_id", ""))
+            if not group_id.isdigit():
+                return self.back("/hosts", "Choose a group")
+            try:
+                changed = await self.db.run(assign_hosts, int(group_id), ids, action == "assign")
+            except NotFound:
+                return self.back("/hosts", "That group no longer exists")
+            return self.back("/hosts", f"Group membership changed for {changed} host(s)")
+        return self.back("/hosts", "Unknown action")
+
+    async def host(self, request: Request) -> Response:
+        host_id = int(request.path_params["host_id"])
+        try:
+            row = await self.db.run(get_host, host_id)
+        except NotFound:
+            return self.not_found(request, f"There is no host with id {host_id}.")
+        q = request.query_params.get("q", "")
+        packages, total = await self.db.run(installed_packages, host_id, q)
+        policy = self.handle.effective_policy(host_id)
+        rows = []
+        if policy is not None:
+            values = asdict(policy.policy)
+            rows = [(k, v, policy.origins.get(k, "")) for k, v in values.items()]
+        page = HostPage(
+            **self.base(request, row.display_name or row.name, "hosts"),
+            host=row,
+            state=await self.db.run(load_host_state, host_id),
+            live=to_json(self.handle.snapshot(host_id)) or {},
+            history=list(reversed(await self.db.run(health_history, host_id)))[:50],
+            patches=await self.db.run(open_patches, host_id),
+            packages=packages,
+            package_total=total,
+            package_query=q,
+            policy=rows,
+        )
+        return self.render(request, "host.html", page)
+
+    async def refresh_host(self, request: Request) -> Response:
+        host_id = int(request.path_params["host_id"])
+        self.handle.refresh([host_id])
+        return self.back(f"/hosts/{host_id}", "Refresh requested")
+
+    async def remove_host(self, request: Request) -> Response:
+        host_id = int(request.path_params["host_id"])
+        try:
+            row = await self.handle.remove_host(host_id)
+        except NotFound:
+            return self.back("/hosts", "That host was already removed")
+        return self.back("/hosts", f"Host {row.name} removed")
+
+    # -- groups -----------------------------------------------------------------------------
+
+    async def groups(
+        self, request: Request, errors: dict[str, str] | None = None, status: int = 200
+    ) -> Response:
+        page = GroupsPage(
+            **self.base(request, "Groups", "groups"),
+            groups=await self.db.run(list_groups),
+            errors=errors or {},
+        )
+        return self.render(request, "groups.html", page, status)
+
+    async def create_group(self, request: Request) -> Response:
+        form = await request.form()
+        try:
+            name = group_name(form.get("name"))
+            await self.db.run(create_group, name, str(form.get("description", ""))[:500])
+        except ValidationFailed as exc:
+            return await self.groups(request, exc.errors, 422)
+        except Conflict as exc:
+            return await self.groups(request, {"name": str(exc)}, 422)
+        return self.back("/groups", f"Group {name} created")
+
+    async def rename_group(self, request: Request) -> Response:
+        form = await request.form()
+        try:
+            name = group_name(form.get("name"))
+            await self.db.run(rename_group, int(request.path_params["group_id"]), name)
+        except ValidationFailed as exc:
+            return await self.groups(request, {"rename": exc.errors["name"]}, 422)
+        except (Conflict, NotFound) as exc:
+            return await self.groups(request, {"rename": str(exc)}, 422)
+        return self.back("/groups", f"Group renamed to {name}")
+
+    async def delete_group(self, request: Request) -> Response:
+        try:
+            await self.db.run(delete_group, int(request.path_params["group_id"]))
+        except NotFound:
+            return self.back("/groups", "That group was already deleted")
+        return self.back("/groups", "Group deleted")
+
+    # -- discovery --------------------------------------------------------------------------
+
+    async def discovery(
+        self,
+        request: Request,
+        errors: dict[str, str] | None = None,
+        cidr: str = "",
+        status: int = 200,
+    ) -> Response:
+        from .api import scan_json
+
+        scan = None
+        if "scan_id" in request.path_params:
+            found = self.handle.discovery(int(request.path_params["scan_id"]))
+            if found is None:
+                return self.not_found(request, "That scan is not known to this server.")
+            scan = scan_json(found)
+        page = DiscoveryPage(
+            **self.base(request, "Discovery", "discovery"),
+            scan=scan,
+            errors=errors or {},
+            cidr=cidr,
+        )
+        return self.render(request, "discovery.html", page, status)
+
+    async def start_discovery(self, request: Request) -> Response:
+        cidr = str((await request.form()).get("cidr", "")).strip()
+        try:
+            scan = await self.handle.start_discovery(cidr)
+        except ValueError as exc:
+            return await self.discovery(request, {"cidr": str(exc)}, cidr, 422)
+        return self.back(f"/discovery/{scan.scan_id}")
+
+    async def cancel_discovery(self, request: Request) -> Response:
+        scan_id = int(request.path_params["scan_id"])
+        self.handle.cancel_discovery(scan_id)
+        return self.back(f"/discovery/{scan_id}", "Scan cancelled")
+
+    async def register_found(self, request: Request) -> Response:
+        scan_id = int(request.path_params["scan_id"])
+        addresses = [str(a) for a in (await request.form()).getlist("address")]
+        if not addresses:
+            return self.back(f"/discovery/{scan_id}", "Select at least one agent")
+        registered, skipped = 0, []
+        for address in addresses:
+            try:
+                await self.handle.register_found(scan_id, [address])
+                registered += 1
+            except ValueError:
+                skipped.append(address)
+        note = f"Registered {registered} host(s)"
+        if skipped:
+            note += f"; already registered: {', '.join(skipped)}"
+        return self.back(f"/discovery/{scan_id}", note)
+
+    # -- login ------------------------------------------------------------------------------
+
+    async def login_form(
+        self, request: Request, error: str = "", username: str = "", status: int = 200
+    ) -> Response:
+        import secrets
+
+        token = secrets.token_urlsafe(24)
+        page = LoginPage(
+            "Log in", token, safe_next(request.query_params.get("next")), error, username
+        )
+        response = self.templates.TemplateResponse(
+            request, "login.html", {"page": page}, status_code=status
+        )
+        response.headers.append("set-cookie", self.auth.login_cookie(token))
+        return response
+
+    async def login(self, request: Request) -> Response:
+        from .auth import LOGIN_COOKIE, same_token
+
+        form = await request.form()
+        username = str(form.get("username", ""))
+        if not same_token(str(form.get("login_token", "")), request.cookies.get(LOGIN_COOKIE, "")):
+            return await self.login_form(
+                request, "The form expired; please try again.", username, 400
+            )
+        user = await self.auth.check_password(username, str(form.get("password", "")))
+        if user is None:
+            return await self.login_form(request, "Wrong user name or password.", username, 401)
+        token, _ = await self.auth.start_session(user)
+        response = RedirectResponse(safe_next(form.get("next")), status_code=303)
+        response.headers.append("set-cookie", self.auth.session_cookie(token))
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        token = request.scope["state"].get("session_token", "")
+        if token:
+            await self.auth.end_session(token)
+        response = RedirectResponse("/login", status_code=303)
+        response.headers.append("set-cookie", self.auth.session_cookie("", max_age=0))
+        return response
+
+    async def root_ca(self, request: Request) -> Response:
+        return Response(
+            self.handle.root_ca_pem(),
+            media_type="application/x-pem-file",
+            headers={"content-disposition": 'attachment; filename="patch-manager-root-ca.crt"'},
+        )
+
+    def not_found(self, request: Request, message: str) -> Response:
+        return self.templates.TemplateResponse(
+            request,
+            "error.html",
+            {**self.base(request, "Not found", ""), "status": 404, "message": message},
+            status_code=404,
+        )
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/", self.dashboard, methods=["GET"]),
+            Route("/hosts", self.hosts, methods=["GET"]),
+            Route("/hosts/add", self.add_host, methods=["POST"]),
+            Route("/hosts/bulk", self.bulk, methods=["POST"]),
+            Route("/hosts/{host_id:int}", self.host, methods=["GET"]),
+            Route("/hosts/{host_id:int}/refresh", self.refresh_host, methods=["POST"]),
+            Route("/hosts/{host_id:int}/remove", self.remove_host, methods=["POST"]),
+            Route("/groups", self.groups, methods=["GET"]),
+            Route("/groups", self.create_group, methods=["POST"]),
+            Route("/groups/{group_id:int}/rename", self.rename_group, methods=["POST"]),
+            Route("/groups/{group_id:int}/delete", self.delete_group, methods=["POST"]),
+            Route("/discovery", self.discovery, methods=["GET"]),
+            Route("/discovery", self.start_discovery, methods=["POST"]),
+            Route("/discovery/{scan_id:int}", self.discovery, methods=["GET"]),
+            Route("/discovery/{scan_id:int}/cancel", self.cancel_discovery, methods=["POST"]),
+            Route("/discovery/{scan_id:int}/register", self.register_found, methods=["POST"]),
+            Route("/login", self.login_form, methods=["GET"]),
+            Route("/login", self.login, methods=["POST"]),
+            Route("/logout", self.logout, methods=["POST"]),
+            Route("/ca/root.crt", self.root_ca, methods=["GET"]),
+        ]
+
+
+def since(value: dt.datetime | None) -> str:
+    """'3 min ago' style, for templates."""
+    if value is None:
+        return "never"
+    seconds = (dt.datetime.now(dt.UTC) - value).total_seconds()
+    if seconds < 0:
+        seconds = -seconds
+        for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+            if seconds >= size:
+                return f"in {int(seconds // size)} {unit}"
+        return f"in {int(seconds)} s"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{int(seconds)} s ago"

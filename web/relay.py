@@ -1,0 +1,85 @@
+"""The live relay: one WebSocket per browser tab carrying actor state (R-3.4).
+
+On connect the client gets ``{"type": "snapshot", "hosts": [...]}``, then one
+``{"type": "change", "host": {...}}`` or ``{"type": "removed", "host_id": N}`` per change.
+A client may ask ``{"action": "watch_scan", "scan_id": N}`` to get ``{"type": "scan", ...}``
+progress messages. A client that cannot keep up is disconnected (close code 1013) and
+reconnects for a fresh snapshot; it never slows the actors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import trio
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from .api import scan_json
+from .handle import SystemHandle
+from .serialize import to_json
+
+log = logging.getLogger(__name__)
+
+SEND_TIMEOUT = 5.0
+
+
+class Relay:
+    def __init__(self, handle: SystemHandle, buffer: int = 256) -> None:
+        self.handle = handle
+        self.buffer = buffer
+        self.connected = 0
+        self.dropped = 0
+
+    async def endpoint(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        self.connected += 1
+        try:
+            with self.handle.subscribe(self.buffer) as changes:
+                await websocket.send_text(
+                    json.dumps({"type": "snapshot", "hosts": to_json(self.handle.snapshots())})
+                )
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._listen, websocket, nursery)
+                    async for change in changes:
+                        message = (
+                            {"type": "removed", "host_id": change.snapshot.host_id}
+                            if change.removed
+                            else {"type": "change", "host": to_json(change.snapshot)}
+                        )
+                        with trio.move_on_after(SEND_TIMEOUT) as scope:
+                            await websocket.send_text(json.dumps(message))
+                        if scope.cancelled_caught:
+                            break
+                    # The subscription ended: this client lagged too far behind.
+                    self.dropped += 1
+                    await websocket.close(code=1013, reason="too slow; reconnect")
+                    nursery.cancel_scope.cancel()
+        except (WebSocketDisconnect, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            self.connected -= 1
+
+    async def _listen(self, websocket: WebSocket, nursery: trio.Nursery) -> None:
+        try:
+            while True:
+                text = await websocket.receive_text()
+                try:
+                    data = json.loads(text)
+                except ValueError:
+                    continue
+                if isinstance(data, dict) and data.get("action") == "watch_scan":
+                    scan_id = data.get("scan_id")
+                    if isinstance(scan_id, int) and self.handle.discovery(scan_id) is not None:
+                        nursery.start_soon(self._follow_scan, websocket, scan_id)
+        except (WebSocketDisconnect, RuntimeError):
+            nursery.cancel_scope.cancel()
+
+    async def _follow_scan(self, websocket: WebSocket, scan_id: int) -> None:
+        while True:
+            scan: Any = self.handle.discovery(scan_id)
+            await websocket.send_text(json.dumps({"type": "scan", **scan_json(scan)}))
+            if scan.progress.done:
+                return
+            await self.handle.wait_discovery_change(scan_id)

@@ -1,0 +1,141 @@
+// Live updates for the server-rendered pages: one WebSocket to /api/v1/live, elements marked
+// data-live-host / data-field are updated in place. Plain JavaScript, no build step.
+"use strict";
+(function () {
+  const hosts = new Map();
+  const csrf = document.querySelector('meta[name="csrf-token"]');
+  const status = document.getElementById("live-status");
+  let retry = 500;
+
+  function setStatus(on) {
+    if (!status) return;
+    status.textContent = on ? "live" : "offline";
+    status.className = "live " + (on ? "on" : "off");
+  }
+
+  function fmtTime(value) {
+    if (!value) return "—";
+    const seconds = Math.round((Date.parse(value) - Date.now()) / 1000);
+    const abs = Math.abs(seconds);
+    const text = abs < 60 ? abs + " s" : abs < 3600 ? Math.round(abs / 60) + " min" : Math.round(abs / 3600) + " h";
+    return seconds >= 0 ? "in " + text : text + " ago";
+  }
+
+  function fmtDuration(value) {
+    if (value === null || value === undefined) return "—";
+    const d = Math.floor(value / 86400), h = Math.floor((value % 86400) / 3600), m = Math.floor((value % 3600) / 60);
+    return (d ? d + " d " : "") + h + " h " + m + " min";
+  }
+
+  function render(snapshot) {
+    document.querySelectorAll('[data-live-host="' + snapshot.host_id + '"]').forEach(function (el) {
+      const field = el.dataset.field;
+      let value = snapshot[field];
+      if (el.hasAttribute("data-time")) value = fmtTime(value);
+      else if (el.hasAttribute("data-duration")) value = fmtDuration(value);
+      else if (value === "" || value === null || value === undefined) value = "—";
+      const text = String(value).replace(/_/g, field === "phase" ? " " : "_");
+      if (el.textContent !== text) {
+        el.textContent = text;
+        if (field === "health") el.className = "badge " + value;
+        el.classList.remove("flash"); void el.offsetWidth; el.classList.add("flash");
+      }
+    });
+  }
+
+  function counts() {
+    const totals = { healthy: 0, degraded: 0, unreachable: 0, pending: 0 };
+    hosts.forEach(function (s) { totals[s.health] = (totals[s.health] || 0) + 1; });
+    Object.keys(totals).forEach(function (k) {
+      const el = document.querySelector('[data-count="' + k + '"]');
+      if (el && hosts.size) el.textContent = totals[k];
+    });
+  }
+
+  function activity(snapshot, previous) {
+    const list = document.getElementById("activity");
+    if (!list || !previous) return;
+    if (previous.phase === snapshot.phase && previous.health === snapshot.health) return;
+    if (list.firstElementChild && list.firstElementChild.classList.contains("muted")) list.innerHTML = "";
+    const li = document.createElement("li");
+    const a = document.createElement("a");
+    a.href = "/hosts/" + snapshot.host_id;
+    a.textContent = snapshot.name;
+    li.appendChild(a);
+    li.appendChild(document.createTextNode(" " + snapshot.phase.replace(/_/g, " ") + " · " + snapshot.health +
+      (snapshot.last_error && snapshot.health !== "healthy" ? " · " + snapshot.last_error : "")));
+    list.insertBefore(li, list.firstChild);
+    while (list.children.length > 50) list.removeChild(list.lastChild);
+  }
+
+  function scanUpdate(message) {
+    const box = document.getElementById("scan");
+    if (!box || String(message.scan_id) !== box.dataset.scanId) return;
+    const p = message.progress;
+    const bar = document.getElementById("scan-progress");
+    bar.max = p.total; bar.value = p.probed;
+    ["probed", "total", "found"].forEach(function (k) { box.querySelector('[data-scan="' + k + '"]').textContent = p[k]; });
+    box.querySelector('[data-scan="state"]').textContent = p.cancelled ? "(cancelled)" : p.done ? "(finished)" : "(running)";
+    if (p.done) { const c = document.getElementById("cancel-scan"); if (c) c.remove(); }
+    const body = document.getElementById("scan-results");
+    const seen = new Set(Array.from(body.querySelectorAll("input")).map(function (i) { return i.value; }));
+    message.found.forEach(function (f) {
+      if (seen.has(f.address)) return;
+      const tr = document.createElement("tr");
+      const box = document.createElement("input");
+      box.type = "checkbox"; box.name = "address"; box.value = f.address; box.setAttribute("aria-label", "Select " + f.address);
+      const td = document.createElement("td"); td.appendChild(box); tr.appendChild(td);
+      [f.address, f.hostname, f.os, f.agent_version].forEach(function (v) { const c = document.createElement("td"); c.textContent = v; tr.appendChild(c); });
+      body.appendChild(tr);
+    });
+  }
+
+  function connect() {
+    const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/api/v1/live");
+    ws.onopen = function () {
+      setStatus(true); retry = 500;
+      const scan = document.getElementById("scan");
+      if (scan) ws.send(JSON.stringify({ action: "watch_scan", scan_id: Number(scan.dataset.scanId) }));
+    };
+    ws.onmessage = function (event) {
+      const message = JSON.parse(event.data);
+      if (message.type === "snapshot") {
+        hosts.clear();
+        message.hosts.forEach(function (s) { hosts.set(s.host_id, s); render(s); });
+        counts();
+      } else if (message.type === "change") {
+        const previous = hosts.get(message.host.host_id);
+        hosts.set(message.host.host_id, message.host);
+        render(message.host); counts(); activity(message.host, previous);
+      } else if (message.type === "removed") {
+        hosts.delete(message.host_id); counts();
+      } else if (message.type === "scan") {
+        scanUpdate(message);
+      }
+    };
+    ws.onclose = function () {
+      setStatus(false);
+      setTimeout(connect, retry);
+      retry = Math.min(retry * 2, 10000);
+    };
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    const toggle = document.getElementById("theme-toggle");
+    if (toggle) toggle.addEventListener("click", function () {
+      const next = { auto: "dark", dark: "light", light: "auto" }[document.documentElement.dataset.theme] || "auto";
+      document.documentElement.dataset.theme = next;
+      localStorage.setItem("theme", next);
+    });
+    document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+      form.addEventListener("submit", function (event) { if (!confirm(form.dataset.confirm)) event.preventDefault(); });
+    });
+    const all = document.getElementById("select-all");
+    if (all) all.addEventListener("change", function () {
+      document.querySelectorAll('input[name="host_id"]').forEach(function (b) { b.checked = all.checked; });
+    });
+    setInterval(function () { document.querySelectorAll("[data-time]").forEach(function (el) {
+      const s = hosts.get(Number(el.dataset.liveHost)); if (s) el.textContent = fmtTime(s[el.dataset.field]); }); }, 5000);
+    if (csrf) connect();
+  });
+})();
