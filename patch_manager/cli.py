@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--bind", help="override server.bind")
     p.add_argument("--count", type=int, default=50, help="simulated agents (default 50)")
+    p.add_argument("--base-address", default="127.77.0.1", help="first simulated agent address")
     p.add_argument(
         "--time-scale",
         type=float,
@@ -180,7 +181,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _, data_dir = _dirs(args)
     if args.data_dir is None:
         data_dir = data_dir / "demo"  # keep the demo's hosts out of the real data directory
-    demo = DemoSpec(count=args.count, time_scale=args.time_scale)
+    demo = DemoSpec(count=args.count, time_scale=args.time_scale, base_address=args.base_address)
     trio.run(lambda: run_server(store, data_dir, bind=args.bind, on_ready=print_banner,
                                 demo=demo))  # fmt: skip
     return 0

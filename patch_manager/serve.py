@@ -33,7 +33,7 @@ from actors import (
 )
 from ca import CertificateAuthority, agent_client_context
 from settings import Config, ConfigStore, EffectivePolicy, PollingPolicy
-from simulator import Fleet, FleetSpec
+from simulator import Fleet, FleetSpec, serve_control
 from storage import (
     ClusterState,
     Database,
@@ -65,6 +65,7 @@ class ServerInfo:
 class DemoSpec:
     count: int = 50
     time_scale: float = 0.05
+    base_address: str = "127.77.0.1"
 
 
 async def register_demo_fleet(db: Database, fleet: Fleet) -> None:
@@ -299,9 +300,11 @@ async def run_server(
         outer.start_soon(_watch_signals, store, stop, cluster_pid)
         fleet = None
         if demo is not None:
-            fleet = Fleet(data_dir / "ca", data_dir / "simulator",
-                          FleetSpec(count=demo.count, time_scale=demo.time_scale))  # fmt: skip
+            spec = FleetSpec(count=demo.count, time_scale=demo.time_scale,
+                             base_address=demo.base_address)  # fmt: skip
+            fleet = Fleet(data_dir / "ca", data_dir / "simulator", spec)
             await outer.start(fleet.run)
+            await outer.start(serve_control, fleet, data_dir / "simulator.sock")
         async with open_storage(outer, config, data_dir) as storage:
             await record_certificates(storage.db, created)
             system = build_actor_system(store, storage, ca)

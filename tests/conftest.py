@@ -152,8 +152,9 @@ def fleet_addresses(count: int) -> str:
 def start_fleet(nursery: trio.Nursery, pki: Pki) -> Callable[..., Awaitable[Fleet]]:
     async def start(count: int = 3, *, time_scale: float = 0.002, **spec: Any) -> Fleet:
         spec.setdefault("base_address", fleet_addresses(count))
-        fleet = Fleet(pki.directory, pki.state_dir,
-                      FleetSpec(count=count, time_scale=time_scale, **spec))  # fmt: skip
+        fleet = Fleet(
+            pki.directory, pki.state_dir, FleetSpec(count=count, time_scale=time_scale, **spec)
+        )
         await nursery.start(fleet.run)
         return fleet
 

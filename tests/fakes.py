@@ -25,8 +25,9 @@ def fake_wall() -> dt.datetime:
 
 
 def health(status: str = "healthy", uptime: int = 1000) -> Health:
-    return Health(status, uptime, "2.6.12", None, "fresh", "valid", 10, None, "valid", None,
-                  True, None)  # fmt: skip
+    return Health(
+        status, uptime, "2.6.12", None, "fresh", "valid", 10, None, "valid", None, True, None
+    )
 
 
 @dataclass
@@ -67,8 +68,10 @@ class FakeAgent:
 
     async def packages(self) -> tuple[Package, ...]:
         self._call("packages")
-        return tuple(Package(n, "1.0", PackageStatus.INSTALLED, False, "1.0", "")
-                     for n in ("bash", *self.patch_names))  # fmt: skip
+        return tuple(
+            Package(n, "1.0", PackageStatus.INSTALLED, False, "1.0", "")
+            for n in ("bash", *self.patch_names)
+        )
 
     async def aclose(self) -> None:
         self.closed += 1
@@ -130,11 +133,27 @@ class MemoryDirectory:
 def polled_state(**changes: Any) -> HostState:
     """A stored state of a host that has been polled before."""
     base = dict(
-        health="healthy", health_reason="", last_seen_at=EPOCH, last_health_poll_at=EPOCH,
-        last_patch_poll_at=EPOCH, last_error="", hostname="h", os="Ubuntu", os_version="24.04",
-        kernel="6.8", architecture="x86_64", agent_version="2.6.12", uptime_seconds=500,
-        last_boot_at=None, pending_reboot=False, package_db_clean=True, crl_status="valid",
-        gpg_key_status="valid", pending_patches=0, security_patches=0, reboot_patches=0,
-    )  # fmt: skip
+        health="healthy",
+        health_reason="",
+        last_seen_at=EPOCH,
+        last_health_poll_at=EPOCH,
+        last_patch_poll_at=EPOCH,
+        last_error="",
+        hostname="h",
+        os="Ubuntu",
+        os_version="24.04",
+        kernel="6.8",
+        architecture="x86_64",
+        agent_version="2.6.12",
+        uptime_seconds=500,
+        last_boot_at=None,
+        pending_reboot=False,
+        package_db_clean=True,
+        crl_status="valid",
+        gpg_key_status="valid",
+        pending_patches=0,
+        security_patches=0,
+        reboot_patches=0,
+    )
     base.update(changes)
     return HostState(**base)  # type: ignore[arg-type]

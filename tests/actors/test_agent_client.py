@@ -28,8 +28,9 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def client_for(pki: Pki, agent: SimAgent, **kwargs: Any) -> AgentClient:
-    return AgentClient(agent.profile.hostname, agent.address, pki.client_context(),
-                       port=agent.port, **kwargs)  # fmt: skip
+    return AgentClient(
+        agent.profile.hostname, agent.address, pki.client_context(), port=agent.port, **kwargs
+    )
 
 
 def with_patches(fleet: Fleet, minimum: int = 2) -> SimAgent:
@@ -237,8 +238,9 @@ async def test_protocol_errors(pki: Pki, start_fleet: Any) -> None:
             await client._request("POST", "/api/v1/patches/apply")  # no body: text/plain 400
         assert info.value.status == 400
         with pytest.raises(ProtocolError, match="400"):
-            await client._request("POST", "/api/v1/packages",
-                                  body={"packages": [], "options": {"force": False}})  # fmt: skip
+            await client._request(
+                "POST", "/api/v1/packages", body={"packages": [], "options": {"force": False}}
+            )
         agent.set_faults({"garbage": True})
         with pytest.raises(ProtocolError, match="malformed JSON"):
             await client.patches()
@@ -286,9 +288,11 @@ async def test_duplicate_critical_headers_are_refused(pki: Pki, start_fleet: Any
     agent = fleet.agents[0]
     async with client_for(pki, agent) as client:
         response = await client._client.request(
-            "POST", "/api/v1/patches/apply", content=b"{}",
+            "POST",
+            "/api/v1/patches/apply",
+            content=b"{}",
             headers=[("content-type", "application/json"), ("content-type", "application/json")],
-        )  # fmt: skip
+        )
     assert response.status_code == 400
     assert response.text == "Duplicate critical headers not allowed"
 

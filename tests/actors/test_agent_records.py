@@ -79,23 +79,55 @@ def test_unknown_error_codes_become_unknown_error() -> None:
 
 
 def test_patch_apply_acceptance_counts_packages_as_text() -> None:
-    accepted = parse_job_accepted({"job_id": "j", "status": "pending",
-                                   "operation": "patch_apply", "packages": ["12 packages"],
-                                   "package": None})  # fmt: skip
+    accepted = parse_job_accepted(
+        {
+            "job_id": "j",
+            "status": "pending",
+            "operation": "patch_apply",
+            "packages": ["12 packages"],
+            "package": None,
+        }
+    )
     assert accepted.package_count == 12
     assert accepted.packages == ()
-    update = parse_job_accepted({"job_id": "j", "status": "pending", "operation": "update",
-                                 "packages": None, "package": "curl"})  # fmt: skip
+    update = parse_job_accepted(
+        {
+            "job_id": "j",
+            "status": "pending",
+            "operation": "update",
+            "packages": None,
+            "package": "curl",
+        }
+    )
     assert update.packages == ("curl",)
 
 
 def test_internal_jobs_are_dropped_and_unknown_fields_ignored() -> None:
-    jobs = parse_jobs({"jobs": [
-        {"job_id": "a", "operation": "install", "status": "running",
-         "packages": ["__health_refresh__"], "created_at": None, "completed_at": None},
-        {"job_id": "b", "operation": "patchapply", "status": "failed", "packages": ["x"],
-         "created_at": None, "completed_at": None, "error_code": "NEW_CODE", "shiny": 1},
-    ], "total": 2})  # fmt: skip
+    jobs = parse_jobs(
+        {
+            "jobs": [
+                {
+                    "job_id": "a",
+                    "operation": "install",
+                    "status": "running",
+                    "packages": ["__health_refresh__"],
+                    "created_at": None,
+                    "completed_at": None,
+                },
+                {
+                    "job_id": "b",
+                    "operation": "patchapply",
+                    "status": "failed",
+                    "packages": ["x"],
+                    "created_at": None,
+                    "completed_at": None,
+                    "error_code": "NEW_CODE",
+                    "shiny": 1,
+                },
+            ],
+            "total": 2,
+        }
+    )
     assert [j.job_id for j in jobs] == ["b"]
     assert jobs[0].error_code == "UNKNOWN_ERROR"
 
@@ -110,14 +142,28 @@ def test_missing_required_fields_are_errors() -> None:
 
 
 def test_degraded_reasons_from_health_fields() -> None:
-    health = parse_health({"status": "degraded", "uptime_seconds": 5, "crl_status": "expired",
-                           "gpg_key_status": "valid", "repo_config_synced": False})  # fmt: skip
+    health = parse_health(
+        {
+            "status": "degraded",
+            "uptime_seconds": 5,
+            "crl_status": "expired",
+            "gpg_key_status": "valid",
+            "repo_config_synced": False,
+        }
+    )
     assert health.degraded_reasons == ("CRL expired", "repository configuration not synced")
 
 
 def test_websocket_messages() -> None:
     assert parse_ws_message({"event": "connected", "job_id": "", "status": "connected"}) is None
-    event = parse_ws_message({"event": "job_status", "job_id": "j", "status": "timed_out",
-                              "progress": 0, "message": "m",
-                              "timestamp": "2026-07-21T14:03:11.1+00:00"})  # fmt: skip
+    event = parse_ws_message(
+        {
+            "event": "job_status",
+            "job_id": "j",
+            "status": "timed_out",
+            "progress": 0,
+            "message": "m",
+            "timestamp": "2026-07-21T14:03:11.1+00:00",
+        }
+    )
     assert event is not None and event.status is JobStatus.TIMED_OUT

@@ -63,8 +63,13 @@ async def register(manager: Manager, fleet: Fleet) -> dict[str, int]:
         ids = {}
         with conn.transaction():
             for agent in fleet.agents:
-                row = insert_host(conn, name=agent.address, address=agent.address,
-                                  port=agent.port, display_name=agent.profile.hostname)  # fmt: skip
+                row = insert_host(
+                    conn,
+                    name=agent.address,
+                    address=agent.address,
+                    port=agent.port,
+                    display_name=agent.profile.hostname,
+                )
                 ids[agent.address] = row.id
         return ids
 
@@ -88,11 +93,12 @@ async def test_two_hundred_agents_polled_stored_and_unreachable_ones_detected(
 
     def all_polled(snaps: list[Any]) -> bool:
         return len(snaps) == 200 and all(
-            s.health is not HealthState.PENDING and s.last_success is not None
+            s.health is not HealthState.PENDING
+            and s.last_success is not None
             and expected_patches[s.host_id] == s.pending_patches
             and s.phase.value == "idle"
             for s in snaps
-        )  # fmt: skip
+        )
 
     with trio.fail_after(60):
         await manager.fleet.wait_until(all_polled)
@@ -134,8 +140,11 @@ async def test_two_hundred_agents_polled_stored_and_unreachable_ones_detected(
     for host_id in victims:
         actor = manager.scheduler.hosts[host_id].actor
         assert actor is not None and actor.tracker.transport_failures >= 3
-    assert [s.host_id for s in manager.fleet.snapshots()
-            if s.health is HealthState.UNREACHABLE and s.host_id not in victims] == []  # fmt: skip
+    assert [
+        s.host_id
+        for s in manager.fleet.snapshots()
+        if s.health is HealthState.UNREACHABLE and s.host_id not in victims
+    ] == []
 
     # Bring them back.
     fleet.apply_faults([a.address for a in fleet.agents[:20]], {"down": False})
@@ -144,7 +153,7 @@ async def test_two_hundred_agents_polled_stored_and_unreachable_ones_detected(
         await manager.fleet.wait_until(
             lambda snaps: all(
                 s.health is HealthState.HEALTHY for s in snaps if s.host_id in victims
-            )  # fmt: skip
+            )
         )
     await manager.sink.flush()
     history = await manager.db.run(
@@ -154,8 +163,11 @@ async def test_two_hundred_agents_polled_stored_and_unreachable_ones_detected(
             (sorted(victims),),
         ).fetchall()
     )
-    assert history == [("healthy", "unreachable", 20), ("pending", "healthy", 20),
-                       ("unreachable", "healthy", 20)]  # fmt: skip
+    assert history == [
+        ("healthy", "unreachable", 20),
+        ("pending", "healthy", 20),
+        ("unreachable", "healthy", 20),
+    ]
 
 
 async def test_patch_data_history_tracks_first_seen_and_resolution(

@@ -22,10 +22,15 @@ from settings import PollingPolicy
 from ..fakes import FakeFleetAgents, MemorySink, fake_wall, polled_state
 
 POLICY = PollingPolicy(
-    health_interval_s=300, patch_interval_s=1800, request_timeout_s=30.0,
-    connect_timeout_s=10.0, backoff_s=(60, 300, 1800), jitter_ratio=0.0, max_connections=2,
+    health_interval_s=300,
+    patch_interval_s=1800,
+    request_timeout_s=30.0,
+    connect_timeout_s=10.0,
+    backoff_s=(60, 300, 1800),
+    jitter_ratio=0.0,
+    max_connections=2,
     paused=False,
-)  # fmt: skip
+)
 TARGET = HostTarget(7, "web07.example.com", "192.0.2.7", 12443)
 KEY = f"{TARGET.host_id}:{TARGET.name}"
 
@@ -37,8 +42,15 @@ class Rig:
         if stored is not None:
             self.sink.stored[TARGET.host_id] = stored
         self.fleet = FleetState()
-        self.actor = HostActor(TARGET, policy, agent_factory=self.agents, sink=self.sink,
-                               fleet=self.fleet, rng=random.Random(1), wall=fake_wall)  # fmt: skip
+        self.actor = HostActor(
+            TARGET,
+            policy,
+            agent_factory=self.agents,
+            sink=self.sink,
+            fleet=self.fleet,
+            rng=random.Random(1),
+            wall=fake_wall,
+        )
 
     @property
     def agent(self) -> Any:

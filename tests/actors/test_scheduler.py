@@ -30,10 +30,15 @@ class Rig:
         self.agents = FakeFleetAgents()
         self.directory = MemoryDirectory(rows)
         self.fleet = FleetState()
-        self.scheduler = Scheduler(config=self.store, directory=self.directory,
-                                   agent_factory=self.agents, sink=MemorySink(),
-                                   fleet=self.fleet, rng=random.Random(3),
-                                   wall=fake_wall)  # fmt: skip
+        self.scheduler = Scheduler(
+            config=self.store,
+            directory=self.directory,
+            agent_factory=self.agents,
+            sink=MemorySink(),
+            fleet=self.fleet,
+            rng=random.Random(3),
+            wall=fake_wall,
+        )
 
 
 async def test_hosts_start_stop_and_new_hosts_start_within_a_second(
@@ -57,8 +62,11 @@ async def test_hosts_start_stop_and_new_hosts_start_within_a_second(
 async def test_crashing_actor_is_restarted_then_failed_without_touching_others(
     autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    rig = Rig(tmp_path, [row(1, "crashy"), row(2, "fine")],
-              "[supervision]\nmax_crashes = 3\nwindow_s = 600\nrestart_min_s = 1.0\n")  # fmt: skip
+    rig = Rig(
+        tmp_path,
+        [row(1, "crashy"), row(2, "fine")],
+        "[supervision]\nmax_crashes = 3\nwindow_s = 600\nrestart_min_s = 1.0\n",
+    )
     rig.agents.agents["crashy"] = rig.agents(rig_target(1, "crashy"), rig.store.current.polling)
     rig.agents.agents["crashy"].crash = RuntimeError("bug in the actor")
     await nursery.start(rig.scheduler.run)

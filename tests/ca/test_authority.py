@@ -23,8 +23,11 @@ def eku(cert: x509.Certificate) -> list[x509.ObjectIdentifier]:
 
 def test_init_creates_root_client_web_and_crl(tmp_path: Path) -> None:
     ca, created = CertificateAuthority.init(tmp_path / "ca", web_names=["pm.example", "10.1.2.3"])
-    assert [r.kind for r in created] == [CertKind.ROOT, CertKind.MANAGER_CLIENT,
-                                          CertKind.WEB_SERVER]  # fmt: skip
+    assert [r.kind for r in created] == [
+        CertKind.ROOT,
+        CertKind.MANAGER_CLIENT,
+        CertKind.WEB_SERVER,
+    ]
     root = load(ca.root_cert_path)
     key = root.public_key()
     assert isinstance(key, ec.EllipticCurvePublicKey)

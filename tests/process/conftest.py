@@ -96,11 +96,26 @@ async def start_server(nursery: trio.Nursery, tmp_dir: Path) -> AsyncIterator[An
         (conf_dir / "patch-manager.toml").write_text(conf)
         env = {**os.environ, "PATCH_MANAGER_PG_FAST": "1", "PYTHONUNBUFFERED": "1"}
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "patch_manager", "serve", "--bind", "127.0.0.1:0",
-             "--conf-dir", str(conf_dir), "--data-dir", str(tmp_dir / "data"),
-             "--log-format", "json", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(REPO), env=env,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "patch_manager",
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--conf-dir",
+                str(conf_dir),
+                "--data-dir",
+                str(tmp_dir / "data"),
+                "--log-format",
+                "json",
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=str(REPO),
+            env=env,
+        )
         server = ServerProcess(process, tmp_dir / "data")
         nursery.start_soon(server._read_stdout)
         nursery.start_soon(server._read_stderr)

@@ -13,11 +13,22 @@ from .conftest import REPO
 
 def run(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "patch_manager", *args, "--data-dir", str(data_dir),
-         "--conf-dir", str(data_dir / "conf")],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "patch_manager",
+            *args,
+            "--data-dir",
+            str(data_dir),
+            "--conf-dir",
+            str(data_dir / "conf"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
         env={"PATH": "/usr/bin:/bin", "PATCH_MANAGER_PG_FAST": "1"},
-    )  # fmt: skip
+    )
 
 
 def test_issue_revoke_and_export(tmp_dir: Path) -> None:
@@ -27,8 +38,9 @@ def test_issue_revoke_and_export(tmp_dir: Path) -> None:
     assert "3 certificate(s) created" in result.stdout
 
     out = tmp_dir / "out"
-    result = run("ca", "issue-agent", "web01.example.com", "192.0.2.7", "--out", str(out),
-                 data_dir=data)  # fmt: skip
+    result = run(
+        "ca", "issue-agent", "web01.example.com", "192.0.2.7", "--out", str(out), data_dir=data
+    )
     assert result.returncode == 0, result.stderr
     serial = result.stdout.split("serial ", 1)[1].split()[0]
     cert = x509.load_pem_x509_certificate((out / "web01.example.com.crt").read_bytes())
@@ -51,6 +63,12 @@ def test_issue_revoke_and_export(tmp_dir: Path) -> None:
     result = run("ca", "list", data_dir=data)
     assert result.returncode == 0, result.stderr
     rows = sorted(tuple(line.split()[1:3]) for line in result.stdout.splitlines())
-    assert rows == sorted([("root", "valid"), ("manager_client", "valid"),
-                           ("web_server", "valid"), ("agent_server", "revoked")])  # fmt: skip
+    assert rows == sorted(
+        [
+            ("root", "valid"),
+            ("manager_client", "valid"),
+            ("web_server", "valid"),
+            ("agent_server", "revoked"),
+        ]
+    )
     assert f"{serial}  agent_server" in result.stdout

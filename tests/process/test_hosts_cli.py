@@ -22,10 +22,23 @@ pytestmark = pytest.mark.timeout(120)
 async def cli(server: Any, *args: str) -> subprocess.CompletedProcess[bytes]:
     data = server.data_dir
     return await trio.run_process(
-        [sys.executable, "-m", "patch_manager", *args, "--data-dir", str(data),
-         "--conf-dir", str(data.parent / "conf"), "--log-format", "json"],
-        capture_stdout=True, capture_stderr=True, check=False, cwd=str(REPO),
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "patch_manager",
+            *args,
+            "--data-dir",
+            str(data),
+            "--conf-dir",
+            str(data.parent / "conf"),
+            "--log-format",
+            "json",
+        ],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        cwd=str(REPO),
+    )
 
 
 def text(result: Any) -> str:
@@ -38,13 +51,17 @@ async def test_hosts_commands_reach_the_running_server(
     with trio.fail_after(100):
         server = await start_server()
         await server.wait_ready()
-        fleet = Fleet(server.data_dir / "ca", tmp_dir / "sim",
-                      FleetSpec(count=3, base_address="127.215.0.1", time_scale=0.01))  # fmt: skip
+        fleet = Fleet(
+            server.data_dir / "ca",
+            tmp_dir / "sim",
+            FleetSpec(count=3, base_address="127.215.0.1", time_scale=0.01),
+        )
         await nursery.start(fleet.run)
         agent = fleet.agents[0]
 
-        result = await cli(server, "hosts", "add", agent.address, "--group", "web",
-                           "--display-name", "first")  # fmt: skip
+        result = await cli(
+            server, "hosts", "add", agent.address, "--group", "web", "--display-name", "first"
+        )
         assert result.returncode == 0, result.stderr
         assert f"{agent.address} ({agent.address}:12443)" in text(result)
         # The server picks the new host up, polls it and records the transition.

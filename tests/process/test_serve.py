@@ -88,10 +88,21 @@ def test_bad_configuration_is_one_clear_error(tmp_dir) -> None:  # type: ignore[
     conf.mkdir()
     (conf / "patch-manager.toml").write_text("[polling]\nhealth_interval_s = 1\n")
     result = subprocess.run(
-        [sys.executable, "-m", "patch_manager", "serve", "--conf-dir", str(conf),
-         "--data-dir", str(tmp_dir / "data")],
-        capture_output=True, text=True, cwd=REPO, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "patch_manager",
+            "serve",
+            "--conf-dir",
+            str(conf),
+            "--data-dir",
+            str(tmp_dir / "data"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "polling.health_interval_s" in result.stderr
     assert "Traceback" not in result.stderr
@@ -103,10 +114,21 @@ def test_check_config_prints_policy_with_sources(tmp_dir) -> None:  # type: igno
     (conf / "patch-manager.toml").write_text("[polling]\npatch_interval_s = 900\n")
     (conf / "hosts.toml").write_text('[hosts."web01"]\nhealth_interval_s = 60\n')
     result = subprocess.run(
-        [sys.executable, "-m", "patch_manager", "check-config", "--conf-dir", str(conf),
-         "--host", "web01"],
-        capture_output=True, text=True, cwd=REPO, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "patch_manager",
+            "check-config",
+            "--conf-dir",
+            str(conf),
+            "--host",
+            "web01",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert "health_interval_s = 60  (host)" in result.stdout
     assert "patch_interval_s = 900  (global)" in result.stdout

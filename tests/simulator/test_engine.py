@@ -151,7 +151,8 @@ async def test_control_api(pki: Pki, start_fleet: Any) -> None:
     bad = await execute(fleet, {"action": "faults", "target": "127.1.2.3", "set": {}})
     assert bad["ok"] is False and "no simulated agent" in bad["error"]
     assert (await execute(fleet, {"action": "explode"}))["ok"] is False
-    patched = await execute(fleet, {"action": "add_patch", "target": "all", "name": "openssl",
-                                    "version": "9.9.9-1"})  # fmt: skip
+    patched = await execute(
+        fleet, {"action": "add_patch", "target": "all", "name": "openssl", "version": "9.9.9-1"}
+    )
     assert patched == {"ok": True, "agents": 2}
     assert fleet.agents[1].profile.upgradable["openssl"] == "9.9.9-1"

@@ -59,8 +59,13 @@ async def test_certificate_from_another_ca_is_rejected(pki: Pki, start_fleet: An
 async def test_expired_certificate_is_rejected(pki: Pki, start_fleet: Any) -> None:
     fleet = await start_fleet(1)
     now = dt.datetime.now(dt.UTC)
-    old = pki.ca.issue(CertKind.MANAGER_CLIENT, "old", (), not_before=now - dt.timedelta(days=30),
-                       not_after=now - dt.timedelta(days=1))  # fmt: skip
+    old = pki.ca.issue(
+        CertKind.MANAGER_CLIENT,
+        "old",
+        (),
+        not_before=now - dt.timedelta(days=30),
+        not_after=now - dt.timedelta(days=1),
+    )
     ctx = context_with(pki, old.record.cert_pem, old.key_pem, make_tmp_dir("pm-tls-"))
     with pytest.raises(TLSRejected):
         await health_with(fleet.agents[0], ctx)
@@ -104,8 +109,9 @@ async def test_client_refuses_an_agent_not_from_our_ca(pki: Pki, start_fleet: An
     other, _ = CertificateAuthority.init(make_tmp_dir("pm-other-") / "ca")
 
     # Our client identity, but trusting a different root: the agent's cert does not verify.
-    ctx = agent_client_context(other.root_cert_path, pki.ca.client_cert_path,
-                               pki.ca.client_key_path)  # fmt: skip
+    ctx = agent_client_context(
+        other.root_cert_path, pki.ca.client_cert_path, pki.ca.client_key_path
+    )
     with pytest.raises(AgentCertificateInvalid):
         await health_with(fleet.agents[0], ctx)
 

@@ -1,0 +1,194 @@
+"""The UI in a real headless Chromium (Debian's package) driven by Playwright, against
+`patch-manager demo` running as a real process with its simulated fleet.
+
+Screenshots of every page go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from simulator import control
+
+from ..conftest import make_tmp_dir
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+BASE = "127.230.0"
+CONF = """
+[polling]
+backoff_s = [1, 1, 1]
+jitter_ratio = 0.0
+connect_timeout_s = 2.0
+[discovery]
+min_prefix_len = 22
+"""
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@dataclass
+class Demo:
+    url: str
+    password: str
+    data_dir: Path
+    process: subprocess.Popen[str]
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[Demo]:
+    root = make_tmp_dir("pm-browser-")
+    (root / "conf").mkdir()
+    (root / "conf" / "patch-manager.toml").write_text(CONF)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "patch_manager",
+            "demo",
+            "--count",
+            "8",
+            "--bind",
+            "127.0.0.1:0",
+            "--base-address",
+            f"{BASE}.1",
+            "--data-dir",
+            str(root / "data"),
+            "--conf-dir",
+            str(root / "conf"),
+            "--log-format",
+            "json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PATCH_MANAGER_PG_FAST": "1"},
+    )
+    url = password = ""
+    assert process.stdout is not None
+    for line in process.stdout:  # the banner: URL first, then the one-time password
+        if "is running at " in line:
+            url = line.split("is running at ", 1)[1].strip()
+        if "with password " in line:
+            password = line.split("with password ", 1)[1].strip()
+            break
+    assert url and password, "the demo did not start"
+    try:
+        yield Demo(url, password, root / "data", process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+
+
+@pytest.fixture(scope="module")
+def page(demo: Demo) -> Iterator[Page]:
+    assert CHROMIUM.exists(), "browser tests need Debian's chromium (apt-get install chromium)"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
+        )
+        context = browser.new_context(
+            ignore_https_errors=True, viewport={"width": 1280, "height": 900}
+        )
+        context.set_default_timeout(20_000)
+        yield context.new_page()
+        browser.close()
+
+
+def shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_login_and_dashboard_with_the_demo_fleet(demo: Demo, page: Page) -> None:
+    page.goto(demo.url)
+    expect(page).to_have_url(re.compile(r"/login"))
+    shot(page, "01-login")
+    page.fill("#username", "admin")
+    page.fill("#password", "wrong password")
+    page.click("button[type=submit]")
+    expect(page.locator(".error")).to_contain_text("Wrong user name or password")
+    page.fill("#username", "admin")
+    page.fill("#password", demo.password)
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Fleet")
+    expect(page.locator("#live-status")).to_have_text("live")
+    expect(page.locator('[data-count="healthy"]')).to_have_text("8", timeout=30_000)
+    shot(page, "02-dashboard")
+
+
+def test_host_page_shows_live_state_changes(demo: Demo, page: Page) -> None:
+    page.goto(demo.url + "hosts")
+    expect(page.locator("table.hosts tbody tr")).to_have_count(8)
+    shot(page, "03-hosts")
+    page.locator("table.hosts tbody tr", has_text=f"{BASE}.3").locator("a").first.click()
+    badge = page.locator("h1 .badge")
+    expect(badge).to_have_text("healthy")
+    expect(page.locator('#actor-state [data-field="phase"]')).to_have_text("idle")
+    shot(page, "04-host")
+    # The simulator takes the agent down; the operator asks for a refresh and watches.
+    answer = control.request(
+        demo.data_dir / "simulator.sock",
+        {"action": "faults", "target": f"{BASE}.3", "set": {"down": True}},
+    )
+    assert answer["ok"]
+    page.click("text=Refresh now")
+    expect(page.locator(".notice")).to_have_text("Refresh requested")
+    expect(page.locator("h1 .badge")).to_have_text("unreachable", timeout=30_000)
+    expect(page.locator('#actor-state [data-field="last_error"]')).to_contain_text("refused")
+    shot(page, "05-host-unreachable")
+    control.request(
+        demo.data_dir / "simulator.sock",
+        {"action": "faults", "target": f"{BASE}.3", "set": {"down": False}},
+    )
+
+
+def test_discovery_with_a_progress_bar(demo: Demo, page: Page) -> None:
+    page.goto(demo.url + "discovery")
+    page.fill("#cidr", "10.0.0.0/8")
+    page.click("text=Start scan")
+    expect(page.locator("#err-cidr")).to_contain_text("the limit is /22")
+    page.fill("#cidr", f"{BASE}.0/24")
+    page.click("text=Start scan")
+    expect(page.locator('[data-scan="state"]')).to_have_text("(finished)", timeout=60_000)
+    expect(page.locator("#scan-progress")).to_have_attribute("value", "254")
+    expect(page.locator("#scan-results tr")).to_have_count(8)
+    shot(page, "06-discovery")
+    page.check(f'input[value="{BASE}.2"]')
+    page.click("#register-selected")
+    expect(page.locator(".notice")).to_contain_text("already registered")
+
+
+def test_add_a_host_with_validation(demo: Demo, page: Page) -> None:
+    page.goto(demo.url + "hosts")
+    page.fill("#add-name", "not a host!")
+    page.click("text=Add host")
+    expect(page.locator("#err-name")).to_contain_text("neither an IP address nor a valid FQDN")
+    expect(page.locator("#add-name")).to_have_value("not a host!")
+    shot(page, "07-add-host-error")
+    page.fill("#add-name", "127.0.0.1")
+    page.fill("#add-display", "loopback test")
+    page.fill("#add-port", "1")
+    page.click("text=Add host")
+    expect(page.locator(".notice")).to_have_text("Host 127.0.0.1 registered")
+    expect(page.locator("h1")).to_contain_text("loopback test")
+    shot(page, "08-host-added")

@@ -1,0 +1,105 @@
+"""A complete web application on a real database and actor system, and logged-in clients."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+import trio
+from asgi_lifespan import LifespanManager
+from starlette.applications import Starlette
+
+from patch_manager.runtime import Storage
+from patch_manager.serve import ActorSystem, SystemAdapter, build_actor_system, reset_password
+from settings import ConfigStore
+from storage import Database
+from web import Auth, create_app
+
+from ..conftest import Pki
+
+CONF = """
+[polling]
+health_interval_s = 3600
+patch_interval_s = 7200
+backoff_s = [1, 1, 1]
+jitter_ratio = 0.0
+connect_timeout_s = 2.0
+[discovery]
+min_prefix_len = 22
+"""
+
+
+@dataclass
+class WebRig:
+    app: Starlette
+    system: ActorSystem
+    db: Database
+    auth: Auth
+    password: str
+
+
+@pytest.fixture
+async def web_rig(nursery: trio.Nursery, db: Database, pki: Pki, tmp_path: Path) -> WebRig:
+    (tmp_path / "patch-manager.toml").write_text(CONF)
+    store = ConfigStore(tmp_path)
+    storage = Storage(db, None, "test")
+    system = build_actor_system(store, storage, pki.ca)
+    await nursery.start(system.sink.run)
+    await nursery.start(system.scheduler.run)
+    auth = Auth(db, secure_cookies=False)
+    password = await reset_password(db, auth)
+    app = create_app(SystemAdapter(storage, system, pki.ca), db, auth=auth)
+    return WebRig(app, system, db, auth, password)
+
+
+@pytest.fixture
+async def anonymous(web_rig: WebRig) -> AsyncIterator[httpx2.AsyncClient]:
+    async with LifespanManager(web_rig.app) as manager:
+        transport = httpx2.ASGITransport(app=manager.app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            yield c
+
+
+async def login(client: httpx2.AsyncClient, password: str, username: str = "admin") -> str:
+    """Log in through the form; returns the session's CSRF token."""
+    page = await client.get("/login")
+    token = re.search(r'name="login_token" value="([^"]+)"', page.text)
+    assert token is not None
+    response = await client.post(
+        "/login",
+        data={"username": username, "password": password, "login_token": token[1], "next": "/"},
+    )
+    assert response.status_code == 303, response.text
+    dashboard = await client.get("/")
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', dashboard.text)
+    assert csrf is not None
+    return csrf[1]
+
+
+@pytest.fixture
+async def client(web_rig: WebRig, anonymous: httpx2.AsyncClient) -> httpx2.AsyncClient:
+    csrf = await login(anonymous, web_rig.password)
+    anonymous.headers["x-csrf-token"] = csrf
+    return anonymous
+
+
+def form_token(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match is not None
+    return match[1]
+
+
+def assert_envelope(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message", "details", "request_id"}
+    assert body["error"]["request_id"] == response.headers["x-request-id"]
+    if code is not None:
+        assert body["error"]["code"] == code
+    return body["error"]  # type: ignore[no-any-return]
