@@ -6,14 +6,25 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-OURS = {"actors", "web", "storage", "ca", "reports", "settings", "patch_manager", "simulator"}
+OURS = {
+    "actors",
+    "web",
+    "storage",
+    "ca",
+    "reports",
+    "settings",
+    "patch_manager",
+    "simulator",
+    "maintenance",
+}
 ALLOWED = {
     "settings": set(),
+    "maintenance": set(),
     "storage": set(),
     "ca": set(),
     "reports": {"storage"},
-    "actors": {"storage", "ca", "settings"},
-    "web": {"storage", "reports", "settings", "ca"},
+    "actors": {"storage", "ca", "settings", "maintenance"},
+    "web": {"storage", "reports", "settings", "ca", "maintenance"},
     # The simulator is the agent's double: it shares nothing with the client it tests.
     "simulator": {"ca"},
     "patch_manager": OURS,
