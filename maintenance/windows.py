@@ -61,9 +61,9 @@ class WindowRule:
             raise WindowError("timezone", f"unknown IANA time zone {self.timezone!r}") from None
         if not dt.timedelta(minutes=1) <= self.duration <= dt.timedelta(days=7):
             raise WindowError("duration", "must be between 1 minute and 7 days")
-        if self.recurrence in (Recurrence.WEEKLY, Recurrence.MONTHLY_NTH):
-            if not self.weekdays or not self.weekdays <= set(range(7)):
-                raise WindowError("weekdays", "choose at least one weekday")
+        needs_days = self.recurrence in (Recurrence.WEEKLY, Recurrence.MONTHLY_NTH)
+        if needs_days and (not self.weekdays or not self.weekdays <= set(range(7))):
+            raise WindowError("weekdays", "choose at least one weekday")
         if self.recurrence is Recurrence.MONTHLY_DAY and not 1 <= self.day_of_month <= 31:
             raise WindowError("day_of_month", "must be between 1 and 31")
         if self.recurrence is Recurrence.MONTHLY_NTH and self.nth not in (1, 2, 3, 4, 5, -1):
@@ -99,25 +99,23 @@ def _days(rule: WindowRule, first: dt.date, last: dt.date) -> Iterable[dt.date]:
         return
     day = start
     while day <= end:
-        if rule.recurrence is Recurrence.DAILY:
+        if _starts_on(rule, day):
             yield day
-        elif rule.recurrence is Recurrence.WEEKLY:
-            if day.weekday() in rule.weekdays:
-                yield day
-        elif rule.recurrence is Recurrence.MONTHLY_DAY:
-            length = calendar.monthrange(day.year, day.month)[1]
-            target = rule.day_of_month
-            if target > length:
-                if rule.short_month is ShortMonth.SKIP:
-                    target = 0
-                else:
-                    target = length
-            if day.day == target:
-                yield day
-        elif rule.recurrence is Recurrence.MONTHLY_NTH:
-            if day.weekday() in rule.weekdays and _is_nth(day, rule.nth):
-                yield day
         day += dt.timedelta(days=1)
+
+
+def _starts_on(rule: WindowRule, day: dt.date) -> bool:
+    if rule.recurrence is Recurrence.DAILY:
+        return True
+    if rule.recurrence is Recurrence.WEEKLY:
+        return day.weekday() in rule.weekdays
+    if rule.recurrence is Recurrence.MONTHLY_DAY:
+        length = calendar.monthrange(day.year, day.month)[1]
+        target = rule.day_of_month
+        if target > length:
+            target = 0 if rule.short_month is ShortMonth.SKIP else length
+        return day.day == target
+    return day.weekday() in rule.weekdays and _is_nth(day, rule.nth)
 
 
 def _is_nth(day: dt.date, nth: int) -> bool:

@@ -24,8 +24,8 @@ from maintenance import (
 UTC = dt.UTC
 
 
-def utc(*args: int) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def rule(recurrence: Recurrence = Recurrence.DAILY, **kw: object) -> WindowRule:
