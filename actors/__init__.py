@@ -11,7 +11,7 @@ from .discovery import DiscoveryError, Found, ScanProgress
 from .handle import FleetHandle
 from .health import HealthState
 from .host import HostActor
-from .persist import DatabaseDiscoveryStore, DatabaseSink, HostDirectory
+from .persist import DatabaseDiscoveryStore, DatabaseJobStore, DatabaseSink, HostDirectory
 from .ports import HostTarget
 from .registration import RegistrationError
 from .scheduler import Scan, Scheduler
@@ -21,6 +21,7 @@ __all__ = [
     "AgentClient",
     "AgentError",
     "DatabaseDiscoveryStore",
+    "DatabaseJobStore",
     "DatabaseSink",
     "DiscoveryError",
     "FleetHandle",

@@ -12,7 +12,16 @@ from typing import Any
 import trio
 
 from settings import EffectivePolicy
-from storage import Database, DiscoveryResult, HostRow, delete_host
+from storage import (
+    Database,
+    DiscoveryResult,
+    HostRow,
+    JobHostRow,
+    JobSpec,
+    cancel_job,
+    delete_host,
+    job_rows,
+)
 
 from .discovery import ScanProgress
 from .registration import register
@@ -113,6 +122,62 @@ class FleetHandle:
         await state.changed.wait()
         return state.progress
 
+    # -- jobs -------------------------------------------------------------------------------
+
+    async def create_job(self, spec: JobSpec, host_ids: Sequence[int]) -> int:
+        """Store a job and its host rows (one transaction); the coordinator starts it."""
+        store = self._scheduler.job_store
+        if store is None or self._scheduler.jobs is None:
+            raise RuntimeError("this scheduler runs no jobs")
+        job_id: int = await store.create_job(spec, list(dict.fromkeys(host_ids)))
+        log.info(
+            "job %d created: %s on %d host(s), %s", job_id, spec.kind, len(host_ids), spec.schedule
+        )
+        self._scheduler.jobs.poke()
+        return job_id
+
+    async def cancel_job(self, job_id: int) -> int:
+        count = await self._db.run(cancel_job, job_id)
+        if self._scheduler.jobs is not None:
+            self._scheduler.jobs.poke()
+        return count
+
+    async def retry_failed(self, job_id: int) -> int:
+        """Give the failed hosts of a finished or running job another go."""
+
+        def reset(conn: Any) -> int:
+            with conn.transaction():
+                changed = conn.execute(
+                    "UPDATE job_hosts SET state = 'queued', attempts = 0, error_code = '',"
+                    " error_message = '', error_stderr = '', updated_at = now()"
+                    " WHERE job_id = %s AND state = 'failed'",
+                    (job_id,),
+                ).rowcount
+                if changed:
+                    conn.execute(
+                        "UPDATE jobs SET status = 'running', finished_at = NULL WHERE id = %s",
+                        (job_id,),
+                    )
+                return int(changed)
+
+        count = await self._db.run(reset)
+        if self._scheduler.jobs is not None:
+            self._scheduler.jobs.poke()
+        return count
+
+    async def rollback(self, job_id: int, host_ids: Sequence[int] | None = None) -> int:
+        """A new job reinstalling the versions the hosts had before ``job_id``."""
+        rows = [
+            r
+            for r in await self._db.run(job_rows, job_id)
+            if r.state == "succeeded" and (host_ids is None or r.host_id in host_ids)
+        ]
+        specs = rollback_packages(rows)
+        if not specs:
+            raise ValueError("nothing to roll back: no succeeded host changed a package")
+        spec = JobSpec(kind="rollback", schedule="now", packages=tuple(specs), rollback_of=job_id)
+        return await self.create_job(spec, sorted({s["host_id"] for s in specs}))
+
     async def register_found(self, scan_id: int, addresses: Sequence[str]) -> list[HostRow]:
         state = self._scheduler.scans.get(scan_id)
         known = {f.address: f for f in state.found} if state else {}
@@ -124,4 +189,19 @@ class FleetHandle:
         return rows
 
 
-__all__ = ["DiscoveryResult", "FleetHandle"]
+def rollback_packages(rows: Sequence[JobHostRow]) -> list[dict[str, Any]]:
+    """Per host, the versions to reinstall so that what a job changed goes back (R-4.5).
+
+    Upgraded or removed packages go back to their version before the job; packages the job
+    newly installed cannot be undone by an install and are left alone.
+    """
+    specs: list[dict[str, Any]] = []
+    for row in rows:
+        before, after = row.packages_before or {}, row.packages_after or {}
+        for name, version in sorted(before.items()):
+            if after.get(name) != version:
+                specs.append({"host_id": row.host_id, "name": name, "version": version})
+    return specs
+
+
+__all__ = ["DiscoveryResult", "FleetHandle", "rollback_packages"]

@@ -14,12 +14,12 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import trio
 
 from settings import PollingPolicy
-from storage import HostState, Transition
+from storage import HostState, JobRow, Transition
 
 from .agent_errors import (
     AdmissionRefused,
@@ -29,6 +29,7 @@ from .agent_errors import (
     TransportError,
 )
 from .agent_records import Health, Package, PatchList, SystemInfo
+from .execution import Executor
 from .health import (
     HealthState,
     HealthTracker,
@@ -38,7 +39,15 @@ from .health import (
     after_request_success,
     after_transport_failure,
 )
-from .ports import AgentFactory, AgentPort, HostSink, HostTarget, diff_patch_data
+from .ports import (
+    AgentFactory,
+    AgentPort,
+    HostSink,
+    HostTarget,
+    JobAgentPort,
+    JobStore,
+    diff_patch_data,
+)
 from .state import FleetState, HostSnapshot, Phase
 from .timing import next_deadline, phase_offset, retry_delay
 
@@ -66,8 +75,18 @@ class HostActor:
         fleet: FleetState,
         rng: random.Random | None = None,
         wall: Wall = utc_now,
+        job_store: JobStore | None = None,
     ) -> None:
         self.target = target
+        self._job_store = job_store
+        self._assigned: list[tuple[JobRow, int]] = []
+        self.executor = (
+            Executor(
+                target.name, target.host_id, job_store, wall=wall, report=self._job_report
+            )  # fmt: skip
+            if job_store is not None
+            else None
+        )
         self.policy = policy
         self._agent_factory = agent_factory
         self._sink = sink
@@ -90,6 +109,39 @@ class HostActor:
         self._refresh = True
         self._wake.set()
 
+    def assign(self, job: JobRow, row_id: int) -> None:
+        """Run this job row next (after the poll in progress, if any)."""
+        if all(r != row_id for _, r in self._assigned):
+            self._assigned.append((job, row_id))
+            self._wake.set()
+
+    def busy_with(self) -> set[int]:
+        return {r for _, r in self._assigned}
+
+    def _job_report(self, row_id: int, state: str, label: str) -> None:
+        phase = Phase.RUNNING_JOB if label else self.snapshot.phase
+        self._publish(phase=phase, job=label, job_row=row_id, job_state=state)
+
+    async def _run_jobs(self, agent: AgentPort) -> None:
+        assert self.executor is not None
+        while self._assigned:
+            job, row_id = self._assigned[0]
+            self._publish(phase=Phase.RUNNING_JOB, job=f"job {job.id}")
+            try:
+                await self.executor.run(cast(JobAgentPort, agent), job, row_id)
+            finally:
+                self._assigned.pop(0)
+                self._publish(job="")
+            self._refresh = True  # the patch data changed: poll again
+
+    async def _resume_jobs(self, agent: AgentPort) -> None:
+        assert self.executor is not None and self._job_store is not None
+        for row in await self._job_store.in_flight(self.target.host_id):
+            self._publish(phase=Phase.RUNNING_JOB, job=f"job {row.job_id}")
+            await self.executor.resume(cast(JobAgentPort, agent), row)
+            self._publish(job="")
+            self._refresh = True
+
     def update_policy(self, policy: PollingPolicy) -> None:
         if policy != self.policy:
             self.policy = policy
@@ -105,13 +157,15 @@ class HostActor:
         self.snapshot = replace(self.snapshot, **changes)  # type: ignore[arg-type]
         self._fleet.publish(self.snapshot)
 
-    async def _sleep_until(self, deadline: float) -> None:
-        """Sleep until ``deadline`` or until woken by a command."""
-        if self._refresh or self._policy_changed:
-            return
-        with trio.move_on_at(deadline):
-            await self._wake.wait()
-        self._wake = trio.Event()
+    async def _sleep_until(self, deadline: float, *, jobs_wake: bool = True) -> None:
+        """Sleep until ``deadline`` or until woken by a command (a new job only wakes the
+        idle loop, not a backoff: a failing host is not hammered because work arrived)."""
+        while not (self._refresh or self._policy_changed or (jobs_wake and self._assigned)):
+            with trio.move_on_at(deadline) as scope:
+                await self._wake.wait()
+            self._wake = trio.Event()
+            if scope.cancelled_caught:
+                return
 
     def _anchors(self, now: float, first_poll: bool) -> tuple[float, float]:
         key = f"{self.target.host_id}:{self.target.name}"
@@ -136,6 +190,8 @@ class HostActor:
         task_status.started()
         agent = self._agent_factory(self.target, self.policy)
         try:
+            if self.executor is not None:
+                await self._resume_jobs(agent)
             now = trio.current_time()
             never_polled = stored.state is None or stored.state.last_health_poll_at is None
             health_anchor, patch_anchor = self._anchors(now, never_polled)
@@ -154,9 +210,13 @@ class HostActor:
                     self._refresh = False
                     await self._sleep_until(float("inf"))
                     continue
+                if self._assigned and self.executor is not None:
+                    await self._run_jobs(agent)
                 self._publish(phase=Phase.IDLE, backoff_attempt=0, backoff_until=None,
                               next_health_poll=self._wall_at(next_health),
                               next_patch_poll=self._wall_at(next_patch))  # fmt: skip
+                if self._assigned:
+                    continue
                 await self._sleep_until(min(next_health, next_patch))
                 if self._policy_changed:
                     continue
@@ -208,7 +268,7 @@ class HostActor:
                 until = trio.current_time() + delay
                 self._publish(phase=Phase.BACKING_OFF, backoff_attempt=attempt,
                               backoff_until=self._wall_at(until))  # fmt: skip
-                await self._sleep_until(until)
+                await self._sleep_until(until, jobs_wake=False)
                 if self._policy_changed:
                     return None
                 self._refresh = False  # a refresh during backoff means: retry now

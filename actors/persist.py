@@ -11,24 +11,41 @@ from typing import Any
 import psycopg
 import trio
 
+from maintenance import Interval
 from storage import (
     Database,
     DatabaseUnavailable,
+    Decisions,
     DiscoveryResult,
     HostRow,
     HostState,
+    JobHostRow,
+    JobRow,
+    JobSpec,
     Transition,
+    active_jobs,
     add_scan_results,
+    apply_decisions,
+    claim_row,
+    create_job,
     create_scan,
+    get_job,
+    host_security_patches,
+    host_window_map,
+    list_blackouts,
     list_hosts,
+    list_windows,
     load_host_state,
     load_patch_data,
+    rows_in_flight,
+    update_row,
     update_scan,
     write_host_states,
     write_patch_changes,
 )
 
 from .discovery import Found, ScanProgress
+from .jobs import WindowSet, batches_for
 from .ports import PatchDiff, StoredHost
 
 log = logging.getLogger(__name__)
@@ -76,10 +93,15 @@ class DatabaseSink:
     async def write_patches(self, host_id: int, diff: PatchDiff, now: dt.datetime) -> int:
         rows = await self.db.run(
             lambda conn: write_patch_changes(
-                conn, host_id, now=now, upserts=diff.upserts, resolved=diff.resolved,
-                package_upserts=diff.package_upserts, package_deletes=diff.package_deletes,
+                conn,
+                host_id,
+                now=now,
+                upserts=diff.upserts,
+                resolved=diff.resolved,
+                package_upserts=diff.package_upserts,
+                package_deletes=diff.package_deletes,
             )
-        )  # fmt: skip
+        )
         self.stats.patch_rows += rows
         return rows
 
@@ -215,10 +237,73 @@ class DatabaseDiscoveryStore:
         await self.db.run(
             lambda conn: update_scan(
                 conn, scan_id, probed=progress.probed, found=progress.found, status=status
-            )  # fmt: skip
+            )
         )
 
     async def add(self, scan_id: int, found: Sequence[Found]) -> None:
         results = [DiscoveryResult(f.address, f.hostname, f.os, f.agent_version) for f in found]
         if results:
             await self.db.run(add_scan_results, scan_id, results)
+
+
+class DatabaseJobStore:
+    """Jobs in PostgreSQL, for the coordinator and for the executing host actors."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # executor side
+    async def claim(self, row_id: int) -> JobHostRow | None:
+        return await self.db.run(claim_row, row_id)
+
+    async def update(self, row_id: int, **values: Any) -> None:
+        await self.db.run(lambda conn: update_row(conn, row_id, **values))
+
+    async def in_flight(self, host_id: int) -> list[JobHostRow]:
+        return await self.db.run(rows_in_flight, host_id)
+
+    async def job(self, job_id: int) -> JobRow:
+        return await self.db.run(get_job, job_id)
+
+    async def security_patches(self, host_id: int) -> list[str]:
+        return await self.db.run(host_security_patches, host_id)
+
+    # coordinator side
+    async def active(self) -> list[tuple[JobRow, list[JobHostRow]]]:
+        return await self.db.run(active_jobs)
+
+    async def apply(self, decisions: Decisions) -> None:
+        await self.db.run(apply_decisions, decisions)
+
+    async def windows(self) -> WindowSet:
+        def read(conn: psycopg.Connection[Any]) -> WindowSet:
+            windows = list_windows(conn)
+            hosts_of: dict[int, list[int]] = {}
+            for host_id, window_ids in host_window_map(conn).items():
+                for window_id in window_ids:
+                    hosts_of.setdefault(window_id, []).append(host_id)
+            blackouts = [Interval(b.starts_at, b.ends_at) for b in list_blackouts(conn)]
+            return WindowSet(windows, hosts_of, blackouts)
+
+        return await self.db.run(read)
+
+    async def create_job(self, spec: JobSpec, host_ids: list[int]) -> int:
+        return await self.db.run(create_job, spec, batches_for(spec, host_ids))
+
+    async def claim_window_run(self, window_id: int, occurrence: dt.datetime) -> bool:
+        row = await self.db.run(
+            lambda conn: conn.execute(
+                "INSERT INTO window_runs (window_id, occurrence_start) VALUES (%s, %s)"
+                " ON CONFLICT DO NOTHING RETURNING window_id",
+                (window_id, occurrence),
+            ).fetchone()
+        )
+        return row is not None
+
+    async def attach_window_run(self, window_id: int, occurrence: dt.datetime, job_id: int) -> None:
+        await self.db.run(
+            lambda conn: conn.execute(
+                "UPDATE window_runs SET job_id = %s WHERE window_id = %s AND occurrence_start = %s",
+                (job_id, window_id, occurrence),
+            )
+        )

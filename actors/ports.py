@@ -7,14 +7,15 @@ plug in in-memory implementations (real I/O and virtual time do not mix).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from settings import PollingPolicy
-from storage import HostState, PatchRow, Transition
+from storage import HostState, JobHostRow, JobRow, PatchRow, Transition
 
-from .agent_records import Health, Package, PatchList, SystemInfo
+from .agent_records import Health, JobAccepted, JobInfo, Package, PatchList, SystemInfo
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,54 @@ class AgentPort(Protocol):
     async def packages(self) -> tuple[Package, ...]: ...
 
     async def aclose(self) -> None: ...
+
+
+class JobAgentPort(AgentPort, Protocol):
+    """The agent as a job executor sees it (``AgentClient`` implements it)."""
+
+    async def apply_patches(
+        self, selection: Any, *, allow_reboot: bool, reboot_delay_seconds: int = 0
+    ) -> JobAccepted: ...
+
+    async def install(
+        self,
+        packages: Sequence[tuple[str, str | None]],
+        *,
+        no_recommends: bool = True,
+        force: bool = False,
+    ) -> JobAccepted: ...
+
+    async def update(self, name: str) -> JobAccepted: ...
+
+    async def remove(self, name: str) -> JobAccepted: ...
+
+    async def reboot(
+        self,
+        *,
+        delay_seconds: int = 0,
+        force: bool = False,
+        acknowledge_package_database_corruption_risk: bool = False,
+    ) -> JobAccepted: ...
+
+    async def job(self, job_id: str) -> JobInfo: ...
+
+    async def jobs(self, *, status: str | None = None, limit: int = 50) -> tuple[JobInfo, ...]: ...
+
+    def job_events(self) -> AbstractAsyncContextManager[Any]: ...
+
+
+class JobStore(Protocol):
+    """Job rows as the executing actor needs them."""
+
+    async def claim(self, row_id: int) -> JobHostRow | None: ...
+
+    async def update(self, row_id: int, **values: Any) -> None: ...
+
+    async def in_flight(self, host_id: int) -> list[JobHostRow]: ...
+
+    async def job(self, job_id: int) -> JobRow: ...
+
+    async def security_patches(self, host_id: int) -> list[str]: ...
 
 
 AgentFactory = Callable[[HostTarget, PollingPolicy], AgentPort]

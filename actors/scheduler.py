@@ -16,15 +16,16 @@ import random
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
 from settings import Config, ConfigStore, EffectivePolicy, PollingPolicy, effective_policy
-from storage import HostRow
+from storage import HostRow, JobHostRow, JobRow
 
 from .discovery import Found, ScanProgress, parse_range, scan
 from .host import HostActor, utc_now
+from .jobs import JobCoordinator
 from .ports import AgentFactory, HostSink, HostTarget
 from .state import FleetState, HostSnapshot, Phase
 from .supervisor import SupervisionState, supervise
@@ -95,6 +96,7 @@ class Scheduler:
         wall: Callable[[], dt.datetime] = utc_now,
         tick: float = 1.0,
         reconcile_interval: float = 30.0,
+        job_store: Any = None,
     ) -> None:
         self.config = config
         self.directory = directory
@@ -116,6 +118,12 @@ class Scheduler:
         self._reconciled = trio.Event()
         self._reconciles_started = 0
         self._reconciles_done = 0
+        self.job_store = job_store
+        self.jobs = (
+            JobCoordinator(job_store, self._dispatch, wall=wall, tick=tick)
+            if job_store is not None
+            else None
+        )
 
     # -- public -----------------------------------------------------------------------------
 
@@ -150,6 +158,16 @@ class Scheduler:
             count += 1
         return count
 
+    def _dispatch(self, job: JobRow, row: JobHostRow) -> bool:
+        """Hand a job row to its host's actor; False if the host cannot take it now."""
+        running = self.hosts.get(row.host_id)
+        if running is None or running.actor is None or running.policy.paused:
+            return False
+        if running.supervision.failed:
+            return False
+        running.actor.assign(job, row.id)
+        return True
+
     def policy_of(self, host_id: int) -> EffectivePolicy | None:
         running = self.hosts.get(host_id)
         return None if running is None else host_policy(self.config.current, running.row)
@@ -165,6 +183,8 @@ class Scheduler:
                 await nursery.start(self.directory.watch, self.request_reconcile, self.refresh)
                 nursery.start_soon(self._follow_config)
                 await self._reconcile()
+                if self.jobs is not None:
+                    await nursery.start(self.jobs.run)
                 task_status.started()
                 next_reconcile = trio.current_time() + self.reconcile_interval
                 deadline = trio.current_time()
@@ -257,7 +277,8 @@ class Scheduler:
         async def start_actor() -> None:
             actor = HostActor(target, running.policy, agent_factory=self.agent_factory,
                               sink=self.sink, fleet=self.fleet,
-                              rng=random.Random(self.rng.random()), wall=self.wall)  # fmt: skip
+                              rng=random.Random(self.rng.random()), wall=self.wall,
+                              job_store=self.job_store)  # fmt: skip
             running.actor = actor
             await actor.run()
 

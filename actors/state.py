@@ -53,6 +53,8 @@ class HostSnapshot:
     uptime_seconds: int | None = None
     crashes: int = 0
     job: str = ""  # the job the actor is running, if any
+    job_row: int = 0  # the job row it last reported on, and that row's state
+    job_state: str = ""
 
 
 @dataclass(frozen=True)

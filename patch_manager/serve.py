@@ -24,6 +24,7 @@ import trio
 from actors import (
     AgentClient,
     DatabaseDiscoveryStore,
+    DatabaseJobStore,
     DatabaseSink,
     FleetHandle,
     FleetState,
@@ -260,6 +261,7 @@ def build_actor_system(
         fleet=fleet,
         ssl_context=ssl_context,
         discovery_store=DatabaseDiscoveryStore(storage.db),
+        job_store=DatabaseJobStore(storage.db),
     )
     return ActorSystem(scheduler, fleet, sink, FleetHandle(scheduler, fleet, storage.db))
 

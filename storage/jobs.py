@@ -1,0 +1,478 @@
+"""Deployment jobs, their per-host rows, maintenance windows and blackouts."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from .errors import NotFound
+
+ACTIVE_ROW_STATES = ("dispatched", "running", "rebooting")
+WAITING_ROW_STATES = ("queued", "waiting_window")
+FINAL_ROW_STATES = ("succeeded", "failed", "cancelled", "skipped")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    kind: str  # patch | install | update | remove | reboot | rollback
+    schedule: str  # now | window
+    selection: str = "all"  # all | security | list
+    packages: tuple[Any, ...] = ()  # names, or {"name", "version"} for install/rollback
+    allow_reboot: bool = False
+    reboot_delay_s: int = 0
+    batch_size: int | None = None
+    batch_percent: int | None = None
+    failure_threshold: int | None = None
+    canary: bool = False
+    rollback_of: int | None = None
+    created_by: str = ""
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: int
+    kind: str
+    selection: str
+    packages: tuple[Any, ...]
+    schedule: str
+    allow_reboot: bool
+    reboot_delay_s: int
+    batch_size: int | None
+    batch_percent: int | None
+    failure_threshold: int | None
+    canary: bool
+    status: str
+    rollback_of: int | None
+    created_by: str
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class JobHostRow:
+    id: int
+    job_id: int
+    host_id: int
+    batch: int
+    state: str
+    attempts: int
+    agent_job_id: str | None
+    dispatched_at: dt.datetime | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    progress: int
+    error_code: str
+    error_message: str
+    error_stderr: str
+    packages_before: dict[str, str] | None = None
+    packages_after: dict[str, str] | None = None
+    host_name: str = ""
+
+
+_JOB_COLUMNS = (
+    "id, kind, selection, packages, schedule, allow_reboot, reboot_delay_s, batch_size,"
+    " batch_percent, failure_threshold, canary, status, rollback_of, created_by, created_at,"
+    " started_at, finished_at"
+)
+_ROW_COLUMNS = (
+    "r.id, r.job_id, r.host_id, r.batch, r.state, r.attempts, r.agent_job_id, r.dispatched_at,"
+    " r.started_at, r.finished_at, r.progress, r.error_code, r.error_message, r.error_stderr,"
+    " r.packages_before, r.packages_after, h.name"
+)
+
+
+def _job(row: Sequence[Any]) -> JobRow:
+    values = list(row)
+    values[3] = tuple(values[3] or ())
+    return JobRow(*values)
+
+
+def _row(row: Sequence[Any]) -> JobHostRow:
+    return JobHostRow(*row)
+
+
+def create_job(
+    conn: psycopg.Connection[Any], spec: JobSpec, batches: Sequence[tuple[int, int]]
+) -> int:
+    """Insert a job and all its host rows ``(host_id, batch)`` in one transaction."""
+    if not batches:
+        raise ValueError("a job needs at least one host")
+    with conn.transaction():
+        row = conn.execute(
+            "INSERT INTO jobs (kind, selection, packages, schedule, allow_reboot,"
+            " reboot_delay_s, batch_size, batch_percent, failure_threshold, canary,"
+            " rollback_of, created_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " RETURNING id",
+            (
+                spec.kind,
+                spec.selection,
+                Jsonb(list(spec.packages)),
+                spec.schedule,
+                spec.allow_reboot,
+                spec.reboot_delay_s,
+                spec.batch_size,
+                spec.batch_percent,
+                spec.failure_threshold,
+                spec.canary,
+                spec.rollback_of,
+                spec.created_by,
+            ),
+        ).fetchone()
+        assert row is not None
+        job_id = int(row[0])
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO job_hosts (job_id, host_id, batch) VALUES (%s, %s, %s)",
+                [(job_id, host_id, batch) for host_id, batch in batches],
+            )
+    return job_id
+
+
+def get_job(conn: psycopg.Connection[Any], job_id: int) -> JobRow:
+    row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no job {job_id}")
+    return _job(row)
+
+
+def list_jobs(
+    conn: psycopg.Connection[Any], status: str = "", limit: int = 100
+) -> list[tuple[JobRow, dict[str, int]]]:
+    """Jobs newest first, each with its row counts by state."""
+    where = "WHERE status = %s" if status else ""
+    params: list[Any] = [status] if status else []
+    jobs = [
+        _job(r)
+        for r in conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY id DESC LIMIT %s",
+            [*params, limit],
+        ).fetchall()
+    ]
+    counts: dict[int, dict[str, int]] = {j.id: {} for j in jobs}
+    if jobs:
+        for job_id, state, count in conn.execute(
+            "SELECT job_id, state, count(*) FROM job_hosts WHERE job_id = ANY(%s) GROUP BY 1, 2",
+            ([j.id for j in jobs],),
+        ).fetchall():
+            counts[job_id][state] = int(count)
+    return [(j, counts[j.id]) for j in jobs]
+
+
+def job_rows(conn: psycopg.Connection[Any], job_id: int) -> list[JobHostRow]:
+    return [
+        _row(r)
+        for r in conn.execute(
+            f"SELECT {_ROW_COLUMNS} FROM job_hosts r JOIN hosts h ON h.id = r.host_id"
+            " WHERE r.job_id = %s ORDER BY r.batch, h.name",
+            (job_id,),
+        ).fetchall()
+    ]
+
+
+def active_jobs(conn: psycopg.Connection[Any]) -> list[tuple[JobRow, list[JobHostRow]]]:
+    jobs = [
+        _job(r)
+        for r in conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status IN ('queued', 'running') ORDER BY id"
+        ).fetchall()
+    ]
+    return [(job, job_rows(conn, job.id)) for job in jobs]
+
+
+def rows_in_flight(conn: psycopg.Connection[Any], host_id: int) -> list[JobHostRow]:
+    """This host's rows a previous run left dispatched/running/rebooting (crash recovery)."""
+    return [
+        _row(r)
+        for r in conn.execute(
+            f"SELECT {_ROW_COLUMNS} FROM job_hosts r JOIN hosts h ON h.id = r.host_id"
+            " JOIN jobs j ON j.id = r.job_id"
+            " WHERE r.host_id = %s AND r.state = ANY(%s) AND j.status IN ('queued', 'running')",
+            (host_id, list(ACTIVE_ROW_STATES)),
+        ).fetchall()
+    ]
+
+
+def claim_row(conn: psycopg.Connection[Any], row_id: int) -> JobHostRow | None:
+    """Atomically move a waiting row to ``dispatched``; None if someone else already did."""
+    row = conn.execute(
+        "UPDATE job_hosts SET state = 'dispatched', attempts = attempts + 1,"
+        " dispatched_at = now(), agent_job_id = NULL, updated_at = now()"
+        " WHERE id = %s AND state = ANY(%s) RETURNING id",
+        (row_id, list(WAITING_ROW_STATES)),
+    ).fetchone()
+    if row is None:
+        return None
+    return _row(
+        conn.execute(
+            f"SELECT {_ROW_COLUMNS} FROM job_hosts r JOIN hosts h ON h.id = r.host_id"
+            " WHERE r.id = %s",
+            (row_id,),
+        ).fetchone()  # type: ignore[arg-type]
+    )
+
+
+def update_row(conn: psycopg.Connection[Any], row_id: int, **values: Any) -> None:
+    allowed = {
+        "state",
+        "agent_job_id",
+        "started_at",
+        "finished_at",
+        "progress",
+        "error_code",
+        "error_message",
+        "error_stderr",
+        "packages_before",
+        "packages_after",
+    }
+    unknown = set(values) - allowed
+    if unknown:
+        raise ValueError(f"unknown job row fields {sorted(unknown)}")
+    params = [
+        Jsonb(v) if k.startswith("packages_") and v is not None else v for k, v in values.items()
+    ]
+    assignments = ", ".join(f"{k} = %s" for k in values)
+    conn.execute(
+        f"UPDATE job_hosts SET {assignments}, updated_at = now() WHERE id = %s",
+        [*params, row_id],
+    )
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """What the coordinator decided for one job in one pass."""
+
+    job_id: int
+    waiting: tuple[int, ...] = ()  # rows → waiting_window
+    skipped: tuple[int, ...] = ()  # rows → skipped (threshold, canary, cancel)
+    retry: tuple[int, ...] = ()  # failed rows → queued again (retry once)
+    status: str | None = None  # new job status, if it changed
+    started: bool = False  # set started_at
+    finished: bool = False  # set finished_at
+
+
+def apply_decisions(conn: psycopg.Connection[Any], d: Decisions) -> None:
+    with conn.transaction():
+        if d.waiting:
+            conn.execute(
+                "UPDATE job_hosts SET state = 'waiting_window', updated_at = now()"
+                " WHERE id = ANY(%s) AND state = 'queued'",
+                (list(d.waiting),),
+            )
+        if d.skipped:
+            conn.execute(
+                "UPDATE job_hosts SET state = 'skipped', finished_at = now(), updated_at = now()"
+                " WHERE id = ANY(%s) AND state = ANY(%s)",
+                (list(d.skipped), list(WAITING_ROW_STATES)),
+            )
+        if d.retry:
+            conn.execute(
+                "UPDATE job_hosts SET state = 'queued', updated_at = now()"
+                " WHERE id = ANY(%s) AND state = 'failed'",
+                (list(d.retry),),
+            )
+        sets = []
+        params: list[Any] = []
+        if d.status is not None:
+            sets.append("status = %s")
+            params.append(d.status)
+        if d.started:
+            sets.append("started_at = coalesce(started_at, now())")
+        if d.finished:
+            sets.append("finished_at = now()")
+        if sets:
+            conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = %s", [*params, d.job_id])
+
+
+def cancel_job(conn: psycopg.Connection[Any], job_id: int) -> int:
+    """Cancel the rows not started yet; returns how many."""
+    with conn.transaction():
+        get_job(conn, job_id)
+        return conn.execute(
+            "UPDATE job_hosts SET state = 'cancelled', finished_at = now(), updated_at = now()"
+            " WHERE job_id = %s AND state = ANY(%s)",
+            (job_id, list(WAITING_ROW_STATES)),
+        ).rowcount
+
+
+# -- windows and blackouts ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowRow:
+    id: int
+    name: str
+    host_id: int | None
+    group_id: int | None
+    recurrence: str
+    start_date: dt.date
+    start_time: dt.time
+    duration_minutes: int
+    timezone: str
+    weekdays: tuple[int, ...]
+    day_of_month: int
+    short_month: str
+    nth: int
+    until: dt.date | None
+    enabled: bool
+    auto_apply: str
+    allow_reboot: bool
+    target: str = ""  # host or group name, for display
+
+
+WINDOW_FIELDS = (
+    "name",
+    "host_id",
+    "group_id",
+    "recurrence",
+    "start_date",
+    "start_time",
+    "duration_minutes",
+    "timezone",
+    "weekdays",
+    "day_of_month",
+    "short_month",
+    "nth",
+    "until",
+    "enabled",
+    "auto_apply",
+    "allow_reboot",
+)
+
+
+def list_windows(conn: psycopg.Connection[Any]) -> list[WindowRow]:
+    rows = conn.execute(
+        f"SELECT w.id, {', '.join('w.' + f for f in WINDOW_FIELDS)},"
+        " coalesce(h.name, 'group ' || g.name) FROM maintenance_windows w"
+        " LEFT JOIN hosts h ON h.id = w.host_id LEFT JOIN groups g ON g.id = w.group_id"
+        " ORDER BY w.id"
+    ).fetchall()
+    return [WindowRow(*r[:10], tuple(r[10]), *r[11:]) for r in rows]  # type: ignore[call-arg]
+
+
+def save_window(
+    conn: psycopg.Connection[Any], values: dict[str, Any], window_id: int | None, actor: str
+) -> int:
+    """Create (``window_id`` None) or replace a window; the change is recorded."""
+    columns = [f for f in WINDOW_FIELDS if f in values]
+    with conn.transaction():
+        if window_id is None:
+            row = conn.execute(
+                f"INSERT INTO maintenance_windows ({', '.join(columns)})"
+                f" VALUES ({', '.join(['%s'] * len(columns))}) RETURNING id",
+                [values[c] for c in columns],
+            ).fetchone()
+            assert row is not None
+            window_id, action = int(row[0]), "created"
+        else:
+            updated = conn.execute(
+                f"UPDATE maintenance_windows SET {', '.join(f'{c} = %s' for c in columns)},"
+                " updated_at = now() WHERE id = %s",
+                [*[values[c] for c in columns], window_id],
+            ).rowcount
+            if not updated:
+                raise NotFound(f"no window {window_id}")
+            action = "updated"
+        _record_change(conn, window_id, action, actor)
+    return window_id
+
+
+def delete_window(conn: psycopg.Connection[Any], window_id: int, actor: str) -> None:
+    with conn.transaction():
+        _record_change(conn, window_id, "deleted", actor)
+        if not conn.execute("DELETE FROM maintenance_windows WHERE id = %s", (window_id,)).rowcount:
+            raise NotFound(f"no window {window_id}")
+
+
+def _record_change(conn: psycopg.Connection[Any], window_id: int, action: str, actor: str) -> None:
+    conn.execute(
+        "INSERT INTO window_changes (window_id, action, actor, snapshot)"
+        " SELECT %s, %s, %s, coalesce((SELECT to_jsonb(w) FROM maintenance_windows w"
+        " WHERE w.id = %s), '{}'::jsonb)",
+        (window_id, action, actor, window_id),
+    )
+
+
+def window_changes(conn: psycopg.Connection[Any], window_id: int) -> list[tuple[str, dt.datetime]]:
+    return [
+        (r[0], r[1])
+        for r in conn.execute(
+            "SELECT action, at FROM window_changes WHERE window_id = %s ORDER BY id",
+            (window_id,),
+        ).fetchall()
+    ]
+
+
+def host_window_map(conn: psycopg.Connection[Any]) -> dict[int, list[int]]:
+    """Window ids that apply to each host: its own and its groups'."""
+    result: dict[int, list[int]] = {}
+    for host_id, window_id in conn.execute(
+        "SELECT w.host_id, w.id FROM maintenance_windows w WHERE w.host_id IS NOT NULL"
+        " UNION SELECT hg.host_id, w.id FROM maintenance_windows w"
+        " JOIN host_groups hg ON hg.group_id = w.group_id"
+    ).fetchall():
+        result.setdefault(host_id, []).append(window_id)
+    return result
+
+
+@dataclass(frozen=True)
+class BlackoutRow:
+    id: int
+    name: str
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+
+
+def list_blackouts(conn: psycopg.Connection[Any]) -> list[BlackoutRow]:
+    return [
+        BlackoutRow(*r)
+        for r in conn.execute(
+            "SELECT id, name, starts_at, ends_at FROM blackouts ORDER BY starts_at"
+        ).fetchall()
+    ]
+
+
+def create_blackout(
+    conn: psycopg.Connection[Any], name: str, starts_at: dt.datetime, ends_at: dt.datetime
+) -> int:
+    row = conn.execute(
+        "INSERT INTO blackouts (name, starts_at, ends_at) VALUES (%s, %s, %s) RETURNING id",
+        (name, starts_at, ends_at),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def delete_blackout(conn: psycopg.Connection[Any], blackout_id: int) -> None:
+    if not conn.execute("DELETE FROM blackouts WHERE id = %s", (blackout_id,)).rowcount:
+        raise NotFound(f"no blackout {blackout_id}")
+
+
+def pending_union(conn: psycopg.Connection[Any], host_ids: Sequence[int]) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT name, (array_agg(severity ORDER BY CASE severity WHEN 'critical' THEN 0"
+        " WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END))[1],"
+        " count(DISTINCT host_id), bool_or(requires_reboot)"
+        " FROM host_patches WHERE resolved_at IS NULL AND host_id = ANY(%s)"
+        " GROUP BY name ORDER BY count(DISTINCT host_id) DESC, name",
+        (list(host_ids),),
+    ).fetchall()
+    return [
+        {"name": r[0], "severity": r[1], "hosts": int(r[2]), "requires_reboot": r[3]} for r in rows
+    ]
+
+
+def host_security_patches(conn: psycopg.Connection[Any], host_id: int) -> list[str]:
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM host_patches WHERE host_id = %s AND resolved_at IS NULL"
+            " AND severity IN ('critical', 'high') ORDER BY name",
+            (host_id,),
+        ).fetchall()
+    ]
