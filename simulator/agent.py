@@ -94,6 +94,8 @@ class SimAgent:
         self.reboot_reserved = False
         self.self_update_active = False
         self.requests_served = 0
+        self.mutations: list[str] = []  # every mutating request received, in order (tests)
+        self.on_mutation: Callable[[], None] = lambda: None
         self._limiter = RateLimiter.default()
         self._subscribers: set[trio.MemorySendChannel[str]] = set()
         self._sessions: set[WebSocketSession] = set()
@@ -534,6 +536,9 @@ class SimAgent:
 
     async def handle(self, request: Request) -> Response | WebSocketAccept:
         self.requests_served += 1
+        if request.method in ("POST", "PUT", "DELETE"):
+            self.mutations.append(f"{request.method} {request.path}")
+            self.on_mutation()
         self._request_seen.set()
         self._request_seen = trio.Event()
         # Middleware order of the real agent: rate limiter first, then duplicate headers, then

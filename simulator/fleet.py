@@ -14,7 +14,7 @@ import logging
 import resource
 import ssl
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -154,6 +154,16 @@ class Fleet:
         self._contexts: dict[int, tuple[ssl.SSLContext, ssl.SSLContext]] = {}
         self._cert_files: list[Path] = []
         self._reject_ctx: ssl.SSLContext | None = None
+        self._mutated = trio.Event()
+
+    def _mutation(self) -> None:
+        self._mutated.set()
+        self._mutated = trio.Event()
+
+    async def wait_until(self, predicate: Callable[[list[SimAgent]], bool]) -> None:
+        """Wait until ``predicate(agents)`` holds, re-checked after every mutating request."""
+        while not predicate(self.agents):
+            await self._mutated.wait()
 
     @property
     def root_path(self) -> Path:
@@ -233,6 +243,8 @@ class Fleet:
             )  # fmt: skip
             for index, address in enumerate(addresses)
         ]
+        for agent in self.agents:
+            agent.on_mutation = self._mutation
         async with trio.open_nursery() as nursery:
             for agent in self.agents:
                 await nursery.start(agent.run)
