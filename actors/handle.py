@@ -136,6 +136,10 @@ class FleetHandle:
         self._scheduler.jobs.poke()
         return job_id
 
+    def poke_jobs(self) -> None:
+        if self._scheduler.jobs is not None:
+            self._scheduler.jobs.poke()
+
     async def cancel_job(self, job_id: int) -> int:
         count = await self._db.run(cancel_job, job_id)
         if self._scheduler.jobs is not None:

@@ -3,11 +3,10 @@ threshold, retry-once-in-window, window gating and the job's roll-up state. No t
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections.abc import Callable, Sequence
 
-from maintenance import Recurrence, ShortMonth, WindowRule
+from maintenance import WindowRule
 from storage import FINAL_ROW_STATES, WAITING_ROW_STATES, Decisions, JobHostRow, JobRow, WindowRow
 
 MAX_ATTEMPTS = 2  # the first try and one automatic retry
@@ -36,18 +35,7 @@ def assign_batches(
 
 
 def rule_of(row: WindowRow) -> WindowRule:
-    return WindowRule(
-        recurrence=Recurrence(row.recurrence),
-        start_date=row.start_date,
-        start_time=row.start_time,
-        duration=dt.timedelta(minutes=row.duration_minutes),
-        timezone=row.timezone,
-        weekdays=frozenset(row.weekdays),
-        day_of_month=row.day_of_month,
-        short_month=ShortMonth(row.short_month),
-        nth=row.nth,
-        until=row.until,
-    )
+    return WindowRule.from_columns(row)
 
 
 def final_failure(row: JobHostRow, window_open: bool) -> bool:

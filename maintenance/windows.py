@@ -54,6 +54,23 @@ class WindowRule:
     nth: int = 1  # monthly_nth: 1..5, or -1 for the last
     until: dt.date | None = None
 
+    @classmethod
+    def from_columns(cls, row: object) -> WindowRule:
+        """Build from anything with the stored window's attribute names (a database row)."""
+        get = row.__getattribute__
+        return cls(
+            recurrence=Recurrence(get("recurrence")),
+            start_date=get("start_date"),
+            start_time=get("start_time"),
+            duration=dt.timedelta(minutes=get("duration_minutes")),
+            timezone=get("timezone"),
+            weekdays=frozenset(get("weekdays")),
+            day_of_month=get("day_of_month"),
+            short_month=ShortMonth(get("short_month")),
+            nth=get("nth"),
+            until=get("until"),
+        )
+
     def validate(self) -> WindowRule:
         try:
             ZoneInfo(self.timezone)

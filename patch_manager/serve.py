@@ -39,6 +39,7 @@ from storage import (
     ClusterState,
     Database,
     HostRow,
+    JobSpec,
     count_users,
     create_user,
     get_user,
@@ -195,6 +196,21 @@ class SystemAdapter:
 
     async def register_found(self, scan_id: int, addresses: Sequence[str]) -> list[HostRow]:
         return await self.fleet.register_found(scan_id, addresses)
+
+    async def create_job(self, spec: JobSpec, host_ids: Sequence[int]) -> int:
+        return await self.fleet.create_job(spec, host_ids)
+
+    async def cancel_job(self, job_id: int) -> int:
+        return await self.fleet.cancel_job(job_id)
+
+    async def retry_failed(self, job_id: int) -> int:
+        return await self.fleet.retry_failed(job_id)
+
+    async def rollback(self, job_id: int, host_ids: Sequence[int] | None = None) -> int:
+        return await self.fleet.rollback(job_id, host_ids)
+
+    def poke_jobs(self) -> None:
+        self.fleet.poke_jobs()
 
     def metrics(self) -> dict[str, Any]:
         return self.fleet.metrics()

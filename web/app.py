@@ -20,6 +20,8 @@ from .api import Api
 from .auth import Auth, AuthMiddleware
 from .errors import ApiError, api_error_handler, envelope
 from .handle import SystemHandle
+from .job_pages import JobPages
+from .jobs_api import JobsApi
 from .middleware import RequestIdMiddleware
 from .openapi import document
 from .pages import Pages, since
@@ -84,7 +86,9 @@ def create_app(
         Route("/metrics", metrics.endpoint(handle, relay), methods=["GET"]),
         WebSocketRoute("/api/v1/live", relay.endpoint),
         *api.routes(),
+        *JobsApi(handle, db).routes(),
         *pages.routes(),
+        *JobPages(pages).routes(),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
     app = Starlette(

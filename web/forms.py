@@ -126,3 +126,173 @@ def host_filter(query: Mapping[str, str]) -> HostFilter:
         limit=limit,
         offset=offset if offset is not None else (page - 1) * limit,
     )
+
+
+JOB_KINDS = ("patch", "install", "update", "remove", "reboot")
+WINDOW_RECURRENCES = ("once", "daily", "weekly", "monthly_day", "monthly_nth")
+
+
+@dataclass(frozen=True)
+class JobInput:
+    kind: str
+    schedule: str
+    selection: str
+    packages: tuple[Any, ...]
+    allow_reboot: bool
+    reboot_delay_s: int
+    batch_size: int | None
+    batch_percent: int | None
+    failure_threshold: int | None
+    canary: bool
+    host_ids: tuple[int, ...]
+    group: str
+    filter_text: str
+
+
+def _bool(value: Any) -> bool:
+    return value is True or str(value).lower() in ("1", "true", "on", "yes")
+
+
+def job_input(data: Mapping[str, Any]) -> JobInput:
+    errors: dict[str, str] = {}
+    kind = str(data.get("kind") or "patch")
+    if kind not in JOB_KINDS:
+        errors["kind"] = f"one of {', '.join(JOB_KINDS)}"
+    schedule = str(data.get("schedule") or "window")
+    if schedule not in ("now", "window"):
+        errors["schedule"] = "now or window"
+    selection = str(data.get("selection") or "all")
+    if selection not in ("all", "security", "list"):
+        errors["selection"] = "all, security or list"
+    raw = data.get("packages") or []
+    if isinstance(raw, str):
+        raw = [p.strip() for p in raw.replace("\n", ",").split(",") if p.strip()]
+    if not isinstance(raw, list):
+        errors["packages"] = "a list of package names"
+        raw = []
+    packages = tuple(raw)
+    if kind in ("install", "update", "remove") or selection == "list":
+        if not packages:
+            errors["packages"] = "name at least one package"
+        bad = [p for p in packages if not isinstance(p, str | dict)]
+        if bad:
+            errors["packages"] = "package names must be strings"
+    if kind in ("update", "remove") and len(packages) > 1:
+        errors["packages"] = "update and remove take one package per job"
+    ids: list[int] = []
+    raw_ids = data.get("host_ids")
+    if raw_ids not in (None, "", []):
+        try:
+            ids = host_ids(raw_ids)
+        except ValidationFailed as exc:
+            errors.update(exc.errors)
+    group = str(data.get("group") or "")
+    filter_text = str(data.get("filter") or "")
+    if not ids and not group and not filter_text:
+        errors["hosts"] = "choose hosts: a list, a group or a filter"
+    delay = _int(data.get("reboot_delay_s"), "reboot_delay_s", errors, 0, 86_400) or 0
+    size = _int(data.get("batch_size"), "batch_size", errors, 1, 100_000)
+    percent = _int(data.get("batch_percent"), "batch_percent", errors, 1, 100)
+    threshold = _int(data.get("failure_threshold"), "failure_threshold", errors, 0, 100_000)
+    if errors:
+        raise ValidationFailed(errors)
+    return JobInput(
+        kind,
+        schedule,
+        selection,
+        packages,
+        _bool(data.get("allow_reboot")),
+        delay,
+        size,
+        percent,
+        threshold,
+        _bool(data.get("canary")),
+        tuple(ids),
+        group,
+        filter_text,
+    )
+
+
+def window_input(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Validated column values for a maintenance window (raises ValidationFailed)."""
+    import datetime as dt
+
+    from maintenance import Recurrence, ShortMonth, WindowError, WindowRule
+
+    errors: dict[str, str] = {}
+    recurrence = str(data.get("recurrence") or "weekly")
+    if recurrence not in WINDOW_RECURRENCES:
+        errors["recurrence"] = f"one of {', '.join(WINDOW_RECURRENCES)}"
+        recurrence = "daily"
+    try:
+        start_date = dt.date.fromisoformat(str(data.get("start_date") or dt.date.today()))
+    except ValueError:
+        errors["start_date"] = "a date such as 2026-12-01"
+        start_date = dt.date.today()
+    try:
+        start_time = dt.time.fromisoformat(str(data.get("start_time") or "02:00"))
+    except ValueError:
+        errors["start_time"] = "a time such as 02:00"
+        start_time = dt.time(2, 0)
+    duration = _int(data.get("duration_minutes") or 120, "duration_minutes", errors, 1, 10080)
+    weekdays_raw = data.get("weekdays") or []
+    if isinstance(weekdays_raw, str):
+        weekdays_raw = [w for w in weekdays_raw.split(",") if w.strip()]
+    try:
+        weekdays = sorted({int(w) for w in weekdays_raw})
+    except (TypeError, ValueError):
+        errors["weekdays"] = "numbers 0 (Monday) to 6 (Sunday)"
+        weekdays = []
+    day = _int(data.get("day_of_month") or 1, "day_of_month", errors, 1, 31) or 1
+    nth = _int(data.get("nth") or 1, "nth", errors, -1, 5) or 1
+    until = None
+    if data.get("until"):
+        try:
+            until = dt.date.fromisoformat(str(data["until"]))
+        except ValueError:
+            errors["until"] = "a date such as 2027-06-30"
+    short = str(data.get("short_month") or "clamp")
+    auto = str(data.get("auto_apply") or "none")
+    if auto not in ("none", "all", "security"):
+        errors["auto_apply"] = "none, all or security"
+    host_id = _int(data.get("host_id"), "host_id", errors, 1, 2**62)
+    group_id = _int(data.get("group_id"), "group_id", errors, 1, 2**62)
+    if (host_id is None) == (group_id is None):
+        errors["target"] = "choose either a host or a group"
+    timezone = str(data.get("timezone") or "UTC")
+    if not errors:
+        try:
+            WindowRule(
+                Recurrence(recurrence),
+                start_date,
+                start_time,
+                dt.timedelta(minutes=duration or 1),
+                timezone,
+                frozenset(weekdays),
+                day,
+                ShortMonth(short) if short in ("clamp", "skip") else ShortMonth.CLAMP,
+                nth,
+                until,
+            ).validate()
+        except WindowError as exc:
+            errors[exc.field] = exc.message
+    if errors:
+        raise ValidationFailed(errors)
+    return {
+        "name": str(data.get("name") or "")[:100],
+        "host_id": host_id,
+        "group_id": group_id,
+        "recurrence": recurrence,
+        "start_date": start_date,
+        "start_time": start_time,
+        "duration_minutes": duration,
+        "timezone": timezone,
+        "weekdays": weekdays,
+        "day_of_month": day,
+        "short_month": short,
+        "nth": nth,
+        "until": until,
+        "enabled": data.get("enabled", True) not in (False, "false", "off", "0"),
+        "auto_apply": auto,
+        "allow_reboot": _bool(data.get("allow_reboot")),
+    }

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import trio
 
 from settings import EffectivePolicy
-from storage import HostRow
+from storage import HostRow, JobSpec
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,20 @@ class SystemHandle(Protocol):
     async def wait_discovery_change(self, scan_id: int) -> Any: ...
 
     async def register_found(self, scan_id: int, addresses: Sequence[str]) -> list[HostRow]: ...
+
+    async def create_job(self, spec: JobSpec, host_ids: Sequence[int]) -> int: ...
+
+    async def cancel_job(self, job_id: int) -> int: ...
+
+    async def retry_failed(self, job_id: int) -> int: ...
+
+    async def rollback(self, job_id: int, host_ids: Sequence[int] | None = None) -> int:
+        """Raises ValueError when there is nothing to roll back."""
+        ...
+
+    def poke_jobs(self) -> None:
+        """Windows or blackouts changed: re-evaluate the jobs now."""
+        ...
 
     def metrics(self) -> dict[str, Any]:
         """Counters and gauges for /metrics."""

@@ -211,6 +211,8 @@ class Pages:
             ids = host_ids([str(v) for v in form.getlist("host_id")], "host_id")
         except ValidationFailed:
             return self.back("/hosts", "Select at least one host first")
+        if action == "deploy":
+            return self.back("/deploy?" + urlencode({"host_ids": ",".join(map(str, ids))}))
         if action == "refresh":
             count = self.handle.refresh(ids)
             return self.back("/hosts", f"Refreshing {count} host(s)")

@@ -27,7 +27,22 @@
     return (d ? d + " d " : "") + h + " h " + m + " min";
   }
 
+  function renderJobRow(snapshot) {
+    if (!snapshot.job_row) return;
+    const el = document.querySelector('[data-job-row="' + snapshot.job_row + '"]');
+    if (!el || el.textContent === snapshot.job_state) return;
+    el.textContent = snapshot.job_state;
+    el.className = "badge row-" + snapshot.job_state;
+    el.classList.add("flash");
+    const rows = document.querySelectorAll("[data-job-row]");
+    const done = Array.from(rows).filter(function (r) {
+      return ["succeeded", "failed", "cancelled", "skipped"].indexOf(r.textContent) >= 0; }).length;
+    const bar = document.getElementById("job-progress");
+    if (bar) bar.value = done;
+  }
+
   function render(snapshot) {
+    renderJobRow(snapshot);
     document.querySelectorAll('[data-live-host="' + snapshot.host_id + '"]').forEach(function (el) {
       const field = el.dataset.field;
       let value = snapshot[field];
@@ -129,6 +144,26 @@
     });
     document.querySelectorAll("form[data-confirm]").forEach(function (form) {
       form.addEventListener("submit", function (event) { if (!confirm(form.dataset.confirm)) event.preventDefault(); });
+    });
+    const windowForm = document.getElementById("window-form");
+    if (windowForm && csrf) {
+      const preview = document.getElementById("window-preview");
+      const update = function () {
+        const data = new FormData(windowForm);
+        const body = {};
+        data.forEach(function (v, k) { if (k === "weekdays") { (body.weekdays = body.weekdays || []).push(v); } else if (k !== "csrf_token") body[k] = v; });
+        fetch("/api/v1/windows/preview", { method: "POST", headers: { "content-type": "application/json", "x-csrf-token": csrf.content }, body: JSON.stringify(body) })
+          .then(function (r) { return r.json(); })
+          .then(function (j) {
+            if (j.error) { preview.textContent = Object.values((j.error.details || {}).fields || {}).join("; ") || j.error.message; return; }
+            preview.textContent = j.occurrences.map(function (o) { return new Date(o.start).toLocaleString(); }).join(" · ") || "none in the next 120 days";
+          });
+      };
+      windowForm.addEventListener("change", update);
+      update();
+    }
+    document.querySelectorAll("button[data-confirm-submit]").forEach(function (b) {
+      b.form.addEventListener("submit", function (event) { if (!confirm(b.dataset.confirmSubmit)) event.preventDefault(); });
     });
     const all = document.getElementById("select-all");
     if (all) all.addEventListener("change", function () {
