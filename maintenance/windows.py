@@ -71,22 +71,30 @@ class WindowRule:
             until=get("until"),
         )
 
-    def validate(self) -> WindowRule:
+    def problems(self) -> dict[str, str]:
+        """Every field that is wrong, with the reason (empty when the rule is usable)."""
+        found: dict[str, str] = {}
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise WindowError("timezone", f"unknown IANA time zone {self.timezone!r}") from None
+            found["timezone"] = f"unknown IANA time zone {self.timezone!r}"
         if not dt.timedelta(minutes=1) <= self.duration <= dt.timedelta(days=7):
-            raise WindowError("duration", "must be between 1 minute and 7 days")
+            found["duration"] = "must be between 1 minute and 7 days"
         needs_days = self.recurrence in (Recurrence.WEEKLY, Recurrence.MONTHLY_NTH)
         if needs_days and (not self.weekdays or not self.weekdays <= set(range(7))):
-            raise WindowError("weekdays", "choose at least one weekday")
+            found["weekdays"] = "choose at least one weekday"
         if self.recurrence is Recurrence.MONTHLY_DAY and not 1 <= self.day_of_month <= 31:
-            raise WindowError("day_of_month", "must be between 1 and 31")
+            found["day_of_month"] = "must be between 1 and 31"
         if self.recurrence is Recurrence.MONTHLY_NTH and self.nth not in (1, 2, 3, 4, 5, -1):
-            raise WindowError("nth", "must be 1 to 5, or -1 for the last")
+            found["nth"] = "must be 1 to 5, or -1 for the last"
         if self.until is not None and self.until < self.start_date:
-            raise WindowError("until", "must not be before the start date")
+            found["until"] = "must not be before the start date"
+        return found
+
+    def validate(self) -> WindowRule:
+        """Return self, or raise ``WindowError`` for the first problem."""
+        for field, message in self.problems().items():
+            raise WindowError(field, message)
         return self
 
 

@@ -352,7 +352,7 @@ def list_windows(conn: psycopg.Connection[Any]) -> list[WindowRow]:
         " LEFT JOIN hosts h ON h.id = w.host_id LEFT JOIN groups g ON g.id = w.group_id"
         " ORDER BY w.id"
     ).fetchall()
-    return [WindowRow(*r[:10], tuple(r[10]), *r[11:]) for r in rows]  # type: ignore[call-arg]
+    return [WindowRow(*r[:9], tuple(r[9]), *r[10:]) for r in rows]  # type: ignore[call-arg]
 
 
 def save_window(

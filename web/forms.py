@@ -217,7 +217,7 @@ def window_input(data: Mapping[str, Any]) -> dict[str, Any]:
     """Validated column values for a maintenance window (raises ValidationFailed)."""
     import datetime as dt
 
-    from maintenance import Recurrence, ShortMonth, WindowError, WindowRule
+    from maintenance import Recurrence, ShortMonth, WindowRule
 
     errors: dict[str, str] = {}
     recurrence = str(data.get("recurrence") or "weekly")
@@ -260,22 +260,20 @@ def window_input(data: Mapping[str, Any]) -> dict[str, Any]:
     if (host_id is None) == (group_id is None):
         errors["target"] = "choose either a host or a group"
     timezone = str(data.get("timezone") or "UTC")
-    if not errors:
-        try:
-            WindowRule(
-                Recurrence(recurrence),
-                start_date,
-                start_time,
-                dt.timedelta(minutes=duration or 1),
-                timezone,
-                frozenset(weekdays),
-                day,
-                ShortMonth(short) if short in ("clamp", "skip") else ShortMonth.CLAMP,
-                nth,
-                until,
-            ).validate()
-        except WindowError as exc:
-            errors[exc.field] = exc.message
+    rule = WindowRule(
+        Recurrence(recurrence),
+        start_date,
+        start_time,
+        dt.timedelta(minutes=duration or 1),
+        timezone,
+        frozenset(weekdays),
+        day,
+        ShortMonth(short) if short in ("clamp", "skip") else ShortMonth.CLAMP,
+        nth,
+        until,
+    )
+    for key, message in rule.problems().items():
+        errors.setdefault("duration_minutes" if key == "duration" else key, message)
     if errors:
         raise ValidationFailed(errors)
     return {

@@ -73,6 +73,7 @@ class WindowsPage(Base):
     groups: list[GroupItem] = field(default_factory=list)
     form: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    today: str = ""
 
 
 def calendar_days(
@@ -201,6 +202,7 @@ class JobPages:
             groups=await self.db.run(list_groups),
             form=form or {},
             errors=errors or {},
+            today=now.date().isoformat(),
         )
         return self.p.render(request, "windows.html", page, status)
 

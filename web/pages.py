@@ -58,6 +58,8 @@ class DashboardPage(Base):
     counts: FleetCounts | None = None
     top_hosts: list[HostListItem] = field(default_factory=list)
     reboot_hosts: list[HostListItem] = field(default_factory=list)
+    upcoming: list[dict[str, Any]] = field(default_factory=list)
+    running_jobs: list[Any] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -149,11 +151,21 @@ class Pages:
             search_hosts, HostFilter(sort="pending", descending=True, min_pending=1, limit=10)
         )
         reboot, _ = await self.db.run(search_hosts, HostFilter(reboot=True, limit=10))
+        from storage import list_blackouts, list_jobs, list_windows
+
+        from .jobs_api import calendar
+
+        now = dt.datetime.now(dt.UTC)
+        windows = await self.db.run(list_windows)
+        upcoming = calendar(windows, await self.db.run(list_blackouts), now, 14)[:6]
+        running = [j for j, _ in await self.db.run(list_jobs, "running")][:6]
         page = DashboardPage(
             **self.base(request, "Dashboard", "dashboard"),
             counts=counts,
             top_hosts=top,
             reboot_hosts=reboot,
+            upcoming=upcoming,
+            running_jobs=running,
         )
         return self.render(request, "dashboard.html", page)
 

@@ -39,6 +39,8 @@
       return ["succeeded", "failed", "cancelled", "skipped"].indexOf(r.textContent) >= 0; }).length;
     const bar = document.getElementById("job-progress");
     if (bar) bar.value = done;
+    // Every host is final: reload once to show the job's roll-up and the error details.
+    if (done === rows.length && !window.__reloading) { window.__reloading = true; setTimeout(function () { location.reload(); }, 800); }
   }
 
   function render(snapshot) {
