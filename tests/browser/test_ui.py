@@ -192,3 +192,51 @@ def test_add_a_host_with_validation(demo: Demo, page: Page) -> None:
     expect(page.locator(".notice")).to_have_text("Host 127.0.0.1 registered")
     expect(page.locator("h1")).to_contain_text("loopback test")
     shot(page, "08-host-added")
+
+
+def test_deploy_in_a_window_then_roll_back_a_host(demo: Demo, page: Page) -> None:
+    import datetime as dt
+
+    # A one-time window for host 5 opening in 30 s (demo time scale).
+    opens = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=30)
+    page.goto(demo.url + "windows")
+    page.fill("#w-name", "tonight")
+    page.select_option("#w-target", "host:5")
+    page.select_option("#w-rec", "once")
+    page.fill("#w-date", opens.date().isoformat())
+    page.fill("#w-time", opens.strftime("%H:%M:%S"))
+    page.fill("#w-dur", "30")
+    page.fill("#w-tz", "UTC")
+    expect(page.locator("#window-preview")).to_contain_text(str(opens.year))
+    shot(page, "09-window-editor")
+    page.click("text=Save window")
+    expect(page.locator(".notice")).to_have_text("Window saved")
+    expect(page.locator("#calendar .window-entry").first).to_contain_text(opens.strftime("%H:%M"))
+
+    # Queue a deployment for that host: it waits for the window.
+    page.goto(demo.url + "deploy?host_ids=5")
+    expect(page.locator("#host-count")).to_have_text("1")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#deploy-form button[type=submit]")
+    expect(page.locator(".notice")).to_contain_text("created for 1 host(s)")
+    badge = page.locator("[data-job-row]").first
+    assert badge.inner_text() in ("queued", "waiting_window")
+    assert dt.datetime.now(dt.UTC) < opens  # it did not start before the window
+    shot(page, "10-job-waiting")
+    # The window opens; per-host progress arrives live; the page shows the outcome.
+    expect(page.locator("#job-status")).to_have_text("succeeded", timeout=90_000)
+    assert dt.datetime.now(dt.UTC) >= opens
+    shot(page, "11-job-succeeded")
+
+    # Roll the host back (this simulated agent accepts downgrades; see the closing note).
+    answer = control.request(
+        demo.data_dir / "simulator.sock",
+        {"action": "faults", "target": f"{BASE}.5", "set": {"downgrades": "allow"}},
+    )
+    assert answer["ok"]
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("text=Roll back host")
+    expect(page.locator(".notice")).to_contain_text("Rollback job")
+    expect(page.locator("#job-status")).to_have_text("succeeded", timeout=60_000)
+    expect(page.locator("h1 + p")).to_contain_text("rollback of")
+    shot(page, "12-rollback")
