@@ -77,7 +77,7 @@ class Executor:
             return  # someone else (a previous dispatch) has it
         self.report(row.id, "dispatched", f"job {job.id}")
         try:
-            before = await _package_map(agent)
+            before = await self._packages(agent)
             await self.store.update(row.id, packages_before=before)
             accepted = await self._send(agent, job)
         except NothingToDo as exc:
@@ -227,11 +227,17 @@ class Executor:
                         exc.message,
                         extra={"host": self.host},
                     )
-                    if shown == "rebooting" or isinstance(exc, TransportError):
+                    if shown == "rebooting" or exc.transient:
                         await trio.sleep(backoff)
                         backoff = min(backoff * 2, 30.0)
                         continue
-                    raise
+                    await self._finish(
+                        row_id,
+                        "failed",
+                        error_code=_code(exc),
+                        error_message=f"lost track of the agent job: {exc.message}",
+                    )
+                    return
         if overall.cancelled_caught or info is None:
             await self._finish(
                 row_id,
@@ -241,7 +247,7 @@ class Executor:
             )
             return
         if info.status is JobStatus.COMPLETED:
-            after = await _package_map(agent)
+            after = await self._packages(agent)
             await self._finish(row_id, "succeeded", packages_after=after)
         else:
             await self._finish(
@@ -251,6 +257,23 @@ class Executor:
                 error_message=(info.error or info.status.value)[:4000],
                 error_stderr=(info.command_stderr or "")[:8000],
             )
+
+    async def _packages(self, agent: JobAgentPort, attempts: int = 6) -> dict[str, str] | None:
+        """Installed versions, retried through transient failures; None if unobtainable (the
+        row still finishes; only its rollback data is missing)."""
+        delay = 1.0
+        for attempt in range(attempts):
+            try:
+                return await _package_map(agent)
+            except AgentError as exc:
+                if not exc.transient or attempt == attempts - 1:
+                    log.warning(
+                        "cannot read installed packages: %s", exc.message, extra={"host": self.host}
+                    )
+                    return None
+                await trio.sleep(delay)
+                delay = min(delay * 2, 15.0)
+        return None
 
     async def _show(self, row_id: int, status: JobStatus, shown: str, job: JobRow) -> str:
         state = {"running": "running", "rebooting": "rebooting"}.get(status.value, "")

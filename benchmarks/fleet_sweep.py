@@ -52,7 +52,7 @@ def start_simulator(root: Path, count: int) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "patch_manager", "simulate", "--count", str(count),
          "--base-address", BASE, "--time-scale", "0.01", "--data-dir", str(root),
          "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=(root / "simulator.log").open("wb"),
     )  # fmt: skip
     assert process.stdout is not None
     for line in process.stdout:

@@ -237,8 +237,8 @@ class SimAgent:
                 nursery.start_soon(self._forward_events, receive, ws)
                 await ws.run(partial(self._on_ws_text, ws))
                 nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
-            pass
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+            pass  # the client went away
         finally:
             self._subscribers.discard(send)
             self._sessions.discard(ws)

@@ -114,8 +114,11 @@ async def serve_connection(stream: trio.SocketStream, agent: Agent) -> None:
         except (trio.BrokenResourceError, trio.TooSlowError, ssl.SSLError):
             return
         await _http_loop(tls, agent, peer)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
-        pass
+    except* (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+        pass  # the peer went away: normal for a server
+    except* Exception:
+        # A bug in one connection must not take the agent (and the fleet) down.
+        log.exception("simulated agent %s: connection handler failed", peer)
     finally:
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(stream)
@@ -300,7 +303,7 @@ class WebSocketSession:
                     nursery.start_soon(self._heartbeat)
                     await self._read_loop(on_text)
                     nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
             pass
 
     async def _heartbeat(self) -> None:
