@@ -76,8 +76,8 @@ async def run(root: Path, count: int) -> dict[str, float]:
                 finished = time.perf_counter() - t0
             await trio.sleep(0.2)
         cpu = cpu_seconds() - cpu0
+        await db.close()
         nursery.cancel_scope.cancel()
-    await db.close()
     return {"dispatched": dispatched, "finished": finished, "cpu": cpu}
 
 

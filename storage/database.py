@@ -36,6 +36,13 @@ def redact(conninfo: str) -> str:
     return psycopg.conninfo.make_conninfo("", **params)
 
 
+def _cancel_quietly(conn: psycopg.Connection[Any]) -> None:
+    try:
+        conn.cancel_safe(timeout=5)
+    except psycopg.Error as exc:  # the server is gone: nothing left to cancel
+        log.debug("statement cancel not delivered: %s", exc)
+
+
 class Database:
     """A psycopg connection pool reachable from trio.
 
@@ -111,9 +118,7 @@ class Database:
             conn = holder.get("conn")
             if conn is not None:
                 # Abort the statement on the server without blocking the event loop.
-                threading.Thread(
-                    target=conn.cancel_safe, kwargs={"timeout": 5}, daemon=True
-                ).start()
+                threading.Thread(target=_cancel_quietly, args=(conn,), daemon=True).start()
             raise
 
     async def refresh(self) -> None:
