@@ -23,14 +23,14 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fleet_sweep import cpu_seconds, start_simulator  # noqa: E402
+from fleet_sweep import cpu_seconds, start_simulator
 
-from ca import CertificateAuthority  # noqa: E402
-from patch_manager.runtime import Storage  # noqa: E402
-from patch_manager.serve import build_actor_system  # noqa: E402
-from settings import ConfigStore  # noqa: E402
-from simulator import FleetSpec  # noqa: E402
-from storage import Database, EmbeddedPostgres, JobSpec, insert_host, migrate  # noqa: E402
+from ca import CertificateAuthority
+from patch_manager.runtime import Storage
+from patch_manager.serve import build_actor_system
+from settings import ConfigStore
+from simulator import FleetSpec
+from storage import Database, EmbeddedPostgres, JobSpec, insert_host, migrate
 
 BASE = "127.201.0.1"
 
@@ -55,21 +55,30 @@ async def run(root: Path, count: int) -> dict[str, float]:
                     insert_host(conn, name=address, address=address)
 
         await db.run(insert_all)
-        system = build_actor_system(ConfigStore(conf), Storage(db, cluster, "bench"),
-                                    CertificateAuthority(root / "ca"))
+        system = build_actor_system(
+            ConfigStore(conf), Storage(db, cluster, "bench"), CertificateAuthority(root / "ca")
+        )
         await nursery.start(system.sink.run)
         await nursery.start(system.scheduler.run)
-        await system.fleet.wait_until(lambda s: len(s) == count and all(
-            x.phase.value == "idle" and x.last_success is not None for x in s))
+        await system.fleet.wait_until(
+            lambda s: (
+                len(s) == count
+                and all(x.phase.value == "idle" and x.last_success is not None for x in s)
+            )
+        )
         ids = sorted(system.scheduler.hosts)
         cpu0, t0 = cpu_seconds(), time.perf_counter()
         job_id = await system.handle.create_job(JobSpec(kind="patch", schedule="now"), ids)
         dispatched = finished = 0.0
         while not finished:
-            row = await db.run(lambda conn: conn.execute(
-                "SELECT count(*) FILTER (WHERE agent_job_id IS NOT NULL OR state IN"
-                " ('succeeded', 'failed')), count(*) FILTER (WHERE state IN ('succeeded',"
-                " 'failed', 'skipped')) FROM job_hosts WHERE job_id = %s", (job_id,)).fetchone())
+            row = await db.run(
+                lambda conn: conn.execute(
+                    "SELECT count(*) FILTER (WHERE agent_job_id IS NOT NULL OR state IN"
+                    " ('succeeded', 'failed')), count(*) FILTER (WHERE state IN ('succeeded',"
+                    " 'failed', 'skipped')) FROM job_hosts WHERE job_id = %s",
+                    (job_id,),
+                ).fetchone()
+            )
             if not dispatched and row[0] == count:
                 dispatched = time.perf_counter() - t0
             if row[1] == count:

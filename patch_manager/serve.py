@@ -13,8 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,13 +32,11 @@ from actors import (
     Scheduler,
 )
 from ca import CertificateAuthority, agent_client_context
-from settings import Config, ConfigStore, EffectivePolicy, PollingPolicy
+from settings import Config, ConfigStore, PollingPolicy
 from simulator import Fleet, FleetSpec, serve_control
 from storage import (
     ClusterState,
     Database,
-    HostRow,
-    JobSpec,
     count_users,
     create_user,
     get_user,
@@ -112,13 +109,14 @@ async def bootstrap_admin(db: Database, auth: Auth) -> str | None:
     return password
 
 
-class SystemAdapter:
-    """The ``web.SystemHandle`` implementation: what the web layer may ask of the system."""
+class SystemAdapter(FleetHandle):
+    """The ``web.SystemHandle`` implementation: the actor system's handle plus the health
+    check and the root certificate, which need the storage and the CA."""
 
     def __init__(self, storage: Storage, system: ActorSystem, ca: CertificateAuthority) -> None:
+        super().__init__(system.scheduler, system.fleet, storage.db)
         self.storage = storage
         self.scheduler = system.scheduler
-        self.fleet = system.handle
         self.ca = ca
         self.started = time.monotonic()
 
@@ -151,69 +149,6 @@ class SystemAdapter:
             scheduler=sched,
             details=details,
         )
-
-    # Live state and commands: delegated to the actor system's handle.
-    def snapshots(self) -> list[Any]:
-        return self.fleet.snapshots()
-
-    def snapshot(self, host_id: int) -> Any | None:
-        return self.fleet.snapshot(host_id)
-
-    def subscribe(self, buffer: int = 256) -> AbstractContextManager[Any]:
-        return self.fleet.subscribe(buffer)
-
-    def refresh(self, host_ids: Sequence[int] | None = None) -> int:
-        return self.fleet.refresh(host_ids)
-
-    async def register_host(
-        self,
-        name: str,
-        *,
-        display_name: str = "",
-        groups: Sequence[str] = (),
-        port: int | None = None,
-    ) -> HostRow:
-        return await self.fleet.register_host(name, display_name=display_name, groups=groups,
-                                              port=port)  # fmt: skip
-
-    async def remove_host(self, host_id: int) -> HostRow:
-        return await self.fleet.remove_host(host_id)
-
-    def effective_policy(self, host_id: int) -> EffectivePolicy | None:
-        return self.fleet.effective_policy(host_id)
-
-    async def start_discovery(self, cidr: str) -> Any:
-        return await self.fleet.start_discovery(cidr)
-
-    def discovery(self, scan_id: int) -> Any | None:
-        return self.fleet.discovery(scan_id)
-
-    def cancel_discovery(self, scan_id: int) -> bool:
-        return self.fleet.cancel_discovery(scan_id)
-
-    async def wait_discovery_change(self, scan_id: int) -> Any:
-        return await self.fleet.wait_discovery_change(scan_id)
-
-    async def register_found(self, scan_id: int, addresses: Sequence[str]) -> list[HostRow]:
-        return await self.fleet.register_found(scan_id, addresses)
-
-    async def create_job(self, spec: JobSpec, host_ids: Sequence[int]) -> int:
-        return await self.fleet.create_job(spec, host_ids)
-
-    async def cancel_job(self, job_id: int) -> int:
-        return await self.fleet.cancel_job(job_id)
-
-    async def retry_failed(self, job_id: int) -> int:
-        return await self.fleet.retry_failed(job_id)
-
-    async def rollback(self, job_id: int, host_ids: Sequence[int] | None = None) -> int:
-        return await self.fleet.rollback(job_id, host_ids)
-
-    def poke_jobs(self) -> None:
-        self.fleet.poke_jobs()
-
-    def metrics(self) -> dict[str, Any]:
-        return self.fleet.metrics()
 
     def root_ca_pem(self) -> str:
         return self.ca.root_pem
