@@ -43,6 +43,14 @@ class NothingToDo(Exception):
     """The selection is empty on this host (e.g. no security patches pending)."""
 
 
+class Refused(Exception):
+    """The manager refuses to send the request (a safety gate); ``code`` says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class Executor:
     """Executes job rows for one host. ``report`` is called with (row_id, state, progress)
     whenever the row's visible state changes (for the live relay)."""
@@ -68,6 +76,7 @@ class Executor:
         self.deadline = deadline
         self.admission_retries = admission_retries
         self.requests_sent = 0
+        self._uptime_before: int | None = None
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -82,6 +91,9 @@ class Executor:
             accepted = await self._send(agent, job)
         except NothingToDo as exc:
             await self._finish(row.id, "succeeded", error_message=str(exc))
+            return
+        except Refused as exc:
+            await self._finish(row.id, "failed", error_code=exc.code, error_message=str(exc))
             return
         except AgentError as exc:
             await self._finish(row.id, "failed", error_code=_code(exc), error_message=exc.message)
@@ -176,6 +188,15 @@ class Executor:
         if job.kind == "remove":
             return await agent.remove(str(job.packages[0]))
         if job.kind == "reboot":
+            # R-4.6: never reboot a host whose package database is mid-change or broken.
+            info = await agent.system_info()
+            if info.package_db_clean is False:
+                raise Refused(
+                    "PACKAGE_DB_NOT_CLEAN",
+                    "the agent reports an unclean package "
+                    "database (dpkg --audit); fix it before rebooting",
+                )
+            self._uptime_before = (await agent.health()).uptime_seconds
             return await agent.reboot(delay_seconds=job.reboot_delay_s)
         raise ValueError(f"unknown job kind {job.kind}")
 
@@ -246,6 +267,15 @@ class Executor:
                 error_message="the agent job did not finish in time",
             )
             return
+        reboot_job = info.status is JobStatus.COMPLETED and job.kind == "reboot"
+        if reboot_job and not await self._rebooted(agent):
+            await self._finish(
+                row_id,
+                "failed",
+                error_code="REBOOT_NOT_DETECTED",
+                error_message="the agent says done but its uptime did not reset",
+            )
+            return
         if info.status is JobStatus.COMPLETED:
             after = await self._packages(agent)
             await self._finish(row_id, "succeeded", packages_after=after)
@@ -257,6 +287,18 @@ class Executor:
                 error_message=(info.error or info.status.value)[:4000],
                 error_stderr=(info.command_stderr or "")[:8000],
             )
+
+    async def _rebooted(self, agent: JobAgentPort) -> bool:
+        """The uptime reset proves the reboot (the agent's job state alone could be stale)."""
+        before, self._uptime_before = self._uptime_before, None
+        if before is None:
+            return True  # resumed after a crash: the agent's orphan recovery is our evidence
+        for _ in range(10):
+            try:
+                return (await agent.health()).uptime_seconds < before
+            except AgentError:
+                await trio.sleep(self.reconcile_interval)
+        return False
 
     async def _packages(self, agent: JobAgentPort, attempts: int = 6) -> dict[str, str] | None:
         """Installed versions, retried through transient failures; None if unobtainable (the

@@ -180,6 +180,7 @@ class Faults:
     destructive_per_minute: int = 20
     destructive_burst: int = 10
     downgrades: str = "refuse"  # apt refuses downgrades with -y; "allow" to let them through
+    package_db_clean: bool = True  # False: `dpkg --audit` finds problems (reboot gate)
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply ``values`` (from TOML or the control API); raises FaultError naming the key."""

@@ -108,7 +108,8 @@ async def system_info(agent: SimAgent, request: Request, _: str) -> Response:
     return envelope({
         "hostname": p.hostname, "os": p.os, "os_version": p.os_version, "kernel": p.kernel,
         "architecture": "x86_64", "last_update_check": None, "last_update_apply": None,
-        "pending_reboot": agent.pending_reboot, "package_db_clean": True,
+        "pending_reboot": agent.pending_reboot,
+        "package_db_clean": agent.faults.package_db_clean,
     })  # fmt: skip
 
 

@@ -123,6 +123,24 @@ async def test_reboot_job_waits_through_the_downtime(manager: Manager, start_fle
     assert agent.uptime_seconds < uptime_before
 
 
+async def test_reboot_is_refused_while_the_package_database_is_unclean(
+    manager: Manager, start_fleet: Any
+) -> None:
+    fleet: Fleet = await start_fleet(1, time_scale=0.01)
+    ids = await register(manager, fleet)
+    await healthy(manager, 1)
+    agent = fleet.agents[0]
+    agent.set_faults({"package_db_clean": False})
+    job_id = await manager.handle.create_job(
+        JobSpec(kind="reboot", schedule="now"), list(ids.values())
+    )
+    job = await finished(manager, job_id)
+    assert job.status == "failed"
+    [row] = await manager.db.run(job_rows, job_id)
+    assert row.error_code == "PACKAGE_DB_NOT_CLEAN"
+    assert not any("reboot" in m for m in agent.mutations)  # nothing was sent
+
+
 async def test_rollback_restores_previous_versions(manager: Manager, start_fleet: Any) -> None:
     fleet: Fleet = await start_fleet(2, time_scale=0.002)
     for agent in fleet.agents:
