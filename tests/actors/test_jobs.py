@@ -95,6 +95,11 @@ async def test_queue_full_and_lost_events_still_complete(
     job_id = await manager.handle.create_job(
         JobSpec(kind="patch", schedule="now"), sorted(ids.values())
     )
+    # Once the lossy agent has its job its WebSockets are dropped too (no close frame):
+    # only reconciliation with GET /jobs/{id} can tell the manager how the job ended.
+    with trio.fail_after(30):
+        await fleet.wait_until(lambda _: any("patches/apply" in m for m in lossy.mutations))
+    lossy.drop_websockets()
     with trio.fail_after(30):
         while True:
             rows = {r.host_id: r for r in await manager.db.run(job_rows, job_id)}
