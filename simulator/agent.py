@@ -94,6 +94,7 @@ class SimAgent:
         self.reboot_reserved = False
         self.self_update_active = False
         self.requests_served = 0
+        self.ws_heartbeat = (5.0, 10.0)  # the real agent's ping interval and client timeout
         self.mutations: list[str] = []  # every mutating request received, in order (tests)
         self.on_mutation: Callable[[], None] = lambda: None
         self._limiter = RateLimiter.default()
@@ -125,6 +126,9 @@ class SimAgent:
     def server_context(self) -> ssl.SSLContext:
         normal, reject = self._contexts()
         return reject if self.faults.tls_reject else normal
+
+    def websocket_heartbeat(self) -> tuple[float, float]:
+        return self.ws_heartbeat
 
     def stall_connections(self) -> bool:
         return self.faults.half_open

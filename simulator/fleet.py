@@ -46,6 +46,8 @@ class FleetSpec:
     time_scale: float = 1.0
     san: str = "ip"  # "ip" (IP SAN), "ip+name" (IP and hostname), "none" (no SAN, like CA_SETUP.md)
     addresses: tuple[str, ...] = ()  # explicit addresses instead of base_address + i
+    ws_ping_s: float = 5.0  # WebSocket ping interval (the agent's is 5 s)
+    ws_timeout_s: float = 10.0  # drop a WebSocket client silent for this long (agent: 10 s)
 
     def address_list(self) -> list[str]:
         if self.addresses:
@@ -245,6 +247,7 @@ class Fleet:
         ]
         for agent in self.agents:
             agent.on_mutation = self._mutation
+            agent.ws_heartbeat = (self.spec.ws_ping_s, self.spec.ws_timeout_s)
         async with trio.open_nursery() as nursery:
             for agent in self.agents:
                 await nursery.start(agent.run)

@@ -89,6 +89,10 @@ class Agent(Protocol):
 
     async def websocket_session(self, ws: WebSocketSession) -> None: ...
 
+    def websocket_heartbeat(self) -> tuple[float, float]:
+        """(ping interval, client timeout) in seconds."""
+        ...
+
 
 def text(status: int, message: str, headers: list[tuple[str, str]] | None = None) -> Response:
     return Response(status, message.encode(), "text/plain; charset=utf-8", headers or [])
@@ -262,7 +266,8 @@ async def _switch_to_websocket(
         ),
     )  # fmt: skip
     trailing, _closed = conn.trailing_data
-    session = WebSocketSession(stream, trailing)
+    ping, timeout = agent.websocket_heartbeat()
+    session = WebSocketSession(stream, trailing, ping_interval=ping, client_timeout=timeout)
     await agent.websocket_session(session)
 
 
@@ -273,7 +278,16 @@ class WebSocketSession:
     connection without a close frame (what the real agent does on restart or timeout).
     """
 
-    def __init__(self, stream: trio.SSLStream[trio.SocketStream], initial: bytes) -> None:
+    def __init__(
+        self,
+        stream: trio.SSLStream[trio.SocketStream],
+        initial: bytes,
+        *,
+        ping_interval: float = WS_PING_INTERVAL,
+        client_timeout: float = WS_CLIENT_TIMEOUT,
+    ) -> None:
+        self.ping_interval = ping_interval
+        self.client_timeout = client_timeout
         self._stream = stream
         self._ws = WSConnection(ConnectionType.SERVER)
         self._initial = initial
@@ -308,8 +322,8 @@ class WebSocketSession:
 
     async def _heartbeat(self) -> None:
         while True:
-            await trio.sleep(WS_PING_INTERVAL)
-            if trio.current_time() - self._last_heartbeat > WS_CLIENT_TIMEOUT:
+            await trio.sleep(self.ping_interval)
+            if trio.current_time() - self._last_heartbeat > self.client_timeout:
                 self.abort()  # no close frame: the client sees an abnormal closure
                 return
             await self._send_event(Ping(payload=b"hb"))
