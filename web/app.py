@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -28,7 +29,17 @@ from .pages import Pages, since
 from .relay import Relay
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_TEMPLATES = ROOT / "templates"
+
+
+def _templates_dir() -> Path:
+    """templates/ beside the code in a checkout, share/patch-manager/templates when installed."""
+    beside = ROOT / "templates"
+    if beside.is_dir():
+        return beside
+    return Path(sys.prefix) / "share" / "patch-manager" / "templates"
+
+
+DEFAULT_TEMPLATES = _templates_dir()
 STATIC = Path(__file__).resolve().parent / "static"
 VERSION = "0.1.0"
 
