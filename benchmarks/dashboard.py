@@ -1,0 +1,129 @@
+"""Page latency with 2,500 hosts and 30 days of history (R-11.1: dashboard p95 < 300 ms).
+
+    .venv/bin/python benchmarks/dashboard.py --hosts 2500 --days 30
+
+Fills an embedded PostgreSQL with hosts, open and resolved patches, packages and 30 days of
+health transitions, then requests the busiest pages through the real application (ASGI, with
+a logged-in session) and prints p50/p95/max per page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import trio
+
+from ca import CertificateAuthority
+from patch_manager.runtime import Storage
+from patch_manager.serve import SystemAdapter, build_actor_system, reset_password
+from settings import ConfigStore
+from storage import Database, EmbeddedPostgres, migrate
+from web import Auth, create_app
+
+PAGES = ["/", "/hosts", "/hosts?health=degraded&sort=pending&order=desc", "/api/v1/hosts",
+         "/api/v1/fleet/summary", "/jobs", "/windows"]  # fmt: skip
+
+
+def fill(conn: Any, hosts: int, days: int) -> int:
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("INSERT INTO groups (name) SELECT 'group' || g FROM generate_series(1, 20) g")
+        cur.execute(
+            "INSERT INTO hosts (name, address, display_name, health, os, pending_patches,"
+            " security_patches, pending_reboot, last_seen_at, hostname)"
+            " SELECT 'host' || i || '.example', ('10.0.0.0'::inet + i), 'host' || i,"
+            " (ARRAY['healthy','healthy','healthy','degraded','unreachable'])[1 + i %% 5],"
+            " (ARRAY['Ubuntu','Debian GNU/Linux','Rocky Linux'])[1 + i %% 3], 15, 3, i %% 7 = 0,"
+            " now() - (i %% 300) * interval '1 second', 'host' || i"
+            " FROM generate_series(1, %s) i",
+            (hosts,),
+        )
+        cur.execute("INSERT INTO host_groups SELECT h.id, 1 + h.id % 20 FROM hosts h")
+        cur.execute(
+            "INSERT INTO host_patches (host_id, name, current_version, available_version,"
+            " severity, first_seen_at, last_seen_at, resolved_at)"
+            " SELECT h.id, 'pkg' || p, '1.0', '1.1', (ARRAY['critical','high','medium'])[1 + p % 3],"
+            " now() - (p || ' days')::interval, now(),"
+            " CASE WHEN p > 15 THEN now() - ((p - 15) || ' hours')::interval END"
+            " FROM hosts h, generate_series(1, 45) p"
+        )
+        cur.execute(
+            "INSERT INTO host_packages SELECT h.id, 'pkg' || p, '1.0' FROM hosts h,"
+            " generate_series(1, 120) p"
+        )
+        cur.execute(
+            "INSERT INTO host_health_history (host_id, at, from_state, to_state, reason)"
+            " SELECT h.id, now() - (d || ' days')::interval - (h.id %% 86400) * interval '1 s',"
+            " 'healthy', 'degraded', 'GPG key expired' FROM hosts h, generate_series(0, %s) d",
+            (days - 1,),
+        )
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM host_patches) + (SELECT count(*) FROM"
+        " host_packages) + (SELECT count(*) FROM host_health_history)"
+    ).fetchone()
+    return int(row[0])
+
+
+async def run(root: Path, hosts: int, days: int, rounds: int) -> None:
+    (root / "conf").mkdir()
+    cluster = EmbeddedPostgres(root / "pg")
+    async with trio.open_nursery() as nursery:
+        db = Database(await nursery.start(cluster.run), size=8)
+        await db.open()
+        await db.run(migrate)
+        t0 = time.perf_counter()
+        rows = await db.run(fill, hosts, days)
+        await db.run(lambda conn: conn.execute("ANALYZE"))
+        print(f"filled {hosts} hosts, {rows} history/patch/package rows in "
+              f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
+        ca, _ = CertificateAuthority.init(root / "ca")
+        storage = Storage(db, cluster, "bench")
+        system = build_actor_system(ConfigStore(root / "conf"), storage, ca)
+        auth = Auth(db, secure_cookies=False)
+        password = await reset_password(db, auth)
+        app = create_app(SystemAdapter(storage, system, ca), db, auth=auth)
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://bench") as client:
+            page = await client.get("/login")
+            token = re.search(r'name="login_token" value="([^"]+)"', page.text)
+            assert token is not None
+            await client.post("/login", data={"username": "admin", "password": password,
+                                              "login_token": token[1]})  # fmt: skip
+            for path in PAGES:
+                times = []
+                for _ in range(rounds):
+                    start = time.perf_counter()
+                    response = await client.get(path)
+                    times.append((time.perf_counter() - start) * 1000)
+                    assert response.status_code == 200, (path, response.status_code)
+                times.sort()
+                p95 = times[int(len(times) * 0.95) - 1]
+                print(f"{path:<52} p50 {statistics.median(times):6.1f} ms  p95 {p95:6.1f} ms"
+                      f"  max {times[-1]:6.1f} ms")  # fmt: skip
+        await db.close()
+        nursery.cancel_scope.cancel()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--hosts", type=int, default=2500)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=100)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="pm-dash-"))
+    root.chmod(0o755)
+    try:
+        trio.run(run, root, args.hosts, args.days, args.rounds)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
