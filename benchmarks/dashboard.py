@@ -49,7 +49,8 @@ def fill(conn: Any, hosts: int, days: int) -> int:
         cur.execute(
             "INSERT INTO host_patches (host_id, name, current_version, available_version,"
             " severity, first_seen_at, last_seen_at, resolved_at)"
-            " SELECT h.id, 'pkg' || p, '1.0', '1.1', (ARRAY['critical','high','medium'])[1 + p % 3],"
+            " SELECT h.id, 'pkg' || p, '1.0', '1.1',"
+            " (ARRAY['critical','high','medium'])[1 + p % 3],"
             " now() - (p || ' days')::interval, now(),"
             " CASE WHEN p > 15 THEN now() - ((p - 15) || ' hours')::interval END"
             " FROM hosts h, generate_series(1, 45) p"
