@@ -23,6 +23,7 @@ from storage import (
     revoke_certificate,
     revoked_serials,
 )
+from web import ListenError
 
 from . import __version__, hosts_cli, logs
 from .paths import default_conf_dir, default_data_dir
@@ -365,6 +366,7 @@ _REPORTED = (
     StorageError,
     ScenarioError,
     hosts_cli.CommandError,
+    ListenError,
 )
 
 

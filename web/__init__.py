@@ -7,12 +7,13 @@ from .app import create_app
 from .auth import Auth, generate_password
 from .errors import ApiError
 from .handle import HealthReport, SystemHandle
-from .server import WebListener, serve_web
+from .server import ListenError, WebListener, serve_web
 
 __all__ = [
     "ApiError",
     "Auth",
     "HealthReport",
+    "ListenError",
     "SystemHandle",
     "WebListener",
     "create_app",

@@ -56,9 +56,35 @@ async def serve_web(
             "serving plain HTTP on %s: only do this behind a TLS-terminating reverse proxy",
             listener.bind,
         )
-    await serve(
-        app,  # type: ignore[arg-type]
-        cfg,
-        shutdown_trigger=shutdown_trigger,
-        task_status=task_status,
-    )
+    reporter = _Started(task_status)
+    try:
+        await serve(
+            app,  # type: ignore[arg-type]
+            cfg,
+            shutdown_trigger=shutdown_trigger,
+            task_status=reporter,  # type: ignore[arg-type]
+        )
+    except* OSError as group:
+        if reporter.done:
+            raise
+        reason: BaseException = group
+        while isinstance(reason, BaseExceptionGroup):
+            reason = reason.exceptions[0]
+        raise ListenError(
+            f"cannot listen on {listener.bind}: {getattr(reason, 'strerror', None) or reason}"
+            " (set server.bind or --bind)"
+        ) from None
+
+
+class ListenError(Exception):
+    """The web listener could not be opened (port taken, address not local, …)."""
+
+
+class _Started:
+    def __init__(self, task_status: trio.TaskStatus[list[str]]) -> None:
+        self.task_status = task_status
+        self.done = False
+
+    def started(self, value: list[str]) -> None:
+        self.done = True
+        self.task_status.started(value)

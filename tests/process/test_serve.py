@@ -133,3 +133,38 @@ def test_check_config_prints_policy_with_sources(tmp_dir) -> None:  # type: igno
     assert "health_interval_s = 60  (host)" in result.stdout
     assert "patch_interval_s = 900  (global)" in result.stdout
     assert "backoff_s = [60, 300, 1800]  (default)" in result.stdout
+
+
+def test_port_in_use_is_one_clear_line_and_no_stray_postgres(tmp_dir) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "patch_manager",
+                "serve",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--data-dir",
+                str(tmp_dir / "data"),
+                "--conf-dir",
+                str(tmp_dir / "conf"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=90,
+            env={**os.environ, "PATCH_MANAGER_PG_FAST": "1"},
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"patch-manager: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(set server.bind or --bind)"
+    )
+    assert "Traceback" not in result.stderr
+    assert not (tmp_dir / "data" / "postgres" / "data" / "postmaster.pid").exists()
