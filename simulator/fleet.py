@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 import logging
 import resource
+import socket
 import ssl
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -108,10 +110,6 @@ def parse_whitelist(text: str) -> list[str]:
     """Entries of a whitelist YAML in the agent's format (``entries:`` list). Comment and
     empty strings are skipped; hostnames are resolved once to their first IPv4; a malformed
     IP/CIDR makes the whole list deny-all, as on the real agent."""
-    import socket
-
-    import yaml
-
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:

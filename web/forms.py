@@ -3,11 +3,13 @@ field, all at once."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from maintenance import Recurrence, ShortMonth, WindowRule
 from storage import HEALTH_STATES, SORTS, HostFilter
 
 GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -215,10 +217,6 @@ def job_input(data: Mapping[str, Any]) -> JobInput:
 
 def window_input(data: Mapping[str, Any]) -> dict[str, Any]:
     """Validated column values for a maintenance window (raises ValidationFailed)."""
-    import datetime as dt
-
-    from maintenance import Recurrence, ShortMonth, WindowRule
-
     errors: dict[str, str] = {}
     recurrence = str(data.get("recurrence") or "weekly")
     if recurrence not in WINDOW_RECURRENCES:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -20,6 +21,7 @@ from storage import (
     Database,
     FleetCounts,
     GroupItem,
+    HostFilter,
     HostListItem,
     NotFound,
     PatchItem,
@@ -31,16 +33,21 @@ from storage import (
     get_host,
     health_history,
     installed_packages,
+    list_blackouts,
     list_groups,
+    list_jobs,
+    list_windows,
     load_host_state,
     open_patches,
     rename_group,
     search_hosts,
 )
 
-from .auth import Auth, safe_next
+from .api import scan_json
+from .auth import LOGIN_COOKIE, Auth, safe_next, same_token
 from .forms import ValidationFailed, group_name, host_filter, host_ids, host_input
 from .handle import SystemHandle
+from .jobs_api import calendar
 from .serialize import to_json
 
 
@@ -144,17 +151,11 @@ class Pages:
     # -- dashboard --------------------------------------------------------------------------
 
     async def dashboard(self, request: Request) -> Response:
-        from storage import HostFilter
-
         counts = await self.db.run(fleet_counts)
         top, _ = await self.db.run(
             search_hosts, HostFilter(sort="pending", descending=True, min_pending=1, limit=10)
         )
         reboot, _ = await self.db.run(search_hosts, HostFilter(reboot=True, limit=10))
-        from storage import list_blackouts, list_jobs, list_windows
-
-        from .jobs_api import calendar
-
         now = dt.datetime.now(dt.UTC)
         windows = await self.db.run(list_windows)
         upcoming = calendar(windows, await self.db.run(list_blackouts), now, 14)[:6]
@@ -329,8 +330,6 @@ class Pages:
         cidr: str = "",
         status: int = 200,
     ) -> Response:
-        from .api import scan_json
-
         scan = None
         if "scan_id" in request.path_params:
             found = self.handle.discovery(int(request.path_params["scan_id"]))
@@ -380,8 +379,6 @@ class Pages:
     async def login_form(
         self, request: Request, error: str = "", username: str = "", status: int = 200
     ) -> Response:
-        import secrets
-
         token = secrets.token_urlsafe(24)
         page = LoginPage(
             "Log in", token, safe_next(request.query_params.get("next")), error, username
@@ -393,8 +390,6 @@ class Pages:
         return response
 
     async def login(self, request: Request) -> Response:
-        from .auth import LOGIN_COOKIE, same_token
-
         form = await request.form()
         username = str(form.get("username", ""))
         if not same_token(str(form.get("login_token", "")), request.cookies.get(LOGIN_COOKIE, "")):
