@@ -185,7 +185,9 @@ def occurrences(
         window = Interval(begin, begin + rule.duration)
         if window.end <= start or window.start >= end:
             continue
-        found.extend(_subtract(window, sorted(blackouts)))
+        pieces = _subtract(window, sorted(blackouts))
+        # A blackout can leave a piece that no longer overlaps the range asked for.
+        found.extend(p for p in pieces if p.end > start and p.start < end)
     return sorted(found)
 
 
