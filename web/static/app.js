@@ -171,6 +171,22 @@
     if (all) all.addEventListener("change", function () {
       document.querySelectorAll('input[name="host_id"]').forEach(function (b) { b.checked = all.checked; });
     });
+    // A job page whose hosts are all final but whose roll-up is not written yet (the
+    // coordinator does it on its next pass, within a second): look again shortly.
+    const jobStatus = document.getElementById("job-status");
+    if (jobStatus && ["queued", "running"].indexOf(jobStatus.textContent.trim()) >= 0) {
+      const rows = Array.from(document.querySelectorAll("[data-job-row]"));
+      const final = rows.filter(function (r) {
+        return ["succeeded", "failed", "cancelled", "skipped"].indexOf(r.textContent.trim()) >= 0; });
+      const key = "pm-reload:" + location.pathname;
+      const tries = Number(sessionStorage.getItem(key) || 0);
+      if (rows.length && final.length === rows.length && tries < 20) {
+        sessionStorage.setItem(key, String(tries + 1));
+        setTimeout(function () { location.reload(); }, 1000);
+      } else if (final.length < rows.length) {
+        sessionStorage.removeItem(key);
+      }
+    }
     setInterval(function () { document.querySelectorAll("[data-time]").forEach(function (el) {
       const s = hosts.get(Number(el.dataset.liveHost)); if (s) el.textContent = fmtTime(s[el.dataset.field]); }); }, 5000);
     if (csrf) connect();
