@@ -14,7 +14,6 @@ import trio
 from settings import EffectivePolicy
 from storage import (
     Database,
-    DiscoveryResult,
     HostRow,
     JobHostRow,
     JobSpec,
@@ -208,4 +207,4 @@ def rollback_packages(rows: Sequence[JobHostRow]) -> list[dict[str, Any]]:
     return specs
 
 
-__all__ = ["DiscoveryResult", "FleetHandle", "rollback_packages"]
+__all__ = ["FleetHandle", "rollback_packages"]

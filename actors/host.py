@@ -19,7 +19,7 @@ from typing import TypeVar, cast
 import trio
 
 from settings import PollingPolicy
-from storage import HostState, JobRow, Transition
+from storage import FINAL_ROW_STATES, HostState, JobRow, PatchRow, Transition
 
 from .agent_errors import (
     AdmissionRefused,
@@ -76,8 +76,10 @@ class HostActor:
         rng: random.Random | None = None,
         wall: Wall = utc_now,
         job_store: JobStore | None = None,
+        on_row_final: Callable[[], None] = lambda: None,
     ) -> None:
         self.target = target
+        self._on_row_final = on_row_final
         self._job_store = job_store
         self._assigned: list[tuple[JobRow, int]] = []
         self.executor = (
@@ -98,7 +100,8 @@ class HostActor:
         self._policy_changed = False
         self.tracker = HealthTracker()
         self._state: HostState | None = None
-        self._known_patches: dict[str, object] = {}
+        self._known_patches: dict[str, PatchRow] = {}
+        self._known_packages: dict[str, str] = {}
         self.snapshot = fleet.get(target.host_id) or HostSnapshot(target.host_id, target.name)
         self.polls = 0
 
@@ -121,6 +124,8 @@ class HostActor:
     def _job_report(self, row_id: int, state: str, label: str) -> None:
         phase = Phase.RUNNING_JOB if label else self.snapshot.phase
         self._publish(phase=phase, job=label, job_row=row_id, job_state=state)
+        if state in FINAL_ROW_STATES:
+            self._on_row_final()  # the coordinator rolls the job up now, not at its next tick
 
     async def _run_jobs(self, agent: AgentPort) -> None:
         assert self.executor is not None
@@ -329,7 +334,7 @@ class HostActor:
             return
         patches, packages = result
         self.tracker = after_request_success(self.tracker)
-        diff = diff_patch_data(self._known_patches, self._known_packages, patches, packages)  # type: ignore[arg-type]
+        diff = diff_patch_data(self._known_patches, self._known_packages, patches, packages)
         now = self._wall()
         if diff:
             await self._sink.write_patches(self.target.host_id, diff, now)

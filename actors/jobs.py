@@ -70,11 +70,6 @@ class CoordinatorStore(Protocol):
     ) -> None: ...
 
 
-async def create_job(store: CoordinatorStore, spec: JobSpec, host_ids: list[int]) -> int:
-    """Validate and store a job with its rows (batches assigned in host order)."""
-    return await store.create_job(spec, host_ids)
-
-
 def batches_for(spec: JobSpec, host_ids: list[int]) -> list[tuple[int, int]]:
     numbers = assign_batches(
         len(host_ids),

@@ -158,6 +158,10 @@ class Scheduler:
             count += 1
         return count
 
+    def _job_row_final(self) -> None:
+        if self.jobs is not None:
+            self.jobs.poke()
+
     def _dispatch(self, job: JobRow, row: JobHostRow) -> bool:
         """Hand a job row to its host's actor; False if the host cannot take it now."""
         running = self.hosts.get(row.host_id)
@@ -278,7 +282,8 @@ class Scheduler:
             actor = HostActor(target, running.policy, agent_factory=self.agent_factory,
                               sink=self.sink, fleet=self.fleet,
                               rng=random.Random(self.rng.random()), wall=self.wall,
-                              job_store=self.job_store)  # fmt: skip
+                              job_store=self.job_store,
+                              on_row_final=self._job_row_final)  # fmt: skip
             running.actor = actor
             await actor.run()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -307,4 +306,3 @@ def print_banner(info: ServerInfo) -> None:
     if info.admin_password:
         print(f"  log in as admin with password {info.admin_password}", flush=True)
         print("  (shown only now; `patch-manager reset-password` sets a new one)", flush=True)
-    sys.stdout.flush()

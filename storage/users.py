@@ -80,20 +80,26 @@ def create_session(
     )
 
 
+SLIDE_EVERY = dt.timedelta(minutes=1)
+
+
 def load_session(
     conn: psycopg.Connection[Any], token_hash: bytes, idle_timeout: dt.timedelta
 ) -> Session | None:
-    """The live session for a token (sliding its idle timeout), or None if unknown/expired."""
+    """The live session for a token, or None if unknown/expired. The idle timeout slides,
+    written at most once a minute (not on every request)."""
     row = conn.execute(
-        "UPDATE sessions s SET last_seen_at = now() FROM users u"
-        " WHERE s.token_hash = %s AND u.id = s.user_id AND s.expires_at > now()"
-        " AND s.last_seen_at > now() - %s"
-        " RETURNING u.id, u.username, u.password_hash, u.role, s.csrf_token, s.expires_at,"
-        " s.last_seen_at",
-        (token_hash, idle_timeout),
+        "SELECT u.id, u.username, u.password_hash, u.role, s.csrf_token, s.expires_at,"
+        " s.last_seen_at, s.last_seen_at < now() - %s FROM sessions s"
+        " JOIN users u ON u.id = s.user_id"
+        " WHERE s.token_hash = %s AND s.expires_at > now() AND s.last_seen_at > now() - %s",
+        (SLIDE_EVERY, token_hash, idle_timeout),
     ).fetchone()
     if row is None:
         return None
+    if row[7]:
+        conn.execute("UPDATE sessions SET last_seen_at = now() WHERE token_hash = %s",
+                     (token_hash,))  # fmt: skip
     return Session(User(row[0], row[1], row[2], row[3]), row[4], row[5], row[6])
 
 

@@ -165,13 +165,14 @@ class AuthMiddleware:
             return
         path: str = scope["path"]
         state = scope.setdefault("state", {})
+        if is_public(path):  # no database round trip for health checks and static files
+            state["session"], state["session_token"] = None, ""
+            await self.app(scope, receive, send)
+            return
         token = cookies_of(scope).get(SESSION_COOKIE, "")
         session = await self.auth.session(token) if token else None
         state["session"] = session
         state["session_token"] = token if session else ""
-        if is_public(path):
-            await self.app(scope, receive, send)
-            return
         if scope["type"] == "websocket":
             if session is None or not _same_origin(scope):
                 await send({"type": "websocket.close", "code": 4401, "reason": "login required"})

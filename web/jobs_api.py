@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from maintenance import Interval, WindowError, WindowRule, merged, occurrences
+from maintenance import Interval, WindowError, WindowRule, occurrences
 from storage import (
     Database,
     HostFilter,
@@ -263,6 +263,3 @@ class JobsApi:
             Route("/api/v1/blackouts", self.create_blackout, methods=["POST"]),
             Route("/api/v1/blackouts/{blackout_id:int}", self.delete_blackout, methods=["DELETE"]),
         ]
-
-
-__all__ = ["JobsApi", "calendar", "merged"]
