@@ -5,6 +5,7 @@ embedded-cluster code), a migrated template database, and a fresh copy for every
 from __future__ import annotations
 
 import itertools
+import os
 import ssl
 import tempfile
 import threading
@@ -139,7 +140,8 @@ def pki() -> Pki:
     return Pki(ca, root / "ca", root / "sim")
 
 
-_next_block = itertools.count(1)
+# PM_TEST_BLOCK_BASE lets two suites run side by side on one machine without sharing addresses.
+_next_block = itertools.count(int(os.environ.get("PM_TEST_BLOCK_BASE", "1")))
 
 
 def fleet_addresses(count: int) -> str:
