@@ -25,7 +25,8 @@ from ..conftest import make_tmp_dir
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
-BASE = "127.230.0"
+# A distinct block per PM_TEST_BLOCK_BASE (two suites side by side on one machine).
+BASE = f"127.{230 + int(os.environ.get('PM_TEST_BLOCK_BASE', '1')) // 1000}.0"
 CONF = """
 [polling]
 backoff_s = [1, 1, 1]
