@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,6 @@ from ca import CertificateAuthority, agent_client_context
 from settings import Config, ConfigStore, PollingPolicy
 from simulator import Fleet, FleetSpec, serve_control
 from storage import (
-    ClusterState,
     Database,
     count_users,
     create_user,
@@ -43,9 +41,9 @@ from storage import (
     list_hosts,
     set_password,
 )
-from web import Auth, HealthReport, WebListener, create_app, generate_password, serve_web
+from web import Auth, WebListener, create_app, generate_password, serve_web
 
-from . import __version__
+from .adapter import SystemAdapter
 from .runtime import Storage, open_storage, record_certificates
 
 log = logging.getLogger(__name__)
@@ -106,51 +104,6 @@ async def bootstrap_admin(db: Database, auth: Auth) -> str | None:
     await db.run(create_user, "admin", hashed, "admin")
     log.warning("created the bootstrap account 'admin' (password shown once on stdout)")
     return password
-
-
-class SystemAdapter(FleetHandle):
-    """The ``web.SystemHandle`` implementation: the actor system's handle plus the health
-    check and the root certificate, which need the storage and the CA."""
-
-    def __init__(self, storage: Storage, system: ActorSystem, ca: CertificateAuthority) -> None:
-        super().__init__(system.scheduler, system.fleet, storage.db)
-        self.storage = storage
-        self.scheduler = system.scheduler
-        self.ca = ca
-        self.started = time.monotonic()
-
-    async def health(self) -> HealthReport:
-        cluster = self.storage.cluster
-        if cluster is not None and cluster.state is not ClusterState.READY:
-            db_ok = False  # restarting: do not wait on the pool
-        else:
-            db_ok = await self.storage.db.ping(timeout=2.0)
-        age = self.scheduler.heartbeat_age()
-        if age is None:
-            sched = "stopped"
-        elif age > 5 * self.scheduler.tick:
-            sched = "stalled"
-        else:
-            sched = "ok"
-        details: dict[str, object] = {
-            "version": __version__,
-            "pid": os.getpid(),
-            "uptime_s": round(time.monotonic() - self.started, 1),
-            "scheduler_heartbeat_age_s": None if age is None else round(age, 3),
-            "host_actors": len(self.scheduler.hosts),
-        }
-        if cluster is not None:
-            details["embedded_postgres"] = {"state": cluster.state.value,
-                                            "restarts": cluster.restarts}  # fmt: skip
-        return HealthReport(
-            ok=db_ok and sched == "ok",
-            database="ok" if db_ok else "down",
-            scheduler=sched,
-            details=details,
-        )
-
-    def root_ca_pem(self) -> str:
-        return self.ca.root_pem
 
 
 async def _watch_signals(
