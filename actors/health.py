@@ -2,8 +2,9 @@
 
 ``pending`` (never seen) → ``healthy`` / ``degraded`` after a successful poll; ``unreachable``
 only after ``UNREACHABLE_AFTER`` consecutive transport failures (hysteresis: one lost packet does
-not flip a host). Repeated failures of reachable-but-broken endpoints (500s on /patches) make a
-healthy host ``degraded`` until a patch poll succeeds again.
+not flip a host). Repeated failures of reachable-but-broken endpoints make a healthy host
+``degraded``; they are counted per kind of poll, so errors of ``/system/info`` are lifted by the
+next successful health poll and errors of ``/patches`` by the next successful patch poll.
 """
 
 from __future__ import annotations
@@ -31,27 +32,40 @@ class HealthTracker:
     base: HealthState = HealthState.PENDING
     base_reason: str = ""
     transport_failures: int = 0
-    request_failures: int = 0
+    request_failures: int = 0  # of patch polls
     last_request_error: str = ""
+    health_request_failures: int = 0  # of health (+ system info) polls
+    last_health_request_error: str = ""
+
+    def _repeated_error(self) -> str | None:
+        if self.base is not HealthState.HEALTHY:
+            return None
+        if self.health_request_failures >= DEGRADED_AFTER_ERRORS:
+            return self.last_health_request_error
+        if self.request_failures >= DEGRADED_AFTER_ERRORS:
+            return self.last_request_error
+        return None
 
     @property
     def state(self) -> HealthState:
-        if self.base is HealthState.HEALTHY and self.request_failures >= DEGRADED_AFTER_ERRORS:
+        if self._repeated_error() is not None:
             return HealthState.DEGRADED
         return self.base
 
     @property
     def reason(self) -> str:
-        if self.base is HealthState.HEALTHY and self.request_failures >= DEGRADED_AFTER_ERRORS:
-            return f"repeated errors: {self.last_request_error}"
+        error = self._repeated_error()
+        if error is not None:
+            return f"repeated errors: {error}"
         return self.base_reason
 
 
 def after_health(tracker: HealthTracker, health: Health) -> HealthTracker:
-    """A health poll answered."""
+    """A health poll (health + system info) answered."""
     reasons = health.degraded_reasons
     base = HealthState.DEGRADED if reasons else HealthState.HEALTHY
-    return replace(tracker, base=base, base_reason="; ".join(reasons), transport_failures=0)
+    return replace(tracker, base=base, base_reason="; ".join(reasons), transport_failures=0,
+                   health_request_failures=0, last_health_request_error="")  # fmt: skip
 
 
 def after_transport_failure(tracker: HealthTracker, message: str) -> HealthTracker:
@@ -68,7 +82,13 @@ def after_agent_problem(tracker: HealthTracker, reason: str) -> HealthTracker:
     return replace(tracker, base=HealthState.DEGRADED, base_reason=reason, transport_failures=0)
 
 
-def after_request_failure(tracker: HealthTracker, message: str) -> HealthTracker:
+def after_request_failure(
+    tracker: HealthTracker, message: str, *, health_poll: bool = False
+) -> HealthTracker:
+    """A reachable agent answered a poll with a (transient) error."""
+    if health_poll:
+        return replace(tracker, health_request_failures=tracker.health_request_failures + 1,
+                       last_health_request_error=message, transport_failures=0)  # fmt: skip
     return replace(tracker, request_failures=tracker.request_failures + 1,
                    last_request_error=message, transport_failures=0)  # fmt: skip
 

@@ -1,10 +1,18 @@
-"""The host actor: one per managed host, owning its polling, backoff and state (R-3.1 to R-3.6).
+"""The host actor: one per managed host, owning its polling, backoff and state (R-3.1 to R-3.7).
 
-Health (+ system info) is polled every ``health_interval_s`` and patches (+ packages) every
-``patch_interval_s``, each on a drift-free cadence anchored at a per-host phase offset. A failed
-poll is retried after the policy's backoff delays (with jitter, honouring ``Retry-After``); when
-the retries are used up the actor returns to its normal cadence. Every change is published as a
-new immutable ``HostSnapshot``; state is written through the sink in batches.
+A host actor is a small nursery of two halves sharing one agent client:
+
+- the **poller** polls health (+ system info) every ``health_interval_s`` and patches
+  (+ packages) every ``patch_interval_s``, each on a drift-free cadence anchored at a per-host
+  phase offset. Each kind of poll has its own backoff (``backoff_s`` with jitter, honouring
+  ``Retry-After``); when a kind's retries are used up it returns to its normal cadence and stays
+  there until a poll succeeds (an unreachable host is probed at its normal interval, R-3.2).
+  Patch-poll backoff never delays a health poll.
+- the **job half** runs the host's job rows; it never blocks the poller.
+
+Storage errors (the database is down) are waited out where they happen: at start the actor
+waits for its stored state; an unwritten patch diff is kept and written again later while
+polling goes on. Every change is published as a new immutable ``HostSnapshot``.
 """
 
 from __future__ import annotations
@@ -19,7 +27,14 @@ from typing import TypeVar, cast
 import trio
 
 from settings import PollingPolicy
-from storage import FINAL_ROW_STATES, HostState, JobRow, PatchRow, Transition
+from storage import (
+    FINAL_ROW_STATES,
+    DatabaseUnavailable,
+    HostState,
+    JobRow,
+    PatchRow,
+    Transition,
+)
 
 from .agent_errors import (
     AdmissionRefused,
@@ -54,6 +69,7 @@ from .timing import next_deadline, phase_offset, retry_delay
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+STORAGE_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # waiting out a database outage
 Wall = Callable[[], dt.datetime]
 
 
@@ -95,7 +111,20 @@ class HostActor:
         self._fleet = fleet
         self._rng = rng or random.Random()
         self._wall = wall
-        self._wake = trio.Event()
+        self._wake = trio.Event()  # the poller's: refresh or policy change
+        self._jobs_wake = trio.Event()  # the job half's: work assigned
+        self._agent: AgentPort | None = None
+        self._job_agent: AgentPort | None = None  # the client a running job uses
+        self._retired: list[AgentPort] = []  # replaced clients a running job still uses
+        self._health_attempt = 0  # failures of the health poll since its last success
+        self._patch_attempt = 0
+        self._health_backoff = False  # is the next health deadline a retry?
+        self._patch_backoff = False
+        self._health_failing = False
+        self._patch_owed = False  # a patch poll was skipped while the host was unreachable
+        self._unwritten: tuple[PatchList, tuple[Package, ...], dt.datetime] | None = None
+        self._next_write = float("inf")
+        self._write_failures = 0
         self._refresh = False
         self._policy_changed = False
         self.tracker = HealthTracker()
@@ -116,14 +145,13 @@ class HostActor:
         """Run this job row next (after the poll in progress, if any)."""
         if all(r != row_id for _, r in self._assigned):
             self._assigned.append((job, row_id))
-            self._wake.set()
+            self._jobs_wake.set()
 
     def busy_with(self) -> set[int]:
         return {r for _, r in self._assigned}
 
     def _job_report(self, row_id: int, state: str, label: str) -> None:
-        phase = Phase.RUNNING_JOB if label else self.snapshot.phase
-        self._publish(phase=phase, job=label, job_row=row_id, job_state=state)
+        self._publish(job=label, job_row=row_id, job_state=state)
         if state in FINAL_ROW_STATES:
             self._on_row_final()  # the coordinator rolls the job up now, not at its next tick
 
@@ -131,7 +159,7 @@ class HostActor:
         assert self.executor is not None
         while self._assigned:
             job, row_id = self._assigned[0]
-            self._publish(phase=Phase.RUNNING_JOB, job=f"job {job.id}")
+            self._publish(job=f"job {job.id}")
             try:
                 await self.executor.run(cast(JobAgentPort, agent), job, row_id)
             finally:
@@ -142,7 +170,7 @@ class HostActor:
     async def _resume_jobs(self, agent: AgentPort) -> None:
         assert self.executor is not None and self._job_store is not None
         for row in await self._job_store.in_flight(self.target.host_id):
-            self._publish(phase=Phase.RUNNING_JOB, job=f"job {row.job_id}")
+            self._publish(job=f"job {row.job_id}")
             await self.executor.resume(cast(JobAgentPort, agent), row)
             self._publish(job="")
             self._refresh = True
@@ -162,28 +190,27 @@ class HostActor:
         self.snapshot = replace(self.snapshot, **changes)  # type: ignore[arg-type]
         self._fleet.publish(self.snapshot)
 
-    async def _sleep_until(self, deadline: float, *, jobs_wake: bool = True) -> None:
-        """Sleep until ``deadline`` or until woken by a command (a new job only wakes the
-        idle loop, not a backoff: a failing host is not hammered because work arrived)."""
-        while not (self._refresh or self._policy_changed or (jobs_wake and self._assigned)):
+    async def _sleep_until(self, deadline: float) -> None:
+        """Sleep until ``deadline`` or until a refresh or a policy change."""
+        while not (self._refresh or self._policy_changed):
             with trio.move_on_at(deadline) as scope:
                 await self._wake.wait()
             self._wake = trio.Event()
             if scope.cancelled_caught:
                 return
 
-    def _anchors(self, now: float, first_poll: bool) -> tuple[float, float]:
+    def _anchors(self, now: float) -> tuple[float, float]:
+        """This host's phase on each cadence: a stable offset across the whole interval."""
         key = f"{self.target.host_id}:{self.target.name}"
         h, p = self.policy.health_interval_s, self.policy.patch_interval_s
-        if first_poll:
-            # Never seen: poll soon (a newly registered host should not wait minutes).
-            return now + self._rng.uniform(0, min(1.0, h)), now + self._rng.uniform(0, 1.0)
         return now + phase_offset("h" + key, h), now + phase_offset("p" + key, p)
 
     # -- main loop --------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        stored = await self._sink.load(self.target.host_id)
+        """Poll (and run jobs) until cancelled. Waits for the database if it is down at start;
+        reports readiness once the stored state is loaded."""
+        stored = await self._wait_for_storage(lambda: self._sink.load(self.target.host_id))
         self._state = stored.state
         self._known_patches = dict(stored.patches)
         self._known_packages = dict(stored.packages)
@@ -193,118 +220,179 @@ class HostActor:
         self._publish(phase=Phase.STARTING, health=self.tracker.state,
                       health_reason=self.tracker.reason)  # fmt: skip
         task_status.started()
-        agent = self._agent_factory(self.target, self.policy)
+        never_polled = stored.state is None or stored.state.last_health_poll_at is None
+        self._agent = self._agent_factory(self.target, self.policy)
         try:
-            if self.executor is not None:
-                await self._resume_jobs(agent)
-            now = trio.current_time()
-            never_polled = stored.state is None or stored.state.last_health_poll_at is None
-            health_anchor, patch_anchor = self._anchors(now, never_polled)
-            next_health, next_patch = health_anchor, patch_anchor
-            while True:
-                if self._policy_changed:
-                    self._policy_changed = False
-                    await agent.aclose()
-                    agent = self._agent_factory(self.target, self.policy)
-                    now = trio.current_time()
-                    health_anchor, patch_anchor = self._anchors(now, False)
-                    next_health = next_deadline(health_anchor, self.policy.health_interval_s, now)
-                    next_patch = next_deadline(patch_anchor, self.policy.patch_interval_s, now)
-                if self.policy.paused:
-                    self._publish(phase=Phase.PAUSED, next_health_poll=None, next_patch_poll=None)
-                    self._refresh = False
-                    await self._sleep_until(float("inf"))
-                    continue
-                if self._assigned and self.executor is not None:
-                    await self._run_jobs(agent)
-                self._publish(phase=Phase.IDLE, backoff_attempt=0, backoff_until=None,
-                              next_health_poll=self._wall_at(next_health),
-                              next_patch_poll=self._wall_at(next_patch))  # fmt: skip
-                if self._assigned:
-                    continue
-                await self._sleep_until(min(next_health, next_patch))
-                if self._policy_changed:
-                    continue
-                refresh, self._refresh = self._refresh, False
-                now = trio.current_time()
-                reachable = True
-                if refresh or now >= next_health:
-                    reachable = await self._health_cycle(agent)
-                    next_health = next_deadline(
-                        health_anchor, self.policy.health_interval_s, trio.current_time()
-                    )
-                if reachable and (refresh or now >= next_patch):
-                    await self._patch_cycle(agent)
-                if refresh or now >= next_patch:
-                    next_patch = next_deadline(
-                        patch_anchor, self.policy.patch_interval_s, trio.current_time()
-                    )
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._poller, never_polled)
+                if self.executor is not None:
+                    nursery.start_soon(self._job_half)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await agent.aclose()
+                for agent in {id(a): a for a in (self._agent, *self._retired)}.values():
+                    await agent.aclose()
 
-    # -- polling with retries ---------------------------------------------------------------
-
-    async def _attempts(
-        self, phase: Phase, call: Callable[[], Awaitable[T]], *, retry_transport: bool = True
-    ) -> T | None:
-        """Run ``call`` with the policy's retries. Returns None when it finally failed.
-
-        With ``retry_transport`` false a transport failure ends the attempt at once: the
-        health cadence owns reachability (one backoff sequence per host, not two).
-        """
-        attempt = 0
+    async def _wait_for_storage(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, retried while the database is unavailable (shown, never a crash)."""
+        failures = 0
         while True:
-            self._publish(phase=phase)
-            started = trio.current_time()
             try:
-                result = await call()
-            except AgentError as exc:
-                self._fleet.metrics.observe(trio.current_time() - started, ok=False)
-                if not self._note_failure(exc):
-                    return None
-                if not retry_transport and isinstance(exc, TransportError):
-                    return None
-                delay = retry_delay(attempt, self.policy.backoff_s, self.policy.jitter_ratio,
-                                    self._rng, exc.retry_after)  # fmt: skip
-                if delay is None:
-                    return None
-                attempt += 1
-                until = trio.current_time() + delay
-                self._publish(phase=Phase.BACKING_OFF, backoff_attempt=attempt,
-                              backoff_until=self._wall_at(until))  # fmt: skip
-                await self._sleep_until(until, jobs_wake=False)
-                if self._policy_changed:
-                    return None
-                self._refresh = False  # a refresh during backoff means: retry now
-                continue
-            self.polls += 1
-            self._fleet.metrics.observe(trio.current_time() - started, ok=True)
-            return result
+                return await call()
+            except DatabaseUnavailable as exc:
+                if failures == 0:
+                    log.warning("waiting for the database: %s", exc,
+                                extra={"host": self.target.name})  # fmt: skip
+                self._publish(phase=Phase.WAITING_FOR_DATABASE)
+                await trio.sleep(STORAGE_RETRY_S[min(failures, len(STORAGE_RETRY_S) - 1)])
+                failures += 1
 
-    def _note_failure(self, exc: AgentError) -> bool:
-        """Update health for a failure; True if retrying may help."""
+    async def _replace_agent(self) -> None:
+        old, self._agent = self._agent, self._agent_factory(self.target, self.policy)
+        if old is None:
+            return
+        if old is self._job_agent:
+            self._retired.append(old)  # the job half closes it when it is done with it
+        else:
+            await old.aclose()
+
+    async def _job_half(self) -> None:
+        """Today's job execution, in its own task: the poller never waits for it."""
+        assert self._agent is not None
+        self._job_agent = self._agent
+        try:
+            await self._resume_jobs(self._job_agent)
+            while True:
+                await self._release_job_agent()
+                while not self._assigned:
+                    await self._jobs_wake.wait()
+                    self._jobs_wake = trio.Event()
+                self._job_agent = self._agent
+                await self._run_jobs(self._job_agent)
+                self.request_refresh()  # the patch data changed: poll again
+        finally:
+            self._job_agent = None
+
+    async def _release_job_agent(self) -> None:
+        agent, self._job_agent = self._job_agent, None
+        if agent is not None and agent in self._retired:
+            self._retired.remove(agent)
+            await agent.aclose()
+
+    async def _poller(self, never_polled: bool) -> None:
+        now = trio.current_time()
+        health_anchor, patch_anchor = self._anchors(now)
+        if never_polled:
+            # Never seen: poll soon (a new host should not wait minutes), then settle on the
+            # per-host phase (hosts registered together must not stay in lock-step).
+            next_health = next_patch = now + self._rng.uniform(
+                0, min(1.0, self.policy.health_interval_s)
+            )
+        else:
+            next_health, next_patch = health_anchor, patch_anchor
+        while True:
+            if self._policy_changed:
+                self._policy_changed = False
+                await self._replace_agent()
+                now = trio.current_time()
+                health_anchor, patch_anchor = self._anchors(now)
+                next_health = next_deadline(health_anchor, self.policy.health_interval_s, now)
+                next_patch = next_deadline(patch_anchor, self.policy.patch_interval_s, now)
+                self._health_backoff = self._patch_backoff = False
+            if self.policy.paused:
+                self._publish(phase=Phase.PAUSED, next_health_poll=None, next_patch_poll=None,
+                              backoff_attempt=0, backoff_until=None)  # fmt: skip
+                self._refresh = False
+                await self._sleep_until(float("inf"))
+                continue
+            self._publish_schedule(next_health, next_patch)
+            await self._sleep_until(min(next_health, next_patch, self._next_write))
+            if self._policy_changed:
+                continue
+            refresh, self._refresh = self._refresh, False
+            now = trio.current_time()
+            if now >= self._next_write:
+                await self._write_patch_data()
+            health_polled = refresh or now >= next_health
+            if health_polled:
+                next_health = await self._health_poll(health_anchor)
+            owed = self._patch_owed and health_polled and not self._health_failing
+            if refresh or owed or now >= next_patch:
+                next_patch = await self._patch_poll(patch_anchor)
+
+    def _publish_schedule(self, next_health: float, next_patch: float) -> None:
+        backing = [d for d, b in ((next_health, self._health_backoff),
+                                  (next_patch, self._patch_backoff)) if b]  # fmt: skip
+        self._publish(
+            phase=Phase.BACKING_OFF if backing else Phase.IDLE,
+            backoff_attempt=max(self._health_attempt if self._health_backoff else 0,
+                                self._patch_attempt if self._patch_backoff else 0),
+            backoff_until=self._wall_at(min(backing)) if backing else None,
+            next_health_poll=self._wall_at(next_health),
+            next_patch_poll=self._wall_at(next_patch),
+        )  # fmt: skip
+
+    # -- one poll of each kind --------------------------------------------------------------
+
+    async def _try(
+        self, phase: Phase, call: Callable[[], Awaitable[T]], *, health_poll: bool
+    ) -> T | AgentError:
+        """One attempt; the failure (already noted in the health tracker) is returned."""
+        self._publish(phase=phase)
+        started = trio.current_time()
+        try:
+            result = await call()
+        except AgentError as exc:
+            self._fleet.metrics.observe(trio.current_time() - started, ok=False)
+            self._note_failure(exc, health_poll=health_poll)
+            return exc
+        self.polls += 1
+        self._fleet.metrics.observe(trio.current_time() - started, ok=True)
+        return result
+
+    def _retry_at(self, attempt: int, exc: AgentError) -> float | None:
+        """When to retry after failure number ``attempt`` (0-based), or None: normal cadence."""
+        if not exc.transient:
+            return None
+        delay = retry_delay(attempt, self.policy.backoff_s, self.policy.jitter_ratio,
+                            self._rng, exc.retry_after)  # fmt: skip
+        return None if delay is None else trio.current_time() + delay
+
+    def _note_failure(self, exc: AgentError, *, health_poll: bool) -> None:
+        """Update health for a failure."""
         message = exc.message
         if isinstance(exc, TransportError) and exc.transient:
             self.tracker = after_transport_failure(self.tracker, message)
         elif isinstance(exc, RateLimited | AdmissionRefused):
             pass  # reachable and alive: just wait as asked
         elif isinstance(exc, AgentRequestError) and exc.transient:
-            self.tracker = after_request_failure(self.tracker, message)
+            self.tracker = after_request_failure(self.tracker, message, health_poll=health_poll)
         else:
             self.tracker = after_agent_problem(self.tracker, message)
         now = self._wall()
         self._record(last_error=message, last_error_at=now)
         log.warning("poll failed: %s", message, extra={"host": self.target.name})
-        return exc.transient
 
-    async def _health_cycle(self, agent: AgentPort) -> bool:
+    async def _health_poll(self, anchor: float) -> float:
+        """Poll health + system info once; return when to poll health next."""
+        agent = self._agent
+        assert agent is not None
+
         async def poll() -> tuple[Health, SystemInfo]:
             return await agent.health(), await agent.system_info()
 
-        result = await self._attempts(Phase.POLLING_HEALTH, poll)
-        if result is None:
-            return self.tracker.state is not HealthState.UNREACHABLE
+        result = await self._try(Phase.POLLING_HEALTH, poll, health_poll=True)
+        grid = next_deadline(anchor, self.policy.health_interval_s, trio.current_time())
+        if isinstance(result, AgentError):
+            self._health_failing = True
+            retry = self._retry_at(self._health_attempt, result)
+            # Ladder used up: stay on the normal cadence (no new ladder) until a poll succeeds.
+            self._health_backoff = retry is not None
+            if retry is None:
+                return grid
+            self._health_attempt += 1
+            return retry
+        self._health_failing = self._health_backoff = False
+        self._health_attempt = 0
         health, info = result
         self.tracker = after_health(self.tracker, health)
         now = self._wall()
@@ -323,21 +411,70 @@ class HostActor:
             pending_reboot=info.pending_reboot, package_db_clean=info.package_db_clean,
             crl_status=health.crl_status or "", gpg_key_status=health.gpg_key_status or "",
         )  # fmt: skip
-        return True
+        return grid
 
-    async def _patch_cycle(self, agent: AgentPort) -> None:
+    async def _patch_poll(self, anchor: float) -> float:
+        """Poll patches + packages once; return when to poll patches next. While the host is
+        unreachable (or its health poll is failing) the poll is owed and made right after the
+        next successful health poll: reachability has one backoff, the health poll's."""
+        agent = self._agent
+        assert agent is not None
+        grid = next_deadline(anchor, self.policy.patch_interval_s, trio.current_time())
+        if self._health_failing or self.tracker.state is HealthState.UNREACHABLE:
+            self._patch_owed = True
+            self._patch_backoff = False
+            return grid
+
         async def poll() -> tuple[PatchList, tuple[Package, ...]]:
             return await agent.patches(), await agent.packages()
 
-        result = await self._attempts(Phase.POLLING_PATCHES, poll, retry_transport=False)
-        if result is None:
-            return
+        result = await self._try(Phase.POLLING_PATCHES, poll, health_poll=False)
+        grid = next_deadline(anchor, self.policy.patch_interval_s, trio.current_time())
+        if isinstance(result, AgentError):
+            if isinstance(result, TransportError):
+                self._patch_owed = True
+                self._patch_backoff = False
+                return grid
+            retry = self._retry_at(self._patch_attempt, result)
+            self._patch_backoff = retry is not None
+            if retry is None:
+                return grid
+            self._patch_attempt += 1
+            return retry
+        self._patch_owed = self._patch_backoff = False
+        self._patch_attempt = 0
         patches, packages = result
         self.tracker = after_request_success(self.tracker)
-        diff = diff_patch_data(self._known_patches, self._known_packages, patches, packages)
         now = self._wall()
+        self._unwritten = (patches, packages, now)
+        await self._write_patch_data()
+        self._record(
+            last_seen_at=now, last_patch_poll_at=now,
+            pending_patches=len(patches.patches),
+            security_patches=sum(p.severity in ("critical", "high") for p in patches.patches),
+            reboot_patches=sum(p.requires_reboot for p in patches.patches),
+        )  # fmt: skip
+        return grid
+
+    async def _write_patch_data(self) -> None:
+        """Store the last polled patch data (as a diff). While the database is down the data
+        is kept and written again later; polling goes on meanwhile."""
+        self._next_write = float("inf")
+        if self._unwritten is None:
+            return
+        patches, packages, at = self._unwritten
+        diff = diff_patch_data(self._known_patches, self._known_packages, patches, packages)
         if diff:
-            await self._sink.write_patches(self.target.host_id, diff, now)
+            try:
+                await self._sink.write_patches(self.target.host_id, diff, at)
+            except DatabaseUnavailable as exc:
+                delay = STORAGE_RETRY_S[min(self._write_failures, len(STORAGE_RETRY_S) - 1)]
+                if self._write_failures == 0:
+                    log.warning("patch data not stored yet, retrying: %s", exc,
+                                extra={"host": self.target.name})  # fmt: skip
+                self._write_failures += 1
+                self._next_write = trio.current_time() + delay
+                return
             for row in diff.upserts:
                 self._known_patches[row.name] = row
             for name in diff.resolved:
@@ -345,12 +482,8 @@ class HostActor:
             self._known_packages.update(dict(diff.package_upserts))
             for name in diff.package_deletes:
                 self._known_packages.pop(name, None)
-        self._record(
-            last_seen_at=now, last_patch_poll_at=now,
-            pending_patches=len(patches.patches),
-            security_patches=sum(p.severity in ("critical", "high") for p in patches.patches),
-            reboot_patches=sum(p.requires_reboot for p in patches.patches),
-        )  # fmt: skip
+        self._unwritten = None
+        self._write_failures = 0
 
     def _record(self, **changes: object) -> None:
         """Fold changes into the host state; submit it (with a transition if health moved)."""

@@ -26,12 +26,17 @@ class Phase(enum.Enum):
     RUNNING_JOB = "running_job"
     AGENT_WS = "agent_ws"
     PAUSED = "paused"
+    WAITING_FOR_DATABASE = "waiting_for_database"  # storage trouble: waited out, not a crash
     RESTARTING = "restarting"  # crashed, restart scheduled
     FAILED = "failed"  # crashed too often; supervision gave up
 
 
 @dataclass(frozen=True)
 class HostSnapshot:
+    """One host actor as observers see it. ``phase`` is the poller's; the job half shows in
+    ``job``/``job_state``; ``summary`` (derived, never passed) says both in one line, e.g.
+    ``polling: healthy · job 12 running``."""
+
     host_id: int
     name: str
     phase: Phase = Phase.STARTING
@@ -55,6 +60,33 @@ class HostSnapshot:
     job: str = ""  # the job the actor is running, if any
     job_row: int = 0  # the job row it last reported on, and that row's state
     job_state: str = ""
+    summary: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "summary", describe(self))
+
+
+_PARKED = {
+    Phase.PAUSED: "paused",
+    Phase.FAILED: "failed (crashed too often)",
+    Phase.RESTARTING: "restarting after a crash",
+    Phase.WAITING_FOR_DATABASE: "waiting for the database",
+    Phase.STARTING: "starting",
+}
+
+
+def describe(snapshot: HostSnapshot) -> str:
+    """Both halves of a host actor in one line: the poller, then the job runner."""
+    parked = _PARKED.get(snapshot.phase)
+    if parked is not None:
+        polling = parked
+    else:
+        polling = f"polling: {snapshot.health.value}"
+        if snapshot.backoff_until is not None:
+            polling += f", backing off until {snapshot.backoff_until:%H:%M:%S}"
+    if not snapshot.job:
+        return polling
+    return f"{polling} · {snapshot.job} {snapshot.job_state or 'running'}"
 
 
 @dataclass(frozen=True)

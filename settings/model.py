@@ -58,6 +58,7 @@ class SupervisionSettings:
     window_s: int
     restart_min_s: float
     restart_max_s: float
+    failed_retry_s: float
 
 
 @dataclass(frozen=True)

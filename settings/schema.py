@@ -103,6 +103,14 @@ SECTIONS: dict[str, tuple[Key, ...]] = {
         Key("window_s", "int", 300, "Window for counting actor crashes.", 10, 86_400),
         Key("restart_min_s", "float", 1.0, "First restart delay after a crash.", 0.01, 600),
         Key("restart_max_s", "float", 60.0, "Cap on the restart delay.", 0.01, 3600),
+        Key(
+            "failed_retry_s",
+            "float",
+            600.0,
+            "A failed host's actor is started again after this long.",
+            1,
+            86_400,
+        ),
     ),
     "discovery": (
         Key("min_prefix_len", "int", 20, "Largest range a scan accepts (/20 = 4096).", 8, 32),
