@@ -24,21 +24,25 @@ def fake_wall() -> dt.datetime:
     return EPOCH + dt.timedelta(seconds=trio.current_time())
 
 
-def health(status: str = "healthy", uptime: int = 1000) -> Health:
+def health(status: str = "healthy", uptime: int = 1000, crl_status: str = "valid") -> Health:
     return Health(
-        status, uptime, "2.6.12", None, "fresh", "valid", 10, None, "valid", None, True, None
+        status, uptime, "2.6.12", None, "fresh", crl_status, 10, None, "valid", None, True, None
     )
 
 
 @dataclass
 class FakeAgent:
-    """Answers from its attributes; ``failure`` (an AgentError or a callable making one) makes
-    every call fail; ``crash`` raises a non-agent error (a bug)."""
+    """Answers from its attributes; ``failure`` (an AgentError) makes every call fail,
+    ``failures[call]`` only that call (e.g. ``"system_info"``); ``crash`` raises a non-agent
+    error (a bug); ``status``/``crl_status`` shape the health answer."""
 
     name: str
     failure: AgentError | None = None
+    failures: dict[str, AgentError] = field(default_factory=dict)
     crash: BaseException | None = None
     uptime: int = 1000
+    status: str = "healthy"
+    crl_status: str = "valid"
     patch_names: tuple[str, ...] = ("openssl", "curl")
     calls: list[tuple[float, str]] = field(default_factory=list)
     closed: int = 0
@@ -49,10 +53,12 @@ class FakeAgent:
             raise self.crash
         if self.failure is not None:
             raise self.failure
+        if what in self.failures:
+            raise self.failures[what]
 
     async def health(self) -> Health:
         self._call("health")
-        return health(uptime=self.uptime)
+        return health(self.status, uptime=self.uptime, crl_status=self.crl_status)
 
     async def system_info(self) -> SystemInfo:
         self._call("system_info")

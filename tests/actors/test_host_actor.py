@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
+import logging
 import random
 from dataclasses import replace
 from typing import Any
@@ -11,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors.agent_errors import RateLimited, Unreachable
+from actors.agent_errors import AgentRequestError, RateLimited, Unreachable
 from actors.health import HealthState
 from actors.host import HostActor
 from actors.ports import HostTarget, StoredHost
@@ -193,14 +195,124 @@ async def test_paused_actor_parks_and_resumes(
 
 
 async def test_degraded_agent_and_reboot_detection(
-    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+    autojump_clock: trio.testing.MockClock,
+    nursery: trio.Nursery,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="actors.host")
     rig = Rig(stored=StoredHost(state=polled_state(uptime_seconds=10_000)))
+    start = trio.current_time()
+    agent = rig.agents(TARGET, POLICY)
+    agent.status, agent.crl_status, agent.uptime = "degraded", "expired", 10_100
+    first = start + phase_offset("h" + KEY, 300)
     await rig.start(nursery)
-    rig.agents.agents.setdefault(TARGET.name, rig.agents(TARGET, POLICY))
-    rig.agent.uptime = 30  # smaller than stored: the host rebooted
-    await trio.sleep(301)
+    await trio.sleep_until(first + 1)
+    snapshot = rig.fleet.get(7)
+    assert snapshot is not None
+    assert snapshot.health is HealthState.DEGRADED
+    assert snapshot.health_reason == "CRL expired"
+    assert rig.sink.states[7].health == "degraded"
+    assert [(t.to_state, t.reason) for t in rig.sink.transitions] == [("degraded", "CRL expired")]
+    boot = rig.sink.states[7].last_boot_at
+    assert boot == fake_wall() - dt.timedelta(seconds=1 + 10_100)
+    # Uptime grew with time: no reboot, the boot time stays put.
+    agent.uptime += 300
+    await trio.sleep(300)
+    assert rig.sink.states[7].last_boot_at == boot
+    assert not [r for r in caplog.records if "rebooted" in r.message]
+    # The uptime went back: a reboot, dated from the new uptime; the CRL was renewed meanwhile.
+    agent.status, agent.crl_status, agent.uptime = "healthy", "valid", 30
+    await trio.sleep(300)
     state = rig.sink.states[7]
     assert state.uptime_seconds == 30
-    assert state.last_boot_at is not None
+    assert state.last_boot_at == fake_wall() - dt.timedelta(seconds=1 + 30)
     assert state.health == "healthy"
+    assert [r.message for r in caplog.records if "rebooted" in r.message] == [
+        "host rebooted (uptime 30s)"
+    ]
+
+
+async def test_health_polls_go_on_and_a_death_is_seen_while_a_patch_poll_waits_out_retry_after(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    rig = Rig(stored=seen_before())
+    start = trio.current_time()
+    agent = rig.agents(TARGET, POLICY)
+    agent.failures["patches"] = RateLimited(TARGET.name, "busy", retry_after=1500)
+    await rig.start(nursery)
+    await trio.sleep(1)
+    rig.actor.request_refresh()  # health answers, the patch poll is told to come back in 25 min
+    await trio.sleep(1)
+    assert agent.times("patches") == [start + 1]
+    agent.failure = Unreachable(TARGET.name, "connection refused")  # the host dies
+    await trio.sleep_until(start + 1 + 1499)
+    assert len(agent.times("patches")) == 1  # the patch poll is still waiting...
+    assert len(agent.times("health")) >= 4  # ...but health was polled all along
+    assert [t.to_state for t in rig.sink.transitions] == ["unreachable"]
+    assert rig.fleet.get(7).health is HealthState.UNREACHABLE  # type: ignore[union-attr]
+
+
+async def test_an_unreachable_host_is_probed_at_its_normal_interval_without_a_new_ladder(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    rig = Rig(stored=seen_before())
+    start = trio.current_time()
+    rig.agents(TARGET, POLICY).failure = Unreachable(TARGET.name, "connection refused")
+    first = start + phase_offset("h" + KEY, 300)
+    await rig.start(nursery)
+    await trio.sleep_until(first + 3000 + 1)
+    # The ladder once (R-3.2: three retries), then every 300 s on the host's grid.
+    assert rig.agent.times("health") == pytest.approx(
+        [first, first + 60, first + 360, first + 2160, first + 2400, first + 2700, first + 3000]
+    )
+    assert [t.to_state for t in rig.sink.transitions] == ["unreachable"]
+    # Back again: the next probe succeeds and the backoff starts from the beginning.
+    rig.agent.failure = None
+    await trio.sleep(300)
+    assert rig.fleet.get(7).health is HealthState.HEALTHY  # type: ignore[union-attr]
+    assert len(rig.agent.times("patches")) == 1  # the patch poll owed is made at once
+
+
+async def test_system_info_errors_stopping_lift_degraded_at_the_next_health_poll(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    policy = replace(POLICY, backoff_s=(10, 10, 10))
+    rig = Rig(policy=policy, stored=seen_before())
+    start = trio.current_time()
+    agent = rig.agents(TARGET, policy)
+    agent.failures["system_info"] = AgentRequestError(
+        TARGET.name, status=500, code="HTTP_500", message="boom", retryable=True
+    )
+    first = start + phase_offset("h" + KEY, 300)
+    patch_poll = start + phase_offset("p" + KEY, 1800)
+    await rig.start(nursery)
+    await trio.sleep_until(first + 31)
+    assert agent.times("health") == pytest.approx([first, first + 10, first + 20, first + 30])
+    assert rig.fleet.get(7).health is HealthState.DEGRADED  # type: ignore[union-attr]
+    del agent.failures["system_info"]
+    await trio.sleep_until(first + 300 + 1)
+    assert first + 300 < patch_poll  # (what is asserted: not lifted by a patch poll)
+    assert rig.fleet.get(7).health is HealthState.HEALTHY  # type: ignore[union-attr]
+    assert [(t.to_state, t.at) for t in rig.sink.transitions] == [
+        ("degraded", fake_wall() - dt.timedelta(seconds=281)),
+        ("healthy", fake_wall() - dt.timedelta(seconds=1)),
+    ]
+
+
+async def test_hosts_started_together_spread_their_polls_across_the_interval(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    agents, sink, fleet = FakeFleetAgents(), MemorySink(), FleetState()
+    for i in range(50):
+        target = HostTarget(100 + i, f"host{i}.example.com", f"192.0.2.{i}", 12443)
+        actor = HostActor(target, POLICY, agent_factory=agents, sink=sink, fleet=fleet,
+                          rng=random.Random(i), wall=fake_wall)  # fmt: skip
+        await nursery.start(actor.run)
+    start = trio.current_time()
+    await trio.sleep(1.0)
+    firsts = [a.times("health")[0] for a in agents.agents.values()]
+    assert len(firsts) == 50 and max(firsts) - start <= 1.0  # never polled: all within 1 s
+    await trio.sleep(300)
+    seconds = sorted(a.times("health")[1] for a in agents.agents.values())
+    assert seconds[-1] - seconds[0] > 0.8 * 300  # then spread over the whole interval
+    assert max(b - a for a, b in itertools.pairwise(seconds)) < 60
