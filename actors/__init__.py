@@ -5,30 +5,35 @@ Public names: ``Scheduler``, ``FleetHandle`` (what the web layer uses), ``FleetS
 PostgreSQL-backed ports (``DatabaseSink``, ``HostDirectory``, ``DatabaseDiscoveryStore``).
 """
 
+from .address_policy import AddressPolicy
 from .agent_client import AgentClient, PatchSelection
 from .agent_errors import AgentError
-from .discovery import DiscoveryError, Found, ScanProgress
+from .discovery import DiscoveryBusy, DiscoveryError, Found, ScanProgress, ScanReport
 from .handle import FleetHandle
 from .health import HealthState
 from .host import HostActor
 from .persist import DatabaseDiscoveryStore, DatabaseJobStore, DatabaseSink, HostDirectory
 from .ports import HostTarget
-from .registration import RegistrationError
+from .registration import AddressRefused, HostAlreadyRegistered, RegistrationError
 from .scheduler import Scan, Scheduler
 from .state import FleetState, HostSnapshot, Phase, SnapshotChange
 
 __all__ = [
+    "AddressPolicy",
+    "AddressRefused",
     "AgentClient",
     "AgentError",
     "DatabaseDiscoveryStore",
     "DatabaseJobStore",
     "DatabaseSink",
+    "DiscoveryBusy",
     "DiscoveryError",
     "FleetHandle",
     "FleetState",
     "Found",
     "HealthState",
     "HostActor",
+    "HostAlreadyRegistered",
     "HostDirectory",
     "HostSnapshot",
     "HostTarget",
@@ -37,6 +42,7 @@ __all__ = [
     "RegistrationError",
     "Scan",
     "ScanProgress",
+    "ScanReport",
     "Scheduler",
     "SnapshotChange",
 ]

@@ -3,6 +3,10 @@
 An address counts only when a TCP connect succeeds *and* an mTLS ``GET /health`` plus
 ``GET /api/v1/system/info`` answer like an agent. Probes run with bounded concurrency; progress
 (probed / total / found) is published after every address; cancelling the scan stops it.
+Addresses the ``AddressPolicy`` refuses are never probed (a range made only of them is an error).
+
+Errors: ``DiscoveryError`` (a ``ValueError``) is the root; ``DiscoveryBusy`` means the limit of
+concurrent scans (``discovery.max_concurrent_scans``) is reached.
 """
 
 from __future__ import annotations
@@ -14,12 +18,17 @@ from dataclasses import dataclass
 
 import trio
 
+from .address_policy import AddressPolicy
 from .agent_client import AgentClient
 from .agent_errors import AgentError
 
 
 class DiscoveryError(ValueError):
     """The range cannot be scanned (the message says why)."""
+
+
+class DiscoveryBusy(DiscoveryError):
+    """As many scans as ``discovery.max_concurrent_scans`` allows are running; try later."""
 
 
 @dataclass(frozen=True)
@@ -38,10 +47,24 @@ class ScanProgress:
     found: int
     done: bool = False
     cancelled: bool = False
+    failed: bool = False
+    error: str = ""
 
 
-def parse_range(text: str, *, min_prefix_len: int) -> ipaddress.IPv4Network:
-    """Validate an operator's CIDR: IPv4, not larger than ``/min_prefix_len``."""
+@dataclass(frozen=True)
+class ScanReport:
+    """A scan as callers see it: live while it runs, read back from the database after."""
+
+    scan_id: int
+    progress: ScanProgress
+    found: tuple[Found, ...]
+
+
+def parse_range(
+    text: str, *, min_prefix_len: int, policy: AddressPolicy | None = None
+) -> ipaddress.IPv4Network:
+    """Validate an operator's CIDR: IPv4, not larger than ``/min_prefix_len``, and (with a
+    ``policy``) holding at least one address the policy permits."""
     try:
         network = ipaddress.ip_network(text.strip(), strict=False)
     except ValueError:
@@ -54,12 +77,18 @@ def parse_range(text: str, *, min_prefix_len: int) -> ipaddress.IPv4Network:
             f"{network} has {network.num_addresses} addresses; the limit is /{min_prefix_len} "
             f"({size} addresses, discovery.min_prefix_len)"
         )
+    if policy is not None and not addresses(network, policy):
+        reason = policy.refusal(str(network.network_address)) or "refused"
+        raise DiscoveryError(f"every address of {network} is refused: {reason}")
     return network
 
 
-def addresses(network: ipaddress.IPv4Network) -> list[str]:
-    hosts = list(network.hosts()) if network.prefixlen < 31 else list(network)
-    return [str(a) for a in hosts]
+def addresses(network: ipaddress.IPv4Network, policy: AddressPolicy | None = None) -> list[str]:
+    """The addresses a scan of ``network`` probes: its hosts, less what ``policy`` refuses."""
+    hosts = network.hosts() if network.prefixlen < 31 else iter(network)
+    if policy is None or policy.refuses_none_of(network):
+        return [str(a) for a in hosts]
+    return [str(a) for a in hosts if policy.refusal(str(a)) is None]
 
 
 async def probe(
@@ -109,9 +138,11 @@ async def scan(
     connect_timeout: float,
     on_progress: Callable[[ScanProgress], None],
     on_found: Callable[[Found], None],
+    policy: AddressPolicy | None = None,
 ) -> list[Found]:
-    """Probe every address of ``network``; returns what was found, in address order."""
-    targets = addresses(network)
+    """Probe every address of ``network`` that ``policy`` permits; returns what was found, in
+    address order."""
+    targets = addresses(network, policy)
     found: list[Found] = []
     probed = 0
     limiter = trio.CapacityLimiter(concurrency)

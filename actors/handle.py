@@ -22,7 +22,8 @@ from storage import (
     job_rows,
 )
 
-from .discovery import ScanProgress
+from .address_policy import AddressPolicy
+from .discovery import ScanProgress, ScanReport
 from .registration import register
 from .scheduler import Scan, Scheduler
 from .state import POLL_BUCKETS, BroadcastStatistics, FleetState, HostSnapshot, SnapshotChange
@@ -86,10 +87,20 @@ class FleetHandle:
     ) -> HostRow:
         """Validate, resolve and store a host; its actor starts within a second.
 
-        Raises ``RegistrationError`` naming the field that is wrong (duplicates included).
+        Raises ``RegistrationError`` naming the field that is wrong: ``AddressRefused`` for an
+        address or port the address policy refuses, ``HostAlreadyRegistered`` for a duplicate.
         """
-        port = port or self._scheduler.config.current.agents.port
-        row = await register(self._db, name, port=port, display_name=display_name, groups=groups)
+        config = self._scheduler.config.current
+        port = port or config.agents.port
+        row = await register(
+            self._db,
+            name,
+            port=port,
+            policy=AddressPolicy.from_config(config),
+            resolve_timeout=config.agents.resolve_timeout_s,
+            display_name=display_name,
+            groups=groups,
+        )
         log.info(
             "host registered: %s (%s:%d)",
             row.name,
@@ -107,19 +118,20 @@ class FleetHandle:
         return row
 
     async def start_discovery(self, cidr: str) -> Scan:
-        """Raises ``DiscoveryError`` for a range that cannot be scanned."""
+        """Raises ``DiscoveryError`` for a range that cannot be scanned, ``DiscoveryBusy`` when
+        ``discovery.max_concurrent_scans`` scans are running."""
         return await self._scheduler.start_discovery(cidr)
 
-    def discovery(self, scan_id: int) -> Scan | None:
-        return self._scheduler.scans.get(scan_id)
+    async def discovery(self, scan_id: int) -> ScanReport | None:
+        """A scan: running ones from memory, finished ones from the database; None if unknown."""
+        return await self._scheduler.discovery(scan_id)
 
     def cancel_discovery(self, scan_id: int) -> bool:
         return self._scheduler.cancel_discovery(scan_id)
 
-    async def wait_discovery_change(self, scan_id: int) -> ScanProgress:
-        state = self._scheduler.scans[scan_id]
-        await state.changed.wait()
-        return state.progress
+    async def wait_discovery_change(self, scan_id: int) -> ScanProgress | None:
+        """The next progress of a running scan; a finished scan answers at once."""
+        return await self._scheduler.wait_discovery_change(scan_id)
 
     # -- jobs -------------------------------------------------------------------------------
 
@@ -182,8 +194,9 @@ class FleetHandle:
         return await self.create_job(spec, sorted({s["host_id"] for s in specs}))
 
     async def register_found(self, scan_id: int, addresses: Sequence[str]) -> list[HostRow]:
-        state = self._scheduler.scans.get(scan_id)
-        known = {f.address: f for f in state.found} if state else {}
+        """Register agents a scan found; the address policy applies as to any host."""
+        report = await self._scheduler.discovery(scan_id)
+        known = {f.address: f for f in report.found} if report else {}
         rows = []
         for address in addresses:
             found = known.get(address)

@@ -30,6 +30,7 @@ from storage import (
     create_job,
     create_scan,
     get_job,
+    get_scan,
     host_security_patches,
     host_window_map,
     list_blackouts,
@@ -44,7 +45,7 @@ from storage import (
     write_patch_changes,
 )
 
-from .discovery import Found, ScanProgress
+from .discovery import Found, ScanProgress, ScanReport
 from .jobs import WindowSet, batches_for
 from .ports import PatchDiff, StoredHost
 
@@ -233,12 +234,39 @@ class DatabaseDiscoveryStore:
     async def create(self, cidr: str, total: int) -> int:
         return await self.db.run(create_scan, cidr, total)
 
-    async def progress(self, scan_id: int, progress: ScanProgress, status: str | None) -> None:
+    async def progress(
+        self, scan_id: int, progress: ScanProgress, status: str | None, error: str = ""
+    ) -> None:
         await self.db.run(
             lambda conn: update_scan(
-                conn, scan_id, probed=progress.probed, found=progress.found, status=status
+                conn,
+                scan_id,
+                probed=progress.probed,
+                found=progress.found,
+                status=status,
+                error=error,
             )
         )
+
+    async def get(self, scan_id: int) -> ScanReport | None:
+        """A stored scan. One marked running is not running in *this* process (only finished
+        scans leave its memory): it was interrupted, and is reported as failed."""
+        row = await self.db.run(get_scan, scan_id)
+        if row is None:
+            return None
+        interrupted = row.status == "running"
+        progress = ScanProgress(
+            row.cidr,
+            row.total,
+            row.probed,
+            row.found,
+            done=True,
+            cancelled=row.status == "cancelled",
+            failed=row.status == "failed" or interrupted,
+            error="interrupted before it finished" if interrupted else row.error,
+        )
+        found = tuple(Found(r.address, r.hostname, r.os, r.agent_version) for r in row.results)
+        return ScanReport(row.id, progress, found)
 
     async def add(self, scan_id: int, found: Sequence[Found]) -> None:
         results = [DiscoveryResult(f.address, f.hostname, f.os, f.agent_version) for f in found]

@@ -23,7 +23,17 @@ import trio
 from settings import Config, ConfigStore, EffectivePolicy, PollingPolicy, effective_policy
 from storage import HostRow, JobHostRow, JobRow
 
-from .discovery import Found, ScanProgress, parse_range, scan
+from .address_policy import AddressPolicy
+from .discovery import (
+    DiscoveryBusy,
+    DiscoveryError,
+    Found,
+    ScanProgress,
+    ScanReport,
+    addresses,
+    parse_range,
+    scan,
+)
 from .host import HostActor, utc_now
 from .jobs import JobCoordinator
 from .ports import AgentFactory, HostSink, HostTarget
@@ -48,9 +58,13 @@ class HostDirectoryPort(Protocol):
 class DiscoveryStore(Protocol):
     async def create(self, cidr: str, total: int) -> int: ...
 
-    async def progress(self, scan_id: int, progress: ScanProgress, status: str | None) -> None: ...
+    async def progress(
+        self, scan_id: int, progress: ScanProgress, status: str | None, error: str = ""
+    ) -> None: ...
 
     async def add(self, scan_id: int, found: Sequence[Found]) -> None: ...
+
+    async def get(self, scan_id: int) -> ScanReport | None: ...
 
 
 @dataclass
@@ -69,6 +83,9 @@ class Scan:
     scope: trio.CancelScope
     found: list[Found] = field(default_factory=list)
     changed: trio.Event = field(default_factory=trio.Event)
+
+    def report(self) -> ScanReport:
+        return ScanReport(self.scan_id, self.progress, tuple(self.found))
 
 
 def host_policy(config: Config, row: HostRow) -> EffectivePolicy:
@@ -112,7 +129,8 @@ class Scheduler:
         self.heartbeat: float | None = None
         self.running = False
         self.hosts: dict[int, RunningHost] = {}
-        self.scans: dict[int, Scan] = {}
+        self.scans: dict[int, Scan] = {}  # running scans only; finished ones are in the store
+        self._scans_starting = 0
         self._nursery: trio.Nursery | None = None
         self._reconcile_requested = trio.Event()
         self._reconciled = trio.Event()
@@ -309,20 +327,56 @@ class Scheduler:
     # -- discovery --------------------------------------------------------------------------
 
     async def start_discovery(self, cidr: str) -> Scan:
-        """Validate and start a scan; returns at once with its live state."""
+        """Validate and start a scan; returns at once with its live state.
+
+        Raises ``DiscoveryError`` for a range that cannot be scanned (too large, not IPv4, every
+        address refused by the address policy) and ``DiscoveryBusy`` when
+        ``discovery.max_concurrent_scans`` scans are running.
+        """
         config = self.config.current
-        network = parse_range(cidr, min_prefix_len=config.discovery.min_prefix_len)
-        total = network.num_addresses if network.prefixlen >= 31 else network.num_addresses - 2
-        assert self._nursery is not None and self.ssl_context is not None
-        scan_id = (
-            await self.discovery_store.create(str(network), total)
-            if self.discovery_store is not None
-            else len(self.scans) + 1
-        )
+        policy = AddressPolicy.from_config(config)
+        network = parse_range(cidr, min_prefix_len=config.discovery.min_prefix_len, policy=policy)
+        limit = config.discovery.max_concurrent_scans
+        if len(self.scans) + self._scans_starting >= limit:
+            raise DiscoveryBusy(
+                f"{limit} scan(s) are running (discovery.max_concurrent_scans); "
+                "try again when one has finished"
+            )
+        total = len(addresses(network, policy))
+        if self._nursery is None or self.ssl_context is None:
+            raise DiscoveryError("discovery is not available in this process")
+        self._scans_starting += 1  # the slot is taken while the scan row is being created
+        try:
+            scan_id = (
+                await self.discovery_store.create(str(network), total)
+                if self.discovery_store is not None
+                else max(self.scans, default=0) + 1
+            )
+        finally:
+            self._scans_starting -= 1
         state = Scan(scan_id, ScanProgress(str(network), total, 0, 0), trio.CancelScope())
         self.scans[scan_id] = state
-        self._nursery.start_soon(self._run_scan, state, network)
+        self._nursery.start_soon(self._run_scan, state, network, policy)
         return state
+
+    async def discovery(self, scan_id: int) -> ScanReport | None:
+        """A running scan from memory, a finished one from the store; None if unknown."""
+        state = self.scans.get(scan_id)
+        if state is not None:
+            return state.report()
+        if self.discovery_store is None:
+            return None
+        return await self.discovery_store.get(scan_id)
+
+    async def wait_discovery_change(self, scan_id: int) -> ScanProgress | None:
+        """Wait for the next progress of a running scan; a finished one answers at once (None
+        if the scan is unknown)."""
+        state = self.scans.get(scan_id)
+        if state is not None:
+            await state.changed.wait()
+            return state.progress
+        report = await self.discovery(scan_id)
+        return None if report is None else report.progress
 
     def cancel_discovery(self, scan_id: int) -> bool:
         state = self.scans.get(scan_id)
@@ -331,7 +385,9 @@ class Scheduler:
         state.scope.cancel()
         return True
 
-    async def _run_scan(self, state: Scan, network: ipaddress.IPv4Network) -> None:
+    async def _run_scan(
+        self, state: Scan, network: ipaddress.IPv4Network, policy: AddressPolicy
+    ) -> None:
         config = self.config.current
         assert self.ssl_context is not None
 
@@ -344,20 +400,46 @@ class Scheduler:
             if not p.done:  # "done" is published once the results are stored
                 publish(p)
 
-        with state.scope:
-            await scan(network, port=config.agents.port, ssl_context=self.ssl_context,
-                       concurrency=config.discovery.concurrency,
-                       connect_timeout=config.discovery.connect_timeout_s,
-                       on_progress=progress, on_found=state.found.append)  # fmt: skip
-        cancelled = state.scope.cancelled_caught
-        status = "cancelled" if cancelled else "finished"
-        final = replace(state.progress, found=len(state.found), done=True, cancelled=cancelled)
-        log.info("discovery of %s %s: %d agent(s) in %d address(es)", network, status,
-                 len(state.found), final.total)  # fmt: skip
         try:
+            with state.scope:
+                await scan(network, port=config.agents.port, ssl_context=self.ssl_context,
+                           concurrency=config.discovery.concurrency,
+                           connect_timeout=config.discovery.connect_timeout_s,
+                           on_progress=progress, on_found=state.found.append,
+                           policy=policy)  # fmt: skip
+            cancelled = state.scope.cancelled_caught
+            status = "cancelled" if cancelled else "finished"
+            final = replace(state.progress, found=len(state.found), done=True, cancelled=cancelled)
+            log.info("discovery of %s %s: %d agent(s) in %d address(es)", network, status,
+                     len(state.found), final.total)  # fmt: skip
             if self.discovery_store is not None:
-                with trio.CancelScope(shield=True):
-                    await self.discovery_store.add(state.scan_id, state.found)
-                    await self.discovery_store.progress(state.scan_id, final, status)
-        finally:
+                final = await self._store_scan(state, final, status)
             publish(final)
+        finally:
+            # Finished scans live in the store, not in memory (the scan's waiters were woken).
+            self.scans.pop(state.scan_id, None)
+
+    async def _store_scan(self, state: Scan, final: ScanProgress, status: str) -> ScanProgress:
+        """Save the results (shielded: a scan cancelled by shutdown still records its end).
+
+        A storage error is logged and makes the scan failed; it never ends the scheduler
+        (issue 10, finding 7). Returns the progress to publish.
+        """
+        store = self.discovery_store
+        assert store is not None
+        result = final
+        with trio.CancelScope(shield=True):
+            try:
+                await store.add(state.scan_id, state.found)
+                await store.progress(state.scan_id, final, status)
+            except Exception as exc:
+                log.error("discovery %d: the results of %s could not be stored: %s",
+                          state.scan_id, final.cidr, exc, exc_info=True)  # fmt: skip
+                error = f"the results could not be stored: {exc}"
+                result = replace(final, failed=True, error=error)
+                try:
+                    await store.progress(state.scan_id, result, "failed", error)
+                except Exception as again:
+                    log.error("discovery %d: cannot mark the scan failed either: %s",
+                              state.scan_id, again)  # fmt: skip
+        return result

@@ -39,6 +39,7 @@ async def run(root: Path, count: int) -> dict[str, float]:
     conf = root / "conf"
     conf.mkdir()
     (conf / "patch-manager.toml").write_text(
+        '[agents]\nallow_addresses = ["127.0.0.0/8"]\n'
         "[polling]\nhealth_interval_s = 86400\npatch_interval_s = 86400\n"
         "request_timeout_s = 60.0\nconnect_timeout_s = 60.0\n"
     )

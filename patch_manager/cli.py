@@ -13,7 +13,14 @@ from typing import Any
 import trio
 
 from ca import CAError, CertificateAuthority
-from settings import ConfigError, ConfigStore, as_table, effective_policy, load
+from settings import (
+    ConfigError,
+    ConfigStore,
+    as_table,
+    effective_policy,
+    load,
+    permit_addresses,
+)
 from simulator import ScenarioError
 from storage import (
     Database,
@@ -136,9 +143,15 @@ def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
     return (args.conf_dir or default_conf_dir(), args.data_dir or default_data_dir())
 
 
-def _store(args: argparse.Namespace) -> ConfigStore:
+# The demo's simulated agents live on loopback, which the address policy refuses by default.
+DEMO_ALLOWED = ("127.0.0.0/8",)
+
+
+def _store(args: argparse.Namespace, *, demo: bool = False) -> ConfigStore:
     conf_dir, _ = _dirs(args)
-    store = ConfigStore(conf_dir)
+    store = ConfigStore(
+        conf_dir, overlay=(lambda c: permit_addresses(c, DEMO_ALLOWED)) if demo else None
+    )
     cfg = store.current.logging
     logs.configure(args.log_level or cfg.level, args.log_format or cfg.format)
     return store
@@ -178,7 +191,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .serve import DemoSpec, print_banner, run_server
 
-    store = _store(args)
+    store = _store(args, demo=True)
     _, data_dir = _dirs(args)
     if args.data_dir is None:
         data_dir = data_dir / "demo"  # keep the demo's hosts out of the real data directory

@@ -15,8 +15,8 @@ from typing import Any
 
 import trio
 
-from actors import DiscoveryError, RegistrationError
-from actors.discovery import Found, ScanProgress, parse_range, scan
+from actors import AddressPolicy, DiscoveryError, RegistrationError
+from actors.discovery import Found, ScanProgress, addresses, parse_range, scan
 from actors.persist import DatabaseDiscoveryStore
 from actors.registration import register
 from ca import CertificateAuthority, agent_client_context
@@ -70,6 +70,8 @@ async def hosts_command(args: argparse.Namespace, config: Config, db: Database) 
     if action == "add":
         try:
             row = await register(db, args.name, port=args.port or config.agents.port,
+                                 policy=AddressPolicy.from_config(config),
+                                 resolve_timeout=config.agents.resolve_timeout_s,
                                  display_name=args.display_name, groups=args.group)  # fmt: skip
         except RegistrationError as exc:
             raise CommandError(str(exc)) from None
@@ -100,14 +102,17 @@ async def hosts_command(args: argparse.Namespace, config: Config, db: Database) 
 async def discover_command(
     args: argparse.Namespace, config: Config, db: Database, data_dir: Path
 ) -> None:
+    policy = AddressPolicy.from_config(config)
     try:
-        network = parse_range(args.cidr, min_prefix_len=config.discovery.min_prefix_len)
+        network = parse_range(
+            args.cidr, min_prefix_len=config.discovery.min_prefix_len, policy=policy
+        )
     except DiscoveryError as exc:
         raise CommandError(str(exc)) from None
     ca = await trio.to_thread.run_sync(CertificateAuthority, data_dir / "ca")
     ctx = agent_client_context(ca.root_cert_path, ca.client_cert_path, ca.client_key_path)
     store = DatabaseDiscoveryStore(db)
-    total = network.num_addresses if network.prefixlen >= 31 else network.num_addresses - 2
+    total = len(addresses(network, policy))
     scan_id = await store.create(str(network), total)
     interactive = sys.stderr.isatty()
 
@@ -119,7 +124,7 @@ async def discover_command(
         network, port=config.agents.port, ssl_context=ctx,
         concurrency=config.discovery.concurrency,
         connect_timeout=config.discovery.connect_timeout_s,
-        on_progress=progress, on_found=lambda f: None,
+        on_progress=progress, on_found=lambda f: None, policy=policy,
     )  # fmt: skip
     if interactive:
         print(file=sys.stderr)
@@ -132,7 +137,7 @@ async def discover_command(
     if args.register:
         for f in found:
             try:
-                row = await register(db, f.address, port=config.agents.port,
+                row = await register(db, f.address, port=config.agents.port, policy=policy,
                                      display_name=f.hostname)  # fmt: skip
                 print(f"registered host {row.id}: {row.name}")
             except RegistrationError as exc:

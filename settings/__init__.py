@@ -4,7 +4,15 @@ Public names: ``load``, ``effective_policy``, ``ConfigStore``, ``ConfigError`` a
 records. Imports nothing of ours.
 """
 
-from .loader import ConfigError, Problem, as_table, check_value, effective_policy, load
+from .loader import (
+    ConfigError,
+    Problem,
+    as_table,
+    check_value,
+    effective_policy,
+    load,
+    permit_addresses,
+)
 from .model import (
     AgentSettings,
     Config,
@@ -43,4 +51,5 @@ __all__ = [
     "check_value",
     "effective_policy",
     "load",
+    "permit_addresses",
 ]

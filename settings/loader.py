@@ -10,7 +10,7 @@ import ipaddress
 import math
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +160,13 @@ def _cross_checks(merged: Mapping[str, dict[str, object]], file: str) -> list[Pr
             ipaddress.ip_address(ip)
         except ValueError:
             problems.append(Problem(file, "server.ip_addresses", f"{ip!r} is not an IP address"))
+    for cidr in merged["agents"]["allow_addresses"]:  # type: ignore[attr-defined]
+        try:
+            ipaddress.IPv4Network(str(cidr).strip(), strict=False)
+        except ValueError:
+            problems.append(
+                Problem(file, "agents.allow_addresses", f"{cidr!r} is not an IPv4 CIDR range")
+            )
     sup = merged["supervision"]
     if float(sup["restart_min_s"]) > float(sup["restart_max_s"]):  # type: ignore[arg-type]
         problems.append(
@@ -216,8 +223,9 @@ def load(conf_dir: Path) -> Config:
                 Problem(str(main_path), section, f"unknown section (known: {', '.join(SECTIONS)})")
             )
     overrides = _check_overrides(hosts, str(hosts_path), problems)
-    if not problems:
-        problems.extend(_cross_checks(merged, str(main_path)))
+    # Invalid values fell back to their defaults in ``merged``: cross-checking it cannot
+    # report a problem twice, and the problems of every kind come out in one run.
+    problems.extend(_cross_checks(merged, str(main_path)))
     if problems:
         raise ConfigError(problems)
 
@@ -252,6 +260,13 @@ def effective_policy(config: Config, host: str, groups: Sequence[str] = ()) -> E
     for name, value in config.overrides.hosts.get(host, {}).items():
         values[name], origins[name] = value, "host"
     return EffectivePolicy(PollingPolicy(**values), origins)  # type: ignore[arg-type]
+
+
+def permit_addresses(config: Config, cidrs: Sequence[str]) -> Config:
+    """``config`` with ``cidrs`` added to ``agents.allow_addresses`` (those not there yet)."""
+    allowed = config.agents.allow_addresses
+    extra = tuple(c for c in cidrs if c not in allowed)
+    return replace(config, agents=replace(config.agents, allow_addresses=(*allowed, *extra)))
 
 
 def as_table(obj: object) -> dict[str, object]:

@@ -36,6 +36,9 @@ class LoggingSettings:
 @dataclass(frozen=True)
 class AgentSettings:
     port: int
+    allow_addresses: tuple[str, ...]
+    allow_ports: tuple[int, ...]
+    resolve_timeout_s: float
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class SupervisionSettings:
 @dataclass(frozen=True)
 class DiscoverySettings:
     min_prefix_len: int
+    max_concurrent_scans: int
     concurrency: int
     connect_timeout_s: float
 

@@ -96,7 +96,26 @@ SECTIONS: dict[str, tuple[Key, ...]] = {
             choices=("json", "text", "auto"),
         ),
     ),
-    "agents": (Key("port", "int", 12443, "Port the agents listen on.", 1, 65535),),
+    "agents": (
+        Key("port", "int", 12443, "Port the agents listen on.", 1, 65535),
+        Key(
+            "allow_addresses",
+            "str_list",
+            [],
+            "CIDRs agents may have although refused by default (loopback, link-local, ...).",
+            max_items=100,
+        ),
+        Key(
+            "allow_ports",
+            "int_list",
+            [],
+            "Agent ports accepted besides agents.port.",
+            1,
+            65535,
+            max_items=100,
+        ),
+        Key("resolve_timeout_s", "float", 5.0, "Deadline for resolving a host name.", 0.1, 60),
+    ),
     "polling": POLLING_KEYS,
     "supervision": (
         Key("max_crashes", "int", 5, "Crashes within window_s before a host is failed.", 1, 100),
@@ -113,7 +132,8 @@ SECTIONS: dict[str, tuple[Key, ...]] = {
         ),
     ),
     "discovery": (
-        Key("min_prefix_len", "int", 20, "Largest range a scan accepts (/20 = 4096).", 8, 32),
+        Key("min_prefix_len", "int", 20, "Largest range a scan accepts (/20 = 4096).", 16, 32),
+        Key("max_concurrent_scans", "int", 2, "Scans running at once; more get 429.", 1, 16),
         Key("concurrency", "int", 512, "Probes in flight at once.", 1, 4096),
         Key("connect_timeout_s", "float", 1.5, "TCP connect deadline per address.", 0.1, 30),
     ),

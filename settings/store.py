@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -21,9 +22,18 @@ class ConfigStore:
     configuration when it next looks, never a queue of stale ones.
     """
 
-    def __init__(self, conf_dir: Path, initial: Config | None = None) -> None:
+    def __init__(
+        self,
+        conf_dir: Path,
+        initial: Config | None = None,
+        *,
+        overlay: Callable[[Config], Config] | None = None,
+    ) -> None:
+        """``overlay`` adjusts every configuration read from the files, reloads included (the
+        demo uses it to permit its simulated agents' loopback addresses)."""
         self.conf_dir = conf_dir
-        self._config = initial if initial is not None else load(conf_dir)
+        self._overlay = overlay or (lambda config: config)
+        self._config = initial if initial is not None else self._overlay(load(conf_dir))
         self._version = 0
         self._changed = trio.Event()
         self._stamps = self._file_stamps()
@@ -58,7 +68,7 @@ class ConfigStore:
     def reload(self) -> bool:
         """Re-read the files. On error log every problem, keep the old config, return False."""
         try:
-            config = load(self.conf_dir)
+            config = self._overlay(load(self.conf_dir))
         except ConfigError as exc:
             self._stamps = self._file_stamps()  # do not report the same bad file every poll
             log.error("configuration reload rejected; the previous configuration stays: %s", exc)

@@ -334,3 +334,31 @@ def scan_results(conn: psycopg.Connection[Any], scan_id: int) -> list[DiscoveryR
         (scan_id,),
     ).fetchall()
     return [DiscoveryResult(*r) for r in rows]
+
+
+@dataclass(frozen=True)
+class DiscoveryScanRow:
+    """A stored scan: what ``GET /api/v1/discovery/{id}`` shows once it left the server's memory."""
+
+    id: int
+    cidr: str
+    status: str  # running | finished | cancelled | failed
+    total: int
+    probed: int
+    found: int
+    error: str
+    results: tuple[DiscoveryResult, ...]
+
+
+def get_scan(conn: psycopg.Connection[Any], scan_id: int) -> DiscoveryScanRow | None:
+    """A scan with its results, or None if there is no scan ``scan_id``."""
+    row = conn.execute(
+        "SELECT id, cidr::text, status, total, probed, found, error FROM discovery_scans"
+        " WHERE id = %s",
+        (scan_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    scan_id_, cidr, status, total, probed, found, error = row
+    results = tuple(scan_results(conn, scan_id))
+    return DiscoveryScanRow(scan_id_, cidr, status, total, probed, found, error, results)

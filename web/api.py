@@ -214,10 +214,10 @@ class Api:
 
     # -- discovery --------------------------------------------------------------------------
 
-    def _scan_or_404(self, scan_id: int) -> Any:
-        scan = self.handle.discovery(scan_id)
+    async def _scan_or_404(self, scan_id: int) -> Any:
+        scan = await self.handle.discovery(scan_id)
         if scan is None:
-            raise ApiError(404, f"no discovery scan {scan_id} in this server's memory")
+            raise ApiError(404, f"no discovery scan {scan_id}")
         return scan
 
     async def start_discovery(self, request: Request) -> Response:
@@ -236,16 +236,16 @@ class Api:
         return JSONResponse(scan_json(scan), status_code=202)
 
     async def get_discovery(self, request: Request) -> Response:
-        return JSONResponse(scan_json(self._scan_or_404(path_id(request, "scan_id"))))
+        return JSONResponse(scan_json(await self._scan_or_404(path_id(request, "scan_id"))))
 
     async def cancel_discovery(self, request: Request) -> Response:
         scan_id = path_id(request, "scan_id")
-        self._scan_or_404(scan_id)
+        await self._scan_or_404(scan_id)
         return JSONResponse({"cancelled": self.handle.cancel_discovery(scan_id)})
 
     async def register_found(self, request: Request) -> Response:
         scan_id = path_id(request, "scan_id")
-        self._scan_or_404(scan_id)
+        await self._scan_or_404(scan_id)
         addresses = (await json_body(request)).get("addresses")
         if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
             raise ApiError(

@@ -332,7 +332,7 @@ class Pages:
     ) -> Response:
         scan = None
         if "scan_id" in request.path_params:
-            found = self.handle.discovery(int(request.path_params["scan_id"]))
+            found = await self.handle.discovery(int(request.path_params["scan_id"]))
             if found is None:
                 return self.not_found(request, "That scan is not known to this server.")
             scan = scan_json(found)

@@ -3,8 +3,9 @@
 On connect the client gets ``{"type": "snapshot", "hosts": [...]}``, then one
 ``{"type": "change", "host": {...}}`` or ``{"type": "removed", "host_id": N}`` per change.
 A client may ask ``{"action": "watch_scan", "scan_id": N}`` to get ``{"type": "scan", ...}``
-progress messages. A client that cannot keep up is disconnected (close code 1013) and
-reconnects for a fresh snapshot; it never slows the actors.
+progress messages; a socket follows one scan at a time (a new ``watch_scan`` replaces the
+previous one, so a client cannot pile up followers). A client that cannot keep up is
+disconnected (close code 1013) and reconnects for a fresh snapshot; it never slows the actors.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Relay:
         self.buffer = buffer
         self.connected = 0
         self.dropped = 0
+        self.followers = 0  # scan followers running, over every socket
 
     async def endpoint(self, websocket: WebSocket) -> None:
         await websocket.accept()
@@ -62,6 +64,7 @@ class Relay:
             self.connected -= 1
 
     async def _listen(self, websocket: WebSocket, nursery: trio.Nursery) -> None:
+        follower = trio.CancelScope()
         try:
             while True:
                 text = await websocket.receive_text()
@@ -71,15 +74,26 @@ class Relay:
                     continue
                 if isinstance(data, dict) and data.get("action") == "watch_scan":
                     scan_id = data.get("scan_id")
-                    if isinstance(scan_id, int) and self.handle.discovery(scan_id) is not None:
-                        nursery.start_soon(self._follow_scan, websocket, scan_id)
+                    if isinstance(scan_id, int) and not isinstance(scan_id, bool):
+                        follower.cancel()  # one follower per socket: the new one replaces it
+                        follower = trio.CancelScope()
+                        nursery.start_soon(self._follow_scan, websocket, scan_id, follower)
         except (WebSocketDisconnect, RuntimeError):
             nursery.cancel_scope.cancel()
 
-    async def _follow_scan(self, websocket: WebSocket, scan_id: int) -> None:
-        while True:
-            scan: Any = self.handle.discovery(scan_id)
-            await websocket.send_text(json.dumps({"type": "scan", **scan_json(scan)}))
-            if scan.progress.done:
-                return
-            await self.handle.wait_discovery_change(scan_id)
+    async def _follow_scan(
+        self, websocket: WebSocket, scan_id: int, scope: trio.CancelScope
+    ) -> None:
+        with scope:
+            self.followers += 1
+            try:
+                while True:
+                    scan: Any = await self.handle.discovery(scan_id)
+                    if scan is None:
+                        return
+                    await websocket.send_text(json.dumps({"type": "scan", **scan_json(scan)}))
+                    if scan.progress.done:
+                        return
+                    await self.handle.wait_discovery_change(scan_id)
+            finally:
+                self.followers -= 1

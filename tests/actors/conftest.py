@@ -21,6 +21,8 @@ from storage import Database, insert_host
 from ..conftest import Pki
 
 FAST_POLICY = """
+[agents]
+allow_addresses = ["127.0.0.0/8"]  # the simulated agents live on loopback
 [polling]
 health_interval_s = 3600
 patch_interval_s = 7200

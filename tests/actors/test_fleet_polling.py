@@ -153,7 +153,9 @@ async def test_discovery_finds_exactly_the_agents_of_a_slash_24(
     seen = []
     with trio.fail_after(60):
         while not scan.progress.done:
-            seen.append(await manager.handle.wait_discovery_change(scan.scan_id))
+            progress = await manager.handle.wait_discovery_change(scan.scan_id)
+            assert progress is not None
+            seen.append(progress)
     assert scan.progress.total == 254
     assert scan.progress.probed == 254
     assert {f.address for f in scan.found} == {a.address for a in fleet.agents}
@@ -207,7 +209,7 @@ async def test_registration_validates_resolves_and_refuses_duplicates(
         await manager.handle.register_host("bad_name!")
     with pytest.raises(RegistrationError, match="does not resolve"):
         await manager.handle.register_host("no-such-host.invalid")
-    local = await manager.handle.register_host("localhost", port=1)
+    local = await manager.handle.register_host("localhost")  # 127.0.0.0/8 is allowed here
     assert local.address == "127.0.0.1"
     removed = await manager.handle.remove_host(row.id)
     assert removed.id == row.id and row.id not in manager.scheduler.hosts

@@ -28,6 +28,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 # A distinct block per PM_TEST_BLOCK_BASE (two suites side by side on one machine).
 BASE = f"127.{230 + int(os.environ.get('PM_TEST_BLOCK_BASE', '1')) // 1000}.0"
 CONF = """
+[agents]
+allow_addresses = ["127.0.0.0/8"]
 [polling]
 backoff_s = [1, 1, 1]
 jitter_ratio = 0.0

@@ -16,6 +16,8 @@ import pytest
 import trio
 
 REPO = Path(__file__).resolve().parents[2]
+# The simulated agents live on loopback, which the address policy refuses by default.
+LOOPBACK_AGENTS = '[agents]\nallow_addresses = ["127.0.0.0/8"]\n'
 
 
 class ServerProcess:
@@ -91,8 +93,12 @@ async def start_server(nursery: trio.Nursery, tmp_dir: Path) -> AsyncIterator[An
     started: list[ServerProcess] = []
 
     async def start(conf: str = "", *extra: str) -> ServerProcess:
+        """``conf`` is the server's patch-manager.toml; unless it has an ``[agents]`` table, the
+        simulated agents' loopback addresses are permitted (``agents.allow_addresses``)."""
         conf_dir = tmp_dir / "conf"
         conf_dir.mkdir(exist_ok=True)
+        if "[agents]" not in conf:
+            conf = f"{LOOPBACK_AGENTS}{conf}"
         (conf_dir / "patch-manager.toml").write_text(conf)
         env = {**os.environ, "PATCH_MANAGER_PG_FAST": "1", "PYTHONUNBUFFERED": "1"}
         process = await trio.lowlevel.open_process(

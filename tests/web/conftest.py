@@ -23,6 +23,8 @@ from web import Auth, create_app
 from ..conftest import Pki
 
 CONF = """
+[agents]
+allow_addresses = ["127.0.0.0/8"]  # the simulated agents live on loopback
 [polling]
 health_interval_s = 3600
 patch_interval_s = 7200
