@@ -17,11 +17,14 @@ from storage import (
     DatabaseUnavailable,
     Decisions,
     DiscoveryResult,
+    EachWritten,
+    HostChangeListener,
     HostRow,
     HostState,
     JobHostRow,
     JobRow,
     JobSpec,
+    RowsRefused,
     Transition,
     active_jobs,
     add_scan_results,
@@ -41,7 +44,8 @@ from storage import (
     rows_in_flight,
     update_row,
     update_scan,
-    write_host_states,
+    write_host_batch,
+    write_host_states_each,
     write_patch_changes,
 )
 
@@ -59,16 +63,26 @@ class WriteStatistics:
     transition_rows: int = 0
     patch_rows: int = 0
     failed_flushes: int = 0
+    dropped_rows: int = 0  # refused rows (e.g. of a host deleted meanwhile), queue overflow
 
 
 class DatabaseSink:
     """``HostSink`` on PostgreSQL. Host states are coalesced per host and written every
     ``flush_interval`` seconds in one transaction; nothing is lost while the database is down
-    (the latest state per host and every transition wait for the next flush)."""
+    (the latest state per host and every transition wait for the next flush).
 
-    def __init__(self, db: Database, *, flush_interval: float = 1.0) -> None:
+    A batch the database refuses (``RowsRefused``) is written again one host at a time: rows it
+    still refuses (a transition of a host deleted meanwhile) are dropped with an error log,
+    every other host's state is written. The queue is bounded: one state per host and at most
+    ``max_transitions`` transitions (beyond that the oldest are dropped, counted and logged).
+    """
+
+    def __init__(
+        self, db: Database, *, flush_interval: float = 1.0, max_transitions: int = 100_000
+    ) -> None:
         self.db = db
         self.flush_interval = flush_interval
+        self.max_transitions = max_transitions
         self.stats = WriteStatistics()
         self._states: dict[int, HostState] = {}
         self._transitions: list[Transition] = []
@@ -78,7 +92,7 @@ class DatabaseSink:
         self._urgent = trio.Event()
 
     async def load(self, host_id: int) -> StoredHost:
-        def read(conn: psycopg.Connection[Any]) -> StoredHost:
+        def read(conn: Any) -> StoredHost:
             patches, packages = load_patch_data(conn, host_id)
             return StoredHost(load_host_state(conn, host_id), patches, packages)
 
@@ -88,8 +102,16 @@ class DatabaseSink:
         self._states[host_id] = state
         if transition is not None:
             self._transitions.append(transition)
+            self._bound_transitions()
             self._urgent.set()  # health changes are written at once, not at the next tick
         self._pending.set()
+
+    def _bound_transitions(self) -> None:
+        excess = len(self._transitions) - self.max_transitions
+        if excess > 0:
+            del self._transitions[:excess]
+            self.stats.dropped_rows += excess
+            log.error("health transition queue full: dropped the %d oldest", excess)
 
     async def write_patches(self, host_id: int, diff: PatchDiff, now: dt.datetime) -> int:
         rows = await self.db.run(
@@ -107,29 +129,40 @@ class DatabaseSink:
         return rows
 
     def forget(self, host_id: int) -> None:
-        """Drop queued writes of a removed host."""
+        """Drop queued writes of a removed host (the scheduler calls it)."""
         self._states.pop(host_id, None)
         self._transitions = [t for t in self._transitions if t.host_id != host_id]
+
+    def queued(self) -> tuple[int, int]:
+        """States and transitions waiting to be written."""
+        return len(self._states), len(self._transitions)
 
     async def flush(self) -> None:
         async with self._flush_lock:
             await self._flush()
 
+    def _requeue(self, states: dict[int, HostState], transitions: list[Transition]) -> None:
+        for host_id, state in states.items():
+            self._states.setdefault(host_id, state)  # newer states submitted meanwhile win
+        self._transitions[:0] = transitions
+        self._bound_transitions()
+
     async def _flush(self) -> None:
         if not self._states and not self._transitions:
             return
-        states, self._states = sorted(self._states.items()), {}
+        states, self._states = dict(sorted(self._states.items())), {}
         transitions, self._transitions = self._transitions, []
         try:
-            await self.db.run(write_host_states, states, transitions)
-        except (DatabaseUnavailable, psycopg.Error) as exc:
-            # Put them back (newer states submitted meanwhile win).
-            for host_id, state in states:
-                self._states.setdefault(host_id, state)
-            self._transitions[:0] = transitions
+            await self.db.run(write_host_batch, list(states.items()), transitions)
+        except DatabaseUnavailable as exc:
+            self._requeue(states, transitions)
             self.stats.failed_flushes += 1
             log.warning("host state write failed, will retry: %s", exc)
             return
+        except RowsRefused as exc:
+            log.warning("host state batch refused (%s); writing host by host", exc)
+            if not await self._flush_each(states, transitions):
+                return
         self.stats.flushes += 1
         self.stats.state_rows += len(states)
         self.stats.transition_rows += len(transitions)
@@ -137,6 +170,30 @@ class DatabaseSink:
             log.info("recorded %d health transition(s)", len(transitions))
         self._flushed.set()
         self._flushed = trio.Event()
+
+    async def _flush_each(
+        self, states: dict[int, HostState], transitions: list[Transition]
+    ) -> bool:
+        """Write one host at a time; False if the database went away (the rest is queued)."""
+        by_host: dict[int, list[Transition]] = {}
+        for transition in transitions:
+            by_host.setdefault(transition.host_id, []).append(transition)
+        try:
+            result = await self.db.run(write_host_states_each, states, by_host)
+        except DatabaseUnavailable as exc:
+            result = EachWritten(outage=str(exc))
+        for host_id, error in result.refused:
+            rows = (host_id in states) + len(by_host.get(host_id, []))
+            self.stats.dropped_rows += rows
+            log.error("dropped %d unwritable state row(s) of host %d: %s", rows, host_id, error)
+        if result.outage:
+            done = set(result.written) | {h for h, _ in result.refused}
+            self._requeue({h: s for h, s in states.items() if h not in done},
+                          [t for t in transitions if t.host_id not in done])  # fmt: skip
+            self.stats.failed_flushes += 1
+            log.warning("host state write interrupted, will retry: %s", result.outage)
+            return False
+        return True
 
     async def wait_flushed(self) -> None:
         """Wait until the next successful flush (tests, shutdown)."""
@@ -152,13 +209,11 @@ class DatabaseSink:
                     await self._urgent.wait()
                 self._urgent = trio.Event()
                 await self.flush()
+                if self._states or self._transitions:
+                    self._pending.set()  # not written (database down): try again next tick
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await self.flush()
-
-
-def _wait_notify(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
-    return [(n.channel, n.payload) for n in conn.notifies(timeout=1.0, stop_after=1)]
 
 
 def parse_refresh_payload(payload: str) -> list[int] | None:
@@ -187,42 +242,41 @@ class HostDirectory:
         """LISTEN on a dedicated connection: ``hosts_changed`` calls ``on_change``,
         ``host_refresh`` (sent by ``patch-manager hosts refresh``) calls ``on_refresh``.
 
-        Runs until cancelled; reconnects after errors.
+        Reports readiness after the first attempt to listen (successful or not); runs until
+        cancelled, reconnecting after database errors. Other errors propagate (the scheduler
+        restarts the listener).
         """
         started = False
         while True:
             try:
-                conn = await trio.to_thread.run_sync(
-                    lambda: psycopg.connect(self.db.conninfo, autocommit=True)
-                )
-            except psycopg.OperationalError as exc:
-                log.warning("cannot LISTEN for host changes: %s", exc)
+                listener = await trio.to_thread.run_sync(HostChangeListener, self.db.conninfo)
+            except DatabaseUnavailable as exc:
+                log.warning("%s", exc)
                 if not started:
                     started = True
                     task_status.started()
                 await trio.sleep(5)
                 continue
             try:
-                await trio.to_thread.run_sync(conn.execute, "LISTEN hosts_changed")
-                await trio.to_thread.run_sync(conn.execute, "LISTEN host_refresh")
                 if not started:
                     started = True
                     task_status.started()
                 while True:
                     notes = await trio.to_thread.run_sync(
-                        _wait_notify, conn, abandon_on_cancel=True
+                        listener.wait, 1.0, abandon_on_cancel=True
                     )
                     for channel, payload in notes:
                         if channel == "host_refresh":
                             on_refresh(parse_refresh_payload(payload))
                         else:
                             on_change()
-            except psycopg.Error as exc:
-                log.warning("host change notifications interrupted: %s", exc)
+            except DatabaseUnavailable as exc:
+                log.warning("%s", exc)
                 await trio.sleep(1)
+                on_change()  # a change may have been missed while disconnected
             finally:
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(conn.close)
+                    await trio.to_thread.run_sync(listener.close)
 
 
 class DatabaseDiscoveryStore:

@@ -125,6 +125,10 @@ class HostSink(Protocol):
         """Write a patch-data diff now; returns rows written."""
         ...
 
+    def forget(self, host_id: int) -> None:
+        """Drop queued writes of a removed host."""
+        ...
+
 
 def diff_patch_data(
     known_patches: dict[str, PatchRow],

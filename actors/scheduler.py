@@ -202,7 +202,7 @@ class Scheduler:
             self.running = True
             self.heartbeat = trio.current_time()
             try:
-                await nursery.start(self.directory.watch, self.request_reconcile, self.refresh)
+                await nursery.start(self._watch_directory)
                 nursery.start_soon(self._follow_config)
                 await self._reconcile()
                 if self.jobs is not None:
@@ -248,6 +248,7 @@ class Scheduler:
             )
             self._stop(host_id)
             self.fleet.remove(host_id)
+            self.sink.forget(host_id)  # its queued state writes would fail (row deleted)
         config = self.config.current
         for host_id, row in desired.items():
             running = self.hosts.get(host_id)
@@ -261,6 +262,33 @@ class Scheduler:
                 continue
             running.row = row
             self._apply_policy(running, host_policy(config, row).policy)
+
+    async def _watch_directory(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The host-directory listener, restarted after any error: a failure there is logged
+        and waited out, never the end of the process (a reconcile every
+        ``reconcile_interval`` keeps the actors right meanwhile)."""
+        failures = 0
+        reported = False
+        while True:
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.directory.watch, self.request_reconcile, self.refresh)
+                    if not reported:
+                        reported = True
+                        task_status.started()
+                return
+            except Exception as exc:  # contained: logged, waited out, restarted
+                delay = min(2.0**failures, 60.0)
+                failures += 1
+                log.error("host-directory listener failed, restarting in %.0fs: %s", delay,
+                          exc, exc_info=exc)  # fmt: skip
+            if not reported:
+                reported = True
+                task_status.started()
+            await trio.sleep(delay)
+            self.request_reconcile()  # changes may have been missed meanwhile
 
     async def _follow_config(self) -> None:
         version = self.config.version

@@ -20,6 +20,13 @@ from .errors import (
     SchemaTooNew,
     StorageError,
 )
+from .host_writes import (
+    EachWritten,
+    HostChangeListener,
+    RowsRefused,
+    write_host_batch,
+    write_host_states_each,
+)
 from .hosts import (
     STATE_COLUMNS,
     DiscoveryResult,
@@ -126,10 +133,12 @@ __all__ = [
     "Decisions",
     "DiscoveryResult",
     "DiscoveryScanRow",
+    "EachWritten",
     "EmbeddedClusterError",
     "EmbeddedPostgres",
     "FleetCounts",
     "GroupItem",
+    "HostChangeListener",
     "HostFilter",
     "HostListItem",
     "HostRow",
@@ -141,6 +150,7 @@ __all__ = [
     "NotFound",
     "PatchItem",
     "PatchRow",
+    "RowsRefused",
     "SchemaTooNew",
     "Session",
     "StorageError",
@@ -172,8 +182,8 @@ __all__ = [
     "ensure_groups",
     "fleet_counts",
     "get_host",
-    "get_scan",
     "get_job",
+    "get_scan",
     "get_user",
     "health_history",
     "host_security_patches",
@@ -208,6 +218,8 @@ __all__ = [
     "update_row",
     "update_scan",
     "window_changes",
+    "write_host_batch",
     "write_host_states",
+    "write_host_states_each",
     "write_patch_changes",
 ]

@@ -104,6 +104,7 @@ class MemorySink:
     states: dict[int, HostState] = field(default_factory=dict)
     transitions: list[Transition] = field(default_factory=list)
     diffs: list[tuple[int, PatchDiff]] = field(default_factory=list)
+    forgotten: list[int] = field(default_factory=list)
 
     async def load(self, host_id: int) -> StoredHost:
         return self.stored.get(host_id, StoredHost())
@@ -116,6 +117,9 @@ class MemorySink:
     async def write_patches(self, host_id: int, diff: PatchDiff, now: dt.datetime) -> int:
         self.diffs.append((host_id, diff))
         return 1
+
+    def forget(self, host_id: int) -> None:
+        self.forgotten.append(host_id)
 
 
 @dataclass

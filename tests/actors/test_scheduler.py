@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import random
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
+from actors.ports import PatchDiff, StoredHost
 from actors.scheduler import Scheduler
 from actors.state import FleetState, Phase
 from settings import ConfigStore
-from storage import HostRow
+from storage import DatabaseUnavailable, HostRow
 
 from ..fakes import FakeFleetAgents, MemoryDirectory, MemorySink, fake_wall
 
@@ -115,3 +119,129 @@ async def test_reload_changes_only_the_affected_actor(
     assert len(rig.agents.agents["web1"].times("health")) - before >= 9  # every 60 s now
     policy = rig.scheduler.policy_of(1)
     assert policy is not None and policy.origins["health_interval_s"] == "group:web"
+
+
+class FlakySink(MemorySink):
+    """A sink whose database can be down (every read and write raises DatabaseUnavailable)."""
+
+    down: bool = False
+
+    async def load(self, host_id: int) -> StoredHost:
+        if self.down:
+            raise DatabaseUnavailable("database error: connection refused")
+        return await super().load(host_id)
+
+    async def write_patches(self, host_id: int, diff: PatchDiff, now: dt.datetime) -> int:
+        if self.down:
+            raise DatabaseUnavailable("database error: connection refused")
+        return await super().write_patches(host_id, diff, now)
+
+
+STRICT = "[supervision]\nmax_crashes = 1\nwindow_s = 600\nrestart_min_s = 1.0\n"
+
+
+async def test_a_database_outage_at_actor_start_is_waited_out_and_never_counted_as_a_crash(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    rig = Rig(tmp_path, [row(i, f"h{i}") for i in range(1, 6)], STRICT)
+    sink = rig.scheduler.sink = FlakySink()
+    sink.down = True
+    await nursery.start(rig.scheduler.run)
+    await trio.sleep(90)  # a 90 s outage while every actor starts
+    snaps = rig.fleet.snapshots()
+    assert {s.phase for s in snaps} == {Phase.WAITING_FOR_DATABASE}
+    assert {s.crashes for s in snaps} == {0}
+    assert not any(r.supervision.failed for r in rig.scheduler.hosts.values())
+    sink.down = False
+    await trio.sleep(31)  # the longest wait between two tries, then the first poll (< 1 s)
+    assert {s.health.value for s in rig.fleet.snapshots()} == {"healthy"}
+    assert all(rig.agents.agents[f"h{i}"].times("health") for i in range(1, 6))
+
+
+async def test_patch_data_unwritable_during_an_outage_is_kept_written_later_and_polling_goes_on(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    rig = Rig(tmp_path, [row(1, "a")], STRICT)
+    sink = rig.scheduler.sink = FlakySink()
+    await nursery.start(rig.scheduler.run)
+    await trio.sleep(2)
+    assert len(sink.diffs) == 1  # the first patch data
+    agent = rig.agents.agents["a"]
+    sink.down = True
+    agent.patch_names = ("openssl", "curl", "zlib")  # something new to write
+    rig.scheduler.refresh([1])
+    await trio.sleep(600)  # 10 min outage: two health polls at least, no crash
+    assert len(sink.diffs) == 1
+    assert len([t for t in agent.times("health") if t > 2]) >= 2
+    snapshot = rig.fleet.get(1)
+    assert snapshot is not None and snapshot.crashes == 0 and snapshot.phase is not Phase.FAILED
+    assert snapshot.pending_patches == 3
+    sink.down = False
+    await trio.sleep(31)
+    assert len(sink.diffs) == 2
+    assert [p.name for p in sink.diffs[1][1].upserts] == ["zlib"]
+
+
+async def test_a_failed_host_is_tried_again_after_failed_retry_s(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    rig = Rig(tmp_path, [row(1, "crashy")], STRICT + "failed_retry_s = 600\n")
+    rig.agents.agents["crashy"] = rig.agents(rig_target(1, "crashy"), rig.store.current.polling)
+    rig.agents.agents["crashy"].crash = RuntimeError("bug in the actor")
+    await nursery.start(rig.scheduler.run)
+    await rig.fleet.wait_until(lambda snaps: any(s.phase is Phase.FAILED for s in snaps))
+    failed_at = trio.current_time()
+    rig.agents.agents["crashy"].crash = None
+    await trio.sleep(599)
+    assert rig.fleet.get(1).phase is Phase.FAILED  # type: ignore[union-attr]
+    await trio.sleep(2)
+    assert rig.fleet.get(1).health.value == "healthy"  # type: ignore[union-attr]
+    assert rig.agents.agents["crashy"].times("health")[-1] >= failed_at + 600
+    assert not rig.scheduler.hosts[1].supervision.failed
+
+
+class BrokenDirectory(MemoryDirectory):
+    """A directory whose listener fails with a non-database error the first ``failures`` times."""
+
+    failures: int = 2
+    watches: int = 0
+
+    async def watch(
+        self,
+        on_change: Callable[[], None],
+        on_refresh: Callable[[list[int] | None], None],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        self.watches += 1
+        if self.watches <= self.failures:
+            raise RuntimeError("listener bug")
+        await super().watch(on_change, on_refresh, task_status=task_status)
+
+
+async def test_host_directory_listener_errors_are_logged_and_restarted_never_ending_the_scheduler(
+    autojump_clock: trio.testing.MockClock,
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rig = Rig(tmp_path, [row(1, "a")])
+    directory = rig.scheduler.directory = BrokenDirectory([row(1, "a")])
+    await nursery.start(rig.scheduler.run)
+    await trio.sleep(10)
+    assert directory.watches == 3
+    assert rig.scheduler.running
+    assert len([r for r in caplog.records if "listener failed" in r.message]) == 2
+    directory.rows.append(row(2, "b"))
+    await rig.scheduler.reconcile_now()
+    assert set(rig.scheduler.hosts) == {1, 2}
+
+
+async def test_a_removed_host_is_forgotten_by_the_sink(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    rig = Rig(tmp_path, [row(1, "a"), row(2, "b")])
+    await nursery.start(rig.scheduler.run)
+    rig.directory.rows = [row(1, "a")]
+    await rig.scheduler.reconcile_now()
+    assert rig.scheduler.sink.forgotten == [2]  # type: ignore[attr-defined]
