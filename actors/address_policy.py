@@ -88,11 +88,11 @@ class AddressPolicy:
         if self.allowed_explicitly(ip):
             return None
         hint = " (permit it with agents.allow_addresses)"
-        if ip in self.own_addresses:
-            return f"{ip} is an address of this manager's own listener{hint}"
         for network, what in _REFUSED:
             if ip in network:
                 return f"{ip} is {what}{hint}"
+        if ip in self.own_addresses:
+            return f"{ip} is an address of this manager's own listener{hint}"
         return None
 
     def refuses_none_of(self, network: ipaddress.IPv4Network) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,24 @@ async def manager(
     await nursery.start(system.sink.run)
     await nursery.start(system.scheduler.run)
     yield Manager(system.scheduler, system.fleet, system.sink, system.handle, db)
+
+
+MakeManager = Callable[[str], Awaitable[Manager]]
+
+
+@pytest.fixture
+def make_manager(nursery: trio.Nursery, db: Database, pki: Pki, tmp_path: Path) -> MakeManager:
+    """A running actor system whose patch-manager.toml is the given text (e.g. without the
+    loopback allowance, to see the address policy at work)."""
+
+    async def make(conf: str) -> Manager:
+        (tmp_path / "patch-manager.toml").write_text(conf)
+        system = build_actor_system(ConfigStore(tmp_path), Storage(db, None, "test"), pki.ca)
+        await nursery.start(system.sink.run)
+        await nursery.start(system.scheduler.run)
+        return Manager(system.scheduler, system.fleet, system.sink, system.handle, db)
+
+    return make
 
 
 async def register(manager: Manager, fleet: Fleet) -> dict[str, int]:
