@@ -22,8 +22,9 @@ import httpx2
 import trio
 
 from ca import CertificateAuthority
+from patch_manager.adapter import SystemAdapter
 from patch_manager.runtime import Storage
-from patch_manager.serve import SystemAdapter, build_actor_system, reset_password
+from patch_manager.serve import build_actor_system, reset_password
 from settings import ConfigStore
 from storage import Database, EmbeddedPostgres, migrate
 from web import Auth, create_app

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from actors import FleetHandle
+from actors import (
+    DiscoveryBusy,
+    DiscoveryError,
+    FleetHandle,
+    HostAlreadyRegistered,
+    RegistrationError,
+    Scan,
+)
 from ca import CertificateAuthority
-from storage import ClusterState
-from web import HealthReport
+from storage import ClusterState, HostRow
+from web import AlreadyExists, HandleError, HealthReport, InvalidInput, TooBusy
 
 from . import __version__
 from .runtime import Storage
@@ -63,5 +71,48 @@ class SystemAdapter(FleetHandle):
             details=details,
         )
 
+    # -- the actor layer's exceptions, typed for the web layer -------------------------------
+
+    async def register_host(
+        self,
+        name: str,
+        *,
+        display_name: str = "",
+        groups: Sequence[str] = (),
+        port: int | None = None,
+    ) -> HostRow:
+        try:
+            return await super().register_host(
+                name, display_name=display_name, groups=groups, port=port
+            )
+        except RegistrationError as exc:
+            raise registration_refused(exc) from None
+
+    async def register_found(self, scan_id: int, addresses: Sequence[str]) -> list[HostRow]:
+        try:
+            return await super().register_found(scan_id, addresses)
+        except RegistrationError as exc:
+            raise registration_refused(exc) from None
+
+    async def start_discovery(self, cidr: str) -> Scan:
+        try:
+            return await super().start_discovery(cidr)
+        except DiscoveryBusy as exc:
+            raise TooBusy("cidr", str(exc)) from None
+        except DiscoveryError as exc:
+            raise InvalidInput("cidr", str(exc)) from None
+
+    async def rollback(self, job_id: int, host_ids: Sequence[int] | None = None) -> int:
+        try:
+            return await super().rollback(job_id, host_ids)
+        except ValueError as exc:  # nothing to roll back (the handle's documented refusal)
+            raise InvalidInput("host_ids", str(exc)) from None
+
     def root_ca_pem(self) -> str:
         return self.ca.root_pem
+
+
+def registration_refused(exc: RegistrationError) -> HandleError:
+    if isinstance(exc, HostAlreadyRegistered):
+        return AlreadyExists(exc.field, exc.message)
+    return InvalidInput(exc.field, exc.message)

@@ -63,7 +63,9 @@ from .inventory import (
     assign_hosts,
     create_group,
     delete_group,
+    existing_host_ids,
     fleet_counts,
+    host_count,
     installed_packages,
     list_groups,
     open_patches,
@@ -103,6 +105,7 @@ from .jobs import (
     window_changes,
 )
 from .migrations import code_version, current_version, migrate
+from .packages import package_name_problem, package_version_problem
 from .users import (
     Session,
     User,
@@ -180,12 +183,14 @@ __all__ = [
     "delete_session",
     "delete_window",
     "ensure_groups",
+    "existing_host_ids",
     "fleet_counts",
     "get_host",
     "get_job",
     "get_scan",
     "get_user",
     "health_history",
+    "host_count",
     "host_security_patches",
     "host_window_map",
     "insert_host",
@@ -202,6 +207,8 @@ __all__ = [
     "load_session",
     "migrate",
     "open_patches",
+    "package_name_problem",
+    "package_version_problem",
     "pending_union",
     "prune_sessions",
     "record_certificate",

@@ -57,8 +57,16 @@ SORTS = {
 HEALTH_STATES = ("pending", "healthy", "degraded", "unreachable")
 
 
+def contains(text: str) -> str:
+    """A LIKE pattern matching ``text`` literally anywhere (``%``, ``_`` and ``\\`` escaped;
+    used with ``ESCAPE '\\'``): a filter is text, never a pattern."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def search_hosts(conn: psycopg.Connection[Any], f: HostFilter) -> tuple[list[HostListItem], int]:
-    """One page of hosts matching ``f`` and the total number of matches."""
+    """One page of hosts matching ``f`` and the total number of matches. ``text`` and ``os``
+    match literally (no wildcards)."""
     where: list[sql.Composable] = [sql.SQL("true")]
     params: list[Any] = []
     if f.group:
@@ -70,8 +78,8 @@ def search_hosts(conn: psycopg.Connection[Any], f: HostFilter) -> tuple[list[Hos
         where.append(sql.SQL("h.health = %s"))
         params.append(f.health)
     if f.os:
-        where.append(sql.SQL("h.os ILIKE %s"))
-        params.append(f"%{f.os}%")
+        where.append(sql.SQL("h.os ILIKE %s ESCAPE '\\'"))
+        params.append(contains(f.os))
     if f.min_pending:
         where.append(sql.SQL("h.pending_patches >= %s"))
         params.append(f.min_pending)
@@ -79,9 +87,10 @@ def search_hosts(conn: psycopg.Connection[Any], f: HostFilter) -> tuple[list[Hos
         where.append(sql.SQL("h.pending_reboot = %s"))
         params.append(f.reboot)
     if f.text:
-        where.append(sql.SQL("(h.name ILIKE %s OR h.display_name ILIKE %s OR h.hostname ILIKE %s"
-                             " OR host(h.address) LIKE %s)"))  # fmt: skip
-        params += [f"%{f.text}%"] * 4
+        where.append(sql.SQL("(h.name ILIKE %s ESCAPE '\\' OR h.display_name ILIKE %s ESCAPE '\\'"
+                             " OR h.hostname ILIKE %s ESCAPE '\\'"
+                             " OR host(h.address) LIKE %s ESCAPE '\\')"))  # fmt: skip
+        params += [contains(f.text)] * 4
     condition = sql.SQL(" AND ").join(where)
     order = sql.SQL(SORTS.get(f.sort, "h.name"))
     direction = sql.SQL("DESC NULLS LAST" if f.descending else "ASC NULLS LAST")
@@ -100,6 +109,17 @@ def search_hosts(conn: psycopg.Connection[Any], f: HostFilter) -> tuple[list[Hos
     total = int(rows[0][15]) if rows else _count(conn, condition, params)
     items = [HostListItem(*r[:14], tuple(r[14])) for r in rows]  # type: ignore[call-arg]
     return items, total
+
+
+def existing_host_ids(conn: psycopg.Connection[Any], host_ids: Sequence[int]) -> set[int]:
+    """Which of ``host_ids`` are registered hosts."""
+    rows = conn.execute("SELECT id FROM hosts WHERE id = ANY(%s)", (list(host_ids),)).fetchall()
+    return {int(r[0]) for r in rows}
+
+
+def host_count(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT count(*) FROM hosts").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _count(conn: psycopg.Connection[Any], condition: sql.Composable, params: list[Any]) -> int:
@@ -157,8 +177,8 @@ def installed_packages(
 ) -> tuple[list[tuple[str, str]], int]:
     rows = conn.execute(
         "SELECT name, version, count(*) OVER () FROM host_packages"
-        " WHERE host_id = %s AND name ILIKE %s ORDER BY name LIMIT %s",
-        (host_id, f"%{text}%", limit),
+        " WHERE host_id = %s AND name ILIKE %s ESCAPE '\\' ORDER BY name LIMIT %s",
+        (host_id, contains(text), limit),
     ).fetchall()
     return [(r[0], r[1]) for r in rows], int(rows[0][2]) if rows else 0
 

@@ -20,7 +20,7 @@ from . import metrics
 from .api import Api
 from .auth import Auth, AuthMiddleware
 from .errors import ApiError, api_error_handler, envelope
-from .handle import SystemHandle
+from .handle import HandleError, Missing, SystemHandle
 from .job_pages import JobPages
 from .jobs_api import JobsApi
 from .middleware import RequestIdMiddleware
@@ -88,6 +88,19 @@ def create_app(
             response.headers.update(exc.headers)
         return response
 
+    async def refused(request: Request, exc: Exception) -> Response:
+        """The service layer's typed refusals: 404 (a page for pages), 409/422/429 with the
+        fields named in the envelope's details."""
+        if isinstance(exc, Missing):
+            if wants_html(request) and request.scope.get("state", {}).get("session"):
+                context = {**pages.base(request, "Not found", ""), "status": 404,
+                           "message": str(exc)}  # fmt: skip
+                return templates.TemplateResponse(request, "error.html", context,
+                                                  status_code=404)  # fmt: skip
+            return envelope(request, 404, "not_found", str(exc))
+        assert isinstance(exc, HandleError)
+        return envelope(request, exc.status, exc.code, exc.message, {"fields": exc.fields})
+
     async def server_error(request: Request, exc: Exception) -> Response:
         return envelope(request, 500, "internal_error", "internal error; see the server log")
 
@@ -107,6 +120,8 @@ def create_app(
         middleware=[Middleware(RequestIdMiddleware), Middleware(AuthMiddleware, auth=auth)],
         exception_handlers={
             ApiError: api_error_handler,
+            HandleError: refused,
+            Missing: refused,
             HTTPException: http_error,
             Exception: server_error,
         },

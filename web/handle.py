@@ -7,15 +7,61 @@ actor system. Live snapshots and scans are dataclasses the web layer only serial
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, Self
 
 import trio
 
 from settings import EffectivePolicy
 from storage import HostRow, JobSpec
+
+
+class HandleError(Exception):
+    """Input the system refuses, naming the field(s): a 422 in the API, a message beside the
+    field on a page. The composition root translates the actor layer's exceptions into these
+    (``patch_manager.adapter``); services raise them too. ``fields`` maps field → message."""
+
+    status: ClassVar[int] = 422
+    code: ClassVar[str] = "validation_error"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.fields = {field: message}
+        self.message = message
+
+    @classmethod
+    def of(cls, fields: Mapping[str, str]) -> Self:
+        """One error for several fields at once (a form or body with many problems)."""
+        (first, message), *rest = fields.items()
+        error = cls(first, message)
+        error.fields = dict(fields)
+        if rest:
+            error.message = "some fields are invalid"
+        return error
+
+
+class InvalidInput(HandleError):
+    """422: the value of a field cannot be used."""
+
+
+class AlreadyExists(HandleError):
+    """409: the thing (host, group) is already there."""
+
+    status = 409
+    code = "conflict"
+
+
+class TooBusy(HandleError):
+    """429: too much of this is running already (e.g. discovery scans); try again later."""
+
+    status = 429
+    code = "rate_limited"
+
+
+class Missing(Exception):
+    """404: no such host, group, job, window, blackout or scan."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +99,7 @@ class SystemHandle(Protocol):
         groups: Sequence[str] = (),
         port: int | None = None,
     ) -> HostRow:
-        """Raises ValueError (with a ``field`` attribute) for a host that cannot be added."""
+        """Raises ``InvalidInput`` (422) or ``AlreadyExists`` (409) naming the field."""
         ...
 
     async def remove_host(self, host_id: int) -> HostRow: ...
@@ -61,7 +107,8 @@ class SystemHandle(Protocol):
     def effective_policy(self, host_id: int) -> EffectivePolicy | None: ...
 
     async def start_discovery(self, cidr: str) -> Any:
-        """Raises ValueError for a range that cannot be scanned."""
+        """Raises ``InvalidInput`` (field ``cidr``) for a range that cannot be scanned and
+        ``TooBusy`` when too many scans run already."""
         ...
 
     async def discovery(self, scan_id: int) -> Any | None:
@@ -75,7 +122,9 @@ class SystemHandle(Protocol):
         """The next progress of a running scan; a finished or unknown scan answers at once."""
         ...
 
-    async def register_found(self, scan_id: int, addresses: Sequence[str]) -> list[HostRow]: ...
+    async def register_found(self, scan_id: int, addresses: Sequence[str]) -> list[HostRow]:
+        """Raises ``InvalidInput`` / ``AlreadyExists`` like ``register_host``."""
+        ...
 
     async def create_job(self, spec: JobSpec, host_ids: Sequence[int]) -> int: ...
 
@@ -84,7 +133,8 @@ class SystemHandle(Protocol):
     async def retry_failed(self, job_id: int) -> int: ...
 
     async def rollback(self, job_id: int, host_ids: Sequence[int] | None = None) -> int:
-        """Raises ValueError when there is nothing to roll back."""
+        """Raises ``AlreadyExists``-free ``InvalidInput`` (field ``job``) when there is
+        nothing to roll back."""
         ...
 
     def poke_jobs(self) -> None:

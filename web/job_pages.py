@@ -18,25 +18,16 @@ from storage import (
     HostListItem,
     JobHostRow,
     JobRow,
-    NotFound,
     WindowRow,
-    create_blackout,
-    delete_blackout,
-    delete_window,
-    get_job,
-    job_rows,
-    list_blackouts,
-    list_groups,
-    list_jobs,
-    list_windows,
-    pending_union,
-    save_window,
     search_hosts,
 )
 
-from .forms import ValidationFailed, job_input, window_input
-from .jobs_api import calendar, resolve_hosts, spec_of
+from .forms import blackout_form, fields, job_form, window_form
+from .handle import HandleError, Missing
+from .models import HostSelection
+from .models_io import given, path_id, split_list, validate
 from .pages import Base, Pages
+from .services import groups, jobs, principal, windows
 
 UTC = dt.UTC
 
@@ -48,6 +39,7 @@ class DeployPage(Base):
     patches: list[dict[str, Any]] = field(default_factory=list)
     form: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    everything: bool = False  # the selection matches every host: all_hosts must be confirmed
 
 
 @dataclass(frozen=True)
@@ -92,7 +84,7 @@ class JobPages:
     def __init__(self, pages: Pages) -> None:
         self.p = pages
         self.db = pages.db
-        self.handle = pages.handle
+        self.sys = pages.sys
 
     async def deploy(
         self,
@@ -101,84 +93,91 @@ class JobPages:
         form: dict[str, str] | None = None,
         status: int = 200,
     ) -> Response:
-        form = form or {k: v for k, v in request.query_params.items()}
-        ids = [int(i) for i in form.get("host_ids", "").split(",") if i.strip().isdigit()]
-        f = HostFilter(group=form.get("group", ""), text=form.get("filter", ""), limit=100_000)
-        if ids:
-            hosts = [
-                h
-                for h in (await self.db.run(search_hosts, HostFilter(limit=100_000)))[0]
-                if h.id in ids
-            ]
-        elif form.get("group") or form.get("filter"):
-            hosts = (await self.db.run(search_hosts, f))[0]
-        else:
-            hosts = []
-        patches = await self.db.run(pending_union, [h.id for h in hosts]) if hosts else []
+        """The confirmation shows how many hosts the selection resolves to right now."""
+        form = form or dict(request.query_params.items())
+        who = principal(request)
+        values = given({k: v for k, v in form.items() if k in ("group", "filter", "host_ids")})
+        if "host_ids" in values:
+            values["host_ids"] = split_list(values["host_ids"])
+        hosts: list[HostListItem] = []
+        patches: list[dict[str, Any]] = []
+        everything = False
+        try:
+            selection = validate(HostSelection, values)
+            if values:
+                found = await jobs.preview(self.sys, who, selection)
+                wanted = set(found.hosts)
+                everything = found.everything
+                patches = found.patches
+                listed, _ = await self.db.run(search_hosts, HostFilter(limit=100_000))
+                hosts = [h for h in listed if h.id in wanted]
+        except HandleError as exc:
+            errors = {**exc.fields, **(errors or {})}
+            status = 422
         page = DeployPage(
             **self.p.base(request, "Deploy", "deploy"),
             hosts=hosts,
-            groups=await self.db.run(list_groups),
+            groups=await groups.all_groups(self.sys, who),
             patches=patches,
             form=form,
             errors=errors or {},
+            everything=everything,
         )
         return self.p.render(request, "deploy.html", page, status)
 
     async def create(self, request: Request) -> Response:
-        form = {k: str(v) for k, v in (await request.form()).multi_items() if k != "csrf_token"}
+        form = fields(await request.form())
         try:
-            data = job_input(form)
-        except ValidationFailed as exc:
-            return await self.deploy(request, exc.errors, form, 422)
-        hosts = await resolve_hosts(self.db, data)
-        if not hosts:
-            return await self.deploy(request, {"hosts": "no host matches the selection"}, form, 422)
-        session = request.scope["state"]["session"]
-        job_id = await self.handle.create_job(spec_of(data, session.user.username), hosts)
-        return self.p.back(f"/jobs/{job_id}", f"Job {job_id} created for {len(hosts)} host(s)")
+            job_id, count = await jobs.create(self.sys, principal(request), job_form(form))
+        except HandleError as exc:
+            return await self.deploy(request, exc.fields, form, 422)
+        return self.p.back(f"/jobs/{job_id}", f"Job {job_id} created for {count} host(s)")
 
     async def jobs(self, request: Request) -> Response:
         status = request.query_params.get("status", "")
+        if status not in ("", "queued", "running", "succeeded", "failed", "cancelled"):
+            status = ""
         page = JobsPage(
             **self.p.base(request, "Jobs", "jobs"),
-            jobs=await self.db.run(list_jobs, status),
+            jobs=await jobs.jobs(self.sys, principal(request), status),
             status=status,
         )
         return self.p.render(request, "jobs.html", page)
 
     async def job(self, request: Request) -> Response:
-        job_id = int(request.path_params["job_id"])
         try:
-            job = await self.db.run(get_job, job_id)
-        except NotFound:
-            return self.p.not_found(request, f"There is no job {job_id}.")
-        rows = await self.db.run(job_rows, job_id)
+            job, rows = await jobs.get(self.sys, principal(request), path_id(request, "job_id"))
+        except Missing:
+            return self.p.not_found(request, f"There is no job {request.path_params['job_id']}.")
         counts: dict[str, int] = {}
         for r in rows:
             counts[r.state] = counts.get(r.state, 0) + 1
         page = JobPage(
-            **self.p.base(request, f"Job {job_id}", "jobs"), job=job, rows=rows, counts=counts
+            **self.p.base(request, f"Job {job.id}", "jobs"), job=job, rows=rows, counts=counts
         )
         return self.p.render(request, "job.html", page)
 
     async def job_action(self, request: Request) -> Response:
-        job_id = int(request.path_params["job_id"])
         action = request.path_params["action"]
         if action not in ("cancel", "retry", "rollback"):
             return self.p.not_found(request, f"Unknown job action {action!r}.")
-        form = await request.form()
-        if action == "cancel":
-            count = await self.handle.cancel_job(job_id)
-            return self.p.back(f"/jobs/{job_id}", f"{count} host(s) cancelled")
-        if action == "retry":
-            count = await self.handle.retry_failed(job_id)
-            return self.p.back(f"/jobs/{job_id}", f"Retrying {count} failed host(s)")
-        hosts = [int(str(h)) for h in form.getlist("host_id") if str(h).isdigit()] or None
+        who = principal(request)
         try:
-            new_id = await self.handle.rollback(job_id, hosts)
-        except ValueError as exc:
-            return self.p.back(f"/jobs/{job_id}", str(exc))
+            job_id = path_id(request, "job_id")
+            form = await request.form()
+            if action == "cancel":
+                count = await jobs.cancel(self.sys, who, job_id)
+                return self.p.back(f"/jobs/{job_id}", f"{count} host(s) cancelled")
+            if action == "retry":
+                count = await jobs.retry(self.sys, who, job_id)
+                return self.p.back(f"/jobs/{job_id}", f"Retrying {count} failed host(s)")
+            picked = [str(h) for h in form.getlist("host_id")]
+            hosts = validate(HostSelection, {"host_ids": picked}).host_ids if picked else None
+            new_id = await jobs.rollback(self.sys, who, job_id, hosts)
+        except Missing as exc:
+            return self.p.not_found(request, str(exc))
+        except HandleError as exc:
+            return self.p.back(f"/jobs/{request.path_params['job_id']}", exc.message)
         return self.p.back(f"/jobs/{new_id}", f"Rollback job {new_id} created")
 
     async def windows(
@@ -188,18 +187,19 @@ class JobPages:
         form: dict[str, str] | None = None,
         status: int = 200,
     ) -> Response:
-        windows = await self.db.run(list_windows)
-        blackouts = await self.db.run(list_blackouts)
+        who = principal(request)
+        items = await windows.windows(self.sys, who)
+        blackouts = await windows.blackouts(self.sys, who)
         now = dt.datetime.now(UTC)
-        entries = calendar(windows, blackouts, now, 30)
+        entries = windows.calendar(items, blackouts, now, 30)
         page = WindowsPage(
             **self.p.base(request, "Maintenance windows", "windows"),
-            windows=windows,
+            windows=items,
             blackouts=blackouts,
             calendar=entries,
             days=calendar_days(entries, now.date()),
             hosts=(await self.db.run(search_hosts, HostFilter(limit=100_000)))[0],
-            groups=await self.db.run(list_groups),
+            groups=await groups.all_groups(self.sys, who),
             form=form or {},
             errors=errors or {},
             today=now.date().isoformat(),
@@ -208,55 +208,34 @@ class JobPages:
 
     async def save_window(self, request: Request) -> Response:
         raw = await request.form()
-        form: dict[str, Any] = {k: str(v) for k, v in raw.items() if k != "csrf_token"}
-        form["weekdays"] = [str(v) for v in raw.getlist("weekdays")]
-        target = str(raw.get("target", ""))
-        if target.startswith("host:"):
-            form["host_id"] = target[5:]
-        elif target.startswith("group:"):
-            form["group_id"] = target[6:]
-        form["enabled"] = "enabled" in raw
         try:
-            values = window_input(form)
-        except ValidationFailed as exc:
-            return await self.windows(
-                request, exc.errors, {k: str(v) for k, v in form.items()}, 422
-            )
-        session = request.scope["state"]["session"]
-        await self.db.run(save_window, values, None, session.user.username)
-        self.handle.poke_jobs()
+            await windows.save(self.sys, principal(request), window_form(raw))
+        except HandleError as exc:
+            return await self.windows(request, exc.fields, fields(raw), 422)
         return self.p.back("/windows", "Window saved")
 
     async def delete_window(self, request: Request) -> Response:
-        session = request.scope["state"]["session"]
         try:
-            await self.db.run(
-                delete_window, int(request.path_params["window_id"]), session.user.username
-            )
-        except NotFound:
+            await windows.delete(self.sys, principal(request), path_id(request, "window_id"))
+        except Missing:
             return self.p.back("/windows", "That window was already deleted")
-        self.handle.poke_jobs()
         return self.p.back("/windows", "Window deleted")
 
     async def add_blackout(self, request: Request) -> Response:
+        """Times without a zone are UTC: the same rule as the API (``BlackoutCreate``)."""
         form = await request.form()
         try:
-            start = dt.datetime.fromisoformat(str(form.get("starts_at"))).replace(tzinfo=UTC)
-            end = dt.datetime.fromisoformat(str(form.get("ends_at"))).replace(tzinfo=UTC)
-            if end <= start:
-                raise ValueError
-        except ValueError:
-            return await self.windows(
-                request, {"blackout": "start and end (UTC), end after start"}, status=422
-            )
-        await self.db.run(create_blackout, str(form.get("name", ""))[:100], start, end)
-        self.handle.poke_jobs()
+            await windows.add_blackout(self.sys, principal(request), blackout_form(form))
+        except HandleError as exc:
+            message = "; ".join(f"{k}: {v}" for k, v in exc.fields.items())
+            return await self.windows(request, {"blackout": message}, status=422)
         return self.p.back("/windows", "Blackout added")
 
     async def remove_blackout(self, request: Request) -> Response:
-        with contextlib.suppress(NotFound):
-            await self.db.run(delete_blackout, int(request.path_params["blackout_id"]))
-        self.handle.poke_jobs()
+        with contextlib.suppress(Missing):
+            await windows.remove_blackout(
+                self.sys, principal(request), path_id(request, "blackout_id")
+            )
         return self.p.back("/windows", "Blackout removed")
 
     def routes(self) -> list[Route]:

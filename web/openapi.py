@@ -1,215 +1,195 @@
 """The OpenAPI 3.1 description of the JSON API, served at /api/v1/openapi.json (R-9.5).
 
-Operations are listed here by hand with their request bodies; a test checks that every API
-route of the app is described and nothing else.
+Generated from the typed models of ``web.models``: request bodies, query parameters, success
+responses and the error envelope. The table below only says which model goes where; a test
+checks that every API route of the app is described and nothing else.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from functools import cache
+from typing import Any, NamedTuple
 
-ERROR = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message", "details", "request_id"],
-            "properties": {
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "details": {},
-                "request_id": {"type": "string"},
-            },
-        }
-    },
-}
-SCHEMAS: dict[str, Any] = {
-    "Error": ERROR,
-    "HostCreate": {
-        "type": "object",
-        "required": ["name"],
-        "properties": {
-            "name": {"type": "string", "description": "FQDN or IP address"},
-            "display_name": {"type": "string", "maxLength": 100},
-            "groups": {"type": "array", "items": {"type": "string"}},
-            "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-        },
-    },
-    "HostIds": {
-        "type": "object",
-        "required": ["host_ids"],
-        "properties": {
-            "host_ids": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
-            "member": {"type": "boolean", "default": True},
-        },
-    },
-    "GroupCreate": {
-        "type": "object",
-        "required": ["name"],
-        "properties": {"name": {"type": "string"}, "description": {"type": "string"}},
-    },
-    "Discovery": {
-        "type": "object",
-        "required": ["cidr"],
-        "properties": {"cidr": {"type": "string", "example": "10.0.0.0/24"}},
-    },
-    "JobCreate": {
-        "type": "object",
-        "properties": {
-            "kind": {"enum": ["patch", "install", "update", "remove", "reboot"]},
-            "host_ids": {"type": "array", "items": {"type": "integer"}},
-            "group": {"type": "string"},
-            "filter": {"type": "string"},
-            "selection": {"enum": ["all", "security", "list"]},
-            "packages": {"type": "array", "items": {"type": "string"}},
-            "schedule": {"enum": ["window", "now"], "default": "window"},
-            "allow_reboot": {"type": "boolean"},
-            "reboot_delay_s": {"type": "integer", "minimum": 0},
-            "batch_size": {"type": "integer", "minimum": 1},
-            "batch_percent": {"type": "integer", "minimum": 1, "maximum": 100},
-            "failure_threshold": {"type": "integer", "minimum": 0},
-            "canary": {"type": "boolean"},
-        },
-    },
-    "Window": {
-        "type": "object",
-        "required": ["recurrence", "start_date", "start_time", "duration_minutes", "timezone"],
-        "properties": {
-            "name": {"type": "string"},
-            "host_id": {"type": "integer"},
-            "group_id": {"type": "integer"},
-            "recurrence": {"enum": ["once", "daily", "weekly", "monthly_day", "monthly_nth"]},
-            "start_date": {"type": "string", "format": "date"},
-            "start_time": {"type": "string", "example": "02:00"},
-            "duration_minutes": {"type": "integer"},
-            "timezone": {"type": "string", "example": "Europe/Berlin"},
-            "weekdays": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 6}},
-            "day_of_month": {"type": "integer"},
-            "short_month": {"enum": ["clamp", "skip"]},
-            "nth": {"type": "integer"},
-            "until": {"type": "string", "format": "date"},
-            "enabled": {"type": "boolean"},
-            "auto_apply": {"enum": ["none", "all", "security"]},
-            "allow_reboot": {"type": "boolean"},
-        },
-    },
-    "Blackout": {
-        "type": "object",
-        "required": ["starts_at", "ends_at"],
-        "properties": {
-            "name": {"type": "string"},
-            "starts_at": {"type": "string"},
-            "ends_at": {"type": "string"},
-        },
-    },
-    "Addresses": {
-        "type": "object",
-        "required": ["addresses"],
-        "properties": {"addresses": {"type": "array", "items": {"type": "string"}}},
-    },
-}
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
-# (method, path) -> (summary, request schema or None, success status)
-OPERATIONS: dict[tuple[str, str], tuple[str, str | None, int]] = {
-    ("get", "/api/v1/health"): ("Liveness, database and scheduler heartbeat", None, 200),
-    ("get", "/api/v1/hosts"): (
-        "Search hosts (group, health, os, min_pending, reboot, q, sort, order, limit, offset/page)",
-        None,
-        200,
+from . import models as m
+
+
+class Operation(NamedTuple):
+    summary: str
+    status: int
+    reply: type[BaseModel] | None  # None: no body (204)
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    body_optional: bool = False
+
+
+OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("get", "/api/v1/health"): Operation("Liveness (details only with a session)", 200, m.Health),
+    ("get", "/api/v1/hosts"): Operation("Search hosts", 200, m.HostList, query=m.HostQuery),
+    ("post", "/api/v1/hosts"): Operation("Register a host", 201, m.HostOut, m.HostCreate),
+    ("post", "/api/v1/hosts/refresh"): Operation(
+        "Poll the selected hosts now", 202, m.Refreshing, m.HostIds
     ),
-    ("post", "/api/v1/hosts"): ("Register a host", "HostCreate", 201),
-    ("post", "/api/v1/hosts/refresh"): ("Poll the selected hosts now", "HostIds", 202),
-    ("get", "/api/v1/hosts/{host_id}"): ("Host detail with live actor state and policy", None, 200),
-    ("delete", "/api/v1/hosts/{host_id}"): ("Remove a host (its actor stops)", None, 204),
-    ("post", "/api/v1/hosts/{host_id}/refresh"): ("Poll this host now", None, 202),
-    ("get", "/api/v1/hosts/{host_id}/patches"): ("Pending patches", None, 200),
-    ("get", "/api/v1/hosts/{host_id}/packages"): ("Installed packages (q filters)", None, 200),
-    ("get", "/api/v1/hosts/{host_id}/history"): ("Health transitions", None, 200),
-    ("get", "/api/v1/hosts/{host_id}/policy"): ("Effective polling policy with sources", None, 200),
-    ("get", "/api/v1/actors"): ("Live snapshots of every host actor", None, 200),
-    ("get", "/api/v1/fleet/summary"): ("Counts for the dashboard", None, 200),
-    ("get", "/api/v1/groups"): ("Groups with host counts", None, 200),
-    ("post", "/api/v1/groups"): ("Create a group", "GroupCreate", 201),
-    ("patch", "/api/v1/groups/{group_id}"): ("Rename a group", "GroupCreate", 200),
-    ("delete", "/api/v1/groups/{group_id}"): ("Delete a group", None, 204),
-    ("post", "/api/v1/groups/{group_id}/hosts"): ("Add or remove hosts", "HostIds", 200),
-    ("post", "/api/v1/discovery"): ("Start a CIDR discovery scan", "Discovery", 202),
-    ("get", "/api/v1/discovery/{scan_id}"): ("Scan progress and results", None, 200),
-    ("post", "/api/v1/discovery/{scan_id}/cancel"): ("Cancel a scan", None, 200),
-    ("post", "/api/v1/discovery/{scan_id}/register"): ("Register found agents", "Addresses", 201),
-    ("get", "/api/v1/openapi.json"): ("This document", None, 200),
-    ("get", "/api/v1/jobs"): ("Jobs, newest first (status filters)", None, 200),
-    ("post", "/api/v1/jobs"): ("Create a deployment or package/reboot job", "JobCreate", 201),
-    ("get", "/api/v1/jobs/{job_id}"): ("Job with its per-host rows", None, 200),
-    ("post", "/api/v1/jobs/{job_id}/cancel"): ("Cancel hosts not started yet", None, 200),
-    ("post", "/api/v1/jobs/{job_id}/retry"): ("Retry the failed hosts", None, 200),
-    ("post", "/api/v1/jobs/{job_id}/rollback"): (
-        "Roll back (a new job reinstalling the versions from before)",
-        "HostIds",
+    ("get", "/api/v1/hosts/{host_id}"): Operation(
+        "Host detail with live actor state and policy", 200, m.HostDetail
+    ),
+    ("delete", "/api/v1/hosts/{host_id}"): Operation("Remove a host (its actor stops)", 204, None),
+    ("post", "/api/v1/hosts/{host_id}/refresh"): Operation("Poll this host now", 202, m.Refreshing),
+    ("get", "/api/v1/hosts/{host_id}/patches"): Operation("Pending patches", 200, m.Patches),
+    ("get", "/api/v1/hosts/{host_id}/packages"): Operation(
+        "Installed packages (q: literal text in the name)", 200, m.Packages, query=m.PackageQuery
+    ),
+    ("get", "/api/v1/hosts/{host_id}/history"): Operation("Health transitions", 200, m.History),
+    ("get", "/api/v1/hosts/{host_id}/policy"): Operation(
+        "Effective polling policy with sources", 200, m.Policy
+    ),
+    ("get", "/api/v1/actors"): Operation("Live snapshots of every host actor", 200, m.Actors),
+    ("get", "/api/v1/fleet/summary"): Operation("Counts for the dashboard", 200, m.FleetSummary),
+    ("get", "/api/v1/groups"): Operation("Groups with host counts", 200, m.Groups),
+    ("post", "/api/v1/groups"): Operation("Create a group", 201, m.Group, m.GroupCreate),
+    ("patch", "/api/v1/groups/{group_id}"): Operation(
+        "Rename a group", 200, m.GroupRenamed, m.GroupRename
+    ),
+    ("delete", "/api/v1/groups/{group_id}"): Operation("Delete a group", 204, None),
+    ("post", "/api/v1/groups/{group_id}/hosts"): Operation(
+        "Add or remove hosts", 200, m.Changed, m.GroupMembership
+    ),
+    ("post", "/api/v1/discovery"): Operation(
+        "Start a CIDR discovery scan", 202, m.Scan, m.DiscoveryStart
+    ),
+    ("get", "/api/v1/discovery/{scan_id}"): Operation("Scan progress and results", 200, m.Scan),
+    ("post", "/api/v1/discovery/{scan_id}/cancel"): Operation(
+        "Cancel a scan", 200, m.ScanCancelled
+    ),
+    ("post", "/api/v1/discovery/{scan_id}/register"): Operation(
+        "Register found agents", 201, m.Registered, m.Addresses
+    ),
+    ("get", "/api/v1/openapi.json"): Operation("This document", 200, m.Document),
+    ("get", "/api/v1/jobs"): Operation("Jobs, newest first", 200, m.Jobs, query=m.JobsQuery),
+    ("post", "/api/v1/jobs"): Operation(
+        "Create a deployment or package/reboot job (a group or filter that matches every host"
+        " needs all_hosts: true)",
         201,
+        m.JobCreated,
+        m.JobCreate,
     ),
-    ("post", "/api/v1/deploy/preview"): (
-        "Union of pending patches for a host selection",
-        "JobCreate",
+    ("get", "/api/v1/jobs/{job_id}"): Operation("Job with its per-host rows", 200, m.JobDetail),
+    ("post", "/api/v1/jobs/{job_id}/cancel"): Operation(
+        "Cancel hosts not started yet", 200, m.JobsCancelled
+    ),
+    ("post", "/api/v1/jobs/{job_id}/retry"): Operation("Retry the failed hosts", 200, m.Retrying),
+    ("post", "/api/v1/jobs/{job_id}/rollback"): Operation(
+        "Roll back (a new job reinstalling the versions from before)",
+        201,
+        m.RollbackCreated,
+        m.Rollback,
+        body_optional=True,
+    ),
+    ("post", "/api/v1/deploy/preview"): Operation(
+        "Hosts a selection resolves to and the union of their pending patches",
         200,
+        m.Preview,
+        m.DeployPreview,
     ),
-    ("get", "/api/v1/windows"): ("Maintenance windows", None, 200),
-    ("post", "/api/v1/windows"): ("Create a window", "Window", 201),
-    ("post", "/api/v1/windows/preview"): ("Next occurrences of a draft window", "Window", 200),
-    ("put", "/api/v1/windows/{window_id}"): ("Replace a window", "Window", 200),
-    ("delete", "/api/v1/windows/{window_id}"): ("Delete a window", None, 204),
-    ("get", "/api/v1/calendar"): ("Window occurrences of the next days (days=30)", None, 200),
-    ("get", "/api/v1/blackouts"): ("Blackout periods", None, 200),
-    ("post", "/api/v1/blackouts"): ("Create a blackout period", "Blackout", 201),
-    ("delete", "/api/v1/blackouts/{blackout_id}"): ("Delete a blackout", None, 204),
+    ("get", "/api/v1/windows"): Operation("Maintenance windows", 200, m.Windows),
+    ("post", "/api/v1/windows"): Operation("Create a window", 201, m.Created, m.Window),
+    ("post", "/api/v1/windows/preview"): Operation(
+        "Next occurrences of a draft window", 200, m.Occurrences, m.WindowDraft
+    ),
+    ("put", "/api/v1/windows/{window_id}"): Operation("Replace a window", 200, m.Created, m.Window),
+    ("delete", "/api/v1/windows/{window_id}"): Operation("Delete a window", 204, None),
+    ("get", "/api/v1/calendar"): Operation(
+        "Window occurrences of the next days", 200, m.Calendar, query=m.CalendarQuery
+    ),
+    ("get", "/api/v1/blackouts"): Operation("Blackout periods", 200, m.Blackouts),
+    ("post", "/api/v1/blackouts"): Operation(
+        "Create a blackout period (a time without a zone is UTC)", 201, m.Created, m.BlackoutCreate
+    ),
+    ("delete", "/api/v1/blackouts/{blackout_id}"): Operation("Delete a blackout", 204, None),
+}
+
+ERRORS = {
+    "400": "malformed JSON, or nested too deeply",
+    "401": "no session",
+    "403": "CSRF token missing or wrong",
+    "404": "no such resource",
+    "409": "conflict with the current state",
+    "413": "body too large",
+    "415": "not a JSON body",
+    "422": "invalid fields: details.fields names each",
+    "429": "too many at once; try again later",
 }
 
 
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+@cache
 def document(version: str) -> dict[str, Any]:
+    models: list[tuple[type[BaseModel], Any]] = [(m.Error, "serialization")]
+    for op in OPERATIONS.values():
+        if op.reply is not None:
+            models.append((op.reply, "serialization"))
+        if op.body is not None:
+            models.append((op.body, "validation"))
+    keys, schemas = models_json_schema(
+        list(dict.fromkeys(models)), ref_template="#/components/schemas/{model}"
+    )
+    error = keys[(m.Error, "serialization")]
     paths: dict[str, Any] = {}
-    for (method, path), (summary, body, status) in OPERATIONS.items():
-        operation: dict[str, Any] = {
-            "summary": summary,
-            "responses": {
-                str(status): {"description": "success"},
-                "default": {
-                    "description": "error",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
-                    },
-                },
-            },
-        }
-        params = [p.strip("{}") for p in path.split("/") if p.startswith("{")]
-        if params:
-            operation["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "integer"}}
-                for p in params
-            ]
-        if body is not None:
-            operation["requestBody"] = {
+    for (method, path), op in OPERATIONS.items():
+        success: dict[str, Any] = {"description": "success"}
+        if op.reply is not None:
+            success["content"] = _json(keys[(op.reply, "serialization")])
+        responses: dict[str, Any] = {str(op.status): success}
+        for status, description in ERRORS.items():
+            responses[status] = {"description": description, "content": _json(error)}
+        if path == "/api/v1/health":
+            responses["503"] = {"description": "degraded", "content": success["content"]}
+        responses["default"] = {"description": "error", "content": _json(error)}
+        operation: dict[str, Any] = {"summary": op.summary, "responses": responses}
+        params: list[dict[str, Any]] = [
+            {
+                "name": p.strip("{}"),
+                "in": "path",
                 "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}
-                },
+                "schema": {"type": "integer", "minimum": 1, "maximum": m.MAX_ID},
             }
-        if method != "get":
-            operation["parameters"] = [
-                *operation.get("parameters", []),
-                {
-                    "name": "X-CSRF-Token",
-                    "in": "header",
-                    "required": True,
-                    "schema": {"type": "string"},
-                },
+            for p in path.split("/")
+            if p.startswith("{")
+        ]
+        if op.query is not None:
+            props = op.query.model_json_schema()["properties"]
+            params += [
+                {"name": name, "in": "query", "required": False, "schema": schema}
+                for name, schema in props.items()
             ]
+        if method != "get":
+            params.append(
+                {"name": "X-CSRF-Token", "in": "header", "required": True,
+                 "schema": {"type": "string"}}
+            )  # fmt: skip
+        if params:
+            operation["parameters"] = params
+        if op.body is not None:
+            operation["requestBody"] = {
+                "required": not op.body_optional,
+                "content": _json(keys[(op.body, "validation")]),
+            }
         paths.setdefault(path, {})[method] = operation
     return {
         "openapi": "3.1.0",
+        "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
         "info": {"title": "Linux Patch Manager API", "version": version},
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": schemas.get("$defs", {}),
             "securitySchemes": {
                 "session": {"type": "apiKey", "in": "cookie", "name": "pm_session"}
             },

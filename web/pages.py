@@ -17,38 +17,24 @@ from starlette.templating import Jinja2Templates
 
 from storage import (
     HEALTH_STATES,
-    Conflict,
     Database,
     FleetCounts,
     GroupItem,
     HostFilter,
     HostListItem,
-    NotFound,
     PatchItem,
     Transition,
-    assign_hosts,
-    create_group,
-    delete_group,
-    fleet_counts,
-    get_host,
-    health_history,
-    installed_packages,
-    list_blackouts,
-    list_groups,
-    list_jobs,
-    list_windows,
-    load_host_state,
-    open_patches,
-    rename_group,
     search_hosts,
 )
 
-from .api import scan_json
 from .auth import LOGIN_COOKIE, Auth, safe_next, same_token
-from .forms import ValidationFailed, group_name, host_filter, host_ids, host_input
-from .handle import SystemHandle
-from .jobs_api import calendar
+from .forms import fields, host_form, host_query
+from .handle import HandleError, Missing, SystemHandle
+from .models import MAX_ID, DiscoveryStart, GroupCreate, GroupRename, HostIds
+from .models_io import given, path_id, validate
 from .serialize import to_json
+from .services import System, discovery, groups, hosts, jobs, principal, windows
+from .services.discovery import scan_json
 
 
 @dataclass(frozen=True)
@@ -122,6 +108,7 @@ class Pages:
                  templates: Jinja2Templates) -> None:  # fmt: skip
         self.handle = handle
         self.db = db
+        self.sys = System(handle, db)
         self.auth = auth
         self.templates = templates
 
@@ -151,15 +138,14 @@ class Pages:
     # -- dashboard --------------------------------------------------------------------------
 
     async def dashboard(self, request: Request) -> Response:
-        counts = await self.db.run(fleet_counts)
+        who = principal(request)
+        counts = await hosts.summary(self.sys, who)
         top, _ = await self.db.run(
             search_hosts, HostFilter(sort="pending", descending=True, min_pending=1, limit=10)
         )
         reboot, _ = await self.db.run(search_hosts, HostFilter(reboot=True, limit=10))
-        now = dt.datetime.now(dt.UTC)
-        windows = await self.db.run(list_windows)
-        upcoming = calendar(windows, await self.db.run(list_blackouts), now, 14)[:6]
-        running = [j for j, _ in await self.db.run(list_jobs, "running")][:6]
+        upcoming = (await windows.upcoming_entries(self.sys, who, 14))[:6]
+        running = [j for j, _ in await jobs.jobs(self.sys, who, "running")][:6]
         page = DashboardPage(
             **self.base(request, "Dashboard", "dashboard"),
             counts=counts,
@@ -182,13 +168,12 @@ class Pages:
     ) -> Response:
         query = {k: v for k, v in request.query_params.items() if k != "notice"}
         try:
-            f = host_filter(query)
-        except ValidationFailed as exc:
-            errors = {**(errors or {}), **exc.errors}
-            f = host_filter({})
+            q = host_query(query)
+        except HandleError as exc:
+            errors = {**(errors or {}), **exc.fields}
+            q = host_query({})
             status = 422
-        items, total = await self.db.run(search_hosts, f)
-        groups = await self.db.run(list_groups)
+        items, total, f = await hosts.search(self.sys, principal(request), q)
         page = HostsPage(
             **self.base(request, "Hosts", "hosts"),
             hosts=items,
@@ -196,59 +181,58 @@ class Pages:
             page=f.offset // f.limit + 1,
             pages=max(1, math.ceil(total / f.limit)),
             query=query,
-            groups=groups,
+            groups=await groups.all_groups(self.sys, principal(request)),
             errors=errors or {},
             form=form or {},
         )
         return self.render(request, "hosts.html", page, status)
 
     async def add_host(self, request: Request) -> Response:
-        form = {k: str(v) for k, v in (await request.form()).items() if k != "csrf_token"}
+        form = fields(await request.form())
         try:
-            data = host_input(form)
-            row = await self.handle.register_host(
-                data.name, display_name=data.display_name, groups=data.groups, port=data.port
-            )
-        except ValidationFailed as exc:
-            return await self.hosts(request, errors=exc.errors, form=form, status=422)
-        except ValueError as exc:
-            field_name = getattr(exc, "field", "name")
-            message = getattr(exc, "message", str(exc))
-            return await self.hosts(request, errors={field_name: message}, form=form, status=422)
+            row = await hosts.register(self.sys, principal(request), host_form(form))
+        except HandleError as exc:
+            return await self.hosts(request, errors=exc.fields, form=form, status=exc.status)
         return self.back(f"/hosts/{row.id}", f"Host {row.name} registered")
 
     async def bulk(self, request: Request) -> Response:
         form = await request.form()
         action = str(form.get("action", ""))
         try:
-            ids = host_ids([str(v) for v in form.getlist("host_id")], "host_id")
-        except ValidationFailed:
+            ids = validate(HostIds, {"host_ids": [str(v) for v in form.getlist("host_id")]})
+        except HandleError:
             return self.back("/hosts", "Select at least one host first")
+        who = principal(request)
         if action == "deploy":
-            return self.back("/deploy?" + urlencode({"host_ids": ",".join(map(str, ids))}))
+            return self.back("/deploy?" + urlencode({"host_ids": ",".join(map(str, ids.host_ids))}))
         if action == "refresh":
-            count = self.handle.refresh(ids)
+            count = await hosts.refresh(self.sys, who, ids.host_ids)
             return self.back("/hosts", f"Refreshing {count} host(s)")
         if action in ("assign", "unassign"):
             group_id = str(form.get("group_id", ""))
-            if not group_id.isdigit():
+            if not group_id.isdigit() or not 1 <= int(group_id) <= MAX_ID:
                 return self.back("/hosts", "Choose a group")
             try:
-                changed = await self.db.run(assign_hosts, int(group_id), ids, action == "assign")
-            except NotFound:
+                changed = await groups.assign(
+                    self.sys, who, int(group_id), ids.host_ids, action == "assign"
+                )
+            except Missing:
                 return self.back("/hosts", "That group no longer exists")
             return self.back("/hosts", f"Group membership changed for {changed} host(s)")
         return self.back("/hosts", "Unknown action")
 
     async def host(self, request: Request) -> Response:
-        host_id = int(request.path_params["host_id"])
+        who = principal(request)
         try:
-            row = await self.db.run(get_host, host_id)
-        except NotFound:
-            return self.not_found(request, f"There is no host with id {host_id}.")
-        q = request.query_params.get("q", "")
-        packages, total = await self.db.run(installed_packages, host_id, q)
-        policy = self.handle.effective_policy(host_id)
+            detail = await hosts.detail(self.sys, who, path_id(request, "host_id"))
+        except Missing:
+            return self.not_found(
+                request, f"There is no host with id {request.path_params['host_id']}."
+            )
+        row = detail.row
+        q = request.query_params.get("q", "")[:200]
+        packages, total = await hosts.packages(self.sys, who, row.id, q)
+        policy = detail.policy
         rows = []
         if policy is not None:
             values = asdict(policy.policy)
@@ -256,10 +240,10 @@ class Pages:
         page = HostPage(
             **self.base(request, row.display_name or row.name, "hosts"),
             host=row,
-            state=await self.db.run(load_host_state, host_id),
-            live=to_json(self.handle.snapshot(host_id)) or {},
-            history=list(reversed(await self.db.run(health_history, host_id)))[:50],
-            patches=await self.db.run(open_patches, host_id),
+            state=detail.state,
+            live=to_json(detail.live) or {},
+            history=list(reversed(await hosts.history(self.sys, who, row.id)))[:50],
+            patches=await hosts.patches(self.sys, who, row.id),
             packages=packages,
             package_total=total,
             package_query=q,
@@ -268,15 +252,14 @@ class Pages:
         return self.render(request, "host.html", page)
 
     async def refresh_host(self, request: Request) -> Response:
-        host_id = int(request.path_params["host_id"])
-        self.handle.refresh([host_id])
+        host_id = path_id(request, "host_id")
+        await hosts.refresh(self.sys, principal(request), [host_id])
         return self.back(f"/hosts/{host_id}", "Refresh requested")
 
     async def remove_host(self, request: Request) -> Response:
-        host_id = int(request.path_params["host_id"])
         try:
-            row = await self.handle.remove_host(host_id)
-        except NotFound:
+            row = await hosts.remove(self.sys, principal(request), path_id(request, "host_id"))
+        except Missing:
             return self.back("/hosts", "That host was already removed")
         return self.back("/hosts", f"Host {row.name} removed")
 
@@ -287,37 +270,37 @@ class Pages:
     ) -> Response:
         page = GroupsPage(
             **self.base(request, "Groups", "groups"),
-            groups=await self.db.run(list_groups),
+            groups=await groups.all_groups(self.sys, principal(request)),
             errors=errors or {},
         )
         return self.render(request, "groups.html", page, status)
 
     async def create_group(self, request: Request) -> Response:
-        form = await request.form()
+        form = fields(await request.form())
         try:
-            name = group_name(form.get("name"))
-            await self.db.run(create_group, name, str(form.get("description", ""))[:500])
-        except ValidationFailed as exc:
-            return await self.groups(request, exc.errors, 422)
-        except Conflict as exc:
-            return await self.groups(request, {"name": str(exc)}, 422)
-        return self.back("/groups", f"Group {name} created")
+            data = validate(GroupCreate, given(form))
+            await groups.create(self.sys, principal(request), data)
+        except HandleError as exc:
+            return await self.groups(request, exc.fields, exc.status)
+        return self.back("/groups", f"Group {data.name} created")
 
     async def rename_group(self, request: Request) -> Response:
-        form = await request.form()
+        form = fields(await request.form())
         try:
-            name = group_name(form.get("name"))
-            await self.db.run(rename_group, int(request.path_params["group_id"]), name)
-        except ValidationFailed as exc:
-            return await self.groups(request, {"rename": exc.errors["name"]}, 422)
-        except (Conflict, NotFound) as exc:
-            return await self.groups(request, {"rename": str(exc)}, 422)
-        return self.back("/groups", f"Group renamed to {name}")
+            data = validate(GroupRename, given(form))
+            await groups.rename(
+                self.sys, principal(request), path_id(request, "group_id"), data.name
+            )
+        except HandleError as exc:
+            return await self.groups(request, {"rename": exc.message}, exc.status)
+        except Missing as exc:
+            return await self.groups(request, {"rename": str(exc)}, 404)
+        return self.back("/groups", f"Group renamed to {data.name}")
 
     async def delete_group(self, request: Request) -> Response:
         try:
-            await self.db.run(delete_group, int(request.path_params["group_id"]))
-        except NotFound:
+            await groups.delete(self.sys, principal(request), path_id(request, "group_id"))
+        except Missing:
             return self.back("/groups", "That group was already deleted")
         return self.back("/groups", "Group deleted")
 
@@ -332,10 +315,13 @@ class Pages:
     ) -> Response:
         scan = None
         if "scan_id" in request.path_params:
-            found = await self.handle.discovery(int(request.path_params["scan_id"]))
-            if found is None:
+            try:
+                found = await discovery.get(
+                    self.sys, principal(request), path_id(request, "scan_id")
+                )
+            except Missing:
                 return self.not_found(request, "That scan is not known to this server.")
-            scan = scan_json(found)
+            scan = to_json(scan_json(found))
         page = DiscoveryPage(
             **self.base(request, "Discovery", "discovery"),
             scan=scan,
@@ -345,33 +331,37 @@ class Pages:
         return self.render(request, "discovery.html", page, status)
 
     async def start_discovery(self, request: Request) -> Response:
-        cidr = str((await request.form()).get("cidr", "")).strip()
+        form = fields(await request.form())
+        cidr = form.get("cidr", "").strip()
         try:
-            scan = await self.handle.start_discovery(cidr)
-        except ValueError as exc:
-            return await self.discovery(request, {"cidr": str(exc)}, cidr, 422)
+            data = validate(DiscoveryStart, given({"cidr": cidr}))
+            scan = await discovery.start(self.sys, principal(request), data.cidr)
+        except HandleError as exc:
+            return await self.discovery(request, exc.fields, cidr, exc.status)
         return self.back(f"/discovery/{scan.scan_id}")
 
     async def cancel_discovery(self, request: Request) -> Response:
-        scan_id = int(request.path_params["scan_id"])
+        scan_id = path_id(request, "scan_id")
         self.handle.cancel_discovery(scan_id)
         return self.back(f"/discovery/{scan_id}", "Scan cancelled")
 
     async def register_found(self, request: Request) -> Response:
-        scan_id = int(request.path_params["scan_id"])
-        addresses = [str(a) for a in (await request.form()).getlist("address")]
+        scan_id = path_id(request, "scan_id")
+        addresses = [str(a) for a in (await request.form()).getlist("address")][:4096]
         if not addresses:
             return self.back(f"/discovery/{scan_id}", "Select at least one agent")
         registered, skipped = 0, []
         for address in addresses:
             try:
-                await self.handle.register_found(scan_id, [address])
+                await discovery.register_found(self.sys, principal(request), scan_id, [address])
                 registered += 1
-            except ValueError:
-                skipped.append(address)
+            except HandleError as exc:
+                skipped.append(f"{address} ({exc.message})")
+            except Missing:
+                return self.not_found(request, "That scan is not known to this server.")
         note = f"Registered {registered} host(s)"
         if skipped:
-            note += f"; already registered: {', '.join(skipped)}"
+            note += f"; not registered: {', '.join(skipped)}"
         return self.back(f"/discovery/{scan_id}", note)
 
     # -- login ------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ import trio
 from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 
+from patch_manager.adapter import SystemAdapter
 from patch_manager.runtime import Storage
-from patch_manager.serve import ActorSystem, SystemAdapter, build_actor_system, reset_password
+from patch_manager.serve import ActorSystem, build_actor_system, reset_password
 from settings import ConfigStore
 from storage import Database
 from web import Auth, create_app

@@ -62,11 +62,12 @@ async def test_deploy_by_group_preview_and_finish(
     fleet: Fleet = await start_fleet(3)
     await registered(web_rig, client, fleet)
     preview = (await client.post("/api/v1/deploy/preview", json={"group": "web"})).json()
-    assert preview["hosts"] == 3
+    assert preview["hosts"] == 3 and preview["all_hosts"] is True
     expected = set().union(*(a.profile.upgradable for a in fleet.agents))
     assert {p["name"] for p in preview["patches"]} == expected
     created = await client.post(
-        "/api/v1/jobs", json={"group": "web", "schedule": "now", "selection": "all"}
+        "/api/v1/jobs",
+        json={"group": "web", "schedule": "now", "selection": "all", "all_hosts": True},
     )
     assert created.status_code == 201, created.text
     job_id = created.json()["job_id"]

@@ -1,0 +1,57 @@
+"""Groups: list, create, rename, delete, membership."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from storage import (
+    Conflict,
+    GroupItem,
+    NotFound,
+    assign_hosts,
+    create_group,
+    delete_group,
+    list_groups,
+    rename_group,
+)
+
+from ..handle import AlreadyExists, Missing
+from ..models import GroupCreate
+from .base import Principal, System
+
+
+async def all_groups(sys: System, who: Principal) -> list[GroupItem]:
+    return await sys.db.run(list_groups)
+
+
+async def create(sys: System, who: Principal, data: GroupCreate) -> GroupItem:
+    try:
+        return await sys.db.run(create_group, data.name, data.description)
+    except Conflict as exc:
+        raise AlreadyExists("name", str(exc)) from None
+
+
+async def rename(sys: System, who: Principal, group_id: int, name: str) -> None:
+    try:
+        await sys.db.run(rename_group, group_id, name)
+    except NotFound:
+        raise Missing(f"no group with id {group_id}") from None
+    except Conflict as exc:
+        raise AlreadyExists("name", str(exc)) from None
+
+
+async def delete(sys: System, who: Principal, group_id: int) -> None:
+    try:
+        await sys.db.run(delete_group, group_id)
+    except NotFound:
+        raise Missing(f"no group with id {group_id}") from None
+
+
+async def assign(
+    sys: System, who: Principal, group_id: int, host_ids: Sequence[int], member: bool
+) -> int:
+    """Add (or remove) hosts; returns how many memberships changed."""
+    try:
+        return await sys.db.run(assign_hosts, group_id, list(host_ids), member)
+    except NotFound:
+        raise Missing(f"no group with id {group_id}") from None

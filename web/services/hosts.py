@@ -1,0 +1,125 @@
+"""Hosts: search, detail, registration, removal, refresh."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from settings import EffectivePolicy
+from storage import (
+    FleetCounts,
+    HostFilter,
+    HostListItem,
+    HostRow,
+    HostState,
+    NotFound,
+    PatchItem,
+    Transition,
+    fleet_counts,
+    get_host,
+    health_history,
+    installed_packages,
+    load_host_state,
+    open_patches,
+    search_hosts,
+)
+
+from ..handle import Missing
+from ..models import HostCreate, HostQuery
+from .base import Principal, System
+
+
+def host_filter(q: HostQuery) -> HostFilter:
+    reboot = {"": None, "yes": True, "true": True, "no": False, "false": False}[q.reboot]
+    return HostFilter(
+        group=q.group,
+        health=q.health,
+        os=q.os,
+        min_pending=q.min_pending,
+        reboot=reboot,
+        text=q.q.strip(),
+        sort=q.sort,
+        descending=q.order == "desc",
+        limit=q.limit,
+        offset=q.offset if q.offset is not None else (q.page - 1) * q.limit,
+    )
+
+
+async def search(
+    sys: System, who: Principal, q: HostQuery
+) -> tuple[list[HostListItem], int, HostFilter]:
+    """One page of matching hosts, the number of matches and the filter used."""
+    f = host_filter(q)
+    items, total = await sys.db.run(search_hosts, f)
+    return items, total, f
+
+
+async def get(sys: System, who: Principal, host_id: int) -> HostRow:
+    try:
+        return await sys.db.run(get_host, host_id)
+    except NotFound:
+        raise Missing(f"no host with id {host_id}") from None
+
+
+@dataclass(frozen=True)
+class HostDetail:
+    row: HostRow
+    state: HostState | None
+    live: Any
+    policy: EffectivePolicy | None
+
+
+async def detail(sys: System, who: Principal, host_id: int) -> HostDetail:
+    row = await get(sys, who, host_id)
+    return HostDetail(
+        row,
+        await sys.db.run(load_host_state, row.id),
+        sys.handle.snapshot(row.id),
+        sys.handle.effective_policy(row.id),
+    )
+
+
+async def register(sys: System, who: Principal, data: HostCreate) -> HostRow:
+    """Raises ``InvalidInput`` / ``AlreadyExists`` naming the field."""
+    return await sys.handle.register_host(
+        data.name, display_name=data.display_name, groups=data.groups, port=data.port
+    )
+
+
+async def remove(sys: System, who: Principal, host_id: int) -> HostRow:
+    await get(sys, who, host_id)
+    try:
+        return await sys.handle.remove_host(host_id)
+    except NotFound:
+        raise Missing(f"no host with id {host_id}") from None
+
+
+async def refresh(sys: System, who: Principal, host_ids: Sequence[int]) -> int:
+    return sys.handle.refresh(list(host_ids))
+
+
+async def patches(sys: System, who: Principal, host_id: int) -> list[PatchItem]:
+    row = await get(sys, who, host_id)
+    return await sys.db.run(open_patches, row.id)
+
+
+async def packages(
+    sys: System, who: Principal, host_id: int, text: str = ""
+) -> tuple[list[tuple[str, str]], int]:
+    """Installed packages whose name contains ``text`` literally (first 200) and the count."""
+    row = await get(sys, who, host_id)
+    return await sys.db.run(installed_packages, row.id, text)
+
+
+async def history(sys: System, who: Principal, host_id: int) -> list[Transition]:
+    row = await get(sys, who, host_id)
+    return await sys.db.run(health_history, row.id)
+
+
+async def summary(sys: System, who: Principal) -> FleetCounts:
+    return await sys.db.run(fleet_counts)
+
+
+def actors(sys: System, who: Principal) -> list[Any]:
+    return sys.handle.snapshots()

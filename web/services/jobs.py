@@ -1,0 +1,139 @@
+"""Jobs: host selection (literal filters, the all-hosts confirmation), creation, preview,
+listing, cancel, retry, rollback."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from storage import (
+    HostFilter,
+    JobHostRow,
+    JobRow,
+    JobSpec,
+    NotFound,
+    existing_host_ids,
+    get_job,
+    host_count,
+    job_rows,
+    list_jobs,
+    pending_union,
+    search_hosts,
+)
+
+from ..handle import InvalidInput, Missing
+from ..models import MAX_SELECTION, HostSelection, JobCreate
+from .base import Principal, System
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The hosts a selection reaches now, and whether that is the whole fleet."""
+
+    host_ids: list[int]
+    fleet: int
+
+    @property
+    def everything(self) -> bool:
+        return self.fleet > 0 and len(self.host_ids) == self.fleet
+
+
+async def resolve(sys: System, who: Principal, sel: HostSelection) -> Resolved:
+    """Host ids from an explicit list, a group, or a literal text filter (in that order);
+    ``all_hosts`` alone selects every host. Unknown explicit ids are an ``InvalidInput``."""
+    fleet = await sys.db.run(host_count)
+    if sel.host_ids:
+        wanted = list(dict.fromkeys(sel.host_ids))
+        known = await sys.db.run(existing_host_ids, wanted)
+        missing = [i for i in wanted if i not in known]
+        if missing:
+            shown = ", ".join(map(str, missing[:10])) + (" …" if len(missing) > 10 else "")
+            raise InvalidInput("host_ids", f"no host with id {shown}")
+        return Resolved(wanted, fleet)
+    f = HostFilter(group=sel.group, text=sel.filter.strip(), limit=MAX_SELECTION)
+    items, _ = await sys.db.run(search_hosts, f)
+    return Resolved([h.id for h in items], fleet)
+
+
+def _confirm_everything(sel: HostSelection, found: Resolved) -> None:
+    """A group or filter that reaches every host must be confirmed with ``all_hosts``."""
+    if sel.host_ids or sel.all_hosts or not found.everything:
+        return
+    raise InvalidInput(
+        "all_hosts",
+        f"the selection matches all {found.fleet} hosts of the fleet; "
+        "confirm with all_hosts to deploy to every host",
+    )
+
+
+def spec_of(data: JobCreate, who: Principal) -> JobSpec:
+    return JobSpec(
+        kind=data.kind,
+        schedule=data.schedule,
+        selection=data.selection,
+        packages=data.package_values(),
+        allow_reboot=data.allow_reboot,
+        reboot_delay_s=data.reboot_delay_s,
+        batch_size=data.batch_size,
+        batch_percent=data.batch_percent,
+        failure_threshold=data.failure_threshold,
+        canary=data.canary,
+        created_by=who.username,
+    )
+
+
+async def create(sys: System, who: Principal, data: JobCreate) -> tuple[int, int]:
+    """Store the job; returns (job id, number of hosts)."""
+    found = await resolve(sys, who, data)
+    if not found.host_ids:
+        raise InvalidInput("hosts", "no host matches the selection")
+    _confirm_everything(data, found)
+    job_id = await sys.handle.create_job(spec_of(data, who), found.host_ids)
+    return job_id, len(found.host_ids)
+
+
+@dataclass(frozen=True)
+class Preview:
+    hosts: list[int]
+    everything: bool
+    patches: list[dict[str, Any]]
+
+
+async def preview(sys: System, who: Principal, sel: HostSelection) -> Preview:
+    found = await resolve(sys, who, sel)
+    patches = await sys.db.run(pending_union, found.host_ids) if found.host_ids else []
+    return Preview(found.host_ids, found.everything, patches)
+
+
+async def jobs(
+    sys: System, who: Principal, status: str = ""
+) -> list[tuple[JobRow, dict[str, int]]]:
+    return await sys.db.run(list_jobs, status)
+
+
+async def get(sys: System, who: Principal, job_id: int) -> tuple[JobRow, list[JobHostRow]]:
+    try:
+        job = await sys.db.run(get_job, job_id)
+    except NotFound:
+        raise Missing(f"no job {job_id}") from None
+    return job, await sys.db.run(job_rows, job_id)
+
+
+async def cancel(sys: System, who: Principal, job_id: int) -> int:
+    await get(sys, who, job_id)
+    try:
+        return await sys.handle.cancel_job(job_id)
+    except NotFound:
+        raise Missing(f"no job {job_id}") from None
+
+
+async def retry(sys: System, who: Principal, job_id: int) -> int:
+    await get(sys, who, job_id)
+    return await sys.handle.retry_failed(job_id)
+
+
+async def rollback(sys: System, who: Principal, job_id: int, host_ids: Sequence[int] | None) -> int:
+    """A new job reinstalling the versions from before; ``InvalidInput`` when nothing to do."""
+    await get(sys, who, job_id)
+    return await sys.handle.rollback(job_id, None if host_ids is None else list(host_ids))

@@ -1,0 +1,99 @@
+"""Maintenance windows, blackouts and the calendar: one rule for times (``models``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from maintenance import Interval, WindowRule, occurrences
+from storage import (
+    BlackoutRow,
+    NotFound,
+    WindowRow,
+    create_blackout,
+    delete_blackout,
+    delete_window,
+    list_blackouts,
+    list_windows,
+    save_window,
+)
+
+from ..handle import Missing
+from ..models import BlackoutCreate, Window, WindowDraft
+from .base import Principal, System
+
+
+async def windows(sys: System, who: Principal) -> list[WindowRow]:
+    return await sys.db.run(list_windows)
+
+
+async def save(sys: System, who: Principal, data: Window, window_id: int | None = None) -> int:
+    """Create (``window_id`` None) or replace a window; the jobs re-evaluate."""
+    try:
+        saved = await sys.db.run(save_window, data.columns(), window_id, who.username)
+    except NotFound:
+        raise Missing(f"no window with id {window_id}") from None
+    sys.handle.poke_jobs()
+    return saved
+
+
+async def delete(sys: System, who: Principal, window_id: int) -> None:
+    try:
+        await sys.db.run(delete_window, window_id, who.username)
+    except NotFound:
+        raise Missing(f"no window with id {window_id}") from None
+    sys.handle.poke_jobs()
+
+
+def upcoming(draft: WindowDraft, now: dt.datetime, count: int = 8) -> list[Interval]:
+    """The next occurrences of a draft window (for the editor's live preview)."""
+    return occurrences(draft.rule(), now, now + dt.timedelta(days=120))[:count]
+
+
+def calendar(
+    windows: list[WindowRow], blackouts: list[BlackoutRow], start: dt.datetime, days: int
+) -> list[dict[str, Any]]:
+    """Every enabled window's occurrences for the next ``days`` days, blackouts cut out."""
+    end = start + dt.timedelta(days=days)
+    shut = [Interval(b.starts_at, b.ends_at) for b in blackouts]
+    entries = []
+    for w in windows:
+        if not w.enabled:
+            continue
+        for piece in occurrences(WindowRule.from_columns(w), start, end, shut):
+            entries.append(
+                {
+                    "window_id": w.id,
+                    "name": w.name,
+                    "target": w.target,
+                    "start": piece.start.isoformat(),
+                    "end": piece.end.isoformat(),
+                    "auto_apply": w.auto_apply,
+                }
+            )
+    return sorted(entries, key=lambda e: e["start"])
+
+
+async def upcoming_entries(
+    sys: System, who: Principal, days: int, now: dt.datetime | None = None
+) -> list[dict[str, Any]]:
+    now = now or dt.datetime.now(dt.UTC)
+    return calendar(await sys.db.run(list_windows), await sys.db.run(list_blackouts), now, days)
+
+
+async def blackouts(sys: System, who: Principal) -> list[BlackoutRow]:
+    return await sys.db.run(list_blackouts)
+
+
+async def add_blackout(sys: System, who: Principal, data: BlackoutCreate) -> int:
+    blackout_id = await sys.db.run(create_blackout, data.name, data.starts_at, data.ends_at)
+    sys.handle.poke_jobs()
+    return blackout_id
+
+
+async def remove_blackout(sys: System, who: Principal, blackout_id: int) -> None:
+    try:
+        await sys.db.run(delete_blackout, blackout_id)
+    except NotFound:
+        raise Missing(f"no blackout with id {blackout_id}") from None
+    sys.handle.poke_jobs()
