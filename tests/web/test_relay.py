@@ -11,14 +11,15 @@ from typing import Any
 import httpx2
 import pytest
 import trio
+import trio.lowlevel
 import trio_websocket
 
 from actors import HealthState
 from simulator import Fleet
 from web import WebListener, serve_web
 
-from ..conftest import Pki
-from .conftest import WebRig
+from ..conftest import Pki, fleet_addresses
+from .conftest import CONF, WebRig
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -122,4 +123,61 @@ async def test_websocket_without_session_or_from_elsewhere_is_refused(
                 ],
             ):
                 pass
+    stop.set()
+
+
+async def test_a_second_watch_scan_replaces_the_first_follower_on_that_socket(
+    nursery: trio.Nursery, web_rig: WebRig, pki: Pki
+) -> None:
+    # An "agent" that accepts TCP and never answers keeps both scans running until cancelled.
+    address = fleet_addresses(1)
+    listeners = await trio.open_tcp_listeners(12443, host=address)
+
+    async def silent(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    nursery.start_soon(trio.serve_listeners, silent, listeners)
+    store = web_rig.system.scheduler.config
+    (store.conf_dir / "patch-manager.toml").write_text(CONF + "connect_timeout_s = 30\n")
+    assert store.reload() and store.current.discovery.connect_timeout_s == 30
+    handle = web_rig.system.handle
+    first = await handle.start_discovery(f"{address}/32")
+    second = await handle.start_discovery(f"{address}/32")
+    relay = web_rig.app.state.relay
+    base, stop = await serve(nursery, web_rig, pki)
+    cookie = await session_cookie(base, web_rig, pki)
+    host, port = base.removeprefix("https://").split(":")
+
+    async def next_scan_message(ws: trio_websocket.WebSocketConnection) -> dict[str, Any]:
+        while True:
+            message: dict[str, Any] = json.loads(await ws.get_message())
+            if message["type"] == "scan":
+                return message
+
+    with trio.fail_after(30):
+        async with trio_websocket.open_websocket(
+            host,
+            int(port),
+            "/api/v1/live",
+            use_ssl=browser_context(pki),
+            extra_headers=[
+                (b"cookie", f"pm_session={cookie}".encode()),
+                (b"origin", base.encode()),
+            ],
+        ) as ws:
+            for scan in (first, second, first, second):
+                await ws.send_message(json.dumps({"action": "watch_scan", "scan_id": scan.scan_id}))
+                assert (await next_scan_message(ws))["scan_id"] == scan.scan_id
+                await trio.testing.wait_all_tasks_blocked()
+                assert relay.followers == 1
+            # The follower of the first scan is gone: its end is not sent; the second's is.
+            assert handle.cancel_discovery(first.scan_id)
+            while not (await handle.wait_discovery_change(first.scan_id)).done:
+                pass
+            assert handle.cancel_discovery(second.scan_id)
+            final = await next_scan_message(ws)
+            assert final["scan_id"] == second.scan_id
+            assert final["progress"]["done"] and final["progress"]["cancelled"]
+            await trio.testing.wait_all_tasks_blocked()
+            assert relay.followers == 0
     stop.set()
