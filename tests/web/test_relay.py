@@ -11,7 +11,7 @@ from typing import Any
 import httpx2
 import pytest
 import trio
-import trio.lowlevel
+import trio.testing
 import trio_websocket
 
 from actors import HealthState
@@ -172,8 +172,9 @@ async def test_a_second_watch_scan_replaces_the_first_follower_on_that_socket(
                 assert relay.followers == 1
             # The follower of the first scan is gone: its end is not sent; the second's is.
             assert handle.cancel_discovery(first.scan_id)
-            while not (await handle.wait_discovery_change(first.scan_id)).done:
-                pass
+            while (progress := await handle.wait_discovery_change(first.scan_id)) is not None:
+                if progress.done:
+                    break
             assert handle.cancel_discovery(second.scan_id)
             final = await next_scan_message(ws)
             assert final["scan_id"] == second.scan_id
