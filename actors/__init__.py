@@ -6,7 +6,7 @@ PostgreSQL-backed ports (``DatabaseSink``, ``HostDirectory``, ``DatabaseDiscover
 """
 
 from .address_policy import AddressPolicy
-from .agent_client import AgentClient, PatchSelection
+from .agent_client import AgentClient, ConnectionRamp, PatchSelection
 from .agent_errors import AgentError
 from .discovery import DiscoveryBusy, DiscoveryError, Found, ScanProgress, ScanReport
 from .handle import FleetHandle
@@ -23,6 +23,7 @@ __all__ = [
     "AddressRefused",
     "AgentClient",
     "AgentError",
+    "ConnectionRamp",
     "DatabaseDiscoveryStore",
     "DatabaseJobStore",
     "DatabaseSink",

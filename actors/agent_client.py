@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import ipaddress
 import json
+import os
 import re
 import ssl
 import time
@@ -95,6 +96,76 @@ class PatchSelection:
         if isinstance(names, str) or not names:
             raise ValueError("an explicit patch selection needs at least one package name")
         return cls(tuple(check_package_name(n) for n in names))
+
+
+class ConnectionRamp:
+    """A fleet-wide limit on agent connections being *opened* at once (TCP connect + TLS
+    handshake); requests on open connections never wait for it.
+
+    Cold-starting thousands of hosts queues here instead of opening thousands of handshakes at
+    once, which on a small machine makes them time out (self-inflicted "unreachable" hosts).
+    The wait for a slot is not part of any request deadline; the handshake itself is.
+    """
+
+    PER_CPU = 16
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("a connection ramp needs at least one slot")
+        self.limit = limit
+        self._limiter = trio.CapacityLimiter(limit)
+        self.opened = 0  # connections opened through the ramp
+        self.waited = 0  # of which had to wait for a slot
+        self.peak = 0  # most slots in use at once
+
+    @classmethod
+    def for_this_machine(cls, configured: int = 0) -> ConnectionRamp:
+        """``configured`` slots, or ``PER_CPU`` per CPU when it is 0."""
+        return cls(configured or cls.PER_CPU * (os.cpu_count() or 1))
+
+    async def acquire(self, token: object) -> None:
+        if self._limiter.available_tokens == 0:
+            self.waited += 1
+        await self._limiter.acquire_on_behalf_of(token)
+        self.opened += 1
+        self.peak = max(self.peak, self.in_use)
+
+    def release(self, token: object) -> None:
+        self._limiter.release_on_behalf_of(token)
+
+    @property
+    def in_use(self) -> int:
+        return int(self._limiter.borrowed_tokens)
+
+
+class _RampSlot:
+    """The ramp slot one request holds while httpx opens a connection for it (driven by
+    httpcore's trace events), released when the handshake ends or the request does."""
+
+    _OPENING = "connection.connect_tcp.started"
+    _DONE = frozenset(
+        {
+            "connection.connect_tcp.failed",
+            "connection.start_tls.complete",
+            "connection.start_tls.failed",
+        }
+    )
+
+    def __init__(self, ramp: ConnectionRamp) -> None:
+        self.ramp = ramp
+        self.held = False
+
+    async def trace(self, name: str, info: Mapping[str, Any]) -> None:
+        if name == self._OPENING and not self.held:
+            await self.ramp.acquire(self)
+            self.held = True
+        elif name in self._DONE:
+            self.release()
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.ramp.release(self)
 
 
 def _retry_after(headers: httpx2.Headers) -> float | None:
@@ -198,8 +269,10 @@ class AgentClient:
         request_timeout: float = 30.0,
         connect_timeout: float = 10.0,
         max_connections: int = 2,
+        ramp: ConnectionRamp | None = None,
     ) -> None:
         self.host = host
+        self.ramp = ramp
         self.address = address
         self.port = port
         self.ssl_context = ssl_context
@@ -246,12 +319,17 @@ class AgentClient:
         if body is not None:
             content = json.dumps(body).encode()
             headers["content-type"] = "application/json"
+        slot = None if self.ramp is None else _RampSlot(self.ramp)
         try:
             response = await self._client.request(
-                method, path, content=content, headers=headers, params=params
-            )
+                method, path, content=content, headers=headers, params=params,
+                extensions=None if slot is None else {"trace": slot.trace},
+            )  # fmt: skip
         except httpx2.HTTPError as exc:
             raise map_transport_error(self.host, exc) from exc
+        finally:
+            if slot is not None:
+                slot.release()
         return self._interpret(response)
 
     def _interpret(self, response: httpx2.Response) -> Any:
@@ -442,7 +520,10 @@ class AgentClient:
     @asynccontextmanager
     async def _connected_events(self) -> AsyncIterator[JobEventStream]:
         async with trio.open_nursery() as nursery:
+            slot = None if self.ramp is None else _RampSlot(self.ramp)
             try:
+                if slot is not None:
+                    await slot.trace(_RampSlot._OPENING, {})
                 with trio.fail_after(self.connect_timeout):
                     ws = await trio_websocket.connect_websocket(
                         nursery, self.address, self.port, "/api/v1/ws/jobs",
@@ -457,6 +538,9 @@ class AgentClient:
             except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
                 nursery.cancel_scope.cancel()
                 raise _map_ws_error(self.host, exc) from exc
+            finally:
+                if slot is not None:
+                    slot.release()
             try:
                 yield JobEventStream(self.host, ws)
             finally:

@@ -20,6 +20,7 @@ import trio
 
 from actors import (
     AgentClient,
+    ConnectionRamp,
     DatabaseDiscoveryStore,
     DatabaseJobStore,
     DatabaseSink,
@@ -135,6 +136,7 @@ class ActorSystem:
     fleet: FleetState
     sink: DatabaseSink
     handle: FleetHandle
+    ramp: ConnectionRamp  # the fleet-wide limit on agent connections being opened
 
 
 def build_actor_system(
@@ -142,6 +144,7 @@ def build_actor_system(
 ) -> ActorSystem:
     """Wire the scheduler, its host actors' ports and the handle the web layer uses."""
     ssl_context = agent_client_context(ca.root_cert_path, ca.client_cert_path, ca.client_key_path)
+    ramp = ConnectionRamp.for_this_machine(store.current.agents.max_new_connections)
 
     def agent_factory(target: HostTarget, policy: PollingPolicy) -> AgentClient:
         return AgentClient(
@@ -152,6 +155,7 @@ def build_actor_system(
             request_timeout=policy.request_timeout_s,
             connect_timeout=policy.connect_timeout_s,
             max_connections=policy.max_connections,
+            ramp=ramp,
         )
 
     fleet = FleetState()
@@ -166,7 +170,7 @@ def build_actor_system(
         discovery_store=DatabaseDiscoveryStore(storage.db),
         job_store=DatabaseJobStore(storage.db),
     )
-    return ActorSystem(scheduler, fleet, sink, FleetHandle(scheduler, fleet, storage.db))
+    return ActorSystem(scheduler, fleet, sink, FleetHandle(scheduler, fleet, storage.db), ramp)
 
 
 def _web_listener(config: Config, ca: CertificateAuthority, bind: str | None) -> WebListener:

@@ -39,6 +39,7 @@ class AgentSettings:
     allow_addresses: tuple[str, ...]
     allow_ports: tuple[int, ...]
     resolve_timeout_s: float
+    max_new_connections: int
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,14 @@ SECTIONS: dict[str, tuple[Key, ...]] = {
             max_items=100,
         ),
         Key("resolve_timeout_s", "float", 5.0, "Deadline for resolving a host name.", 0.1, 60),
+        Key(
+            "max_new_connections",
+            "int",
+            0,
+            "Agent connections being opened (TLS handshakes) at once, fleet-wide; 0 = 16 per CPU.",
+            0,
+            100_000,
+        ),
     ),
     "polling": POLLING_KEYS,
     "supervision": (
