@@ -5,7 +5,11 @@
 The simulator runs in its own process (`patch-manager simulate`), so the CPU figures are the
 manager's alone. The manager side runs the real scheduler, host actors, agent clients and
 PostgreSQL writes (embedded PostgreSQL in a temporary directory). Then a bare httpx loop makes
-the same four requests per host (health, system/info, patches, packages) for comparison.
+the same four requests per host (health, system/info, patches, packages) for comparison, its
+new connections limited exactly like the manager's (the same number of handshakes at once).
+
+Failed polls are counted and reported (a sweep that cannot complete stops at its deadline and
+says how many hosts were never polled) instead of crashing the benchmark.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import trio
 
-from actors import HealthState
+from actors import ConnectionRamp, HealthState
 from ca import CertificateAuthority, agent_client_context
 from patch_manager.runtime import Storage
 from patch_manager.serve import build_actor_system
@@ -61,7 +66,13 @@ def start_simulator(root: Path, count: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("the simulator did not start")
 
 
-async def manager_sweep(root: Path, count: int, addresses: list[str]) -> dict[str, Any]:
+def polled_once(snaps: list[Any], count: int) -> bool:
+    return len(snaps) == count and all(s.last_success is not None for s in snaps)
+
+
+async def manager_sweep(
+    root: Path, count: int, addresses: list[str], deadline: float
+) -> dict[str, Any]:
     conf = root / "conf"
     conf.mkdir()
     (conf / "patch-manager.toml").write_text(
@@ -92,11 +103,26 @@ async def manager_sweep(root: Path, count: int, addresses: list[str]) -> dict[st
         def swept(snaps: list[Any]) -> bool:
             return len(snaps) == count and all(
                 s.health is HealthState.HEALTHY and s.phase.value == "idle"
-                and s.last_success is not None for s in snaps
+                and s.last_success is not None
+                and r.actor is not None and r.actor.polls >= 2
+                for s, r in ((s, system.scheduler.hosts[s.host_id]) for s in snaps)
             )  # fmt: skip
 
-        await system.fleet.wait_until(swept)
+        polled_at = None
+        with trio.move_on_after(deadline):
+            await system.fleet.wait_until(lambda snaps: polled_once(snaps, count))
+            polled_at = time.perf_counter() - t0
+            await system.fleet.wait_until(swept)
         first = time.perf_counter() - t0
+        failed_first = system.fleet.metrics.failed
+        never_polled = sum(s.last_success is None for s in system.fleet.snapshots())
+        if polled_at is None or never_polled:
+            nursery.cancel_scope.cancel()
+            return {
+                "complete": False, "first_sweep_s": first, "failed_polls": failed_first,
+                "never_polled": never_polled, "ramp": system.ramp,
+                "health": Counter(s.health.value for s in system.fleet.snapshots()),
+            }  # fmt: skip
         first_cpu = cpu_seconds() - cpu_before
         await system.sink.flush()
         rows_first = (system.sink.stats.state_rows + system.sink.stats.transition_rows
@@ -114,7 +140,8 @@ async def manager_sweep(root: Path, count: int, addresses: list[str]) -> dict[st
                 for h, r in system.scheduler.hosts.items()
             ) and all(s.phase.value == "idle" for s in snaps)
 
-        await system.fleet.wait_until(resweep)
+        with trio.move_on_after(deadline):
+            await system.fleet.wait_until(resweep)
         second = time.perf_counter() - t1
         second_cpu = cpu_seconds() - cpu1
         await system.sink.flush()
@@ -123,32 +150,72 @@ async def manager_sweep(root: Path, count: int, addresses: list[str]) -> dict[st
         nursery.cancel_scope.cancel()
     await db.close()
     return {
+        "complete": True, "polled_once_s": polled_at,
         "first_sweep_s": first, "first_cpu_s": first_cpu, "rows_first": rows_first,
         "second_sweep_s": second, "second_cpu_s": second_cpu,
         "rows_second": rows_total - rows_first, "kb_per_actor": at_rest,
+        "failed_polls": system.fleet.metrics.failed, "failed_first": failed_first,
+        "ramp": system.ramp,
     }  # fmt: skip
 
 
-async def bare_sweep(root: Path, addresses: list[str]) -> tuple[float, float]:
+async def bare_sweep(root: Path, addresses: list[str], slots: int) -> tuple[float, float, int]:
+    """The same four requests per host with plain httpx clients, new connections limited to
+    ``slots`` handshakes at once like the manager's ramp. Returns time, CPU and errors."""
     ca = CertificateAuthority(root / "ca")
     ctx = agent_client_context(ca.root_cert_path, ca.client_cert_path, ca.client_key_path)
+    limiter = trio.CapacityLimiter(slots)
+    errors: Counter[str] = Counter()
     t0, cpu0 = time.perf_counter(), cpu_seconds()
 
     async def one(address: str) -> None:
+        token = object()
+        held = False
+
+        async def trace(name: str, info: Any) -> None:
+            nonlocal held
+            if name == "connection.connect_tcp.started" and not held:
+                await limiter.acquire_on_behalf_of(token)
+                held = True
+            elif name in DONE and held:
+                limiter.release_on_behalf_of(token)
+                held = False
+
         async with httpx2.AsyncClient(verify=ctx, base_url=f"https://{address}:12443",
                                       timeout=60) as client:  # fmt: skip
             for path in ("/health", "/api/v1/system/info", "/api/v1/patches", "/api/v1/packages"):
-                (await client.get(path)).raise_for_status()
+                try:
+                    response = await client.get(path, extensions={"trace": trace})
+                    response.raise_for_status()
+                except httpx2.HTTPError as exc:
+                    errors[type(exc).__name__] += 1
+                finally:
+                    if held:
+                        limiter.release_on_behalf_of(token)
+                        held = False
 
     async with trio.open_nursery() as nursery:
         for address in addresses:
             nursery.start_soon(one, address)
-    return time.perf_counter() - t0, cpu_seconds() - cpu0
+    if errors:
+        print(f"bare httpx errors: {dict(errors)}")
+    return time.perf_counter() - t0, cpu_seconds() - cpu0, sum(errors.values())
+
+
+DONE = frozenset(
+    {
+        "connection.connect_tcp.failed",
+        "connection.start_tls.complete",
+        "connection.start_tls.failed",
+    }
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=2500)
+    parser.add_argument("--deadline", type=float, default=600.0,
+                        help="give up a sweep after this many seconds (and report)")  # fmt: skip
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="pm-sweep-"))
     root.chmod(0o755)
@@ -157,17 +224,28 @@ def main() -> None:
         from simulator import FleetSpec
 
         addresses = FleetSpec(count=args.count, base_address=BASE).address_list()
-        result = trio.run(manager_sweep, root, args.count, addresses)
-        bare, bare_cpu = trio.run(bare_sweep, root, addresses)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result = trio.run(manager_sweep, root, args.count, addresses, args.deadline)
+        ramp: ConnectionRamp = result["ramp"]
         n = args.count
-        print(f"hosts: {n}")
+        print(f"hosts: {n}; connection ramp: {ramp.limit} handshakes at once ({ramp.opened} "
+              f"connections opened, {ramp.waited} waited, peak {ramp.peak})")  # fmt: skip
+        if not result["complete"]:
+            print(f"INCOMPLETE after {result['first_sweep_s']:.1f} s: "
+                  f"{result['never_polled']} host(s) never polled, "
+                  f"{result['failed_polls']} failed poll(s); "
+                  f"health {dict(result['health'])}")  # fmt: skip
+            sys.exit(1)
+        bare, bare_cpu, bare_errors = trio.run(bare_sweep, root, addresses, ramp.limit)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"cold start until every host was polled once: {result['polled_once_s']:.1f} s")
         print(f"first sweep (health + info + patches + packages, all stored): "
               f"{result['first_sweep_s']:.1f} s, manager CPU {result['first_cpu_s']:.1f} s, "
-              f"{result['rows_first']} DB rows")  # fmt: skip
+              f"{result['rows_first']} DB rows, {result['failed_first']} failed polls")  # fmt: skip
         print(f"second sweep (same data): {result['second_sweep_s']:.1f} s, manager CPU "
               f"{result['second_cpu_s']:.1f} s, {result['rows_second']} DB rows")  # fmt: skip
-        print(f"bare httpx, same four requests per host: {bare:.1f} s, CPU {bare_cpu:.1f} s")
+        print(f"failed polls in both sweeps: {result['failed_polls']}")
+        print(f"bare httpx, same four requests per host, same ramp: {bare:.1f} s, "
+              f"CPU {bare_cpu:.1f} s, {bare_errors} errors")  # fmt: skip
         print(f"ratio (second sweep / bare): {result['second_sweep_s'] / bare:.2f}")
         print(f"memory per host actor at rest: {result['kb_per_actor']:.0f} KB; "
               f"peak RSS {peak:.0f} MB")  # fmt: skip
