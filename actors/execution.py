@@ -1,33 +1,56 @@
-"""Running one job row on one agent (R-4.2, R-4.3), crash-safely.
+"""Driving one job row through its persisted state machine on one agent (R-4.2, R-4.3).
 
-The row is claimed in the database first (atomically), the package versions before are
-recorded, the request is sent, and the agent's job id is stored *before* anything relies on it.
-Then the agent's WebSocket events are followed, and ``GET /jobs/{id}`` reconciles after every
-(re)connect and every few seconds (events can be lost). A reboot makes the agent disappear for
-minutes: the executor keeps reconnecting until the job is final or the deadline passes.
+    queued ─claim─▶ claimed ─(permit re-checked)─▶ request_sent ─202─▶ accepted ─▶ following
+                                                                  ─GET /jobs/{id}─▶ final
 
-After a manager crash, ``resume`` picks up a row left ``dispatched``/``running``/``rebooting``:
-with an agent job id it just follows it; without one it looks for the job on the agent (by
-operation and time) before it would ever send the request again.
+Every step is recorded *before* the step it guards, so that a crash anywhere resumes from
+evidence, never from a guess:
+
+- ``claimed``: nothing was sent; on resume the request is sent.
+- ``request_sent``: the request may or may not have reached the agent (a crash, a timeout, a
+  connection closed after the body was written). Reconciled from the agent's job list: a job of
+  the same operation and packages that no row of this host already accounts for, created (on
+  the agent's own clock) after the newest job this host's rows do account for. Found: adopted.
+  The list says there is none: the request never got through and is sent again.
+- ``accepted`` / ``following``: the agent job id is stored; it is followed until
+  ``GET /jobs/{id}`` says it is final. WebSocket events only wake that check up; a malformed
+  event is skipped and counted.
+
+Definite refusals (an agent error envelope, a refused connection) end or retry the attempt;
+ambiguous transport errors never fail a row. A refused connection is retried along the host's
+backoff ladder, then the row fails with ``HOST_UNREACHABLE``. The writes of the agent job id and
+of final states are shielded from cancellation with a deadline; database outages are waited out.
+A bad request that the agent could never accept (e.g. ``"openssl libssl3"`` as one package name)
+fails the row with ``BAD_PACKAGE_NAME``; it never crashes the actor.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
+from typing import Any, TypeVar
 
 import trio
 
-from storage import JobHostRow, JobRow
+from storage import DatabaseUnavailable, JobHostRow, JobRow
 
-from .agent_client import PatchSelection
-from .agent_errors import AdmissionRefused, AgentError, RateLimited, TransportError
+from .agent_client import PatchSelection, check_package_name, check_version
+from .agent_errors import (
+    AdmissionRefused,
+    AgentError,
+    AgentRequestError,
+    ProtocolError,
+    RateLimited,
+    Unreachable,
+)
 from .agent_records import JobAccepted, JobInfo, JobOperation, JobStatus
 from .ports import JobAgentPort, JobStore
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 OPERATIONS = {
     "patch": JobOperation.PATCH_APPLY,
@@ -44,16 +67,52 @@ class NothingToDo(Exception):
 
 
 class Refused(Exception):
-    """The manager refuses to send the request (a safety gate); ``code`` says why."""
+    """The manager refuses to send the request (a safety gate or a bad request); ``code``
+    says why."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
 
 
+class RowLost(Exception):
+    """The row is no longer this runner's (taken over, cancelled): stop without writing."""
+
+
+Request = Callable[[], Awaitable[JobAccepted]]
+
+
+def pick_sent_job(
+    jobs: Iterable[JobInfo], operation: JobOperation, names: Sequence[str], known: set[str]
+) -> str | None:
+    """The agent job a request in ``request_sent`` created, if the agent has it (pure).
+
+    Candidates: same operation, not already recorded for this host, the same package names when
+    the request named some, created (agent clock) no earlier than the newest job this host's
+    rows already account for. The newest candidate wins: an older one is another attempt's."""
+    jobs = [j for j in jobs if not j.internal]
+    floor = max(
+        (j.created_at for j in jobs if j.job_id in known and j.created_at is not None),
+        default=None,
+    )
+    wanted = {n.split("=")[0] for n in names}
+    candidates = [
+        j
+        for j in jobs
+        if j.operation is operation
+        and j.job_id not in known
+        and (floor is None or (j.created_at is not None and j.created_at >= floor))
+        and (not wanted or not j.packages or {p.split("=")[0] for p in j.packages} == wanted)
+    ]
+    if not candidates:
+        return None
+    newest = max(candidates, key=lambda j: j.created_at or dt.datetime.min.replace(tzinfo=dt.UTC))
+    return newest.job_id
+
+
 class Executor:
-    """Executes job rows for one host. ``report`` is called with (row_id, state, progress)
-    whenever the row's visible state changes (for the live relay)."""
+    """Executes job rows for one host. ``report(row_id, state, label)`` is called whenever the
+    row's visible state changes (for the snapshot and the live relay)."""
 
     def __init__(
         self,
@@ -66,6 +125,8 @@ class Executor:
         reconcile_interval: float = 5.0,
         deadline: float = 3 * 3600.0,
         admission_retries: int = 20,
+        unreachable_backoff: Sequence[float] = (60.0, 300.0, 1800.0),
+        write_deadline: float = 30.0,
     ) -> None:
         self.host = host
         self.host_id = host_id
@@ -75,118 +136,242 @@ class Executor:
         self.reconcile_interval = reconcile_interval
         self.deadline = deadline
         self.admission_retries = admission_retries
+        self.unreachable_backoff = tuple(unreachable_backoff)
+        self.write_deadline = write_deadline
         self.requests_sent = 0
-        self._uptime_before: int | None = None
+        self.malformed_events = 0
 
-    # -- entry points ------------------------------------------------------------------------
+    # -- entry point ------------------------------------------------------------------------
 
-    async def run(self, agent: JobAgentPort, job: JobRow, row_id: int) -> None:
-        row = await self.store.claim(row_id)
-        if row is None:
-            return  # someone else (a previous dispatch) has it
-        self.report(row.id, "dispatched", f"job {job.id}")
+    async def execute(self, agent: JobAgentPort, row: JobHostRow) -> None:
+        """Drive ``row`` (claimed by, or taken over by, this runner) from its recorded state to
+        a final one. Returns when the row is final or no longer ours; waits as long as the
+        agent job takes (bounded by ``deadline``). Raises only ``trio.Cancelled``."""
+        job = await self._db(lambda: self.store.job(row.job_id))
+        label = f"job {job.id}"
         try:
-            before = await self._packages(agent)
-            await self.store.update(row.id, packages_before=before)
-            accepted = await self._send(agent, job)
-        except NothingToDo as exc:
-            await self._finish(row.id, "succeeded", error_message=str(exc))
-            return
-        except Refused as exc:
-            await self._finish(row.id, "failed", error_code=exc.code, error_message=str(exc))
-            return
-        except AgentError as exc:
-            await self._finish(row.id, "failed", error_code=_code(exc), error_message=exc.message)
-            return
-        # Stored before anything relies on it: a crash from here on resumes, never resends.
-        await self.store.update(
-            row.id, agent_job_id=accepted.job_id, state="running", started_at=self.wall()
-        )
-        self.report(row.id, "running", f"job {job.id}")
-        await self._follow(agent, row.id, accepted.job_id, job)
-
-    async def resume(self, agent: JobAgentPort, row: JobHostRow) -> None:
-        job = await self.store.job(row.job_id)
-        agent_job_id = row.agent_job_id
-        if agent_job_id is None:
-            agent_job_id = await self._find_sent(agent, job, row)
-            if agent_job_id is None:
-                # The request never reached the agent: it is safe to send it now.
-                log.info(
-                    "resuming row %d: the agent never received it; sending now",
+            with trio.move_on_after(self.deadline) as overall:
+                agent_job_id: str | None
+                if row.state == "claimed":
+                    self.report(row.id, "claimed", label)
+                    agent_job_id = await self._start(agent, job, row)
+                elif row.state == "request_sent":
+                    self.report(row.id, "request_sent", label)
+                    agent_job_id = await self._reconcile(agent, job, row)
+                else:
+                    agent_job_id = row.agent_job_id
+                if agent_job_id is not None:
+                    await self._follow(agent, row, agent_job_id, job)
+            if overall.cancelled_caught:
+                await self._finish(
                     row.id,
-                    extra={"host": self.host},
+                    "failed",
+                    error_code="MANAGER_TIMEOUT",
+                    error_message=f"the row did not end within {self.deadline:.0f} s",
                 )
-                try:
-                    accepted = await self._send(agent, job)
-                except NothingToDo as exc:
-                    await self._finish(row.id, "succeeded", error_message=str(exc))
-                    return
-                except AgentError as exc:
+        except RowLost:
+            log.info("row %d is no longer ours; leaving it", row.id, extra={"host": self.host})
+            self.report(row.id, "", "")
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def _start(self, agent: JobAgentPort, job: JobRow, row: JobHostRow) -> str | None:
+        """From ``claimed``: prepare and send the request; the accepted agent job id, or None
+        when the row ended here. An agent that cannot be read is waited for along the host's
+        backoff ladder (then ``HOST_UNREACHABLE``)."""
+        tries = 0
+        while True:
+            try:
+                before = await self._packages(agent, attempts=3)
+                await self._db(partial(self.store.update, row.id, packages_before=before))
+                request = await self._prepare(agent, job, row)
+                break
+            except NothingToDo as exc:
+                await self._finish(row.id, "succeeded", error_message=str(exc))
+                return None
+            except Refused as exc:
+                await self._finish(row.id, "failed", error_code=exc.code, error_message=str(exc))
+                return None
+            except AgentError as exc:
+                if exc.transient and tries < len(self.unreachable_backoff):
+                    await trio.sleep(self.unreachable_backoff[tries])
+                    tries += 1
+                    continue
+                code = "HOST_UNREACHABLE" if exc.transient else _code(exc)
+                await self._finish(row.id, "failed", error_code=code, error_message=exc.message)
+                return None
+        return await self._send(agent, job, row, request)
+
+    async def _send(
+        self, agent: JobAgentPort, job: JobRow, row: JobHostRow, request: Request
+    ) -> str | None:
+        admissions = unreachable = 0
+        while True:
+            # The last check before the request leaves: the row's permit (its window) must
+            # still be valid. A runner that waited (admission, backoff) never sends late.
+            moved = await self._db(
+                lambda: self.store.advance(row.id, ("claimed",), "request_sent", within_permit=True)
+            )
+            if not moved:
+                if await self._finish(
+                    row.id,
+                    "skipped",
+                    error_message="the maintenance window closed before the request was sent",
+                ):
+                    return None
+                raise RowLost
+            self.report(row.id, "request_sent", f"job {job.id}")
+            try:
+                self.requests_sent += 1
+                accepted = await request()
+            except (AdmissionRefused, RateLimited) as exc:
+                # Answered: the agent did not take it. Wait as asked, then try again.
+                admissions += 1
+                if admissions > self.admission_retries:
+                    await self._back_to_claimed(row.id)
                     await self._finish(
                         row.id, "failed", error_code=_code(exc), error_message=exc.message
                     )
-                    return
-                agent_job_id = accepted.job_id
-            await self.store.update(row.id, agent_job_id=agent_job_id, state="running")
-        log.info("resuming row %d (agent job %s)", row.id, agent_job_id, extra={"host": self.host})
-        await self._follow(agent, row.id, agent_job_id, job)
-
-    # -- steps ------------------------------------------------------------------------------
-
-    async def _send(self, agent: JobAgentPort, job: JobRow) -> JobAccepted:
-        """Send the request; wait and retry while the agent's queue or slot refuses."""
-        attempt = 0
-        while True:
-            try:
-                self.requests_sent += 1
-                return await self._request(agent, job)
-            except (AdmissionRefused, RateLimited) as exc:
-                attempt += 1
-                if attempt > self.admission_retries:
-                    raise
+                    return None
+                await self._back_to_claimed(row.id)
                 wait = exc.retry_after or 10.0
-                log.info(
-                    "agent refused the job (%s); retrying in %.0fs",
-                    exc.message,
-                    wait,
-                    extra={"host": self.host},
-                )
+                log.info("agent refused the job (%s); retrying in %.0fs", exc.message, wait,
+                         extra={"host": self.host})  # fmt: skip
                 await trio.sleep(wait)
+                continue
+            except Unreachable as exc:
+                # No connection at all: certainly not sent. Follow the host's backoff ladder.
+                await self._back_to_claimed(row.id)
+                if unreachable >= len(self.unreachable_backoff):
+                    await self._finish(
+                        row.id,
+                        "failed",
+                        error_code="HOST_UNREACHABLE",
+                        error_message=f"the agent stayed unreachable: {exc.message}",
+                    )
+                    return None
+                await trio.sleep(self.unreachable_backoff[unreachable])
+                unreachable += 1
+                continue
+            except AgentRequestError as exc:
+                # The agent's own error envelope: a definite refusal of this request.
+                await self._back_to_claimed(row.id)
+                await self._finish(
+                    row.id, "failed", error_code=_code(exc), error_message=exc.message
+                )
+                return None
+            except AgentError as exc:
+                # A timeout, a connection closed after the request was written, garbage in
+                # the answer: the agent may have the job. Never a failure; reconcile.
+                log.info("sending row %d: %s; reconciling", row.id, exc.message,
+                         extra={"host": self.host})  # fmt: skip
+                return await self._reconcile(agent, job, row)
+            if await self._record_accepted(row.id, accepted.job_id):
+                return accepted.job_id
+            raise RowLost
 
-    async def _request(self, agent: JobAgentPort, job: JobRow) -> JobAccepted:
+    async def _back_to_claimed(self, row_id: int) -> None:
+        if not await self._db(lambda: self.store.advance(row_id, ("request_sent",), "claimed")):
+            raise RowLost
+
+    async def _record_accepted(self, row_id: int, agent_job_id: str) -> bool:
+        """Store the agent job id (shielded, with a deadline: it is the evidence a resume
+        needs). If even that fails the row stays ``request_sent`` and is reconciled later."""
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self.write_deadline):
+                return await self._db(
+                    lambda: self.store.advance(
+                        row_id,
+                        ("request_sent",),
+                        "accepted",
+                        agent_job_id=agent_job_id,
+                        started_at=self.wall(),
+                    )
+                )
+        return False
+
+    async def _reconcile(self, agent: JobAgentPort, job: JobRow, row: JobHostRow) -> str | None:
+        """From ``request_sent``: find the job the request created, or learn that there is
+        none (then send again). Transport errors are retried with a backoff (bounded by the
+        row's deadline, and cancellable); they never fail the row."""
+        operation = OPERATIONS[job.kind]
+        names = _request_names(job, self.host_id)
+        delay = min(self.reconcile_interval, 1.0)
+        while True:
+            await trio.sleep(delay)  # let an agent still handling our request finish it
+            try:
+                jobs = await agent.jobs(limit=100)
+            except AgentError as exc:
+                log.info("reconciling row %d: %s; retrying", row.id, exc.message,
+                         extra={"host": self.host})  # fmt: skip
+                delay = min(max(delay * 2, 1.0), 60.0)
+                continue
+            known = await self._db(lambda: self.store.recorded_agent_jobs(self.host_id))
+            found = pick_sent_job(jobs, operation, names, known)
+            if found is not None:
+                log.info("row %d: adopting agent job %s", row.id, found, extra={"host": self.host})
+                if await self._record_accepted(row.id, found):
+                    return found
+                raise RowLost
+            log.info("row %d: the agent never received the request; sending it", row.id,
+                     extra={"host": self.host})  # fmt: skip
+            await self._back_to_claimed(row.id)
+            try:
+                request = await self._prepare(agent, job, row)
+            except NothingToDo as exc:
+                await self._finish(row.id, "succeeded", error_message=str(exc))
+                return None
+            except Refused as exc:
+                await self._finish(row.id, "failed", error_code=exc.code, error_message=str(exc))
+                return None
+            except AgentError:
+                continue  # the next reconcile round asks again
+            return await self._send(agent, job, row, request)
+
+    async def _prepare(self, agent: JobAgentPort, job: JobRow, row: JobHostRow) -> Request:
+        """What to send, checked before anything is sent. Raises ``NothingToDo``, ``Refused``
+        (safety gates, bad package names) or ``AgentError`` (while reading the host)."""
+        try:
+            return await self._request(agent, job, row)
+        except ValueError as exc:
+            raise Refused("BAD_PACKAGE_NAME", f"the job cannot be sent: {exc}") from None
+
+    async def _request(self, agent: JobAgentPort, job: JobRow, row: JobHostRow) -> Request:
         if job.kind == "patch":
             if job.selection == "all":
                 selection = PatchSelection.all()
             else:
                 names = (
-                    await self.store.security_patches(self.host_id)
+                    await self._db(lambda: self.store.security_patches(self.host_id))
                     if job.selection == "security"
                     else [str(p) for p in job.packages]
                 )
                 if not names:
                     raise NothingToDo("nothing selected is pending on this host")
                 selection = PatchSelection.only(names)
-            return await agent.apply_patches(
+            if job.allow_reboot:
+                await self._remember_uptime(agent, row.id)
+            return lambda: agent.apply_patches(
                 selection, allow_reboot=job.allow_reboot, reboot_delay_seconds=job.reboot_delay_s
             )
         if job.kind in ("install", "rollback"):
-            specs: list[tuple[str, str | None]] = []
-            for p in job.packages:
-                if isinstance(p, dict):
-                    # Rollback rows carry per-host versions: {"host_id", "name", "version"}.
-                    if "host_id" in p and int(p["host_id"]) != self.host_id:
-                        continue
-                    specs.append((str(p["name"]), p.get("version")))
-                else:
-                    specs.append((str(p), None))
+            specs = _install_specs(job, self.host_id)
             if not specs:
                 raise NothingToDo("no package of this job concerns this host")
-            return await agent.install(specs)
-        if job.kind == "update":
-            return await agent.update(str(job.packages[0]))
-        if job.kind == "remove":
-            return await agent.remove(str(job.packages[0]))
+            for name, version in specs:
+                check_package_name(name)
+                if version is not None:
+                    check_version(version)
+            return lambda: agent.install(specs)
+        if job.kind in ("update", "remove"):
+            if not job.packages:
+                raise ValueError(f"an {job.kind} job needs a package name")
+            name = check_package_name(str(job.packages[0]))
+            return (
+                (lambda: agent.update(name))
+                if job.kind == "update"
+                else (lambda: agent.remove(name))
+            )
         if job.kind == "reboot":
             # R-4.6: never reboot a host whose package database is mid-change or broken.
             info = await agent.system_info()
@@ -196,108 +381,159 @@ class Executor:
                     "the agent reports an unclean package "
                     "database (dpkg --audit); fix it before rebooting",
                 )
-            self._uptime_before = (await agent.health()).uptime_seconds
-            return await agent.reboot(delay_seconds=job.reboot_delay_s)
-        raise ValueError(f"unknown job kind {job.kind}")
+            await self._remember_uptime(agent, row.id)
+            return lambda: agent.reboot(delay_seconds=job.reboot_delay_s)
+        raise Refused("UNKNOWN_JOB_KIND", f"unknown job kind {job.kind!r}")
 
-    async def _find_sent(self, agent: JobAgentPort, job: JobRow, row: JobHostRow) -> str | None:
-        """The agent job our crashed predecessor may have created for this row."""
-        since = (row.dispatched_at or self.wall()) - dt.timedelta(seconds=30)
-        operation = OPERATIONS[job.kind]
-        while True:
-            try:
-                jobs = await agent.jobs(limit=100)
-                break
-            except TransportError:
-                await trio.sleep(self.reconcile_interval)
-        candidates = [
-            j
-            for j in jobs
-            if j.operation is operation and j.created_at is not None and j.created_at >= since
-        ]
-        candidates.sort(key=lambda j: j.created_at or since)
-        return candidates[0].job_id if candidates else None
+    async def _remember_uptime(self, agent: JobAgentPort, row_id: int) -> None:
+        """Persisted, so that a reboot is confirmed by the uptime reset even after a crash."""
+        uptime = (await agent.health()).uptime_seconds
+        await self._db(lambda: self.store.update(row_id, uptime_before=uptime))
+
+    # -- following --------------------------------------------------------------------------
 
     async def _follow(
-        self, agent: JobAgentPort, row_id: int, agent_job_id: str, job: JobRow
+        self, agent: JobAgentPort, row: JobHostRow, agent_job_id: str, job: JobRow
     ) -> None:
-        info: JobInfo | None = None
-        shown = ""
-        backoff = 1.0
-        with trio.move_on_after(self.deadline) as overall:
-            while info is None or not info.status.terminal:
-                try:
-                    async with agent.job_events() as events:
-                        backoff = 1.0
-                        info = await agent.job(agent_job_id)  # reconcile after every connect
-                        while not info.status.terminal:
-                            shown = await self._show(row_id, info.status, shown, job)
-                            with trio.move_on_after(self.reconcile_interval):
-                                while True:
-                                    event = await events.receive()
-                                    if event.job_id == agent_job_id:
-                                        shown = await self._show(row_id, event.status, shown, job)
-                                        if event.status.terminal:
-                                            break
-                            info = await agent.job(agent_job_id)
-                except AgentError as exc:
-                    # The agent went away (reboot, restart) or refused us for a moment.
-                    log.info(
-                        "following agent job %s: %s; retrying",
-                        agent_job_id,
-                        exc.message,
-                        extra={"host": self.host},
-                    )
-                    if shown == "rebooting" or exc.transient:
-                        await trio.sleep(backoff)
-                        backoff = min(backoff * 2, 30.0)
-                        continue
-                    await self._finish(
-                        row_id,
-                        "failed",
-                        error_code=_code(exc),
-                        error_message=f"lost track of the agent job: {exc.message}",
-                    )
-                    return
-        if overall.cancelled_caught or info is None:
-            await self._finish(
-                row_id,
-                "failed",
-                error_code="MANAGER_TIMEOUT",
-                error_message="the agent job did not finish in time",
-            )
+        label = f"job {job.id}"
+        if not await self._db(
+            lambda: self.store.advance(row.id, ("accepted", "following"), "following")
+        ):
+            raise RowLost
+        self.report(row.id, "following", label)
+        info = await self._wait_final(agent, row.id, agent_job_id, label)
+        if info is None:
             return
-        reboot_job = info.status is JobStatus.COMPLETED and job.kind == "reboot"
-        if reboot_job and not await self._rebooted(agent):
-            await self._finish(
-                row_id,
-                "failed",
-                error_code="REBOOT_NOT_DETECTED",
-                error_message="the agent says done but its uptime did not reset",
-            )
-            return
+        if info.status is JobStatus.COMPLETED and (
+            job.kind == "reboot" or (job.kind == "patch" and job.allow_reboot)
+        ):
+            if job.kind == "patch":
+                # Older agents (2.5.5) complete the patch job, then start a separate reboot
+                # job: follow that one too, so that the row ends after the host is back.
+                reboot = await self._reboot_job_after(agent, info)
+                if reboot is not None:
+                    await self._db(lambda: self.store.update(row.id, agent_status="rebooting"))
+                    self.report(row.id, "rebooting", label)
+                    if await self._wait_final(agent, row.id, reboot, label) is None:
+                        return
+                    rebooted = await self._rebooted(agent, row.id)
+                    if rebooted is False:
+                        await self._finish(
+                            row.id,
+                            "failed",
+                            error_code="REBOOT_NOT_DETECTED",
+                            error_message="the agent says done but its uptime did not reset",
+                        )
+                        return
+            elif await self._rebooted(agent, row.id) is not True:
+                await self._finish(
+                    row.id,
+                    "failed",
+                    error_code="REBOOT_NOT_DETECTED",
+                    error_message="the agent says done but its uptime did not reset",
+                )
+                return
         if info.status is JobStatus.COMPLETED:
             after = await self._packages(agent)
-            await self._finish(row_id, "succeeded", packages_after=after)
+            await self._finish(row.id, "succeeded", packages_after=after)
         else:
             await self._finish(
-                row_id,
+                row.id,
                 "failed",
                 error_code=info.error_code or "UNKNOWN_ERROR",
                 error_message=(info.error or info.status.value)[:4000],
                 error_stderr=(info.command_stderr or "")[:8000],
             )
 
-    async def _rebooted(self, agent: JobAgentPort) -> bool:
-        """The uptime reset proves the reboot (the agent's job state alone could be stale)."""
-        before, self._uptime_before = self._uptime_before, None
-        if before is None:
-            return True  # resumed after a crash: the agent's orphan recovery is our evidence
-        for _ in range(10):
+    async def _wait_final(
+        self, agent: JobAgentPort, row_id: int, agent_job_id: str, label: str
+    ) -> JobInfo | None:
+        """Until ``GET /jobs/{id}`` says the agent job is final (events only wake the check).
+        None when the row ended otherwise (the agent does not know the job)."""
+        shown = ""
+        backoff = 1.0
+        while True:
             try:
-                return (await agent.health()).uptime_seconds < before
+                async with agent.job_events() as events:
+                    backoff = 1.0
+                    while True:
+                        info = await agent.job(agent_job_id)  # after every (re)connect, too
+                        if info.status.terminal:
+                            return info
+                        shown = await self._show(row_id, info.status, shown, label)
+                        with trio.move_on_after(self.reconcile_interval):
+                            await self._wait_event(events, agent_job_id)
+            except AgentRequestError as exc:
+                if exc.status == 404:
+                    await self._finish(
+                        row_id,
+                        "failed",
+                        error_code="AGENT_JOB_UNKNOWN",
+                        error_message=f"the agent does not know job {agent_job_id}: {exc.message}",
+                    )
+                    return None
+                log.info("following agent job %s: %s; retrying", agent_job_id, exc.message,
+                         extra={"host": self.host})  # fmt: skip
+            except AgentError as exc:
+                # The agent went away (reboot, restart) or the answer was bad: ask again later.
+                log.info("following agent job %s: %s; retrying", agent_job_id, exc.message,
+                         extra={"host": self.host})  # fmt: skip
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+
+    async def _wait_event(self, events: Any, agent_job_id: str) -> None:
+        """Until an event about ``agent_job_id`` says it is final. Malformed events (about any
+        job) are skipped and counted; they never decide anything."""
+        while True:
+            try:
+                event = await events.receive()
+            except ProtocolError as exc:
+                self.malformed_events += 1
+                log.info("skipped a malformed job event: %s", exc.message,
+                         extra={"host": self.host})  # fmt: skip
+                continue
+            if event.job_id == agent_job_id and event.status.terminal:
+                return
+
+    async def _reboot_job_after(self, agent: JobAgentPort, patch: JobInfo) -> str | None:
+        """The reboot job an older agent started after completing ``patch``, if any."""
+        for _ in range(3):
+            try:
+                jobs = await agent.jobs(limit=100)
             except AgentError:
                 await trio.sleep(self.reconcile_interval)
+                continue
+            since = patch.created_at
+            reboots = [
+                j
+                for j in jobs
+                if j.operation is JobOperation.REBOOT
+                and (since is None or j.created_at is None or j.created_at >= since)
+            ]
+            if not reboots:
+                return None
+            return max(
+                reboots, key=lambda j: j.created_at or dt.datetime.min.replace(tzinfo=dt.UTC)
+            ).job_id
+        return None
+
+    async def _rebooted(self, agent: JobAgentPort, row_id: int) -> bool | None:
+        """The uptime reset proves a reboot (the agent's job state alone could be stale). The
+        uptime before was persisted when the request was prepared, so this holds after a crash
+        too. None when there is no evidence either way."""
+        row = await self._db(lambda: self.store.row(row_id))
+        for _ in range(10):
+            try:
+                uptime = (await agent.health()).uptime_seconds
+            except AgentError:
+                await trio.sleep(self.reconcile_interval)
+                continue
+            if row is not None and row.uptime_before is not None:
+                return uptime < row.uptime_before
+            if row is not None and row.sent_at is not None:
+                # No uptime recorded (a row from an older version): booted after the request?
+                return uptime < (self.wall() - row.sent_at).total_seconds()
+            return None
         return False
 
     async def _packages(self, agent: JobAgentPort, attempts: int = 6) -> dict[str, str] | None:
@@ -317,23 +553,58 @@ class Executor:
                 delay = min(delay * 2, 15.0)
         return None
 
-    async def _show(self, row_id: int, status: JobStatus, shown: str, job: JobRow) -> str:
+    async def _show(self, row_id: int, status: JobStatus, shown: str, label: str) -> str:
         state = {"running": "running", "rebooting": "rebooting"}.get(status.value, "")
         if state and state != shown:
-            await self.store.update(row_id, state=state)
-            self.report(row_id, state, f"job {job.id}")
+            await self._db(lambda: self.store.update(row_id, agent_status=state))
+            self.report(row_id, state, label)
             return state
         return shown
 
-    async def _finish(self, row_id: int, state: str, **values: Any) -> None:
-        await self.store.update(
-            row_id,
-            state=state,
-            finished_at=self.wall(),
-            progress=100 if state == "succeeded" else 0,
-            **values,
-        )
-        self.report(row_id, state, "")
+    async def _finish(self, row_id: int, state: str, **values: Any) -> bool:
+        """The final write, shielded with a deadline (a cancelled runner still records what
+        it knows). False when the row was not ours any more."""
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self.write_deadline):
+                done = await self._db(lambda: self.store.finish(row_id, state, **values))
+                self.report(row_id, state, "")
+                return done
+        return False
+
+    async def _db(self, call: Callable[[], Awaitable[T]]) -> T:
+        """A store call; a database outage is waited out (with a backoff), not a crash."""
+        delay = 0.5
+        while True:
+            try:
+                return await call()
+            except DatabaseUnavailable as exc:
+                log.warning("database unavailable (%s); retrying in %.0fs", exc, delay,
+                            extra={"host": self.host})  # fmt: skip
+                await trio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+
+def _install_specs(job: JobRow, host_id: int) -> list[tuple[str, str | None]]:
+    specs: list[tuple[str, str | None]] = []
+    for p in job.packages:
+        if isinstance(p, dict):
+            # Rollback rows carry per-host versions: {"host_id", "name", "version"}.
+            if "host_id" in p and int(p["host_id"]) != host_id:
+                continue
+            specs.append((str(p["name"]), p.get("version")))
+        else:
+            specs.append((str(p), None))
+    return specs
+
+
+def _request_names(job: JobRow, host_id: int) -> list[str]:
+    if job.kind in ("install", "rollback"):
+        return [name for name, _ in _install_specs(job, host_id)]
+    if job.kind == "patch" and job.selection == "list":
+        return [str(p) for p in job.packages]
+    if job.kind in ("update", "remove") and job.packages:
+        return [str(job.packages[0])]
+    return []
 
 
 async def _package_map(agent: JobAgentPort) -> dict[str, str]:

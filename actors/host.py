@@ -31,7 +31,6 @@ from storage import (
     FINAL_ROW_STATES,
     DatabaseUnavailable,
     HostState,
-    JobRow,
     PatchRow,
     Transition,
 )
@@ -44,7 +43,6 @@ from .agent_errors import (
     TransportError,
 )
 from .agent_records import Health, Package, PatchList, SystemInfo
-from .execution import Executor
 from .health import (
     HealthState,
     HealthTracker,
@@ -54,6 +52,7 @@ from .health import (
     after_request_success,
     after_transport_failure,
 )
+from .job_runner import JobRunner
 from .ports import (
     AgentFactory,
     AgentPort,
@@ -97,14 +96,7 @@ class HostActor:
         self.target = target
         self._on_row_final = on_row_final
         self._job_store = job_store
-        self._assigned: list[tuple[JobRow, int]] = []
-        self.executor = (
-            Executor(
-                target.name, target.host_id, job_store, wall=wall, report=self._job_report
-            )  # fmt: skip
-            if job_store is not None
-            else None
-        )
+        self.jobs: JobRunner | None = None  # the job half, once running
         self.policy = policy
         self._agent_factory = agent_factory
         self._sink = sink
@@ -112,7 +104,6 @@ class HostActor:
         self._rng = rng or random.Random()
         self._wall = wall
         self._wake = trio.Event()  # the poller's: refresh or policy change
-        self._jobs_wake = trio.Event()  # the job half's: work assigned
         self._agent: AgentPort | None = None
         self._job_agent: AgentPort | None = None  # the client a running job uses
         self._retired: list[AgentPort] = []  # replaced clients a running job still uses
@@ -141,39 +132,25 @@ class HostActor:
         self._refresh = True
         self._wake.set()
 
-    def assign(self, job: JobRow, row_id: int) -> None:
-        """Run this job row next (after the poll in progress, if any)."""
-        if all(r != row_id for _, r in self._assigned):
-            self._assigned.append((job, row_id))
-            self._jobs_wake.set()
-
-    def busy_with(self) -> set[int]:
-        return {r for _, r in self._assigned}
+    def wake_jobs(self) -> None:
+        """New permits may concern this host: the job half looks at the database now."""
+        if self.jobs is not None:
+            self.jobs.wake()
 
     def _job_report(self, row_id: int, state: str, label: str) -> None:
         self._publish(job=label, job_row=row_id, job_state=state)
         if state in FINAL_ROW_STATES:
             self._on_row_final()  # the coordinator rolls the job up now, not at its next tick
 
-    async def _run_jobs(self, agent: AgentPort) -> None:
-        assert self.executor is not None
-        while self._assigned:
-            job, row_id = self._assigned[0]
-            self._publish(job=f"job {job.id}")
-            try:
-                await self.executor.run(cast(JobAgentPort, agent), job, row_id)
-            finally:
-                self._assigned.pop(0)
-                self._publish(job="")
-            self._refresh = True  # the patch data changed: poll again
+    def _lend_job_agent(self) -> JobAgentPort:
+        """The client the next job row uses (the current one; kept open while the row runs)."""
+        assert self._agent is not None
+        self._job_agent = self._agent
+        return cast(JobAgentPort, self._agent)
 
-    async def _resume_jobs(self, agent: AgentPort) -> None:
-        assert self.executor is not None and self._job_store is not None
-        for row in await self._job_store.in_flight(self.target.host_id):
-            self._publish(job=f"job {row.job_id}")
-            await self.executor.resume(cast(JobAgentPort, agent), row)
-            self._publish(job="")
-            self._refresh = True
+    async def _job_row_done(self) -> None:
+        await self._release_job_agent()
+        self.request_refresh()  # the patch data changed: poll again
 
     def update_policy(self, policy: PollingPolicy) -> None:
         if policy != self.policy:
@@ -225,7 +202,7 @@ class HostActor:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._poller, never_polled)
-                if self.executor is not None:
+                if self._job_store is not None:
                     nursery.start_soon(self._job_half)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2):
@@ -256,19 +233,21 @@ class HostActor:
             await old.aclose()
 
     async def _job_half(self) -> None:
-        """Today's job execution, in its own task: the poller never waits for it."""
-        assert self._agent is not None
-        self._job_agent = self._agent
+        """The job runner, in its own task: the poller never waits for it."""
+        assert self._job_store is not None
+        self.jobs = JobRunner(
+            self.target.name,
+            self.target.host_id,
+            self._lend_job_agent,
+            self._job_store,
+            report=self._job_report,
+            wall=self._wall,
+            paused=lambda: self.policy.paused,
+            after_row=self._job_row_done,
+            unreachable_backoff=self.policy.backoff_s,
+        )
         try:
-            await self._resume_jobs(self._job_agent)
-            while True:
-                await self._release_job_agent()
-                while not self._assigned:
-                    await self._jobs_wake.wait()
-                    self._jobs_wake = trio.Event()
-                self._job_agent = self._agent
-                await self._run_jobs(self._job_agent)
-                self.request_refresh()  # the patch data changed: poll again
+            await self.jobs.run()
         finally:
             self._job_agent = None
 

@@ -1,11 +1,15 @@
-"""The job coordinator, run by the scheduler actor: opens windows, dispatches job rows to host
-actors, applies the rollout policy, and starts auto-apply deployments when windows open."""
+"""The job coordinator, run by the scheduler actor. It never hands work to an actor: it writes
+permits (a row may run until the end of its open window, or without deadline for an apply-now
+job's current batch), skips the rows that can no longer run (with the reason), rolls jobs up and
+starts auto-apply deployments when windows open. Host job runners pull permitted rows from the
+database themselves (``storage.claim_next``)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,8 +40,15 @@ class WindowSet:
                     self._by_host.setdefault(host_id, []).append(self._rules[window_id])
 
     def is_open(self, host_id: int, now: dt.datetime) -> bool:
+        return self.open_until(host_id, now) is not None
+
+    def open_until(self, host_id: int, now: dt.datetime) -> dt.datetime | None:
+        """The end of the host's window occurrence open at ``now`` (None when closed)."""
         rules = self._by_host.get(host_id, [])
-        return bool(rules) and open_window(rules, now, self.blackouts) is not None
+        if not rules:
+            return None
+        piece = open_window(rules, now, self.blackouts)
+        return None if piece is None else piece.end
 
     def opened_auto_windows(self, now: dt.datetime) -> list[tuple[WindowRow, Interval]]:
         """Auto-apply windows open right now, with the occurrence that is open."""
@@ -61,13 +72,9 @@ class CoordinatorStore(Protocol):
 
     async def windows(self) -> WindowSet: ...
 
-    async def create_job(self, spec: JobSpec, host_ids: list[int]) -> int: ...
-
-    async def claim_window_run(self, window_id: int, occurrence: dt.datetime) -> bool: ...
-
-    async def attach_window_run(
-        self, window_id: int, occurrence: dt.datetime, job_id: int
-    ) -> None: ...
+    async def create_window_job(
+        self, window_id: int, occurrence: dt.datetime, spec: JobSpec, host_ids: list[int]
+    ) -> int | None: ...
 
 
 def batches_for(spec: JobSpec, host_ids: list[int]) -> list[tuple[int, int]]:
@@ -80,20 +87,65 @@ def batches_for(spec: JobSpec, host_ids: list[int]) -> list[tuple[int, int]]:
     return list(zip(host_ids, numbers, strict=True))
 
 
+@dataclass(frozen=True)
+class JobChange:
+    """A job's roll-up changed (published so that open job pages update without polling)."""
+
+    job_id: int
+    status: str
+
+
+class JobChanges:
+    """Fan-out of ``JobChange`` to subscribers (the live relay). Bounded per subscriber: a
+    subscriber that lags loses changes (counted), the publisher never blocks."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[trio.MemorySendChannel[JobChange]] = []
+        self.dropped = 0
+
+    def publish(self, change: JobChange) -> None:
+        for send in list(self._subscribers):
+            try:
+                send.send_nowait(change)
+            except trio.WouldBlock:
+                self.dropped += 1
+            except trio.BrokenResourceError:
+                self._subscribers.remove(send)
+
+    @contextmanager
+    def subscribe(self, buffer: int = 64) -> Iterator[trio.MemoryReceiveChannel[JobChange]]:
+        send, receive = trio.open_memory_channel[JobChange](buffer)
+        self._subscribers.append(send)
+        try:
+            yield receive
+        finally:
+            if send in self._subscribers:
+                self._subscribers.remove(send)
+            send.close()
+
+
 class JobCoordinator:
-    """One pass per ``tick`` (or sooner after ``poke()``)."""
+    """One pass per ``tick`` (or sooner after ``poke()``).
+
+    ``host_blocked(host_id)`` says why a host cannot run anything now (paused, its actor
+    failed), or "" when it can. ``permits_granted()`` is called after a pass wrote permits
+    (the runners are woken); ``on_change`` gets every roll-up change."""
 
     def __init__(
         self,
         store: CoordinatorStore,
-        dispatch: Callable[[JobRow, JobHostRow], bool],
         *,
         wall: Callable[[], dt.datetime],
+        host_blocked: Callable[[int], str] = lambda host_id: "",
+        permits_granted: Callable[[list[int]], None] = lambda host_ids: None,
+        on_change: Callable[[JobChange], None] = lambda change: None,
         tick: float = 1.0,
     ) -> None:
         self.store = store
-        self.dispatch = dispatch
         self.wall = wall
+        self.host_blocked = host_blocked
+        self.permits_granted = permits_granted
+        self.on_change = on_change
         self.tick = tick
         self.passes = 0
         self._poke = trio.Event()
@@ -126,9 +178,12 @@ class JobCoordinator:
         for window, occurrence in windows.opened_auto_windows(now):
             await self._auto_apply(window, occurrence, windows)
         for job, rows in await self.store.active():
-            decisions, starts = decide(job, rows, lambda host_id: windows.is_open(host_id, now))
+            decisions = decide(
+                job, rows, lambda host_id: windows.open_until(host_id, now), self.host_blocked, now
+            )
             if (
                 decisions.waiting
+                or decisions.permits
                 or decisions.skipped
                 or decisions.retry
                 or decisions.status
@@ -138,14 +193,17 @@ class JobCoordinator:
                 await self.store.apply(decisions)
                 if decisions.status:
                     log.info("job %d is %s", job.id, decisions.status)
-            for row in starts:
-                self.dispatch(job, row)
+                    self.on_change(JobChange(job.id, decisions.status))
+                if decisions.permits or decisions.retry:
+                    by_id = {r.id: r.host_id for r in rows}
+                    woken = [by_id[i] for i, _ in decisions.permits]
+                    self.permits_granted(woken + [by_id[i] for i in decisions.retry])
 
     async def _auto_apply(
         self, window: WindowRow, occurrence: Interval, windows: WindowSet
     ) -> None:
         hosts = sorted(windows.hosts_of.get(window.id, []))
-        if not hosts or not await self.store.claim_window_run(window.id, occurrence.start):
+        if not hosts:
             return
         spec = JobSpec(
             kind="patch",
@@ -154,8 +212,8 @@ class JobCoordinator:
             allow_reboot=window.allow_reboot,
             created_by=f"window {window.id}",
         )
-        job_id = await self.store.create_job(spec, hosts)
-        await self.store.attach_window_run(window.id, occurrence.start, job_id)
-        log.info(
-            "window %d opened: auto-apply job %d for %d host(s)", window.id, job_id, len(hosts)
-        )
+        job_id = await self.store.create_window_job(window.id, occurrence.start, spec, hosts)
+        if job_id is not None:
+            log.info(
+                "window %d opened: auto-apply job %d for %d host(s)", window.id, job_id, len(hosts)
+            )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,15 +25,20 @@ from storage import (
     JobHostRow,
     JobRow,
     JobSpec,
+    NotFound,
     RowsRefused,
     Transition,
     active_jobs,
     add_scan_results,
+    advance_row,
     apply_decisions,
-    claim_row,
+    claim_next,
     create_job,
     create_scan,
+    create_window_job,
+    finish_row,
     get_job,
+    get_row,
     get_scan,
     host_security_patches,
     host_window_map,
@@ -41,7 +47,9 @@ from storage import (
     list_windows,
     load_host_state,
     load_patch_data,
-    rows_in_flight,
+    recorded_agent_jobs,
+    renew_lease,
+    take_over,
     update_row,
     update_scan,
     write_host_batch,
@@ -329,20 +337,61 @@ class DatabaseDiscoveryStore:
 
 
 class DatabaseJobStore:
-    """Jobs in PostgreSQL, for the coordinator and for the executing host actors."""
+    """Jobs in PostgreSQL, for the coordinator and for the host job runners.
 
-    def __init__(self, db: Database) -> None:
+    ``owner`` names this manager node in the rows it runs (their lease holder); rows another
+    owner holds are left alone until that owner's lease runs out."""
+
+    def __init__(self, db: Database, *, owner: str = "", lease_s: float = 60.0) -> None:
         self.db = db
+        self.owner = owner or socket.gethostname()
+        self.lease_s = lease_s
 
-    # executor side
-    async def claim(self, row_id: int) -> JobHostRow | None:
-        return await self.db.run(claim_row, row_id)
+    # runner side (one owner, leases)
+    async def claim_next(self, host_id: int) -> JobHostRow | None:
+        return await self.db.run(claim_next, host_id, self.owner, self.lease_s)
 
-    async def update(self, row_id: int, **values: Any) -> None:
-        await self.db.run(lambda conn: update_row(conn, row_id, **values))
+    async def take_over(self, host_id: int) -> list[JobHostRow]:
+        return await self.db.run(take_over, host_id, self.owner, self.lease_s)
 
-    async def in_flight(self, host_id: int) -> list[JobHostRow]:
-        return await self.db.run(rows_in_flight, host_id)
+    async def renew(self, row_id: int) -> bool:
+        return await self.db.run(renew_lease, row_id, self.owner, self.lease_s)
+
+    async def row(self, row_id: int) -> JobHostRow | None:
+        try:
+            return await self.db.run(get_row, row_id)
+        except NotFound:
+            return None
+
+    async def advance(
+        self,
+        row_id: int,
+        from_states: Sequence[str],
+        to_state: str,
+        *,
+        within_permit: bool = False,
+        **values: Any,
+    ) -> bool:
+        return await self.db.run(
+            lambda conn: advance_row(
+                conn,
+                row_id,
+                self.owner,
+                from_states,
+                to_state,
+                within_permit=within_permit,
+                **values,
+            )
+        )
+
+    async def update(self, row_id: int, **values: Any) -> bool:
+        return await self.db.run(lambda conn: update_row(conn, row_id, self.owner, **values))
+
+    async def finish(self, row_id: int, state: str, **values: Any) -> bool:
+        return await self.db.run(lambda conn: finish_row(conn, row_id, self.owner, state, **values))
+
+    async def recorded_agent_jobs(self, host_id: int) -> set[str]:
+        return await self.db.run(recorded_agent_jobs, host_id)
 
     async def job(self, job_id: int) -> JobRow:
         return await self.db.run(get_job, job_id)
@@ -372,20 +421,10 @@ class DatabaseJobStore:
     async def create_job(self, spec: JobSpec, host_ids: list[int]) -> int:
         return await self.db.run(create_job, spec, batches_for(spec, host_ids))
 
-    async def claim_window_run(self, window_id: int, occurrence: dt.datetime) -> bool:
-        row = await self.db.run(
-            lambda conn: conn.execute(
-                "INSERT INTO window_runs (window_id, occurrence_start) VALUES (%s, %s)"
-                " ON CONFLICT DO NOTHING RETURNING window_id",
-                (window_id, occurrence),
-            ).fetchone()
-        )
-        return row is not None
-
-    async def attach_window_run(self, window_id: int, occurrence: dt.datetime, job_id: int) -> None:
-        await self.db.run(
-            lambda conn: conn.execute(
-                "UPDATE window_runs SET job_id = %s WHERE window_id = %s AND occurrence_start = %s",
-                (job_id, window_id, occurrence),
-            )
+    async def create_window_job(
+        self, window_id: int, occurrence: dt.datetime, spec: JobSpec, host_ids: list[int]
+    ) -> int | None:
+        """Claim the occurrence, create its job and attach it: one transaction."""
+        return await self.db.run(
+            create_window_job, window_id, occurrence, spec, batches_for(spec, host_ids)
         )

@@ -3,11 +3,20 @@ threshold, retry-once-in-window, window gating and the job's roll-up state. No t
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Callable, Sequence
 
 from maintenance import WindowRule
-from storage import FINAL_ROW_STATES, WAITING_ROW_STATES, Decisions, JobHostRow, JobRow, WindowRow
+from storage import (
+    FINAL_ROW_STATES,
+    NO_DEADLINE,
+    WAITING_ROW_STATES,
+    Decisions,
+    JobHostRow,
+    JobRow,
+    WindowRow,
+)
 
 MAX_ATTEMPTS = 2  # the first try and one automatic retry
 
@@ -38,72 +47,113 @@ def rule_of(row: WindowRow) -> WindowRule:
     return WindowRule.from_columns(row)
 
 
+# Failures the automatic retry cannot help (the ladder was already walked, the request can
+# never be valid, a safety gate) or must not repeat blindly (a reboot without evidence).
+NOT_RETRIED = frozenset(
+    {"HOST_UNREACHABLE", "BAD_PACKAGE_NAME", "PACKAGE_DB_NOT_CLEAN", "REBOOT_NOT_DETECTED"}
+)
+
+
 def final_failure(row: JobHostRow, window_open: bool) -> bool:
-    return row.state == "failed" and (row.attempts >= MAX_ATTEMPTS or not window_open)
+    return row.state == "failed" and (
+        row.attempts >= MAX_ATTEMPTS or not window_open or row.error_code in NOT_RETRIED
+    )
+
+
+def roll_up(states: Sequence[str], stopped: bool) -> str | None:
+    """The job's final status once every row is final (None while some row is not). A job
+    with a cancelled or skipped host is never ``succeeded``."""
+    if not all(s in FINAL_ROW_STATES for s in states):
+        return None
+    succeeded = states.count("succeeded")
+    if succeeded == len(states):
+        return "succeeded"
+    if succeeded:
+        return "partially_failed"
+    if states.count("failed") or stopped:
+        return "failed"
+    return "cancelled"
 
 
 def decide(
-    job: JobRow, rows: Sequence[JobHostRow], window_open: Callable[[int], bool]
-) -> tuple[Decisions, list[JobHostRow]]:
-    """One coordinator pass over a job: what changes, and which rows to start now."""
-    open_now = {r.host_id: job.schedule == "now" or window_open(r.host_id) for r in rows}
-    retry = [r for r in rows if r.state == "failed" and not final_failure(r, open_now[r.host_id])]
-    failed = [r for r in rows if final_failure(r, open_now[r.host_id])]
+    job: JobRow,
+    rows: Sequence[JobHostRow],
+    window_end: Callable[[int], dt.datetime | None],
+    host_blocked: Callable[[int], str],
+    now: dt.datetime,
+) -> Decisions:
+    """One coordinator pass over a job: permits to write, rows to skip (with the reason), the
+    roll-up. ``window_end(host_id)`` is the end of the host's open window occurrence (None when
+    closed); ``host_blocked(host_id)`` is why the host cannot run anything now ("" if it can)."""
+    apply_now = job.schedule == "now"
+
+    def until(host_id: int) -> dt.datetime | None:
+        return NO_DEADLINE if apply_now else window_end(host_id)
+
+    open_until = {r.host_id: until(r.host_id) for r in rows}
+    retry = [
+        r
+        for r in rows
+        if r.state == "failed" and not final_failure(r, open_until[r.host_id] is not None)
+    ]
+    failed = [r for r in rows if final_failure(r, open_until[r.host_id] is not None)]
     waiting = [r for r in rows if r.state in WAITING_ROW_STATES] + retry
-    stop = job.failure_threshold is not None and len(failed) > job.failure_threshold
+    stop = ""
+    if job.failure_threshold is not None and len(failed) > job.failure_threshold:
+        stop = f"stopped: more than {job.failure_threshold} host(s) failed"
     if job.canary:
         canary_rows = [r for r in rows if r.batch == 0]
         canary_done = all(r.state in FINAL_ROW_STATES and r not in retry for r in canary_rows)
         if canary_done and any(r.state != "succeeded" for r in canary_rows):
-            stop = True  # the canary batch must fully succeed before the rest
-    starts: list[JobHostRow] = []
+            stop = "stopped: the canary batch did not fully succeed"
+    permits: list[tuple[int, dt.datetime]] = []
     to_wait: list[int] = []
-    skipped: list[int] = []
+    skipped: list[tuple[int, str]] = []
     if stop:
-        skipped = [r.id for r in waiting if r not in retry]
+        skipped = [(r.id, stop) for r in waiting if r not in retry]
     else:
         unfinished = [r for r in rows if r.state not in FINAL_ROW_STATES or r in retry]
         current = min((r.batch for r in unfinished), default=None)
         for r in waiting:
             if r.batch != current:
                 continue
-            if open_now[r.host_id]:
-                starts.append(r)
+            blocked = host_blocked(r.host_id)
+            end = open_until[r.host_id]
+            permitted = r.state == "queued" and r.run_until is not None
+            if apply_now and blocked:
+                skipped.append((r.id, blocked))
+            elif permitted and end is None and r not in retry:
+                # Its window closed before the host ran it: it ends here, with the reason.
+                why = blocked or "the host did not start it in time (busy or unreachable)"
+                skipped.append((r.id, f"the maintenance window closed: {why}"))
+            elif end is not None and end > now:
+                if r.run_until != end or r.state != "queued":
+                    permits.append((r.id, end))
             elif r.state == "queued":
                 to_wait.append(r.id)
     # Roll-up, counting the rows as they will be after these decisions.
     states = {r.id: r.state for r in rows}
     for r in retry:
         states[r.id] = "queued"
-    for row_id in skipped:
+    for row_id, _ in skipped:
         states[row_id] = "skipped"
     values = list(states.values())
     status = job.status
     finished = False
-    if all(s in FINAL_ROW_STATES for s in values):
-        succeeded = values.count("succeeded")
-        failures = values.count("failed")
-        if succeeded == len(values):
-            status = "succeeded"
-        elif succeeded and (failures or stop):
-            status = "partially_failed"
-        elif failures:
-            status = "failed"
-        elif succeeded:
-            status = "succeeded"  # the rest was skipped with nothing to do
-        else:
-            status = "cancelled"
+    final = roll_up(values, bool(stop))
+    if final is not None:
+        status = final
         finished = job.status in ("queued", "running")
-    elif starts or any(s not in WAITING_ROW_STATES for s in values):
+    elif permits or any(s not in WAITING_ROW_STATES for s in values):
         status = "running"
     started = status == "running" and job.started_at is None
-    decisions = Decisions(
+    return Decisions(
         job.id,
         waiting=tuple(to_wait),
+        permits=tuple(permits),
         skipped=tuple(skipped),
         retry=tuple(r.id for r in retry),
         status=status if status != job.status else None,
         started=started,
         finished=finished,
     )
-    return decisions, starts

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import trio
 
 from settings import Config, ConfigStore, EffectivePolicy, PollingPolicy, effective_policy
-from storage import HostRow, JobHostRow, JobRow
+from storage import HostRow
 
 from .address_policy import AddressPolicy
 from .discovery import (
@@ -35,7 +35,7 @@ from .discovery import (
     scan,
 )
 from .host import HostActor, utc_now
-from .jobs import JobCoordinator
+from .jobs import JobChange, JobChanges, JobCoordinator
 from .ports import AgentFactory, HostSink, HostTarget
 from .state import FleetState, HostSnapshot, Phase
 from .supervisor import SupervisionState, supervise
@@ -137,8 +137,16 @@ class Scheduler:
         self._reconciles_started = 0
         self._reconciles_done = 0
         self.job_store = job_store
+        self.job_changes = JobChanges()
         self.jobs = (
-            JobCoordinator(job_store, self._dispatch, wall=wall, tick=tick)
+            JobCoordinator(
+                job_store,
+                wall=wall,
+                tick=tick,
+                host_blocked=self._host_blocked,
+                permits_granted=self._wake_runners,
+                on_change=self._job_changed,
+            )
             if job_store is not None
             else None
         )
@@ -180,15 +188,26 @@ class Scheduler:
         if self.jobs is not None:
             self.jobs.poke()
 
-    def _dispatch(self, job: JobRow, row: JobHostRow) -> bool:
-        """Hand a job row to its host's actor; False if the host cannot take it now."""
-        running = self.hosts.get(row.host_id)
-        if running is None or running.actor is None or running.policy.paused:
-            return False
+    def _host_blocked(self, host_id: int) -> str:
+        """Why a host cannot run job rows now ("" when it can); the coordinator skips the rows
+        of such a host (at once for apply-now jobs, when the window closes otherwise)."""
+        running = self.hosts.get(host_id)
+        if running is None:
+            return "the host has no actor (removed or not yet started)"
+        if running.policy.paused:
+            return "the host is paused"
         if running.supervision.failed:
-            return False
-        running.actor.assign(job, row.id)
-        return True
+            return "the host's actor failed (crashed too often)"
+        return ""
+
+    def _wake_runners(self, host_ids: list[int]) -> None:
+        for host_id in host_ids:
+            running = self.hosts.get(host_id)
+            if running is not None and running.actor is not None:
+                running.actor.wake_jobs()
+
+    def _job_changed(self, change: JobChange) -> None:
+        self.job_changes.publish(change)
 
     def policy_of(self, host_id: int) -> EffectivePolicy | None:
         running = self.hosts.get(host_id)

@@ -280,6 +280,8 @@ class SimAgent:
             if self.faults.lose_events and self.rng.random() < self.faults.lose_events:
                 continue
             try:
+                if self.faults.garbage_events:
+                    channel.send_nowait('{"event": "job_status", "job_id": ')
                 channel.send_nowait(message)
             except trio.WouldBlock:
                 pass  # a lagging client silently loses events, like the real agent
@@ -312,23 +314,26 @@ class SimAgent:
     def _active(self) -> list[SimJob]:
         return [j for j in self.jobs.values() if not j.internal and j.status.active]
 
+    def _wait(self) -> int:
+        return self.faults.admission_retry_after_s
+
     def admit(self, job: SimJob) -> SimJob:
         """Admission for ordinary mutations (agent-api.md §4.3); raises AdmissionError."""
         if self.faults.degraded == "recovery":
             raise AdmissionError(error(409, "ADMISSION_FROZEN", "Admission frozen (recovery mode)",
-                                       retryable=True, retry_after=60))  # fmt: skip
+                                       retryable=True, retry_after=self._wait()))  # fmt: skip
         if self.self_update_active:
             raise AdmissionError(error(409, "SELF_UPDATE_IN_PROGRESS",
                                        "A self-update is in progress", retryable=True,
-                                       retry_after=60))  # fmt: skip
+                                       retry_after=self._wait()))  # fmt: skip
         if self.reboot_reserved:
             raise AdmissionError(error(409, "ADMISSION_FROZEN",
                                        "Admission frozen: reboot reserved", retryable=True,
-                                       retry_after=60))  # fmt: skip
+                                       retry_after=self._wait()))  # fmt: skip
         if len(self._active()) >= self.faults.queue_depth:
             raise AdmissionError(error(429, "QUEUE_FULL",
                                        f"Job queue is full ({self.faults.queue_depth} jobs)",
-                                       retryable=True, retry_after=60))  # fmt: skip
+                                       retryable=True, retry_after=self._wait()))  # fmt: skip
         return self._add_job(job)
 
     def admit_reboot(self, job: SimJob, *, force: bool, acknowledge: bool) -> SimJob:
@@ -412,6 +417,20 @@ class SimAgent:
                 failure = self._apply(job)
             if failure is not None:
                 self._fail(job, *failure)
+                return
+            if (
+                job.op is Op.PATCH_APPLY
+                and job.allow_reboot
+                and self._needs_reboot(job)
+                and self.faults.reboot_sequence == "2.5.5"
+            ):
+                # Older agents: the patch job completes, then a separate reboot job starts.
+                self._set(job, St.COMPLETED, "Job completed")
+                reboot = SimJob(Op.REBOOT, [], reboot_delay_seconds=job.reboot_delay_seconds)
+                self._reserve_reboot()
+                self._add_job(reboot)
+                assert self._nursery is not None
+                self._nursery.start_soon(self._run_reboot, reboot)
                 return
             if job.op is Op.PATCH_APPLY and job.allow_reboot and self._needs_reboot(job):
                 job.message = "Patches applied; awaiting reboot"
@@ -564,6 +583,15 @@ class SimAgent:
         if self.faults.slow_reply_s:
             await trio.sleep(self.faults.slow_reply_s)
         response = await route(self, request)
+        if isinstance(response, Response) and response.status == 202:
+            # The job exists now; the answer is lost (connection closed, or never sent).
+            if self.faults.drop_job_answers:
+                self.faults.drop_job_answers -= 1
+                raise Drop
+            if self.faults.hold_job_answers:
+                with trio.move_on_after(120):
+                    await trio.sleep_forever()
+                raise Drop
         garbage = isinstance(response, Response) and response.content_type == "application/json"
         if self.faults.garbage and garbage:
             return Response(200, b'{"success": true, "data": {"trunc', "application/json")

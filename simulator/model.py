@@ -181,6 +181,11 @@ class Faults:
     destructive_burst: int = 10
     downgrades: str = "refuse"  # apt refuses downgrades with -y; "allow" to let them through
     package_db_clean: bool = True  # False: `dpkg --audit` finds problems (reboot gate)
+    admission_retry_after_s: int = 60  # Retry-After of admission refusals (QUEUE_FULL, …)
+    drop_job_answers: int = 0  # the next N accepted jobs: created, then no answer (hang up)
+    hold_job_answers: bool = False  # accepted jobs: created, then no answer for 120 s
+    garbage_events: bool = False  # a malformed WebSocket message before every job event
+    reboot_sequence: str = "new"  # "2.5.5": patch job completed, then a separate reboot job
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply ``values`` (from TOML or the control API); raises FaultError naming the key."""
@@ -206,6 +211,8 @@ class Faults:
                 raise FaultError(f"degraded must be one of {', '.join(DEGRADED_REASONS)}")
             if key == "deny_mode" and value not in ("close", "http403"):
                 raise FaultError("deny_mode must be close or http403")
+            if key == "reboot_sequence" and value not in ("new", "2.5.5"):
+                raise FaultError("reboot_sequence must be new or 2.5.5")
             if key in ("job_failures", "fail_all_jobs"):
                 codes = value if isinstance(value, list) else [value] if value else []
                 for code in codes:

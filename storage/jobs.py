@@ -12,9 +12,13 @@ from psycopg.types.json import Jsonb
 
 from .errors import NotFound
 
-ACTIVE_ROW_STATES = ("dispatched", "running", "rebooting")
+# The row state machine (see storage/migrations/0006_job_execution.sql and design.md):
+# queued → claimed → request_sent → accepted → following → succeeded | failed | skipped | cancelled
+ACTIVE_ROW_STATES = ("claimed", "request_sent", "accepted", "following")
 WAITING_ROW_STATES = ("queued", "waiting_window")
 FINAL_ROW_STATES = ("succeeded", "failed", "cancelled", "skipped")
+# A permit that never runs out (apply-now jobs); PostgreSQL's 'infinity' does not load in Python.
+NO_DEADLINE = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,11 @@ class JobHostRow:
     packages_before: dict[str, str] | None = None
     packages_after: dict[str, str] | None = None
     host_name: str = ""
+    owner: str | None = None
+    sent_at: dt.datetime | None = None
+    run_until: dt.datetime | None = None
+    agent_status: str = ""
+    uptime_before: int | None = None
 
 
 _JOB_COLUMNS = (
@@ -83,7 +92,8 @@ _JOB_COLUMNS = (
 _ROW_COLUMNS = (
     "r.id, r.job_id, r.host_id, r.batch, r.state, r.attempts, r.agent_job_id, r.dispatched_at,"
     " r.started_at, r.finished_at, r.progress, r.error_code, r.error_message, r.error_stderr,"
-    " r.packages_before, r.packages_after, h.name"
+    " r.packages_before, r.packages_after, h.name, r.owner, r.sent_at, r.run_until,"
+    " r.agent_status, r.uptime_before"
 )
 
 
@@ -185,62 +195,205 @@ def active_jobs(conn: psycopg.Connection[Any]) -> list[tuple[JobRow, list[JobHos
     return [(job, job_rows(conn, job.id)) for job in jobs]
 
 
-def rows_in_flight(conn: psycopg.Connection[Any], host_id: int) -> list[JobHostRow]:
-    """This host's rows a previous run left dispatched/running/rebooting (crash recovery)."""
-    return [
-        _row(r)
-        for r in conn.execute(
-            f"SELECT {_ROW_COLUMNS} FROM job_hosts r JOIN hosts h ON h.id = r.host_id"
-            " JOIN jobs j ON j.id = r.job_id"
-            " WHERE r.host_id = %s AND r.state = ANY(%s) AND j.status IN ('queued', 'running')",
-            (host_id, list(ACTIVE_ROW_STATES)),
-        ).fetchall()
-    ]
-
-
-def claim_row(conn: psycopg.Connection[Any], row_id: int) -> JobHostRow | None:
-    """Atomically move a waiting row to ``dispatched``; None if someone else already did."""
-    row = conn.execute(
-        "UPDATE job_hosts SET state = 'dispatched', attempts = attempts + 1,"
-        " dispatched_at = now(), agent_job_id = NULL, updated_at = now()"
-        " WHERE id = %s AND state = ANY(%s) RETURNING id",
-        (row_id, list(WAITING_ROW_STATES)),
+def _row_by_id(conn: psycopg.Connection[Any], row_id: int) -> JobHostRow:
+    found = conn.execute(
+        f"SELECT {_ROW_COLUMNS} FROM job_hosts r JOIN hosts h ON h.id = r.host_id WHERE r.id = %s",
+        (row_id,),
     ).fetchone()
-    if row is None:
-        return None
-    return _row(
+    if found is None:
+        raise NotFound(f"no job row {row_id}")
+    return _row(found)
+
+
+def get_row(conn: psycopg.Connection[Any], row_id: int) -> JobHostRow:
+    return _row_by_id(conn, row_id)
+
+
+# -- the executing side: every transition is one conditional UPDATE ------------------------------
+
+
+def claim_next(
+    conn: psycopg.Connection[Any], host_id: int, owner: str, lease_s: float
+) -> JobHostRow | None:
+    """Claim this host's next runnable row: ``queued`` with a permit still valid, of a job still
+    active. The permit is re-checked in the same statement (``FOR UPDATE SKIP LOCKED``), so a
+    row whose window closed is never claimed, however late the runner comes. A claim starts a
+    new attempt: the previous attempt's error and agent job id leave the row (they are kept in
+    ``job_host_attempts``)."""
+    found = conn.execute(
+        "UPDATE job_hosts SET state = 'claimed', owner = %s,"
+        " lease_expires_at = now() + make_interval(secs => %s), attempts = attempts + 1,"
+        " dispatched_at = now(), agent_job_id = NULL, sent_at = NULL, started_at = NULL,"
+        " finished_at = NULL, progress = 0, error_code = '', error_message = '',"
+        " error_stderr = '', agent_status = '', uptime_before = NULL, updated_at = now()"
+        " WHERE id = (SELECT r.id FROM job_hosts r JOIN jobs j ON j.id = r.job_id"
+        "   WHERE r.host_id = %s AND r.state = 'queued' AND r.run_until > now()"
+        "   AND j.status IN ('queued', 'running') ORDER BY r.id LIMIT 1"
+        "   FOR UPDATE OF r SKIP LOCKED)"
+        " AND state = 'queued' AND run_until > now() RETURNING id",
+        (owner, lease_s, host_id),
+    ).fetchone()
+    return None if found is None else _row_by_id(conn, int(found[0]))
+
+
+def take_over(
+    conn: psycopg.Connection[Any], host_id: int, owner: str, lease_s: float
+) -> list[JobHostRow]:
+    """This host's rows left in flight by ``owner`` itself (a restarted runner or process) or by
+    an owner whose lease ran out; they become ``owner``'s with a fresh lease. Their recorded
+    state says how to go on (follow, reconcile), never a guess."""
+    ids = conn.execute(
+        "UPDATE job_hosts SET owner = %s, lease_expires_at = now() + make_interval(secs => %s),"
+        " updated_at = now() WHERE host_id = %s AND state = ANY(%s)"
+        " AND (owner IS NULL OR owner = %s OR lease_expires_at IS NULL"
+        "      OR lease_expires_at < now()) RETURNING id",
+        (owner, lease_s, host_id, list(ACTIVE_ROW_STATES), owner),
+    ).fetchall()
+    return [_row_by_id(conn, int(i[0])) for i in sorted(ids)]
+
+
+def renew_lease(conn: psycopg.Connection[Any], row_id: int, owner: str, lease_s: float) -> bool:
+    """Extend the lease; False when the row is no longer ours (or no longer in flight)."""
+    return bool(
         conn.execute(
-            f"SELECT {_ROW_COLUMNS} FROM job_hosts r JOIN hosts h ON h.id = r.host_id"
-            " WHERE r.id = %s",
-            (row_id,),
-        ).fetchone()  # type: ignore[arg-type]
+            "UPDATE job_hosts SET lease_expires_at = now() + make_interval(secs => %s)"
+            " WHERE id = %s AND owner = %s AND state = ANY(%s)",
+            (lease_s, row_id, owner, list(ACTIVE_ROW_STATES)),
+        ).rowcount
     )
 
 
-def update_row(conn: psycopg.Connection[Any], row_id: int, **values: Any) -> None:
-    allowed = {
-        "state",
-        "agent_job_id",
-        "started_at",
-        "finished_at",
-        "progress",
-        "error_code",
-        "error_message",
-        "error_stderr",
-        "packages_before",
-        "packages_after",
-    }
-    unknown = set(values) - allowed
+_ROW_FIELDS = {
+    "agent_job_id",
+    "started_at",
+    "progress",
+    "error_code",
+    "error_message",
+    "error_stderr",
+    "packages_before",
+    "packages_after",
+    "agent_status",
+    "uptime_before",
+}
+
+
+def _assignments(values: dict[str, Any]) -> tuple[str, list[Any]]:
+    unknown = set(values) - _ROW_FIELDS
     if unknown:
         raise ValueError(f"unknown job row fields {sorted(unknown)}")
     params = [
         Jsonb(v) if k.startswith("packages_") and v is not None else v for k, v in values.items()
     ]
-    assignments = ", ".join(f"{k} = %s" for k in values)
-    conn.execute(
-        f"UPDATE job_hosts SET {assignments}, updated_at = now() WHERE id = %s",
-        [*params, row_id],
+    return "".join(f", {k} = %s" for k in values), params
+
+
+def advance_row(
+    conn: psycopg.Connection[Any],
+    row_id: int,
+    owner: str,
+    from_states: Sequence[str],
+    to_state: str,
+    *,
+    within_permit: bool = False,
+    **values: Any,
+) -> bool:
+    """One transition ``from_states → to_state`` of a row this ``owner`` holds; False when the
+    row is not (or no longer) in one of ``from_states`` or not ours. With ``within_permit`` the
+    row's permit must still be valid (the last check before a request goes to the agent)."""
+    if to_state not in ACTIVE_ROW_STATES:
+        raise ValueError(f"{to_state!r} is not an in-flight state (use finish_row)")
+    sets, params = _assignments(values)
+    sent = ", sent_at = now()" if to_state == "request_sent" else ""
+    permit = " AND run_until > now()" if within_permit else ""
+    return bool(
+        conn.execute(
+            f"UPDATE job_hosts SET state = %s{sent}{sets}, updated_at = now()"
+            f" WHERE id = %s AND owner = %s AND state = ANY(%s){permit}",
+            [to_state, *params, row_id, owner, list(from_states)],
+        ).rowcount
     )
+
+
+def update_row(conn: psycopg.Connection[Any], row_id: int, owner: str, **values: Any) -> bool:
+    """Change fields (not the state) of an in-flight row this ``owner`` holds."""
+    sets, params = _assignments(values)
+    return bool(
+        conn.execute(
+            f"UPDATE job_hosts SET updated_at = now(){sets}"
+            " WHERE id = %s AND owner = %s AND state = ANY(%s)",
+            [*params, row_id, owner, list(ACTIVE_ROW_STATES)],
+        ).rowcount
+    )
+
+
+def finish_row(
+    conn: psycopg.Connection[Any], row_id: int, owner: str, state: str, **values: Any
+) -> bool:
+    """End the current attempt of an in-flight row this ``owner`` holds: the row becomes
+    ``state`` (final) and the attempt is recorded with its error, in one transaction."""
+    if state not in FINAL_ROW_STATES:
+        raise ValueError(f"{state!r} is not a final state")
+    sets, params = _assignments(values)
+    progress = ", progress = 100" if state == "succeeded" and "progress" not in values else ""
+    with conn.transaction():
+        found = conn.execute(
+            f"UPDATE job_hosts SET state = %s, finished_at = now(), lease_expires_at = NULL"
+            f"{progress}{sets}, updated_at = now()"
+            " WHERE id = %s AND owner = %s AND state = ANY(%s)"
+            " RETURNING host_id, attempts, agent_job_id, dispatched_at, error_code, error_message",
+            [state, *params, row_id, owner, list(ACTIVE_ROW_STATES)],
+        ).fetchone()
+        if found is None:
+            return False
+        host_id, attempt, agent_job_id, started, code, message = found
+        conn.execute(
+            "INSERT INTO job_host_attempts (row_id, host_id, attempt, agent_job_id, started_at,"
+            " outcome, error_code, error_message) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (row_id, attempt) DO UPDATE SET outcome = excluded.outcome,"
+            " error_code = excluded.error_code, error_message = excluded.error_message,"
+            " finished_at = now()",
+            (row_id, host_id, max(attempt, 1), agent_job_id, started, state, code, message),
+        )
+    return True
+
+
+def recorded_agent_jobs(conn: psycopg.Connection[Any], host_id: int) -> set[str]:
+    """Every agent job id this host's rows (and their earlier attempts) already account for."""
+    return {
+        str(r[0])
+        for r in conn.execute(
+            "SELECT agent_job_id FROM job_hosts WHERE host_id = %s AND agent_job_id IS NOT NULL"
+            " UNION SELECT agent_job_id FROM job_host_attempts"
+            " WHERE host_id = %s AND agent_job_id IS NOT NULL",
+            (host_id, host_id),
+        ).fetchall()
+    }
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    row_id: int
+    attempt: int
+    agent_job_id: str | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime
+    outcome: str
+    error_code: str
+    error_message: str
+
+
+def row_attempts(conn: psycopg.Connection[Any], row_id: int) -> list[AttemptRow]:
+    return [
+        AttemptRow(*r)
+        for r in conn.execute(
+            "SELECT row_id, attempt, agent_job_id, started_at, finished_at, outcome, error_code,"
+            " error_message FROM job_host_attempts WHERE row_id = %s ORDER BY attempt",
+            (row_id,),
+        ).fetchall()
+    ]
+
+
+# -- the coordinating side -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -248,8 +401,9 @@ class Decisions:
     """What the coordinator decided for one job in one pass."""
 
     job_id: int
-    waiting: tuple[int, ...] = ()  # rows → waiting_window
-    skipped: tuple[int, ...] = ()  # rows → skipped (threshold, canary, cancel)
+    waiting: tuple[int, ...] = ()  # rows → waiting_window (no permit)
+    permits: tuple[tuple[int, dt.datetime], ...] = ()  # rows → queued, runnable until then
+    skipped: tuple[tuple[int, str], ...] = ()  # waiting rows → skipped, with the reason
     retry: tuple[int, ...] = ()  # failed rows → queued again (retry once)
     status: str | None = None  # new job status, if it changed
     started: bool = False  # set started_at
@@ -260,21 +414,28 @@ def apply_decisions(conn: psycopg.Connection[Any], d: Decisions) -> None:
     with conn.transaction():
         if d.waiting:
             conn.execute(
-                "UPDATE job_hosts SET state = 'waiting_window', updated_at = now()"
-                " WHERE id = ANY(%s) AND state = 'queued'",
+                "UPDATE job_hosts SET state = 'waiting_window', run_until = NULL,"
+                " updated_at = now() WHERE id = ANY(%s) AND state = 'queued'",
                 (list(d.waiting),),
-            )
-        if d.skipped:
-            conn.execute(
-                "UPDATE job_hosts SET state = 'skipped', finished_at = now(), updated_at = now()"
-                " WHERE id = ANY(%s) AND state = ANY(%s)",
-                (list(d.skipped), list(WAITING_ROW_STATES)),
             )
         if d.retry:
             conn.execute(
                 "UPDATE job_hosts SET state = 'queued', updated_at = now()"
                 " WHERE id = ANY(%s) AND state = 'failed'",
                 (list(d.retry),),
+            )
+        for row_id, until in d.permits:
+            conn.execute(
+                "UPDATE job_hosts SET state = 'queued', run_until = %s, updated_at = now()"
+                " WHERE id = %s AND state = ANY(%s)"
+                " AND (run_until IS DISTINCT FROM %s OR state <> 'queued')",
+                (until, row_id, list(WAITING_ROW_STATES), until),
+            )
+        for row_id, reason in d.skipped:
+            conn.execute(
+                "UPDATE job_hosts SET state = 'skipped', finished_at = now(), run_until = NULL,"
+                " error_message = %s, updated_at = now() WHERE id = %s AND state = ANY(%s)",
+                (reason, row_id, list(WAITING_ROW_STATES)),
             )
         sets = []
         params: list[Any] = []
@@ -289,13 +450,39 @@ def apply_decisions(conn: psycopg.Connection[Any], d: Decisions) -> None:
             conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = %s", [*params, d.job_id])
 
 
+def create_window_job(
+    conn: psycopg.Connection[Any],
+    window_id: int,
+    occurrence: dt.datetime,
+    spec: JobSpec,
+    batches: Sequence[tuple[int, int]],
+) -> int | None:
+    """Auto-apply: claim the window occurrence, create its job and attach it, in ONE
+    transaction (a crash in between leaves either nothing or everything). None when this
+    occurrence already has its deployment."""
+    with conn.transaction():
+        claimed = conn.execute(
+            "INSERT INTO window_runs (window_id, occurrence_start) VALUES (%s, %s)"
+            " ON CONFLICT DO NOTHING RETURNING window_id",
+            (window_id, occurrence),
+        ).fetchone()
+        if claimed is None:
+            return None
+        job_id = create_job(conn, spec, batches)
+        conn.execute(
+            "UPDATE window_runs SET job_id = %s WHERE window_id = %s AND occurrence_start = %s",
+            (job_id, window_id, occurrence),
+        )
+    return job_id
+
+
 def cancel_job(conn: psycopg.Connection[Any], job_id: int) -> int:
     """Cancel the rows not started yet; returns how many."""
     with conn.transaction():
         get_job(conn, job_id)
         return conn.execute(
-            "UPDATE job_hosts SET state = 'cancelled', finished_at = now(), updated_at = now()"
-            " WHERE job_id = %s AND state = ANY(%s)",
+            "UPDATE job_hosts SET state = 'cancelled', finished_at = now(), run_until = NULL,"
+            " updated_at = now() WHERE job_id = %s AND state = ANY(%s)",
             (job_id, list(WAITING_ROW_STATES)),
         ).rowcount
 

@@ -1,0 +1,167 @@
+"""The job row state machine in PostgreSQL: permits re-checked in the claim, owners and leases,
+conditional transitions, attempt history, auto-apply in one transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import psycopg
+import pytest
+
+from storage import (
+    NO_DEADLINE,
+    Database,
+    JobSpec,
+    advance_row,
+    claim_next,
+    create_job,
+    create_window_job,
+    finish_row,
+    get_row,
+    insert_host,
+    job_rows,
+    recorded_agent_jobs,
+    renew_lease,
+    row_attempts,
+    take_over,
+)
+
+A, B = "node-a", "node-b"
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def setup(conn: psycopg.Connection[Any], hosts: int = 1, kind: str = "patch") -> list[int]:
+    """A job on ``hosts`` new hosts; returns its row ids (ordered by host)."""
+    ids = [insert_host(conn, name=f"h{i}", address=f"127.0.0.{i + 1}").id for i in range(hosts)]
+    job_id = create_job(conn, JobSpec(kind=kind, schedule="now"), [(h, 0) for h in ids])
+    return [r.id for r in sorted(job_rows(conn, job_id), key=lambda r: r.host_id)]
+
+
+def permit(conn: psycopg.Connection[Any], row_id: int, until: dt.datetime | None) -> None:
+    conn.execute("UPDATE job_hosts SET run_until = %s WHERE id = %s", (until, row_id))
+
+
+async def test_claim_requires_a_valid_permit_checked_in_the_claim(db: Database) -> None:
+    def run(conn: psycopg.Connection[Any]) -> None:
+        [row_id] = setup(conn)
+        host_id = get_row(conn, row_id).host_id
+        assert claim_next(conn, host_id, A, 60) is None  # queued, no permit yet
+        permit(conn, row_id, now() - dt.timedelta(seconds=1))  # its window has closed
+        assert claim_next(conn, host_id, A, 60) is None
+        permit(conn, row_id, now() + dt.timedelta(minutes=5))
+        claimed = claim_next(conn, host_id, A, 60)
+        assert claimed is not None
+        assert (claimed.state, claimed.owner, claimed.attempts) == ("claimed", A, 1)
+        assert claim_next(conn, host_id, B, 60) is None  # claimed once only
+
+    await db.run(run)
+
+
+async def test_sending_after_the_permit_ran_out_is_refused(db: Database) -> None:
+    def run(conn: psycopg.Connection[Any]) -> None:
+        [row_id] = setup(conn)
+        permit(conn, row_id, now() + dt.timedelta(minutes=5))
+        assert claim_next(conn, get_row(conn, row_id).host_id, A, 60) is not None
+        permit(conn, row_id, now() - dt.timedelta(seconds=1))  # the runner waited too long
+        assert not advance_row(conn, row_id, A, ("claimed",), "request_sent", within_permit=True)
+        assert get_row(conn, row_id).state == "claimed"
+
+    await db.run(run)
+
+
+async def test_transitions_need_the_expected_state_and_the_owner(db: Database) -> None:
+    def run(conn: psycopg.Connection[Any]) -> None:
+        [row_id] = setup(conn)
+        permit(conn, row_id, NO_DEADLINE)
+        claim_next(conn, get_row(conn, row_id).host_id, A, 60)
+        assert not advance_row(conn, row_id, B, ("claimed",), "request_sent")  # not B's row
+        assert not advance_row(conn, row_id, A, ("request_sent",), "accepted")  # wrong state
+        assert advance_row(conn, row_id, A, ("claimed",), "request_sent", within_permit=True)
+        row = get_row(conn, row_id)
+        assert row.state == "request_sent" and row.sent_at is not None
+        assert advance_row(conn, row_id, A, ("request_sent",), "accepted", agent_job_id="x" * 36)
+        assert not finish_row(conn, row_id, B, "succeeded")
+        assert finish_row(conn, row_id, A, "succeeded")
+        assert get_row(conn, row_id).state == "succeeded"
+        assert not finish_row(conn, row_id, A, "failed")  # final stays final
+
+    await db.run(run)
+
+
+async def test_take_over_own_rows_at_once_and_others_only_after_their_lease(db: Database) -> None:
+    def run(conn: psycopg.Connection[Any]) -> None:
+        [row_id] = setup(conn)
+        host_id = get_row(conn, row_id).host_id
+        permit(conn, row_id, NO_DEADLINE)
+        claim_next(conn, host_id, A, 60)
+        assert advance_row(conn, row_id, A, ("claimed",), "request_sent")
+        assert take_over(conn, host_id, B, 60) == []  # A's lease is running
+        assert [r.id for r in take_over(conn, host_id, A, 60)] == [row_id]  # A restarted
+        conn.execute(
+            "UPDATE job_hosts SET lease_expires_at = now() - interval '1 s' WHERE id = %s",
+            (row_id,),
+        )
+        [taken] = take_over(conn, host_id, B, 60)
+        assert (taken.owner, taken.state) == (B, "request_sent")  # reconciled, not resent
+        assert not renew_lease(conn, row_id, A, 60)  # A learns it lost the row
+        assert renew_lease(conn, row_id, B, 60)
+
+    await db.run(run)
+
+
+async def test_a_retry_clears_the_row_error_and_every_attempt_keeps_its_own(db: Database) -> None:
+    def run(conn: psycopg.Connection[Any]) -> None:
+        [row_id] = setup(conn)
+        host_id = get_row(conn, row_id).host_id
+        permit(conn, row_id, NO_DEADLINE)
+        first = "1" * 36
+        claim_next(conn, host_id, A, 60)
+        advance_row(conn, row_id, A, ("claimed",), "request_sent")
+        advance_row(conn, row_id, A, ("request_sent",), "accepted", agent_job_id=first)
+        finish_row(conn, row_id, A, "failed", error_code="TIMEOUT", error_message="apt hung")
+        conn.execute("UPDATE job_hosts SET state = 'queued' WHERE id = %s", (row_id,))  # retry
+        claim_next(conn, host_id, A, 60)
+        claimed = get_row(conn, row_id)
+        assert (claimed.error_code, claimed.error_message, claimed.agent_job_id) == ("", "", None)
+        advance_row(conn, row_id, A, ("claimed",), "request_sent")
+        advance_row(conn, row_id, A, ("request_sent",), "accepted", agent_job_id="2" * 36)
+        finish_row(conn, row_id, A, "succeeded")
+        final = get_row(conn, row_id)
+        assert (final.state, final.error_code, final.attempts) == ("succeeded", "", 2)
+        attempts = row_attempts(conn, row_id)
+        assert [(a.attempt, a.outcome, a.error_code) for a in attempts] == [
+            (1, "failed", "TIMEOUT"),
+            (2, "succeeded", ""),
+        ]
+        assert recorded_agent_jobs(conn, host_id) == {first, "2" * 36}
+
+    await db.run(run)
+
+
+async def test_auto_apply_claim_create_and_attach_are_one_transaction(db: Database) -> None:
+    def run(conn: psycopg.Connection[Any]) -> None:
+        host = insert_host(conn, name="w1", address="127.0.0.9").id
+        window = conn.execute(
+            "INSERT INTO maintenance_windows (host_id, recurrence, start_date, start_time,"
+            " duration_minutes, timezone, auto_apply) VALUES (%s, 'daily', '2026-01-01',"
+            " '02:00', 60, 'UTC', 'all') RETURNING id",
+            (host,),
+        ).fetchone()
+        assert window is not None
+        occurrence = dt.datetime(2026, 1, 2, 2, tzinfo=dt.UTC)
+        spec = JobSpec(kind="patch", schedule="window", created_by=f"window {window[0]}")
+        # A failure after the occurrence was claimed (here: a host that no longer exists)
+        # must not leave the occurrence claimed without a job: nothing at all is left.
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            create_window_job(conn, window[0], occurrence, spec, [(host + 1000, 0)])
+        assert conn.execute("SELECT count(*) FROM window_runs").fetchone() == (0,)
+        job_id = create_window_job(conn, window[0], occurrence, spec, [(host, 0)])
+        assert job_id is not None
+        assert conn.execute("SELECT job_id FROM window_runs").fetchall() == [(job_id,)]
+        assert create_window_job(conn, window[0], occurrence, spec, [(host, 0)]) is None
+
+    await db.run(run)
