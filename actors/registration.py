@@ -32,6 +32,11 @@ class RegistrationError(ValueError):
         self.message = message
 
 
+def valid_group(name: str) -> bool:
+    """Group names: a letter or digit, then letters, digits, ``_ . -`` (64 at most)."""
+    return _GROUP.match(name) is not None
+
+
 class HostAlreadyRegistered(RegistrationError):
     """A host of that name exists already."""
 
@@ -130,7 +135,7 @@ async def register(
     """
     normalise_name(name)  # a malformed name is reported before anything else
     for group in groups:
-        if not _GROUP.match(group):
+        if not valid_group(group):
             raise RegistrationError("groups", f"{group!r} is not a valid group name")
     normalised, address = await checked_address(name, port, policy, resolve_timeout=resolve_timeout)
     try:

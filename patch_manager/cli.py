@@ -12,6 +12,8 @@ from typing import Any
 
 import trio
 
+from actors import RegistrationError
+from actors.registration import normalise_name, valid_group
 from ca import CAError, CertificateAuthority
 from settings import (
     ConfigError,
@@ -21,7 +23,7 @@ from settings import (
     load,
     permit_addresses,
 )
-from simulator import ScenarioError
+from simulator import AgentListenError, ScenarioError
 from storage import (
     Database,
     StorageError,
@@ -44,6 +46,10 @@ EXIT_USAGE = 2
 
 class CliError(Exception):
     """A failure to report as one line."""
+
+
+class UsageError(CliError):
+    """A command-line argument that cannot be used (exit status 2, like argparse's own)."""
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -228,10 +234,19 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     conf_dir, _ = _dirs(args)
+    host = None
+    if args.host is not None:
+        try:
+            host, _ = normalise_name(args.host)
+        except RegistrationError as exc:
+            raise UsageError(f"--host: {exc.message}") from None
+    for group in args.group:
+        if not valid_group(group):
+            raise UsageError(f"--group: {group!r} is not a valid group name")
     config = load(conf_dir)
-    if args.host:
-        eff = effective_policy(config, args.host.lower(), args.group)
-        print(f"effective polling policy of {args.host}:")
+    if host is not None:
+        eff = effective_policy(config, host, args.group)
+        print(f"effective polling policy of {host}:")
         for key, value in as_table(eff.policy).items():
             shown = list(value) if isinstance(value, tuple) else value
             print(f"  {key} = {json.dumps(shown)}  ({eff.origins[key]})")
@@ -380,6 +395,7 @@ _REPORTED = (
     ScenarioError,
     hosts_cli.CommandError,
     ListenError,
+    AgentListenError,
 )
 
 
@@ -401,8 +417,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not all(isinstance(leaf, _REPORTED) for leaf in leaves):
             raise
         for leaf in leaves:
-            print(f"patch-manager: {leaf}", file=sys.stderr)
-        return EXIT_USAGE if all(isinstance(x, ConfigError) for x in leaves) else EXIT_ERROR
+            hint = ""
+            if isinstance(leaf, AgentListenError):
+                hint = "; choose other agent addresses with --base-address"
+            print(f"patch-manager: {leaf}{hint}", file=sys.stderr)
+        usage = all(isinstance(x, ConfigError | UsageError) for x in leaves)
+        return EXIT_USAGE if usage else EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -150,11 +151,28 @@ def _defaults(keys: Sequence[Key]) -> dict[str, object]:
     return {k.name: tuple(k.default) if isinstance(k.default, list) else k.default for k in keys}
 
 
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def _is_host(text: str) -> bool:
+    """An IP literal (IPv6 in brackets) or a DNS name."""
+    try:
+        ipaddress.ip_address(text[1:-1] if text.startswith("[") and text.endswith("]") else text)
+        return True
+    except ValueError:
+        pass
+    return len(text) <= 253 and all(_HOST_LABEL.match(label) for label in text.split("."))
+
+
 def _cross_checks(merged: Mapping[str, dict[str, object]], file: str) -> list[Problem]:
     problems: list[Problem] = []
     host, sep, port = str(merged["server"]["bind"]).rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         problems.append(Problem(file, "server.bind", "must be HOST:PORT, e.g. 127.0.0.1:8443"))
+    elif not _is_host(host):
+        problems.append(
+            Problem(file, "server.bind", f"{host!r} is neither an IP address nor a host name")
+        )
     for ip in merged["server"]["ip_addresses"]:  # type: ignore[attr-defined]
         try:
             ipaddress.ip_address(ip)

@@ -7,6 +7,7 @@ from .agent import SimAgent
 from .catalog import HostProfile, generate_profile
 from .control import serve_control
 from .fleet import (
+    AgentListenError,
     Fleet,
     FleetSpec,
     Scenario,
@@ -18,6 +19,7 @@ from .fleet import (
 from .model import FaultError, Faults
 
 __all__ = [
+    "AgentListenError",
     "FaultError",
     "Faults",
     "Fleet",

@@ -39,6 +39,17 @@ class ScenarioError(ValueError):
     """A scenario file or control command that cannot be used (names the key)."""
 
 
+class AgentListenError(Exception):
+    """A simulated agent cannot listen on its address (taken by another simulator or demo, or
+    not an address of this machine)."""
+
+    def __init__(self, address: str, port: int, reason: str) -> None:
+        super().__init__(f"a simulated agent cannot listen on {address}:{port}: {reason}")
+        self.address = address
+        self.port = port
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class FleetSpec:
     count: int = 50
@@ -248,7 +259,14 @@ class Fleet:
             agent.ws_heartbeat = (self.spec.ws_ping_s, self.spec.ws_timeout_s)
         async with trio.open_nursery() as nursery:
             for agent in self.agents:
-                await nursery.start(agent.run)
+                try:
+                    await nursery.start(agent.run)
+                except* OSError as group:
+                    reason = next(
+                        (e.strerror or str(e) for e in _leaves(group) if isinstance(e, OSError)),
+                        "cannot listen",
+                    )
+                    raise AgentListenError(agent.address, agent.port, reason) from None
             log.info("simulating %d agents", len(self.agents))
             task_status.started(self)
 
@@ -265,6 +283,14 @@ class Fleet:
              "jobs": len(a.jobs), "requests": a.requests_served}
             for a in self.agents
         ]  # fmt: skip
+
+
+def _leaves(error: BaseException) -> Iterable[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
 
 
 def _context_getter(fleet: Fleet, index: int) -> Any:

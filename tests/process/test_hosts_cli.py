@@ -98,3 +98,28 @@ async def test_hosts_commands_reach_the_running_server(
 
         server.process.send_signal(signal.SIGTERM)
         assert await server.process.wait() == 0
+
+
+async def test_hosts_add_refuses_loopback_names_and_odd_spellings_in_one_line(
+    start_server: Any,
+) -> None:
+    with trio.fail_after(100):
+        server = await start_server("[agents]\n")  # the default policy: no loopback agents
+        await server.wait_ready()
+        result = await cli(server, "hosts", "add", "localhost")
+        assert result.returncode == 1
+        assert result.stderr.decode().strip() == (
+            "patch-manager: name: localhost resolves to 127.0.0.1: 127.0.0.1 is a loopback"
+            " address (permit it with agents.allow_addresses)"
+        )
+        for name in ("0x7f000001", "169.254.169.254", "::1"):
+            result = await cli(server, "hosts", "add", name)
+            assert result.returncode == 1
+            assert len(result.stderr.decode().strip().splitlines()) == 1
+        result = await cli(server, "hosts", "add", "10.20.30.40", "--port", "22")
+        assert result.returncode == 1
+        assert "port: 22 is not the agent port 12443" in result.stderr.decode()
+        listing = json.loads(text(await cli(server, "hosts", "list", "--json")))
+        assert listing == []
+        server.process.send_signal(signal.SIGTERM)
+        assert await server.process.wait() == 0
