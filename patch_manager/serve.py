@@ -222,7 +222,12 @@ async def run_server(
             if fleet is not None:
                 await register_demo_fleet(storage.db, fleet)
                 admin_password = admin_password or await reset_password(storage.db, auth)
-            app = create_app(SystemAdapter(storage, system, ca), storage.db, auth=auth)
+            app = create_app(
+                SystemAdapter(storage, system, ca),
+                storage.db,
+                auth=auth,
+                max_body_bytes=config.server.max_body_bytes,
+            )
             async with trio.open_nursery() as inner:
                 await inner.start(system.sink.run)
                 await inner.start(system.scheduler.run)

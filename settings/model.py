@@ -15,6 +15,7 @@ class ServerSettings:
     hostnames: tuple[str, ...]
     ip_addresses: tuple[str, ...]
     graceful_timeout_s: float
+    max_body_bytes: int
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,14 @@ SECTIONS: dict[str, tuple[Key, ...]] = {
             max_items=50,
         ),
         Key("graceful_timeout_s", "float", 5.0, "Time in-flight requests get at shutdown.", 0, 120),
+        Key(
+            "max_body_bytes",
+            "int",
+            1_048_576,
+            "Largest request body accepted; larger ones get 413 before they are read.",
+            1024,
+            1_073_741_824,
+        ),
     ),
     "database": (
         Key("url", "str", "", "PostgreSQL URL; empty = the embedded cluster in the data dir."),

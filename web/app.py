@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -13,17 +14,23 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp
 
-from storage import Database
+from storage import Database, Session, StorageError
 
 from . import metrics
 from .api import Api
-from .auth import Auth, AuthMiddleware
+from .auth import SESSION_COOKIE, Auth, AuthMiddleware
 from .errors import ApiError, api_error_handler, envelope
 from .handle import HandleError, Missing, SystemHandle
 from .job_pages import JobPages
 from .jobs_api import JobsApi
-from .middleware import RequestIdMiddleware
+from .middleware import (
+    DEFAULT_MAX_BODY_BYTES,
+    BodyLimitMiddleware,
+    RequestIdMiddleware,
+    SecurityHeadersMiddleware,
+)
 from .openapi import document
 from .pages import Pages, since
 from .relay import Relay
@@ -44,12 +51,33 @@ STATIC = Path(__file__).resolve().parent / "static"
 VERSION = "0.1.0"
 
 
+class WebApp(Starlette):
+    """Starlette with ``web.middleware``'s layers outside its ServerErrorMiddleware, so that
+    500s carry the request id and the security headers too."""
+
+    def __init__(self, *args: Any, max_body_bytes: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_body_bytes = max_body_bytes
+
+    def build_middleware_stack(self) -> ASGIApp:
+        inner = BodyLimitMiddleware(super().build_middleware_stack(), self.max_body_bytes)
+        return SecurityHeadersMiddleware(RequestIdMiddleware(inner))
+
+
+async def _session_or_none(auth: Auth, token: str) -> Session | None:
+    try:
+        return await auth.session(token)
+    except StorageError:
+        return None  # the database went away since the health check
+
+
 def create_app(
     handle: SystemHandle,
     db: Database,
     *,
     auth: Auth | None = None,
     templates_dir: Path = DEFAULT_TEMPLATES,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> Starlette:
     auth = auth or Auth(db)
     templates = Jinja2Templates(directory=str(templates_dir))
@@ -59,13 +87,15 @@ def create_app(
     relay = Relay(handle)
 
     async def health(request: Request) -> Response:
+        """Anonymous callers get only the status; a session also gets the details. (A public
+        path: the session is looked up only when its cookie is there, and only when the
+        database is up: a session cannot be checked without it.)"""
         report = await handle.health()
-        body = {
-            "status": "ok" if report.ok else "degraded",
-            "database": report.database,
-            "scheduler": report.scheduler,
-            **report.details,
-        }
+        body: dict[str, object] = {"status": "ok" if report.ok else "degraded"}
+        token = request.cookies.get(SESSION_COOKIE, "")
+        if token and report.database == "ok" and await _session_or_none(auth, token):
+            body |= {"database": report.database, "scheduler": report.scheduler}
+            body |= report.details
         return JSONResponse(body, status_code=200 if report.ok else 503)
 
     async def openapi(request: Request) -> Response:
@@ -82,7 +112,9 @@ def create_app(
                        "message": str(exc.detail)}  # fmt: skip
             return templates.TemplateResponse(request, "error.html", context,
                                               status_code=exc.status_code)  # fmt: skip
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status_code, "error"
+        )
         response = envelope(request, exc.status_code, code, str(exc.detail))
         if exc.headers:
             response.headers.update(exc.headers)
@@ -115,9 +147,10 @@ def create_app(
         *JobPages(pages).routes(),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
-    app = Starlette(
+    app = WebApp(
         routes=routes,
-        middleware=[Middleware(RequestIdMiddleware), Middleware(AuthMiddleware, auth=auth)],
+        max_body_bytes=max_body_bytes,
+        middleware=[Middleware(AuthMiddleware, auth=auth)],
         exception_handlers={
             ApiError: api_error_handler,
             HandleError: refused,

@@ -1,10 +1,74 @@
-"""ASGI middleware: a request id on every request and response (``X-Request-Id``)."""
+"""The ASGI layers around the whole Starlette app (outside its ServerErrorMiddleware), so they
+apply to every response, including 500s and the 413/401 answered before any handler runs:
+
+``SecurityHeadersMiddleware`` → ``RequestIdMiddleware`` → ``BodyLimitMiddleware`` → Starlette.
+
+- Security headers: a strict Content-Security-Policy (no inline script or style), nosniff,
+  ``Referrer-Policy: same-origin``, ``X-Frame-Options: DENY``, HSTS on HTTPS, ``Cache-Control:
+  no-store`` on everything but static files; any ``server`` header is dropped.
+- Request id: ``X-Request-Id`` on every response and in ``scope["state"]["request_id"]`` (the
+  error envelope repeats it). An exception escaping the app is logged here once, with its
+  traceback and the request id; if no response was started, a 500 envelope is sent.
+- Body limit: a request body over ``max_bytes`` is answered ``413`` before it is buffered: at
+  once from ``Content-Length``, or, for a chunked body, as soon as the bytes received pass the
+  limit (chunked bodies are read into memory up to the limit, then replayed to the app).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; frame-ancestors 'none'; "
+    "base-uri 'none'; form-action 'self'"
+)
+_SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+]
+_HSTS = (b"strict-transport-security", b"max-age=31536000")
+_REPLACED = frozenset({b"server", b"cache-control"}) | {name for name, _ in _SECURITY_HEADERS}
+
+
+class SecurityHeadersMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = list(_SECURITY_HEADERS)
+        if scope.get("scheme") == "https":
+            extra.append(_HSTS)
+        static = str(scope.get("path", "")).startswith("/static/")
+        dropped = _REPLACED - {b"cache-control"} if static else _REPLACED
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (name, value)
+                    for name, value in message.get("headers", [])
+                    if name.lower() not in dropped
+                ]
+                headers += extra
+                if not static:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class RequestIdMiddleware:
@@ -17,12 +81,113 @@ class RequestIdMiddleware:
             return
         rid = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
+        started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", rid.encode()))
                 message = {**message, "headers": headers}
+            elif message["type"] == "websocket.accept":
+                started = True
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            log.error(
+                "unhandled error in %s %s (request %s)",
+                scope.get("method", "WEBSOCKET"),
+                scope.get("path", ""),
+                rid,
+                exc_info=exc,
+                extra={"request_id": rid},
+            )
+            if scope["type"] == "http" and not started:
+                await send_error(
+                    scope, send_with_id, 500, "internal_error", "internal error; see the server log"
+                )
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = _header(scope, b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                await send_error(scope, send, 400, "bad_request", "invalid Content-Length")
+                return
+            if int(length) > self.max_bytes:
+                await self._too_large(scope, send)
+                return
+            await self.app(scope, receive, send)  # h11 enforces the declared length
+            return
+        if _header(scope, b"transfer-encoding") is None:
+            await self.app(scope, receive, send)  # no body
+            return
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(scope, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        await send_error(
+            scope,
+            send,
+            413,
+            "payload_too_large",
+            f"the request body is larger than {self.max_bytes} bytes (server.max_body_bytes)",
+            close=True,
+        )
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1")).strip()
+    return None
+
+
+async def send_error(
+    scope: Scope, send: Send, status: int, code: str, message: str, *, close: bool = False
+) -> None:
+    """Answer with the API's error envelope (``web.errors``) from ASGI middleware."""
+    rid = str(scope.get("state", {}).get("request_id", ""))
+    body = json.dumps(
+        {"error": {"code": code, "message": message, "details": None, "request_id": rid}}
+    ).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

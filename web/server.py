@@ -1,4 +1,21 @@
-"""Hypercorn's trio worker serving the app inside the caller's nursery (TLS 1.3 only)."""
+"""The web listener: Hypercorn's HTTP/1.1 protocol over TLS 1.3, inside the caller's nursery.
+
+Three layers keep a request from taking the process down (issue 9):
+
+- **HTTP/1.1 only.** Hypercorn 0.18's HTTP/2 protocol raises inside the worker on a large POST
+  the app answers before reading (no upstream fix), so ALPN offers only ``http/1.1``, an HTTP/2
+  prior-knowledge preface closes the connection, and ``Upgrade: h2c`` is ignored.
+- **Each connection is contained.** An unexpected exception in one connection is logged with its
+  traceback and closes that connection only.
+- **The listener is supervised.** If the server itself fails after start-up, the failure is
+  logged once and the server restarted on the same listening socket after an exponential,
+  capped delay (reset after a healthy period). Start-up errors (port taken) still raise
+  ``ListenError``; cancellation and the shutdown trigger are never "failures".
+
+Hypercorn's ``serve`` hard-codes its connection class, so ``_serve_once`` is its trio worker
+loop (``hypercorn.trio.run.worker_serve``) with our connection class and reused sockets; the
+version is pinned in pyproject.toml for that reason.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +23,32 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Protocol
 
+import h11
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
+from hypercorn.config import Sockets
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
+from hypercorn.utils import (
+    ShutdownError,
+    parse_socket_addr,
+    raise_shutdown,
+    repr_socket_addr,
+    wrap_app,
+)
 from starlette.types import ASGIApp
 
 log = logging.getLogger(__name__)
+
+ShutdownTrigger = Callable[[], Awaitable[None]]
 
 
 class _TLS13Config(HypercornConfig):
@@ -32,48 +67,231 @@ class WebListener:
     certfile: Path | None  # None = plain HTTP (only behind a TLS-terminating proxy)
     keyfile: Path | None
     graceful_timeout_s: float = 5.0
+    restart_min_s: float = 0.5
+    restart_max_s: float = 30.0
+    healthy_after_s: float = 60.0  # a run this long resets the restart delay
 
 
-async def serve_web(
-    app: ASGIApp,
-    listener: WebListener,
-    shutdown_trigger: Callable[[], Awaitable[None]],
-    *,
-    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve until ``shutdown_trigger`` returns; reports the bound URLs through ``started``."""
+def restart_delay(failures: int, minimum: float, maximum: float) -> float:
+    """Delay before restart number ``failures`` (1-based): doubling from ``minimum``, capped.
+
+    No jitter: there is one listener per process, so there is no herd to spread.
+    """
+    return float(min(maximum, minimum * 2 ** max(0, failures - 1)))
+
+
+class ServeOnce(Protocol):
+    """Serve until the shutdown trigger returns; report the bound URLs through ``started``."""
+
+    async def __call__(
+        self,
+        app: AppWrapper,
+        config: HypercornConfig,
+        sockets: Sockets,
+        shutdown_trigger: ShutdownTrigger,
+        *,
+        task_status: trio.TaskStatus[list[str]] = ...,
+    ) -> None: ...
+
+
+def hypercorn_config(listener: WebListener) -> HypercornConfig:
     cfg = _TLS13Config()
     cfg.bind = [listener.bind]
     cfg.graceful_timeout = listener.graceful_timeout_s
     cfg.accesslog = None
     cfg.errorlog = logging.getLogger("hypercorn.error")
-    cfg.alpn_protocols = ["h2", "http/1.1"]
+    cfg.alpn_protocols = ["http/1.1"]
+    cfg.include_server_header = False
+    cfg.ssl_handshake_timeout = 10
     if listener.certfile is not None and listener.keyfile is not None:
         cfg.certfile = str(listener.certfile)
         cfg.keyfile = str(listener.keyfile)
-    else:
+    return cfg
+
+
+async def serve_web(
+    app: ASGIApp,
+    listener: WebListener,
+    shutdown_trigger: ShutdownTrigger,
+    *,
+    serve_once: ServeOnce | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until ``shutdown_trigger`` returns; reports the bound URLs through ``started``.
+
+    Raises ``ListenError`` if the socket cannot be opened. After start-up, a failure of the
+    server is logged and the server restarted (see the module docstring); this returns only
+    when the shutdown trigger has fired and in-flight requests got ``graceful_timeout_s``.
+    ``serve_once`` replaces the server run (tests inject a failing one).
+    """
+    run = serve_once or _serve_once
+    cfg = hypercorn_config(listener)
+    if cfg.ssl_enabled is False:
         log.warning(
             "serving plain HTTP on %s: only do this behind a TLS-terminating reverse proxy",
             listener.bind,
         )
-    reporter = _Started(task_status)
     try:
-        await serve(
-            app,  # type: ignore[arg-type]
-            cfg,
-            shutdown_trigger=shutdown_trigger,
-            task_status=reporter,  # type: ignore[arg-type]
-        )
-    except* OSError as group:
-        if reporter.done:
-            raise
-        reason: BaseException = group
-        while isinstance(reason, BaseExceptionGroup):
-            reason = reason.exceptions[0]
+        sockets = cfg.create_sockets()
+    except OSError as exc:
         raise ListenError(
-            f"cannot listen on {listener.bind}: {getattr(reason, 'strerror', None) or reason}"
-            " (set server.bind or --bind)"
+            f"cannot listen on {listener.bind}: {exc.strerror or exc} (set server.bind or --bind)"
         ) from None
+    wrapped = wrap_app(app, cfg.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
+    failures = 0
+    reporter: _Started | None = _Started(task_status)
+    try:
+        for sock in sockets.secure_sockets + sockets.insecure_sockets:
+            sock.listen(cfg.backlog)
+        while True:
+            started_at = trio.current_time()
+            try:
+                # Each run gets duplicates: closing them at its end leaves ours listening.
+                await run(wrapped, cfg, _duplicate(sockets), shutdown_trigger,
+                          task_status=reporter or _Started(trio.TASK_STATUS_IGNORED))  # fmt: skip
+                return  # the shutdown trigger fired
+            except Exception as exc:
+                if reporter is not None and not reporter.done:
+                    raise
+                if trio.current_time() - started_at >= listener.healthy_after_s:
+                    failures = 0
+                failures += 1
+                delay = restart_delay(failures, listener.restart_min_s, listener.restart_max_s)
+                log.error(
+                    "web server failed (%s); restarting it in %.1f s (failure %d in a row)",
+                    _summary(exc),
+                    delay,
+                    failures,
+                    exc_info=exc,
+                )
+            reporter = None
+            with trio.move_on_after(delay):
+                await shutdown_trigger()
+                return
+    finally:
+        for sock in sockets.secure_sockets + sockets.insecure_sockets:
+            sock.close()
+
+
+def _summary(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _duplicate(sockets: Sockets) -> Sockets:
+    return Sockets(
+        [s.dup() for s in sockets.secure_sockets],
+        [s.dup() for s in sockets.insecure_sockets],
+        [],
+    )
+
+
+async def _serve_once(
+    app: AppWrapper,
+    config: HypercornConfig,
+    sockets: Sockets,
+    shutdown_trigger: ShutdownTrigger,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """``hypercorn.trio.run.worker_serve`` without QUIC, statsd or max_requests, with
+    ``_Connection`` as the connection handler and the caller's (listening) sockets."""
+    lifespan_state: LifespanState = {}
+    lifespan = Lifespan(app, config, lifespan_state)
+    context = WorkerContext(None)
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as server_nursery:
+            ssl_context = config.create_ssl_context()
+            listeners: list[trio.SSLListener[trio.SocketStream] | trio.SocketListener] = []
+            binds = []
+            for sock in sockets.secure_sockets:
+                listeners.append(
+                    trio.SSLListener(
+                        trio.SocketListener(trio.socket.from_stdlib_socket(sock)),
+                        ssl_context,  # type: ignore[arg-type]
+                        https_compatible=True,
+                    )
+                )
+                binds.append(f"https://{repr_socket_addr(sock.family, sock.getsockname())}")
+            for sock in sockets.insecure_sockets:
+                listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+                binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
+            task_status.started(binds)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(raise_shutdown, shutdown_trigger)
+                    nursery.start_soon(raise_shutdown, context.terminate.wait)
+                    handler = partial(
+                        _Connection, app, config, context, ConnectionState(lifespan_state.copy())
+                    )
+                    nursery.start_soon(
+                        partial(
+                            trio.serve_listeners, handler, listeners, handler_nursery=server_nursery
+                        )  # fmt: skip
+                    )
+                    await trio.sleep_forever()
+            except BaseExceptionGroup as error:
+                _, other_errors = error.split((ShutdownError, KeyboardInterrupt))
+                if other_errors is not None:
+                    raise other_errors from None
+            finally:
+                await context.terminated.set()
+                server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
+
+
+class _Http2Refused(Exception):
+    """The client sent the HTTP/2 connection preface: we serve HTTP/1.1 only."""
+
+
+class _Http11Protocol(H11Protocol):
+    async def _check_protocol(self, event: h11.Request) -> None:
+        # Upgrade: h2c is ignored (a server may ignore Upgrade; RFC 9110 §7.8).
+        if event.method == b"PRI" and event.target == b"*" and event.http_version == b"2.0":
+            raise _Http2Refused
+
+
+class _Connection(TCPServer):
+    """One client connection: ``TCPServer.run`` speaking HTTP/1.1 only, failures contained."""
+
+    async def run(self) -> None:
+        peer = "?"
+        try:
+            try:
+                with trio.fail_after(self.config.ssl_handshake_timeout):
+                    await self.stream.do_handshake()
+            except (trio.BrokenResourceError, trio.TooSlowError):
+                return  # handshake failed or too slow: nothing to serve
+            sock = self.stream.transport_stream.socket
+            tls = True
+        except AttributeError:  # not TLS
+            sock = self.stream.socket
+            tls = False
+        try:
+            client = parse_socket_addr(sock.family, sock.getpeername())
+            server = parse_socket_addr(sock.family, sock.getsockname())
+            peer = repr_socket_addr(sock.family, sock.getpeername())
+            async with TaskGroup() as task_group:
+                self._task_group = task_group
+                self.protocol = _Http11Protocol(  # type: ignore[assignment]
+                    self.app, self.config, self.context, task_group,
+                    ConnectionState(self.state), tls, client, server, self.protocol_send,
+                )  # fmt: skip
+                await self.protocol.initiate()
+                await self.idle_task.restart(self._task_group, self._idle_timeout)
+                await self._read_data()
+        except* OSError:
+            pass  # the peer went away
+        except* _Http2Refused:
+            log.debug("HTTP/2 preface from %s refused (HTTP/1.1 only); connection closed", peer)
+        except* Exception as group:
+            log.error("connection from %s failed; closed it", peer, exc_info=group)
+        finally:
+            await self._close()
 
 
 class ListenError(Exception):
@@ -85,6 +303,6 @@ class _Started:
         self.task_status = task_status
         self.done = False
 
-    def started(self, value: list[str]) -> None:
+    def started(self, value: list[str] | None = None) -> None:
         self.done = True
-        self.task_status.started(value)
+        self.task_status.started(value or [])

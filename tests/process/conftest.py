@@ -25,13 +25,18 @@ class ServerProcess:
         self.process = process
         self.data_dir = data_dir
         self.url = ""
+        self.admin_password = ""  # printed on the first start only
         self.logs: list[dict[str, Any]] = []
         self._log_event = trio.Event()
         self._ready = trio.Event()
+        self._password_shown = trio.Event()
 
     async def _read_stdout(self) -> None:
         assert self.process.stdout is not None
         async for line in _lines(self.process.stdout):
+            if "log in as admin with password " in line:
+                self.admin_password = line.rsplit(" ", 1)[1].strip()
+                self._password_shown.set()
             if "is running at " in line:
                 self.url = line.split("is running at ", 1)[1].strip()
                 self._ready.set()
@@ -49,6 +54,11 @@ class ServerProcess:
     async def wait_ready(self) -> str:
         await self._ready.wait()
         return self.url
+
+    async def wait_admin_password(self) -> str:
+        """The bootstrap password the first start prints (after the URL)."""
+        await self._password_shown.wait()
+        return self.admin_password
 
     async def wait_log(self, fragment: str, start: int = 0) -> int:
         """Wait for a log line containing ``fragment``; returns its index."""
