@@ -98,6 +98,7 @@ class HostActor:
         self._job_store = job_store
         self.jobs: JobRunner | None = None  # the job half, once running
         self.policy = policy
+        self.admitting = True  # false once shutdown began: no new job rows
         self._agent_factory = agent_factory
         self._sink = sink
         self._fleet = fleet
@@ -126,6 +127,10 @@ class HostActor:
         self.polls = 0
 
     # -- commands ---------------------------------------------------------------------------
+
+    def stop_admitting(self) -> None:
+        """Shutdown: start no new job row (one in flight is finished); polling goes on."""
+        self.admitting = False
 
     def request_refresh(self) -> None:
         """Poll health and patches now. Requests made before the poll starts coalesce."""
@@ -242,7 +247,7 @@ class HostActor:
             self._job_store,
             report=self._job_report,
             wall=self._wall,
-            paused=lambda: self.policy.paused,
+            paused=lambda: self.policy.paused or not self.admitting,
             after_row=self._job_row_done,
             unreachable_backoff=self.policy.backoff_s,
         )

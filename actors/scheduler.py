@@ -137,6 +137,8 @@ class Scheduler:
         self._reconciles_started = 0
         self._reconciles_done = 0
         self.job_store = job_store
+        self.admitting = True  # false once shutdown began
+        self._coordinator_scope = trio.CancelScope()
         self.job_changes = JobChanges()
         self.jobs = (
             JobCoordinator(
@@ -157,6 +159,22 @@ class Scheduler:
         if self.heartbeat is None or not self.running:
             return None
         return trio.current_time() - self.heartbeat
+
+    def stop_admitting(self) -> None:
+        """Shutdown, first rung: the job coordinator stops and no actor starts a new job row
+        (rows in flight are finished); polling goes on until the actors are stopped."""
+        self.admitting = False
+        self._coordinator_scope.cancel()
+        for running in self.hosts.values():
+            if running.actor is not None:
+                running.actor.stop_admitting()
+
+    async def _run_coordinator(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        assert self.jobs is not None
+        with self._coordinator_scope:
+            await self.jobs.run(task_status=task_status)
 
     def request_reconcile(self) -> None:
         self._reconcile_requested.set()
@@ -225,7 +243,7 @@ class Scheduler:
                 nursery.start_soon(self._follow_config)
                 await self._reconcile()
                 if self.jobs is not None:
-                    await nursery.start(self.jobs.run)
+                    await nursery.start(self._run_coordinator)
                 task_status.started()
                 next_reconcile = trio.current_time() + self.reconcile_interval
                 deadline = trio.current_time()
@@ -350,6 +368,7 @@ class Scheduler:
                               job_store=self.job_store,
                               on_row_final=self._job_row_final)  # fmt: skip
             running.actor = actor
+            actor.admitting = self.admitting
             await actor.run()
 
         def crashed(state: SupervisionState, delay: float) -> None:

@@ -4,6 +4,12 @@ Start order (each child reports readiness through ``nursery.start``): storage (e
 pool, migrations) → scheduler actor → Hypercorn. Shutdown is the reverse ladder: stop taking
 requests (Hypercorn's graceful shutdown), cancel the actors, close the pool, stop PostgreSQL.
 SIGHUP reloads the configuration; a second SIGINT/SIGTERM during shutdown exits at once.
+
+The shutdown ladder (R-0.1), each rung logged: stop admitting work (the web listener closes,
+the job coordinator stops, no actor starts a new job row) while in-flight requests get
+``server.graceful_timeout_s`` and relay WebSockets are closed with a close frame; then the host
+actors are stopped (their in-flight writes are shielded), the state sink flushes what is
+queued, the pool closes and PostgreSQL stops.
 """
 
 from __future__ import annotations
@@ -131,6 +137,42 @@ async def _watch_signals(
 
 
 @dataclass
+class _Service:
+    """A child task that can be stopped on its own (one rung of the shutdown ladder)."""
+
+    scope: trio.CancelScope
+    done: trio.Event
+
+    async def stop(self, timeout: float) -> bool:
+        """Cancel it and wait at most ``timeout`` seconds; True if it ended in time."""
+        self.scope.cancel()
+        with trio.move_on_after(timeout):
+            await self.done.wait()
+        return self.done.is_set()
+
+
+async def _start_service(nursery: trio.Nursery, run: Callable[..., Any]) -> _Service:
+    service = _Service(trio.CancelScope(), trio.Event())
+
+    async def supervised(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            with service.scope:
+                await run(task_status=task_status)
+        finally:
+            service.done.set()
+
+    await nursery.start(supervised)
+    return service
+
+
+async def _close_relay(app: Any, timeout: float) -> None:
+    relay = getattr(app.state, "relay", None)
+    if relay is not None:
+        closed = await relay.close_all(timeout)
+        log.info("shutdown: %d relay WebSocket(s) closed with a close frame", closed)
+
+
+@dataclass
 class ActorSystem:
     scheduler: Scheduler
     fleet: FleetState
@@ -229,8 +271,8 @@ async def run_server(
                 max_body_bytes=config.server.max_body_bytes,
             )
             async with trio.open_nursery() as inner:
-                await inner.start(system.sink.run)
-                await inner.start(system.scheduler.run)
+                sink = await _start_service(inner, system.sink.run)
+                actors = await _start_service(inner, system.scheduler.run)
                 web_stopped = trio.Event()
                 urls = await inner.start(_started_web, app, _web_listener(config, ca, bind),
                                          stop, web_stopped)  # fmt: skip
@@ -239,8 +281,18 @@ async def run_server(
                     on_ready(ServerInfo(urls, storage.description, ca.root_cert_path,
                                         admin_password))  # fmt: skip
                 await stop.wait()
-                with trio.move_on_after(config.server.graceful_timeout_s + 2):
-                    await web_stopped.wait()
+                system.scheduler.stop_admitting()
+                log.info("shutdown: no new work admitted; in-flight requests finishing")
+                async with trio.open_nursery() as closing:
+                    closing.start_soon(_close_relay, app, config.server.graceful_timeout_s)
+                    with trio.move_on_after(config.server.graceful_timeout_s + 2):
+                        await web_stopped.wait()
+                stopped = await actors.stop(timeout=10)
+                log.info("shutdown: host actors stopped%s", "" if stopped else " (timed out)")
+                await sink.stop(timeout=10)
+                states, transitions = system.sink.queued()
+                log.info("shutdown: host states flushed (%d state(s), %d transition(s) left)",
+                         states, transitions)  # fmt: skip
                 inner.cancel_scope.cancel()
         outer.cancel_scope.cancel()
     log.info("stopped")

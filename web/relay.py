@@ -6,6 +6,8 @@ A client may ask ``{"action": "watch_scan", "scan_id": N}`` to get ``{"type": "s
 progress messages; a socket follows one scan at a time (a new ``watch_scan`` replaces the
 previous one, so a client cannot pile up followers). A client that cannot keep up is
 disconnected (close code 1013) and reconnects for a fresh snapshot; it never slows the actors.
+At shutdown ``close_all()`` ends every socket with a close frame (1001, going away), so that
+browsers reconnect instead of seeing a dropped connection.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .serialize import to_json
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT = 5.0
+GOING_AWAY = 1001
 
 
 class Relay:
@@ -33,35 +36,61 @@ class Relay:
         self.connected = 0
         self.dropped = 0
         self.followers = 0  # scan followers running, over every socket
+        self._closing = trio.Event()
+        self._disconnected = trio.Event()
+
+    async def close_all(self, timeout: float = 5.0) -> int:
+        """Close every relay WebSocket with a close frame (1001) and refuse new ones; wait at
+        most ``timeout`` seconds for them to end. Returns how many were open."""
+        count = self.connected
+        self._closing.set()
+        with trio.move_on_after(timeout):
+            while self.connected:
+                await self._disconnected.wait()
+        return count
+
+    async def _forward_until_closing(self, scope: trio.CancelScope) -> None:
+        await self._closing.wait()
+        scope.cancel()
 
     async def endpoint(self, websocket: WebSocket) -> None:
         await websocket.accept()
         self.connected += 1
         try:
+            if self._closing.is_set():
+                await websocket.close(code=GOING_AWAY, reason="server shutting down")
+                return
             with self.handle.subscribe(self.buffer) as changes:
                 await websocket.send_text(
                     json.dumps({"type": "snapshot", "hosts": to_json(self.handle.snapshots())})
                 )
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._listen, websocket, nursery)
-                    async for change in changes:
-                        message = (
-                            {"type": "removed", "host_id": change.snapshot.host_id}
-                            if change.removed
-                            else {"type": "change", "host": to_json(change.snapshot)}
-                        )
-                        with trio.move_on_after(SEND_TIMEOUT) as scope:
-                            await websocket.send_text(json.dumps(message))
-                        if scope.cancelled_caught:
-                            break
-                    # The subscription ended: this client lagged too far behind.
-                    self.dropped += 1
-                    await websocket.close(code=1013, reason="too slow; reconnect")
+                    with trio.CancelScope() as forwarding:
+                        nursery.start_soon(self._forward_until_closing, forwarding)
+                        async for change in changes:
+                            message = (
+                                {"type": "removed", "host_id": change.snapshot.host_id}
+                                if change.removed
+                                else {"type": "change", "host": to_json(change.snapshot)}
+                            )
+                            with trio.move_on_after(SEND_TIMEOUT) as scope:
+                                await websocket.send_text(json.dumps(message))
+                            if scope.cancelled_caught:
+                                break
+                    if forwarding.cancelled_caught:  # shutting down
+                        with trio.move_on_after(SEND_TIMEOUT):
+                            await websocket.close(code=GOING_AWAY, reason="server shutting down")
+                    else:  # the subscription ended: this client lagged too far behind
+                        self.dropped += 1
+                        await websocket.close(code=1013, reason="too slow; reconnect")
                     nursery.cancel_scope.cancel()
         except (WebSocketDisconnect, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
             self.connected -= 1
+            self._disconnected.set()
+            self._disconnected = trio.Event()
 
     async def _listen(self, websocket: WebSocket, nursery: trio.Nursery) -> None:
         follower = trio.CancelScope()
