@@ -19,6 +19,7 @@ would read them before they are checked (``canonical_ipv4``).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -37,6 +38,9 @@ _REFUSED: tuple[tuple[ipaddress.IPv4Network, str], ...] = (
     (ipaddress.IPv4Network("224.0.0.0/4"), "a multicast address"),
     (ipaddress.IPv4Network("255.255.255.255/32"), "the broadcast address"),
     (ipaddress.IPv4Network("240.0.0.0/4"), "a reserved address"),
+)
+_REFUSED_RANGES = tuple(
+    (int(network.network_address), int(network.broadcast_address)) for network, _ in _REFUSED
 )
 
 
@@ -76,6 +80,21 @@ class AddressPolicy:
 
     def allowed_explicitly(self, address: ipaddress.IPv4Address) -> bool:
         return any(address in network for network in self.allow_networks)
+
+    @functools.cached_property
+    def _allowed_ranges(self) -> tuple[tuple[int, int], ...]:
+        return tuple(
+            (int(n.network_address), int(n.broadcast_address)) for n in self.allow_networks
+        )
+
+    def permits(self, ip: ipaddress.IPv4Address) -> bool:
+        """``refusal(str(ip)) is None``, fast enough for every address of a /16 scan."""
+        value = int(ip)
+        if any(low <= value <= high for low, high in self._allowed_ranges):
+            return True
+        if any(low <= value <= high for low, high in _REFUSED_RANGES):
+            return False
+        return ip not in self.own_addresses
 
     def refusal(self, address: str) -> str | None:
         """Why ``address`` (an IP literal) may not be an agent's address; None if it may."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import trio
@@ -77,7 +77,7 @@ def parse_range(
             f"{network} has {network.num_addresses} addresses; the limit is /{min_prefix_len} "
             f"({size} addresses, discovery.min_prefix_len)"
         )
-    if policy is not None and not addresses(network, policy):
+    if policy is not None and not any(map(policy.permits, _hosts(network))):
         reason = policy.refusal(str(network.network_address)) or "refused"
         raise DiscoveryError(f"every address of {network} is refused: {reason}")
     return network
@@ -85,10 +85,14 @@ def parse_range(
 
 def addresses(network: ipaddress.IPv4Network, policy: AddressPolicy | None = None) -> list[str]:
     """The addresses a scan of ``network`` probes: its hosts, less what ``policy`` refuses."""
-    hosts = network.hosts() if network.prefixlen < 31 else iter(network)
+    hosts = _hosts(network)
     if policy is None or policy.refuses_none_of(network):
         return [str(a) for a in hosts]
-    return [str(a) for a in hosts if policy.refusal(str(a)) is None]
+    return [str(a) for a in hosts if policy.permits(a)]
+
+
+def _hosts(network: ipaddress.IPv4Network) -> Iterator[ipaddress.IPv4Address]:
+    return network.hosts() if network.prefixlen < 31 else iter(network)
 
 
 async def probe(

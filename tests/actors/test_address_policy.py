@@ -142,3 +142,16 @@ def test_a_range_clear_of_refused_blocks_skips_the_per_address_check() -> None:
     assert not POLICY.refuses_none_of(ipaddress.IPv4Network("10.9.0.0/16"))
     assert not POLICY.refuses_none_of(ipaddress.IPv4Network("169.254.0.0/24"))
     assert len(addresses(ipaddress.IPv4Network("192.168.0.0/16"), POLICY)) == 65534
+
+
+def test_the_fast_check_agrees_with_the_refusal_for_every_address_of_the_edges() -> None:
+    policy = AddressPolicy(
+        agent_port=1,
+        allow_networks=parse_networks(["127.5.0.0/30", "169.254.169.254/32"]),
+        own_addresses=frozenset({ipaddress.IPv4Address("10.9.9.9")}),
+    )
+    edges = ["0.0.0.0/22", "127.5.0.0/24", "169.254.169.0/24", "10.9.9.0/24", "223.255.254.0/23"]
+    edges += ["239.255.254.0/23", "255.255.254.0/23", "126.255.254.0/23"]
+    for cidr in edges:
+        for ip in ipaddress.IPv4Network(cidr):
+            assert policy.permits(ip) == (policy.refusal(str(ip)) is None), ip
