@@ -401,6 +401,7 @@ class Executor:
         ):
             raise RowLost
         self.report(row.id, "following", label)
+        log.info("following agent job %s (row %d)", agent_job_id, row.id, extra={"host": self.host})
         info = await self._wait_final(agent, row.id, agent_job_id, label)
         if info is None:
             return

@@ -24,6 +24,7 @@ from storage import (
 
 from .address_policy import AddressPolicy
 from .discovery import ScanProgress, ScanReport
+from .jobs import JobChange
 from .registration import register
 from .scheduler import Scan, Scheduler
 from .state import POLL_BUCKETS, BroadcastStatistics, FleetState, HostSnapshot, SnapshotChange
@@ -49,6 +50,12 @@ class FleetHandle:
     def subscribe(self, buffer: int = 256) -> Iterator[trio.MemoryReceiveChannel[SnapshotChange]]:
         """Every snapshot change from now on; the channel closes if the subscriber lags."""
         with self._fleet.subscribe(buffer) as channel:
+            yield channel
+
+    @contextmanager
+    def subscribe_jobs(self, buffer: int = 64) -> Iterator[trio.MemoryReceiveChannel[JobChange]]:
+        """Every job roll-up change (status) from now on; a lagging subscriber loses some."""
+        with self._scheduler.job_changes.subscribe(buffer) as channel:
             yield channel
 
     def statistics(self) -> BroadcastStatistics:
@@ -180,8 +187,11 @@ class FleetHandle:
             self._scheduler.jobs.poke()
         return count
 
-    async def rollback(self, job_id: int, host_ids: Sequence[int] | None = None) -> int:
-        """A new job reinstalling the versions the hosts had before ``job_id``."""
+    async def rollback(
+        self, job_id: int, host_ids: Sequence[int] | None = None, *, created_by: str = ""
+    ) -> int:
+        """A new job reinstalling the versions the hosts had before ``job_id``; its creator is
+        ``created_by`` (never empty: ``rollback of job N`` when no one is named)."""
         rows = [
             r
             for r in await self._db.run(job_rows, job_id)
@@ -190,7 +200,13 @@ class FleetHandle:
         specs = rollback_packages(rows)
         if not specs:
             raise ValueError("nothing to roll back: no succeeded host changed a package")
-        spec = JobSpec(kind="rollback", schedule="now", packages=tuple(specs), rollback_of=job_id)
+        spec = JobSpec(
+            kind="rollback",
+            schedule="now",
+            packages=tuple(specs),
+            rollback_of=job_id,
+            created_by=created_by or f"rollback of job {job_id}",
+        )
         return await self.create_job(spec, sorted({s["host_id"] for s in specs}))
 
     async def register_found(self, scan_id: int, addresses: Sequence[str]) -> list[HostRow]:

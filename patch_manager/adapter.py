@@ -102,9 +102,11 @@ class SystemAdapter(FleetHandle):
         except DiscoveryError as exc:
             raise InvalidInput("cidr", str(exc)) from None
 
-    async def rollback(self, job_id: int, host_ids: Sequence[int] | None = None) -> int:
+    async def rollback(
+        self, job_id: int, host_ids: Sequence[int] | None = None, *, created_by: str = ""
+    ) -> int:
         try:
-            return await super().rollback(job_id, host_ids)
+            return await super().rollback(job_id, host_ids, created_by=created_by)
         except ValueError as exc:  # nothing to roll back (the handle's documented refusal)
             raise InvalidInput("host_ids", str(exc)) from None
 

@@ -94,6 +94,7 @@ class SimAgent:
         self.reboot_reserved = False
         self.self_update_active = False
         self.requests_served = 0
+        self.delayed_answers = 0  # job answers sent late (fault job_answer_delay_s)
         self.ws_heartbeat = (5.0, 10.0)  # the real agent's ping interval and client timeout
         self.mutations: list[str] = []  # every mutating request received, in order (tests)
         self.on_mutation: Callable[[], None] = lambda: None
@@ -592,6 +593,10 @@ class SimAgent:
                 with trio.move_on_after(120):
                     await trio.sleep_forever()
                 raise Drop
+            if self.faults.job_answer_delay_s:
+                await trio.sleep(self.faults.job_answer_delay_s)
+                self.delayed_answers += 1
+                self.on_mutation()  # wakes Fleet.wait_until (tests)
         garbage = isinstance(response, Response) and response.content_type == "application/json"
         if self.faults.garbage and garbage:
             return Response(200, b'{"success": true, "data": {"trunc', "application/json")

@@ -184,6 +184,7 @@ class Faults:
     admission_retry_after_s: int = 60  # Retry-After of admission refusals (QUEUE_FULL, …)
     drop_job_answers: int = 0  # the next N accepted jobs: created, then no answer (hang up)
     hold_job_answers: bool = False  # accepted jobs: created, then no answer for 120 s
+    job_answer_delay_s: float = 0.0  # accepted jobs: created, answered this much later
     garbage_events: bool = False  # a malformed WebSocket message before every job event
     reboot_sequence: str = "new"  # "2.5.5": patch job completed, then a separate reboot job
 

@@ -89,6 +89,13 @@ class SystemHandle(Protocol):
         """Changes from now on; the channel closes if the subscriber lags too far behind."""
         ...
 
+    def subscribe_jobs(
+        self, buffer: int = 64
+    ) -> AbstractContextManager[trio.MemoryReceiveChannel[Any]]:
+        """Job roll-up changes (``job_id``, ``status``) from now on; a lagging subscriber
+        loses some (the job page then shows the state it loaded)."""
+        ...
+
     def refresh(self, host_ids: Sequence[int] | None = None) -> int: ...
 
     async def register_host(

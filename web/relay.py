@@ -94,6 +94,7 @@ class Relay:
 
     async def _listen(self, websocket: WebSocket, nursery: trio.Nursery) -> None:
         follower = trio.CancelScope()
+        job_follower = trio.CancelScope()
         try:
             while True:
                 text = await websocket.receive_text()
@@ -101,6 +102,12 @@ class Relay:
                     data = json.loads(text)
                 except ValueError:
                     continue
+                if isinstance(data, dict) and data.get("action") == "watch_job":
+                    job_id = data.get("job_id")
+                    if isinstance(job_id, int) and not isinstance(job_id, bool):
+                        job_follower.cancel()  # one job per socket, like scans
+                        job_follower = trio.CancelScope()
+                        nursery.start_soon(self._follow_job, websocket, job_id, job_follower)
                 if isinstance(data, dict) and data.get("action") == "watch_scan":
                     scan_id = data.get("scan_id")
                     if isinstance(scan_id, int) and not isinstance(scan_id, bool):
@@ -109,6 +116,15 @@ class Relay:
                         nursery.start_soon(self._follow_scan, websocket, scan_id, follower)
         except (WebSocketDisconnect, RuntimeError):
             nursery.cancel_scope.cancel()
+
+    async def _follow_job(self, websocket: WebSocket, job_id: int, scope: trio.CancelScope) -> None:
+        """``{"type": "job", "job_id", "status"}`` whenever the job's roll-up changes (the job
+        page reloads once instead of polling)."""
+        with scope, self.handle.subscribe_jobs() as changes:
+            async for change in changes:
+                if change.job_id == job_id:
+                    message = {"type": "job", "job_id": job_id, "status": change.status}
+                    await websocket.send_text(json.dumps(message))
 
     async def _follow_scan(
         self, websocket: WebSocket, scan_id: int, scope: trio.CancelScope

@@ -163,8 +163,9 @@ async def test_rollback_restores_previous_versions(manager: Manager, start_fleet
     )
     assert (await finished(manager, job_id)).status == "succeeded"
     assert any(before[a.address] != a.profile.installed for a in fleet.agents)
-    rollback_id = await manager.handle.rollback(job_id)
+    rollback_id = await manager.handle.rollback(job_id, created_by="alice")
     rollback = await finished(manager, rollback_id)
     assert rollback.status == "succeeded" and rollback.rollback_of == job_id
+    assert rollback.created_by == "alice"
     for agent in fleet.agents:
         assert agent.profile.installed == before[agent.address]

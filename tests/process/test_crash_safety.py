@@ -1,9 +1,12 @@
-"""Kill the manager with SIGKILL in the middle of a 200-host deployment and start it again:
-every host row ends in the right state, no agent gets the same request twice, no host is
-forgotten."""
+"""Kill the manager with SIGKILL in the middle of deployments and start it again: every host row
+ends in the right state, no agent gets the same request twice, no host is forgotten. Besides a
+kill at a random point of a 200-host job, the manager is killed at each step of the row state
+machine: request written but its answer not received, answer received but not recorded,
+agent job being followed."""
 
 from __future__ import annotations
 
+import os
 import signal
 from collections import Counter
 from pathlib import Path
@@ -15,6 +18,8 @@ import trio
 
 from simulator import Fleet, FleetSpec
 from storage import JobSpec, create_job, insert_host
+
+from ..conftest import fleet_addresses
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -33,6 +38,35 @@ def conninfo(data_dir: Path) -> str:
     return f"host={data_dir}/postgres/run user=postgres dbname=patch_manager"
 
 
+def setup_job(data_dir: Path, fleet: Fleet) -> int:
+    with psycopg.connect(conninfo(data_dir), autocommit=True) as conn:
+        ids = [insert_host(conn, name=a.address, address=a.address).id for a in fleet.agents]
+        return create_job(
+            conn, JobSpec(kind="patch", schedule="now"), [(host_id, 0) for host_id in ids]
+        )
+
+
+def row_states(data_dir: Path, job_id: int) -> list[tuple[str, int, str | None]]:
+    with psycopg.connect(conninfo(data_dir)) as conn:
+        return conn.execute(
+            "SELECT state, attempts, agent_job_id FROM job_hosts WHERE job_id = %s", (job_id,)
+        ).fetchall()
+
+
+def postgres_pids(postmaster: int) -> list[int]:
+    """The postmaster and every backend it forked (all must stop to freeze the database)."""
+    pids = [postmaster]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == postmaster:
+                pids.append(int(entry.name))
+    return pids
+
+
 async def test_sigkill_mid_job_then_restart(
     start_server: Any, nursery: trio.Nursery, tmp_dir: Path
 ) -> None:
@@ -42,21 +76,11 @@ async def test_sigkill_mid_job_then_restart(
         fleet = Fleet(
             server.data_dir / "ca",
             tmp_dir / "sim",
-            FleetSpec(count=200, base_address="127.216.0.1", time_scale=0.02),
+            FleetSpec(count=200, base_address=fleet_addresses(200), time_scale=0.02),
         )
         await nursery.start(fleet.run)
         patched_hosts = [a for a in fleet.agents if a.profile.upgradable]
-
-        def setup() -> int:
-            with psycopg.connect(conninfo(server.data_dir), autocommit=True) as conn:
-                ids = [
-                    insert_host(conn, name=a.address, address=a.address).id for a in fleet.agents
-                ]
-                return create_job(
-                    conn, JobSpec(kind="patch", schedule="now"), [(host_id, 0) for host_id in ids]
-                )
-
-        job_id = await trio.to_thread.run_sync(setup)
+        job_id = await trio.to_thread.run_sync(setup_job, server.data_dir, fleet)
 
         # Let about half of the agents receive their request, then kill the manager hard.
         await fleet.wait_until(lambda agents: sum(APPLY in a.mutations for a in agents) >= 100)
@@ -69,19 +93,77 @@ async def test_sigkill_mid_job_then_restart(
         await again.wait_ready()
         await again.wait_log(f"job {job_id} is succeeded")
 
-        def rows() -> list[tuple[str, int, str | None]]:
-            with psycopg.connect(conninfo(server.data_dir)) as conn:
-                return conn.execute(
-                    "SELECT state, attempts, agent_job_id FROM job_hosts WHERE job_id = %s",
-                    (job_id,),
-                ).fetchall()
-
-        final = await trio.to_thread.run_sync(rows)
+        final = await trio.to_thread.run_sync(row_states, server.data_dir, job_id)
         assert len(final) == 200
         assert Counter(state for state, _, _ in final) == {"succeeded": 200}
         assert all(agent_job for _, _, agent_job in final)
         # No agent got the same request twice; every agent got it once.
         assert Counter(a.mutations.count(APPLY) for a in fleet.agents) == {1: 200}
         assert all(not a.profile.upgradable for a in patched_hosts)
+        again.process.send_signal(signal.SIGTERM)
+        assert await again.process.wait() == 0
+
+
+@pytest.mark.parametrize("step", ["request_written", "accepted_not_recorded", "following"])
+async def test_sigkill_at_each_step_sends_exactly_one_request_per_row(
+    start_server: Any, nursery: trio.Nursery, tmp_dir: Path, step: str
+) -> None:
+    count = 5
+    with trio.fail_after(220):
+        server = await start_server(CONF)
+        await server.wait_ready()
+        fleet = Fleet(
+            server.data_dir / "ca",
+            tmp_dir / "sim",
+            FleetSpec(
+                count=count,
+                base_address=fleet_addresses(count),
+                time_scale=0.1 if step == "following" else 0.02,
+            ),
+        )
+        await nursery.start(fleet.run)
+        faults: dict[str, dict[str, Any]] = {
+            "request_written": {"hold_job_answers": True},  # created, never answered
+            "accepted_not_recorded": {"job_answer_delay_s": 2.0},
+            "following": {},
+        }
+        for agent in fleet.agents:
+            agent.set_faults(faults[step])
+        job_id = await trio.to_thread.run_sync(setup_job, server.data_dir, fleet)
+        await fleet.wait_until(lambda agents: all(APPLY in a.mutations for a in agents))
+        frozen: list[int] = []
+        if step == "request_written":
+            states = await trio.to_thread.run_sync(row_states, server.data_dir, job_id)
+            assert {s for s, _, _ in states} == {"request_sent"}
+        elif step == "accepted_not_recorded":
+            # The agents have the jobs and answer 2 s later: the database is frozen first, so
+            # the manager gets every answer and can record none; it is killed while it waits.
+            frozen = postgres_pids(server.postmaster_pid())
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+            await fleet.wait_until(lambda agents: all(a.delayed_answers for a in agents))
+        else:
+            seen = -1
+            for _ in range(count):
+                seen = await server.wait_log("following agent job", seen + 1)
+        server.process.send_signal(signal.SIGKILL)
+        await server.process.wait()
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        if step == "accepted_not_recorded":
+            states = await trio.to_thread.run_sync(row_states, server.data_dir, job_id)
+            assert {(s, j) for s, _, j in states} == {("request_sent", None)}
+        for agent in fleet.agents:
+            agent.set_faults({"hold_job_answers": False, "job_answer_delay_s": 0.0})
+
+        again = await start_server(CONF)
+        await again.wait_ready()
+        await again.wait_log(f"job {job_id} is succeeded")
+        final = await trio.to_thread.run_sync(row_states, server.data_dir, job_id)
+        assert Counter(state for state, _, _ in final) == {"succeeded": count}
+        assert Counter(a.mutations.count(APPLY) for a in fleet.agents) == {1: count}
+        # Each row adopted the one job its agent has.
+        adopted = {agent_job for _, _, agent_job in final}
+        assert adopted == {j for a in fleet.agents for j in a.jobs if not a.jobs[j].internal}
         again.process.send_signal(signal.SIGTERM)
         assert await again.process.wait() == 0

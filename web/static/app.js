@@ -107,12 +107,26 @@
     });
   }
 
+  function jobChanged(status) {
+    const job = document.getElementById("job-status");
+    if (job && status && job.textContent.trim() !== status) location.reload();
+  }
+
   function connect() {
     const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/api/v1/live");
     ws.onopen = function () {
       setStatus(true); retry = 500;
       const scan = document.getElementById("scan");
       if (scan) ws.send(JSON.stringify({ action: "watch_scan", scan_id: Number(scan.dataset.scanId) }));
+      // A job page follows its job's roll-up through the relay and reloads once when it
+      // changes (never in a loop); the status may have changed before the socket opened.
+      const job = document.getElementById("job-status");
+      if (job) {
+        ws.send(JSON.stringify({ action: "watch_job", job_id: Number(job.dataset.jobId) }));
+        fetch("/api/v1/jobs/" + job.dataset.jobId, { headers: { accept: "application/json" } })
+          .then(function (r) { return r.ok ? r.json() : null; })
+          .then(function (j) { const d = j && (j.data || j); jobChanged(d && d.status); });
+      }
     };
     ws.onmessage = function (event) {
       const message = JSON.parse(event.data);
@@ -128,6 +142,8 @@
         hosts.delete(message.host_id); counts();
       } else if (message.type === "scan") {
         scanUpdate(message);
+      } else if (message.type === "job") {
+        jobChanged(message.status);
       }
     };
     ws.onclose = function () {
@@ -151,9 +167,18 @@
     if (windowForm && csrf) {
       const preview = document.getElementById("window-preview");
       const update = function () {
+        // The API takes typed JSON (numbers, booleans, host_id/group_id), not form strings.
         const data = new FormData(windowForm);
-        const body = {};
-        data.forEach(function (v, k) { if (k === "weekdays") { (body.weekdays = body.weekdays || []).push(v); } else if (k !== "csrf_token") body[k] = v; });
+        const number = function (v) { return /^-?\d+$/.test(v) ? Number(v) : v; };
+        const body = { weekdays: [], enabled: false, allow_reboot: false };
+        data.forEach(function (v, k) {
+          if (k === "csrf_token" || v === "") return;
+          if (k === "weekdays") body.weekdays.push(number(v));
+          else if (k === "target") { const parts = v.split(":"); body[parts[0] + "_id"] = number(parts[1]); }
+          else if (k === "enabled" || k === "allow_reboot") body[k] = true;
+          else if (k === "duration_minutes" || k === "day_of_month" || k === "nth") body[k] = number(v);
+          else body[k] = v;
+        });
         fetch("/api/v1/windows/preview", { method: "POST", headers: { "content-type": "application/json", "x-csrf-token": csrf.content }, body: JSON.stringify(body) })
           .then(function (r) { return r.json(); })
           .then(function (j) {
@@ -171,22 +196,6 @@
     if (all) all.addEventListener("change", function () {
       document.querySelectorAll('input[name="host_id"]').forEach(function (b) { b.checked = all.checked; });
     });
-    // A job page whose hosts are all final but whose roll-up is not written yet (the
-    // coordinator does it on its next pass, within a second): look again shortly.
-    const jobStatus = document.getElementById("job-status");
-    if (jobStatus && ["queued", "running"].indexOf(jobStatus.textContent.trim()) >= 0) {
-      const rows = Array.from(document.querySelectorAll("[data-job-row]"));
-      const final = rows.filter(function (r) {
-        return ["succeeded", "failed", "cancelled", "skipped"].indexOf(r.textContent.trim()) >= 0; });
-      const key = "pm-reload:" + location.pathname;
-      const tries = Number(sessionStorage.getItem(key) || 0);
-      if (rows.length && final.length === rows.length && tries < 20) {
-        sessionStorage.setItem(key, String(tries + 1));
-        setTimeout(function () { location.reload(); }, 1000);
-      } else if (final.length < rows.length) {
-        sessionStorage.removeItem(key);
-      }
-    }
     setInterval(function () { document.querySelectorAll("[data-time]").forEach(function (el) {
       const s = hosts.get(Number(el.dataset.liveHost)); if (s) el.textContent = fmtTime(s[el.dataset.field]); }); }, 5000);
     if (csrf) connect();
