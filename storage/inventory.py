@@ -117,6 +117,10 @@ def existing_host_ids(conn: psycopg.Connection[Any], host_ids: Sequence[int]) ->
     return {int(r[0]) for r in rows}
 
 
+def group_exists(conn: psycopg.Connection[Any], group_id: int) -> bool:
+    return conn.execute("SELECT 1 FROM groups WHERE id = %s", (group_id,)).fetchone() is not None
+
+
 def host_count(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("SELECT count(*) FROM hosts").fetchone()
     return int(row[0]) if row else 0

@@ -63,10 +63,24 @@ class FieldErrors(ValueError):
         self.errors = errors
 
 
+def storable(value: Any) -> Any:
+    """Text PostgreSQL can store: no NUL character (pydantic refuses unpaired surrogates
+    already); checked in every string of every request, lists included."""
+    items = value if isinstance(value, list) else [value]
+    if any(isinstance(item, str) and "\x00" in item for item in items):
+        raise ValueError("must not contain the NUL character")
+    return value
+
+
 class Body(BaseModel):
     """A request body: unknown fields are refused (a typo must not be silently ignored)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        return storable(value)
 
     @classmethod
     def raw_problems(cls, data: dict[str, Any]) -> dict[str, str]:
@@ -79,6 +93,11 @@ class Query(BaseModel):
     """A query string: unknown parameters are ignored, empty ones mean "not given"."""
 
     model_config = ConfigDict(extra="ignore")
+
+    @field_validator("*")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        return storable(value)
 
 
 # -- hosts and groups ---------------------------------------------------------------------------

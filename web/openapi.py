@@ -7,6 +7,7 @@ checks that every API route of the app is described and nothing else.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import Any, NamedTuple
 
@@ -131,6 +132,11 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
+def operation_id(method: str, path: str) -> str:
+    """``post_discovery_scan_id_register`` for ``POST /api/v1/discovery/{scan_id}/register``."""
+    return re.sub(r"[^a-z0-9]+", "_", f"{method} {path.removeprefix('/api/v1/')}").strip("_")
+
+
 @cache
 def document(version: str) -> dict[str, Any]:
     models: list[tuple[type[BaseModel], Any]] = [(m.Error, "serialization")]
@@ -154,7 +160,11 @@ def document(version: str) -> dict[str, Any]:
         if path == "/api/v1/health":
             responses["503"] = {"description": "degraded", "content": success["content"]}
         responses["default"] = {"description": "error", "content": _json(error)}
-        operation: dict[str, Any] = {"summary": op.summary, "responses": responses}
+        operation: dict[str, Any] = {
+            "operationId": operation_id(method, path),
+            "summary": op.summary,
+            "responses": responses,
+        }
         params: list[dict[str, Any]] = [
             {
                 "name": p.strip("{}"),

@@ -30,7 +30,7 @@ from storage import (
 from .auth import LOGIN_COOKIE, Auth, safe_next, same_token
 from .forms import fields, host_form, host_query
 from .handle import HandleError, Missing, SystemHandle
-from .models import MAX_ID, DiscoveryStart, GroupCreate, GroupRename, HostIds
+from .models import MAX_ID, DiscoveryStart, GroupCreate, GroupRename, HostIds, PackageQuery
 from .models_io import given, path_id, validate
 from .serialize import to_json
 from .services import System, discovery, groups, hosts, jobs, principal, windows
@@ -230,7 +230,10 @@ class Pages:
                 request, f"There is no host with id {request.path_params['host_id']}."
             )
         row = detail.row
-        q = request.query_params.get("q", "")[:200]
+        try:
+            q = validate(PackageQuery, given(request.query_params)).q
+        except HandleError:
+            q = ""
         packages, total = await hosts.packages(self.sys, who, row.id, q)
         policy = detail.policy
         rows = []

@@ -229,3 +229,37 @@ async def test_page_form_shows_the_same_package_message_as_the_api(
     )
     assert page.status_code == 422
     assert message in page.text.replace("&#39;", "'")
+
+
+async def test_window_for_a_host_or_group_that_does_not_exist_is_422_naming_it(
+    client: httpx2.AsyncClient,
+) -> None:
+    window = {"recurrence": "daily", "start_time": "02:00", "duration_minutes": 60}
+    error = assert_envelope(
+        await client.post("/api/v1/windows", json={**window, "group_id": 52508}), 422
+    )
+    assert set(error["details"]["fields"]) == {"group_id"}
+    error = assert_envelope(
+        await client.post("/api/v1/windows", json={**window, "host_id": 52508}), 422
+    )
+    assert set(error["details"]["fields"]) == {"host_id"}
+    error = assert_envelope(
+        await client.put("/api/v1/windows/9", json={**window, "group_id": 52508}), 422
+    )
+    assert set(error["details"]["fields"]) == {"group_id"}
+
+
+async def test_nul_characters_in_text_are_422_not_500(client: httpx2.AsyncClient) -> None:
+    error = assert_envelope(await client.get("/api/v1/hosts", params={"q": "a\x00b"}), 422)
+    assert set(error["details"]["fields"]) == {"q"}
+    error = assert_envelope(
+        await client.post("/api/v1/jobs", json={"group": "web\x00", "schedule": "now"}), 422
+    )
+    assert "group" in error["details"]["fields"]
+    unpaired_surrogate = await client.post(
+        "/api/v1/jobs",
+        content=b'{"group": "\\uda9a", "schedule": "now"}',
+        headers={"content-type": "application/json"},
+    )
+    assert_envelope(unpaired_surrogate, 400, "bad_request")
+    assert (await client.get("/hosts", params={"q": "a\x00b"})).status_code == 422

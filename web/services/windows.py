@@ -13,12 +13,14 @@ from storage import (
     create_blackout,
     delete_blackout,
     delete_window,
+    existing_host_ids,
+    group_exists,
     list_blackouts,
     list_windows,
     save_window,
 )
 
-from ..handle import Missing
+from ..handle import InvalidInput, Missing
 from ..models import BlackoutCreate, Window, WindowDraft
 from .base import Principal, System
 
@@ -28,7 +30,12 @@ async def windows(sys: System, who: Principal) -> list[WindowRow]:
 
 
 async def save(sys: System, who: Principal, data: Window, window_id: int | None = None) -> int:
-    """Create (``window_id`` None) or replace a window; the jobs re-evaluate."""
+    """Create (``window_id`` None) or replace a window; the jobs re-evaluate. The target host
+    or group must exist (``InvalidInput`` naming ``host_id`` / ``group_id``)."""
+    if data.host_id is not None and not await sys.db.run(existing_host_ids, [data.host_id]):
+        raise InvalidInput("host_id", f"no host with id {data.host_id}")
+    if data.group_id is not None and not await sys.db.run(group_exists, data.group_id):
+        raise InvalidInput("group_id", f"no group with id {data.group_id}")
     try:
         saved = await sys.db.run(save_window, data.columns(), window_id, who.username)
     except NotFound:
