@@ -1,0 +1,79 @@
+"""The shutdown ladder of `patch-manager serve` (R-0.1), as a real process."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx2
+import pytest
+import trio
+import trio_websocket
+
+
+async def session_cookie(server: Any) -> str:
+    """Log in as the bootstrap admin; the session cookie."""
+    password = await server.wait_admin_password()
+    async with httpx2.AsyncClient(
+        base_url=server.url, verify=server.ssl_context(), timeout=10
+    ) as client:
+        page = await client.get("login")
+        token = re.search(r'name="login_token" value="([^"]+)"', page.text)
+        assert token is not None, page.text
+        response = await client.post(
+            "login",
+            data={"username": "admin", "password": password, "login_token": token[1], "next": "/"},
+        )
+        assert response.status_code == 303, response.text
+        cookie = client.cookies.get("pm_session")
+    assert cookie
+    return cookie
+
+
+LADDER = (
+    "shutdown: no new work admitted",
+    "relay WebSocket(s) closed with a close frame",
+    "shutdown: host actors stopped",
+    "shutdown: host states flushed",
+)
+
+
+async def test_sigterm_walks_the_ladder_and_closes_relay_websockets_with_a_close_frame(
+    start_server: Any,
+) -> None:
+    with trio.fail_after(90):
+        server = await start_server()
+        await server.wait_ready()
+        cookie = await session_cookie(server)
+        url = urlsplit(server.url)
+        assert url.hostname is not None and url.port is not None
+        async with trio_websocket.open_websocket(
+            url.hostname,
+            url.port,
+            "/api/v1/live",
+            use_ssl=server.ssl_context(),
+            extra_headers=[
+                (b"cookie", f"pm_session={cookie}".encode()),
+                (b"origin", server.url.rstrip("/").encode()),
+            ],
+        ) as ws:
+            assert json.loads(await ws.get_message())["type"] == "snapshot"
+            first = len(server.logs)
+            server.process.send_signal(signal.SIGTERM)
+            with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                while True:
+                    await ws.get_message()
+            reason = closed.value.reason
+            assert reason is not None
+            assert reason.code == 1001  # a close frame, not a dropped connection
+            assert reason.reason == "server shutting down"
+        assert await server.process.wait() == 0
+    messages = [str(line.get("message", "")) for line in server.logs[first:]]
+    rungs = [next(i for i, m in enumerate(messages) if fragment in m) for fragment in LADDER]
+    assert rungs == sorted(rungs)
+    assert "1 relay WebSocket(s) closed with a close frame" in messages[rungs[1]]
+    assert messages[rungs[3]].endswith("(0 state(s), 0 transition(s) left)")
+    assert messages.index("stopped") > rungs[3]  # PostgreSQL stopped last
