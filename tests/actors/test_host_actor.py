@@ -38,7 +38,12 @@ KEY = f"{TARGET.host_id}:{TARGET.name}"
 
 
 class Rig:
-    def __init__(self, policy: PollingPolicy = POLICY, stored: StoredHost | None = None) -> None:
+    def __init__(
+        self,
+        policy: PollingPolicy = POLICY,
+        stored: StoredHost | None = None,
+        job_store: Any = None,
+    ) -> None:
         self.agents = FakeFleetAgents()
         self.sink = MemorySink()
         if stored is not None:
@@ -52,6 +57,7 @@ class Rig:
             fleet=self.fleet,
             rng=random.Random(1),
             wall=fake_wall,
+            job_store=job_store,
         )
 
     @property
@@ -316,3 +322,24 @@ async def test_hosts_started_together_spread_their_polls_across_the_interval(
     seconds = sorted(a.times("health")[1] for a in agents.agents.values())
     assert seconds[-1] - seconds[0] > 0.8 * 300  # then spread over the whole interval
     assert max(b - a for a, b in itertools.pairwise(seconds)) < 60
+
+
+class EndlessJobs:
+    """A job store whose every call is a job step that never ends (a 3 h job, in effect)."""
+
+    def __getattr__(self, name: str) -> Any:
+        async def forever(*args: object, **kwargs: object) -> None:
+            await trio.sleep_forever()
+
+        return forever
+
+
+async def test_health_polling_goes_on_while_the_job_half_is_busy(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    rig = Rig(stored=seen_before(), job_store=EndlessJobs())
+    start = trio.current_time()
+    await rig.start(nursery)
+    await trio.sleep(3 * 300 + 1)
+    first = start + phase_offset("h" + KEY, 300)
+    assert rig.agent.times("health") == pytest.approx([first + k * 300 for k in range(3)])
