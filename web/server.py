@@ -158,7 +158,7 @@ async def serve_web(
                 failures += 1
                 delay = restart_delay(failures, listener.restart_min_s, listener.restart_max_s)
                 log.error(
-                    "web server failed (%s); restarting it in %.1f s (failure %d in a row)",
+                    "web server failed (%s); restarting it in %.3g s (failure %d in a row)",
                     _summary(exc),
                     delay,
                     failures,
