@@ -44,3 +44,24 @@ async def test_unchanged_snapshots_are_not_republished() -> None:
         second = changes.receive_nowait()
     assert not first.removed and second.removed
     assert fleet.statistics().published == 2
+
+
+def test_the_summary_shows_the_poller_and_the_job_half() -> None:
+    import datetime as dt
+
+    snapshot = HostSnapshot(7, "h", phase=Phase.IDLE, health=HealthState.HEALTHY)
+    assert snapshot.summary == "polling: healthy"
+    running = dataclasses.replace(snapshot, job="job 12", job_state="following")
+    assert running.summary == "polling: healthy · job 12 following"
+    waiting = dataclasses.replace(
+        running,
+        health=HealthState.UNREACHABLE,
+        backoff_until=dt.datetime(2026, 1, 1, 12, 30, tzinfo=dt.UTC),
+    )
+    assert waiting.summary == "polling: unreachable, backing off until 12:30:00 · job 12 following"
+    assert dataclasses.replace(snapshot, phase=Phase.WAITING_FOR_DATABASE).summary == (
+        "waiting for the database"
+    )
+    assert dataclasses.replace(snapshot, phase=Phase.FAILED).summary == (
+        "failed (crashed too often)"
+    )
