@@ -43,6 +43,7 @@ from .agent_errors import (
     TransportError,
 )
 from .agent_records import Health, Package, PatchList, SystemInfo
+from .apt_check import cross_check
 from .health import (
     HealthState,
     HealthTracker,
@@ -428,6 +429,7 @@ class HostActor:
         self._patch_owed = self._patch_backoff = False
         self._patch_attempt = 0
         patches, packages = result
+        patches = cross_check(patches, packages)  # agent-api §3.10: apt's version columns
         self.tracker = after_request_success(self.tracker)
         now = self._wall()
         self._unwritten = (patches, packages, now)

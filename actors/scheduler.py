@@ -211,7 +211,7 @@ class Scheduler:
         of such a host (at once for apply-now jobs, when the window closes otherwise)."""
         running = self.hosts.get(host_id)
         if running is None:
-            return "the host has no actor (removed or not yet started)"
+            return ""  # not started yet (a removed host's rows are deleted with it)
         if running.policy.paused:
             return "the host is paused"
         if running.supervision.failed:

@@ -648,6 +648,12 @@ class SimAgent:
              "cve_ids": [], "requires_reboot": requires_reboot(name)}
             for name, new in sorted(p.upgradable.items())
         ]  # fmt: skip
+        if self.faults.apt_parse_bug:  # agent-api §3.10
+            for patch in patches:
+                patch["current_version"], patch["available_version"] = (
+                    patch["available_version"],
+                    "amd64",
+                )
         return {
             "patches": patches,
             "total": len(patches),

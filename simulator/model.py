@@ -186,6 +186,7 @@ class Faults:
     hold_job_answers: bool = False  # accepted jobs: created, then no answer for 120 s
     job_answer_delay_s: float = 0.0  # accepted jobs: created, answered this much later
     garbage_events: bool = False  # a malformed WebSocket message before every job event
+    apt_parse_bug: bool = False  # §3.10: current_version = the new one, available = "amd64"
     reboot_sequence: str = "new"  # "2.5.5": patch job completed, then a separate reboot job
 
     def update(self, values: dict[str, Any]) -> None:

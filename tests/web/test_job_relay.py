@@ -46,7 +46,7 @@ async def test_job_roll_up_is_pushed_to_a_watching_page(
                 JobSpec(kind="patch", schedule="now"), [row.id]
             )
             await ws.send_message(json.dumps({"action": "watch_job", "job_id": job_id}))
-            statuses = []
+            statuses: list[str] = []
             while not statuses or statuses[-1] in ("queued", "running"):
                 message = json.loads(await ws.get_message())
                 if message["type"] == "job":
