@@ -3,15 +3,20 @@ problem in one run, a bad ``--host``, agent addresses already taken."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import trio
 
 from ..conftest import fleet_addresses
-from .conftest import REPO
+from .conftest import REPO, ServerProcess
+from .sessions import logged_in
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -87,6 +92,7 @@ def test_a_taken_agent_address_is_one_line_naming_it_and_base_address(
 ) -> None:
     address = fleet_addresses(1)
     with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past runs' TIME_WAIT
         taken.bind((address, 12443))
         taken.listen()
         extra = ["--bind", "127.0.0.1:0"] if command == "demo" else []
@@ -108,3 +114,43 @@ def test_a_taken_agent_address_is_one_line_naming_it_and_base_address(
     assert f"{address}:12443" in lines[0]
     assert "--base-address" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+async def test_the_demo_permits_loopback_agents_without_configuration_and_refuses_the_rest(
+    nursery: trio.Nursery, tmp_dir: Path
+) -> None:
+    conf = tmp_dir / "conf"
+    conf.mkdir()
+    (conf / "patch-manager.toml").write_text("")  # no [agents] allow_addresses at all
+    data = tmp_dir / "data"
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "patch_manager", "demo", "--count", "2", "--bind", "127.0.0.1:0",
+         "--base-address", fleet_addresses(2), "--conf-dir", str(conf), "--data-dir", str(data),
+         "--log-format", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(REPO),
+        env={**os.environ, "PATCH_MANAGER_PG_FAST": "1"},
+    )  # fmt: skip
+    server = ServerProcess(process, data)
+    nursery.start_soon(server._read_stdout)
+    nursery.start_soon(server._read_stderr)
+    try:
+        with trio.fail_after(100):
+            await server.wait_ready()
+            client = await logged_in(server)
+            try:
+                dashboard = (await client.get("")).text
+                csrf = re.search(r'name="csrf-token" content="([^"]+)"', dashboard)
+                assert csrf is not None
+                client.headers["x-csrf-token"] = csrf[1]
+                response = await client.post("api/v1/hosts", json={"name": "127.0.0.1"})
+                assert response.status_code == 201, response.text
+                response = await client.post("api/v1/hosts", json={"name": "169.254.169.254"})
+                assert response.status_code == 422, response.text
+            finally:
+                await client.aclose()
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
