@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 import trio
 
 from maintenance import Interval
@@ -407,7 +406,7 @@ class DatabaseJobStore:
         await self.db.run(apply_decisions, decisions)
 
     async def windows(self) -> WindowSet:
-        def read(conn: psycopg.Connection[Any]) -> WindowSet:
+        def read(conn: Any) -> WindowSet:
             windows = list_windows(conn)
             hosts_of: dict[int, list[int]] = {}
             for host_id, window_ids in host_window_map(conn).items():
