@@ -93,7 +93,12 @@ async def test_live_api_has_no_server_errors_and_keeps_its_schema(
     env = {**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""}
     with trio.fail_after(100):
         result = await trio.run_process(
-            command, capture_stdout=True, stderr=subprocess.STDOUT, check=False, env=env
+            command,
+            capture_stdout=True,
+            stderr=subprocess.STDOUT,
+            check=False,
+            env=env,
+            cwd=tmp_path,  # its crash cache (.schemathesis/) stays out of the checkout
         )
     stop.set()
     output = result.stdout.decode()
