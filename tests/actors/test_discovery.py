@@ -132,6 +132,9 @@ async def test_a_finished_scan_leaves_memory_and_is_read_back_from_the_database(
         (a.address, a.profile.hostname) for a in fleet.agents
     }
     assert await manager.handle.discovery(scan.scan_id + 1000) is None
+    for impossible in (0, -1, 2**63, 10**30):  # never a database error
+        assert await manager.handle.discovery(impossible) is None
+        assert await manager.handle.wait_discovery_change(impossible) is None
     assert await manager.handle.wait_discovery_change(scan.scan_id) == report.progress
     # What was found can still be registered, with its hostname.
     rows = await manager.handle.register_found(scan.scan_id, [fleet.agents[1].address])
