@@ -140,8 +140,7 @@ class SystemHandle(Protocol):
     async def retry_failed(self, job_id: int) -> int: ...
 
     async def rollback(self, job_id: int, host_ids: Sequence[int] | None = None) -> int:
-        """Raises ``AlreadyExists``-free ``InvalidInput`` (field ``job``) when there is
-        nothing to roll back."""
+        """Raises ``InvalidInput`` (field ``host_ids``) when there is nothing to roll back."""
         ...
 
     def poke_jobs(self) -> None:

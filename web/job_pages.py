@@ -19,15 +19,15 @@ from storage import (
     JobHostRow,
     JobRow,
     WindowRow,
-    search_hosts,
 )
 
 from .forms import blackout_form, fields, job_form, window_form
 from .handle import HandleError, Missing
-from .models import HostSelection
+from .models import MAX_SELECTION, HostSelection
 from .models_io import given, path_id, split_list, validate
 from .pages import Base, Pages
 from .services import groups, jobs, principal, windows
+from .services import hosts as host_service
 
 UTC = dt.UTC
 
@@ -109,7 +109,7 @@ class JobPages:
                 wanted = set(found.hosts)
                 everything = found.everything
                 patches = found.patches
-                listed, _ = await self.db.run(search_hosts, HostFilter(limit=100_000))
+                listed = await host_service.find(self.sys, who, HostFilter(limit=MAX_SELECTION))
                 hosts = [h for h in listed if h.id in wanted]
         except HandleError as exc:
             errors = {**exc.fields, **(errors or {})}
@@ -198,7 +198,7 @@ class JobPages:
             blackouts=blackouts,
             calendar=entries,
             days=calendar_days(entries, now.date()),
-            hosts=(await self.db.run(search_hosts, HostFilter(limit=100_000)))[0],
+            hosts=await host_service.find(self.sys, who, HostFilter(limit=MAX_SELECTION)),
             groups=await groups.all_groups(self.sys, who),
             form=form or {},
             errors=errors or {},

@@ -24,7 +24,6 @@ from storage import (
     HostListItem,
     PatchItem,
     Transition,
-    search_hosts,
 )
 
 from .auth import LOGIN_COOKIE, Auth, safe_next, same_token
@@ -140,10 +139,10 @@ class Pages:
     async def dashboard(self, request: Request) -> Response:
         who = principal(request)
         counts = await hosts.summary(self.sys, who)
-        top, _ = await self.db.run(
-            search_hosts, HostFilter(sort="pending", descending=True, min_pending=1, limit=10)
+        top = await hosts.find(
+            self.sys, who, HostFilter(sort="pending", descending=True, min_pending=1, limit=10)
         )
-        reboot, _ = await self.db.run(search_hosts, HostFilter(reboot=True, limit=10))
+        reboot = await hosts.find(self.sys, who, HostFilter(reboot=True, limit=10))
         upcoming = (await windows.upcoming_entries(self.sys, who, 14))[:6]
         running = [j for j, _ in await jobs.jobs(self.sys, who, "running")][:6]
         page = DashboardPage(

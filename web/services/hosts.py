@@ -55,6 +55,12 @@ async def search(
     return items, total, f
 
 
+async def find(sys: System, who: Principal, f: HostFilter) -> list[HostListItem]:
+    """The hosts matching ``f`` (one page of ``f.limit``), for the pages' own lists."""
+    items, _ = await sys.db.run(search_hosts, f)
+    return items
+
+
 async def get(sys: System, who: Principal, host_id: int) -> HostRow:
     try:
         return await sys.db.run(get_host, host_id)
