@@ -167,3 +167,66 @@ async def test_sigkill_at_each_step_sends_exactly_one_request_per_row(
         assert adopted == {j for a in fleet.agents for j in a.jobs if not a.jobs[j].internal}
         again.process.send_signal(signal.SIGTERM)
         assert await again.process.wait() == 0
+
+
+async def test_auto_apply_across_a_crash_creates_exactly_one_deployment(
+    start_server: Any, nursery: trio.Nursery, tmp_dir: Path
+) -> None:
+    """A window with auto-apply is open when the manager starts; it is killed right after it
+    created the window's deployment and started again: still one job for the occurrence."""
+    count = 3
+    with trio.fail_after(200):
+        server = await start_server(CONF)
+        await server.wait_ready()
+        fleet = Fleet(
+            server.data_dir / "ca",
+            tmp_dir / "sim",
+            FleetSpec(count=count, base_address=fleet_addresses(count), time_scale=0.05),
+        )
+        await nursery.start(fleet.run)
+
+        def setup() -> None:
+            with psycopg.connect(conninfo(server.data_dir), autocommit=True) as conn:
+                group = conn.execute(
+                    "INSERT INTO groups (name) VALUES ('night') RETURNING id"
+                ).fetchone()
+                assert group is not None
+                for agent in fleet.agents:
+                    host = insert_host(conn, name=agent.address, address=agent.address).id
+                    conn.execute(
+                        "INSERT INTO host_groups (host_id, group_id) VALUES (%s, %s)",
+                        (host, group[0]),
+                    )
+                # Open since a minute ago, for the next hour (UTC), auto-applying everything.
+                conn.execute(
+                    "INSERT INTO maintenance_windows (group_id, recurrence, start_date,"
+                    " start_time, duration_minutes, timezone, auto_apply) SELECT %s, 'once',"
+                    " (now() AT TIME ZONE 'UTC')::date,"
+                    " date_trunc('minute', now() AT TIME ZONE 'UTC')::time - interval '1 min',"
+                    " 60, 'UTC', 'all'",
+                    (group[0],),
+                )
+
+        await trio.to_thread.run_sync(setup)
+        await server.wait_log("auto-apply job")
+        server.process.send_signal(signal.SIGKILL)
+        await server.process.wait()
+
+        again = await start_server(CONF)
+        await again.wait_ready()
+        await again.wait_log("is succeeded")
+
+        def jobs() -> list[tuple[int, str, str]]:
+            with psycopg.connect(conninfo(server.data_dir)) as conn:
+                found: list[tuple[int, str, str]] = conn.execute(
+                    "SELECT j.id, j.status, j.created_by FROM jobs j"
+                    " JOIN window_runs w ON w.job_id = j.id"
+                ).fetchall()
+                assert conn.execute("SELECT count(*) FROM jobs").fetchone() == (len(found),)
+                return found
+
+        [(_, status, creator)] = await trio.to_thread.run_sync(jobs)
+        assert status == "succeeded" and creator.startswith("window ")
+        assert Counter(a.mutations.count(APPLY) for a in fleet.agents) == {1: count}
+        again.process.send_signal(signal.SIGTERM)
+        assert await again.process.wait() == 0
