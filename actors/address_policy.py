@@ -122,6 +122,13 @@ class AddressPolicy:
             return False
         return not any(network.overlaps(refused) for refused, _ in _REFUSED)
 
+    def refuses_all_of(self, network: ipaddress.IPv4Network) -> bool:
+        """True if ``network`` lies inside one refused block and no allowed one touches it (a
+        shortcut; False does not mean that some address is permitted)."""
+        if any(network.overlaps(allowed) for allowed in self.allow_networks):
+            return False
+        return any(network.subnet_of(refused) for refused, _ in _REFUSED)
+
     def port_refusal(self, port: int) -> str | None:
         """Why agents may not be reached on ``port``; None if they may."""
         if not 1 <= port <= 65535:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -77,7 +77,9 @@ def parse_range(
             f"{network} has {network.num_addresses} addresses; the limit is /{min_prefix_len} "
             f"({size} addresses, discovery.min_prefix_len)"
         )
-    if policy is not None and not any(map(policy.permits, _hosts(network))):
+    if policy is not None and (
+        policy.refuses_all_of(network) or not any(map(policy.permits, _hosts(network)))
+    ):
         reason = policy.refusal(str(network.network_address)) or "refused"
         raise DiscoveryError(f"every address of {network} is refused: {reason}")
     return network
@@ -143,29 +145,39 @@ async def scan(
     on_progress: Callable[[ScanProgress], None],
     on_found: Callable[[Found], None],
     policy: AddressPolicy | None = None,
+    targets: Sequence[str] | None = None,
 ) -> list[Found]:
-    """Probe every address of ``network`` that ``policy`` permits; returns what was found, in
-    address order."""
-    targets = addresses(network, policy)
+    """Probe every address of ``network`` that ``policy`` permits (or ``targets``, when the
+    caller computed them already); returns what was found, in address order.
+
+    At most ``concurrency`` probes (and tasks) exist at once, so a /16 never means 65,534 tasks
+    started in one go.
+    """
+    if targets is None:
+        targets = addresses(network, policy)
+    total = len(targets)
     found: list[Found] = []
     probed = 0
-    limiter = trio.CapacityLimiter(concurrency)
+    slots = trio.Semaphore(concurrency)
     cidr = str(network)
-    on_progress(ScanProgress(cidr, len(targets), 0, 0))
+    on_progress(ScanProgress(cidr, total, 0, 0))
 
     async def one(address: str) -> None:
         nonlocal probed
-        async with limiter:
+        try:
             result = await probe(address, port, ssl_context, connect_timeout=connect_timeout)
+        finally:
+            slots.release()
         probed += 1
         if result is not None:
             found.append(result)
             on_found(result)
-        on_progress(ScanProgress(cidr, len(targets), probed, len(found)))
+        on_progress(ScanProgress(cidr, total, probed, len(found)))
 
     async with trio.open_nursery() as nursery:
         for address in targets:
+            await slots.acquire()
             nursery.start_soon(one, address)
     found.sort(key=lambda f: ipaddress.IPv4Address(f.address))
-    on_progress(ScanProgress(cidr, len(targets), probed, len(found), done=True))
+    on_progress(ScanProgress(cidr, total, probed, len(found), done=True))
     return found

@@ -408,11 +408,13 @@ class Scheduler:
                 f"{limit} scan(s) are running (discovery.max_concurrent_scans); "
                 "try again when one has finished"
             )
-        total = len(addresses(network, policy))
         if self._nursery is None or self.ssl_context is None:
             raise DiscoveryError("discovery is not available in this process")
         self._scans_starting += 1  # the slot is taken while the scan row is being created
         try:
+            # Up to 65,534 policy checks: off the event loop, which keeps serving meanwhile.
+            targets = await trio.to_thread.run_sync(addresses, network, policy)
+            total = len(targets)
             scan_id = (
                 await self.discovery_store.create(str(network), total)
                 if self.discovery_store is not None
@@ -422,7 +424,7 @@ class Scheduler:
             self._scans_starting -= 1
         state = Scan(scan_id, ScanProgress(str(network), total, 0, 0), trio.CancelScope())
         self.scans[scan_id] = state
-        self._nursery.start_soon(self._run_scan, state, network, policy)
+        self._nursery.start_soon(self._run_scan, state, network, policy, targets)
         return state
 
     async def discovery(self, scan_id: int) -> ScanReport | None:
@@ -452,7 +454,11 @@ class Scheduler:
         return True
 
     async def _run_scan(
-        self, state: Scan, network: ipaddress.IPv4Network, policy: AddressPolicy
+        self,
+        state: Scan,
+        network: ipaddress.IPv4Network,
+        policy: AddressPolicy,
+        targets: list[str],
     ) -> None:
         config = self.config.current
         assert self.ssl_context is not None
@@ -472,7 +478,7 @@ class Scheduler:
                            concurrency=config.discovery.concurrency,
                            connect_timeout=config.discovery.connect_timeout_s,
                            on_progress=progress, on_found=state.found.append,
-                           policy=policy)  # fmt: skip
+                           policy=policy, targets=targets)  # fmt: skip
             cancelled = state.scope.cancelled_caught
             status = "cancelled" if cancelled else "finished"
             final = replace(state.progress, found=len(state.found), done=True, cancelled=cancelled)

@@ -155,3 +155,12 @@ def test_the_fast_check_agrees_with_the_refusal_for_every_address_of_the_edges()
     for cidr in edges:
         for ip in ipaddress.IPv4Network(cidr):
             assert policy.permits(ip) == (policy.refusal(str(ip)) is None), ip
+
+
+def test_a_range_inside_a_refused_block_is_refused_without_looking_at_each_address() -> None:
+    assert POLICY.refuses_all_of(ipaddress.IPv4Network("127.0.0.0/16"))
+    assert POLICY.refuses_all_of(ipaddress.IPv4Network("169.254.0.0/16"))
+    assert not POLICY.refuses_all_of(ipaddress.IPv4Network("10.9.9.0/24"))
+    partial = AddressPolicy(agent_port=1, allow_networks=parse_networks(["127.0.5.0/24"]))
+    assert not partial.refuses_all_of(ipaddress.IPv4Network("127.0.0.0/16"))
+    assert parse_range("127.0.0.0/16", min_prefix_len=16, policy=partial).prefixlen == 16
