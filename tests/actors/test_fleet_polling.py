@@ -9,6 +9,7 @@ import trio
 
 from actors import HealthState
 from simulator import Fleet
+from storage import JobSpec
 
 from .conftest import Manager, register
 
@@ -213,3 +214,27 @@ async def test_registration_validates_resolves_and_refuses_duplicates(
     assert local.address == "127.0.0.1"
     removed = await manager.handle.remove_host(row.id)
     assert removed.id == row.id and row.id not in manager.scheduler.hosts
+
+
+async def test_a_refresh_polls_at_once_while_the_host_runs_a_job(
+    manager: Manager, start_fleet: Any
+) -> None:
+    fleet: Fleet = await start_fleet(1, time_scale=0.2)  # an apply takes 6-60 s
+    ids = await register(manager, fleet)
+    host_id = ids[fleet.agents[0].address]
+    with trio.fail_after(30):
+        await manager.fleet.wait_until(
+            lambda s: s and s[0].health is HealthState.HEALTHY and s[0].phase.value == "idle"
+        )
+    job_id = await manager.handle.create_job(JobSpec(kind="patch", schedule="now"), [host_id])
+    with trio.fail_after(30):
+        await manager.fleet.wait_until(lambda s: s[0].job == f"job {job_id}")
+    actor = manager.scheduler.hosts[host_id].actor
+    assert actor is not None
+    polls = actor.polls
+    manager.handle.refresh([host_id])
+    with trio.fail_after(5):  # not after the job: the poller does not wait for it
+        await manager.fleet.wait_until(lambda s: actor.polls > polls)
+    snapshot = manager.fleet.get(host_id)
+    assert snapshot is not None and snapshot.job == f"job {job_id}"  # still running
+    assert snapshot.summary.startswith(f"polling: healthy · job {job_id} ")
