@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import trio
 
 from actors.agent_client import PatchSelection
 from actors.ports import HostTarget, JobAgentPort
@@ -255,3 +256,45 @@ async def test_resumed_reboot_row_is_confirmed_by_the_uptime_not_assumed(
     else:
         assert (row.state, row.error_code) == ("failed", "REBOOT_NOT_DETECTED")
     assert (await manager.db.run(get_job, job_id)).status in ("succeeded", "failed")
+
+
+async def test_a_row_whose_runner_waits_out_refusals_does_not_run_after_its_window_closed(
+    manager: Manager, start_fleet: Any
+) -> None:
+    """The agent refuses admission (QUEUE_FULL, Retry-After 2 s) all through the window; the
+    queue frees up only after the window closed: the request never goes out again."""
+    fleet: Fleet = await start_fleet(1, time_scale=0.002)
+    ids = await register(manager, fleet)
+    await healthy(manager, 1)
+    [agent] = fleet.agents
+    host_id = ids[agent.address]
+    agent.set_faults({"queue_depth": 0, "admission_retry_after_s": 2})
+
+    def window_and_job(conn: Any) -> int:
+        # A one-minute window (UTC) holding the current moment, or the next minute's when
+        # this one is nearly over (so that the row is surely tried inside it).
+        conn.execute(
+            "INSERT INTO maintenance_windows (host_id, recurrence, start_date, start_time,"
+            " duration_minutes, timezone) SELECT %s, 'once', (t AT TIME ZONE 'UTC')::date,"
+            " date_trunc('minute', t AT TIME ZONE 'UTC')::time, 1, 'UTC'"
+            " FROM (SELECT CASE WHEN extract(second FROM now()) < 45 THEN now()"
+            "  ELSE now() + interval '20 s' END AS t) s",
+            (host_id,),
+        )
+        return create_job(conn, JobSpec(kind="patch", schedule="window"), [(host_id, 0)])
+
+    job_id = await manager.db.run(window_and_job)
+    manager.handle.poke_jobs()
+    with trio.fail_after(40):
+        await fleet.wait_until(lambda _: agent.mutations.count(APPLY) >= 1)  # tried, refused
+    job = await finished(manager, job_id, timeout=90)
+    agent.set_faults({"queue_depth": 100})
+    assert job.status == "cancelled"  # nothing ran; the only row was skipped
+    [row] = (await rows_of(manager, job_id)).values()
+    assert row.state == "skipped" and "window" in row.error_message
+    assert not [j for j in agent.jobs.values() if not j.internal]  # never accepted
+    refused = agent.mutations.count(APPLY)
+    assert manager.scheduler.jobs is not None
+    for _ in range(3):
+        await manager.scheduler.jobs.wait_pass()
+    assert agent.mutations.count(APPLY) == refused  # and never sent after the window
