@@ -82,6 +82,8 @@ async def supervise(
             if _is_cancellation(exc):
                 raise
             if is_infrastructure(exc):
+                if trio.current_time() - started >= settings.window_s:
+                    state.infrastructure_waits = 0  # a new outage: start with short waits
                 wait = INFRASTRUCTURE_WAIT_S[
                     min(state.infrastructure_waits, len(INFRASTRUCTURE_WAIT_S) - 1)
                 ]

@@ -245,3 +245,26 @@ async def test_a_removed_host_is_forgotten_by_the_sink(
     rig.directory.rows = [row(1, "a")]
     await rig.scheduler.reconcile_now()
     assert rig.scheduler.sink.forgotten == [2]  # type: ignore[attr-defined]
+
+
+async def test_outage_waits_grow_during_an_outage_and_start_short_again_after_a_healthy_run(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from actors.supervisor import SupervisionState, supervise
+    from settings import SupervisionSettings
+
+    starts: list[float] = []
+    healthy_for = {4: 1000.0}  # the fifth run lasts a while, then the database goes again
+
+    async def actor() -> None:
+        starts.append(trio.current_time())
+        await trio.sleep(healthy_for.get(len(starts) - 1, 0.0))
+        if len(starts) < 8:
+            raise DatabaseUnavailable("connection refused")
+
+    state = SupervisionState()
+    settings = SupervisionSettings(1, 300, 1.0, 60.0, 600.0)
+    await supervise("h", actor, settings, rng=random.Random(1), state=state)
+    gaps = [round(b - a) for a, b in itertools.pairwise(starts)]
+    assert gaps == [1, 2, 5, 10, 1000 + 1, 2, 5]
+    assert (state.crashes, state.failed) == (0, False)
