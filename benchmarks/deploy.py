@@ -59,35 +59,42 @@ async def run(root: Path, count: int) -> dict[str, float]:
         system = build_actor_system(
             ConfigStore(conf), Storage(db, cluster, "bench"), CertificateAuthority(root / "ca")
         )
-        await nursery.start(system.sink.run)
-        await nursery.start(system.scheduler.run)
-        await system.fleet.wait_until(
-            lambda s: (
-                len(s) == count
-                and all(x.phase.value == "idle" and x.last_success is not None for x in s)
-            )
-        )
-        ids = sorted(system.scheduler.hosts)
-        cpu0, t0 = cpu_seconds(), time.perf_counter()
-        job_id = await system.handle.create_job(JobSpec(kind="patch", schedule="now"), ids)
-        dispatched = finished = 0.0
-        while not finished:
-            row = await db.run(
-                lambda conn: conn.execute(
-                    "SELECT count(*) FILTER (WHERE agent_job_id IS NOT NULL OR state IN"
-                    " ('succeeded', 'failed')), count(*) FILTER (WHERE state IN ('succeeded',"
-                    " 'failed', 'skipped')) FROM job_hosts WHERE job_id = %s",
-                    (job_id,),
-                ).fetchone()
-            )
-            if not dispatched and row[0] == count:
-                dispatched = time.perf_counter() - t0
-            if row[1] == count:
-                finished = time.perf_counter() - t0
-            await trio.sleep(0.2)
-        cpu = cpu_seconds() - cpu0
+        async with trio.open_nursery() as actors:  # stopped before the pool closes
+            await actors.start(system.sink.run)
+            await actors.start(system.scheduler.run)
+            result = await measure(system, db, count)
+            actors.cancel_scope.cancel()
         await db.close()
         nursery.cancel_scope.cancel()
+    return result
+
+
+async def measure(system: Any, db: Database, count: int) -> dict[str, float]:
+    await system.fleet.wait_until(
+        lambda s: (
+            len(s) == count
+            and all(x.phase.value == "idle" and x.last_success is not None for x in s)
+        )
+    )
+    ids = sorted(system.scheduler.hosts)
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
+    job_id = await system.handle.create_job(JobSpec(kind="patch", schedule="now"), ids)
+    dispatched = finished = 0.0
+    while not finished:
+        row = await db.run(
+            lambda conn: conn.execute(
+                "SELECT count(*) FILTER (WHERE agent_job_id IS NOT NULL OR state IN"
+                " ('succeeded', 'failed')), count(*) FILTER (WHERE state IN ('succeeded',"
+                " 'failed', 'skipped')) FROM job_hosts WHERE job_id = %s",
+                (job_id,),
+            ).fetchone()
+        )
+        if not dispatched and row[0] == count:
+            dispatched = time.perf_counter() - t0
+        if row[1] == count:
+            finished = time.perf_counter() - t0
+        await trio.sleep(0.2)
+    cpu = cpu_seconds() - cpu0
     return {"dispatched": dispatched, "finished": finished, "cpu": cpu}
 
 
