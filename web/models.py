@@ -289,7 +289,7 @@ class WindowDraft(Body):
     weekdays: list[Annotated[int, Field(ge=0, le=6)]] = Field(default_factory=list, max_length=7)
     day_of_month: int = Field(1, ge=1, le=31)
     short_month: Literal["clamp", "skip"] = "clamp"
-    nth: Literal[1, 2, 3, 4, 5, -1] = 1
+    nth: int = Field(1, ge=-1, le=5, description="1 to 5, or -1 for the last (monthly_nth)")
     until: dt.date | None = Field(None, le=dt.date(9999, 12, 30))
     enabled: bool = True
     auto_apply: Literal["none", "all", "security"] = "none"

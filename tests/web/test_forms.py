@@ -62,6 +62,28 @@ async def test_window_form_and_api_give_the_same_time_zone_message(
     )
     assert page.status_code == 422
     assert message in html.unescape(page.text)
+    saved = await client.post(
+        "/windows",
+        data={
+            "name": "nightly",
+            "target": f"group:{group['id']}",
+            "recurrence": "monthly_nth",
+            "start_date": "2026-12-01",
+            "start_time": "02:00:00",
+            "duration_minutes": "60",
+            "timezone": "Europe/Berlin",
+            "weekdays": "5",
+            "day_of_month": "1",
+            "short_month": "clamp",
+            "nth": "-1",
+            "auto_apply": "none",
+            "enabled": "on",
+            "csrf_token": token,
+        },
+    )
+    assert saved.status_code == 303, html.unescape(saved.text)[-3000:]
+    (window,) = (await client.get("/api/v1/windows")).json()["windows"]
+    assert (window["name"], window["nth"], window["weekdays"]) == ("nightly", -1, [5])
 
 
 async def test_blackout_times_without_a_zone_are_utc_on_the_page_and_in_the_api(
