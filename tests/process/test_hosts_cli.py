@@ -121,5 +121,11 @@ async def test_hosts_add_refuses_loopback_names_and_odd_spellings_in_one_line(
         assert "port: 22 is not the agent port 12443" in result.stderr.decode()
         listing = json.loads(text(await cli(server, "hosts", "list", "--json")))
         assert listing == []
+        result = await cli(server, "discover", "169.254.169.0/24")
+        assert result.returncode == 1
+        assert result.stderr.decode().strip() == (
+            "patch-manager: every address of 169.254.169.0/24 is refused: 169.254.169.0 is a"
+            " link-local address (permit it with agents.allow_addresses)"
+        )
         server.process.send_signal(signal.SIGTERM)
         assert await server.process.wait() == 0
