@@ -140,6 +140,8 @@ class Executor:
         self.write_deadline = write_deadline
         self.requests_sent = 0
         self.malformed_events = 0
+        self.max_unseen_requests = 3  # requests the agent answered badly and never showed
+        self._unseen = 0
 
     # -- entry point ------------------------------------------------------------------------
 
@@ -149,6 +151,7 @@ class Executor:
         agent job takes (bounded by ``deadline``). Raises only ``trio.Cancelled``."""
         job = await self._db(lambda: self.store.job(row.job_id))
         label = f"job {job.id}"
+        self._unseen = 0
         try:
             with trio.move_on_after(self.deadline) as overall:
                 agent_job_id: str | None
@@ -313,6 +316,16 @@ class Executor:
                 if await self._record_accepted(row.id, found):
                     return found
                 raise RowLost
+            self._unseen += 1
+            if self._unseen > self.max_unseen_requests:
+                await self._finish(
+                    row.id,
+                    "failed",
+                    error_code="REQUEST_NOT_ACCEPTED",
+                    error_message=f"the agent answered {self._unseen} requests without an "
+                    "intelligible answer and shows no job for any of them",
+                )
+                return None
             log.info("row %d: the agent never received the request; sending it", row.id,
                      extra={"host": self.host})  # fmt: skip
             await self._back_to_claimed(row.id)

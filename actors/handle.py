@@ -170,8 +170,8 @@ class FleetHandle:
         def reset(conn: Any) -> int:
             with conn.transaction():
                 changed = conn.execute(
-                    "UPDATE job_hosts SET state = 'queued', attempts = 0, error_code = '',"
-                    " error_message = '', error_stderr = '', updated_at = now()"
+                    "UPDATE job_hosts SET state = 'queued', attempts = 0, run_until = NULL,"
+                    " error_code = '', error_message = '', error_stderr = '', updated_at = now()"
                     " WHERE job_id = %s AND state = 'failed'",
                     (job_id,),
                 ).rowcount

@@ -345,14 +345,13 @@ def finish_row(
         ).fetchone()
         if found is None:
             return False
-        host_id, attempt, agent_job_id, started, code, message = found
+        host_id, _, agent_job_id, started, code, message = found
+        # Numbered per row across manual retries too (which start the row's count again).
         conn.execute(
             "INSERT INTO job_host_attempts (row_id, host_id, attempt, agent_job_id, started_at,"
-            " outcome, error_code, error_message) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (row_id, attempt) DO UPDATE SET outcome = excluded.outcome,"
-            " error_code = excluded.error_code, error_message = excluded.error_message,"
-            " finished_at = now()",
-            (row_id, host_id, max(attempt, 1), agent_job_id, started, state, code, message),
+            " outcome, error_code, error_message) SELECT %s, %s, coalesce(max(attempt), 0) + 1,"
+            " %s, %s, %s, %s, %s FROM job_host_attempts WHERE row_id = %s",
+            (row_id, host_id, agent_job_id, started, state, code, message, row_id),
         )
     return True
 

@@ -298,3 +298,34 @@ async def test_a_row_whose_runner_waits_out_refusals_does_not_run_after_its_wind
     for _ in range(3):
         await manager.scheduler.jobs.wait_pass()
     assert agent.mutations.count(APPLY) == refused  # and never sent after the window
+
+
+async def test_manual_retry_of_a_window_row_waits_for_the_next_window_and_keeps_history(
+    manager: Manager, start_fleet: Any
+) -> None:
+    fleet: Fleet = await start_fleet(1)
+    ids = await register(manager, fleet)
+    host_id = ids[fleet.agents[0].address]
+
+    def failed_in_last_window(conn: Any) -> int:
+        job_id = create_job(conn, JobSpec(kind="patch", schedule="window"), [(host_id, 0)])
+        conn.execute(
+            "UPDATE job_hosts SET state = 'failed', attempts = 2, error_code = 'TIMEOUT',"
+            " run_until = now() - interval '1 hour' WHERE job_id = %s",
+            (job_id,),
+        )
+        conn.execute(
+            "INSERT INTO job_host_attempts (row_id, host_id, attempt, outcome, error_code)"
+            " SELECT id, host_id, 1, 'failed', 'TIMEOUT' FROM job_hosts WHERE job_id = %s",
+            (job_id,),
+        )
+        return job_id
+
+    job_id = await manager.db.run(failed_in_last_window)
+    assert await manager.handle.retry_failed(job_id) == 1
+    assert manager.scheduler.jobs is not None
+    for _ in range(2):
+        await manager.scheduler.jobs.wait_pass()
+    [row] = (await rows_of(manager, job_id)).values()
+    assert (row.state, row.run_until, row.error_code) == ("waiting_window", None, "")
+    assert [a.attempt for a in await manager.db.run(row_attempts, row.id)] == [1]
