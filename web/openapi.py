@@ -155,11 +155,11 @@ def document(version: str) -> dict[str, Any]:
         if op.reply is not None:
             success["content"] = _json(keys[(op.reply, "serialization")])
         responses: dict[str, Any] = {str(op.status): success}
-        for status, description in ERRORS.items():
-            responses[status] = {"description": description, "content": _json(error)}
+        for status in ERRORS:
+            responses[status] = {"$ref": f"#/components/responses/E{status}"}
         if path == "/api/v1/health":
             responses["503"] = {"description": "degraded", "content": success["content"]}
-        responses["default"] = {"description": "error", "content": _json(error)}
+        responses["default"] = {"$ref": "#/components/responses/Error"}
         operation: dict[str, Any] = {
             "operationId": operation_id(method, path),
             "summary": op.summary,
@@ -200,6 +200,13 @@ def document(version: str) -> dict[str, Any]:
         "info": {"title": "Linux Patch Manager API", "version": version},
         "components": {
             "schemas": schemas.get("$defs", {}),
+            "responses": {
+                **{
+                    f"E{status}": {"description": description, "content": _json(error)}
+                    for status, description in ERRORS.items()
+                },
+                "Error": {"description": "error", "content": _json(error)},
+            },
             "securitySchemes": {
                 "session": {"type": "apiKey", "in": "cookie", "name": "pm_session"}
             },
