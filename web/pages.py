@@ -388,7 +388,11 @@ class Pages:
             return await self.login_form(
                 request, "The form expired; please try again.", username, 400
             )
-        user = await self.auth.check_password(username, str(form.get("password", "")))
+        # A name no account can have (NUL, which PostgreSQL cannot store, or overlong) is a
+        # wrong login like any other, without a database lookup.
+        possible = "\x00" not in username and len(username) <= 200
+        password = str(form.get("password", ""))
+        user = await self.auth.check_password(username, password) if possible else None
         if user is None:
             return await self.login_form(request, "Wrong user name or password.", username, 401)
         token, _ = await self.auth.start_session(user)

@@ -3,6 +3,8 @@ same limits as the API (NUL characters, ids beyond bigint, malformed numbers and
 
 from __future__ import annotations
 
+import re
+
 import httpx2
 import pytest
 
@@ -60,3 +62,17 @@ async def test_every_page_survives_nasty_query_strings(client: httpx2.AsyncClien
     for path in PAGES:
         response = await client.get(path)
         assert response.status_code < 500, (path, response.text[-2000:])
+
+
+async def test_login_with_nul_or_overlong_user_name_is_a_wrong_login_not_a_500(
+    anonymous: httpx2.AsyncClient,
+) -> None:
+    for username in ("ad\x00min", "a" * 10_000):
+        page = await anonymous.get("/login")
+        token = re.search(r'name="login_token" value="([^"]+)"', page.text)
+        assert token is not None
+        response = await anonymous.post(
+            "/login", data={"username": username, "password": "x\x00", "login_token": token[1]}
+        )
+        assert response.status_code == 401, response.text[-2000:]
+        assert "Wrong user name or password" in response.text
