@@ -219,6 +219,7 @@ class Executor:
                 if await self._finish(
                     row.id,
                     "skipped",
+                    error_code="WINDOW_CLOSED",
                     error_message="the maintenance window closed before the request was sent",
                 ):
                     return None

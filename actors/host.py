@@ -346,7 +346,8 @@ class HostActor:
         """Update health for a failure."""
         message = exc.message
         if isinstance(exc, TransportError) and exc.transient:
-            self.tracker = after_transport_failure(self.tracker, message)
+            if self.snapshot.job_state != "rebooting":  # a reboot we asked for: expected
+                self.tracker = after_transport_failure(self.tracker, message)
         elif isinstance(exc, RateLimited | AdmissionRefused):
             pass  # reachable and alive: just wait as asked
         elif isinstance(exc, AgentRequestError) and exc.transient:

@@ -433,7 +433,8 @@ def apply_decisions(conn: psycopg.Connection[Any], d: Decisions) -> None:
         for row_id, reason in d.skipped:
             conn.execute(
                 "UPDATE job_hosts SET state = 'skipped', finished_at = now(), run_until = NULL,"
-                " error_message = %s, updated_at = now() WHERE id = %s AND state = ANY(%s)",
+                " error_code = 'SKIPPED', error_message = %s, updated_at = now()"
+                " WHERE id = %s AND state = ANY(%s)",
                 (reason, row_id, list(WAITING_ROW_STATES)),
             )
         sets = []

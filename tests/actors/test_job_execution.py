@@ -124,8 +124,9 @@ async def test_apply_now_to_a_paused_host_is_skipped_with_the_reason(
     job = await finished(manager, job_id, timeout=30)
     assert job.status == "partially_failed"
     rows = await rows_of(manager, job_id)
-    assert rows[ids[paused.address]].state == "skipped"
-    assert rows[ids[paused.address]].error_message == "the host is paused"
+    skipped = rows[ids[paused.address]]
+    assert (skipped.state, skipped.error_code) == ("skipped", "SKIPPED")
+    assert skipped.error_message == "the host is paused"  # shown on the job page
     assert not paused.mutations and rows[ids[running.address]].state == "succeeded"
 
 
