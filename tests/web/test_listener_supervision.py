@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from functools import partial
 from typing import Any
 
 import httpx2
@@ -134,3 +135,61 @@ async def test_shutdown_during_the_restart_delay_ends_at_once(
 def test_restart_delay_doubles_from_the_minimum_up_to_the_cap() -> None:
     delays = [restart_delay(n, 0.5, 30) for n in range(1, 9)]
     assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+
+
+class FailingAtOnce:
+    """The real server run, failing right after start-up the first ``failures`` times."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.runs = 0
+        self.serving = trio.Event()
+
+    async def __call__(
+        self,
+        app: Any,
+        config: HypercornConfig,
+        sockets: Sockets,
+        shutdown_trigger: ShutdownTrigger,
+        *,
+        task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        self.runs += 1
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(_serve_once, app, config, sockets, shutdown_trigger)
+            task_status.started(urls)
+            if self.runs <= self.failures:
+                raise RuntimeError(f"failure {self.runs}")
+            self.serving.set()
+
+
+@pytest.mark.parametrize(
+    ("healthy_after_s", "expected"),
+    [(3600.0, ["0.01", "0.02", "0.04"]), (0.0, ["0.01", "0.01", "0.01"])],
+)
+async def test_restart_delay_doubles_for_failures_in_a_row_and_resets_after_a_healthy_run(
+    nursery: trio.Nursery,
+    pki: Pki,
+    caplog: pytest.LogCaptureFixture,
+    healthy_after_s: float,
+    expected: list[str],
+) -> None:
+    listener = WebListener(
+        "127.0.0.1:0",
+        pki.ca.web_cert_path,
+        pki.ca.web_key_path,
+        restart_min_s=0.01,
+        healthy_after_s=healthy_after_s,
+    )
+    runner = FailingAtOnce(3)
+    stop = trio.Event()
+    with trio.fail_after(30), caplog.at_level(logging.ERROR, logger="web.server"):
+        urls = await nursery.start(
+            partial(serve_web, hello, listener, stop.wait, serve_once=runner)
+        )
+        await runner.serving.wait()
+        async with client(pki) as http:
+            assert (await http.get(urls[0].replace("127.0.0.1", "localhost") + "/")).text == "hello"
+        stop.set()
+    delays = [r.getMessage().split("restarting it in ")[1].split(" s")[0] for r in caplog.records]
+    assert delays == expected
