@@ -209,6 +209,7 @@ class Executor:
         self, agent: JobAgentPort, job: JobRow, row: JobHostRow, request: Request
     ) -> str | None:
         admissions = unreachable = 0
+        problem = ""  # why the last try did not get through
         while True:
             # The last check before the request leaves: the row's permit (its window) must
             # still be valid. A runner that waited (admission, backoff) never sends late.
@@ -216,11 +217,12 @@ class Executor:
                 lambda: self.store.advance(row.id, ("claimed",), "request_sent", within_permit=True)
             )
             if not moved:
+                why = f" (the last try: {problem})" if problem else ""
                 if await self._finish(
                     row.id,
                     "skipped",
                     error_code="WINDOW_CLOSED",
-                    error_message="the maintenance window closed before the request was sent",
+                    error_message="the maintenance window closed before the request was sent" + why,
                 ):
                     return None
                 raise RowLost
@@ -241,7 +243,8 @@ class Executor:
                 wait = exc.retry_after or 10.0
                 log.info("agent refused the job (%s); retrying in %.0fs", exc.message, wait,
                          extra={"host": self.host})  # fmt: skip
-                await trio.sleep(wait)
+                problem = exc.message
+                await self._wait(wait, row)
                 continue
             except Unreachable as exc:
                 # No connection at all: certainly not sent. Follow the host's backoff ladder.
@@ -254,7 +257,8 @@ class Executor:
                         error_message=f"the agent stayed unreachable: {exc.message}",
                     )
                     return None
-                await trio.sleep(self.unreachable_backoff[unreachable])
+                problem = exc.message
+                await self._wait(self.unreachable_backoff[unreachable], row)
                 unreachable += 1
                 continue
             except AgentRequestError as exc:
@@ -273,6 +277,14 @@ class Executor:
             if await self._record_accepted(row.id, accepted.job_id):
                 return accepted.job_id
             raise RowLost
+
+    async def _wait(self, seconds: float, row: JobHostRow) -> None:
+        """Sleep before the next try, but not past the row's permit: a window that closes
+        meanwhile ends the row at once (the next send is refused), not after the backoff."""
+        if row.run_until is not None:
+            left = (row.run_until - self.wall()).total_seconds()
+            seconds = min(seconds, max(left, 0.0) + 0.5)
+        await trio.sleep(seconds)
 
     async def _back_to_claimed(self, row_id: int) -> None:
         if not await self._db(lambda: self.store.advance(row_id, ("request_sent",), "claimed")):
