@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import ssl
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,8 @@ async def start_polled_server(start_server: Any, nursery: trio.Nursery, tmp_dir:
 
 
 async def assert_alive_and_polling(server: Any) -> None:
+    """Health answers, the agent is polled again, nothing was logged as an error, and the
+    server stops cleanly on SIGTERM."""
     assert server.process.returncode is None, "the server process ended"
     response = await health(server)
     assert response.status_code == 200, response.text
@@ -150,6 +153,8 @@ async def assert_alive_and_polling(server: Any) -> None:
     await server.agent.wait_requests(before + 1)  # the next poll (health_interval_s = 10)
     failures = [e for e in server.logs if e.get("level") in ("error", "critical")]
     assert failures == [], failures
+    server.process.send_signal(signal.SIGTERM)  # and it still shuts down cleanly
+    assert await server.process.wait() == 0
 
 
 async def test_http2_posts_of_64_kib_leave_health_answering_and_actors_polling(
