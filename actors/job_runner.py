@@ -6,8 +6,9 @@ the runner takes over its host's rows left in flight (by itself before a restart
 owner whose lease ran out) and resumes them from their recorded state; then it claims the next
 row whose permit (window or apply-now) is still valid, re-checked in the claim itself. While a
 row runs its lease is renewed; a runner that loses its lease stops that row without writing.
-The coordinator wakes the runner when it writes permits; otherwise it looks every
-``poll_interval`` seconds. A paused host claims nothing new (rows in flight are finished).
+The coordinator wakes the runner when it writes permits (and the runner looks at once when it
+starts); otherwise it looks every ``poll_interval`` seconds, a safety net. A paused host
+claims nothing new (rows in flight are finished).
 Database outages are waited out; only code bugs reach the supervisor.
 """
 
@@ -48,7 +49,7 @@ class JobRunner:
         wall: Callable[[], dt.datetime],
         paused: Callable[[], bool] = lambda: False,
         after_row: Callable[[], Awaitable[None]] | None = None,
-        poll_interval: float = 30.0,
+        poll_interval: float = 120.0,
         lease_s: float = 60.0,
         reconcile_interval: float = 5.0,
         unreachable_backoff: Sequence[float] = (60.0, 300.0, 1800.0),

@@ -423,12 +423,15 @@ def apply_decisions(conn: psycopg.Connection[Any], d: Decisions) -> None:
                 " WHERE id = ANY(%s) AND state = 'failed'",
                 (list(d.retry),),
             )
+        by_until: dict[dt.datetime, list[int]] = {}
         for row_id, until in d.permits:
+            by_until.setdefault(until, []).append(row_id)
+        for until, row_ids in by_until.items():  # one statement per window end, not per row
             conn.execute(
                 "UPDATE job_hosts SET state = 'queued', run_until = %s, updated_at = now()"
-                " WHERE id = %s AND state = ANY(%s)"
+                " WHERE id = ANY(%s) AND state = ANY(%s)"
                 " AND (run_until IS DISTINCT FROM %s OR state <> 'queued')",
-                (until, row_id, list(WAITING_ROW_STATES), until),
+                (until, row_ids, list(WAITING_ROW_STATES), until),
             )
         for row_id, reason in d.skipped:
             conn.execute(
