@@ -351,7 +351,7 @@ class Executor:
                 await self._finish(row.id, "failed", error_code=exc.code, error_message=str(exc))
                 return None
             except AgentError:
-                continue  # the next reconcile round asks again
+                return await self._start(agent, job, row)  # reads the host again, with a ladder
             return await self._send(agent, job, row, request)
 
     async def _prepare(self, agent: JobAgentPort, job: JobRow, row: JobHostRow) -> Request:
