@@ -116,6 +116,7 @@ from .jobs import (
 )
 from .migrations import code_version, current_version, migrate
 from .packages import package_name_problem, package_version_problem
+from .scope import HostScope, scope_condition
 from .users import (
     Session,
     User,
@@ -157,6 +158,7 @@ __all__ = [
     "HostFilter",
     "HostListItem",
     "HostRow",
+    "HostScope",
     "HostState",
     "JobHostRow",
     "JobRow",
@@ -238,6 +240,7 @@ __all__ = [
     "row_attempts",
     "save_window",
     "scan_results",
+    "scope_condition",
     "search_hosts",
     "set_password",
     "set_paused",
