@@ -15,6 +15,7 @@ from .loader import (
 )
 from .model import (
     AgentSettings,
+    ComplianceSettings,
     Config,
     DatabaseSettings,
     DiscoverySettings,
@@ -33,6 +34,7 @@ __all__ = [
     "POLLING_KEYS",
     "SECTIONS",
     "AgentSettings",
+    "ComplianceSettings",
     "Config",
     "ConfigError",
     "ConfigStore",

@@ -17,6 +17,7 @@ from typing import Any
 
 from .model import (
     AgentSettings,
+    ComplianceSettings,
     Config,
     DatabaseSettings,
     DiscoverySettings,
@@ -259,6 +260,7 @@ def load(conf_dir: Path) -> Config:
         polling_explicit=explicit["polling"],
         overrides=Overrides(groups=overrides["groups"], hosts=overrides["hosts"]),
         files=(main_path, hosts_path),
+        compliance=ComplianceSettings(**merged["compliance"]),  # type: ignore[arg-type]
     )
 
 

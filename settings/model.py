@@ -80,6 +80,18 @@ class RetentionSettings:
     audit_days: int
 
 
+@dataclass(frozen=True)
+class ComplianceSettings:
+    critical_sla_days: int = 7
+    high_sla_days: int = 30
+    medium_sla_days: int = 90
+    low_sla_days: int = 180
+    min_severity: str = "low"
+    freshness_factor: float = 2.0
+    waiver_warning_days: int = 14
+    backfill_days: int = 90
+
+
 class Source(enum.Enum):
     """Where an effective polling value came from (R-1.3)."""
 
@@ -125,3 +137,4 @@ class Config:
     polling_explicit: Mapping[str, object]
     overrides: Overrides
     files: tuple[Path, ...]
+    compliance: ComplianceSettings = field(default_factory=ComplianceSettings)

@@ -157,6 +157,36 @@ SECTIONS: dict[str, tuple[Key, ...]] = {
         Key("operational_days", "int", 30, "Days of operational history kept.", 1, 3650),
         Key("audit_days", "int", 180, "Days of audit trail kept.", 30, 3650),
     ),
+    "compliance": (
+        Key("critical_sla_days", "int", 7, "Days a critical patch may stay pending.", 0, 3650),
+        Key("high_sla_days", "int", 30, "Days a high patch may stay pending.", 0, 3650),
+        Key("medium_sla_days", "int", 90, "Days a medium patch may stay pending.", 0, 3650),
+        Key("low_sla_days", "int", 180, "Days a low patch may stay pending.", 0, 3650),
+        Key(
+            "min_severity",
+            "str",
+            "low",
+            "Lowest severity that counts against compliance.",
+            choices=("critical", "high", "medium", "low"),
+        ),
+        Key(
+            "freshness_factor",
+            "float",
+            2.0,
+            "Patch data older than this many patch intervals makes a host unknown.",
+            1,
+            100,
+        ),
+        Key("waiver_warning_days", "int", 14, "Waivers expiring this soon are shown.", 1, 365),
+        Key(
+            "backfill_days",
+            "int",
+            90,
+            "Days of snapshots reconstructed from patch history on the first run.",
+            0,
+            3650,
+        ),
+    ),
 }
 
 POLLING_KEY_NAMES = frozenset(k.name for k in POLLING_KEYS)

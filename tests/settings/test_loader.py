@@ -9,6 +9,7 @@ import pytest
 from settings import SECTIONS, ConfigError, effective_policy, load
 from settings.model import (
     AgentSettings,
+    ComplianceSettings,
     DatabaseSettings,
     DiscoverySettings,
     LoggingSettings,
@@ -145,6 +146,7 @@ def test_settings_records_mirror_the_schema() -> None:
         "supervision": SupervisionSettings,
         "discovery": DiscoverySettings,
         "retention": RetentionSettings,
+        "compliance": ComplianceSettings,
     }
     assert set(records) == set(SECTIONS)
     for section, cls in records.items():
