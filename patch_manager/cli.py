@@ -253,7 +253,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 0
     print(f"configuration in {conf_dir} is valid; effective settings:")
     for section in ("server", "database", "logging", "agents", "polling", "supervision",
-                    "discovery", "retention"):  # fmt: skip
+                    "discovery", "retention", "auth"):  # fmt: skip
         print(f"[{section}]")
         for key, value in as_table(getattr(config, section)).items():
             if section == "database" and key == "url" and value:

@@ -15,6 +15,7 @@ from .loader import (
 )
 from .model import (
     AgentSettings,
+    AuthSettings,
     ComplianceSettings,
     Config,
     DatabaseSettings,
@@ -34,6 +35,7 @@ __all__ = [
     "POLLING_KEYS",
     "SECTIONS",
     "AgentSettings",
+    "AuthSettings",
     "ComplianceSettings",
     "Config",
     "ConfigError",

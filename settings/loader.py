@@ -17,6 +17,7 @@ from typing import Any
 
 from .model import (
     AgentSettings,
+    AuthSettings,
     ComplianceSettings,
     Config,
     DatabaseSettings,
@@ -261,6 +262,7 @@ def load(conf_dir: Path) -> Config:
         overrides=Overrides(groups=overrides["groups"], hosts=overrides["hosts"]),
         files=(main_path, hosts_path),
         compliance=ComplianceSettings(**merged["compliance"]),  # type: ignore[arg-type]
+        auth=AuthSettings(**merged["auth"]),  # type: ignore[arg-type]
     )
 
 

@@ -92,6 +92,19 @@ class ComplianceSettings:
     backfill_days: int = 90
 
 
+@dataclass(frozen=True)
+class AuthSettings:
+    password_min_length: int = 12
+    password_min_score: int = 3
+    lockout_threshold: int = 5
+    lockout_minutes: int = 30
+    throttle_max_s: float = 30.0
+    hash_concurrency: int = 2
+    hash_queue: int = 16
+    session_hours: int = 12
+    idle_minutes: int = 60
+
+
 class Source(enum.Enum):
     """Where an effective polling value came from (R-1.3)."""
 
@@ -138,3 +151,4 @@ class Config:
     overrides: Overrides
     files: tuple[Path, ...]
     compliance: ComplianceSettings = field(default_factory=ComplianceSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)

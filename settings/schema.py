@@ -187,6 +187,40 @@ SECTIONS: dict[str, tuple[Key, ...]] = {
             3650,
         ),
     ),
+    "auth": (
+        Key("password_min_length", "int", 12, "Shortest password accepted.", 8, 256),
+        Key(
+            "password_min_score",
+            "int",
+            3,
+            "Lowest zxcvbn guessability score (0-4) a new password needs.",
+            0,
+            4,
+        ),
+        Key(
+            "lockout_threshold", "int", 5, "Wrong passwords in a row that lock an account.", 1, 100
+        ),
+        Key("lockout_minutes", "int", 30, "How long a locked account stays locked.", 1, 10_080),
+        Key(
+            "throttle_max_s",
+            "float",
+            30.0,
+            "Cap on the delay one source address waits after repeated failed logins.",
+            0,
+            600,
+        ),
+        Key("hash_concurrency", "int", 2, "Argon2 password hashes computed at once.", 1, 16),
+        Key(
+            "hash_queue",
+            "int",
+            16,
+            "Password checks that may wait for a hashing slot; more get 429.",
+            0,
+            1024,
+        ),
+        Key("session_hours", "int", 12, "Longest a browser session lives.", 1, 720),
+        Key("idle_minutes", "int", 60, "A session unused this long ends.", 5, 1440),
+    ),
 }
 
 POLLING_KEY_NAMES = frozenset(k.name for k in POLLING_KEYS)

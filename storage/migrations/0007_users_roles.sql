@@ -21,3 +21,22 @@ CREATE TABLE user_groups (
     PRIMARY KEY (user_id, group_id)
 );
 CREATE INDEX user_groups_group_idx ON user_groups (group_id);
+
+-- Session families (R-7.3). A login starts a family; rotating a session (a password change, a
+-- privilege change) marks the old row rotated and inserts its successor in the same family. A
+-- rotated token presented again means it was copied: the whole family is revoked. Rotated rows
+-- are kept until their own expiry so that reuse can still be recognised.
+ALTER TABLE sessions
+    ADD COLUMN id         bigserial UNIQUE,
+    ADD COLUMN family_id  uuid NOT NULL DEFAULT gen_random_uuid(),
+    ADD COLUMN rotated_at timestamptz,
+    ADD COLUMN address    text NOT NULL DEFAULT '',
+    ADD COLUMN user_agent text NOT NULL DEFAULT '';
+CREATE INDEX sessions_family_idx ON sessions (family_id);
+
+-- Login-form tokens, single-use: issued with the form (hashed), consumed by the one POST.
+CREATE TABLE login_tokens (
+    token_hash  bytea PRIMARY KEY,
+    expires_at  timestamptz NOT NULL
+);
+CREATE INDEX login_tokens_expiry_idx ON login_tokens (expires_at);

@@ -9,6 +9,7 @@ import pytest
 from settings import SECTIONS, ConfigError, effective_policy, load
 from settings.model import (
     AgentSettings,
+    AuthSettings,
     ComplianceSettings,
     DatabaseSettings,
     DiscoverySettings,
@@ -147,6 +148,7 @@ def test_settings_records_mirror_the_schema() -> None:
         "discovery": DiscoverySettings,
         "retention": RetentionSettings,
         "compliance": ComplianceSettings,
+        "auth": AuthSettings,
     }
     assert set(records) == set(SECTIONS)
     for section, cls in records.items():
