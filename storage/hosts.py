@@ -8,8 +8,12 @@ from dataclasses import astuple, dataclass, fields
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from .errors import Conflict, NotFound
+from .scope import HostScope, scope_condition
+
+EVERYTHING = HostScope(all_hosts=True)
 
 
 @dataclass(frozen=True)
@@ -40,9 +44,20 @@ def list_hosts(conn: psycopg.Connection[Any]) -> list[HostRow]:
     return [_host(r) for r in rows]
 
 
-def get_host(conn: psycopg.Connection[Any], key: int | str) -> HostRow:
+def get_host(
+    conn: psycopg.Connection[Any], key: int | str, scope: HostScope = EVERYTHING
+) -> HostRow:
+    """The host by id or name; ``NotFound`` when unknown or outside ``scope`` (the two are
+    told apart by nobody)."""
     where = " WHERE h.id = %s" if isinstance(key, int) else " WHERE h.name = %s"
-    row = conn.execute(_HOST_SELECT + where + " GROUP BY h.id", (key,)).fetchone()
+    query = sql.Composed(
+        [
+            sql.SQL(_HOST_SELECT + where + " AND "),
+            scope_condition(scope, "h.id"),
+            sql.SQL(" GROUP BY h.id"),
+        ]
+    )  # (composed, not formatted: the select holds a literal '{}')
+    row = conn.execute(query, (key,)).fetchone()
     if row is None:
         raise NotFound(f"no host {key!r}")
     return _host(row)

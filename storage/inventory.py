@@ -11,6 +11,9 @@ import psycopg
 from psycopg import sql
 
 from .errors import Conflict, NotFound
+from .scope import HostScope, scope_condition
+
+EVERYTHING = HostScope(all_hosts=True)
 
 
 @dataclass(frozen=True)
@@ -64,10 +67,12 @@ def contains(text: str) -> str:
     return f"%{escaped}%"
 
 
-def search_hosts(conn: psycopg.Connection[Any], f: HostFilter) -> tuple[list[HostListItem], int]:
-    """One page of hosts matching ``f`` and the total number of matches. ``text`` and ``os``
-    match literally (no wildcards)."""
-    where: list[sql.Composable] = [sql.SQL("true")]
+def search_hosts(
+    conn: psycopg.Connection[Any], f: HostFilter, scope: HostScope = EVERYTHING
+) -> tuple[list[HostListItem], int]:
+    """One page of hosts matching ``f`` within ``scope`` and the total number of matches.
+    ``text`` and ``os`` match literally (no wildcards)."""
+    where: list[sql.Composable] = [scope_condition(scope, "h.id")]
     params: list[Any] = []
     if f.group:
         where.append(sql.SQL("EXISTS (SELECT 1 FROM host_groups hg2 JOIN groups g2"
@@ -111,9 +116,14 @@ def search_hosts(conn: psycopg.Connection[Any], f: HostFilter) -> tuple[list[Hos
     return items, total
 
 
-def existing_host_ids(conn: psycopg.Connection[Any], host_ids: Sequence[int]) -> set[int]:
-    """Which of ``host_ids`` are registered hosts."""
-    rows = conn.execute("SELECT id FROM hosts WHERE id = ANY(%s)", (list(host_ids),)).fetchall()
+def existing_host_ids(
+    conn: psycopg.Connection[Any], host_ids: Sequence[int], scope: HostScope = EVERYTHING
+) -> set[int]:
+    """Which of ``host_ids`` are registered hosts within ``scope``."""
+    query = sql.SQL("SELECT h.id FROM hosts h WHERE h.id = ANY(%s) AND {c}").format(
+        c=scope_condition(scope, "h.id")
+    )
+    rows = conn.execute(query, (list(host_ids),)).fetchall()
     return {int(r[0]) for r in rows}
 
 
@@ -121,8 +131,12 @@ def group_exists(conn: psycopg.Connection[Any], group_id: int) -> bool:
     return conn.execute("SELECT 1 FROM groups WHERE id = %s", (group_id,)).fetchone() is not None
 
 
-def host_count(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute("SELECT count(*) FROM hosts").fetchone()
+def host_count(conn: psycopg.Connection[Any], scope: HostScope = EVERYTHING) -> int:
+    """The hosts within ``scope``."""
+    query = sql.SQL("SELECT count(*) FROM hosts h WHERE {c}").format(
+        c=scope_condition(scope, "h.id")
+    )
+    row = conn.execute(query).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -141,14 +155,22 @@ class FleetCounts:
     hosts: int
 
 
-def fleet_counts(conn: psycopg.Connection[Any]) -> FleetCounts:
+def fleet_counts(conn: psycopg.Connection[Any], scope: HostScope = EVERYTHING) -> FleetCounts:
+    """Counts over the hosts within ``scope``."""
+    c = scope_condition(scope, "h.id")
     by_health = {state: 0 for state in HEALTH_STATES}
-    for state, count in conn.execute("SELECT health, count(*) FROM hosts GROUP BY 1").fetchall():
+    query = sql.SQL("SELECT health, count(*) FROM hosts h WHERE {c} GROUP BY 1").format(c=c)
+    for state, count in conn.execute(query).fetchall():
         by_health[state] = int(count)
-    reboot = conn.execute("SELECT count(*) FROM hosts WHERE pending_reboot").fetchone()
+    reboot = conn.execute(
+        sql.SQL("SELECT count(*) FROM hosts h WHERE pending_reboot AND {c}").format(c=c)
+    ).fetchone()
     severities = {s: 0 for s in ("critical", "high", "medium", "low")}
     for severity, count in conn.execute(
-        "SELECT severity, count(*) FROM host_patches WHERE resolved_at IS NULL GROUP BY 1"
+        sql.SQL(
+            "SELECT severity, count(*) FROM host_patches p WHERE resolved_at IS NULL AND {c}"
+            " GROUP BY 1"
+        ).format(c=scope_condition(scope, "p.host_id"))
     ).fetchall():
         severities[severity] = int(count)
     return FleetCounts(by_health, int(reboot[0]) if reboot else 0, severities,
@@ -198,10 +220,17 @@ class GroupItem:
     hosts: int
 
 
-def list_groups(conn: psycopg.Connection[Any]) -> list[GroupItem]:
+def list_groups(conn: psycopg.Connection[Any], scope: HostScope = EVERYTHING) -> list[GroupItem]:
+    """Every group for a scope of all hosts; otherwise the scope's own groups."""
+    where = sql.SQL("TRUE" if scope.all_hosts else "g.id = ANY(%s)")
+    params = [] if scope.all_hosts else [sorted(scope.group_ids)]
     rows = conn.execute(
-        "SELECT g.id, g.name, g.description, count(hg.host_id) FROM groups g"
-        " LEFT JOIN host_groups hg ON hg.group_id = g.id GROUP BY g.id ORDER BY g.name"
+        sql.SQL(
+            "SELECT g.id, g.name, g.description, count(hg.host_id) FROM groups g"
+            " LEFT JOIN host_groups hg ON hg.group_id = g.id WHERE {w}"
+            " GROUP BY g.id ORDER BY g.name"
+        ).format(w=where),
+        params,
     ).fetchall()
     return [GroupItem(*r) for r in rows]
 

@@ -8,9 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from .errors import NotFound
+from .scope import HostScope, scope_condition
+
+EVERYTHING = HostScope(all_hosts=True)
 
 # The row state machine (see storage/migrations/0006_job_execution.sql and design.md):
 # queued → claimed → request_sent → accepted → following → succeeded | failed | skipped | cancelled
@@ -144,23 +148,42 @@ def create_job(
     return job_id
 
 
-def get_job(conn: psycopg.Connection[Any], job_id: int) -> JobRow:
-    row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone()
+def _job_visible(scope: HostScope) -> sql.Composable:
+    """A job is visible when any of its hosts is within the scope (admins: every job)."""
+    if scope.all_hosts:
+        return sql.SQL("TRUE")
+    return sql.SQL("EXISTS (SELECT 1 FROM job_hosts vj WHERE vj.job_id = jobs.id AND {c})").format(
+        c=scope_condition(scope, "vj.host_id")
+    )
+
+
+def get_job(conn: psycopg.Connection[Any], job_id: int, scope: HostScope = EVERYTHING) -> JobRow:
+    """The job; ``NotFound`` when unknown or when none of its hosts is within ``scope``."""
+    query = sql.SQL("SELECT {cols} FROM jobs WHERE id = %s AND {v}").format(
+        cols=sql.SQL(_JOB_COLUMNS), v=_job_visible(scope)
+    )
+    row = conn.execute(query, (job_id,)).fetchone()
     if row is None:
         raise NotFound(f"no job {job_id}")
     return _job(row)
 
 
 def list_jobs(
-    conn: psycopg.Connection[Any], status: str = "", limit: int = 100
+    conn: psycopg.Connection[Any],
+    status: str = "",
+    limit: int = 100,
+    scope: HostScope = EVERYTHING,
 ) -> list[tuple[JobRow, dict[str, int]]]:
-    """Jobs newest first, each with its row counts by state."""
-    where = "WHERE status = %s" if status else ""
+    """Jobs visible within ``scope`` newest first, each with its row counts by state (counted
+    over every row of the job: the roll-up is the job's, not the scope's)."""
+    where = sql.SQL("status = %s AND {v}" if status else "{v}").format(v=_job_visible(scope))
     params: list[Any] = [status] if status else []
     jobs = [
         _job(r)
         for r in conn.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY id DESC LIMIT %s",
+            sql.SQL("SELECT {cols} FROM jobs WHERE {w} ORDER BY id DESC LIMIT %s").format(
+                cols=sql.SQL(_JOB_COLUMNS), w=where
+            ),
             [*params, limit],
         ).fetchall()
     ]
@@ -174,15 +197,27 @@ def list_jobs(
     return [(j, counts[j.id]) for j in jobs]
 
 
-def job_rows(conn: psycopg.Connection[Any], job_id: int) -> list[JobHostRow]:
-    return [
-        _row(r)
-        for r in conn.execute(
-            f"SELECT {_ROW_COLUMNS} FROM job_hosts r JOIN hosts h ON h.id = r.host_id"
-            " WHERE r.job_id = %s ORDER BY r.batch, h.name",
-            (job_id,),
-        ).fetchall()
-    ]
+def job_rows(
+    conn: psycopg.Connection[Any], job_id: int, scope: HostScope = EVERYTHING
+) -> list[JobHostRow]:
+    """The job's rows for the hosts within ``scope``."""
+    query = sql.SQL(
+        "SELECT {cols} FROM job_hosts r JOIN hosts h ON h.id = r.host_id"
+        " WHERE r.job_id = %s AND {c} ORDER BY r.batch, h.name"
+    ).format(cols=sql.SQL(_ROW_COLUMNS), c=scope_condition(scope, "r.host_id"))
+    return [_row(r) for r in conn.execute(query, (job_id,)).fetchall()]
+
+
+def job_hosts_outside(conn: psycopg.Connection[Any], job_id: int, scope: HostScope) -> int:
+    """How many of the job's rows are for hosts outside ``scope`` (a job may be changed only
+    by someone whose scope holds every host it targets)."""
+    if scope.all_hosts:
+        return 0
+    query = sql.SQL("SELECT count(*) FROM job_hosts r WHERE r.job_id = %s AND NOT {c}").format(
+        c=scope_condition(scope, "r.host_id")
+    )
+    row = conn.execute(query, (job_id,)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def active_jobs(conn: psycopg.Connection[Any]) -> list[tuple[JobRow, list[JobHostRow]]]:
@@ -535,13 +570,25 @@ WINDOW_FIELDS = (
 )
 
 
-def list_windows(conn: psycopg.Connection[Any]) -> list[WindowRow]:
-    rows = conn.execute(
-        f"SELECT w.id, {', '.join('w.' + f for f in WINDOW_FIELDS)},"
-        " coalesce(h.name, 'group ' || g.name) FROM maintenance_windows w"
+def window_scope_condition(scope: HostScope) -> sql.Composable:
+    """Windows visible within ``scope``: those of a host within it or of one of its groups
+    (every window for a scope of all hosts)."""
+    if scope.all_hosts:
+        return sql.SQL("TRUE")
+    return sql.SQL("((w.host_id IS NOT NULL AND {c}) OR w.group_id = ANY({g}))").format(
+        c=scope_condition(scope, "w.host_id"), g=sql.Literal(sorted(scope.group_ids))
+    )
+
+
+def list_windows(conn: psycopg.Connection[Any], scope: HostScope = EVERYTHING) -> list[WindowRow]:
+    """The windows visible within ``scope``, in id order."""
+    query = sql.SQL(
+        "SELECT w.id, {cols}, coalesce(h.name, 'group ' || g.name) FROM maintenance_windows w"
         " LEFT JOIN hosts h ON h.id = w.host_id LEFT JOIN groups g ON g.id = w.group_id"
-        " ORDER BY w.id"
-    ).fetchall()
+        " WHERE {v} ORDER BY w.id"
+    ).format(cols=sql.SQL(", ".join("w." + f for f in WINDOW_FIELDS)),
+             v=window_scope_condition(scope))  # fmt: skip
+    rows = conn.execute(query).fetchall()
     return [WindowRow(*r[:9], tuple(r[9]), *r[10:]) for r in rows]  # type: ignore[call-arg]
 
 
@@ -570,6 +617,14 @@ def save_window(
             action = "updated"
         _record_change(conn, window_id, action, actor)
     return window_id
+
+
+def window_visible(conn: psycopg.Connection[Any], window_id: int, scope: HostScope) -> bool:
+    """Whether the window exists and is visible within ``scope``."""
+    query = sql.SQL("SELECT 1 FROM maintenance_windows w WHERE w.id = %s AND {v}").format(
+        v=window_scope_condition(scope)
+    )
+    return conn.execute(query, (window_id,)).fetchone() is not None
 
 
 def delete_window(conn: psycopg.Connection[Any], window_id: int, actor: str) -> None:

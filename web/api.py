@@ -101,7 +101,7 @@ class Api:
         )
 
     async def actors(self, request: Request) -> Response:
-        return reply(m.Actors, actors=hosts.actors(self.sys, principal(request)))
+        return reply(m.Actors, actors=await hosts.actors(self.sys, principal(request)))
 
     async def summary(self, request: Request) -> Response:
         counts = await hosts.summary(self.sys, principal(request))

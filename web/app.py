@@ -21,6 +21,8 @@ from storage import Database, Session, StorageError
 from . import metrics
 from .api import Api
 from .auth import SESSION_COOKIE, Auth, AuthMiddleware
+from .authz import Action, Forbidden, PrincipalMiddleware, may
+from .authz import load as load_principal
 from .errors import ApiError, api_error_handler, envelope
 from .handle import HandleError, Missing, SystemHandle
 from .job_pages import JobPages
@@ -71,6 +73,16 @@ async def _session_or_none(auth: Auth, token: str) -> Session | None:
         return None  # the database went away since the health check
 
 
+async def _observer(db: Database, session: Session, operators_see_ungrouped: bool) -> bool:
+    try:
+        who = await load_principal(
+            db, session.user.id, operators_see_ungrouped=operators_see_ungrouped
+        )
+    except StorageError:
+        return False
+    return may(who, Action.OBSERVE)
+
+
 def create_app(
     handle: SystemHandle,
     db: Database,
@@ -78,22 +90,25 @@ def create_app(
     auth: Auth | None = None,
     templates_dir: Path = DEFAULT_TEMPLATES,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    operators_see_ungrouped: bool = False,
 ) -> Starlette:
     auth = auth or Auth(db)
     templates = Jinja2Templates(directory=str(templates_dir))
     templates.env.filters["since"] = since
     pages = Pages(handle, db, auth, templates)
     api = Api(handle, db)
-    relay = Relay(handle)
+    relay = Relay(handle, db, operators_see_ungrouped=operators_see_ungrouped)
 
     async def health(request: Request) -> Response:
-        """Anonymous callers get only the status; a session also gets the details. (A public
-        path: the session is looked up only when its cookie is there, and only when the
-        database is up: a session cannot be checked without it.)"""
+        """Anonymous callers get only the status; a session whose role may observe the system
+        (``authz.Action.OBSERVE``: admins) also gets the details. (A public path: the session
+        is looked up only when its cookie is there, and only when the database is up: a
+        session cannot be checked without it.)"""
         report = await handle.health()
         body: dict[str, object] = {"status": "ok" if report.ok else "degraded"}
         token = request.cookies.get(SESSION_COOKIE, "")
-        if token and report.database == "ok" and await _session_or_none(auth, token):
+        session = await _session_or_none(auth, token) if token and report.database == "ok" else None
+        if session is not None and await _observer(db, session, operators_see_ungrouped):
             body |= {"database": report.database, "scheduler": report.scheduler}
             body |= report.details
         return JSONResponse(body, status_code=200 if report.ok else 503)
@@ -123,6 +138,13 @@ def create_app(
     async def refused(request: Request, exc: Exception) -> Response:
         """The service layer's typed refusals: 404 (a page for pages), 409/422/429 with the
         fields named in the envelope's details."""
+        if isinstance(exc, Forbidden):
+            if wants_html(request) and request.scope.get("state", {}).get("session"):
+                context = {**pages.base(request, "Not allowed", ""), "status": 403,
+                           "message": str(exc)}  # fmt: skip
+                return templates.TemplateResponse(request, "error.html", context,
+                                                  status_code=403)  # fmt: skip
+            return envelope(request, 403, "forbidden", str(exc))
         if isinstance(exc, Missing):
             if wants_html(request) and request.scope.get("state", {}).get("session"):
                 context = {**pages.base(request, "Not found", ""), "status": 404,
@@ -150,11 +172,15 @@ def create_app(
     app = WebApp(
         routes=routes,
         max_body_bytes=max_body_bytes,
-        middleware=[Middleware(AuthMiddleware, auth=auth)],
+        middleware=[
+            Middleware(AuthMiddleware, auth=auth),
+            Middleware(PrincipalMiddleware, db=db, operators_see_ungrouped=operators_see_ungrouped),
+        ],
         exception_handlers={
             ApiError: api_error_handler,
             HandleError: refused,
             Missing: refused,
+            Forbidden: refused,
             HTTPException: http_error,
             Exception: server_error,
         },

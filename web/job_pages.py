@@ -21,6 +21,7 @@ from storage import (
     WindowRow,
 )
 
+from .authz import Action, require
 from .forms import blackout_form, fields, job_form, window_form
 from .handle import HandleError, Missing
 from .models import MAX_SELECTION, HostSelection
@@ -96,6 +97,7 @@ class JobPages:
         """The confirmation shows how many hosts the selection resolves to right now."""
         form = form or dict(request.query_params.items())
         who = principal(request)
+        require(who, Action.DEPLOY)
         values = given({k: v for k, v in form.items() if k in ("group", "filter", "host_ids")})
         if "host_ids" in values:
             values["host_ids"] = split_list(values["host_ids"])

@@ -7,8 +7,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from .authz import Action, require
 from .handle import SystemHandle
 from .relay import Relay
+from .services import principal
 
 
 def _line(name: str, value: float, labels: dict[str, str] | None = None) -> str:
@@ -55,6 +57,8 @@ def render(metrics: dict[str, Any], relay: Relay) -> str:
 
 def endpoint(handle: SystemHandle, relay: Relay) -> Any:
     async def metrics(request: Request) -> Response:
+        """Fleet-wide figures: only for roles that may observe the system (admins)."""
+        require(principal(request), Action.OBSERVE)
         return PlainTextResponse(
             render(handle.metrics(), relay), media_type="text/plain; version=0.0.4"
         )

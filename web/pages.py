@@ -27,6 +27,7 @@ from storage import (
 )
 
 from .auth import LOGIN_COOKIE, Auth, safe_next, same_token
+from .authz import Action, allowed, require
 from .forms import fields, host_form, host_query
 from .handle import HandleError, Missing, SystemHandle
 from .models import MAX_ID, DiscoveryStart, GroupCreate, GroupRename, HostIds, PackageQuery
@@ -43,6 +44,7 @@ class Base:
     user: str
     csrf_token: str
     notice: str = ""
+    can: frozenset[str] = frozenset()  # the actions (``authz.Action`` values) the role may do
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,7 @@ class Pages:
             "user": session.user.username,
             "csrf_token": session.csrf_token,
             "notice": request.query_params.get("notice", "")[:200],
+            "can": allowed(principal(request)),
         }
 
     def render(self, request: Request, template: str, page: Any, status: int = 200) -> Response:
@@ -316,6 +319,7 @@ class Pages:
         status: int = 200,
     ) -> Response:
         scan = None
+        require(principal(request), Action.DISCOVER)
         if "scan_id" in request.path_params:
             try:
                 found = await discovery.get(
@@ -344,7 +348,10 @@ class Pages:
 
     async def cancel_discovery(self, request: Request) -> Response:
         scan_id = path_id(request, "scan_id")
-        self.handle.cancel_discovery(scan_id)
+        try:
+            await discovery.cancel(self.sys, principal(request), scan_id)
+        except Missing:
+            return self.not_found(request, "That scan is not known to this server.")
         return self.back(f"/discovery/{scan_id}", "Scan cancelled")
 
     async def register_found(self, request: Request) -> Response:

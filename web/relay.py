@@ -8,6 +8,13 @@ previous one, so a client cannot pile up followers). A client that cannot keep u
 disconnected (close code 1013) and reconnects for a fresh snapshot; it never slows the actors.
 At shutdown ``close_all()`` ends every socket with a close frame (1001, going away), so that
 browsers reconnect instead of seeing a dropped connection.
+
+Authorization: each socket has the principal of its session. The snapshot and every event are
+filtered with ``authz.scope_of`` (the set of visible host ids, read in SQL when the socket opens
+and again whenever ``authz.scope_changed`` announces a membership change: hosts that left the
+scope get a ``removed`` message at once, hosts that entered it a ``change`` with their state).
+A user who is disabled or deleted meanwhile is disconnected (close code 4403). Jobs are followed
+only when visible to the principal, scans only by roles that may discover.
 """
 
 from __future__ import annotations
@@ -19,19 +26,47 @@ from typing import Any
 import trio
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from storage import Database, visible_host_ids
+
+from . import authz
 from .api import scan_json
-from .handle import SystemHandle
+from .authz import Action, Principal, Role, may, scope_of
+from .handle import Missing, SystemHandle
 from .serialize import to_json
+from .services import System, principal
+from .services import jobs as job_service
 
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT = 5.0
 GOING_AWAY = 1001
+NOT_ALLOWED = 4403
+
+
+class _Subscriber:
+    """One socket's principal and the host ids it may see (None: every host)."""
+
+    def __init__(self, who: Principal) -> None:
+        self.who = who
+        self.visible: set[int] | None = None
+
+    def sees(self, host_id: int) -> bool:
+        return self.visible is None or host_id in self.visible
 
 
 class Relay:
-    def __init__(self, handle: SystemHandle, buffer: int = 256) -> None:
+    def __init__(
+        self,
+        handle: SystemHandle,
+        db: Database,
+        buffer: int = 256,
+        *,
+        operators_see_ungrouped: bool = False,
+    ) -> None:
         self.handle = handle
+        self.db = db
+        self.sys = System(handle, db)
+        self.operators_see_ungrouped = operators_see_ungrouped
         self.buffer = buffer
         self.connected = 0
         self.dropped = 0
@@ -60,17 +95,31 @@ class Relay:
             if self._closing.is_set():
                 await websocket.close(code=GOING_AWAY, reason="server shutting down")
                 return
+            who = principal(websocket)
+            if who.role is Role.NONE:
+                await websocket.close(code=NOT_ALLOWED, reason="not allowed")
+                return
+            sub = _Subscriber(who)
+            generation = authz.scope_generation(self.db)
             with self.handle.subscribe(self.buffer) as changes:
+                await self._load_visible(sub)
+                snapshots = [s for s in self.handle.snapshots() if sub.sees(s.host_id)]
                 await websocket.send_text(
-                    json.dumps({"type": "snapshot", "hosts": to_json(self.handle.snapshots())})
+                    json.dumps({"type": "snapshot", "hosts": to_json(snapshots)})
                 )
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._listen, websocket, nursery)
+                    nursery.start_soon(self._listen, websocket, nursery, sub)
+                    nursery.start_soon(self._follow_scope, websocket, sub, generation, nursery)
                     with trio.CancelScope() as forwarding:
                         nursery.start_soon(self._forward_until_closing, forwarding)
                         async for change in changes:
+                            host_id = change.snapshot.host_id
+                            if not sub.sees(host_id):
+                                continue
+                            if change.removed and sub.visible is not None:
+                                sub.visible.discard(host_id)
                             message = (
-                                {"type": "removed", "host_id": change.snapshot.host_id}
+                                {"type": "removed", "host_id": host_id}
                                 if change.removed
                                 else {"type": "change", "host": to_json(change.snapshot)}
                             )
@@ -92,7 +141,41 @@ class Relay:
             self._disconnected.set()
             self._disconnected = trio.Event()
 
-    async def _listen(self, websocket: WebSocket, nursery: trio.Nursery) -> None:
+    async def _load_visible(self, sub: _Subscriber) -> None:
+        scope = scope_of(sub.who)
+        sub.visible = None if scope.all_hosts else await self.db.run(visible_host_ids, scope)
+
+    async def _follow_scope(
+        self, websocket: WebSocket, sub: _Subscriber, generation: int, nursery: trio.Nursery
+    ) -> None:
+        """On every scope change: re-read the principal and its visible hosts; tell the
+        browser which hosts left (``removed``) and entered (``change``) its view at once."""
+        while True:
+            generation = await authz.wait_scope_changed(self.db, generation)
+            sub.who = await authz.load(
+                self.db, sub.who.user_id, operators_see_ungrouped=self.operators_see_ungrouped
+            )
+            if sub.who.role is Role.NONE:
+                await websocket.close(code=NOT_ALLOWED, reason="not allowed")
+                nursery.cancel_scope.cancel()
+                return
+            before = sub.visible
+            await self._load_visible(sub)
+            after = sub.visible
+            if before == after:
+                continue
+            everything = {s.host_id for s in self.handle.snapshots()}
+            old = everything if before is None else before
+            new = everything if after is None else after
+            for host_id in sorted(old - new):
+                await websocket.send_text(json.dumps({"type": "removed", "host_id": host_id}))
+            for host_id in sorted(new - old):
+                snapshot = self.handle.snapshot(host_id)
+                if snapshot is not None:
+                    message = {"type": "change", "host": to_json(snapshot)}
+                    await websocket.send_text(json.dumps(message))
+
+    async def _listen(self, websocket: WebSocket, nursery: trio.Nursery, sub: _Subscriber) -> None:
         follower = trio.CancelScope()
         job_follower = trio.CancelScope()
         try:
@@ -104,18 +187,33 @@ class Relay:
                     continue
                 if isinstance(data, dict) and data.get("action") == "watch_job":
                     job_id = data.get("job_id")
-                    if isinstance(job_id, int) and not isinstance(job_id, bool):
+                    if (
+                        isinstance(job_id, int)
+                        and not isinstance(job_id, bool)
+                        and await self._job_visible(sub, job_id)
+                    ):
                         job_follower.cancel()  # one job per socket, like scans
                         job_follower = trio.CancelScope()
                         nursery.start_soon(self._follow_job, websocket, job_id, job_follower)
                 if isinstance(data, dict) and data.get("action") == "watch_scan":
                     scan_id = data.get("scan_id")
-                    if isinstance(scan_id, int) and not isinstance(scan_id, bool):
+                    if (
+                        isinstance(scan_id, int)
+                        and not isinstance(scan_id, bool)
+                        and may(sub.who, Action.DISCOVER)
+                    ):
                         follower.cancel()  # one follower per socket: the new one replaces it
                         follower = trio.CancelScope()
                         nursery.start_soon(self._follow_scan, websocket, scan_id, follower)
         except (WebSocketDisconnect, RuntimeError):
             nursery.cancel_scope.cancel()
+
+    async def _job_visible(self, sub: _Subscriber, job_id: int) -> bool:
+        try:
+            await job_service.get(self.sys, sub.who, job_id)
+        except Missing:
+            return False
+        return True
 
     async def _follow_job(self, websocket: WebSocket, job_id: int, scope: trio.CancelScope) -> None:
         """``{"type": "job", "job_id", "status"}`` whenever the job's roll-up changes (the job

@@ -1,26 +1,21 @@
 """What every service call receives: the system (actor handle + database) and the principal.
 
-A ``Principal`` flows into every service function so that authorization can be one
-``require(principal, action, target)`` per call later; today every logged-in user may do
-everything.
+Every service function takes ``(System, Principal, ...)``, calls ``authz.require`` for what it
+changes and filters what it reads with ``authz.scope_of`` (in SQL, through ``storage``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 
 from storage import Database
 
+from ..authz import Principal
 from ..handle import SystemHandle
 
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is asking: a logged-in user (API tokens later)."""
-
-    username: str
+__all__ = ["Principal", "System", "principal"]
 
 
 @dataclass(frozen=True)
@@ -29,7 +24,8 @@ class System:
     db: Database
 
 
-def principal(request: Request) -> Principal:
-    """The request's principal (the auth middleware has admitted it already)."""
-    session = request.scope.get("state", {}).get("session")
-    return Principal(session.user.username if session else "")
+def principal(request: HTTPConnection) -> Principal:
+    """The request's principal (loaded by ``authz.PrincipalMiddleware``); a request that got
+    here without one has no rights."""
+    who = request.scope.get("state", {}).get("principal")
+    return who if isinstance(who, Principal) else Principal("")

@@ -7,16 +7,20 @@ from typing import Any
 
 from storage import HostRow
 
+from ..authz import Action, require, scope_changed
 from ..handle import Missing
 from .base import Principal, System
 
 
 async def start(sys: System, who: Principal, cidr: str) -> Any:
-    """Raises ``InvalidInput`` (field ``cidr``) or ``TooBusy``."""
+    """Raises ``InvalidInput`` (field ``cidr``) or ``TooBusy``. Admins only: a scan probes
+    networks and what it finds is not in anyone's groups yet."""
+    require(who, Action.DISCOVER)
     return await sys.handle.start_discovery(cidr)
 
 
 async def get(sys: System, who: Principal, scan_id: int) -> Any:
+    require(who, Action.DISCOVER)
     scan = await sys.handle.discovery(scan_id)
     if scan is None:
         raise Missing(f"no discovery scan {scan_id}")
@@ -32,7 +36,9 @@ async def register_found(
     sys: System, who: Principal, scan_id: int, addresses: Sequence[str]
 ) -> list[HostRow]:
     await get(sys, who, scan_id)
-    return await sys.handle.register_found(scan_id, addresses)
+    rows = await sys.handle.register_found(scan_id, addresses)
+    scope_changed(sys.db)
+    return rows
 
 
 def scan_json(scan: Any) -> dict[str, Any]:

@@ -15,16 +15,19 @@ from storage import (
     rename_group,
 )
 
+from ..authz import Action, require, scope_changed, scope_of
 from ..handle import AlreadyExists, Missing
 from ..models import GroupCreate
 from .base import Principal, System
 
 
 async def all_groups(sys: System, who: Principal) -> list[GroupItem]:
-    return await sys.db.run(list_groups)
+    """Every group for admins; a scoped user's own groups otherwise."""
+    return await sys.db.run(list_groups, scope_of(who))
 
 
 async def create(sys: System, who: Principal, data: GroupCreate) -> GroupItem:
+    require(who, Action.MANAGE_GROUPS)
     try:
         return await sys.db.run(create_group, data.name, data.description)
     except Conflict as exc:
@@ -32,6 +35,7 @@ async def create(sys: System, who: Principal, data: GroupCreate) -> GroupItem:
 
 
 async def rename(sys: System, who: Principal, group_id: int, name: str) -> None:
+    require(who, Action.MANAGE_GROUPS)
     try:
         await sys.db.run(rename_group, group_id, name)
     except NotFound:
@@ -41,17 +45,23 @@ async def rename(sys: System, who: Principal, group_id: int, name: str) -> None:
 
 
 async def delete(sys: System, who: Principal, group_id: int) -> None:
+    require(who, Action.MANAGE_GROUPS)
     try:
         await sys.db.run(delete_group, group_id)
     except NotFound:
         raise Missing(f"no group with id {group_id}") from None
+    scope_changed(sys.db)
 
 
 async def assign(
     sys: System, who: Principal, group_id: int, host_ids: Sequence[int], member: bool
 ) -> int:
-    """Add (or remove) hosts; returns how many memberships changed."""
+    """Add (or remove) hosts; returns how many memberships changed. Open relay
+    subscriptions learn of the change at once."""
+    require(who, Action.MANAGE_GROUPS)
     try:
-        return await sys.db.run(assign_hosts, group_id, list(host_ids), member)
+        changed = await sys.db.run(assign_hosts, group_id, list(host_ids), member)
     except NotFound:
         raise Missing(f"no group with id {group_id}") from None
+    scope_changed(sys.db)
+    return changed

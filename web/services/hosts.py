@@ -19,12 +19,15 @@ from storage import (
     fleet_counts,
     get_host,
     health_history,
+    hosts_outside,
     installed_packages,
     load_host_state,
     open_patches,
     search_hosts,
+    visible_host_ids,
 )
 
+from ..authz import Action, require, scope_changed, scope_of
 from ..handle import Missing
 from ..models import HostCreate, HostQuery
 from .base import Principal, System
@@ -51,19 +54,20 @@ async def search(
 ) -> tuple[list[HostListItem], int, HostFilter]:
     """One page of matching hosts, the number of matches and the filter used."""
     f = host_filter(q)
-    items, total = await sys.db.run(search_hosts, f)
+    items, total = await sys.db.run(search_hosts, f, scope_of(who))
     return items, total, f
 
 
 async def find(sys: System, who: Principal, f: HostFilter) -> list[HostListItem]:
     """The hosts matching ``f`` (one page of ``f.limit``), for the pages' own lists."""
-    items, _ = await sys.db.run(search_hosts, f)
+    items, _ = await sys.db.run(search_hosts, f, scope_of(who))
     return items
 
 
 async def get(sys: System, who: Principal, host_id: int) -> HostRow:
+    """The host; ``Missing`` when unknown or outside the principal's scope."""
     try:
-        return await sys.db.run(get_host, host_id)
+        return await sys.db.run(get_host, host_id, scope_of(who))
     except NotFound:
         raise Missing(f"no host with id {host_id}") from None
 
@@ -88,20 +92,37 @@ async def detail(sys: System, who: Principal, host_id: int) -> HostDetail:
 
 async def register(sys: System, who: Principal, data: HostCreate) -> HostRow:
     """Raises ``InvalidInput`` / ``AlreadyExists`` naming the field."""
-    return await sys.handle.register_host(
+    require(who, Action.MANAGE_HOSTS)
+    row = await sys.handle.register_host(
         data.name, display_name=data.display_name, groups=data.groups, port=data.port
     )
+    scope_changed(sys.db)
+    return row
 
 
 async def remove(sys: System, who: Principal, host_id: int) -> HostRow:
+    require(who, Action.MANAGE_HOSTS)
     await get(sys, who, host_id)
     try:
-        return await sys.handle.remove_host(host_id)
+        row = await sys.handle.remove_host(host_id)
     except NotFound:
         raise Missing(f"no host with id {host_id}") from None
+    scope_changed(sys.db)
+    return row
+
+
+async def require_in_scope(sys: System, who: Principal, host_ids: Sequence[int]) -> None:
+    """``Missing`` naming the ids that are unknown or outside the principal's scope."""
+    outside = await sys.db.run(hosts_outside, list(host_ids), scope_of(who))
+    if outside:
+        shown = ", ".join(map(str, outside[:10])) + (" …" if len(outside) > 10 else "")
+        raise Missing(f"no host with id {shown}")
 
 
 async def refresh(sys: System, who: Principal, host_ids: Sequence[int]) -> int:
+    """Ask the agents of in-scope hosts for fresh data; ``Missing`` for any other id."""
+    require(who, Action.REFRESH_HOSTS)
+    await require_in_scope(sys, who, host_ids)
     return sys.handle.refresh(list(host_ids))
 
 
@@ -124,8 +145,14 @@ async def history(sys: System, who: Principal, host_id: int) -> list[Transition]
 
 
 async def summary(sys: System, who: Principal) -> FleetCounts:
-    return await sys.db.run(fleet_counts)
+    return await sys.db.run(fleet_counts, scope_of(who))
 
 
-def actors(sys: System, who: Principal) -> list[Any]:
-    return sys.handle.snapshots()
+async def actors(sys: System, who: Principal) -> list[Any]:
+    """The live snapshots of the hosts within the principal's scope."""
+    snapshots = sys.handle.snapshots()
+    scope = scope_of(who)
+    if scope.all_hosts:
+        return snapshots
+    visible = await sys.db.run(visible_host_ids, scope)
+    return [s for s in snapshots if s.host_id in visible]

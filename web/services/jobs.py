@@ -16,12 +16,14 @@ from storage import (
     existing_host_ids,
     get_job,
     host_count,
+    job_hosts_outside,
     job_rows,
     list_jobs,
     pending_union,
     search_hosts,
 )
 
+from ..authz import Action, require, scope_of
 from ..handle import InvalidInput, Missing
 from ..models import MAX_SELECTION, HostSelection, JobCreate
 from .base import Principal, System
@@ -41,18 +43,21 @@ class Resolved:
 
 async def resolve(sys: System, who: Principal, sel: HostSelection) -> Resolved:
     """Host ids from an explicit list, a group, or a literal text filter (in that order);
-    ``all_hosts`` alone selects every host. Unknown explicit ids are an ``InvalidInput``."""
-    fleet = await sys.db.run(host_count)
+    ``all_hosts`` alone selects every host. Only hosts within the principal's scope are
+    reached ("every host" is every host of the scope); unknown or out-of-scope explicit ids
+    are an ``InvalidInput`` (the same message for both)."""
+    scope = scope_of(who)
+    fleet = await sys.db.run(host_count, scope)
     if sel.host_ids:
         wanted = list(dict.fromkeys(sel.host_ids))
-        known = await sys.db.run(existing_host_ids, wanted)
+        known = await sys.db.run(existing_host_ids, wanted, scope)
         missing = [i for i in wanted if i not in known]
         if missing:
             shown = ", ".join(map(str, missing[:10])) + (" …" if len(missing) > 10 else "")
             raise InvalidInput("host_ids", f"no host with id {shown}")
         return Resolved(wanted, fleet)
     f = HostFilter(group=sel.group, text=sel.filter.strip(), limit=MAX_SELECTION)
-    items, _ = await sys.db.run(search_hosts, f)
+    items, _ = await sys.db.run(search_hosts, f, scope)
     return Resolved([h.id for h in items], fleet)
 
 
@@ -85,6 +90,7 @@ def spec_of(data: JobCreate, who: Principal) -> JobSpec:
 
 async def create(sys: System, who: Principal, data: JobCreate) -> tuple[int, int]:
     """Store the job; returns (job id, number of hosts)."""
+    require(who, Action.DEPLOY)
     found = await resolve(sys, who, data)
     if not found.host_ids:
         raise InvalidInput("hosts", "no host matches the selection")
@@ -101,6 +107,7 @@ class Preview:
 
 
 async def preview(sys: System, who: Principal, sel: HostSelection) -> Preview:
+    require(who, Action.DEPLOY)
     found = await resolve(sys, who, sel)
     patches = await sys.db.run(pending_union, found.host_ids) if found.host_ids else []
     return Preview(found.host_ids, found.everything, patches)
@@ -109,19 +116,36 @@ async def preview(sys: System, who: Principal, sel: HostSelection) -> Preview:
 async def jobs(
     sys: System, who: Principal, status: str = ""
 ) -> list[tuple[JobRow, dict[str, int]]]:
-    return await sys.db.run(list_jobs, status)
+    """Jobs with at least one host within the principal's scope, newest first."""
+    return await sys.db.run(list_jobs, status, 100, scope_of(who))
 
 
 async def get(sys: System, who: Principal, job_id: int) -> tuple[JobRow, list[JobHostRow]]:
+    """A job visible to the principal (one of its hosts in scope) with the rows of the hosts
+    in scope; ``Missing`` otherwise."""
+    scope = scope_of(who)
     try:
-        job = await sys.db.run(get_job, job_id)
+        job = await sys.db.run(get_job, job_id, scope)
     except NotFound:
         raise Missing(f"no job {job_id}") from None
-    return job, await sys.db.run(job_rows, job_id)
+    return job, await sys.db.run(job_rows, job_id, scope)
+
+
+async def _require_whole_job(sys: System, who: Principal, job_id: int) -> None:
+    """A job is changed only by someone who may deploy and whose scope holds every host it
+    targets: ``Forbidden`` for the role, ``Missing`` when the job is not visible,
+    ``InvalidInput`` when some of its hosts are outside the scope."""
+    require(who, Action.DEPLOY)
+    await get(sys, who, job_id)
+    outside = await sys.db.run(job_hosts_outside, job_id, scope_of(who))
+    if outside:
+        raise InvalidInput(
+            "job_id", f"the job targets {outside} host(s) outside your groups; ask an admin"
+        )
 
 
 async def cancel(sys: System, who: Principal, job_id: int) -> int:
-    await get(sys, who, job_id)
+    await _require_whole_job(sys, who, job_id)
     try:
         return await sys.handle.cancel_job(job_id)
     except NotFound:
@@ -129,11 +153,11 @@ async def cancel(sys: System, who: Principal, job_id: int) -> int:
 
 
 async def retry(sys: System, who: Principal, job_id: int) -> int:
-    await get(sys, who, job_id)
+    await _require_whole_job(sys, who, job_id)
     return await sys.handle.retry_failed(job_id)
 
 
 async def rollback(sys: System, who: Principal, job_id: int, host_ids: Sequence[int] | None) -> int:
     """A new job reinstalling the versions from before; ``InvalidInput`` when nothing to do."""
-    await get(sys, who, job_id)
+    await _require_whole_job(sys, who, job_id)
     return await sys.handle.rollback(job_id, None if host_ids is None else list(host_ids))

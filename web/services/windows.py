@@ -18,24 +18,36 @@ from storage import (
     list_blackouts,
     list_windows,
     save_window,
+    window_visible,
 )
 
+from ..authz import Action, require, scope_of
 from ..handle import InvalidInput, Missing
 from ..models import BlackoutCreate, Window, WindowDraft
 from .base import Principal, System
 
 
 async def windows(sys: System, who: Principal) -> list[WindowRow]:
-    return await sys.db.run(list_windows)
+    """The windows of the principal's hosts and groups (all for admins)."""
+    return await sys.db.run(list_windows, scope_of(who))
 
 
 async def save(sys: System, who: Principal, data: Window, window_id: int | None = None) -> int:
     """Create (``window_id`` None) or replace a window; the jobs re-evaluate. The target host
-    or group must exist (``InvalidInput`` naming ``host_id`` / ``group_id``)."""
-    if data.host_id is not None and not await sys.db.run(existing_host_ids, [data.host_id]):
+    or group must exist within the principal's scope (``InvalidInput`` naming ``host_id`` /
+    ``group_id``, the same answer as for one that does not exist); a window being replaced
+    must be visible to them (``Missing`` otherwise)."""
+    require(who, Action.MANAGE_WINDOWS)
+    scope = scope_of(who)
+    if data.host_id is not None and not await sys.db.run(existing_host_ids, [data.host_id], scope):
         raise InvalidInput("host_id", f"no host with id {data.host_id}")
-    if data.group_id is not None and not await sys.db.run(group_exists, data.group_id):
+    if data.group_id is not None and (
+        not (scope.all_hosts or data.group_id in scope.group_ids)
+        or not await sys.db.run(group_exists, data.group_id)
+    ):
         raise InvalidInput("group_id", f"no group with id {data.group_id}")
+    if window_id is not None and not await sys.db.run(window_visible, window_id, scope):
+        raise Missing(f"no window with id {window_id}")
     try:
         saved = await sys.db.run(save_window, data.columns(), window_id, who.username)
     except NotFound:
@@ -45,6 +57,9 @@ async def save(sys: System, who: Principal, data: Window, window_id: int | None 
 
 
 async def delete(sys: System, who: Principal, window_id: int) -> None:
+    require(who, Action.MANAGE_WINDOWS)
+    if not await sys.db.run(window_visible, window_id, scope_of(who)):
+        raise Missing(f"no window with id {window_id}")
     try:
         await sys.db.run(delete_window, window_id, who.username)
     except NotFound:
@@ -85,7 +100,8 @@ async def upcoming_entries(
     sys: System, who: Principal, days: int, now: dt.datetime | None = None
 ) -> list[dict[str, Any]]:
     now = now or dt.datetime.now(dt.UTC)
-    return calendar(await sys.db.run(list_windows), await sys.db.run(list_blackouts), now, days)
+    windows = await sys.db.run(list_windows, scope_of(who))
+    return calendar(windows, await sys.db.run(list_blackouts), now, days)
 
 
 async def blackouts(sys: System, who: Principal) -> list[BlackoutRow]:
@@ -93,12 +109,14 @@ async def blackouts(sys: System, who: Principal) -> list[BlackoutRow]:
 
 
 async def add_blackout(sys: System, who: Principal, data: BlackoutCreate) -> int:
+    require(who, Action.MANAGE_BLACKOUTS)
     blackout_id = await sys.db.run(create_blackout, data.name, data.starts_at, data.ends_at)
     sys.handle.poke_jobs()
     return blackout_id
 
 
 async def remove_blackout(sys: System, who: Principal, blackout_id: int) -> None:
+    require(who, Action.MANAGE_BLACKOUTS)
     try:
         await sys.db.run(delete_blackout, blackout_id)
     except NotFound:

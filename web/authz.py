@@ -1,0 +1,205 @@
+"""Authorization: the one place that decides what a principal may see and do (R-7.4).
+
+Roles:
+
+- ``admin``: everything, every host.
+- ``operator``: reads and acts on the hosts of their groups (plus ungrouped hosts when
+  ``auth.operators_see_ungrouped`` is on): refresh hosts, deploy / cancel / retry / roll back
+  jobs, manage maintenance windows of those hosts and groups.
+- ``auditor``: reads within their groups; every unsafe action is refused.
+
+Two answers, used by every service call, page, API route and the live relay:
+
+- ``scope_of(principal)`` → the ``storage.HostScope`` every query filters by *in SQL*
+  (hosts, jobs, windows, history, counts). Things outside the scope are answered exactly like
+  things that do not exist: ``Missing`` (404), for reads and for mutations alike, so that a
+  scoped user learns nothing about other hosts.
+- ``require(principal, action)`` → raises ``Forbidden`` (403) when the role may not do the
+  action at all (an auditor deleting, an operator creating groups).
+
+Scope changes (group membership of hosts or users) are announced with ``scope_changed(db)``;
+open relay subscriptions wait on ``wait_scope_changed`` and refresh their set of visible hosts
+at once.
+"""
+
+from __future__ import annotations
+
+import enum
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from storage import Database, HostScope, PrincipalRow, load_principal
+
+
+class Role(enum.Enum):
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    AUDITOR = "auditor"
+    NONE = "none"  # not logged in, disabled, or a role this version does not know: no rights
+
+    @classmethod
+    def of(cls, value: str) -> Role:
+        try:
+            role = cls(value)
+        except ValueError:
+            return cls.NONE
+        return role
+
+
+class Action(enum.Enum):
+    VIEW = "view"  # read what is in scope (every logged-in role)
+    REFRESH_HOSTS = "refresh_hosts"  # ask in-scope agents for fresh data
+    MANAGE_HOSTS = "manage_hosts"  # register and remove hosts
+    MANAGE_GROUPS = "manage_groups"  # create, rename, delete groups; host membership
+    DISCOVER = "discover"  # network scans and registering what they find
+    DEPLOY = "deploy"  # create, preview, cancel, retry, roll back jobs on in-scope hosts
+    MANAGE_WINDOWS = "manage_windows"  # windows of in-scope hosts and of the user's groups
+    MANAGE_BLACKOUTS = "manage_blackouts"  # fleet-wide blackouts
+    OBSERVE = "observe"  # /metrics and the health details (fleet-wide figures)
+    MANAGE_USERS = "manage_users"  # users, roles, user groups, others' sessions
+
+
+_ALLOWED: dict[Role, frozenset[Action]] = {
+    Role.ADMIN: frozenset(Action),
+    Role.OPERATOR: frozenset(
+        {Action.VIEW, Action.REFRESH_HOSTS, Action.DEPLOY, Action.MANAGE_WINDOWS}
+    ),
+    Role.AUDITOR: frozenset({Action.VIEW}),
+    Role.NONE: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: a logged-in user as loaded for this request (or relay refresh)."""
+
+    username: str
+    user_id: int = 0
+    role: Role = Role.NONE
+    group_ids: frozenset[int] = frozenset()
+    see_ungrouped: bool = False  # operators also see hosts of no group (the setting)
+
+    @classmethod
+    def of(cls, row: PrincipalRow | None, *, operators_see_ungrouped: bool) -> Principal:
+        if row is None:
+            return cls("")
+        role = Role.of(row.role) if row.state == "active" else Role.NONE
+        return cls(
+            row.username,
+            row.user_id,
+            role,
+            row.group_ids,
+            operators_see_ungrouped and role is Role.OPERATOR,
+        )
+
+
+class Forbidden(Exception):
+    """403: the principal's role may not do this action (whatever the target)."""
+
+    def __init__(self, who: Principal, action: Action) -> None:
+        role = who.role.value
+        super().__init__(f"the {role} role may not {action.value.replace('_', ' ')}")
+        self.action = action
+        self.role = who.role
+
+
+def may(who: Principal, action: Action) -> bool:
+    return action in _ALLOWED[who.role]
+
+
+def allowed(who: Principal) -> frozenset[str]:
+    """The names of the actions ``who``'s role may do (templates show only those)."""
+    return frozenset(a.value for a in _ALLOWED[who.role])
+
+
+def require(who: Principal, action: Action) -> None:
+    """Raise ``Forbidden`` unless ``who``'s role allows ``action``. Targets are checked by
+    scope (``scope_of``) in the query that reads or changes them."""
+    if not may(who, action):
+        raise Forbidden(who, action)
+
+
+def scope_of(who: Principal) -> HostScope:
+    """The hosts ``who`` may see and act on: all for admins; the user's groups (plus ungrouped
+    hosts when allowed) for operators and auditors; nothing for anyone else."""
+    if who.role is Role.ADMIN:
+        return HostScope.everything()
+    if who.role is Role.NONE:
+        return HostScope()
+    return HostScope(group_ids=who.group_ids, ungrouped=who.see_ungrouped)
+
+
+# -- scope change notifications ---------------------------------------------------------------
+
+
+@dataclass
+class _Changes:
+    generation: int = 0
+    event: trio.Event = field(default_factory=trio.Event)
+
+
+_changes: weakref.WeakKeyDictionary[Database, _Changes] = weakref.WeakKeyDictionary()
+
+
+def _changes_of(db: Database) -> _Changes:
+    changes = _changes.get(db)
+    if changes is None:
+        changes = _changes[db] = _Changes()
+    return changes
+
+
+def scope_changed(db: Database) -> None:
+    """Announce that group membership (of hosts or users), roles or the set of hosts changed:
+    every open subscription re-reads its principal and visible hosts."""
+    changes = _changes_of(db)
+    changes.generation += 1
+    event, changes.event = changes.event, trio.Event()
+    event.set()
+
+
+def scope_generation(db: Database) -> int:
+    return _changes_of(db).generation
+
+
+async def wait_scope_changed(db: Database, seen: int) -> int:
+    """Wait until the generation differs from ``seen``; returns the new generation."""
+    changes = _changes_of(db)
+    while changes.generation == seen:
+        await changes.event.wait()
+    return changes.generation
+
+
+async def load(db: Database, user_id: int, *, operators_see_ungrouped: bool) -> Principal:
+    """The principal of a user as stored now (``Role.NONE`` when gone or disabled)."""
+    row = await db.run(load_principal, user_id) if user_id else None
+    return Principal.of(row, operators_see_ungrouped=operators_see_ungrouped)
+
+
+class PrincipalMiddleware:
+    """Puts the request's ``Principal`` into ``scope["state"]["principal"]`` (after the auth
+    middleware admitted the session): role, state and groups read from the database on every
+    request, so that a role or membership change applies to the very next request."""
+
+    def __init__(self, app: ASGIApp, db: Database, operators_see_ungrouped: bool = False) -> None:
+        self.app = app
+        self.db = db
+        self.operators_see_ungrouped = operators_see_ungrouped
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            state: dict[str, Any] = scope.setdefault("state", {})
+            session = state.get("session")
+            state["principal"] = (
+                await load(
+                    self.db,
+                    session.user.id,
+                    operators_see_ungrouped=self.operators_see_ungrouped,
+                )
+                if session is not None
+                else Principal("")
+            )
+        await self.app(scope, receive, send)
