@@ -67,9 +67,8 @@ class Api:
         return Response(status_code=204)
 
     async def refresh_host(self, request: Request) -> Response:
-        who = principal(request)
-        row = await hosts.get(self.sys, who, path_id(request, "host_id"))
-        return reply(m.Refreshing, 202, refreshing=await hosts.refresh(self.sys, who, [row.id]))
+        count = await hosts.refresh(self.sys, principal(request), [path_id(request, "host_id")])
+        return reply(m.Refreshing, 202, refreshing=count)
 
     async def refresh_hosts(self, request: Request) -> Response:
         data = await body(request, m.HostIds)

@@ -12,6 +12,7 @@ from starlette.routing import Route
 from storage import Database
 
 from . import models as m
+from .authz import Action, require
 from .handle import SystemHandle
 from .models_io import body, path_id, query, record, reply
 from .services import System, jobs, principal, windows
@@ -77,6 +78,7 @@ class JobsApi:
 
     async def window_preview(self, request: Request) -> Response:
         """The next occurrences of a draft window, for the editor's live preview."""
+        require(principal(request), Action.MANAGE_WINDOWS)
         draft = await body(request, m.WindowDraft)
         upcoming = windows.upcoming(draft, dt.datetime.now(dt.UTC))
         return reply(

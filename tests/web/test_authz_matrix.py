@@ -1,0 +1,526 @@
+"""The authorization matrix: every route (pages, API, WebSocket) by role by in-scope / out-of-scope
+target → the expected answer.
+
+The table below has one entry per route of the application; a route without an entry fails
+``test_every_route_has_a_matrix_entry``. For each role the test logs in as that role and sends
+every entry's request twice, once aimed at a target inside the role's scope (hosts of group
+"in", their jobs and windows) and once at a target outside it (group "out"):
+
+- ``ALLOW``: the role may do it. The answer is neither 401/403 nor 404 nor a server error (a
+  422 for a value the service refuses is fine: the permission was granted).
+- ``DENY``: 403, whatever the target (the role may not do this at all).
+- out of scope, for a role that may do the action: the answer is *exactly* the answer for an
+  id that does not exist (same status, same error code): nothing tells a scoped user that the
+  host, job or window exists.
+
+Admins see everything: for them "out of scope" is just another target, answered like in scope.
+Requests that change or remove their target run against fresh targets made for them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+import pytest
+import trio
+import trio_websocket
+from starlette.routing import Mount, Route, WebSocketRoute
+
+from storage import create_user, set_user_groups
+from web.authz import Role
+
+from ..conftest import Pki, fleet_addresses
+from .conftest import WebRig, login
+from .test_relay import browser_context, serve
+
+pytestmark = pytest.mark.timeout(240)
+
+BOGUS = 987_654_321  # an id nothing has
+PASSWORD = "matrix-test-password-1"
+ADM, OPR, AUD = Role.ADMIN, Role.OPERATOR, Role.AUDITOR
+ALL = frozenset({ADM, OPR, AUD})
+WRITERS = frozenset({ADM, OPR})
+ADMIN = frozenset({ADM})
+SCOPED_KEYS = ("host_id", "job_id", "window_id")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One route: who may use it, and one request that exercises it. Values ``"{host_id}"``
+    etc. in the path, JSON body or form are filled with the target's ids."""
+
+    allowed: frozenset[Role]
+    json: Any = None
+    form: Mapping[str, str] | None = None
+    fresh: bool = False  # changes or removes its target: run against targets made for it
+    last: bool = False  # ends the session
+
+
+MATRIX: dict[tuple[str, str], Entry] = {
+    # -- public and session ---------------------------------------------------------------
+    ("GET", "/api/v1/health"): Entry(ALL),
+    ("GET", "/api/v1/openapi.json"): Entry(ALL),
+    ("GET", "/login"): Entry(ALL),
+    ("POST", "/login"): Entry(ALL, form={"username": "x", "password": "y"}),
+    ("POST", "/logout"): Entry(ALL, form={}, last=True),
+    ("GET", "/ca/root.crt"): Entry(ALL),
+    ("GET", "/metrics"): Entry(ADMIN),
+    ("WS", "/api/v1/live"): Entry(ALL),  # its filtering: test_relay_shows_only_scoped_hosts
+    # -- hosts ----------------------------------------------------------------------------
+    ("GET", "/api/v1/hosts"): Entry(ALL),
+    ("POST", "/api/v1/hosts"): Entry(ADMIN, json={"name": "{new_address}"}),
+    ("POST", "/api/v1/hosts/refresh"): Entry(WRITERS, json={"host_ids": ["{host_id}"]}),
+    ("GET", "/api/v1/hosts/{host_id:int}"): Entry(ALL),
+    ("DELETE", "/api/v1/hosts/{host_id:int}"): Entry(ADMIN, fresh=True),
+    ("POST", "/api/v1/hosts/{host_id:int}/refresh"): Entry(WRITERS, json={}),
+    ("GET", "/api/v1/hosts/{host_id:int}/patches"): Entry(ALL),
+    ("GET", "/api/v1/hosts/{host_id:int}/packages"): Entry(ALL),
+    ("GET", "/api/v1/hosts/{host_id:int}/history"): Entry(ALL),
+    ("GET", "/api/v1/hosts/{host_id:int}/policy"): Entry(ALL),
+    ("GET", "/api/v1/actors"): Entry(ALL),
+    ("GET", "/api/v1/fleet/summary"): Entry(ALL),
+    ("GET", "/"): Entry(ALL),
+    ("GET", "/hosts"): Entry(ALL),
+    ("POST", "/hosts/add"): Entry(ADMIN, form={"name": "{new_address}"}),
+    ("POST", "/hosts/bulk"): Entry(WRITERS, form={"action": "refresh", "host_id": "{host_id}"}),
+    ("GET", "/hosts/{host_id:int}"): Entry(ALL),
+    ("POST", "/hosts/{host_id:int}/refresh"): Entry(WRITERS, form={}),
+    ("POST", "/hosts/{host_id:int}/remove"): Entry(ADMIN, form={}, fresh=True),
+    # -- groups ---------------------------------------------------------------------------
+    ("GET", "/api/v1/groups"): Entry(ALL),
+    ("POST", "/api/v1/groups"): Entry(ADMIN, json={"name": "{new_name}"}),
+    ("PATCH", "/api/v1/groups/{group_id:int}"): Entry(
+        ADMIN, json={"name": "{new_name}"}, fresh=True
+    ),
+    ("DELETE", "/api/v1/groups/{group_id:int}"): Entry(ADMIN, fresh=True),
+    ("POST", "/api/v1/groups/{group_id:int}/hosts"): Entry(
+        ADMIN, json={"host_ids": ["{host_id}"]}, fresh=True
+    ),
+    ("GET", "/groups"): Entry(ALL),
+    ("POST", "/groups"): Entry(ADMIN, form={"name": "{new_name}"}),
+    ("POST", "/groups/{group_id:int}/rename"): Entry(
+        ADMIN, form={"name": "{new_name}"}, fresh=True
+    ),
+    ("POST", "/groups/{group_id:int}/delete"): Entry(ADMIN, form={}, fresh=True),
+    # -- discovery (admins: a scan probes networks; what it finds is in nobody's groups) ---
+    ("POST", "/api/v1/discovery"): Entry(ADMIN, json={"cidr": "{scan_cidr}"}),
+    ("GET", "/api/v1/discovery/{scan_id:int}"): Entry(ADMIN),
+    ("POST", "/api/v1/discovery/{scan_id:int}/cancel"): Entry(ADMIN, json={}),
+    ("POST", "/api/v1/discovery/{scan_id:int}/register"): Entry(
+        ADMIN, json={"addresses": ["127.0.0.9"]}
+    ),
+    ("GET", "/discovery"): Entry(ADMIN),
+    ("POST", "/discovery"): Entry(ADMIN, form={"cidr": "{scan_cidr}"}),
+    ("GET", "/discovery/{scan_id:int}"): Entry(ADMIN),
+    ("POST", "/discovery/{scan_id:int}/cancel"): Entry(ADMIN, form={}),
+    ("POST", "/discovery/{scan_id:int}/register"): Entry(ADMIN, form={"address": "127.0.0.9"}),
+    # -- jobs -----------------------------------------------------------------------------
+    ("GET", "/api/v1/jobs"): Entry(ALL),
+    ("POST", "/api/v1/jobs"): Entry(WRITERS, json={"host_ids": ["{host_id}"]}),
+    ("GET", "/api/v1/jobs/{job_id:int}"): Entry(ALL),
+    ("POST", "/api/v1/jobs/{job_id:int}/cancel"): Entry(WRITERS, json={}, fresh=True),
+    ("POST", "/api/v1/jobs/{job_id:int}/retry"): Entry(WRITERS, json={}),
+    ("POST", "/api/v1/jobs/{job_id:int}/rollback"): Entry(WRITERS, json={}),
+    ("POST", "/api/v1/deploy/preview"): Entry(WRITERS, json={"host_ids": ["{host_id}"]}),
+    ("GET", "/deploy"): Entry(WRITERS),
+    ("POST", "/deploy"): Entry(WRITERS, form={"host_ids": "{host_id}"}),
+    ("GET", "/jobs"): Entry(ALL),
+    ("GET", "/jobs/{job_id:int}"): Entry(ALL),
+    ("POST", "/jobs/{job_id:int}/{action:str}"): Entry(WRITERS, form={}, fresh=True),
+    # -- windows and blackouts ------------------------------------------------------------
+    ("GET", "/api/v1/windows"): Entry(ALL),
+    ("POST", "/api/v1/windows"): Entry(WRITERS, json={"host_id": "{host_id}"}),
+    ("POST", "/api/v1/windows/preview"): Entry(WRITERS, json={}),  # a draft: no target
+    ("PUT", "/api/v1/windows/{window_id:int}"): Entry(WRITERS, json={"host_id": "{host_id}"}),
+    ("DELETE", "/api/v1/windows/{window_id:int}"): Entry(WRITERS, fresh=True),
+    ("GET", "/api/v1/calendar"): Entry(ALL),
+    ("GET", "/api/v1/blackouts"): Entry(ALL),
+    ("POST", "/api/v1/blackouts"): Entry(ADMIN, json={"blackout": True}),
+    ("DELETE", "/api/v1/blackouts/{blackout_id:int}"): Entry(ADMIN, fresh=True),
+    ("GET", "/windows"): Entry(ALL),
+    ("POST", "/windows"): Entry(WRITERS, form={"target": "host:{host_id}"}),
+    ("POST", "/windows/{window_id:int}/delete"): Entry(WRITERS, form={}, fresh=True),
+    ("POST", "/blackouts"): Entry(ADMIN, form={"blackout": "yes"}),
+    ("POST", "/blackouts/{blackout_id:int}/delete"): Entry(ADMIN, form={}, fresh=True),
+}
+
+WINDOW = {
+    "name": "matrix",
+    "recurrence": "daily",
+    "start_date": "2026-12-01",
+    "start_time": "03:00",
+    "duration_minutes": 60,
+    "timezone": "UTC",
+}
+BLACKOUT = {
+    "name": "freeze",
+    "starts_at": "2027-12-20T00:00:00+00:00",
+    "ends_at": "2028-01-03T00:00:00+00:00",
+}
+
+
+def app_routes(rig: WebRig) -> set[tuple[str, str]]:
+    keys: set[tuple[str, str]] = set()
+    for route in rig.app.routes:
+        if isinstance(route, WebSocketRoute):
+            keys.add(("WS", route.path))
+        elif isinstance(route, Route):
+            keys |= {(m, route.path) for m in route.methods or () if m != "HEAD"}
+        else:
+            assert isinstance(route, Mount) and route.path == "/static", route
+    return keys
+
+
+async def test_every_route_has_a_matrix_entry(web_rig: WebRig) -> None:
+    routes = app_routes(web_rig)
+    assert sorted(routes - MATRIX.keys()) == [], "routes without an authorization entry"
+    assert sorted(MATRIX.keys() - routes) == [], "entries for routes that do not exist"
+
+
+# -- the world the requests aim at ------------------------------------------------------------
+
+
+@dataclass
+class Targets:
+    """One of each thing, in one scope: ids by placeholder name."""
+
+    ids: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class World:
+    admin: httpx2.AsyncClient
+    group_names: dict[str, str]  # "in"/"out" → name
+    group_ids: dict[str, int]
+    scan_id: int
+    scan_cidr: str
+    _addresses: Any = None
+    _names: Any = field(default_factory=lambda: itertools.count(1))
+
+    def address(self) -> str:
+        return str(next(self._addresses))
+
+    def name(self) -> str:
+        return f"m{next(self._names)}"
+
+    async def targets(self, side: str) -> Targets:
+        """A host of group ``side`` ("in"/"out"), a waiting job and a window on it, a fresh
+        group (for the group routes, admin-only) and a blackout."""
+        ids: dict[str, int] = {}
+        host = await self.admin.post(
+            "/api/v1/hosts",
+            json={"name": self.address(), "groups": [self.group_names[side]]},
+        )
+        assert host.status_code == 201, host.text
+        ids["host_id"] = host.json()["id"]
+        job = await self.admin.post("/api/v1/jobs", json={"host_ids": [ids["host_id"]]})
+        assert job.status_code == 201, job.text
+        ids["job_id"] = job.json()["job_id"]
+        window = await self.admin.post(
+            "/api/v1/windows", json={**WINDOW, "host_id": ids["host_id"]}
+        )
+        assert window.status_code == 201, window.text
+        ids["window_id"] = window.json()["id"]
+        group = await self.admin.post("/api/v1/groups", json={"name": self.name()})
+        assert group.status_code == 201, group.text
+        ids["group_id"] = group.json()["id"]
+        blackout = await self.admin.post("/api/v1/blackouts", json=BLACKOUT)
+        assert blackout.status_code == 201, blackout.text
+        ids["blackout_id"] = blackout.json()["id"]
+        ids["scan_id"] = self.scan_id
+        return Targets(ids)
+
+
+def addresses() -> Any:
+    """Fresh loopback addresses in this suite's block (nothing listens there)."""
+    while True:
+        a, b, c, _ = fleet_addresses(250).split(".")
+        for last in range(1, 250):
+            yield f"{a}.{b}.{c}.{last}"
+
+
+async def build_world(rig: WebRig, admin: httpx2.AsyncClient) -> World:
+    groups = {}
+    for side in ("in", "out"):
+        created = await admin.post("/api/v1/groups", json={"name": f"scope-{side}"})
+        assert created.status_code == 201, created.text
+        groups[side] = created.json()["id"]
+    a, b, c, _ = fleet_addresses(4).split(".")
+    cidr = f"{a}.{b}.{c}.0/30"
+    scan = await admin.post("/api/v1/discovery", json={"cidr": cidr})
+    assert scan.status_code == 202, scan.text
+    return World(
+        admin,
+        {"in": "scope-in", "out": "scope-out"},
+        groups,
+        scan.json()["scan_id"],
+        cidr,
+        addresses(),
+    )
+
+
+async def user_client(rig: WebRig, role: Role, group_ids: list[int]) -> httpx2.AsyncClient:
+    """A client logged in as a new user of ``role`` scoped to ``group_ids``."""
+    name = f"{role.value}-user"
+    hashed = await rig.auth.hash_password(PASSWORD)
+    user = await rig.db.run(create_user, name, hashed, role.value)
+    await rig.db.run(set_user_groups, user.id, group_ids)
+    transport = httpx2.ASGITransport(app=rig.app)
+    client = httpx2.AsyncClient(transport=transport, base_url="http://testserver")
+    client.headers["x-csrf-token"] = await login(client, PASSWORD, name)
+    return client
+
+
+# -- sending one entry -----------------------------------------------------------------------
+
+
+def fill(value: Any, ids: Mapping[str, Any]) -> Any:
+    if isinstance(value, str):
+        for key, given in ids.items():
+            if value == "{" + key + "}":
+                return given
+            value = value.replace("{" + key + "}", str(given))
+        return value
+    if isinstance(value, list):
+        return [fill(v, ids) for v in value]
+    if isinstance(value, dict):
+        return {k: fill(v, ids) for k, v in value.items()}
+    return value
+
+
+def concrete_path(path: str, ids: Mapping[str, Any]) -> str:
+    for key, given in ids.items():
+        path = path.replace("{" + key + ":int}", str(given))
+    return path.replace("{action:str}", "cancel")
+
+
+def json_body(path: str, entry: Entry) -> Any:
+    body = entry.json
+    if path.startswith("/api/v1/windows") and isinstance(body, dict):
+        body = {**WINDOW, **body}
+    if path.startswith("/api/v1/blackouts") and body == {"blackout": True}:
+        body = dict(BLACKOUT)
+    return body
+
+
+def form_body(path: str, entry: Entry, csrf: str) -> dict[str, str]:
+    form = dict(entry.form or {})
+    if path == "/windows":
+        form = {**{k: str(v) for k, v in WINDOW.items()}, **form}
+    if path == "/blackouts":
+        form = {k: v[:16] if k != "name" else v for k, v in BLACKOUT.items()}
+    return {**form, "csrf_token": csrf}
+
+
+async def send(
+    client: httpx2.AsyncClient, key: tuple[str, str], entry: Entry, ids: Mapping[str, Any]
+) -> httpx2.Response:
+    method, path = key
+    url = concrete_path(path, ids)
+    if entry.form is not None:
+        data = fill(form_body(path, entry, client.headers["x-csrf-token"]), ids)
+        return await client.request(method, url, data=data)
+    body = json_body(path, entry)
+    if body is not None:
+        return await client.request(method, url, json=fill(body, ids))
+    return await client.request(method, url)
+
+
+def error_code(response: httpx2.Response) -> str:
+    try:
+        return str(response.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
+def scoped(key: tuple[str, str], entry: Entry) -> bool:
+    text = key[1] + json.dumps(entry.json) + json.dumps(entry.form)
+    return any("{" + k for k in SCOPED_KEYS if "{" + k in text)
+
+
+# -- the matrix ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", [ADM, OPR, AUD], ids=lambda r: r.value)
+async def test_authorization_matrix_every_route_role_and_scope(
+    web_rig: WebRig, client: httpx2.AsyncClient, role: Role
+) -> None:
+    world = await build_world(web_rig, client)
+    base = {"in": await world.targets("in"), "out": await world.targets("out")}
+    who = client if role is ADM else await user_client(web_rig, role, [world.group_ids["in"]])
+    failures: list[str] = []
+    order = sorted(MATRIX.items(), key=lambda kv: (kv[1].last, kv[1].fresh))
+    for key, entry in order:
+        if key[0] == "WS":
+            continue
+        for side in ("in", "out"):
+            targets = await world.targets(side) if entry.fresh else base[side]
+            ids = {
+                **targets.ids,
+                "new_address": world.address(),
+                "new_name": world.name(),
+                "scan_cidr": world.scan_cidr,
+            }
+            response = await send(who, key, entry, ids)
+            status = response.status_code
+            label = f"{role.value} {key[0]} {key[1]} ({side} of scope): {status}"
+            if status >= 500 or status == 401:
+                failures.append(f"{label} {response.text[:200]}")
+            elif role not in entry.allowed:
+                if status != 403:
+                    failures.append(f"{label}, expected 403")
+            elif side == "out" and role is not ADM and scoped(key, entry):
+                missing = {k: BOGUS if k in SCOPED_KEYS else v for k, v in ids.items()}
+                like = await send(who, key, entry, missing)
+                if (status, error_code(response)) != (like.status_code, error_code(like)):
+                    failures.append(f"{label}, but a missing id answers {like.status_code}")
+                if status < 400 and status != 303:
+                    failures.append(f"{label}, expected a refusal")
+            elif status in (403, 404):
+                failures.append(f"{label}, expected the request allowed")
+            if entry.last:
+                break
+    if who is not client:
+        await who.aclose()
+    assert failures == []
+
+
+# -- what each role sees ----------------------------------------------------------------------
+
+
+async def test_scoped_lists_counts_and_groups_show_only_the_users_groups(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    world = await build_world(web_rig, client)
+    inside, outside = await world.targets("in"), await world.targets("out")
+    for role in (OPR, AUD):
+        who = await user_client(web_rig, role, [world.group_ids["in"]])
+        hosts = (await who.get("/api/v1/hosts")).json()
+        assert [h["id"] for h in hosts["hosts"]] == [inside.ids["host_id"]]
+        assert hosts["total"] == 1
+        assert (await who.get("/api/v1/fleet/summary")).json()["hosts"] == 1
+        jobs = (await who.get("/api/v1/jobs")).json()["jobs"]
+        assert [j["id"] for j in jobs] == [inside.ids["job_id"]]
+        windows = (await who.get("/api/v1/windows")).json()["windows"]
+        assert [w["id"] for w in windows] == [inside.ids["window_id"]]
+        groups = (await who.get("/api/v1/groups")).json()["groups"]
+        assert [g["id"] for g in groups] == [world.group_ids["in"]]
+        page = (await who.get("/hosts")).text
+        assert f'href="/hosts/{inside.ids["host_id"]}"' in page
+        assert f'href="/hosts/{outside.ids["host_id"]}"' not in page
+        await who.aclose()
+    admin_hosts = (await client.get("/api/v1/hosts")).json()["hosts"]
+    assert {inside.ids["host_id"], outside.ids["host_id"]} <= {h["id"] for h in admin_hosts}
+
+
+async def test_operator_sees_ungrouped_hosts_only_when_the_setting_allows(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    from web import create_app
+
+    world = await build_world(web_rig, client)
+    loose = await client.post("/api/v1/hosts", json={"name": world.address()})
+    loose_id = loose.json()["id"]
+    operator = await user_client(web_rig, OPR, [world.group_ids["in"]])
+    listed = (await operator.get("/api/v1/hosts")).json()["hosts"]
+    assert loose_id not in [h["id"] for h in listed]
+    assert (await operator.get(f"/api/v1/hosts/{loose_id}")).status_code == 404
+    await operator.aclose()
+    web_rig.app = create_app(
+        web_rig.app.state.relay.handle, web_rig.db, auth=web_rig.auth, operators_see_ungrouped=True
+    )
+    transport = httpx2.ASGITransport(app=web_rig.app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as again:
+        again.headers["x-csrf-token"] = await login(again, PASSWORD, "operator-user")
+        assert (await again.get(f"/api/v1/hosts/{loose_id}")).status_code == 200
+
+
+async def test_nav_shows_deploy_and_discovery_only_to_roles_that_may_use_them(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    admin_page = (await client.get("/")).text
+    assert 'href="/deploy"' in admin_page and 'href="/discovery"' in admin_page
+    for role, deploy in ((OPR, True), (AUD, False)):
+        who = await user_client(web_rig, role, [])
+        page = (await who.get("/")).text
+        assert ('href="/deploy"' in page) is deploy
+        assert 'href="/discovery"' not in page
+        await who.aclose()
+
+
+async def test_health_details_only_for_admins(web_rig: WebRig, client: httpx2.AsyncClient) -> None:
+    assert "database" in (await client.get("/api/v1/health")).json()
+    for role in (OPR, AUD):
+        who = await user_client(web_rig, role, [])
+        body = (await who.get("/api/v1/health")).json()
+        assert set(body) == {"status"}
+        await who.aclose()
+
+
+# -- the live relay --------------------------------------------------------------------------
+
+
+async def relay_cookie(base: str, pki: Pki, username: str, password: str) -> str:
+    async with httpx2.AsyncClient(verify=browser_context(pki), base_url=base) as http:
+        await login(http, password, username)
+        return str(http.cookies["pm_session"])
+
+
+async def test_relay_shows_only_scoped_hosts_and_drops_a_host_when_its_group_is_left(
+    nursery: trio.Nursery, web_rig: WebRig, client: httpx2.AsyncClient, pki: Pki
+) -> None:
+    world = await build_world(web_rig, client)
+    inside, outside = await world.targets("in"), await world.targets("out")
+    operator = await user_client(web_rig, OPR, [world.group_ids["in"]])
+    await operator.aclose()
+    base_url, stop = await serve(nursery, web_rig, pki)
+    cookie = await relay_cookie(base_url, pki, "operator-user", PASSWORD)
+    host, port = base_url.removeprefix("https://").split(":")
+    in_id, out_id = inside.ids["host_id"], outside.ids["host_id"]
+    with trio.fail_after(30):
+        async with trio_websocket.open_websocket(
+            host,
+            int(port),
+            "/api/v1/live",
+            use_ssl=browser_context(pki),
+            extra_headers=[
+                (b"cookie", f"pm_session={cookie}".encode()),
+                (b"origin", base_url.encode()),
+            ],  # fmt: skip
+        ) as ws:
+            snapshot = json.loads(await ws.get_message())
+            assert snapshot["type"] == "snapshot"
+            assert [h["host_id"] for h in snapshot["hosts"]] == [in_id]
+            web_rig.system.handle.refresh([in_id, out_id])  # events for both hosts
+            # The admin moves the operator's host out of the group: the socket drops it at once.
+            moved = await client.post(
+                f"/api/v1/groups/{world.group_ids['in']}/hosts",
+                json={"host_ids": [in_id], "member": False},
+            )
+            assert moved.status_code == 200
+            seen: list[dict[str, Any]] = []
+            while True:
+                message = json.loads(await ws.get_message())
+                seen.append(message)
+                if message == {"type": "removed", "host_id": in_id}:
+                    break
+            ids = {m.get("host_id") or m.get("host", {}).get("host_id") for m in seen}
+            assert out_id not in ids
+            # ... and the host of the group the operator is put in appears.
+            joined = await client.post(
+                f"/api/v1/groups/{world.group_ids['in']}/hosts",
+                json={"host_ids": [out_id], "member": True},
+            )
+            assert joined.status_code == 200
+            while True:
+                message = json.loads(await ws.get_message())
+                if message["type"] == "change" and message["host"]["host_id"] == out_id:
+                    break
+                assert message.get("host_id") != in_id
+                assert message.get("host", {}).get("host_id") != in_id
+    stop.set()
