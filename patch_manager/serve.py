@@ -269,6 +269,7 @@ async def run_server(
                 storage.db,
                 auth=auth,
                 max_body_bytes=config.server.max_body_bytes,
+                operators_see_ungrouped=config.auth.operators_see_ungrouped,
             )
             async with trio.open_nursery() as inner:
                 sink = await _start_service(inner, system.sink.run)

@@ -103,6 +103,7 @@ class AuthSettings:
     hash_queue: int = 16
     session_hours: int = 12
     idle_minutes: int = 60
+    operators_see_ungrouped: bool = False
 
 
 class Source(enum.Enum):

@@ -220,6 +220,12 @@ SECTIONS: dict[str, tuple[Key, ...]] = {
         ),
         Key("session_hours", "int", 12, "Longest a browser session lives.", 1, 720),
         Key("idle_minutes", "int", 60, "A session unused this long ends.", 5, 1440),
+        Key(
+            "operators_see_ungrouped",
+            "bool",
+            False,
+            "Operators also see and act on hosts that belong to no group (read at start).",
+        ),
     ),
 }
 
