@@ -16,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp
 
+from reports import ComplianceRules
 from storage import Database, Session, StorageError
 
 from . import metrics
@@ -36,6 +37,8 @@ from .middleware import (
 from .openapi import document
 from .pages import Pages, since
 from .relay import Relay
+from .report_pages import ReportPages
+from .reports_api import ReportsApi
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,7 +94,9 @@ def create_app(
     templates_dir: Path = DEFAULT_TEMPLATES,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     operators_see_ungrouped: bool = False,
+    compliance: ComplianceRules | None = None,
 ) -> Starlette:
+    rules = compliance or ComplianceRules()
     auth = auth or Auth(db)
     templates = Jinja2Templates(directory=str(templates_dir))
     templates.env.filters["since"] = since
@@ -167,6 +172,8 @@ def create_app(
         *JobsApi(handle, db).routes(),
         *pages.routes(),
         *JobPages(pages).routes(),
+        *ReportsApi(handle, db, rules).routes(),
+        *ReportPages(pages, rules).routes(),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
     app = WebApp(

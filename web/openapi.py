@@ -15,6 +15,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from . import models as m
+from . import report_models as rmo
+
+_REPORT_FILES = ("text/csv", "application/pdf")
 
 
 class Operation(NamedTuple):
@@ -24,6 +27,7 @@ class Operation(NamedTuple):
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     body_optional: bool = False
+    files: tuple[str, ...] = ()  # other media types of the success response (CSV, PDF, ZIP)
 
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
@@ -109,6 +113,46 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Create a blackout period (a time without a zone is UTC)", 201, m.Created, m.BlackoutCreate
     ),
     ("delete", "/api/v1/blackouts/{blackout_id}"): Operation("Delete a blackout", 204, None),
+    ("get", "/api/v1/reports/compliance"): Operation(
+        "Compliance report: summary, trend, hosts, waivers (format=json|csv|pdf)",
+        200,
+        rmo.ComplianceOut,
+        query=rmo.ReportQuery,
+        files=_REPORT_FILES,
+    ),
+    ("get", "/api/v1/reports/patch-history"): Operation(
+        "Patch history: every host job, mean time to remediate per severity",
+        200,
+        rmo.HistoryOut,
+        query=rmo.ReportQuery,
+        files=_REPORT_FILES,
+    ),
+    ("get", "/api/v1/reports/exposure"): Operation(
+        "Vulnerability exposure: pending security patches by severity and age",
+        200,
+        rmo.ExposureOut,
+        query=rmo.ReportQuery,
+        files=_REPORT_FILES,
+    ),
+    ("get", "/api/v1/reports/reboots"): Operation(
+        "Hosts needing a reboot",
+        200,
+        rmo.RebootsOut,
+        query=rmo.ReportQuery,
+        files=_REPORT_FILES,
+    ),
+    ("get", "/api/v1/reports/evidence"): Operation(
+        "Auditor evidence pack (ZIP with a SHA-256 manifest)",
+        200,
+        None,
+        query=rmo.EvidenceQuery,
+        files=("application/zip",),
+    ),
+    ("get", "/api/v1/waivers"): Operation("Risk waivers", 200, rmo.WaiversOut),
+    ("post", "/api/v1/waivers"): Operation(
+        "Record a risk waiver (admins and operators)", 201, rmo.WaiverCreated, rmo.WaiverCreate
+    ),
+    ("post", "/api/v1/waivers/{waiver_id}/revoke"): Operation("Revoke a waiver", 204, None),
 }
 
 ERRORS = {
@@ -154,6 +198,8 @@ def document(version: str) -> dict[str, Any]:
         success: dict[str, Any] = {"description": "success"}
         if op.reply is not None:
             success["content"] = _json(keys[(op.reply, "serialization")])
+        for media in op.files:
+            success.setdefault("content", {})[media] = {"schema": {"type": "string"}}
         responses: dict[str, Any] = {str(op.status): success}
         for status in ERRORS:
             responses[status] = {"$ref": f"#/components/responses/E{status}"}

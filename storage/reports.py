@@ -1,0 +1,487 @@
+"""SQL for reports: compliance inputs, patch history, exposure, reboots, daily snapshots, risk
+waivers and report definitions. Every query takes a ``HostScope``; lists are read in pages by
+id (keyset) so a caller can stream 10,000 hosts without holding them all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from .errors import NotFound
+from .scope import HostScope, scope_condition
+
+
+@dataclass(frozen=True)
+class ReportFilter:
+    """Date range (inclusive days, UTC), group name, host id and lowest severity."""
+
+    since: dt.date | None = None
+    until: dt.date | None = None
+    group: str = ""
+    host_id: int | None = None
+    severity: str = ""
+
+
+@dataclass(frozen=True)
+class OpenPatch:
+    name: str
+    severity: str
+    first_seen_at: dt.datetime
+    cve_ids: tuple[str, ...]
+    available_version: str
+
+
+@dataclass(frozen=True)
+class HostFactsRow:
+    id: int
+    name: str
+    groups: tuple[str, ...]
+    health: str
+    last_patch_poll_at: dt.datetime | None
+    pending_reboot: bool
+    last_boot_at: dt.datetime | None
+    patches: tuple[OpenPatch, ...]
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    row_id: int
+    job_id: int
+    kind: str
+    created_by: str
+    host_id: int
+    host: str
+    state: str
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    duration_s: float | None
+    packages: str
+    error_code: str
+    error_message: str
+
+
+@dataclass(frozen=True)
+class Remediation:
+    severity: str
+    resolved: int
+    mean_hours: float | None
+
+
+@dataclass(frozen=True)
+class ExposureRow:
+    patch_id: int
+    host_id: int
+    host: str
+    package: str
+    severity: str
+    cve_ids: tuple[str, ...]
+    first_seen_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class SnapshotCounts:
+    subject: str
+    subject_id: int
+    hosts: int
+    compliant: int
+    noncompliant: int
+    unknown: int
+    waived: int
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    day: dt.date
+    hosts: int
+    compliant: int
+    noncompliant: int
+    unknown: int
+    waived: int
+    backfilled: bool
+
+
+@dataclass(frozen=True)
+class WaiverRow:
+    id: int
+    host_id: int
+    host: str
+    package: str
+    cve: str
+    owner: str
+    reason: str
+    expires_at: dt.datetime
+    created_by: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+    revoked_by: str
+
+
+@dataclass(frozen=True)
+class ReportDefinition:
+    id: int
+    name: str
+    report: str
+    format: str
+    filters: dict[str, Any]
+    recipients: tuple[str, ...]
+    schedule: str
+    created_by: str
+    created_at: dt.datetime
+
+
+_SEVERITIES = ("critical", "high", "medium", "low")
+
+
+def _at_or_above(severity: str) -> list[str]:
+    """The severities at or above ``severity`` ('' = every severity)."""
+    if severity not in _SEVERITIES:
+        return list(_SEVERITIES)
+    return list(_SEVERITIES[: _SEVERITIES.index(severity) + 1])
+
+
+def _host_conditions(scope: HostScope, f: ReportFilter, column: str) -> list[sql.Composable]:
+    where: list[sql.Composable] = [scope_condition(scope, column)]
+    if f.group:
+        where.append(
+            sql.SQL(
+                "EXISTS (SELECT 1 FROM host_groups fg JOIN groups fgn ON fgn.id = fg.group_id"
+                " WHERE fg.host_id = {} AND fgn.name = {})"
+            ).format(sql.SQL(column), sql.Literal(f.group))
+        )
+    if f.host_id is not None:
+        where.append(sql.SQL("{} = {}").format(sql.SQL(column), sql.Literal(f.host_id)))
+    return where
+
+
+def _day_start(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), dt.UTC)
+
+
+def _ts(text: str) -> dt.datetime:
+    value = dt.datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+# -- compliance inputs -------------------------------------------------------------------------
+
+
+def host_facts_page(
+    conn: psycopg.Connection[Any],
+    scope: HostScope,
+    f: ReportFilter,
+    after_id: int = 0,
+    limit: int = 1000,
+) -> list[HostFactsRow]:
+    """Up to ``limit`` hosts with id > ``after_id`` (by id), with their open patches."""
+    where = _host_conditions(scope, f, "h.id")
+    where.append(sql.SQL("h.id > {}").format(sql.Literal(after_id)))
+    query = sql.SQL(
+        "SELECT h.id, h.name, COALESCE((SELECT array_agg(g.name ORDER BY g.name)"
+        " FROM host_groups hg JOIN groups g ON g.id = hg.group_id WHERE hg.host_id = h.id),"
+        " '{{}}'), h.health, h.last_patch_poll_at, h.pending_reboot, h.last_boot_at,"
+        " COALESCE((SELECT json_agg(json_build_array(p.name, p.severity, p.first_seen_at,"
+        " p.cve_ids, p.available_version) ORDER BY p.name) FROM host_patches p"
+        " WHERE p.host_id = h.id AND p.resolved_at IS NULL), '[]'::json)"
+        " FROM hosts h WHERE {} ORDER BY h.id LIMIT {}"
+    ).format(sql.SQL(" AND ").join(where), sql.Literal(limit))
+    out = []
+    for r in conn.execute(query).fetchall():
+        patches = tuple(OpenPatch(p[0], p[1], _ts(p[2]), tuple(p[3]), p[4]) for p in r[7])
+        out.append(HostFactsRow(r[0], r[1], tuple(r[2]), r[3], r[4], r[5], r[6], patches))
+    return out
+
+
+def patches_open_at(
+    conn: psycopg.Connection[Any], scope: HostScope, at: dt.datetime
+) -> list[tuple[int, dt.datetime | None, list[OpenPatch]]]:
+    """Every host created by ``at`` with the patches that were open then (reconstructed from
+    the patch episodes), and its last patch poll (for backfilled snapshots)."""
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT h.id, h.last_patch_poll_at, COALESCE((SELECT json_agg(json_build_array("
+            "p.name, p.severity, p.first_seen_at, p.cve_ids, p.available_version))"
+            " FROM host_patches p WHERE p.host_id = h.id AND p.first_seen_at <= {at}"
+            " AND (p.resolved_at IS NULL OR p.resolved_at > {at})), '[]'::json)"
+            " FROM hosts h WHERE h.created_at <= {at} AND {scope} ORDER BY h.id"
+        ).format(at=sql.Literal(at), scope=scope_condition(scope, "h.id"))
+    ).fetchall()
+    return [
+        (r[0], r[1], [OpenPatch(p[0], p[1], _ts(p[2]), tuple(p[3]), p[4]) for p in r[2]])
+        for r in rows
+    ]
+
+
+def host_memberships(conn: psycopg.Connection[Any]) -> dict[int, list[int]]:
+    """host id → its group ids."""
+    out: dict[int, list[int]] = {}
+    for host_id, group_id in conn.execute("SELECT host_id, group_id FROM host_groups"):
+        out.setdefault(host_id, []).append(group_id)
+    return out
+
+
+# -- patch history -----------------------------------------------------------------------------
+
+
+def history_page(
+    conn: psycopg.Connection[Any],
+    scope: HostScope,
+    f: ReportFilter,
+    after_id: int = 0,
+    limit: int = 1000,
+) -> list[HistoryRow]:
+    """Job rows (one per job and host) created in the filter's date range, by row id."""
+    where = _host_conditions(scope, f, "jh.host_id")
+    where.append(sql.SQL("jh.id > {}").format(sql.Literal(after_id)))
+    if f.since:
+        where.append(sql.SQL("j.created_at >= {}").format(sql.Literal(_day_start(f.since))))
+    if f.until:
+        end = _day_start(f.until + dt.timedelta(days=1))
+        where.append(sql.SQL("j.created_at < {}").format(sql.Literal(end)))
+    query = sql.SQL(
+        "SELECT jh.id, j.id, j.kind, j.created_by, h.id, h.name, jh.state, jh.started_at,"
+        " jh.finished_at, EXTRACT(EPOCH FROM jh.finished_at - COALESCE(jh.started_at,"
+        " jh.dispatched_at, jh.sent_at))::float8, CASE WHEN j.selection = 'list'"
+        " THEN (SELECT string_agg(x->>'name', ' ') FROM jsonb_array_elements(j.packages) x)"
+        " ELSE j.selection END, jh.error_code, jh.error_message"
+        " FROM job_hosts jh JOIN jobs j ON j.id = jh.job_id JOIN hosts h ON h.id = jh.host_id"
+        " WHERE {} ORDER BY jh.id LIMIT {}"
+    ).format(sql.SQL(" AND ").join(where), sql.Literal(limit))
+    return [
+        HistoryRow(
+            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10] or "", r[11], r[12]
+        )  # fmt: skip
+        for r in conn.execute(query)
+    ]
+
+
+def remediation_times(
+    conn: psycopg.Connection[Any], scope: HostScope, f: ReportFilter
+) -> list[Remediation]:
+    """Patches resolved in the range, per severity: how many and the mean time from first
+    seen to resolved (mean time to remediate)."""
+    where = _host_conditions(scope, f, "p.host_id")
+    where.append(sql.SQL("p.resolved_at IS NOT NULL"))
+    if f.since:
+        where.append(sql.SQL("p.resolved_at >= {}").format(sql.Literal(_day_start(f.since))))
+    if f.until:
+        end = _day_start(f.until + dt.timedelta(days=1))
+        where.append(sql.SQL("p.resolved_at < {}").format(sql.Literal(end)))
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT p.severity, count(*), avg(EXTRACT(EPOCH FROM p.resolved_at -"
+            " p.first_seen_at))::float8 / 3600 FROM host_patches p WHERE {} GROUP BY 1"
+        ).format(sql.SQL(" AND ").join(where))
+    ).fetchall()
+    found = {r[0]: Remediation(r[0], r[1], r[2]) for r in rows}
+    return [found.get(s, Remediation(s, 0, None)) for s in _SEVERITIES]
+
+
+# -- exposure and reboots ----------------------------------------------------------------------
+
+
+def exposure_page(
+    conn: psycopg.Connection[Any],
+    scope: HostScope,
+    f: ReportFilter,
+    after_id: int = 0,
+    limit: int = 1000,
+) -> list[ExposureRow]:
+    """Open security patches (critical or high, or naming a CVE) at or above the filter's
+    severity, by patch id."""
+    where = _host_conditions(scope, f, "p.host_id")
+    where += [
+        sql.SQL("p.resolved_at IS NULL"),
+        sql.SQL("p.id > {}").format(sql.Literal(after_id)),
+        sql.SQL("(p.severity IN ('critical', 'high') OR cardinality(p.cve_ids) > 0)"),
+        sql.SQL("p.severity = ANY({})").format(sql.Literal(_at_or_above(f.severity))),
+    ]
+    query = sql.SQL(
+        "SELECT p.id, h.id, h.name, p.name, p.severity, p.cve_ids, p.first_seen_at"
+        " FROM host_patches p JOIN hosts h ON h.id = p.host_id WHERE {} ORDER BY p.id LIMIT {}"
+    ).format(sql.SQL(" AND ").join(where), sql.Literal(limit))
+    return [
+        ExposureRow(r[0], r[1], r[2], r[3], r[4], tuple(r[5]), r[6]) for r in conn.execute(query)
+    ]
+
+
+# -- snapshots ---------------------------------------------------------------------------------
+
+
+def write_snapshots(
+    conn: psycopg.Connection[Any],
+    day: dt.date,
+    rows: Sequence[SnapshotCounts],
+    backfilled: bool = False,
+) -> int:
+    """Replace ``day``'s snapshot rows with ``rows`` (one transaction)."""
+    with conn.transaction():
+        conn.execute("DELETE FROM compliance_snapshots WHERE day = %s", (day,))
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO compliance_snapshots (day, subject, subject_id, hosts, compliant,"
+                " noncompliant, unknown, waived, backfilled)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (
+                        day,
+                        r.subject,
+                        r.subject_id,
+                        r.hosts,
+                        r.compliant,
+                        r.noncompliant,
+                        r.unknown,
+                        r.waived,
+                        backfilled,
+                    )  # fmt: skip
+                    for r in rows
+                ],
+            )
+    return len(rows)
+
+
+def snapshot_days(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT count(DISTINCT day) FROM compliance_snapshots").fetchone()
+    return int(row[0]) if row else 0
+
+
+def earliest_patch(conn: psycopg.Connection[Any]) -> dt.datetime | None:
+    row = conn.execute("SELECT min(first_seen_at) FROM host_patches").fetchone()
+    return row[0] if row else None
+
+
+def trend(conn: psycopg.Connection[Any], scope: HostScope, f: ReportFilter) -> list[TrendPoint]:
+    """Per day, the sums of the host rows in scope (so groups never count a host twice)."""
+    where = _host_conditions(scope, f, "s.subject_id")
+    where.append(sql.SQL("s.subject = 'host'"))
+    if f.since:
+        where.append(sql.SQL("s.day >= {}").format(sql.Literal(f.since)))
+    if f.until:
+        where.append(sql.SQL("s.day <= {}").format(sql.Literal(f.until)))
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT s.day, count(*), sum(s.compliant), sum(s.noncompliant), sum(s.unknown),"
+            " sum(s.waived), bool_or(s.backfilled) FROM compliance_snapshots s WHERE {}"
+            " GROUP BY s.day ORDER BY s.day"
+        ).format(sql.SQL(" AND ").join(where))
+    ).fetchall()
+    return [TrendPoint(r[0], r[1], int(r[2]), int(r[3]), int(r[4]), int(r[5]), r[6]) for r in rows]
+
+
+# -- waivers -----------------------------------------------------------------------------------
+
+
+_WAIVER_COLUMNS = (
+    "w.id, w.host_id, h.name, w.package, w.cve, w.owner, w.reason, w.expires_at, w.created_by,"
+    " w.created_at, w.revoked_at, w.revoked_by"
+)
+
+
+def list_waivers(
+    conn: psycopg.Connection[Any], scope: HostScope, include_revoked: bool = True
+) -> list[WaiverRow]:
+    where: list[sql.Composable] = [scope_condition(scope, "w.host_id")]
+    if not include_revoked:
+        where.append(sql.SQL("w.revoked_at IS NULL"))
+    query = sql.SQL(
+        "SELECT " + _WAIVER_COLUMNS + " FROM risk_waivers w JOIN hosts h ON h.id = w.host_id"
+        " WHERE {} ORDER BY w.expires_at, w.id"
+    ).format(sql.SQL(" AND ").join(where))
+    return [WaiverRow(*r) for r in conn.execute(query)]
+
+
+def create_waiver(
+    conn: psycopg.Connection[Any],
+    scope: HostScope,
+    host_id: int,
+    package: str,
+    cve: str,
+    owner: str,
+    reason: str,
+    expires_at: dt.datetime,
+    created_by: str,
+) -> int:
+    """Raises ``NotFound`` when the host does not exist or is outside ``scope``."""
+    row = conn.execute(
+        sql.SQL(
+            "INSERT INTO risk_waivers (host_id, package, cve, owner, reason, expires_at,"
+            " created_by) SELECT h.id, {}, {}, {}, {}, {}, {} FROM hosts h"
+            " WHERE h.id = {} AND {} RETURNING id"
+        ).format(
+            *(sql.Literal(v) for v in (package, cve, owner, reason, expires_at, created_by)),
+            sql.Literal(host_id),
+            scope_condition(scope, "h.id"),
+        )
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no host with id {host_id}")
+    return int(row[0])
+
+
+def revoke_waiver(
+    conn: psycopg.Connection[Any], scope: HostScope, waiver_id: int, revoked_by: str
+) -> None:
+    """Raises ``NotFound`` when there is no active waiver ``waiver_id`` in ``scope``."""
+    row = conn.execute(
+        sql.SQL(
+            "UPDATE risk_waivers w SET revoked_at = now(), revoked_by = {} WHERE w.id = {}"
+            " AND w.revoked_at IS NULL AND {} RETURNING w.id"
+        ).format(
+            sql.Literal(revoked_by), sql.Literal(waiver_id), scope_condition(scope, "w.host_id")
+        )
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no active waiver with id {waiver_id}")
+
+
+# -- report definitions ------------------------------------------------------------------------
+
+
+def save_definition(
+    conn: psycopg.Connection[Any],
+    name: str,
+    report: str,
+    format: str,
+    filters: dict[str, Any],
+    recipients: Sequence[str],
+    schedule: str,
+    created_by: str,
+) -> int:
+    row = conn.execute(
+        "INSERT INTO report_definitions (name, report, format, filters, recipients, schedule,"
+        " created_by) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (name, report, format, Jsonb(filters), list(recipients), schedule, created_by),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def list_definitions(conn: psycopg.Connection[Any]) -> list[ReportDefinition]:
+    rows = conn.execute(
+        "SELECT id, name, report, format, filters, recipients, schedule, created_by, created_at"
+        " FROM report_definitions ORDER BY id"
+    ).fetchall()
+    return [
+        ReportDefinition(r[0], r[1], r[2], r[3], r[4], tuple(r[5]), r[6], r[7], r[8]) for r in rows
+    ]
+
+
+def get_definition(conn: psycopg.Connection[Any], definition_id: int) -> ReportDefinition:
+    for d in list_definitions(conn):
+        if d.id == definition_id:
+            return d
+    raise NotFound(f"no report definition with id {definition_id}")
+
+
+def delete_definition(conn: psycopg.Connection[Any], definition_id: int) -> None:
+    row = conn.execute(
+        "DELETE FROM report_definitions WHERE id = %s RETURNING id", (definition_id,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no report definition with id {definition_id}")

@@ -1,0 +1,239 @@
+"""Reports, waivers and the evidence pack through the API and the pages, on a real database:
+one compliance answer per host in JSON, CSV and PDF; scoped users see only their groups."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+import zipfile
+from typing import Any
+
+import httpx2
+import pypdf
+
+from storage import create_user
+from storage.principals import set_user_groups
+from web.authz import Role
+
+from .conftest import WebRig, assert_envelope, login
+
+PASSWORD = "reports-test-password-1"
+NOW = dt.datetime.now(dt.UTC)
+
+
+def seed(conn: Any) -> dict[str, int]:
+    """Groups red and blue; paused hosts (their actors stay parked, nothing is polled):
+    r-bad (critical 10 days old), r-ok (nothing pending, needs a reboot), b-new (never polled),
+    b-waived (critical 10 days old, to be waived)."""
+    ids: dict[str, int] = {}
+    for group in ("red", "blue"):
+        ids[group] = conn.execute(
+            "INSERT INTO groups (name) VALUES (%s) RETURNING id", (group,)
+        ).fetchone()[0]
+    fresh = NOW - dt.timedelta(minutes=10)
+    hosts = [("r-bad", "red", fresh, False), ("r-ok", "red", fresh, True),
+             ("b-new", "blue", None, False), ("b-waived", "blue", fresh, False)]  # fmt: skip
+    for name, group, polled, reboot in hosts:
+        host_id = conn.execute(
+            "INSERT INTO hosts (name, paused, last_patch_poll_at, pending_reboot)"
+            " VALUES (%s, true, %s, %s) RETURNING id",
+            (name, polled, reboot),
+        ).fetchone()[0]
+        ids[name] = host_id
+        conn.execute("INSERT INTO host_groups VALUES (%s, %s)", (host_id, ids[group]))
+    for name in ("r-bad", "b-waived"):
+        conn.execute(
+            "INSERT INTO host_patches (host_id, name, severity, cve_ids, first_seen_at)"
+            " VALUES (%s, 'openssl', 'critical', '{CVE-2026-0001}', %s)",
+            (ids[name], NOW - dt.timedelta(days=10)),
+        )
+    return ids
+
+
+async def waive(client: httpx2.AsyncClient, host_id: int) -> int:
+    response = await client.post(
+        "/api/v1/waivers",
+        json={"host_id": host_id, "package": "openssl", "owner": "sec team",
+              "reason": "vendor fix pending",
+              "expires_at": (NOW + dt.timedelta(days=5)).isoformat()},
+    )  # fmt: skip
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+async def user_client(rig: WebRig, role: Role, group_ids: list[int]) -> httpx2.AsyncClient:
+    name = f"{role.value}-reports"
+    user = await rig.db.run(create_user, name, await rig.auth.hash_password(PASSWORD), role.value)
+    await rig.db.run(set_user_groups, user.id, group_ids)
+    client = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=rig.app),
+                                base_url="http://testserver")  # fmt: skip
+    client.headers["x-csrf-token"] = await login(client, PASSWORD, name)
+    return client
+
+
+def statuses(report: dict[str, Any]) -> dict[str, str]:
+    return {h["name"]: h["status"] for h in report["hosts"]}
+
+
+async def test_compliance_report_judges_every_host_and_counts_waived_ones_separately(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    ids = await web_rig.db.run(seed)
+    await waive(client, ids["b-waived"])
+    report = (await client.get("/api/v1/reports/compliance")).json()
+    assert statuses(report) == {"r-bad": "noncompliant", "r-ok": "compliant",
+                                "b-new": "unknown", "b-waived": "compliant"}  # fmt: skip
+    summary = report["summary"]
+    assert (summary["compliant"], summary["noncompliant"], summary["unknown"]) == (2, 1, 1)
+    assert summary["waived_hosts"] == 1
+    assert summary["percent"] == 66.7  # of the three hosts with known state
+    waived = next(h for h in report["hosts"] if h["name"] == "b-waived")
+    assert waived["label"] == "compliant with 1 waived patch"
+    assert [w["host"] for w in report["waivers"]] == ["b-waived"]
+    assert report["as_of"]
+
+
+async def test_csv_and_pdf_give_each_host_the_same_status_as_json(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    ids = await web_rig.db.run(seed)
+    await waive(client, ids["b-waived"])
+    expected = statuses((await client.get("/api/v1/reports/compliance")).json())
+    response = await client.get("/api/v1/reports/compliance?format=csv")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert {r["host"]: r["status"] for r in rows} == expected
+    response = await client.get("/api/v1/reports/compliance?format=pdf")
+    assert response.headers["content-type"] == "application/pdf"
+    pdf = pypdf.PdfReader(io.BytesIO(response.content))
+    text = "\n".join(page.extract_text() for page in pdf.pages)
+    assert "Compliance report" in pdf.pages[0].extract_text()
+    for title in ("Patch status distribution", "Compliance trend", "Hosts", "Risk waivers"):
+        assert title in text
+    for name, status in expected.items():
+        line = next(line for line in text.splitlines() if line.startswith(name + " "))
+        assert status in line.split(), (name, line)
+
+
+async def test_operator_reports_never_contain_another_groups_host(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    ids = await web_rig.db.run(seed)
+    operator = await user_client(web_rig, Role.OPERATOR, [ids["red"]])
+    try:
+        report = (await operator.get("/api/v1/reports/compliance")).json()
+        assert set(statuses(report)) == {"r-bad", "r-ok"}
+        exposure = (await operator.get("/api/v1/reports/exposure")).json()
+        assert {i["host"] for i in exposure["items"]} == {"r-bad"}
+        reboots = (await operator.get("/api/v1/reports/reboots")).json()
+        assert [i["host"] for i in reboots["items"]] == ["r-ok"]
+        text = (await operator.get("/api/v1/reports/compliance?format=csv")).text
+        assert "b-new" not in text and "b-waived" not in text
+        # asking for the other group's host by id or group finds nothing
+        other = await operator.get(f"/api/v1/reports/compliance?host_id={ids['b-new']}")
+        assert other.json()["hosts"] == []
+        blue = await operator.get("/api/v1/reports/exposure?group=blue")
+        assert blue.json()["items"] == []
+        refused = await operator.post(
+            "/api/v1/waivers",
+            json={"host_id": ids["b-waived"], "owner": "o", "reason": "r",
+                  "expires_at": (NOW + dt.timedelta(days=1)).isoformat()},
+        )  # fmt: skip
+        assert_envelope(refused, 404, "not_found")
+    finally:
+        await operator.aclose()
+
+
+async def test_auditor_reads_reports_but_may_not_record_waivers(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    ids = await web_rig.db.run(seed)
+    auditor = await user_client(web_rig, Role.AUDITOR, [ids["red"], ids["blue"]])
+    try:
+        assert (await auditor.get("/api/v1/reports/patch-history")).status_code == 200
+        refused = await auditor.post(
+            "/api/v1/waivers",
+            json={"host_id": ids["r-bad"], "owner": "o", "reason": "r",
+                  "expires_at": (NOW + dt.timedelta(days=1)).isoformat()},
+        )  # fmt: skip
+        assert refused.status_code == 403
+    finally:
+        await auditor.aclose()
+
+
+async def test_waiver_in_the_past_or_without_owner_is_a_422_naming_the_fields(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    ids = await web_rig.db.run(seed)
+    response = await client.post(
+        "/api/v1/waivers",
+        json={"host_id": ids["r-bad"], "owner": " ", "reason": "r",
+              "expires_at": "2020-01-01T00:00:00Z"},
+    )  # fmt: skip
+    assert set(assert_envelope(response, 422)["details"]["fields"]) == {"owner"}
+    response = await client.post(
+        "/api/v1/waivers",
+        json={"host_id": ids["r-bad"], "owner": "o", "reason": "r",
+              "expires_at": "2020-01-01T00:00:00Z"},
+    )  # fmt: skip
+    assert assert_envelope(response, 422)["details"]["fields"] == {
+        "expires_at": "must be in the future"
+    }
+
+
+async def test_revoked_waiver_no_longer_counts_but_stays_listed(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    ids = await web_rig.db.run(seed)
+    waiver_id = await waive(client, ids["b-waived"])
+    assert (await client.post(f"/api/v1/waivers/{waiver_id}/revoke")).status_code == 204
+    assert (await client.post(f"/api/v1/waivers/{waiver_id}/revoke")).status_code == 404
+    report = (await client.get("/api/v1/reports/compliance")).json()
+    assert statuses(report)["b-waived"] == "noncompliant"
+    assert [w["revoked_by"] for w in report["waivers"]] == ["admin"]
+
+
+async def test_report_filters_refuse_an_inverted_range_and_unknown_format(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    bad = await client.get("/api/v1/reports/patch-history?since=2026-02-01&until=2026-01-01")
+    assert assert_envelope(bad, 422)["details"]["fields"] == {"until": "must not be before since"}
+    bad = await client.get("/api/v1/reports/exposure?format=xls")
+    assert set(assert_envelope(bad, 422)["details"]["fields"]) == {"format"}
+
+
+async def test_evidence_pack_manifest_lists_every_file_with_its_sha256(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    ids = await web_rig.db.run(seed)
+    await waive(client, ids["b-waived"])
+    response = await client.get("/api/v1/reports/evidence")
+    assert response.headers["content-type"] == "application/zip"
+    pack = zipfile.ZipFile(io.BytesIO(response.content))
+    manifest = json.loads(pack.read("manifest.json"))
+    listed = {f["name"]: f["sha256"] for f in manifest["files"]}
+    assert set(listed) == set(pack.namelist()) - {"manifest.json"}
+    for name, digest in listed.items():
+        assert hashlib.sha256(pack.read(name)).hexdigest() == digest
+    unknown = pack.read("unknown-hosts.csv").decode()
+    assert "b-new" in unknown and "r-bad" not in unknown
+    assert "sec team" in pack.read("waivers.csv").decode()
+
+
+async def test_reports_page_shows_summary_charts_and_download_links(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    await web_rig.db.run(seed)
+    page = await client.get("/reports?kind=compliance")
+    assert page.status_code == 200
+    assert 'data-figure="percent">33.3%' in page.text  # 1 of 3 hosts with known state
+    assert '<svg class="chart"' in page.text and "style=" not in page.text
+    assert "/api/v1/reports/compliance?format=pdf" in page.text
+    for kind in ("patch-history", "exposure", "reboots"):
+        assert (await client.get(f"/reports?kind={kind}")).status_code == 200
+    bad = await client.get("/reports?since=2026-02-01&until=2026-01-01")
+    assert bad.status_code == 422 and "must not be before since" in bad.text

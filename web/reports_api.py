@@ -1,0 +1,89 @@
+"""JSON API of the reports (``GET /api/v1/reports/{kind}?format=json|csv|pdf``), the evidence
+pack and risk waivers: typed models in, the service layer, typed models out. CSV is streamed."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from reports import ComplianceRules
+from reports import model as rm
+from storage import Database
+
+from . import report_models as rmo
+from .handle import SystemHandle
+from .models_io import body, path_id, query, record, reply
+from .services import System, principal
+from .services import reports as service
+from .services import waivers as waiver_service
+
+
+def _attachment(filename: str) -> dict[str, str]:
+    return {"content-disposition": f'attachment; filename="{filename}"'}
+
+
+def report_reply(kind: str, report: service.Report) -> Response:
+    if isinstance(report, rm.ComplianceReport):
+        s = report.summary
+        summary = rmo.SummaryOut(**record(s), percent=s.percent)
+        return reply(rmo.ComplianceOut, as_of=report.as_of, summary=summary, trend=report.trend,
+                     hosts=report.hosts, waivers=report.waivers)  # fmt: skip
+    if isinstance(report, rm.HistoryReport):
+        return reply(rmo.HistoryOut, **record(report))
+    if isinstance(report, rm.ExposureReport):
+        return reply(rmo.ExposureOut, **record(report))
+    return reply(rmo.RebootsOut, **record(report))
+
+
+class ReportsApi:
+    def __init__(self, handle: SystemHandle, db: Database, rules: ComplianceRules) -> None:
+        self.sys = System(handle, db)
+        self.rules = rules
+
+    async def report(self, request: Request) -> Response:
+        kind = request.url.path.rsplit("/", 1)[-1]
+        q = query(request, rmo.ReportQuery)
+        who = principal(request)
+        name = f"{kind}-{service.now():%Y%m%dT%H%MZ}"
+        if q.format == "csv":
+            return StreamingResponse(
+                service.stream_csv(self.sys, who, self.rules, kind, q),
+                media_type="text/csv; charset=utf-8",
+                headers=_attachment(f"{name}.csv"),
+            )
+        if q.format == "pdf":
+            data = await service.pdf(self.sys, who, self.rules, kind, q)
+            return Response(data, media_type="application/pdf", headers=_attachment(f"{name}.pdf"))
+        return report_reply(kind, await service.build(self.sys, who, self.rules, kind, q))
+
+    async def evidence(self, request: Request) -> Response:
+        q = query(request, rmo.EvidenceQuery)
+        data = await service.evidence(self.sys, principal(request), self.rules, q)
+        name = f"evidence-{service.now():%Y%m%dT%H%MZ}.zip"
+        return Response(data, media_type="application/zip", headers=_attachment(name))
+
+    async def waivers(self, request: Request) -> Response:
+        rows = await waiver_service.waivers(self.sys, principal(request))
+        return reply(rmo.WaiversOut, as_of=service.now(), waivers=rows)
+
+    async def create_waiver(self, request: Request) -> Response:
+        data = await body(request, rmo.WaiverCreate)
+        waiver_id = await waiver_service.create(self.sys, principal(request), data)
+        return reply(rmo.WaiverCreated, 201, id=waiver_id)
+
+    async def revoke_waiver(self, request: Request) -> Response:
+        await waiver_service.revoke(self.sys, principal(request), path_id(request, "waiver_id"))
+        return Response(status_code=204)
+
+    def routes(self) -> list[Route]:
+        return [
+            *(
+                Route(f"/api/v1/reports/{kind}", self.report, methods=["GET"])
+                for kind in service.KINDS
+            ),
+            Route("/api/v1/reports/evidence", self.evidence, methods=["GET"]),
+            Route("/api/v1/waivers", self.waivers, methods=["GET"]),
+            Route("/api/v1/waivers", self.create_waiver, methods=["POST"]),
+            Route("/api/v1/waivers/{waiver_id:int}/revoke", self.revoke_waiver, methods=["POST"]),
+        ]

@@ -1,0 +1,108 @@
+"""Reports: compliance, patch history, exposure, reboots and the evidence pack, each computed by
+``reports`` over storage (never the live actors) within the principal's host scope."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Callable
+
+import trio
+
+from reports import ComplianceRules, Context
+from reports import model as rm
+from reports.csv_out import compliance_csv, exposure_csv, history_csv, reboot_csv
+from reports.evidence import evidence_pack
+from storage import HostScope
+from storage.reports import ReportFilter
+
+from ..authz import Action, require, scope_of
+from ..report_models import EvidenceQuery, ReportQuery
+from .base import Principal, System
+
+KINDS = ("compliance", "patch-history", "exposure", "reboots")
+# PDF rendering is CPU-bound: at most two at once in worker threads.
+PDF_LIMITER = trio.CapacityLimiter(2)
+
+
+def scope(who: Principal) -> HostScope:
+    """The one place the reports and waivers take the principal's host scope from (auditors
+    read reports within their groups like everybody else)."""
+    require(who, Action.VIEW)
+    return scope_of(who)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def context(sys: System, who: Principal, rules: ComplianceRules) -> Context:
+    def interval_of(host_id: int) -> int | None:
+        policy = sys.handle.effective_policy(host_id)
+        return None if policy is None else policy.policy.patch_interval_s
+
+    return Context(sys.db, scope(who), rules, now(), interval_of)
+
+
+def report_filter(q: ReportQuery | EvidenceQuery) -> ReportFilter:
+    if isinstance(q, EvidenceQuery):
+        return ReportFilter(since=q.since, until=q.until, group=q.group.strip())
+    return ReportFilter(
+        since=q.since, until=q.until, group=q.group.strip(), host_id=q.host_id,
+        severity=q.severity or "",
+    )  # fmt: skip
+
+
+Report = rm.ComplianceReport | rm.HistoryReport | rm.ExposureReport | rm.RebootReport
+
+
+async def build(
+    sys: System, who: Principal, rules: ComplianceRules, kind: str, q: ReportQuery
+) -> Report:
+    ctx, f = context(sys, who, rules), report_filter(q)
+    if kind == "compliance":
+        return await rm.compliance_report(ctx, f)
+    if kind == "patch-history":
+        return await rm.history_report(ctx, f)
+    if kind == "exposure":
+        return await rm.exposure_report(ctx, f)
+    return await rm.reboot_report(ctx, f)
+
+
+def stream_csv(
+    sys: System, who: Principal, rules: ComplianceRules, kind: str, q: ReportQuery
+) -> AsyncIterator[str]:
+    """The report as CSV chunks, read from storage one page at a time while it is sent."""
+    ctx, f = context(sys, who, rules), report_filter(q)
+    if kind == "compliance":
+        return compliance_csv(rm.compliance_pages(ctx, f))
+    if kind == "patch-history":
+        return history_csv(rm.history_pages(ctx, f))
+    if kind == "exposure":
+        return exposure_csv(rm.exposure_pages(ctx, f))
+    return reboot_csv(rm.reboot_pages(ctx, f))
+
+
+async def pdf(sys: System, who: Principal, rules: ComplianceRules, kind: str,
+              q: ReportQuery) -> bytes:  # fmt: skip
+    """The report as a PDF, rendered in a worker thread (never on the event loop)."""
+    from reports import pdf as render
+
+    report = await build(sys, who, rules, kind, q)
+    renderer: Callable[[Report], bytes] = {  # type: ignore[assignment]
+        "compliance": render.compliance_pdf,
+        "patch-history": render.history_pdf,
+        "exposure": render.exposure_pdf,
+        "reboots": render.reboot_pdf,
+    }[kind]
+    return await trio.to_thread.run_sync(renderer, report, limiter=PDF_LIMITER)
+
+
+async def evidence(sys: System, who: Principal, rules: ComplianceRules,
+                   q: EvidenceQuery) -> bytes:  # fmt: skip
+    """The auditor evidence pack (ZIP with a SHA-256 manifest), built in a worker thread."""
+    ctx, f = context(sys, who, rules), report_filter(q)
+    compliance = await rm.compliance_report(ctx, f)
+    history = await rm.history_report(ctx, f)
+    return await trio.to_thread.run_sync(
+        evidence_pack, compliance, history, f, rules, limiter=PDF_LIMITER
+    )

@@ -1,0 +1,46 @@
+"""Risk waivers: an accepted risk on one host (a package, a CVE, or every patch) with an owner,
+a reason and an expiry; counted as compliant only until it expires, always shown separately."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from storage import NotFound
+from storage.reports import WaiverRow, create_waiver, list_waivers, revoke_waiver
+
+from ..authz import Action, require
+from ..handle import InvalidInput, Missing
+from ..report_models import WaiverCreate
+from .base import Principal, System
+from .reports import now, scope
+
+# Waivers are recorded by the roles that act on hosts (admins and operators), never auditors.
+WAIVE = Action.DEPLOY
+
+
+async def waivers(sys: System, who: Principal) -> list[WaiverRow]:
+    return await sys.db.run(list_waivers, scope(who), True)
+
+
+async def create(sys: System, who: Principal, data: WaiverCreate) -> int:
+    """Raises ``InvalidInput`` for an expiry in the past and ``Missing`` for an unknown host."""
+    require(who, WAIVE)
+    if data.expires_at <= now():
+        raise InvalidInput("expires_at", "must be in the future")
+    if data.expires_at > now() + dt.timedelta(days=3660):
+        raise InvalidInput("expires_at", "must be within 10 years")
+    try:
+        return await sys.db.run(
+            create_waiver, scope(who), data.host_id, data.package.strip(), data.cve.strip(),
+            data.owner, data.reason, data.expires_at, who.username,
+        )  # fmt: skip
+    except NotFound:
+        raise Missing(f"no host with id {data.host_id}") from None
+
+
+async def revoke(sys: System, who: Principal, waiver_id: int) -> None:
+    require(who, WAIVE)
+    try:
+        await sys.db.run(revoke_waiver, scope(who), waiver_id, who.username)
+    except NotFound as exc:
+        raise Missing(str(exc)) from None
