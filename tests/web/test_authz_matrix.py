@@ -46,7 +46,7 @@ ADM, OPR, AUD = Role.ADMIN, Role.OPERATOR, Role.AUDITOR
 ALL = frozenset({ADM, OPR, AUD})
 WRITERS = frozenset({ADM, OPR})
 ADMIN = frozenset({ADM})
-SCOPED_KEYS = ("host_id", "job_id", "window_id")
+SCOPED_KEYS = ("host_id", "job_id", "window_id", "waiver_id")
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,8 @@ class Entry:
     fresh: bool = False  # changes or removes its target: run against targets made for it
     last: bool = False  # ends the session
 
+
+WAIVER = {"owner": "sec", "reason": "vendor fix pending", "expires_at": "2030-01-01T00:00:00Z"}
 
 MATRIX: dict[tuple[str, str], Entry] = {
     # -- public and session ---------------------------------------------------------------
@@ -147,6 +149,19 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("POST", "/windows/{window_id:int}/delete"): Entry(WRITERS, form={}, fresh=True),
     ("POST", "/blackouts"): Entry(ADMIN, form={"blackout": "yes"}),
     ("POST", "/blackouts/{blackout_id:int}/delete"): Entry(ADMIN, form={}, fresh=True),
+    # -- reports and risk waivers ---------------------------------------------------------
+    ("GET", "/api/v1/reports/compliance"): Entry(ALL),
+    ("GET", "/api/v1/reports/patch-history"): Entry(ALL),
+    ("GET", "/api/v1/reports/exposure"): Entry(ALL),
+    ("GET", "/api/v1/reports/reboots"): Entry(ALL),
+    ("GET", "/api/v1/reports/evidence"): Entry(ALL),
+    ("GET", "/api/v1/waivers"): Entry(ALL),
+    ("POST", "/api/v1/waivers"): Entry(WRITERS, json={"host_id": "{host_id}", **WAIVER}),
+    ("POST", "/api/v1/waivers/{waiver_id:int}/revoke"): Entry(WRITERS, json={}, fresh=True),
+    ("GET", "/reports"): Entry(ALL),
+    ("GET", "/waivers"): Entry(ALL),
+    ("POST", "/waivers"): Entry(WRITERS, form={"host_id": "{host_id}", **WAIVER}),
+    ("POST", "/waivers/{waiver_id:int}/revoke"): Entry(WRITERS, form={}, fresh=True),
 }
 
 WINDOW = {
@@ -232,6 +247,11 @@ class World:
         blackout = await self.admin.post("/api/v1/blackouts", json=BLACKOUT)
         assert blackout.status_code == 201, blackout.text
         ids["blackout_id"] = blackout.json()["id"]
+        waiver = await self.admin.post(
+            "/api/v1/waivers", json={"host_id": ids["host_id"], **WAIVER}
+        )
+        assert waiver.status_code == 201, waiver.text
+        ids["waiver_id"] = waiver.json()["id"]
         ids["scan_id"] = self.scan_id
         return Targets(ids)
 
