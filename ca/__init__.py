@@ -9,11 +9,19 @@ from .authority import (
     CertKind,
     IssuedCertificate,
     load_record,
+    renewal_due,
 )
 from .errors import CAError, CANotInitialised
-from .tls import agent_client_context, agent_server_context, web_server_context
+from .tls import (
+    AgentPeerPolicy,
+    agent_client_context,
+    agent_server_context,
+    reload_certificate,
+    web_server_context,
+)
 
 __all__ = [
+    "AgentPeerPolicy",
     "CAError",
     "CANotInitialised",
     "CertKind",
@@ -23,5 +31,7 @@ __all__ = [
     "agent_client_context",
     "agent_server_context",
     "load_record",
+    "reload_certificate",
+    "renewal_due",
     "web_server_context",
 ]

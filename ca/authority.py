@@ -13,6 +13,7 @@ Issued certificates are returned as ``CertificateRecord`` values for the caller 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 import ipaddress
@@ -330,10 +331,14 @@ class CertificateAuthority:
 
     # -- revocation ---------------------------------------------------------------------------
     def build_crl(
-        self, revoked: Iterable[tuple[int, dt.datetime]], *, days: int = CRL_DAYS
+        self,
+        revoked: Iterable[tuple[int, dt.datetime]],
+        *,
+        days: int = CRL_DAYS,
+        now: dt.datetime | None = None,
     ) -> bytes:
-        """A PEM CRL listing ``(serial, revoked_at)`` pairs, valid for ``days``."""
-        now = _now()
+        """A PEM CRL listing ``(serial, revoked_at)`` pairs, valid for ``days`` from ``now``."""
+        now = now or _now()
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(self.root_cert.subject)
@@ -347,9 +352,68 @@ class CertificateAuthority:
         crl = builder.sign(self._root_key, hashes.SHA256())  # type: ignore[arg-type]
         return crl.public_bytes(serialization.Encoding.PEM)
 
-    def write_crl(self, revoked: Iterable[tuple[int, dt.datetime]]) -> Path:
-        _write_public(self.crl_path, self.build_crl(revoked))
+    def write_crl(
+        self,
+        revoked: Iterable[tuple[int, dt.datetime]],
+        *,
+        days: int = CRL_DAYS,
+        now: dt.datetime | None = None,
+    ) -> Path:
+        _write_public(self.crl_path, self.build_crl(revoked, days=days, now=now))
         return self.crl_path
+
+    def crl_next_update(self) -> dt.datetime | None:
+        """When the CRL on disk stops being current (None when there is none)."""
+        try:
+            crl = x509.load_pem_x509_crl(self.crl_path.read_bytes())
+        except FileNotFoundError:
+            return None
+        return crl.next_update_utc
+
+    # -- the manager's own certificates -------------------------------------------------------
+    def current(self, kind: CertKind) -> CertificateRecord:
+        """The certificate in use for ``kind`` (root, manager client or web server)."""
+        paths = {
+            CertKind.ROOT: self.root_cert_path,
+            CertKind.MANAGER_CLIENT: self.client_cert_path,
+            CertKind.WEB_SERVER: self.web_cert_path,
+        }
+        if kind not in paths:
+            raise CAError(f"the manager holds no {kind.value} certificate of its own")
+        try:
+            return load_record(paths[kind].read_bytes(), kind)
+        except FileNotFoundError:
+            raise CANotInitialised(
+                f"{paths[kind]} is missing; run `patch-manager ca init`"
+            ) from None
+
+    def own_serials(self) -> set[int]:
+        """Serials of the root and the manager's own certificates (never acceptable as agents)."""
+        serials = {self.root_cert.serial_number}
+        for kind in (CertKind.MANAGER_CLIENT, CertKind.WEB_SERVER):
+            with contextlib.suppress(CANotInitialised):
+                serials.add(self.current(kind).serial)
+        return serials
+
+    def renew(self, kind: CertKind, *, lifetime: dt.timedelta | None = None) -> IssuedCertificate:
+        """Issue a successor of the manager's client or web certificate (same subject and names,
+        fresh key) and replace the files. The old certificate stays valid until it expires, so
+        connections made with it keep working (the overlap)."""
+        if kind not in (CertKind.MANAGER_CLIENT, CertKind.WEB_SERVER):
+            raise CAError("only the manager client and web certificates are renewed in place")
+        old = self.current(kind)
+        not_after = _now() + lifetime if lifetime is not None else None
+        issued = self.issue(kind, old.subject, old.sans, not_after=not_after)
+        if kind is CertKind.MANAGER_CLIENT:
+            self._save_pair(self.client_cert_path, self.client_key_path, issued)
+        else:
+            self._save_pair(self.web_cert_path, self.web_key_path, issued)
+        return issued
+
+
+def renewal_due(record: CertificateRecord, ratio: float) -> dt.datetime:
+    """When ``record`` should be renewed: after ``ratio`` of its lifetime (2/3 by default)."""
+    return record.not_before + (record.not_after - record.not_before) * ratio
 
 
 def load_record(cert_pem: str | bytes, kind: CertKind) -> CertificateRecord:

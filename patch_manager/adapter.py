@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from actors import (
     DiscoveryBusy,
@@ -39,7 +39,14 @@ class SystemAdapter(FleetHandle):
         self.storage = storage
         self.scheduler = system.scheduler
         self.ca = ca
+        self.certificates = system.certificates
         self.started = time.monotonic()
+
+    def metrics(self) -> dict[str, Any]:
+        m = super().metrics()
+        m["certificate_expiry_s"] = self.certificates.expiry()
+        m["agent_certificates_refused"] = self.certificates.policy.refused_handshakes
+        return m
 
     async def health(self) -> HealthReport:
         cluster = self.storage.cluster

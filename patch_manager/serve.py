@@ -36,7 +36,8 @@ from actors import (
     HostTarget,
     Scheduler,
 )
-from ca import CertificateAuthority, agent_client_context
+from actors.certificates import CertificateService
+from ca import AgentPeerPolicy, CertificateAuthority, agent_client_context, web_server_context
 from settings import Config, ConfigStore, PollingPolicy
 from simulator import Fleet, FleetSpec, serve_control
 from storage import (
@@ -91,24 +92,30 @@ async def register_demo_fleet(db: Database, fleet: Fleet) -> None:
         log.info("demo: registered %d simulated agents", added)
 
 
-async def reset_password(db: Database, auth: Auth, username: str = "admin") -> str:
-    """Give ``username`` a new random password (every session of it ends); return it."""
+async def reset_password(
+    db: Database, auth: Auth, username: str = "admin", *, must_change: bool = False
+) -> str:
+    """Give ``username`` a new random password (every session of it ends; ``must_change``:
+    to be replaced at the next login); return it. A missing user is created as an admin."""
     password = generate_password()
     hashed = await auth.hash_password(password)
     if await db.run(get_user, username) is None:
-        await db.run(create_user, username, hashed, "admin")
+        await db.run(
+            lambda c: create_user(c, username, hashed, "admin", must_change_password=must_change)
+        )
     else:
-        await db.run(set_password, username, hashed)
+        await db.run(lambda c: set_password(c, username, hashed, must_change=must_change))
     return password
 
 
 async def bootstrap_admin(db: Database, auth: Auth) -> str | None:
-    """Create the ``admin`` account on first start; return its one-time password."""
+    """Create the ``admin`` account on first start; return its one-time password (to be
+    replaced at the first login)."""
     if await db.run(count_users):
         return None
     password = generate_password()
     hashed = await auth.hash_password(password)
-    await db.run(create_user, "admin", hashed, "admin")
+    await db.run(lambda c: create_user(c, "admin", hashed, "admin", must_change_password=True))
     log.warning("created the bootstrap account 'admin' (password shown once on stdout)")
     return password
 
@@ -179,13 +186,17 @@ class ActorSystem:
     sink: DatabaseSink
     handle: FleetHandle
     ramp: ConnectionRamp  # the fleet-wide limit on agent connections being opened
+    certificates: CertificateService  # renewal, CRL re-signing, refused agent certificates
 
 
 def build_actor_system(
     store: ConfigStore, storage: Storage, ca: CertificateAuthority
 ) -> ActorSystem:
     """Wire the scheduler, its host actors' ports and the handle the web layer uses."""
-    ssl_context = agent_client_context(ca.root_cert_path, ca.client_cert_path, ca.client_key_path)
+    policy = AgentPeerPolicy(not_agent=ca.own_serials())
+    ssl_context = agent_client_context(
+        ca.root_cert_path, ca.client_cert_path, ca.client_key_path, policy
+    )
     ramp = ConnectionRamp.for_this_machine(store.current.agents.max_new_connections)
 
     def agent_factory(target: HostTarget, policy: PollingPolicy) -> AgentClient:
@@ -212,16 +223,24 @@ def build_actor_system(
         discovery_store=DatabaseDiscoveryStore(storage.db),
         job_store=DatabaseJobStore(storage.db),
     )
-    return ActorSystem(scheduler, fleet, sink, FleetHandle(scheduler, fleet, storage.db), ramp)
+    certificates = CertificateService(ca, storage.db, client_context=ssl_context, policy=policy)
+    return ActorSystem(
+        scheduler, fleet, sink, FleetHandle(scheduler, fleet, storage.db), ramp, certificates
+    )
 
 
-def _web_listener(config: Config, ca: CertificateAuthority, bind: str | None) -> WebListener:
+def _web_listener(
+    config: Config, ca: CertificateAuthority, bind: str | None, system: ActorSystem
+) -> WebListener:
     tls = config.server.tls
+    context = web_server_context(ca.web_cert_path, ca.web_key_path) if tls else None
+    system.certificates.web_context = context  # a renewed web certificate is loaded into it
     return WebListener(
         bind=bind or config.server.bind,
         certfile=ca.web_cert_path if tls else None,
         keyfile=ca.web_key_path if tls else None,
         graceful_timeout_s=config.server.graceful_timeout_s,
+        ssl_context=context,
     )
 
 
@@ -259,11 +278,12 @@ async def run_server(
         async with open_storage(outer, config, data_dir) as storage:
             await record_certificates(storage.db, created)
             system = build_actor_system(store, storage, ca)
-            auth = Auth(storage.db, secure_cookies=config.server.tls)
+            auth = Auth(storage.db, secure_cookies=config.server.tls, settings=config.auth)
             admin_password = await bootstrap_admin(storage.db, auth)
             if fleet is not None:
                 await register_demo_fleet(storage.db, fleet)
-                admin_password = admin_password or await reset_password(storage.db, auth)
+                # The demo's printed password leads straight to the dashboard (no forced change).
+                admin_password = await reset_password(storage.db, auth)
             app = create_app(
                 SystemAdapter(storage, system, ca),
                 storage.db,
@@ -274,10 +294,12 @@ async def run_server(
             async with trio.open_nursery() as inner:
                 sink = await _start_service(inner, system.sink.run)
                 actors = await _start_service(inner, system.scheduler.run)
+                await inner.start(system.certificates.run)
                 web_stopped = trio.Event()
-                urls = await inner.start(_started_web, app, _web_listener(config, ca, bind),
+                urls = await inner.start(_started_web, app, _web_listener(config, ca, bind, system),
                                          stop, web_stopped)  # fmt: skip
                 inner.start_soon(store.watch_files)
+                inner.start_soon(auth.prune_periodically)
                 if on_ready is not None:
                     on_ready(ServerInfo(urls, storage.description, ca.root_cert_path,
                                         admin_password))  # fmt: skip

@@ -6,6 +6,7 @@ from .certificates import (
     StoredCertificate,
     list_certificates,
     record_certificate,
+    refused_agent_serials,
     revoke_certificate,
     revoked_serials,
 )
@@ -281,6 +282,7 @@ __all__ = [
     "record_login",
     "recorded_agent_jobs",
     "redact",
+    "refused_agent_serials",
     "rename_group",
     "renew_lease",
     "revoke_certificate",

@@ -71,3 +71,12 @@ def list_certificates(conn: psycopg.Connection[Any]) -> list[StoredCertificate]:
     return [
         StoredCertificate(int(r[0]), r[1], r[2], tuple(r[3]), r[4], r[5], r[6], r[7]) for r in rows
     ]
+
+
+def refused_agent_serials(conn: psycopg.Connection[Any]) -> tuple[list[int], list[int]]:
+    """``(revoked, not_agent)``: serials the manager must not accept from an agent."""
+    rows = conn.execute(
+        "SELECT serial, status = 'revoked', kind <> 'agent_server' FROM certificates"
+        " WHERE status = 'revoked' OR kind <> 'agent_server'"
+    ).fetchall()
+    return [int(r[0]) for r in rows if r[1]], [int(r[0]) for r in rows if r[2]]

@@ -52,6 +52,22 @@ def render(metrics: dict[str, Any], relay: Relay) -> str:
     out.append(_line("patchmgr_relay_dropped_total", relay.dropped))
     family("patchmgr_broadcast_dropped_total", "counter", "Slow subscribers dropped.")
     out.append(_line("patchmgr_broadcast_dropped_total", metrics.get("dropped_subscribers", 0)))
+    family(
+        "patchmgr_certificate_expiry_seconds",
+        "gauge",
+        "Seconds until the manager's certificates and the CRL expire (renewed at 2/3 of life).",
+    )
+    for kind, seconds in sorted(metrics.get("certificate_expiry_s", {}).items()):
+        out.append(_line("patchmgr_certificate_expiry_seconds", round(seconds), {"kind": kind}))
+    family(
+        "patchmgr_agent_certificates_refused_total",
+        "counter",
+        "Agent handshakes refused: revoked certificate or not issued as an agent certificate.",
+    )
+    out.append(
+        _line("patchmgr_agent_certificates_refused_total",
+              metrics.get("agent_certificates_refused", 0))
+    )  # fmt: skip
     return "\n".join(out) + "\n"
 
 

@@ -54,7 +54,11 @@ ShutdownTrigger = Callable[[], Awaitable[None]]
 class _TLS13Config(HypercornConfig):
     """Hypercorn hard-codes TLS 1.2 as the minimum; we allow 1.3 only."""
 
+    prebuilt: ssl.SSLContext | None = None  # WebListener.ssl_context
+
     def create_ssl_context(self) -> ssl.SSLContext | None:
+        if self.prebuilt is not None:
+            return self.prebuilt
         ctx: ssl.SSLContext | None = super().create_ssl_context()
         if ctx is not None:
             ctx.minimum_version = ssl.TLSVersion.TLSv1_3
@@ -70,6 +74,9 @@ class WebListener:
     restart_min_s: float = 0.5
     restart_max_s: float = 30.0
     healthy_after_s: float = 60.0  # a run this long resets the restart delay
+    # A context to serve with instead of one built from the files: the certificate service
+    # loads a renewed certificate into it, and new handshakes use it without a restart.
+    ssl_context: ssl.SSLContext | None = None
 
 
 def restart_delay(failures: int, minimum: float, maximum: float) -> float:
@@ -106,6 +113,7 @@ def hypercorn_config(listener: WebListener) -> HypercornConfig:
     if listener.certfile is not None and listener.keyfile is not None:
         cfg.certfile = str(listener.certfile)
         cfg.keyfile = str(listener.keyfile)
+        cfg.prebuilt = listener.ssl_context
     return cfg
 
 
