@@ -24,6 +24,7 @@ from typing import Any
 import trio
 
 from .catalog import HostProfile, requires_reboot, severity_of
+from .families import running_kernel
 from .http import (
     Drop,
     Request,
@@ -199,6 +200,9 @@ class SimAgent:
             self.boot_id = uuid.uuid4().hex
             self.booted_at = wall_now()
             self.pending_reboot = False
+            distro = self.profile.distro
+            booted = running_kernel(distro, self.profile.installed) if distro else None
+            self.profile.kernel = booted or self.profile.kernel
         self._recover_orphans(rebooted=reboot)
         self.reboot_reserved = False
         self.self_update_active = False
@@ -461,9 +465,13 @@ class SimAgent:
 
     def _fail(self, job: SimJob, code: str, package: str) -> None:
         exit_code, stderr = FAILURES.get(code, FAILURES["UNKNOWN_ERROR"])
+        distro = self.profile.distro
+        tool = distro.family.command if distro else "apt-get"
+        if distro and code == "PKG_NOT_FOUND":  # each tool words it its own way
+            exit_code, stderr = distro.family.not_found
         stderr = stderr.format(pkg=package)
-        command = f"apt-get install -y -- {' '.join(job.packages) or '<all>'}"
-        head = f"apt-get failed (exit {exit_code}): {stderr.splitlines()[-1]}"
+        command = f"{tool} install -y -- {' '.join(job.packages) or '<all>'}"
+        head = f"{tool} failed (exit {exit_code}): {stderr.splitlines()[-1]}"
         job.error = f"{head}\n\nCaused by:\n    {stderr}"
         job.error_code = code
         job.exit_code = exit_code
@@ -493,24 +501,27 @@ class SimAgent:
             return None
         if job.op is Op.INSTALL:
             for name, version in job.versions.items():
-                known = set(p.history.get(name, [])) | {
-                    p.installed.get(name),
-                    p.upgradable.get(name),
-                }
-                if name not in p.installed and name not in p.history:
+                if not p.knows(name):
                     return "PKG_NOT_FOUND", name
-                if version is not None and version not in known:
+                if version is not None and version not in p.offered(name):
                     return "PKG_NOT_FOUND", f"{name}={version}"
                 if version is not None and self._is_downgrade(name, version):
                     # apt: "Packages were downgraded and -y was used without
                     # --allow-downgrades" (the agent does not pass it).
                     return "PKG_MANAGER_ERROR", name
             for name, version in job.versions.items():
-                target = version or p.upgradable.get(name) or p.installed.get(name)
+                target = version or p.candidate(name)
                 assert target is not None
+                for dep in p.missing_dependencies(name):  # pulled in, as the tool does
+                    self._set_version(dep, p.repo[dep].current)
+                    job.logs.append(f"Setting up {dep} ({p.repo[dep].current}) ...")
                 if p.upgradable.get(name) == target:
                     p.upgradable.pop(name)
                 self._set_version(name, target)
+                job.logs.append(f"Setting up {name} ({target}) ...")
+                entry = p.entry(name)
+                if entry and target in entry.versions and target != entry.current:
+                    p.upgradable[name] = entry.current  # pinned back: the update is pending
             return None
         if job.op is Op.UPDATE:
             name = job.packages[0]
@@ -531,11 +542,11 @@ class SimAgent:
     def _is_downgrade(self, name: str, version: str) -> bool:
         if self.faults.downgrades != "refuse":
             return False
-        history = self.profile.history.get(name, [])
+        offered = self.profile.offered(name)
         current = self.profile.installed.get(name)
-        if current is None or version == current or version not in history:
+        if current is None or version == current or version not in offered:
             return False
-        return current in history and history.index(version) < history.index(current)
+        return offered.index(version) < offered.index(current)
 
     def _set_version(self, name: str, version: str) -> None:
         previous = self.profile.installed.get(name)
@@ -645,7 +656,7 @@ class SimAgent:
         patches = [
             {"name": name, "current_version": p.installed.get(name, ""), "available_version": new,
              "severity": severity_of(name), "description": "Package update available",
-             "cve_ids": [], "requires_reboot": requires_reboot(name)}
+             "cve_ids": list(p.cve_ids.get(name, ())), "requires_reboot": requires_reboot(name)}
             for name, new in sorted(p.upgradable.items())
         ]  # fmt: skip
         if self.faults.apt_parse_bug:  # agent-api §3.10

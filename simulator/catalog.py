@@ -1,40 +1,25 @@
 """Reproducible fleets: hostnames, distributions, installed packages and pending patches.
 
 Pure functions of a seed: the same seed gives the same fleet, so tests and benchmarks are
-repeatable.
+repeatable. The ``small`` profile (the default: tests, the demo) gives each host its
+distribution's minimal installation (families.py), the packages of its role and a few utilities,
+with 0 to 12 of them one version behind; ``realistic`` (profiles.py) draws large counts.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-# Distribution families the agent supports (agent-api.md §6; no SUSE).
-DISTROS: tuple[tuple[str, str, str, str, str], ...] = (
-    # family, os (system/info.os), os_version, kernel, version style
-    ("apt", "Ubuntu", "24.04.1 LTS (Noble Numbat)", "6.8.0-45-generic", "deb"),
-    ("apt", "Debian GNU/Linux", "12 (bookworm)", "6.1.0-26-amd64", "deb"),
-    ("dnf", "Rocky Linux 9.4 (Blue Onyx)", "9.4", "5.14.0-427.13.1.el9_4.x86_64", "rpm"),
-    ("dnf", "Fedora Linux 40 (Server Edition)", "40", "6.10.6-200.fc40.x86_64", "rpm"),
-    ("apk", "Alpine Linux", "3.20.3", "6.6.52-0-lts", "apk"),
-    ("pacman", "Arch Linux", "rolling", "6.10.10-arch1-1", "arch"),
-)
-DISTRO_WEIGHTS = (40, 20, 20, 8, 7, 5)
-
-BASE_PACKAGES = (
-    "bash", "coreutils", "curl", "wget", "openssl", "libssl3", "ca-certificates", "openssh-server",
-    "openssh-client", "sudo", "systemd", "dbus", "tzdata", "vim", "nano", "less", "grep", "sed",
-    "gawk", "tar", "gzip", "xz-utils", "zlib1g", "libc6", "glibc", "libcurl4", "libxml2",
-    "libpcre2", "python3", "perl", "git", "rsync", "cron", "logrotate", "rsyslog", "iproute2",
-    "iptables", "nftables", "chrony", "libgnutls30", "libsqlite3", "libzstd", "libexpat1",
-    "nginx", "postgresql-client", "jq", "htop", "tmux", "lsof", "strace", "file", "unzip",
-    "kernel-core", "linux-image-generic", "intel-microcode", "grub2-common", "security-meta",
-    "libkrb5", "libldap", "libnss3", "libseccomp2", "libselinux1", "e2fsprogs", "util-linux",
-)  # fmt: skip
+from .families import BY_ID, DISTRO_WEIGHTS, DISTROS, SELF, Distro, Pkg
 
 # Names whose update needs a reboot (the agent's fixed list, §3.10).
-REBOOT_NAMES = ("kernel", "linux-image", "glibc", "libc6", "systemd", "dbus", "openssl",
-                "libssl", "grub", "microcode")  # fmt: skip
+REBOOT_NAMES = ("kernel", "linux-image", "linux-modules", "glibc", "libc6", "systemd", "dbus",
+                "openssl", "libssl", "grub", "microcode", "ucode")  # fmt: skip
+REBOOT_EXACT = frozenset({"linux", "linux-lts", "linux-generic", "linux-virt", "linux-zen"})
+PROFILES = ("small", "realistic")
+ROLES = ("web", "db", "app", "cache", "mq", "build", "edge", "mon")
 
 
 def severity_of(name: str) -> str:
@@ -48,67 +33,137 @@ def severity_of(name: str) -> str:
 
 
 def requires_reboot(name: str) -> bool:
-    return any(marker in name.lower() for marker in REBOOT_NAMES)
-
-
-def _version(rng: random.Random, style: str) -> tuple[str, str]:
-    major, minor, patch = rng.randint(1, 9), rng.randint(0, 30), rng.randint(0, 20)
-    rel = rng.randint(1, 9)
-    if style == "deb":
-        old = f"{major}.{minor}.{patch}-{rel}ubuntu0.{rng.randint(1, 5)}"
-        new = f"{major}.{minor}.{patch}-{rel}ubuntu0.{rng.randint(6, 9)}"
-    elif style == "rpm":
-        old = f"{major}.{minor}.{patch}-{rel}.el9"
-        new = f"{major}.{minor}.{patch}-{rel + 1}.el9"
-    elif style == "apk":
-        old = f"{major}.{minor}.{patch}-r{rel}"
-        new = f"{major}.{minor}.{patch}-r{rel + 1}"
-    else:
-        old = f"{major}.{minor}.{patch}-{rel}"
-        new = f"{major}.{minor}.{patch + 1}-1"
-    return old, new
+    lowered = name.lower()
+    return lowered in REBOOT_EXACT or any(marker in lowered for marker in REBOOT_NAMES)
 
 
 @dataclass
 class HostProfile:
-    """What one simulated host looks like when it starts."""
+    """What one simulated host has installed and what its repositories offer."""
 
     hostname: str
-    family: str
+    family: str  # apt | dnf | apk | pacman
     os: str
     os_version: str
     kernel: str
     installed: dict[str, str]  # name -> version
     upgradable: dict[str, str] = field(default_factory=dict)  # name -> available version
-    # Versions the repository still offers for downgrades (name -> list), for rollbacks.
+    # Versions this host has had besides the repository's (name -> list, oldest first): what a
+    # pinned install may ask for, and the order a downgrade is judged by.
     history: dict[str, list[str]] = field(default_factory=dict)
     uptime_seconds: int = 0
+    distro_id: str = ""  # families.BY_ID key; "" for a hand-made profile without repository
+    repo: Mapping[str, Pkg] = field(default_factory=dict)  # shared by every host of the distro
+    cve_ids: dict[str, list[str]] = field(default_factory=dict)  # realistic profile only
+
+    @property
+    def distro(self) -> Distro | None:
+        return BY_ID.get(self.distro_id)
+
+    def entry(self, name: str) -> Pkg | None:
+        return self.repo.get(name)
+
+    def offered(self, name: str) -> list[str]:
+        """Every version of ``name`` the host could install, oldest first."""
+        entry = self.repo.get(name)
+        versions = list(entry.versions) if entry else []
+        for version in self.history.get(name, ()):
+            if version not in versions:
+                versions.append(version)
+        for extra in (self.installed.get(name), self.upgradable.get(name)):
+            if extra is not None and extra not in versions:
+                versions.append(extra)
+        return versions
+
+    def candidate(self, name: str) -> str | None:
+        """The version an install without a pin gets (apt's "Candidate")."""
+        if name in self.upgradable:
+            return self.upgradable[name]
+        if name in self.installed:
+            return self.installed[name]
+        offered = self.offered(name)
+        return offered[-1] if offered else None
+
+    def knows(self, name: str) -> bool:
+        return name in self.installed or name in self.repo or name in self.history
+
+    def missing_dependencies(self, name: str) -> list[str]:
+        """What installing ``name`` pulls in besides it: uninstalled dependencies, depth first."""
+        pulled: list[str] = []
+        stack = list(reversed(self.repo[name].dependencies)) if name in self.repo else []
+        while stack:
+            dep = stack.pop()
+            if dep in self.installed or dep in pulled or dep == name or dep not in self.repo:
+                continue
+            pulled.append(dep)
+            stack.extend(reversed(self.repo[dep].dependencies))
+        return pulled
 
 
-def generate_profile(index: int, seed: int) -> HostProfile:
-    rng = random.Random(seed * 1_000_003 + index)
-    family, os_name, os_version, kernel, style = rng.choices(DISTROS, DISTRO_WEIGHTS)[0]
-    role = rng.choice(("web", "db", "app", "cache", "mq", "build", "edge", "mon"))
-    hostname = f"{role}{index:04d}"
-    names = rng.sample(BASE_PACKAGES, rng.randint(30, len(BASE_PACKAGES)))
-    installed: dict[str, str] = {}
+def seeded_rng(index: int, seed: int, profile: str) -> random.Random:
+    salt = 0x5EED if profile == "realistic" else 0
+    return random.Random(seed * 1_000_003 + index + salt)
+
+
+def hostname_of(index: int, seed: int, profile: str = "small") -> str:
+    """The hostname ``generate_profile`` gives, without generating the package lists."""
+    rng = seeded_rng(index, seed, profile)
+    rng.choices(DISTROS, DISTRO_WEIGHTS)
+    return f"{rng.choice(ROLES)}{index:04d}"
+
+
+def generate_profile(index: int, seed: int, profile: str = "small") -> HostProfile:
+    if profile == "realistic":
+        from .profiles import realistic_profile
+
+        return realistic_profile(index, seed)
+    if profile != "small":
+        raise ValueError(f"unknown simulator profile {profile!r} (known: {', '.join(PROFILES)})")
+    rng = seeded_rng(index, seed, profile)
+    distro = rng.choices(DISTROS, DISTRO_WEIGHTS)[0]
+    role = rng.choice(ROLES)
+    family = distro.family
+    repo = distro.catalog
+    extras = [*family.roles[role], *rng.sample(family.utilities, rng.randint(0, 4))]
+    installed = {name: repo[name].current for name in distro.base_names}
+    kernel = install_kernel(distro, installed, behind=rng.random() < 0.35)
     upgradable: dict[str, str] = {}
-    history: dict[str, list[str]] = {}
-    pending = rng.randint(0, 12)
-    for position, name in enumerate(sorted(names)):
-        old, new = _version(rng, style)
-        installed[name] = old
-        history[name] = [old]
-        if position < pending or (pending and rng.random() < 0.05):
-            upgradable[name] = new
-    return HostProfile(
-        hostname=hostname,
-        family=family,
-        os=os_name,
-        os_version=os_version,
-        kernel=kernel,
-        installed=installed,
-        upgradable=upgradable,
-        history=history,
-        uptime_seconds=rng.randint(3600, 90 * 86400),
-    )
+    host = HostProfile(hostname=f"{role}{index:04d}", family=family.name, os=distro.os,
+                       os_version=distro.os_version, kernel=kernel, installed=installed,
+                       upgradable=upgradable, distro_id=distro.id, repo=repo,
+                       uptime_seconds=rng.randint(3600, 90 * 86400))  # fmt: skip
+    for name in extras:
+        for pulled in (*host.missing_dependencies(name), name):
+            installed.setdefault(pulled, repo[pulled].current)
+    fall_behind(host, rng, rng.randint(0, 12))
+    return host
+
+
+def install_kernel(distro: Distro, installed: dict[str, str], *, behind: bool) -> str:
+    """The running kernel's packages; a host that is not ``behind`` already updated and
+    rebooted (the older build's own packages linger, as they do)."""
+    running, newer = distro.kernels
+    installed.update(running.packages)
+    if behind:
+        return running.release
+    installed.update(newer.packages)
+    return newer.release
+
+
+def fall_behind(host: HostProfile, rng: random.Random, count: int) -> None:
+    """Put ``count`` installed packages one version back: they become pending patches. A host
+    still on the older kernel build has its kernel update pending too."""
+    distro = host.distro
+    assert distro is not None
+    running, newer = distro.kernels
+    if host.kernel == running.release:
+        for name, version in newer.packages.items():
+            if name in running.packages and running.packages[name] != version:
+                host.upgradable[name] = version
+    kernel_names = {*running.packages, *newer.packages, SELF}
+    names = sorted(n for n in host.installed
+                   if n not in kernel_names and len(host.repo[n].versions) > 1)  # fmt: skip
+    for name in rng.sample(names, min(count, len(names))):
+        older, current = host.repo[name].versions[-2:]
+        host.installed[name] = older
+        host.upgradable[name] = current

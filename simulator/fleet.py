@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ca import CertificateAuthority, CertKind, agent_server_context
 
 from .agent import SimAgent
-from .catalog import generate_profile
+from .catalog import PROFILES, generate_profile, hostname_of
 from .model import FaultError, Faults
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,13 @@ class FleetSpec:
     addresses: tuple[str, ...] = ()  # explicit addresses instead of base_address + i
     ws_ping_s: float = 5.0  # WebSocket ping interval (the agent's is 5 s)
     ws_timeout_s: float = 10.0  # drop a WebSocket client silent for this long (agent: 10 s)
+    profile: str = "small"  # package lists: "small" (tests, demo) or "realistic" (scale work)
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ScenarioError(
+                f"fleet.profile: unknown profile {self.profile!r} (known: {', '.join(PROFILES)})"
+            )
 
     def address_list(self) -> list[str]:
         if self.addresses:
@@ -210,10 +217,10 @@ class Fleet:
             key = address if self.spec.port != 0 else f"{address}-{index}"
             path = directory / f"{key}.pem"
             if not _still_valid(path):
-                profile = generate_profile(index, self.spec.seed)
-                names = {"ip": [address], "ip+name": [address, profile.hostname],
+                hostname = hostname_of(index, self.spec.seed, self.spec.profile)
+                names = {"ip": [address], "ip+name": [address, hostname],
                          "none": []}[self.spec.san]  # fmt: skip
-                issued = ca.issue(CertKind.AGENT_SERVER, profile.hostname, names)
+                issued = ca.issue(CertKind.AGENT_SERVER, hostname, names)
                 tmp = path.with_suffix(".tmp")
                 tmp.write_text(issued.record.cert_pem + issued.key_pem)
                 tmp.chmod(0o600)
@@ -247,7 +254,7 @@ class Fleet:
             SimAgent(
                 address,
                 self.spec.port,
-                generate_profile(index, self.spec.seed),
+                generate_profile(index, self.spec.seed, self.spec.profile),
                 _context_getter(self, index),
                 time_scale=self.spec.time_scale,
                 seed=self.spec.seed * 7919 + index,

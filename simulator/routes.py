@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import uuid
@@ -125,13 +126,29 @@ async def service(agent: SimAgent, request: Request, name: str) -> Response:
 
 
 def _package(agent: SimAgent, name: str) -> dict[str, Any]:
+    """A package as list calls report it: most fields empty, never upgradable (§3.5: the apt
+    parser reads ``[installed,upgradable to: X]`` as plain installed)."""
     p = agent.profile
-    version = p.installed.get(name, "")
-    return {"name": name, "version": version, "status": "Installed" if version else "Available",
-            # The agent's apt parser reports upgradable packages as not upgradable (§3.5).
-            "upgradable": False, "latest_version": version or p.upgradable.get(name),
-            "description": "", "dependencies": [], "reverse_dependencies": [],
-            "install_date": None, "size_installed": None}  # fmt: skip
+    version = p.installed.get(name)
+    status = "Installed"
+    if version is None:  # a repository package, listed by an apt/apk name query
+        version, status = p.candidate(name) or "", "Available"
+    return {"name": name, "version": version, "status": status, "upgradable": False,
+            "latest_version": version, "description": "", "dependencies": [],
+            "reverse_dependencies": [], "install_date": None,
+            "size_installed": None}  # fmt: skip
+
+
+def _matching(agent: SimAgent, pattern: str) -> list[str]:
+    """What the backend's name query returns (§3.5). apt (``apt list <name>``) and apk match
+    the pattern as a glob against installed and repository packages; the rpm backends
+    (``rpm -qa <name>`` then names *containing* it) and pacman only see installed packages,
+    and a glob pattern matches nothing there since no name contains ``*``."""
+    p = agent.profile
+    if p.family in ("apt", "apk"):
+        names = set(p.installed) | set(p.repo)
+        return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    return [n for n in p.installed if fnmatch.fnmatchcase(n, pattern) and pattern in n]
 
 
 async def list_packages(agent: SimAgent, request: Request, _: str) -> Response:
@@ -141,24 +158,35 @@ async def list_packages(agent: SimAgent, request: Request, _: str) -> Response:
     if agent.faults.server_error:
         return error(500, "PKG_MANAGER_ERROR", "Package manager failed", retryable=True)
     name = _query(request, "name")
-    names = sorted(agent.profile.installed)
-    if name:
-        names = [n for n in names if name.replace("*", "") in n]
-    if _query(request, "order") == "desc":
-        names.reverse()
+    # Without a name only installed packages are listed; limit/offset are ignored.
+    names = _matching(agent, name) if name else list(agent.profile.installed)
     packages = [_package(agent, n) for n in names]
-    if upgradable == "true" or _query(request, "status") == "upgradable":
-        packages = []  # the apt parser never reports upgradable: the agent's own quirk
+    status = _query(request, "status") or ""
+    wanted = {"installed": "Installed", "available": "Available"}.get(status)
+    if wanted is not None:
+        packages = [x for x in packages if x["status"] == wanted]
+    if upgradable == "true" or status == "upgradable":
+        packages = [x for x in packages if x["upgradable"]]  # always empty: the quirk above
+    sort = _query(request, "sort")
+    key = sort if sort in ("version", "status") else "name"
+    packages.sort(key=lambda x: (x[key], x["name"]), reverse=_query(request, "order") == "desc")
     return envelope({"packages": packages, "total": len(packages)})
 
 
 async def get_package(agent: SimAgent, request: Request, name: str) -> Response:
+    """§3.6: the detail fills description (first line), dependencies, size and the upgrade."""
     if not _NAME.match(name):
         return _validation("package name")
+    if agent.faults.server_error:
+        return error(500, "PKG_MANAGER_ERROR", "Package manager failed", retryable=True)
     p = agent.profile
-    if name not in p.installed and name not in p.history:
+    if not p.knows(name):
         return error(404, "PKG_NOT_FOUND", f"Package '{name}' not found")
     data = _package(agent, name)
+    entry = p.entry(name)
+    if name in p.installed and entry is not None:
+        data.update(description=entry.description, dependencies=list(entry.dependencies),
+                    size_installed=f"{entry.size_kb} KB")  # fmt: skip
     if name in p.upgradable:
         data.update(upgradable=True, latest_version=p.upgradable[name], status="Upgradable")
     return envelope(data)
