@@ -240,6 +240,8 @@ def _web_listener(
         certfile=ca.web_cert_path if tls else None,
         keyfile=ca.web_key_path if tls else None,
         graceful_timeout_s=config.server.graceful_timeout_s,
+        request_timeout_s=config.server.request_timeout_s,
+        max_connections=config.server.max_connections,
         ssl_context=context,
     )
 

@@ -15,6 +15,8 @@ class ServerSettings:
     hostnames: tuple[str, ...]
     ip_addresses: tuple[str, ...]
     graceful_timeout_s: float
+    request_timeout_s: float
+    max_connections: int
     max_body_bytes: int
 
 

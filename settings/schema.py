@@ -72,6 +72,22 @@ SECTIONS: dict[str, tuple[Key, ...]] = {
         ),
         Key("graceful_timeout_s", "float", 5.0, "Time in-flight requests get at shutdown.", 0, 120),
         Key(
+            "request_timeout_s",
+            "float",
+            60.0,
+            "A request body must be complete this long after its head, else the connection closes.",
+            1,
+            3600,
+        ),
+        Key(
+            "max_connections",
+            "int",
+            1000,
+            "Client connections served at once; more are closed at accept.",
+            10,
+            100_000,
+        ),
+        Key(
             "max_body_bytes",
             "int",
             1_048_576,

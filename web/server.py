@@ -7,6 +7,11 @@ Three layers keep a request from taking the process down (issue 9):
   prior-knowledge preface closes the connection, and ``Upgrade: h2c`` is ignored.
 - **Each connection is contained.** An unexpected exception in one connection is logged with its
   traceback and closes that connection only.
+- **No client holds a connection for free.** A request head must arrive within Hypercorn's
+  keep-alive timeout (5 s), its body within ``request_timeout_s`` of the head (else the
+  connection is closed; WebSockets, past their upgrade, have no such deadline), at most
+  ``max_connections`` connections are served at once (more are closed at accept), and the
+  accept-error log (file-descriptor exhaustion) is rate-limited.
 - **The listener is supervised.** If the server itself fails after start-up, the failure is
   logged once and the server restarted on the same listening socket after an exponential,
   capped delay (reset after a healthy period). Start-up errors (port taken) still raise
@@ -21,9 +26,11 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from math import inf
 from pathlib import Path
 from typing import Protocol
 
@@ -31,10 +38,11 @@ import h11
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
+from hypercorn.events import Closed, RawData
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.task_group import TaskGroup
-from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
 from hypercorn.utils import (
@@ -55,6 +63,8 @@ class _TLS13Config(HypercornConfig):
     """Hypercorn hard-codes TLS 1.2 as the minimum; we allow 1.3 only."""
 
     prebuilt: ssl.SSLContext | None = None  # WebListener.ssl_context
+    request_timeout_s: float = 60.0  # WebListener.request_timeout_s
+    max_connections: int = 1000  # WebListener.max_connections
 
     def create_ssl_context(self) -> ssl.SSLContext | None:
         if self.prebuilt is not None:
@@ -74,6 +84,8 @@ class WebListener:
     restart_min_s: float = 0.5
     restart_max_s: float = 30.0
     healthy_after_s: float = 60.0  # a run this long resets the restart delay
+    request_timeout_s: float = 60.0  # a request body must be complete this long after its head
+    max_connections: int = 1000  # connections served at once; more are closed at accept
     # A context to serve with instead of one built from the files: the certificate service
     # loads a renewed certificate into it, and new handshakes use it without a restart.
     ssl_context: ssl.SSLContext | None = None
@@ -110,6 +122,8 @@ def hypercorn_config(listener: WebListener) -> HypercornConfig:
     cfg.alpn_protocols = ["http/1.1"]
     cfg.include_server_header = False
     cfg.ssl_handshake_timeout = 10
+    cfg.request_timeout_s = listener.request_timeout_s
+    cfg.max_connections = listener.max_connections
     if listener.certfile is not None and listener.keyfile is not None:
         cfg.certfile = str(listener.certfile)
         cfg.keyfile = str(listener.keyfile)
@@ -148,6 +162,10 @@ async def serve_web(
     wrapped = wrap_app(app, cfg.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
     failures = 0
     reporter: _Started | None = _Started(task_status)
+    # trio logs every failed accept (EMFILE near the open-file limit) every 100 ms.
+    accept_log = logging.getLogger("trio.serve_listeners")
+    accept_limiter = _RateLimitedLog()
+    accept_log.addFilter(accept_limiter)
     try:
         for sock in sockets.secure_sockets + sockets.insecure_sockets:
             sock.listen(cfg.backlog)
@@ -177,8 +195,62 @@ async def serve_web(
                 await shutdown_trigger()
                 return
     finally:
+        accept_log.removeFilter(accept_limiter)
         for sock in sockets.secure_sockets + sockets.insecure_sockets:
             sock.close()
+
+
+class _RateLimitedLog(logging.Filter):
+    """Lets one record through per ``interval_s``; the next one says how many were dropped."""
+
+    def __init__(
+        self, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self.clock = clock
+        self.last: float | None = None
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = self.clock()
+        if self.last is not None and now - self.last < self.interval_s:
+            self.suppressed += 1
+            return False
+        if self.suppressed:
+            record.msg = f"{record.msg} ({self.suppressed} similar messages suppressed)"
+            self.suppressed = 0
+        self.last = now
+        return True
+
+
+class _ConnectionGate:
+    """Counts served connections; beyond the limit a new one is closed at accept."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+        self.refusals = _RateLimitedLog()
+
+    async def serve(
+        self, handler: Callable[[trio.SSLStream[trio.SocketStream]], Awaitable[None]],
+        stream: trio.SSLStream[trio.SocketStream],
+    ) -> None:  # fmt: skip
+        if self.active >= self.limit:
+            record = logging.LogRecord(
+                log.name, logging.WARNING, __file__, 0,
+                "connection refused at accept: %d connections open (server.max_connections)",
+                (self.active,), None,
+            )  # fmt: skip
+            if self.refusals.filter(record):
+                log.handle(record)
+            await trio.aclose_forcefully(stream)
+            return
+        self.active += 1
+        try:
+            await handler(stream)
+        finally:
+            self.active -= 1
 
 
 def _summary(exc: BaseException) -> str:
@@ -232,9 +304,11 @@ async def _serve_once(
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(raise_shutdown, shutdown_trigger)
                     nursery.start_soon(raise_shutdown, context.terminate.wait)
-                    handler = partial(
+                    connection = partial(
                         _Connection, app, config, context, ConnectionState(lifespan_state.copy())
                     )
+                    gate = _ConnectionGate(getattr(config, "max_connections", 1000))
+                    handler = partial(gate.serve, connection)
                     nursery.start_soon(
                         partial(
                             trio.serve_listeners, handler, listeners, handler_nursery=server_nursery
@@ -300,6 +374,32 @@ class _Connection(TCPServer):
             log.error("connection from %s failed; closed it", peer, exc_info=group)
         finally:
             await self._close()
+
+    async def _read_data(self) -> None:
+        """``TCPServer._read_data`` plus a deadline for a request's body: it must be complete
+        ``request_timeout_s`` after its head, else the connection is closed. The head itself is
+        bounded by the keep-alive (idle) timeout; an upgraded WebSocket has no deadline."""
+        timeout: float = getattr(self.config, "request_timeout_s", inf)
+        body_deadline = inf
+        while True:
+            try:
+                with trio.fail_at(body_deadline):
+                    data = await self.stream.receive_some(MAX_RECV)
+            except trio.TooSlowError:
+                log.debug("request body not complete within %.3g s; connection closed", timeout)
+                break
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                break
+            await self.protocol.handle(RawData(bytes(data)))
+            if data == b"":
+                break
+            connection = getattr(self.protocol, "connection", None)
+            if getattr(connection, "their_state", None) is h11.SEND_BODY:
+                if body_deadline == inf:
+                    body_deadline = trio.current_time() + timeout
+            else:
+                body_deadline = inf
+        await self.protocol.handle(Closed())
 
 
 class ListenError(Exception):
