@@ -213,11 +213,11 @@ def cmd_reset_password(args: argparse.Namespace) -> int:
     from .serve import reset_password
 
     async def work(db: Database) -> str:
-        return await reset_password(db, Auth(db), args.user.strip().lower())
+        return await reset_password(db, Auth(db), args.user.strip().lower(), must_change=True)
 
     password = _with_database(args, work)
     print(f"new password for {args.user}: {password}")
-    print("(every session of this user has ended)")
+    print("(every session of this user has ended; the password must be changed at the next login)")
     return 0
 
 

@@ -14,6 +14,7 @@ queued, the pool closes and PostgreSQL stops.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ from typing import Any
 
 import trio
 
+import actors.snapshots
 from actors import (
     AgentClient,
     ConnectionRamp,
@@ -38,10 +40,12 @@ from actors import (
 )
 from actors.certificates import CertificateService
 from ca import AgentPeerPolicy, CertificateAuthority, agent_client_context, web_server_context
+from reports import ComplianceRules, Context, backfill, take_snapshot
 from settings import Config, ConfigStore, PollingPolicy
 from simulator import Fleet, FleetSpec, serve_control
 from storage import (
     Database,
+    HostScope,
     count_users,
     create_user,
     get_user,
@@ -55,6 +59,39 @@ from .adapter import SystemAdapter
 from .runtime import Storage, open_storage, record_certificates
 
 log = logging.getLogger(__name__)
+
+
+def compliance_rules(config: Config) -> ComplianceRules:
+    """The [compliance] settings as the rules of ``reports.compliance``."""
+    c = config.compliance
+    return ComplianceRules(
+        sla_days={"critical": c.critical_sla_days, "high": c.high_sla_days,
+                  "medium": c.medium_sla_days, "low": c.low_sla_days},
+        min_severity=c.min_severity,
+        freshness_factor=c.freshness_factor,
+        default_patch_interval_s=config.polling.patch_interval_s,
+        waiver_warning_days=c.waiver_warning_days,
+    )  # fmt: skip
+
+
+def snapshot_task(
+    config: Config, storage: Storage, handle: SystemAdapter
+) -> actors.snapshots.SnapshotTask:
+    """The daily compliance snapshots of the whole fleet, judged like the reports judge."""
+    rules = compliance_rules(config)
+
+    def interval_of(host_id: int) -> int | None:
+        policy = handle.effective_policy(host_id)
+        return None if policy is None else policy.policy.patch_interval_s
+
+    def context(at: dt.datetime) -> Context:
+        return Context(storage.db, HostScope.everything(), rules, at, interval_of)
+
+    return actors.snapshots.SnapshotTask(
+        lambda day, at: take_snapshot(context(at), day),
+        lambda at: backfill(context(at), config.compliance.backfill_days),
+        lambda: dt.datetime.now(dt.UTC),
+    )
 
 
 @dataclass(frozen=True)
@@ -291,6 +328,7 @@ async def run_server(
                 storage.db,
                 auth=auth,
                 max_body_bytes=config.server.max_body_bytes,
+                compliance=compliance_rules(config),
                 operators_see_ungrouped=config.auth.operators_see_ungrouped,
             )
             async with trio.open_nursery() as inner:
@@ -301,6 +339,8 @@ async def run_server(
                 urls = await inner.start(_started_web, app, _web_listener(config, ca, bind, system),
                                          stop, web_stopped)  # fmt: skip
                 inner.start_soon(store.watch_files)
+                snapshots = snapshot_task(config, storage, SystemAdapter(storage, system, ca))
+                await inner.start(snapshots.run)
                 inner.start_soon(auth.prune_periodically)
                 if on_ready is not None:
                     on_ready(ServerInfo(urls, storage.description, ca.root_cert_path,

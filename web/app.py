@@ -36,9 +36,12 @@ from .middleware import (
 )
 from .openapi import document
 from .pages import Pages, since
+from .pki_api import PkiApi
 from .relay import Relay
 from .report_pages import ReportPages
 from .reports_api import ReportsApi
+from .user_pages import AccountPages
+from .users_api import UsersApi
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -170,7 +173,10 @@ def create_app(
         WebSocketRoute("/api/v1/live", relay.endpoint),
         *api.routes(),
         *JobsApi(handle, db).routes(),
+        *PkiApi(handle, db).routes(),
         *pages.routes(),
+        *AccountPages(pages).routes(),
+        *UsersApi(handle, db, auth).routes(),
         *JobPages(pages).routes(),
         *ReportsApi(handle, db, rules).routes(),
         *ReportPages(pages, rules).routes(),

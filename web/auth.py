@@ -1,47 +1,76 @@
-"""Interim authentication: local accounts (Argon2id), server-side sessions, CSRF protection.
+"""Authentication: local accounts (Argon2id), login throttling and lockout, server-side
+sessions with rotation, CSRF protection.
 
 Every request except the health check, static assets and the login page needs a session
 (cookie ``pm_session``: HttpOnly, Secure on HTTPS, SameSite=Strict). The session token is stored
 only as a SHA-256 hash. State-changing requests must carry the session's CSRF token: the
 ``X-CSRF-Token`` header (API, JavaScript) or a ``csrf_token`` form field (HTML forms). WebSocket
-upgrades must come from our own origin.
+upgrades must come from our own origin. A user who must change their password reaches only the
+change-password page (and log out) until they have.
+
+Logins (``Auth.login``) pass two gates before any Argon2 work: the source address's turn (one
+attempt at a time per address, waiting out an exponential delay after failures, at most
+``MAX_WAITING_PER_ADDRESS`` waiting) and the Argon2 limiter (``auth.hash_concurrency`` at once,
+``auth.hash_queue`` waiting); beyond either bound the answer is ``Busy`` (429) at once. Waiting
+for a turn holds no hashing slot, so a flood from one address cannot starve the others.
+Errors: ``Busy``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import hashlib
 import hmac
 import json
 import logging
 import secrets
 import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote
 
 import argon2
 import trio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from settings import AuthSettings
 from storage import (
     Database,
     Session,
+    StorageError,
     User,
+    consume_login_token,
     create_session,
     delete_session,
-    get_user,
+    issue_login_token,
     load_session,
+    login_record,
+    prune_sessions,
+    record_failed_login,
+    record_login,
+    revoke_family,
+    rotate_session,
 )
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 SESSION_COOKIE = "pm_session"
 LOGIN_COOKIE = "pm_login"
 PUBLIC_PREFIXES = ("/static/",)
-PUBLIC_PATHS = frozenset({"/api/v1/health", "/login", "/favicon.ico"})
+# The CRL is fetched by agents, which have no session (agent-api §7.3; issue 14).
+PUBLIC_PATHS = frozenset({"/api/v1/health", "/login", "/favicon.ico", "/api/v1/pki/crl.pem"})
+# What a user who must change their password may still reach.
+CHANGE_PATHS = frozenset({"/password", "/logout", "/api/v1/profile/password"})
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_FORM = 1024 * 1024
+MAX_WAITING_PER_ADDRESS = 4
+LOGIN_TOKEN_LIFETIME = dt.timedelta(hours=1)
 
 _hasher = argon2.PasswordHasher()  # Argon2id, library defaults (64 MiB, t=3, p=4)
 _DUMMY_HASH = _hasher.hash("not a password of anyone")
@@ -55,55 +84,248 @@ def generate_password() -> str:
     return secrets.token_urlsafe(15)
 
 
+class Busy(Exception):
+    """Too many password checks are running or waiting (for this address or overall): 429."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("too many login attempts at once; try again in a moment")
+        self.retry_after = max(1, round(retry_after))
+
+
+def throttle_delay(failures: int, cap: float) -> float:
+    """Seconds an address waits before its next attempt after ``failures`` failed logins in a
+    row: none for the first two (typos), then 0.5 s doubling, at most ``cap``."""
+    if failures < 3:
+        return 0.0
+    return float(min(cap, 0.5 * 2 ** min(failures - 3, 30)))
+
+
+@dataclass
+class _Source:
+    failures: int = 0
+    not_before: float = 0.0
+    attempts: int = 0  # in its turn or waiting for it
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+
+class Throttle:
+    """Per-source-address login turns: one attempt at a time per address, after its delay."""
+
+    MAX_ADDRESSES = 50_000
+
+    def __init__(self, cap: float) -> None:
+        self.cap = cap
+        self._sources: dict[str, _Source] = {}
+
+    @asynccontextmanager
+    async def turn(self, address: str) -> AsyncIterator[_Source]:
+        """Wait for ``address``'s turn (holding nothing else); ``Busy`` when too many of its
+        attempts wait already."""
+        source = self._sources.get(address)
+        if source is None:
+            self._forget_idle()
+            source = self._sources[address] = _Source()
+        if source.attempts > MAX_WAITING_PER_ADDRESS:  # one in its turn, the rest waiting
+            raise Busy(max(1.0, source.not_before - trio.current_time()))
+        source.attempts += 1
+        try:
+            async with source.lock:
+                await trio.sleep_until(source.not_before)
+                yield source
+        finally:
+            source.attempts -= 1
+            if source.failures == 0 and source.attempts == 0:
+                self._sources.pop(address, None)
+
+    def failed(self, source: _Source) -> None:
+        source.failures += 1
+        source.not_before = trio.current_time() + throttle_delay(source.failures, self.cap)
+
+    @staticmethod
+    def succeeded(source: _Source) -> None:
+        source.failures, source.not_before = 0, 0.0
+
+    def _forget_idle(self) -> None:
+        if len(self._sources) < self.MAX_ADDRESSES:
+            return
+        now = trio.current_time()
+        for address, source in list(self._sources.items()):
+            if source.attempts == 0 and source.not_before < now:
+                del self._sources[address]
+
+
+class HashLimiter:
+    """Argon2 work in worker threads: ``concurrency`` at once, ``queue`` waiting, then ``Busy``."""
+
+    def __init__(self, concurrency: int, queue: int) -> None:
+        self._limiter = trio.CapacityLimiter(concurrency)
+        self.queue = queue
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        if (
+            self._limiter.statistics().tasks_waiting >= self.queue
+            and not self._limiter.available_tokens
+        ):
+            raise Busy(1.0)
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    def statistics(self) -> trio.CapacityLimiterStatistics:
+        return self._limiter.statistics()
+
+
+class Outcome(enum.Enum):
+    OK = "ok"
+    WRONG = "wrong"  # unknown user or wrong password: the same answer either way
+    LOCKED = "locked"  # the right password, but too many wrong ones before it
+    DISABLED = "disabled"  # the right password of a disabled account
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    outcome: Outcome
+    user: User | None = None
+    locked_until: dt.datetime | None = None
+
+
+def _verify(stored: str, password: str) -> bool:
+    try:
+        return _hasher.verify(stored, password)
+    except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
+        return False
+
+
 class Auth:
-    """Password checks and sessions. Argon2 runs in worker threads, two at a time at most."""
+    """Password checks and sessions (see the module docstring for the login gates)."""
 
     def __init__(
         self,
         db: Database,
         *,
         secure_cookies: bool = True,
-        session_lifetime: dt.timedelta = dt.timedelta(hours=12),
-        idle_timeout: dt.timedelta = dt.timedelta(hours=1),
+        settings: AuthSettings | None = None,
     ) -> None:
         self.db = db
         self.secure_cookies = secure_cookies
-        self.session_lifetime = session_lifetime
-        self.idle_timeout = idle_timeout
-        self._limiter = trio.CapacityLimiter(2)
+        self.settings = settings = settings or AuthSettings()
+        self.session_lifetime = dt.timedelta(hours=settings.session_hours)
+        self.idle_timeout = dt.timedelta(minutes=settings.idle_minutes)
+        self.hashing = HashLimiter(settings.hash_concurrency, settings.hash_queue)
+        self.throttle = Throttle(settings.throttle_max_s)
 
     async def hash_password(self, password: str) -> str:
-        return await trio.to_thread.run_sync(_hasher.hash, password, limiter=self._limiter)
+        """The Argon2id hash (``Busy`` when the hashing queue is full)."""
+        return await self.hashing.run(_hasher.hash, password)
+
+    async def verify_password(self, user: User, password: str) -> bool:
+        return await self.hashing.run(_verify, user.password_hash, password)
+
+    async def login(self, username: str, password: str, address: str) -> LoginResult:
+        """Check a login. Waits for the address's turn, then for a hashing slot; raises
+        ``Busy`` instead of waiting when either queue is full. A locked or disabled account is
+        reported only after its correct password (no user enumeration); wrong passwords count
+        towards the lockout even while locked."""
+        name = username.strip().lower()
+        async with self.throttle.turn(address) as source:
+            record = await self.db.run(login_record, name)
+            stored = record.user.password_hash if record else _DUMMY_HASH  # same work either way
+            ok = await self.hashing.run(_verify, stored, password)
+            if record is None or not ok:
+                self.throttle.failed(source)
+                if record is not None:
+                    lock_for = dt.timedelta(minutes=self.settings.lockout_minutes)
+                    threshold = self.settings.lockout_threshold
+                    until = await self.db.run(
+                        record_failed_login, record.user.id, threshold, lock_for
+                    )
+                    if until is not None and until > dt.datetime.now(dt.UTC):
+                        log.warning("login: account %r locked until %s", name, until)
+                return LoginResult(Outcome.WRONG)
+            self.throttle.succeeded(source)
+        user = record.user
+        if user.state != "active":
+            return LoginResult(Outcome.DISABLED, user)
+        if record.locked_until is not None and record.locked_until > dt.datetime.now(dt.UTC):
+            return LoginResult(Outcome.LOCKED, user, record.locked_until)
+        await self.db.run(record_login, user.id)
+        return LoginResult(Outcome.OK, user)
 
     async def check_password(self, username: str, password: str) -> User | None:
-        user = await self.db.run(get_user, username.strip().lower())
-        stored = user.password_hash if user else _DUMMY_HASH  # same work either way
+        """The user when the login succeeds (any address, for callers without one)."""
+        result = await self.login(username, password, "")
+        return result.user if result.outcome is Outcome.OK else None
 
-        def verify() -> bool:
-            try:
-                return _hasher.verify(stored, password)
-            except argon2.exceptions.VerificationError:
-                return False
-            except argon2.exceptions.InvalidHashError:
-                return False
-
-        ok = await trio.to_thread.run_sync(verify, limiter=self._limiter)
-        return user if ok and user is not None else None
-
-    async def start_session(self, user: User) -> tuple[str, str]:
+    async def start_session(
+        self, user: User, address: str = "", user_agent: str = ""
+    ) -> tuple[str, str]:
+        """A new session (a new family): (token, csrf token)."""
         token = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
         expires = dt.datetime.now(dt.UTC) + self.session_lifetime
-        await self.db.run(create_session, hash_token(token), user.id, csrf, expires)
+        await self.db.run(create_session, hash_token(token), user.id, csrf, expires, address,
+                          user_agent)  # fmt: skip
         return token, csrf
 
+    async def rotate(self, token: str) -> str | None:
+        """Replace ``token`` by a new one of the same family (after a privilege change); None
+        when the session is gone. The CSRF token is kept (open pages stay usable)."""
+        session = await self.session(token)
+        if session is None:
+            return None
+        new = secrets.token_urlsafe(32)
+        rotated = await self.db.run(
+            rotate_session, hash_token(token), hash_token(new), session.csrf_token
+        )
+        return new if rotated else None
+
     async def session(self, token: str) -> Session | None:
+        """The live session of ``token``; None when unknown or ended. Presenting a rotated
+        token revokes its whole family (it was copied)."""
         if not token:
             return None
-        return await self.db.run(load_session, hash_token(token), self.idle_timeout)
+        session = await self.db.run(load_session, hash_token(token), self.idle_timeout)
+        if session is not None and session.rotated:
+            ended = await self.db.run(revoke_family, session.family_id)
+            log.warning("a rotated session token of %r was reused: %d session(s) of its family "
+                        "revoked", session.user.username, ended)  # fmt: skip
+            return None
+        return session
 
     async def end_session(self, token: str) -> None:
         await self.db.run(delete_session, hash_token(token))
+
+    async def issue_login_token(self) -> str:
+        token = secrets.token_urlsafe(24)
+        expires = dt.datetime.now(dt.UTC) + LOGIN_TOKEN_LIFETIME
+        await self.db.run(issue_login_token, hash_token(token), expires)
+        return token
+
+    async def consume_login_token(self, token: str) -> bool:
+        """True once per issued, unexpired login-form token."""
+        return bool(token) and await self.db.run(consume_login_token, hash_token(token))
+
+    async def prune(self) -> int:
+        return await self.db.run(prune_sessions, self.idle_timeout)
+
+    async def prune_periodically(
+        self,
+        interval: float = 300.0,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Delete expired sessions and login-form tokens every ``interval`` seconds (drift-free)
+        until cancelled; a database outage skips a round."""
+        task_status.started()
+        deadline = trio.current_time()
+        while True:
+            deadline += interval
+            await trio.sleep_until(deadline)
+            try:
+                pruned = await self.prune()
+            except StorageError as exc:
+                log.warning("session pruning skipped: %s", exc)
+                continue
+            if pruned:
+                log.info("pruned %d expired session(s)", pruned)
 
     def session_cookie(self, token: str, *, max_age: int | None = None) -> str:
         parts = [f"{SESSION_COOKIE}={token}", "Path=/", "HttpOnly", "SameSite=Strict"]
@@ -174,13 +396,17 @@ class AuthMiddleware:
         state["session"] = session
         state["session_token"] = token if session else ""
         if scope["type"] == "websocket":
-            if session is None or not _same_origin(scope):
+            refused = session is None or session.user.must_change_password
+            if refused or not _same_origin(scope):
                 await send({"type": "websocket.close", "code": 4401, "reason": "login required"})
                 return
             await self.app(scope, receive, send)
             return
         if session is None:
             await _refuse_unauthenticated(scope, send)
+            return
+        if session.user.must_change_password and path not in CHANGE_PATHS:
+            await _refuse_until_changed(scope, send)
             return
         if scope["method"] in UNSAFE:
             checked = await self._check_csrf(scope, receive, send, session)
@@ -251,6 +477,16 @@ async def _refuse_unauthenticated(scope: Scope, send: Send) -> None:
             "headers": [(b"location", f"/login?next={quote(target)}".encode())],
         }
     )
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _refuse_until_changed(scope: Scope, send: Send) -> None:
+    if scope["path"].startswith("/api/") or scope["path"] == "/metrics":
+        await _send_json(scope, send, 403, "password_change_required",
+                         "change your password first (POST /api/v1/profile/password)")  # fmt: skip
+        return
+    await send({"type": "http.response.start", "status": 303,
+                "headers": [(b"location", b"/password")]})  # fmt: skip
     await send({"type": "http.response.body", "body": b""})
 
 

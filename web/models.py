@@ -37,7 +37,9 @@ from storage import (
     JobHostRow,
     JobRow,
     PatchItem,
+    SessionItem,
     Transition,
+    UserItem,
     WindowRow,
     package_name_problem,
     package_version_problem,
@@ -570,3 +572,56 @@ class Blackouts(Reply):
 class Document(Reply):
     model_config = ConfigDict(extra="allow")
     openapi: str
+
+
+# -- users --------------------------------------------------------------------------------------
+
+UserName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, to_lower=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+    ),
+    Field(description="letters, digits, '.', '_' or '-'; unique regardless of case"),
+]
+Role = Literal["admin", "operator", "auditor"]
+
+
+class UserCreate(Body):
+    username: UserName
+    role: Role
+    group_ids: list[Id] = Field(default_factory=list, max_length=1000)
+
+
+class UserUpdate(Body):
+    role: Role | None = None
+    state: Literal["active", "disabled"] | None = None
+    group_ids: list[Id] | None = Field(None, max_length=1000)
+
+
+class PasswordChange(Body):
+    current_password: str = Field(max_length=1024)
+    new_password: str = Field(max_length=1024)
+
+
+UserOut = record_model(UserItem, "User")
+
+
+class Users(Reply):
+    users: list[UserItem]
+
+
+class UserCreated(Reply):
+    user: UserItem
+    password: str = Field(description="one-time password; must be changed at the first login")
+
+
+class PasswordReset(Reply):
+    password: str = Field(description="one-time password; must be changed at the next login")
+
+
+class Sessions(Reply):
+    sessions: list[SessionItem]
+
+
+class SessionsRevoked(Reply):
+    revoked: int

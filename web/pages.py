@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -26,7 +25,7 @@ from storage import (
     Transition,
 )
 
-from .auth import LOGIN_COOKIE, Auth, safe_next, same_token
+from .auth import Auth
 from .authz import Action, allowed, require
 from .forms import fields, host_form, host_query
 from .handle import HandleError, Missing, SystemHandle
@@ -93,15 +92,6 @@ class DiscoveryPage(Base):
     scan: dict[str, Any] | None = None
     errors: dict[str, str] = field(default_factory=dict)
     cidr: str = ""
-
-
-@dataclass(frozen=True)
-class LoginPage:
-    title: str
-    login_token: str
-    next: str
-    error: str = ""
-    username: str = ""
 
 
 class Pages:
@@ -373,48 +363,6 @@ class Pages:
             note += f"; not registered: {', '.join(skipped)}"
         return self.back(f"/discovery/{scan_id}", note)
 
-    # -- login ------------------------------------------------------------------------------
-
-    async def login_form(
-        self, request: Request, error: str = "", username: str = "", status: int = 200
-    ) -> Response:
-        token = secrets.token_urlsafe(24)
-        page = LoginPage(
-            "Log in", token, safe_next(request.query_params.get("next")), error, username
-        )
-        response = self.templates.TemplateResponse(
-            request, "login.html", {"page": page}, status_code=status
-        )
-        response.headers.append("set-cookie", self.auth.login_cookie(token))
-        return response
-
-    async def login(self, request: Request) -> Response:
-        form = await request.form()
-        username = str(form.get("username", ""))
-        if not same_token(str(form.get("login_token", "")), request.cookies.get(LOGIN_COOKIE, "")):
-            return await self.login_form(
-                request, "The form expired; please try again.", username, 400
-            )
-        # A name no account can have (NUL, which PostgreSQL cannot store, or overlong) is a
-        # wrong login like any other, without a database lookup.
-        possible = "\x00" not in username and len(username) <= 200
-        password = str(form.get("password", ""))
-        user = await self.auth.check_password(username, password) if possible else None
-        if user is None:
-            return await self.login_form(request, "Wrong user name or password.", username, 401)
-        token, _ = await self.auth.start_session(user)
-        response = RedirectResponse(safe_next(form.get("next")), status_code=303)
-        response.headers.append("set-cookie", self.auth.session_cookie(token))
-        return response
-
-    async def logout(self, request: Request) -> Response:
-        token = request.scope["state"].get("session_token", "")
-        if token:
-            await self.auth.end_session(token)
-        response = RedirectResponse("/login", status_code=303)
-        response.headers.append("set-cookie", self.auth.session_cookie("", max_age=0))
-        return response
-
     async def root_ca(self, request: Request) -> Response:
         return Response(
             self.handle.root_ca_pem(),
@@ -448,9 +396,6 @@ class Pages:
             Route("/discovery/{scan_id:int}", self.discovery, methods=["GET"]),
             Route("/discovery/{scan_id:int}/cancel", self.cancel_discovery, methods=["POST"]),
             Route("/discovery/{scan_id:int}/register", self.register_found, methods=["POST"]),
-            Route("/login", self.login_form, methods=["GET"]),
-            Route("/login", self.login, methods=["POST"]),
-            Route("/logout", self.logout, methods=["POST"]),
             Route("/ca/root.crt", self.root_ca, methods=["GET"]),
         ]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 from typing import Any
 from urllib.parse import urlsplit
@@ -13,21 +12,15 @@ import pytest
 import trio
 import trio_websocket
 
+from .sessions import log_in_and_change
+
 
 async def session_cookie(server: Any) -> str:
     """Log in as the bootstrap admin; the session cookie."""
-    password = await server.wait_admin_password()
     async with httpx2.AsyncClient(
         base_url=server.url, verify=server.ssl_context(), timeout=10
     ) as client:
-        page = await client.get("login")
-        token = re.search(r'name="login_token" value="([^"]+)"', page.text)
-        assert token is not None, page.text
-        response = await client.post(
-            "login",
-            data={"username": "admin", "password": password, "login_token": token[1], "next": "/"},
-        )
-        assert response.status_code == 303, response.text
+        await log_in_and_change(client, server)
         cookie = client.cookies.get("pm_session")
     assert cookie
     return cookie

@@ -1,0 +1,188 @@
+"""Users: accounts, roles, group scope, lockout, passwords and sessions (R-7.1, R-7.3).
+
+Only admins (``Action.MANAGE_USERS``) list, create and change users; every user may change
+their own password and see and end their own sessions. A change of role, groups or state ends
+that user's sessions (in ``storage``) and announces a scope change so that open relay
+subscriptions re-read their principal at once.
+"""
+
+from __future__ import annotations
+
+from storage import (
+    Conflict,
+    LastAdmin,
+    NotFound,
+    SessionItem,
+    UserItem,
+    create_user,
+    get_user_by_id,
+    list_sessions,
+    list_users,
+    revoke_session,
+    revoke_sessions,
+    set_password,
+    unlock_user,
+    update_user,
+)
+
+from ..auth import Auth, Busy, generate_password
+from ..authz import Action, require, scope_changed
+from ..handle import AlreadyExists, HandleError, InvalidInput, Missing, TooBusy
+from ..models import PasswordChange, UserCreate, UserUpdate
+from ..passwords import password_problem
+from .base import Principal, System
+
+
+class LastAdminRefused(HandleError):
+    """409: the change would leave no active admin."""
+
+    status = 409
+    code = "last_admin"
+
+
+async def all_users(sys: System, who: Principal) -> list[UserItem]:
+    require(who, Action.MANAGE_USERS)
+    return await sys.db.run(list_users)
+
+
+async def get(sys: System, who: Principal, user_id: int) -> UserItem:
+    if user_id != who.user_id:
+        require(who, Action.MANAGE_USERS)
+    found = await sys.db.run(list_users, user_id)
+    if not found:
+        raise Missing(f"no user with id {user_id}")
+    return found[0]
+
+
+async def _hash(auth: Auth, password: str, field: str) -> str:
+    try:
+        return await auth.hash_password(password)
+    except Busy:
+        raise TooBusy(field, "too many password operations at once; try again") from None
+
+
+async def create(sys: System, who: Principal, auth: Auth, data: UserCreate) -> tuple[UserItem, str]:
+    """A new account with a one-time password (returned once) that must be changed at the
+    first login."""
+    require(who, Action.MANAGE_USERS)
+    password = generate_password()
+    hashed = await _hash(auth, password, "username")
+    try:
+        user = await sys.db.run(
+            lambda conn: create_user(
+                conn,
+                data.username,
+                hashed,
+                data.role,
+                must_change_password=True,
+                group_ids=tuple(data.group_ids),
+                created_by=who.username,
+            )
+        )
+    except Conflict as exc:
+        raise AlreadyExists("username", str(exc)) from None
+    except NotFound as exc:
+        raise InvalidInput("group_ids", str(exc)) from None
+    return await get(sys, who, user.id), password
+
+
+async def update(sys: System, who: Principal, user_id: int, data: UserUpdate) -> UserItem:
+    """Change role, groups and/or state; the user's sessions end when anything changed."""
+    require(who, Action.MANAGE_USERS)
+    groups = None if data.group_ids is None else tuple(data.group_ids)
+    try:
+        ended = await sys.db.run(
+            lambda conn: update_user(
+                conn, user_id, by=who.username, role=data.role, state=data.state, group_ids=groups
+            )
+        )
+    except LastAdmin as exc:
+        raise LastAdminRefused("role" if data.role else "state", str(exc)) from None
+    except NotFound as exc:
+        if "group" in str(exc):
+            raise InvalidInput("group_ids", str(exc)) from None
+        raise Missing(f"no user with id {user_id}") from None
+    if ended or data.role or data.state or groups is not None:
+        scope_changed(sys.db)
+    return await get(sys, who, user_id)
+
+
+async def unlock(sys: System, who: Principal, user_id: int) -> UserItem:
+    require(who, Action.MANAGE_USERS)
+    try:
+        await sys.db.run(lambda conn: unlock_user(conn, user_id, by=who.username))
+    except NotFound:
+        raise Missing(f"no user with id {user_id}") from None
+    return await get(sys, who, user_id)
+
+
+async def reset_password(sys: System, who: Principal, auth: Auth, user_id: int) -> str:
+    """A new one-time password (must be changed at the next login); every session ends."""
+    require(who, Action.MANAGE_USERS)
+    user = await sys.db.run(get_user_by_id, user_id)
+    if user is None:
+        raise Missing(f"no user with id {user_id}")
+    password = generate_password()
+    hashed = await _hash(auth, password, "password")
+    await sys.db.run(
+        lambda conn: set_password(conn, user.username, hashed, must_change=True, by=who.username)
+    )
+    return password
+
+
+async def change_password(
+    sys: System, who: Principal, auth: Auth, data: PasswordChange, keep_family: str = ""
+) -> None:
+    """The user's own password change: the current password must be right, the new one must
+    meet the policy. Every other session of the user ends (``keep_family``: the caller's,
+    which the caller rotates)."""
+    user = await sys.db.run(get_user_by_id, who.user_id) if who.user_id else None
+    if user is None or user.state != "active":
+        raise Missing("no such user")
+    try:
+        right = await auth.verify_password(user, data.current_password)
+    except Busy:
+        raise TooBusy("current_password", "too many password checks at once; try again") from None
+    if not right:
+        raise InvalidInput("current_password", "the current password is wrong")
+    settings = auth.settings
+    problem = password_problem(
+        data.new_password,
+        min_length=settings.password_min_length,
+        min_score=settings.password_min_score,
+        avoid=(user.username,),
+    )
+    if problem is None and data.new_password == data.current_password:
+        problem = "choose a password different from the current one"
+    if problem is not None:
+        raise InvalidInput("new_password", problem)
+    hashed = await _hash(auth, data.new_password, "new_password")
+    await sys.db.run(
+        lambda conn: set_password(
+            conn, user.username, hashed, by=user.username, keep_family=keep_family
+        )
+    )
+
+
+async def sessions(sys: System, who: Principal, user_id: int) -> list[SessionItem]:
+    if user_id != who.user_id:
+        require(who, Action.MANAGE_USERS)
+    if await sys.db.run(get_user_by_id, user_id) is None:
+        raise Missing(f"no user with id {user_id}")
+    return await sys.db.run(list_sessions, user_id)
+
+
+async def revoke(sys: System, who: Principal, user_id: int, session_id: int) -> None:
+    if user_id != who.user_id:
+        require(who, Action.MANAGE_USERS)
+    try:
+        await sys.db.run(revoke_session, user_id, session_id)
+    except NotFound:
+        raise Missing(f"no session with id {session_id}") from None
+
+
+async def revoke_all(sys: System, who: Principal, user_id: int) -> int:
+    require(who, Action.MANAGE_USERS)
+    if await sys.db.run(get_user_by_id, user_id) is None:
+        raise Missing(f"no user with id {user_id}")
+    return await sys.db.run(revoke_sessions, user_id)
