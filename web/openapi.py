@@ -113,6 +113,38 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Create a blackout period (a time without a zone is UTC)", 201, m.Created, m.BlackoutCreate
     ),
     ("delete", "/api/v1/blackouts/{blackout_id}"): Operation("Delete a blackout", 204, None),
+    ("get", "/api/v1/users"): Operation("Users (admins)", 200, m.Users),
+    ("post", "/api/v1/users"): Operation(
+        "Create a user with a one-time password (changed at the first login)",
+        201,
+        m.UserCreated,
+        m.UserCreate,
+    ),
+    ("get", "/api/v1/users/{user_id}"): Operation("A user (admins, or oneself)", 200, m.UserOut),
+    ("patch", "/api/v1/users/{user_id}"): Operation(
+        "Change role, groups or state (the user's sessions end)", 200, m.UserOut, m.UserUpdate
+    ),
+    ("post", "/api/v1/users/{user_id}/unlock"): Operation(
+        "Unlock after too many wrong passwords", 200, m.UserOut
+    ),
+    ("post", "/api/v1/users/{user_id}/reset-password"): Operation(
+        "Set a one-time password (sessions end)", 200, m.PasswordReset
+    ),
+    ("get", "/api/v1/users/{user_id}/sessions"): Operation(
+        "Live sessions (admins, or oneself)", 200, m.Sessions
+    ),
+    ("delete", "/api/v1/users/{user_id}/sessions"): Operation(
+        "End every session of a user", 200, m.SessionsRevoked
+    ),
+    ("delete", "/api/v1/users/{user_id}/sessions/{session_id}"): Operation(
+        "End one session (admins, or oneself)", 204, None
+    ),
+    ("post", "/api/v1/profile/password"): Operation(
+        "Change one's own password (other sessions end; this one gets a new cookie)",
+        204,
+        None,
+        m.PasswordChange,
+    ),
     ("get", "/api/v1/reports/compliance"): Operation(
         "Compliance report: summary, trend, hosts, waivers (format=json|csv|pdf)",
         200,
