@@ -475,38 +475,67 @@ class Executor:
     async def _wait_final(
         self, agent: JobAgentPort, row_id: int, agent_job_id: str, label: str
     ) -> JobInfo | None:
-        """Until ``GET /jobs/{id}`` says the agent job is final (events only wake the check).
-        None when the row ended otherwise (the agent does not know the job)."""
+        """Until ``GET /jobs/{id}`` says the agent job is final. The job is read every
+        ``reconcile_interval`` seconds whatever the WebSocket does; events only wake the read
+        sooner (an agent whose upgrade is refused or broken is still followed). None when the
+        row ended otherwise (the agent does not know the job)."""
         shown = ""
+        woken = trio.Event()
+
+        def wake() -> None:
+            woken.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._listen, agent, agent_job_id, wake)
+            while True:
+                try:
+                    info = await agent.job(agent_job_id)
+                except AgentRequestError as exc:
+                    if exc.status == 404:
+                        nursery.cancel_scope.cancel()
+                        await self._finish(
+                            row_id,
+                            "failed",
+                            error_code="AGENT_JOB_UNKNOWN",
+                            error_message=f"the agent does not know job {agent_job_id}: "
+                            f"{exc.message}",
+                        )
+                        return None
+                    log.info("following agent job %s: %s; retrying", agent_job_id, exc.message,
+                             extra={"host": self.host})  # fmt: skip
+                except AgentError as exc:
+                    # The agent went away (reboot, restart) or the answer was bad: ask again.
+                    log.info("following agent job %s: %s; retrying", agent_job_id, exc.message,
+                             extra={"host": self.host})  # fmt: skip
+                else:
+                    if info.status.terminal:
+                        nursery.cancel_scope.cancel()
+                        return info
+                    shown = await self._show(row_id, info.status, shown, label)
+                with trio.move_on_after(self.reconcile_interval):
+                    await woken.wait()
+                woken = trio.Event()
+
+    async def _listen(
+        self, agent: JobAgentPort, agent_job_id: str, wake: Callable[[], None]
+    ) -> None:
+        """Keep a WebSocket open to hear about ``agent_job_id`` early: ``wake()`` on every
+        (re)connect (events may have been missed) and when an event says the job is final.
+        Connection failures are retried with a backoff; they never decide anything."""
         backoff = 1.0
         while True:
             try:
                 async with agent.job_events() as events:
                     backoff = 1.0
+                    wake()
                     while True:
-                        info = await agent.job(agent_job_id)  # after every (re)connect, too
-                        if info.status.terminal:
-                            return info
-                        shown = await self._show(row_id, info.status, shown, label)
-                        with trio.move_on_after(self.reconcile_interval):
-                            await self._wait_event(events, agent_job_id)
-            except AgentRequestError as exc:
-                if exc.status == 404:
-                    await self._finish(
-                        row_id,
-                        "failed",
-                        error_code="AGENT_JOB_UNKNOWN",
-                        error_message=f"the agent does not know job {agent_job_id}: {exc.message}",
-                    )
-                    return None
-                log.info("following agent job %s: %s; retrying", agent_job_id, exc.message,
-                         extra={"host": self.host})  # fmt: skip
+                        await self._wait_event(events, agent_job_id)
+                        wake()
             except AgentError as exc:
-                # The agent went away (reboot, restart) or the answer was bad: ask again later.
-                log.info("following agent job %s: %s; retrying", agent_job_id, exc.message,
-                         extra={"host": self.host})  # fmt: skip
+                log.debug("job events of %s: %s", agent_job_id, exc.message,
+                          extra={"host": self.host})  # fmt: skip
             await trio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
+            backoff = min(backoff * 2, 60.0)
 
     async def _wait_event(self, events: Any, agent_job_id: str) -> None:
         """Until an event about ``agent_job_id`` says it is final. Malformed events (about any

@@ -97,6 +97,7 @@ class SimAgent:
         self.requests_served = 0
         self.delayed_answers = 0  # job answers sent late (fault job_answer_delay_s)
         self.ws_heartbeat = (5.0, 10.0)  # the real agent's ping interval and client timeout
+        self.ws_refusal = 0  # tests: answer WebSocket upgrades with this HTTP status (0: accept)
         self.mutations: list[str] = []  # every mutating request received, in order (tests)
         self.on_mutation: Callable[[], None] = lambda: None
         self._limiter = RateLimiter.default()

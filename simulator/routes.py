@@ -363,6 +363,8 @@ async def rollback(agent: SimAgent, request: Request, job_id: str) -> Response:
 async def websocket(agent: SimAgent, request: Request, _: str) -> Response | WebSocketAccept:
     if not is_websocket_upgrade(request):
         return text(400, "WebSocket upgrade expected")
+    if agent.ws_refusal:  # a proxy or an overloaded agent refusing the upgrade (tests)
+        return text(agent.ws_refusal, "WebSocket upgrade refused")
     return WebSocketAccept()
 
 
