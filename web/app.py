@@ -31,6 +31,7 @@ from .jobs_api import JobsApi
 from .middleware import (
     DEFAULT_MAX_BODY_BYTES,
     BodyLimitMiddleware,
+    DisconnectMiddleware,
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
 )
@@ -186,6 +187,7 @@ def create_app(
         routes=routes,
         max_body_bytes=max_body_bytes,
         middleware=[
+            Middleware(DisconnectMiddleware),
             Middleware(AuthMiddleware, auth=auth),
             Middleware(PrincipalMiddleware, db=db, operators_see_ungrouped=operators_see_ungrouped),
         ],

@@ -9,6 +9,10 @@ apply to every response, including 500s and the 413/401 answered before any hand
 - Request id: ``X-Request-Id`` on every response and in ``scope["state"]["request_id"]`` (the
   error envelope repeats it). An exception escaping the app is logged here once, with its
   traceback and the request id; if no response was started, a 500 envelope is sent.
+- Client gone: ``DisconnectMiddleware`` (the first of the app's own middleware, inside
+  Starlette's ServerErrorMiddleware) ends a request whose client went away mid-body
+  (``ClientDisconnect``) or mid-answer (``trio.BrokenResourceError``) with one debug line: no
+  500 answer to nobody, no error log.
 - Body limit: a request body over ``max_bytes`` is answered ``413`` before it is buffered: at
   once from ``Content-Length``, or, for a chunked body, as soon as the bytes received pass the
   limit (chunked bodies are read into memory up to the limit, then replayed to the app).
@@ -20,6 +24,8 @@ import json
 import logging
 import uuid
 
+import trio
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -69,6 +75,19 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class DisconnectMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except (ClientDisconnect, trio.BrokenResourceError, trio.ClosedResourceError):
+            log.debug(
+                "client disconnected during %s %s", scope.get("method", ""), scope.get("path", "")
+            )
 
 
 class RequestIdMiddleware:

@@ -226,3 +226,29 @@ async def test_health_gives_a_session_the_details(client: httpx2.AsyncClient) ->
     assert body["database"] == "ok"
     assert body["scheduler"] == "ok"
     assert {"pid", "version", "uptime_s", "host_actors"} <= set(body)
+
+
+async def test_a_client_gone_mid_body_is_a_debug_line_not_an_error_or_a_500(
+    web_rig: WebRig, anonymous: httpx2.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    sent = Recorder()
+    messages = iter(
+        [
+            {"type": "http.request", "body": b"username=a", "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+
+    async def receive() -> Any:
+        return next(messages)
+
+    scope = http_scope(
+        "/login",
+        [(b"content-length", b"1000000"),
+         (b"content-type", b"application/x-www-form-urlencoded")],
+    )  # fmt: skip
+    with caplog.at_level(logging.DEBUG):
+        await web_rig.app(scope, receive, sent.send)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [m for m in sent.messages if m.get("status") == 500] == []
+    assert any("disconnected" in r.getMessage() for r in caplog.records)
