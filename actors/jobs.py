@@ -15,10 +15,10 @@ from typing import Protocol
 
 import trio
 
-from maintenance import Interval, WindowRule, occurrences, open_window
+from maintenance import Interval, WindowRule, next_window, occurrences, open_window
 from storage import Decisions, JobHostRow, JobRow, JobSpec, WindowRow
 
-from .rollout import assign_batches, decide, rule_of
+from .rollout import NO_WINDOW_HORIZON, assign_batches, decide, rule_of
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class WindowSet:
     def __post_init__(self) -> None:
         self._rules: dict[int, WindowRule] = {w.id: rule_of(w) for w in self.windows if w.enabled}
         self._by_host: dict[int, list[WindowRule]] = {}
+        self._ahead: dict[tuple[tuple[int, ...], dt.datetime], bool] = {}
         for window_id, hosts in self.hosts_of.items():
             if window_id in self._rules:
                 for host_id in hosts:
@@ -49,6 +50,20 @@ class WindowSet:
             return None
         piece = open_window(rules, now, self.blackouts)
         return None if piece is None else piece.end
+
+    def window_ahead(self, host_id: int, now: dt.datetime) -> bool:
+        """Whether the host has an enabled window occurrence open at ``now`` or starting
+        within ``NO_WINDOW_HORIZON``."""
+        rules = self._by_host.get(host_id, [])
+        if not rules:
+            return False
+        key = (tuple(id(r) for r in rules), now)  # hosts sharing windows are computed once
+        if key not in self._ahead:
+            self._ahead[key] = (
+                open_window(rules, now, self.blackouts) is not None
+                or next_window(rules, now, self.blackouts, NO_WINDOW_HORIZON) is not None
+            )
+        return self._ahead[key]
 
     def opened_auto_windows(self, now: dt.datetime) -> list[tuple[WindowRow, Interval]]:
         """Auto-apply windows open right now, with the occurrence that is open."""
@@ -179,12 +194,18 @@ class JobCoordinator:
             await self._auto_apply(window, occurrence, windows)
         for job, rows in await self.store.active():
             decisions = decide(
-                job, rows, lambda host_id: windows.open_until(host_id, now), self.host_blocked, now
+                job,
+                rows,
+                lambda host_id: windows.open_until(host_id, now),
+                self.host_blocked,
+                now,
+                lambda host_id: windows.window_ahead(host_id, now),
             )
             if (
                 decisions.waiting
                 or decisions.permits
                 or decisions.skipped
+                or decisions.no_window
                 or decisions.retry
                 or decisions.status
                 or decisions.started

@@ -48,10 +48,20 @@ def rule_of(row: WindowRow) -> WindowRule:
 
 
 # Failures the automatic retry cannot help (the ladder was already walked, the request can
-# never be valid, a safety gate) or must not repeat blindly (a reboot without evidence).
+# never be valid, a safety gate) or must not repeat blindly: a reboot without evidence, and
+# unclear outcomes (the 3 h deadline, an internal error) after which the agent may still be
+# running what was sent — a new request would be a blind resend.
 NOT_RETRIED = frozenset(
-    {"HOST_UNREACHABLE", "BAD_PACKAGE_NAME", "PACKAGE_DB_NOT_CLEAN", "REBOOT_NOT_DETECTED"}
+    {
+        "HOST_UNREACHABLE",
+        "BAD_PACKAGE_NAME",
+        "PACKAGE_DB_NOT_CLEAN",
+        "REBOOT_NOT_DETECTED",
+        "MANAGER_TIMEOUT",
+        "INTERNAL_ERROR",
+    }
 )
+NO_WINDOW_HORIZON = dt.timedelta(days=35)
 
 
 def final_failure(row: JobHostRow, window_open: bool) -> bool:
@@ -62,7 +72,9 @@ def final_failure(row: JobHostRow, window_open: bool) -> bool:
 
 def roll_up(states: Sequence[str], stopped: bool) -> str | None:
     """The job's final status once every row is final (None while some row is not). A job
-    with a cancelled or skipped host is never ``succeeded``."""
+    with a cancelled or skipped host is never ``succeeded``; it is ``cancelled`` only when
+    somebody cancelled a host and nothing failed — a job whose hosts were all skipped (window
+    closed, paused, no window) did not run and is ``failed``."""
     if not all(s in FINAL_ROW_STATES for s in states):
         return None
     succeeded = states.count("succeeded")
@@ -72,7 +84,9 @@ def roll_up(states: Sequence[str], stopped: bool) -> str | None:
         return "partially_failed"
     if states.count("failed") or stopped:
         return "failed"
-    return "cancelled"
+    if states.count("cancelled"):
+        return "cancelled"
+    return "failed"
 
 
 def decide(
@@ -81,10 +95,15 @@ def decide(
     window_end: Callable[[int], dt.datetime | None],
     host_blocked: Callable[[int], str],
     now: dt.datetime,
+    window_ahead: Callable[[int], bool] = lambda host_id: True,
 ) -> Decisions:
     """One coordinator pass over a job: permits to write, rows to skip (with the reason), the
     roll-up. ``window_end(host_id)`` is the end of the host's open window occurrence (None when
-    closed); ``host_blocked(host_id)`` is why the host cannot run anything now ("" if it can)."""
+    closed); ``host_blocked(host_id)`` is why the host cannot run anything now ("" if it can);
+    ``window_ahead(host_id)`` says whether the host has an enabled window occurrence open now or
+    starting within ``NO_WINDOW_HORIZON`` (a window row of a host without one is skipped with
+    ``NO_WINDOW`` instead of waiting forever). Once the job is stopped (failure threshold,
+    canary) nothing is retried automatically."""
     apply_now = job.schedule == "now"
 
     def until(host_id: int) -> dt.datetime | None:
@@ -106,12 +125,28 @@ def decide(
         canary_done = all(r.state in FINAL_ROW_STATES and r not in retry for r in canary_rows)
         if canary_done and any(r.state != "succeeded" for r in canary_rows):
             stop = "stopped: the canary batch did not fully succeed"
+    if stop:
+        retry = []  # a stopped job starts nothing new, retries included
+        waiting = [r for r in rows if r.state in WAITING_ROW_STATES]
     permits: list[tuple[int, dt.datetime]] = []
     to_wait: list[int] = []
     skipped: list[tuple[int, str]] = []
+    no_window: list[tuple[int, str]] = []
     if stop:
-        skipped = [(r.id, stop) for r in waiting if r not in retry]
+        skipped = [(r.id, stop) for r in waiting]
     else:
+        if not apply_now:
+            for r in waiting:
+                if open_until[r.host_id] is None and not window_ahead(r.host_id):
+                    no_window.append(
+                        (
+                            r.id,
+                            "the host has no enabled maintenance window in the next "
+                            f"{NO_WINDOW_HORIZON.days} days",
+                        )
+                    )
+            ended = {row_id for row_id, _ in no_window}
+            waiting = [r for r in waiting if r.id not in ended]
         unfinished = [r for r in rows if r.state not in FINAL_ROW_STATES or r in retry]
         current = min((r.batch for r in unfinished), default=None)
         for r in waiting:
@@ -135,7 +170,7 @@ def decide(
     states = {r.id: r.state for r in rows}
     for r in retry:
         states[r.id] = "queued"
-    for row_id, _ in skipped:
+    for row_id, _ in [*skipped, *no_window]:
         states[row_id] = "skipped"
     values = list(states.values())
     status = job.status
@@ -152,6 +187,7 @@ def decide(
         waiting=tuple(to_wait),
         permits=tuple(permits),
         skipped=tuple(skipped),
+        no_window=tuple(no_window),
         retry=tuple(r.id for r in retry),
         status=status if status != job.status else None,
         started=started,

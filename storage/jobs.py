@@ -334,12 +334,18 @@ def advance_row(
 ) -> bool:
     """One transition ``from_states → to_state`` of a row this ``owner`` holds; False when the
     row is not (or no longer) in one of ``from_states`` or not ours. With ``within_permit`` the
-    row's permit must still be valid (the last check before a request goes to the agent)."""
+    row's permit must still be valid and its job still active (not cancelled): the last check
+    before a request goes to the agent."""
     if to_state not in ACTIVE_ROW_STATES:
         raise ValueError(f"{to_state!r} is not an in-flight state (use finish_row)")
     sets, params = _assignments(values)
     sent = ", sent_at = now()" if to_state == "request_sent" else ""
-    permit = " AND run_until > now()" if within_permit else ""
+    permit = (
+        " AND run_until > now() AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = job_id"
+        " AND j.status IN ('queued', 'running'))"
+        if within_permit
+        else ""
+    )
     return bool(
         conn.execute(
             f"UPDATE job_hosts SET state = %s{sent}{sets}, updated_at = now()"
@@ -438,6 +444,7 @@ class Decisions:
     waiting: tuple[int, ...] = ()  # rows → waiting_window (no permit)
     permits: tuple[tuple[int, dt.datetime], ...] = ()  # rows → queued, runnable until then
     skipped: tuple[tuple[int, str], ...] = ()  # waiting rows → skipped, with the reason
+    no_window: tuple[tuple[int, str], ...] = ()  # waiting rows → skipped NO_WINDOW, reason
     retry: tuple[int, ...] = ()  # failed rows → queued again (retry once)
     status: str | None = None  # new job status, if it changed
     started: bool = False  # set started_at
@@ -468,13 +475,14 @@ def apply_decisions(conn: psycopg.Connection[Any], d: Decisions) -> None:
                 " AND (run_until IS DISTINCT FROM %s OR state <> 'queued')",
                 (until, row_ids, list(WAITING_ROW_STATES), until),
             )
-        for row_id, reason in d.skipped:
-            conn.execute(
-                "UPDATE job_hosts SET state = 'skipped', finished_at = now(), run_until = NULL,"
-                " error_code = 'SKIPPED', error_message = %s, updated_at = now()"
-                " WHERE id = %s AND state = ANY(%s)",
-                (reason, row_id, list(WAITING_ROW_STATES)),
-            )
+        for code, ended in (("SKIPPED", d.skipped), ("NO_WINDOW", d.no_window)):
+            for row_id, reason in ended:
+                conn.execute(
+                    "UPDATE job_hosts SET state = 'skipped', finished_at = now(),"
+                    " run_until = NULL, error_code = %s, error_message = %s, updated_at = now()"
+                    " WHERE id = %s AND state = ANY(%s)",
+                    (code, reason, row_id, list(WAITING_ROW_STATES)),
+                )
         sets = []
         params: list[Any] = []
         if d.status is not None:
@@ -515,13 +523,15 @@ def create_window_job(
 
 
 def cancel_job(conn: psycopg.Connection[Any], job_id: int) -> int:
-    """Cancel the rows not started yet; returns how many."""
+    """Cancel the rows that sent nothing yet (waiting, queued, or ``claimed``: a runner waiting
+    out refusals or the unreachable ladder; its send then finds the row cancelled and stops);
+    returns how many."""
     with conn.transaction():
         get_job(conn, job_id)
         return conn.execute(
             "UPDATE job_hosts SET state = 'cancelled', finished_at = now(), run_until = NULL,"
-            " updated_at = now() WHERE job_id = %s AND state = ANY(%s)",
-            (job_id, list(WAITING_ROW_STATES)),
+            " lease_expires_at = NULL, updated_at = now() WHERE job_id = %s AND state = ANY(%s)",
+            (job_id, [*WAITING_ROW_STATES, "claimed"]),
         ).rowcount
 
 

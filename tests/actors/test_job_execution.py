@@ -290,7 +290,7 @@ async def test_a_row_whose_runner_waits_out_refusals_does_not_run_after_its_wind
         await fleet.wait_until(lambda _: agent.mutations.count(APPLY) >= 1)  # tried, refused
     job = await finished(manager, job_id, timeout=90)
     agent.set_faults({"queue_depth": 100})
-    assert job.status == "cancelled"  # nothing ran; the only row was skipped
+    assert job.status == "failed"  # nothing ran; the only row was skipped (nobody cancelled)
     [row] = (await rows_of(manager, job_id)).values()
     assert row.state == "skipped" and "window" in row.error_message
     assert not [j for j in agent.jobs.values() if not j.internal]  # never accepted
@@ -309,6 +309,14 @@ async def test_manual_retry_of_a_window_row_waits_for_the_next_window_and_keeps_
     host_id = ids[fleet.agents[0].address]
 
     def failed_in_last_window(conn: Any) -> int:
+        # The host's daily one-hour window opens again in about 12 hours.
+        conn.execute(
+            "INSERT INTO maintenance_windows (host_id, recurrence, start_date, start_time,"
+            " duration_minutes, timezone) SELECT %s, 'daily', (t AT TIME ZONE 'UTC')::date,"
+            " date_trunc('minute', t AT TIME ZONE 'UTC')::time, 60, 'UTC'"
+            " FROM (SELECT now() + interval '12 hours' AS t) s",
+            (host_id,),
+        )
         job_id = create_job(conn, JobSpec(kind="patch", schedule="window"), [(host_id, 0)])
         conn.execute(
             "UPDATE job_hosts SET state = 'failed', attempts = 2, error_code = 'TIMEOUT',"

@@ -14,6 +14,7 @@ from storage import (
     Database,
     JobSpec,
     advance_row,
+    cancel_job,
     claim_next,
     create_job,
     create_window_job,
@@ -67,6 +68,37 @@ async def test_sending_after_the_permit_ran_out_is_refused(db: Database) -> None
         permit(conn, row_id, now() + dt.timedelta(minutes=5))
         assert claim_next(conn, get_row(conn, row_id).host_id, A, 60) is not None
         permit(conn, row_id, now() - dt.timedelta(seconds=1))  # the runner waited too long
+        assert not advance_row(conn, row_id, A, ("claimed",), "request_sent", within_permit=True)
+        assert get_row(conn, row_id).state == "claimed"
+
+    await db.run(run)
+
+
+async def test_cancel_ends_claimed_rows_that_sent_nothing_and_the_send_is_refused(
+    db: Database,
+) -> None:
+    def run(conn: psycopg.Connection[Any]) -> None:
+        claimed, sent = setup(conn, hosts=2)
+        for row_id in (claimed, sent):
+            permit(conn, row_id, NO_DEADLINE)
+            assert claim_next(conn, get_row(conn, row_id).host_id, A, 60) is not None
+        assert advance_row(conn, sent, A, ("claimed",), "request_sent", within_permit=True)
+        assert cancel_job(conn, get_row(conn, claimed).job_id) == 1
+        assert get_row(conn, claimed).state == "cancelled"
+        assert get_row(conn, sent).state == "request_sent"  # may be on the agent: followed
+        assert not advance_row(conn, claimed, A, ("claimed",), "request_sent", within_permit=True)
+
+    await db.run(run)
+
+
+async def test_the_send_is_refused_when_the_job_is_no_longer_active(db: Database) -> None:
+    def run(conn: psycopg.Connection[Any]) -> None:
+        [row_id] = setup(conn)
+        permit(conn, row_id, NO_DEADLINE)
+        assert claim_next(conn, get_row(conn, row_id).host_id, A, 60) is not None
+        conn.execute(
+            "UPDATE jobs SET status = 'cancelled' WHERE id = %s", (get_row(conn, row_id).job_id,)
+        )
         assert not advance_row(conn, row_id, A, ("claimed",), "request_sent", within_permit=True)
         assert get_row(conn, row_id).state == "claimed"
 
