@@ -11,6 +11,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from actors import (
     DiscoveryBusy,
     DiscoveryError,
@@ -19,7 +21,7 @@ from actors import (
     RegistrationError,
     Scan,
 )
-from ca import CertificateAuthority
+from ca import CAError, CertificateAuthority, CertKind
 from storage import ClusterState, HostRow
 from web import AlreadyExists, HandleError, HealthReport, InvalidInput, TooBusy
 
@@ -119,6 +121,25 @@ class SystemAdapter(FleetHandle):
 
     def root_ca_pem(self) -> str:
         return self.ca.root_pem
+
+    async def crl_pem(self) -> bytes:
+        return await trio.Path(self.ca.crl_path).read_bytes()
+
+    def certificate_expiry(self) -> dict[str, float]:
+        return self.certificates.expiry()
+
+    async def renew_certificate(self, kind: str) -> str:
+        try:
+            cert_kind = CertKind(kind)
+        except ValueError:
+            raise InvalidInput("kind", f"{kind!r} is not a certificate kind") from None
+        try:
+            return (await self.certificates.renew(cert_kind)).serial_hex
+        except CAError as exc:
+            raise InvalidInput("kind", str(exc)) from None
+
+    async def certificates_revoked(self) -> None:
+        await self.certificates.revoked()
 
 
 def registration_refused(exc: RegistrationError) -> HandleError:

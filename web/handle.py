@@ -152,3 +152,21 @@ class SystemHandle(Protocol):
         ...
 
     def root_ca_pem(self) -> str: ...
+
+    # -- certificates (issue 14) --------------------------------------------------------------
+    async def crl_pem(self) -> bytes:
+        """The current CRL (PEM), as the agents fetch it."""
+        ...
+
+    def certificate_expiry(self) -> dict[str, float]:
+        """Seconds to expiry of the manager's own certificates and the CRL, by kind."""
+        ...
+
+    async def renew_certificate(self, kind: str) -> str:
+        """Renew the manager's ``manager_client`` or ``web_server`` certificate now and start
+        using it; returns the new serial (hex)."""
+        ...
+
+    async def certificates_revoked(self) -> None:
+        """A certificate was revoked in the database: re-sign the CRL, refuse it at once."""
+        ...

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from . import models as m
+from . import pki_models as pki
 from . import report_models as rmo
 
 _REPORT_FILES = ("text/csv", "application/pdf")
@@ -113,6 +114,26 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Create a blackout period (a time without a zone is UTC)", 201, m.Created, m.BlackoutCreate
     ),
     ("delete", "/api/v1/blackouts/{blackout_id}"): Operation("Delete a blackout", 204, None),
+    ("get", "/api/v1/pki/crl.pem"): Operation(
+        "The current CRL, PEM (no session: agents fetch it)", 200, None
+    ),
+    ("get", "/api/v1/certificates"): Operation(
+        "Every certificate the CA issued, and seconds to expiry of those in use",
+        200,
+        pki.Certificates,
+    ),
+    ("post", "/api/v1/certificates/renew"): Operation(
+        "Renew the manager's client or web certificate now (used at once)",
+        200,
+        pki.Renewed,
+        pki.RenewRequest,
+    ),
+    ("post", "/api/v1/certificates/revoke"): Operation(
+        "Revoke an agent certificate (CRL re-signed; the manager refuses it at once)",
+        200,
+        pki.Revoked,
+        pki.RevokeRequest,
+    ),
     ("get", "/api/v1/users"): Operation("Users (admins)", 200, m.Users),
     ("post", "/api/v1/users"): Operation(
         "Create a user with a one-time password (changed at the first login)",

@@ -72,6 +72,11 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("POST", "/logout"): Entry(ALL, form={}, last=True),
     ("GET", "/ca/root.crt"): Entry(ALL),
     ("GET", "/metrics"): Entry(ADMIN),
+    # -- certificates (issue 14): the CRL is public (agents fetch it), the rest admin-only ---
+    ("GET", "/api/v1/pki/crl.pem"): Entry(ALL),
+    ("GET", "/api/v1/certificates"): Entry(ADMIN),
+    ("POST", "/api/v1/certificates/renew"): Entry(ADMIN, json={"kind": "web_server"}),
+    ("POST", "/api/v1/certificates/revoke"): Entry(ADMIN, json={"serial": "not-hex"}),
     ("WS", "/api/v1/live"): Entry(ALL),  # its filtering: test_relay_shows_only_scoped_hosts
     # -- hosts ----------------------------------------------------------------------------
     ("GET", "/api/v1/hosts"): Entry(ALL),

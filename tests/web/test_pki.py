@@ -1,0 +1,88 @@
+"""Certificate API (issue 14): the public CRL, listing with expiry, renewal, revocation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx2
+import pytest
+from cryptography import x509
+
+from ca import CertificateAuthority, CertKind
+from patch_manager.runtime import record_certificates
+
+from ..conftest import Pki
+from .conftest import WebRig, assert_envelope
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    """A CA of this test's own: renewing must not touch the session's shared CA."""
+    ca, _ = CertificateAuthority.init(tmp_path / "own-ca")
+    return Pki(ca, tmp_path / "own-ca", tmp_path / "sim")
+
+
+async def test_crl_is_served_without_a_session_as_pem_signed_by_the_root(
+    web_rig: WebRig, anonymous: httpx2.AsyncClient, pki: Pki
+) -> None:
+    response = await anonymous.get("/api/v1/pki/crl.pem")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/x-pem-file")
+    crl = x509.load_pem_x509_crl(response.content)
+    assert crl.is_signature_valid(pki.ca.root_cert.public_key())  # type: ignore[arg-type]
+    assert (await anonymous.get("/api/v1/certificates")).status_code == 401
+
+
+async def test_revoking_an_agent_certificate_lists_it_in_the_served_crl_at_once(
+    web_rig: WebRig, client: httpx2.AsyncClient, pki: Pki
+) -> None:
+    issued = pki.ca.issue_agent(["agent1.example.com", "10.0.0.1"])
+    await record_certificates(web_rig.db, [issued.record])
+    listing = (await client.get("/api/v1/certificates")).json()
+    mine = next(c for c in listing["certificates"] if c["serial"] == issued.record.serial_hex)
+    assert mine["kind"] == "agent_server" and mine["status"] == "valid"
+    assert mine["sans"] == ["agent1.example.com", "10.0.0.1"]
+    assert mine["expires_in_s"] > 396 * 86_400
+    response = await client.post(
+        "/api/v1/certificates/revoke", json={"serial": issued.record.serial_hex}
+    )
+    assert response.status_code == 200, response.text
+    crl = x509.load_pem_x509_crl((await client.get("/api/v1/pki/crl.pem")).content)
+    assert crl.get_revoked_certificate_by_serial_number(issued.record.serial) is not None
+    assert issued.record.serial in web_rig.system.certificates.policy.revoked
+    listing = (await client.get("/api/v1/certificates")).json()
+    mine = next(c for c in listing["certificates"] if c["serial"] == issued.record.serial_hex)
+    assert mine["status"] == "revoked"
+
+
+async def test_revoke_refuses_bad_unknown_and_own_serials_with_4xx(
+    web_rig: WebRig, client: httpx2.AsyncClient, pki: Pki
+) -> None:
+    web = pki.ca.current(CertKind.WEB_SERVER)
+    await record_certificates(web_rig.db, [web])
+    assert_envelope(await client.post("/api/v1/certificates/revoke", json={"serial": "xyz"}), 422)
+    assert_envelope(
+        await client.post("/api/v1/certificates/revoke", json={"serial": "abc123"}), 404
+    )
+    assert_envelope(
+        await client.post("/api/v1/certificates/revoke", json={"serial": web.serial_hex}), 409
+    )
+    assert_envelope(
+        await client.post("/api/v1/certificates/renew", json={"kind": "agent_server"}), 422
+    )
+
+
+async def test_renewing_the_web_certificate_replaces_it_and_metrics_show_every_expiry(
+    web_rig: WebRig, client: httpx2.AsyncClient, pki: Pki
+) -> None:
+    before = pki.ca.current(CertKind.WEB_SERVER)
+    response = await client.post("/api/v1/certificates/renew", json={"kind": "web_server"})
+    assert response.status_code == 200, response.text
+    after = pki.ca.current(CertKind.WEB_SERVER)
+    assert response.json() == {"kind": "web_server", "serial": after.serial_hex}
+    assert after.serial != before.serial and after.sans == before.sans
+    metrics = (await client.get("/metrics")).text
+    for kind in ("root", "manager_client", "web_server", "crl"):
+        assert f'patchmgr_certificate_expiry_seconds{{kind="{kind}"}}' in metrics
+    listing = (await client.get("/api/v1/certificates")).json()
+    assert listing["expiry_s"]["web_server"] > 396 * 86_400

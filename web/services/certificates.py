@@ -1,0 +1,84 @@
+"""Certificates (R-8.2, issue 14): list, renew the manager's own, revoke; the CRL (public)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from storage import NotFound, StoredCertificate, list_certificates, revoke_certificate
+
+from ..authz import Action, require
+from ..handle import AlreadyExists, InvalidInput, Missing
+from .base import Principal, System
+
+OWN_KINDS = ("root", "manager_client", "web_server")
+
+
+@dataclass(frozen=True)
+class CertificateView:
+    serial: str
+    kind: str
+    subject: str
+    sans: tuple[str, ...]
+    not_before: dt.datetime
+    not_after: dt.datetime
+    status: str  # valid / revoked / expired
+    revoked_at: dt.datetime | None
+    expires_in_s: int
+
+    @classmethod
+    def of(cls, c: StoredCertificate, now: dt.datetime) -> CertificateView:
+        status = c.status if c.status == "revoked" or c.not_after > now else "expired"
+        return cls(format(c.serial, "x"), c.kind, c.subject, c.sans, c.not_before, c.not_after,
+                   status, c.revoked_at, int((c.not_after - now).total_seconds()))  # fmt: skip
+
+
+async def crl_pem(sys: System) -> bytes:
+    """Public by design: agents fetch it (agent-api §7.3)."""
+    return await sys.handle.crl_pem()
+
+
+async def listing(sys: System, who: Principal) -> tuple[list[CertificateView], dict[str, int]]:
+    """Every certificate the CA issued, newest first, and seconds to expiry of those in use."""
+    require(who, Action.MANAGE_PKI)
+    now = dt.datetime.now(dt.UTC)
+    rows = await sys.db.run(list_certificates)
+    views = [CertificateView.of(c, now) for c in reversed(rows)]
+    expiry = {k: int(v) for k, v in sys.handle.certificate_expiry().items()}
+    return views, expiry
+
+
+async def renew(sys: System, who: Principal, kind: str) -> str:
+    """Renew the manager client or web certificate now; returns the new serial (hex)."""
+    require(who, Action.MANAGE_PKI)
+    if kind not in ("manager_client", "web_server"):
+        raise InvalidInput("kind", "only manager_client and web_server are renewed here")
+    return await sys.handle.renew_certificate(kind)
+
+
+def parse_serial(text: str) -> int:
+    cleaned = text.strip().lower().replace(":", "")
+    if not 1 <= len(cleaned) <= 40 or any(c not in "0123456789abcdef" for c in cleaned):
+        raise InvalidInput("serial", "a serial is 1 to 40 hex digits")
+    return int(cleaned, 16)
+
+
+async def revoke(sys: System, who: Principal, serial_text: str) -> str:
+    """Revoke an agent certificate: the CRL is re-signed and the manager refuses it at once.
+    The manager's own certificates are renewed, not revoked (409)."""
+    require(who, Action.MANAGE_PKI)
+    serial = parse_serial(serial_text)
+    rows = await sys.db.run(list_certificates)
+    found = next((c for c in rows if c.serial == serial), None)
+    if found is None:
+        raise Missing(f"no certificate with serial {serial:x} was issued by this CA")
+    if found.kind in OWN_KINDS:
+        raise AlreadyExists(
+            "serial", f"{serial:x} is the manager's own {found.kind} certificate: renew it instead"
+        )
+    try:
+        await sys.db.run(revoke_certificate, serial)
+    except NotFound:
+        raise Missing(f"no certificate with serial {serial:x} was issued by this CA") from None
+    await sys.handle.certificates_revoked()
+    return format(serial, "x")
