@@ -14,6 +14,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from reports import ComplianceRules, svg
 from storage import (
     HEALTH_STATES,
     Database,
@@ -33,6 +34,7 @@ from .models import MAX_ID, DiscoveryStart, GroupCreate, GroupRename, HostIds, P
 from .models_io import given, path_id, validate
 from .serialize import to_json
 from .services import System, discovery, groups, hosts, jobs, principal, windows
+from .services import reports as report_service
 from .services.discovery import scan_json
 
 
@@ -53,6 +55,8 @@ class DashboardPage(Base):
     reboot_hosts: list[HostListItem] = field(default_factory=list)
     upcoming: list[dict[str, Any]] = field(default_factory=list)
     running_jobs: list[Any] = field(default_factory=list)
+    compliance: Any = None  # services.reports.DashboardCompliance
+    sparkline: str = ""  # SVG built by reports.svg (values escaped)
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,9 @@ class DiscoveryPage(Base):
 
 class Pages:
     def __init__(self, handle: SystemHandle, db: Database, auth: Auth,
-                 templates: Jinja2Templates) -> None:  # fmt: skip
+                 templates: Jinja2Templates,
+                 rules: ComplianceRules | None = None) -> None:  # fmt: skip
+        self.rules = rules or ComplianceRules()
         self.handle = handle
         self.db = db
         self.sys = System(handle, db)
@@ -138,6 +144,7 @@ class Pages:
         reboot = await hosts.find(self.sys, who, HostFilter(reboot=True, limit=10))
         upcoming = (await windows.upcoming_entries(self.sys, who, 14))[:6]
         running = [j for j, _ in await jobs.jobs(self.sys, who, "running")][:6]
+        compliance = await report_service.dashboard(self.sys, who, self.rules)
         page = DashboardPage(
             **self.base(request, "Dashboard", "dashboard"),
             counts=counts,
@@ -145,6 +152,8 @@ class Pages:
             reboot_hosts=reboot,
             upcoming=upcoming,
             running_jobs=running,
+            compliance=compliance,
+            sparkline=svg.sparkline(compliance.trend, label="daily compliance, last 30 days"),
         )
         return self.render(request, "dashboard.html", page)
 

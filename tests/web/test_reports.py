@@ -237,3 +237,20 @@ async def test_reports_page_shows_summary_charts_and_download_links(
         assert (await client.get(f"/reports?kind={kind}")).status_code == 200
     bad = await client.get("/reports?since=2026-02-01&until=2026-01-01")
     assert bad.status_code == 422 and "must not be before since" in bad.text
+
+
+async def test_dashboard_compliance_figure_matches_the_compliance_report(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    ids = await web_rig.db.run(seed)
+    await client.post(
+        "/api/v1/waivers",
+        json={"host_id": ids["b-waived"], "package": "openssl", "owner": "sec team",
+              "reason": "r", "expires_at": (NOW + dt.timedelta(days=3)).isoformat()},
+    )  # fmt: skip
+    report = (await client.get("/api/v1/reports/compliance")).json()
+    dashboard = (await client.get("/")).text
+    assert f'data-figure="compliance-percent">{report["summary"]["percent"]}%' in dashboard
+    assert 'data-figure="sla-breaches">1<' in dashboard  # r-bad's critical patch
+    assert 'data-figure="expiring-waivers">1<' in dashboard
+    assert "data-as-of=" in dashboard and "style=" not in dashboard

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import trio
 
@@ -13,7 +14,7 @@ from reports import model as rm
 from reports.csv_out import compliance_csv, exposure_csv, history_csv, reboot_csv
 from reports.evidence import evidence_pack
 from storage import HostScope
-from storage.reports import ReportFilter
+from storage.reports import ReportFilter, WaiverRow
 
 from ..authz import Action, require, scope_of
 from ..report_models import EvidenceQuery, ReportQuery
@@ -106,3 +107,29 @@ async def evidence(sys: System, who: Principal, rules: ComplianceRules,
     return await trio.to_thread.run_sync(
         evidence_pack, compliance, history, f, rules, limiter=PDF_LIMITER
     )
+
+
+@dataclass(frozen=True)
+class DashboardCompliance:
+    """The dashboard's compliance figures: live as of ``as_of`` (the same function and query as
+    the compliance report), the trend from the daily snapshots."""
+
+    as_of: dt.datetime
+    summary: rm.Summary
+    breaches: int  # pending patches past their SLA, not waived
+    trend: list[float]  # daily compliance % (snapshots), oldest first
+    expiring: list[WaiverRow]  # active waivers expiring within waiver_warning_days
+
+
+async def dashboard(sys: System, who: Principal, rules: ComplianceRules) -> DashboardCompliance:
+    report = await rm.compliance_report(context(sys, who, rules), ReportFilter())
+    soon = report.as_of + dt.timedelta(days=rules.waiver_warning_days)
+    expiring = [
+        w for w in report.waivers if w.revoked_at is None and report.as_of < w.expires_at <= soon
+    ]
+    trend = [
+        round(100 * p.compliant / max(1, p.compliant + p.noncompliant), 1)
+        for p in report.trend[-30:]
+    ]
+    breaches = sum(h.breaches for h in report.hosts)
+    return DashboardCompliance(report.as_of, report.summary, breaches, trend, expiring)
