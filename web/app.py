@@ -104,7 +104,7 @@ def create_app(
     auth = auth or Auth(db)
     templates = Jinja2Templates(directory=str(templates_dir))
     templates.env.filters["since"] = since
-    pages = Pages(handle, db, auth, templates)
+    pages = Pages(handle, db, auth, templates, rules)
     api = Api(handle, db)
     relay = Relay(handle, db, operators_see_ungrouped=operators_see_ungrouped)
 
