@@ -112,25 +112,30 @@ def hostname_of(index: int, seed: int, profile: str = "small") -> str:
     return f"{rng.choice(ROLES)}{index:04d}"
 
 
-def generate_profile(index: int, seed: int, profile: str = "small") -> HostProfile:
+def generate_profile(
+    index: int, seed: int, profile: str = "small", *, distro: str | None = None
+) -> HostProfile:
+    """Host ``index`` of the fleet ``seed``; ``distro`` (a families.BY_ID key) forces its
+    distribution (tests)."""
     if profile == "realistic":
         from .profiles import realistic_profile
 
-        return realistic_profile(index, seed)
+        return realistic_profile(index, seed, distro=distro)
     if profile != "small":
         raise ValueError(f"unknown simulator profile {profile!r} (known: {', '.join(PROFILES)})")
     rng = seeded_rng(index, seed, profile)
-    distro = rng.choices(DISTROS, DISTRO_WEIGHTS)[0]
+    chosen = rng.choices(DISTROS, DISTRO_WEIGHTS)[0]
+    dist = BY_ID[distro] if distro else chosen
     role = rng.choice(ROLES)
-    family = distro.family
-    repo = distro.catalog
+    family = dist.family
+    repo = dist.catalog
     extras = [*family.roles[role], *rng.sample(family.utilities, rng.randint(0, 4))]
-    installed = {name: repo[name].current for name in distro.base_names}
-    kernel = install_kernel(distro, installed, behind=rng.random() < 0.35)
+    installed = {name: repo[name].current for name in dist.base_names}
+    kernel = install_kernel(dist, installed, behind=rng.random() < 0.35)
     upgradable: dict[str, str] = {}
-    host = HostProfile(hostname=f"{role}{index:04d}", family=family.name, os=distro.os,
-                       os_version=distro.os_version, kernel=kernel, installed=installed,
-                       upgradable=upgradable, distro_id=distro.id, repo=repo,
+    host = HostProfile(hostname=f"{role}{index:04d}", family=family.name, os=dist.os,
+                       os_version=dist.os_version, kernel=kernel, installed=installed,
+                       upgradable=upgradable, distro_id=dist.id, repo=repo,
                        uptime_seconds=rng.randint(3600, 90 * 86400))  # fmt: skip
     for name in extras:
         for pulled in (*host.missing_dependencies(name), name):

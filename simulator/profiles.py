@@ -100,17 +100,18 @@ def cve_ids_for(name: str, version: str) -> list[str]:
             for i in range(1 + h % 3)]  # fmt: skip
 
 
-def realistic_profile(index: int, seed: int) -> HostProfile:
+def realistic_profile(index: int, seed: int, *, distro: str | None = None) -> HostProfile:
     rng = seeded_rng(index, seed, "realistic")
-    distro = rng.choices(DISTROS, DISTRO_WEIGHTS)[0]
+    chosen = rng.choices(DISTROS, DISTRO_WEIGHTS)[0]
+    dist = BY_ID[distro] if distro else chosen
     role = rng.choice(ROLES)
-    family = distro.family
-    repo = realistic_repo(distro.id)
-    installed = {name: repo[name].current for name in distro.base_names}
-    kernel = install_kernel(distro, installed, behind=rng.random() < 0.35)
-    host = HostProfile(hostname=f"{role}{index:04d}", family=family.name, os=distro.os,
-                       os_version=distro.os_version, kernel=kernel, installed=installed,
-                       distro_id=distro.id, repo=repo,
+    family = dist.family
+    repo = realistic_repo(dist.id)
+    installed = {name: repo[name].current for name in dist.base_names}
+    kernel = install_kernel(dist, installed, behind=rng.random() < 0.35)
+    host = HostProfile(hostname=f"{role}{index:04d}", family=family.name, os=dist.os,
+                       os_version=dist.os_version, kernel=kernel, installed=installed,
+                       distro_id=dist.id, repo=repo,
                        uptime_seconds=rng.randint(3600, 90 * 86400))  # fmt: skip
     for name in (*family.roles[role], *rng.sample(family.utilities, rng.randint(0, 6))):
         for pulled in (*host.missing_dependencies(name), name):

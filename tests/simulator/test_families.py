@@ -1,0 +1,303 @@
+"""Simulator fidelity (issue 18): each distribution family looks like the real thing to our agent
+client over mTLS, and package queries answer as agent-api.md §3.5/§3.6 describe."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from typing import Any
+
+import httpx2
+import pytest
+import trio
+
+from actors.agent_client import AgentClient, PatchSelection
+from actors.agent_errors import AgentRequestError, TransportError
+from actors.agent_records import JobStatus, PackageStatus
+from simulator import Fleet, FleetSpec, ScenarioError, SimAgent, generate_profile
+from simulator.families import BY_ID, DISTROS, SELF, running_kernel
+from simulator.profiles import INSTALLED_RANGE, PENDING_MAX
+
+from ..conftest import Pki
+
+pytestmark = pytest.mark.timeout(60)
+
+# A version in each distribution's native format (epochs allowed where the format has them).
+VERSION_FORMAT = {
+    "ubuntu": r"^(\d+:)?[0-9][A-Za-z0-9.+~-]*-[A-Za-z0-9.+~]*(ubuntu|build)[A-Za-z0-9.+~]*$",
+    "debian": r"^(\d+:)?[0-9][A-Za-z0-9.+~-]*-[0-9]+(\+deb12u[0-9]+)?$",
+    "rocky": r"^(\d+:)?[0-9][A-Za-z0-9._+]*-[0-9.]+\.el9(_4)?$",
+    "fedora": r"^(\d+:)?[0-9][A-Za-z0-9._+]*-[0-9.]+\.fc40$",
+    "alpine": r"^[0-9][A-Za-z0-9._]*-r[0-9]+$",
+    "arch": r"^(\d+:)?[0-9][A-Za-z0-9.+_]*-[0-9]+$",
+}
+KERNEL_FORMAT = {
+    "ubuntu": r"^6\.8\.0-\d+-generic$",
+    "debian": r"^6\.1\.0-\d+-amd64$",
+    "rocky": r"^5\.14\.0-427\.\d+\.1\.el9_4\.x86_64$",
+    "fedora": r"^6\.\d+\.\d+-200\.fc40\.x86_64$",
+    "alpine": r"^6\.6\.\d+-0-lts$",
+    "arch": r"^6\.\d+\.\d+-arch1-1$",
+}
+
+
+def native(distro_id: str, name: str, version: str) -> bool:
+    """``version`` in the distribution's format (kernel and agent packages have their own)."""
+    distro = BY_ID[distro_id]
+    own = {SELF, *distro.kernels[0].packages, *distro.kernels[1].packages}
+    return name in own or re.match(VERSION_FORMAT[distro_id], version) is not None
+
+
+def client_for(pki: Pki, agent: SimAgent) -> AgentClient:
+    return AgentClient(agent.profile.hostname, agent.address, pki.client_context(), port=agent.port)
+
+
+def raw_client(pki: Pki, agent: SimAgent) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(
+        verify=pki.client_context(), base_url=f"https://{agent.address}:{agent.port}"
+    )
+
+
+async def as_distro(start_fleet: Any, distro: str, **spec: Any) -> SimAgent:
+    fleet: Fleet = await start_fleet(1, **spec)
+    [agent] = fleet.agents
+    agent.profile = generate_profile(0, 7, distro=distro)
+    return agent
+
+
+async def wait_done(client: AgentClient, events: Any, job_id: str) -> Any:
+    """The job once its terminal event arrived (WebSocket), as ``GET /jobs/{id}`` shows it."""
+    with trio.fail_after(20):
+        while not ((event := await events.receive()).job_id == job_id and event.status.terminal):
+            pass
+    return await client.job(job_id)
+
+
+@pytest.mark.parametrize("distro_id", [d.id for d in DISTROS])
+async def test_family_contract_tool_installed_and_hello_installs_updates_removes(
+    distro_id: str, pki: Pki, start_fleet: Any
+) -> None:
+    agent = await as_distro(start_fleet, distro_id)
+    distro = BY_ID[distro_id]
+    repo = distro.catalog
+    async with client_for(pki, agent) as client, client.job_events() as events:
+        info = await client.system_info()
+        assert (info.os, info.os_version) == (distro.os, distro.os_version)
+        assert re.match(KERNEL_FORMAT[distro_id], info.kernel)
+        # The packaging tool's own package (issue 18: was 404 PKG_NOT_FOUND).
+        tool = await client.package(distro.family.tool)
+        assert tool.status in (PackageStatus.INSTALLED, PackageStatus.UPGRADABLE)
+        assert tool.version in repo[distro.family.tool].versions
+        assert tool.description
+        listed = {p.name: p for p in await client.packages()}
+        assert set(listed) == set(agent.profile.installed)
+        assert {distro.family.tool, SELF} <= set(listed)
+        assert all(native(distro_id, n, p.version) for n, p in listed.items())
+        assert running_kernel(distro, {n: p.version for n, p in listed.items()}) == info.kernel
+        # hello: in the repository, not installed.
+        assert "hello" not in listed
+        hello = await client.package("hello")
+        older, current = repo["hello"].versions
+        assert (hello.status, hello.version) == (PackageStatus.AVAILABLE, current)
+
+        job = await client.install([("hello", older)])  # pinned to the older version
+        assert (await wait_done(client, events, job.job_id)).status is JobStatus.COMPLETED
+        hello = await client.package("hello")
+        assert (hello.version, hello.status, hello.latest_version) == (
+            older, PackageStatus.UPGRADABLE, current
+        )  # fmt: skip
+        assert "hello" in {p.name for p in (await client.patches()).patches}
+        installed = {p.name for p in await client.packages()}
+        assert set(repo["hello"].dependencies) <= installed
+
+        job = await client.update("hello")
+        assert (await wait_done(client, events, job.job_id)).status is JobStatus.COMPLETED
+        hello = await client.package("hello")
+        assert (hello.version, hello.status) == (current, PackageStatus.INSTALLED)
+        assert "hello" not in {p.name for p in (await client.patches()).patches}
+
+        job = await client.remove("hello")
+        assert (await wait_done(client, events, job.job_id)).status is JobStatus.COMPLETED
+        assert "hello" not in {p.name for p in await client.packages()}
+        assert (await client.package("hello")).status is PackageStatus.AVAILABLE
+
+        job = await client.install([("no-such-package", None)])
+        failed = await wait_done(client, events, job.job_id)
+        _, stderr = distro.family.not_found
+        assert (failed.status, failed.error_code) == (JobStatus.FAILED, "PKG_NOT_FOUND")
+        assert stderr.format(pkg="no-such-package").splitlines()[-1] in (failed.error or "")
+        assert distro.family.command in (failed.error or "")
+
+
+async def test_install_pulls_in_missing_dependencies(pki: Pki, start_fleet: Any) -> None:
+    agent = await as_distro(start_fleet, "debian")
+    for name in ("htop", "libnl-3-200", "libnl-genl-3-200", "libncursesw6"):
+        agent.profile.installed.pop(name, None)
+        agent.profile.upgradable.pop(name, None)
+    async with client_for(pki, agent) as client, client.job_events() as events:
+        job = await client.install([("htop", None)])
+        done = await wait_done(client, events, job.job_id)
+        assert done.status is JobStatus.COMPLETED
+        installed = {p.name: p.version for p in await client.packages()}
+    repo = BY_ID["debian"].catalog
+    for name in ("htop", "libnl-3-200", "libnl-genl-3-200", "libncursesw6"):
+        assert installed[name] == repo[name].current
+    assert done.packages == ("htop",)  # the job names what was asked for
+
+
+async def test_package_list_queries_follow_agent_api_including_quirks(
+    pki: Pki, start_fleet: Any
+) -> None:
+    apt = await as_distro(start_fleet, "ubuntu")
+    rpm = await as_distro(start_fleet, "rocky")
+    for agent in (apt, rpm):
+        agent.profile.upgradable["openssl"] = "9.9.9-1"
+
+    async def listing(agent: SimAgent, **params: str) -> list[dict[str, Any]]:
+        async with raw_client(pki, agent) as http:
+            response = await http.get("/api/v1/packages", params=params)
+        assert response.status_code == 200, response.text
+        data = response.json()["data"]
+        assert data["total"] == len(data["packages"])
+        return data["packages"]  # type: ignore[no-any-return]
+
+    everything = await listing(apt)
+    assert {p["name"] for p in everything} == set(apt.profile.installed)  # installed only
+    assert [p["name"] for p in everything] == sorted(p["name"] for p in everything)
+    openssl = next(p for p in everything if p["name"] == "openssl")
+    # The apt parser reads "[installed,upgradable to: X]" as plain installed (§3.5).
+    assert (openssl["status"], openssl["upgradable"]) == ("Installed", False)
+    assert openssl["latest_version"] == openssl["version"]
+    assert openssl["dependencies"] == [] and openssl["size_installed"] is None
+    assert await listing(apt, status="upgradable") == []
+    assert await listing(apt, upgradable="true") == []
+    assert len(await listing(apt, limit="1", offset="3")) == len(everything)  # ignored
+    assert len(await listing(apt, status="whatever")) == len(everything)  # no filter
+    assert [p["name"] for p in await listing(apt, order="desc")] == sorted(
+        (p["name"] for p in everything), reverse=True
+    )
+    by_version = [p["version"] for p in await listing(apt, sort="version")]
+    assert by_version == sorted(by_version)
+
+    # apt list <name>: globs over installed and repository packages.
+    [hello] = await listing(apt, name="hello")
+    assert (hello["status"], hello["version"]) == (
+        "Available",
+        BY_ID["ubuntu"].catalog["hello"].current,
+    )
+    assert {p["name"] for p in await listing(apt, name="hel*")} >= {"hello"}
+    assert await listing(apt, name="hello", status="installed") == []
+    assert [p["name"] for p in await listing(apt, name="hello", status="available")] == ["hello"]
+    # rpm -qa <name>, then names containing it: installed only, and a glob matches nothing.
+    assert await listing(rpm, name="hello") == []
+    assert [p["name"] for p in await listing(rpm, name="openssl")] == ["openssl"]
+    assert await listing(rpm, name="openss*") == []
+
+    async with raw_client(pki, apt) as http:
+        bad = await http.get("/api/v1/packages", params={"upgradable": "yes"})
+        assert bad.status_code == 400 and bad.headers["content-type"].startswith("text/plain")
+        assert bad.text.startswith("Query deserialize error")
+
+        detail = (await http.get("/api/v1/packages/openssl")).json()["data"]
+        assert (detail["upgradable"], detail["latest_version"]) == (True, "9.9.9-1")
+        bash = (await http.get("/api/v1/packages/bash")).json()["data"]
+        entry = BY_ID["ubuntu"].catalog["bash"]
+        assert bash["description"] == entry.description
+        assert bash["dependencies"] == list(entry.dependencies)
+        assert bash["size_installed"] == f"{entry.size_kb} KB"
+        assert (bash["reverse_dependencies"], bash["install_date"]) == ([], None)
+        missing = await http.get("/api/v1/packages/no-such-package")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "PKG_NOT_FOUND"
+        assert missing.json()["error"]["message"] == "Package 'no-such-package' not found"
+        invalid = await http.get("/api/v1/packages/-bad")
+        assert (invalid.status_code, invalid.json()["error"]["code"]) == (400, "VALIDATION_ERROR")
+
+
+async def test_reboot_after_a_kernel_update_reports_the_new_kernel(
+    pki: Pki, start_fleet: Any
+) -> None:
+    fleet: Fleet = await start_fleet(1)
+    [agent] = fleet.agents
+    distro = BY_ID["rocky"]
+    running, newer = distro.kernels
+    agent.profile = next(
+        p
+        for i in range(200)
+        if (p := generate_profile(i, 7, distro="rocky")).kernel == running.release
+    )
+    async with client_for(pki, agent) as client:
+        assert (await client.system_info()).kernel == running.release
+        assert (await client.package("kernel-core")).latest_version == newer.packages["kernel-core"]
+        with trio.fail_after(20):
+            async with client.job_events() as events:
+                job = await client.apply_patches(
+                    PatchSelection.only(["kernel-core"]), allow_reboot=True
+                )
+                with pytest.raises(TransportError):  # the host goes down for the reboot
+                    while True:
+                        await events.receive()
+            await agent.wait_listening()  # and comes back
+        assert (await client.system_info()).kernel == newer.release
+        assert (await client.job(job.job_id)).status is JobStatus.COMPLETED
+
+
+def test_small_profile_hosts_are_distribution_faithful() -> None:
+    profiles = [generate_profile(i, 3) for i in range(120)]
+    assert {p.distro_id for p in profiles} == set(BY_ID)
+    for p in profiles:
+        distro = BY_ID[p.distro_id]
+        assert {distro.family.tool, SELF} <= set(p.installed) and "hello" not in p.installed
+        assert set(distro.base_names) <= set(p.installed)
+        assert running_kernel(distro, p.installed) == p.kernel
+        assert re.match(KERNEL_FORMAT[p.distro_id], p.kernel)
+        for name, version in (*p.installed.items(), *p.upgradable.items()):
+            assert native(p.distro_id, name, version), (p.distro_id, name, version)
+        assert 25 <= len(p.installed) <= 110
+        assert len(p.upgradable) <= 12 + len(distro.kernels[1].packages)
+        assert all(p.upgradable[n] == p.repo[n].current for n in p.upgradable)
+    apt_versions = [v for p in profiles if p.family == "apt" for v in p.installed.values()]
+    assert any(":" in v for v in apt_versions)  # deb epochs
+    assert generate_profile(5, 3).installed == generate_profile(5, 3).installed  # repeatable
+
+
+def test_realistic_profile_counts_follow_the_distributions() -> None:
+    profiles = [generate_profile(i, 1, "realistic") for i in range(150)]
+    counts = [len(p.installed) for p in profiles]
+    pending = [len(p.upgradable) for p in profiles]
+    assert INSTALLED_RANGE[0] <= min(counts) and max(counts) <= INSTALLED_RANGE[1]
+    assert 1_000 <= statistics.median(counts) <= 1_400
+    assert max(pending) <= PENDING_MAX and min(pending) == 0 and statistics.median(pending) >= 5
+    with_cves = [(p, n) for p in profiles for n in p.cve_ids]
+    assert with_cves
+    for p, name in with_cves:
+        assert name in p.upgradable
+        assert all(re.match(r"^CVE-20\d\d-\d{4,}$", c) for c in p.cve_ids[name])
+    for p in profiles[:20]:
+        distro = BY_ID[p.distro_id]
+        assert set(distro.base_names) <= set(p.installed)
+        assert all(native(p.distro_id, n, v) for n, v in p.installed.items())
+    with pytest.raises(ScenarioError, match="unknown profile"):
+        FleetSpec(profile="huge")
+
+
+async def test_realistic_patches_carry_cve_ids_on_security_patches(
+    pki: Pki, start_fleet: Any
+) -> None:
+    fleet: Fleet = await start_fleet(4, profile="realistic")
+    agent = max(fleet.agents, key=lambda a: len(a.profile.cve_ids))
+    async with client_for(pki, agent) as client:
+        patches = (await client.patches()).patches
+        packages = await client.packages()
+    assert len(packages) == len(agent.profile.installed) >= INSTALLED_RANGE[0]
+    assert {p.name for p in patches} == set(agent.profile.upgradable)
+    assert any(p.cve_ids for p in patches)
+    assert all(bool(p.cve_ids) == (p.severity in ("critical", "high")) for p in patches)
+
+
+async def test_unknown_package_detail_is_404_not_500(pki: Pki, start_fleet: Any) -> None:
+    agent = await as_distro(start_fleet, "alpine")
+    async with client_for(pki, agent) as client:
+        with pytest.raises(AgentRequestError) as info:
+            await client.package("does-not-exist")
+    assert (info.value.status, info.value.code) == (404, "PKG_NOT_FOUND")
