@@ -37,6 +37,8 @@ from .middleware import (
 )
 from .openapi import document
 from .pages import Pages, since
+from .paths import IdOutOfRange
+from .paths import register as register_path_convertors
 from .pki_api import PkiApi
 from .relay import Relay
 from .report_pages import ReportPages
@@ -45,6 +47,8 @@ from .user_pages import AccountPages
 from .users_api import UsersApi
 
 ROOT = Path(__file__).resolve().parent.parent
+
+register_path_convertors()  # before any route is built: {id:int} is a bounded database id
 
 
 def _templates_dir() -> Path:
@@ -100,6 +104,7 @@ def create_app(
     operators_see_ungrouped: bool = False,
     compliance: ComplianceRules | None = None,
 ) -> Starlette:
+    register_path_convertors()
     rules = compliance or ComplianceRules()
     auth = auth or Auth(db)
     templates = Jinja2Templates(directory=str(templates_dir))
@@ -162,6 +167,12 @@ def create_app(
                                                   status_code=404)  # fmt: skip
             return envelope(request, 404, "not_found", str(exc))
         assert isinstance(exc, HandleError)
+        if isinstance(exc, IdOutOfRange) and wants_html(request):
+            context = {**pages.base(request, "Invalid address", ""), "status": 422,
+                       "message": f"No such page: {exc.message}"}  # fmt: skip
+            if request.scope.get("state", {}).get("session"):
+                return templates.TemplateResponse(request, "error.html", context,
+                                                  status_code=422)  # fmt: skip
         return envelope(request, exc.status, exc.code, exc.message, {"fields": exc.fields})
 
     async def server_error(request: Request, exc: Exception) -> Response:
