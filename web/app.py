@@ -167,12 +167,12 @@ def create_app(
                                                   status_code=404)  # fmt: skip
             return envelope(request, 404, "not_found", str(exc))
         assert isinstance(exc, HandleError)
-        if isinstance(exc, IdOutOfRange) and wants_html(request):
+        session = request.scope.get("state", {}).get("session")
+        if isinstance(exc, IdOutOfRange) and wants_html(request) and session:
             context = {**pages.base(request, "Invalid address", ""), "status": 422,
                        "message": f"No such page: {exc.message}"}  # fmt: skip
-            if request.scope.get("state", {}).get("session"):
-                return templates.TemplateResponse(request, "error.html", context,
-                                                  status_code=422)  # fmt: skip
+            return templates.TemplateResponse(request, "error.html", context,
+                                              status_code=422)  # fmt: skip
         return envelope(request, exc.status, exc.code, exc.message, {"fields": exc.fields})
 
     async def server_error(request: Request, exc: Exception) -> Response:
