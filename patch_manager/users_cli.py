@@ -1,0 +1,165 @@
+"""`patch-manager users …`: accounts from the command line, on the database directly.
+
+The rules are the storage layer's, the same the web UI meets: user names unique regardless of
+case, the last active admin neither disabled nor demoted, a change of role, groups, state or
+password ends the user's sessions at once (a running server reads sessions from the same
+database). New and reset passwords are one-time passwords, to be changed at the next login.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from storage import (
+    ROLES,
+    Conflict,
+    Database,
+    NotFound,
+    UserItem,
+    create_user,
+    get_user,
+    list_groups,
+    list_users,
+    set_password,
+    unlock_user,
+    update_user,
+)
+from web import Auth, generate_password
+
+from .hosts_cli import CommandError
+
+BY = "cli"
+
+
+def add_parsers(sub: Any, common: Any) -> None:
+    users = sub.add_parser("users", help="add, list and change user accounts")
+    actions = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    p = actions.add_parser("add", help="create a user with a one-time password")
+    common(p)
+    p.add_argument("name", help="user name (letters, digits, '.', '_', '-')")
+    p.add_argument("--role", choices=ROLES, required=True)
+    p.add_argument("--group", action="append", default=[], help="group name (repeatable)")
+    p = actions.add_parser("list", help="list users with role, groups and state")
+    common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = actions.add_parser("set-role", help="change a user's role (their sessions end)")
+    common(p)
+    p.add_argument("name")
+    p.add_argument("role", choices=ROLES)
+    p = actions.add_parser("set-groups", help="replace a user's groups (their sessions end)")
+    common(p)
+    p.add_argument("name")
+    p.add_argument("groups", nargs="*", help="group names (none: no group)")
+    for action, text in (
+        ("disable", "disable a user (their sessions end)"),
+        ("enable", "enable a disabled user"),
+        ("unlock", "unlock a user locked after wrong passwords"),
+        ("reset-password", "set a one-time password (their sessions end)"),
+    ):
+        p = actions.add_parser(action, help=text)
+        common(p)
+        p.add_argument("name")
+
+
+async def _user_id(db: Database, name: str) -> int:
+    user = await db.run(get_user, name.strip())
+    if user is None:
+        raise CommandError(f"no user {name.strip().lower()!r}")
+    return user.id
+
+
+async def _group_ids(db: Database, names: list[str]) -> tuple[int, ...]:
+    known = {g.name: g.id for g in await db.run(list_groups)}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise CommandError(f"no group {missing[0]!r} (create it first: Groups page or API)")
+    return tuple(known[n] for n in names)
+
+
+def _line(u: UserItem) -> str:
+    state = u.state
+    if u.locked_until is not None:
+        state += f", locked until {u.locked_until:%Y-%m-%d %H:%M %Z}"
+    if u.must_change_password:
+        state += ", must change password"
+    return f"{u.id:>4}  {u.username:<24} {u.role:<9} {','.join(u.groups) or '-':<24} {state}"
+
+
+async def users_command(args: argparse.Namespace, db: Database) -> None:
+    action = args.users_command
+    try:
+        await _run(action, args, db)
+    except Conflict as exc:
+        raise CommandError(str(exc)) from None
+    except NotFound as exc:
+        raise CommandError(str(exc)) from None
+
+
+async def _run(action: str, args: argparse.Namespace, db: Database) -> None:
+    auth = Auth(db)
+    if action == "list":
+        users = await db.run(list_users)
+        if args.json:
+            print(json.dumps([_json(u) for u in users], indent=2))
+        else:
+            for u in users:
+                print(_line(u))
+        return
+    if action == "add":
+        groups = await _group_ids(db, args.group)
+        password = generate_password()
+        hashed = await auth.hash_password(password)
+        user = await db.run(
+            lambda c: create_user(
+                c,
+                args.name.strip(),
+                hashed,
+                args.role,
+                must_change_password=True,
+                group_ids=groups,
+                created_by=BY,
+            )
+        )
+        print(f"created {user.role} {user.username} (id {user.id})")
+        print(f"one-time password: {password}")
+        print("(to be changed at the first login)")
+        return
+    user_id = await _user_id(db, args.name)
+    name = args.name.strip().lower()
+    if action == "set-role":
+        ended = await db.run(lambda c: update_user(c, user_id, by=BY, role=args.role))
+        print(f"{name} is now {args.role}; {ended} session(s) ended")
+    elif action == "set-groups":
+        groups = await _group_ids(db, args.groups)
+        ended = await db.run(lambda c: update_user(c, user_id, by=BY, group_ids=groups))
+        print(f"{name} groups: {', '.join(args.groups) or 'none'}; {ended} session(s) ended")
+    elif action in ("disable", "enable"):
+        state = "disabled" if action == "disable" else "active"
+        ended = await db.run(lambda c: update_user(c, user_id, by=BY, state=state))
+        print(f"{name} is {state}; {ended} session(s) ended")
+    elif action == "unlock":
+        await db.run(lambda c: unlock_user(c, user_id, by=BY))
+        print(f"{name} unlocked")
+    elif action == "reset-password":
+        password = generate_password()
+        hashed = await auth.hash_password(password)
+        await db.run(lambda c: set_password(c, name, hashed, must_change=True, by=BY))
+        print(f"one-time password for {name}: {password}")
+        print("(every session of this user has ended; to be changed at the next login)")
+    else:
+        raise CommandError(f"unknown users action {action}")
+
+
+def _json(u: UserItem) -> dict[str, Any]:
+    return {
+        "id": u.id,
+        "username": u.username,
+        "role": u.role,
+        "state": u.state,
+        "groups": u.groups,
+        "must_change_password": u.must_change_password,
+        "failed_logins": u.failed_logins,
+        "locked_until": u.locked_until.isoformat() if u.locked_until else None,
+    }
