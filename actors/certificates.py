@@ -158,9 +158,27 @@ class CertificateService:
 
         await self.db.run(write)
 
+    async def _pick_up_files(self) -> None:
+        """Use a certificate renewed on disk by another process (``patch-manager ca renew``)."""
+        for kind in RENEWED_KINDS:
+            on_disk = await trio.to_thread.run_sync(self.ca.current, kind)
+            if on_disk.serial == self._current[kind].serial:
+                continue
+            if kind is CertKind.MANAGER_CLIENT:
+                reload_certificate(self.client_context, self.ca.client_cert_path,
+                                   self.ca.client_key_path)  # fmt: skip
+            elif self.web_context is not None:
+                reload_certificate(self.web_context, self.ca.web_cert_path, self.ca.web_key_path)
+            self._current[kind] = on_disk
+            log.info("now using the %s certificate %s renewed on disk", kind.value,
+                     on_disk.serial_hex)  # fmt: skip
+        await self.refresh_policy()
+
     async def renew_due(self) -> list[CertKind]:
         """Renew every certificate past its renewal time; returns the kinds renewed."""
         renewed: list[CertKind] = []
+        async with self._lock:
+            await self._pick_up_files()
         now = self.now()
         for kind in RENEWED_KINDS:
             record = self._current[kind]

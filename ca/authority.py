@@ -329,6 +329,17 @@ class CertificateAuthority:
             raise CAError("an agent certificate needs at least one FQDN or IP address")
         return self.issue(CertKind.AGENT_SERVER, names[0], names)
 
+    def write_agent_bundle(self, directory: Path, issued: IssuedCertificate) -> Path:
+        """Write an agent's files as the agent names them (agent-api §7.1): ``ca.pem`` (the
+        root), ``server.pem`` (leaf then root), ``server.key.pem`` (0600), ``crl.pem``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_public(directory / "ca.pem", self.root_pem.encode())
+        _write_public(directory / "server.pem", (issued.record.cert_pem + self.root_pem).encode())
+        _write_private(directory / "server.key.pem", issued.key_pem.encode())
+        if self.crl_path.exists():
+            _write_public(directory / "crl.pem", self.crl_path.read_bytes())
+        return directory
+
     # -- revocation ---------------------------------------------------------------------------
     def build_crl(
         self,

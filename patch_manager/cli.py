@@ -14,7 +14,7 @@ import trio
 
 from actors import RegistrationError
 from actors.registration import normalise_name, valid_group
-from ca import CAError, CertificateAuthority
+from ca import CAError, CertificateAuthority, CertKind
 from settings import (
     ConfigError,
     ConfigStore,
@@ -23,7 +23,7 @@ from settings import (
     load,
     permit_addresses,
 )
-from simulator import AgentListenError, ScenarioError
+from simulator import PROFILES, AgentListenError, ScenarioError
 from storage import (
     Database,
     StorageError,
@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.05,
         help="job duration factor of the simulated agents (default 0.05)",
     )
+    p.add_argument("--profile", choices=PROFILES, default="small",
+                   help="simulated package lists: small (default) or realistic (hundreds to "
+                        "thousands of packages a host)")  # fmt: skip
 
     p = sub.add_parser("reset-password", help="set a new random password for a user")
     _common(p)
@@ -105,10 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
     ca_sub = ca.add_subparsers(dest="ca_command", required=True, metavar="ACTION")
     p = ca_sub.add_parser("init", help="create the root CA and the manager's certificates")
     _common(p)
-    p = ca_sub.add_parser("issue-agent", help="issue an agent server certificate")
+    p = ca_sub.add_parser(
+        "issue-agent", help="issue agent server certificates (one per name unless --san)"
+    )
     _common(p)
-    p.add_argument("names", nargs="+", help="FQDN and/or IP address of the agent (SAN)")
-    p.add_argument("--out", type=Path, default=Path("."), help="directory for NAME.crt/.key")
+    p.add_argument("names", nargs="+", help="FQDN or IP address of each agent")
+    p.add_argument("--san", action="store_true",
+                   help="one certificate whose SAN holds every name given")  # fmt: skip
+    p.add_argument("--out", type=Path, default=Path("."),
+                   help="where NAME/{ca,server,server.key,crl}.pem go")  # fmt: skip
+    p = ca_sub.add_parser("renew", help="renew the manager's client and/or web certificate now")
+    _common(p)
+    p.add_argument("--manager", action="store_true", help="the agent client certificate")
+    p.add_argument("--web", action="store_true", help="the web UI certificate")
     p = ca_sub.add_parser("revoke", help="revoke a certificate and rewrite the CRL")
     _common(p)
     p.add_argument("serial", help="serial number in hex (as `ca issue-agent` printed it)")
@@ -129,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, help="agent port (default 12443; 0 = one address, many ports)"
     )
     p.add_argument("--time-scale", type=float, help="job duration factor (0.01 = 100x faster)")
+    p.add_argument("--profile", choices=PROFILES,
+                   help="package lists: small (default) or realistic (300-2,500 packages, "
+                        "0-150 pending patches a host)")  # fmt: skip
     p.add_argument("--scenario", type=Path, help="TOML scenario: [fleet] and [faults.*]")
     p.add_argument("--whitelist", type=Path, help="whitelist.yaml in the agent's format")
     p.add_argument(
@@ -202,7 +217,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _, data_dir = _dirs(args)
     if args.data_dir is None:
         data_dir = data_dir / "demo"  # keep the demo's hosts out of the real data directory
-    demo = DemoSpec(count=args.count, time_scale=args.time_scale, base_address=args.base_address)
+    demo = DemoSpec(count=args.count, time_scale=args.time_scale, base_address=args.base_address,
+                    profile=args.profile)  # fmt: skip
     trio.run(lambda: run_server(store, data_dir, bind=args.bind, on_ready=print_banner,
                                 demo=demo))  # fmt: skip
     return 0
@@ -293,20 +309,34 @@ def cmd_ca(args: argparse.Namespace) -> int:
         return 0
     if args.ca_command == "issue-agent":
         ca = _open_ca(data_dir)
-        issued = ca.issue_agent(args.names)
+        groups = [list(args.names)] if args.san else [[name] for name in args.names]
+        bundles = [ca.issue_agent(names) for names in groups]
 
         async def save_agent(db: Database) -> None:
-            await record_certificates(db, [issued.record])
+            await record_certificates(db, [issued.record for issued in bundles])
 
         _with_database(args, save_agent)
-        args.out.mkdir(parents=True, exist_ok=True)
-        base = args.out / args.names[0]
-        key_path = base.with_name(base.name + ".key")
-        key_path.touch(mode=0o600)
-        key_path.write_text(issued.key_pem)
-        base.with_name(base.name + ".crt").write_text(issued.record.cert_pem)
-        print(f"issued serial {issued.record.serial_hex} for {', '.join(issued.record.sans)}: "
-              f"{base}.crt, {base}.key")  # fmt: skip
+        for issued in bundles:
+            directory = ca.write_agent_bundle(args.out / issued.record.subject, issued)
+            print(f"issued serial {issued.record.serial_hex} for "
+                  f"{', '.join(issued.record.sans)}: {directory}/")  # fmt: skip
+        return 0
+    if args.ca_command == "renew":
+        ca = _open_ca(data_dir)
+        kinds = [k for k, wanted in ((CertKind.MANAGER_CLIENT, args.manager),
+                                     (CertKind.WEB_SERVER, args.web)) if wanted]  # fmt: skip
+        if not kinds:
+            raise CliError("say what to renew: --manager, --web or both")
+        renewed = [ca.renew(kind) for kind in kinds]
+
+        async def save_renewed(db: Database) -> None:
+            await record_certificates(db, [issued.record for issued in renewed])
+
+        _with_database(args, save_renewed)
+        for issued in renewed:
+            print(f"renewed {issued.record.kind.value}: serial {issued.record.serial_hex} "
+                  f"valid until {issued.record.not_after:%Y-%m-%d} (a running server picks it "
+                  "up within the hour; the old one stays valid until it expires)")  # fmt: skip
         return 0
     if args.ca_command == "revoke":
         ca = _open_ca(data_dir)

@@ -42,10 +42,31 @@ def test_issue_revoke_and_export(tmp_dir: Path) -> None:
         "ca", "issue-agent", "web01.example.com", "192.0.2.7", "--out", str(out), data_dir=data
     )
     assert result.returncode == 0, result.stderr
-    serial = result.stdout.split("serial ", 1)[1].split()[0]
-    cert = x509.load_pem_x509_certificate((out / "web01.example.com.crt").read_bytes())
-    assert format(cert.serial_number, "x") == serial
-    assert (out / "web01.example.com.key").stat().st_mode & 0o077 == 0
+    # One certificate per name, each in the agent's file layout.
+    serials = [line.split("serial ", 1)[1].split()[0] for line in result.stdout.splitlines()]
+    assert len(serials) == 2
+    serial = serials[0]
+    bundle = out / "web01.example.com"
+    chain = x509.load_pem_x509_certificates((bundle / "server.pem").read_bytes())
+    assert format(chain[0].serial_number, "x") == serial
+    assert chain[1] == x509.load_pem_x509_certificate((bundle / "ca.pem").read_bytes())
+    assert (bundle / "server.key.pem").stat().st_mode & 0o077 == 0
+    assert (bundle / "crl.pem").read_bytes().startswith(b"-----BEGIN X509 CRL-----")
+    ip_cert = x509.load_pem_x509_certificate((out / "192.0.2.7" / "server.pem").read_bytes())
+    ip_san = ip_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(v) for v in ip_san.get_values_for_type(x509.IPAddress)] == ["192.0.2.7"]
+    result = run("ca", "issue-agent", "a.example.com", "10.0.0.5", "--san", "--out", str(out),
+                 data_dir=data)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    grouped = x509.load_pem_x509_certificate((out / "a.example.com" / "server.pem").read_bytes())
+    names = grouped.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert len(list(names)) == 2
+
+    before = (data / "ca" / "manager-client.crt").read_bytes()
+    assert run("ca", "renew", data_dir=data).returncode == 1
+    result = run("ca", "renew", "--manager", data_dir=data)
+    assert result.returncode == 0, result.stderr
+    assert (data / "ca" / "manager-client.crt").read_bytes() != before
 
     result = run("ca", "revoke", serial, data_dir=data)
     assert result.returncode == 0, result.stderr
@@ -68,7 +89,10 @@ def test_issue_revoke_and_export(tmp_dir: Path) -> None:
             ("root", "valid"),
             ("manager_client", "valid"),
             ("web_server", "valid"),
+            ("manager_client", "valid"),
             ("agent_server", "revoked"),
+            ("agent_server", "valid"),
+            ("agent_server", "valid"),
         ]
     )
     assert f"{serial}  agent_server" in result.stdout
