@@ -32,7 +32,7 @@ from typing import Any
 import trio
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from storage import Database, HostScope, PrincipalRow, load_principal
+from storage import Database, HostScope, PrincipalRow, User, load_principal
 
 
 class Role(enum.Enum):
@@ -61,7 +61,6 @@ class Action(enum.Enum):
     MANAGE_BLACKOUTS = "manage_blackouts"  # fleet-wide blackouts
     OBSERVE = "observe"  # /metrics and the health details (fleet-wide figures)
     MANAGE_USERS = "manage_users"  # users, roles, user groups, others' sessions
-    MANAGE_PKI = "manage_pki"  # certificates (list, renew, revoke) and agent enrolment
 
 
 _ALLOWED: dict[Role, frozenset[Action]] = {
@@ -180,10 +179,18 @@ async def load(db: Database, user_id: int, *, operators_see_ungrouped: bool) -> 
     return Principal.of(row, operators_see_ungrouped=operators_see_ungrouped)
 
 
+def of_session_user(user: User, *, operators_see_ungrouped: bool) -> Principal:
+    """The principal of a session's user (``storage.User``: role, state and group ids as the
+    session lookup read them on this request)."""
+    row = PrincipalRow(user.id, user.username, user.role, user.state, frozenset(user.group_ids))
+    return Principal.of(row, operators_see_ungrouped=operators_see_ungrouped)
+
+
 class PrincipalMiddleware:
     """Puts the request's ``Principal`` into ``scope["state"]["principal"]`` (after the auth
-    middleware admitted the session): role, state and groups read from the database on every
-    request, so that a role or membership change applies to the very next request."""
+    middleware admitted the session). The session lookup reads the user's role, state and
+    groups on every request (no extra query), so a role or membership change applies to the
+    very next request."""
 
     def __init__(self, app: ASGIApp, db: Database, operators_see_ungrouped: bool = False) -> None:
         self.app = app
@@ -195,11 +202,7 @@ class PrincipalMiddleware:
             state: dict[str, Any] = scope.setdefault("state", {})
             session = state.get("session")
             state["principal"] = (
-                await load(
-                    self.db,
-                    session.user.id,
-                    operators_see_ungrouped=self.operators_see_ungrouped,
-                )
+                of_session_user(session.user, operators_see_ungrouped=self.operators_see_ungrouped)
                 if session is not None
                 else Principal("")
             )
