@@ -107,6 +107,7 @@ class DemoSpec:
     count: int = 50
     time_scale: float = 0.05
     base_address: str = "127.77.0.1"
+    profile: str = "small"  # simulator package lists (simulator.PROFILES)
 
 
 async def register_demo_fleet(db: Database, fleet: Fleet) -> None:
@@ -310,7 +311,7 @@ async def run_server(
         fleet = None
         if demo is not None:
             spec = FleetSpec(count=demo.count, time_scale=demo.time_scale,
-                             base_address=demo.base_address)  # fmt: skip
+                             base_address=demo.base_address, profile=demo.profile)  # fmt: skip
             fleet = Fleet(data_dir / "ca", data_dir / "simulator", spec)
             await outer.start(fleet.run)
             await outer.start(serve_control, fleet, data_dir / "simulator.sock")

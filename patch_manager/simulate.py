@@ -25,7 +25,7 @@ def build_spec(args: argparse.Namespace) -> tuple[FleetSpec, dict[str, object], 
         )  # fmt: skip
     overrides = {
         "count": args.count, "seed": args.seed, "base_address": args.base_address,
-        "port": args.port, "time_scale": args.time_scale,
+        "port": args.port, "time_scale": args.time_scale, "profile": args.profile,
     }  # fmt: skip
     spec = dataclasses.replace(spec, **{k: v for k, v in overrides.items() if v is not None})
     if args.whitelist is not None:

@@ -4,7 +4,7 @@ benchmarks; ships with the product so users can load-test their manager. Imports
 """
 
 from .agent import SimAgent
-from .catalog import HostProfile, generate_profile
+from .catalog import PROFILES, HostProfile, generate_profile
 from .control import serve_control
 from .fleet import (
     AgentListenError,
@@ -19,6 +19,7 @@ from .fleet import (
 from .model import FaultError, Faults
 
 __all__ = [
+    "PROFILES",
     "AgentListenError",
     "FaultError",
     "Faults",

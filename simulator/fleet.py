@@ -112,7 +112,7 @@ def load_scenario(path: Path) -> Scenario:
         fleet["addresses"] = tuple(fleet["addresses"])
     try:
         spec = FleetSpec(**fleet)
-    except TypeError as exc:
+    except (TypeError, ScenarioError) as exc:
         raise ScenarioError(f"{path}: fleet: {exc}") from None
     faults = dict(data.get("faults", {}))
     scenario = Scenario(spec, fleet_faults=faults.pop("all", {}), agent_faults=faults)
@@ -334,10 +334,13 @@ def _reject_everyone_context(cert_file: Path) -> ssl.SSLContext:
 
 
 def describe(fleet: Fleet, limit: int = 5) -> Iterable[str]:
-    yield f"{len(fleet.agents)} simulated agents (time scale {fleet.spec.time_scale})"
+    spec = fleet.spec
+    count = len(fleet.agents)
+    yield f"{count} simulated agents ({spec.profile} profile, time scale {spec.time_scale})"
     for agent in fleet.agents[:limit]:
         p = agent.profile
-        yield f"  https://{agent.address}:{agent.port}  {p.hostname}  {p.os}"
+        yield (f"  https://{agent.address}:{agent.port}  {p.hostname}  {p.os}  "
+               f"({len(p.installed)} packages, {len(p.upgradable)} pending)")  # fmt: skip
     if len(fleet.agents) > limit:
         yield f"  … and {len(fleet.agents) - limit} more"
     yield f"CA: {fleet.root_path}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import statistics
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -14,7 +15,7 @@ import trio
 from actors.agent_client import AgentClient, PatchSelection
 from actors.agent_errors import AgentRequestError, TransportError
 from actors.agent_records import JobStatus, PackageStatus
-from simulator import Fleet, FleetSpec, ScenarioError, SimAgent, generate_profile
+from simulator import Fleet, FleetSpec, ScenarioError, SimAgent, generate_profile, load_scenario
 from simulator.families import BY_ID, DISTROS, SELF, running_kernel
 from simulator.profiles import INSTALLED_RANGE, PENDING_MAX
 
@@ -279,6 +280,18 @@ def test_realistic_profile_counts_follow_the_distributions() -> None:
         assert all(native(p.distro_id, n, v) for n, v in p.installed.items())
     with pytest.raises(ScenarioError, match="unknown profile"):
         FleetSpec(profile="huge")
+
+
+def test_scenario_with_an_unknown_profile_is_one_error_naming_file_and_key(tmp_path: Path) -> None:
+    scenario = tmp_path / "fleet.toml"
+    scenario.write_text('[fleet]\ncount = 2\nprofile = "huge"\n')
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(scenario)
+    assert str(info.value) == (
+        f"{scenario}: fleet: fleet.profile: unknown profile 'huge' (known: small, realistic)"
+    )
+    scenario.write_text('[fleet]\nprofile = "realistic"\n')
+    assert load_scenario(scenario).spec.profile == "realistic"
 
 
 async def test_realistic_patches_carry_cve_ids_on_security_patches(
