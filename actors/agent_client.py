@@ -45,6 +45,7 @@ from .agent_records import (
     PatchList,
     ServiceStatus,
     SystemInfo,
+    is_job_id,
     parse_health,
     parse_job,
     parse_job_accepted,
@@ -59,7 +60,6 @@ from .agent_records import (
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+._-]{0,255}$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+.:~_-]{0,255}$")
-_JOB_ID = re.compile(r"^[0-9a-fA-F-]{36}$")
 ADMISSION_CODES = frozenset(
     {
         "QUEUE_FULL", "ADMISSION_FROZEN", "ADMISSION_CLOSED", "SELF_UPDATE_IN_PROGRESS",
@@ -514,7 +514,14 @@ class AgentClient:
                 yield stream
         except BaseExceptionGroup as group:
             if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
+                inner = group.exceptions[0]
+                if isinstance(inner, trio_websocket.HandshakeError):
+                    # A refused upgrade (429, 403, 405…) surfaces from trio-websocket's reader
+                    # task, not from connect_websocket.
+                    raise ProtocolError(
+                        self.host, f"WebSocket handshake refused: {inner}"
+                    ) from None
+                raise inner from None
             raise
 
     @asynccontextmanager
@@ -563,7 +570,7 @@ def _map_ws_error(host: str, exc: BaseException) -> AgentError:
 
 
 def _check_job_id(job_id: str) -> str:
-    if not _JOB_ID.match(job_id):
+    if not is_job_id(job_id):
         raise ValueError(f"invalid job id {job_id!r}")
     return job_id
 

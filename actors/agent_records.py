@@ -136,6 +136,22 @@ def _opt_bool(value: object) -> bool | None:
     return None if value is None else bool(value)
 
 
+JOB_ID = re.compile(r"^[0-9a-fA-F-]{36}$")
+
+
+def is_job_id(value: str) -> bool:
+    """Whether ``value`` has the form of an agent job id (a UUID)."""
+    return JOB_ID.match(value) is not None
+
+
+def parse_job_id(value: object) -> str:
+    """An agent job id; anything else (a path, a number, garbage) is a protocol error: it
+    would be put into ``/jobs/{id}`` later."""
+    if not isinstance(value, str) or not is_job_id(value):
+        raise ValueError(f"invalid job id {value!r}")
+    return value
+
+
 def _require(data: Mapping[str, Any], key: str) -> Any:
     if key not in data:
         raise ValueError(f"missing field {key!r}")
@@ -331,7 +347,7 @@ def parse_job_accepted(data: Mapping[str, Any]) -> JobAccepted:
     if data.get("package"):
         packages = (str(data["package"]),)
     return JobAccepted(
-        job_id=str(_require(data, "job_id")),
+        job_id=parse_job_id(_require(data, "job_id")),
         status=parse_job_status(data.get("status", "pending")),
         operation=parse_operation(data.get("operation")),
         packages=packages,

@@ -45,7 +45,7 @@ from .agent_errors import (
     RateLimited,
     Unreachable,
 )
-from .agent_records import JobAccepted, JobInfo, JobOperation, JobStatus
+from .agent_records import JobAccepted, JobInfo, JobOperation, JobStatus, is_job_id
 from .ports import JobAgentPort, JobStore
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def pick_sent_job(
     Candidates: same operation, not already recorded for this host, the same package names when
     the request named some, created (agent clock) no earlier than the newest job this host's
     rows already account for. The newest candidate wins: an older one is another attempt's."""
-    jobs = [j for j in jobs if not j.internal]
+    jobs = [j for j in jobs if not j.internal and is_job_id(j.job_id)]
     floor = max(
         (j.created_at for j in jobs if j.job_id in known and j.created_at is not None),
         default=None,
@@ -175,6 +175,16 @@ class Executor:
         except RowLost:
             log.info("row %d is no longer ours; leaving it", row.id, extra={"host": self.host})
             self.report(row.id, "", "")
+        except Exception as exc:
+            # A bug (ours, or an agent answer nobody foresaw) must end this row, not crash-loop
+            # the host actor with the row never ending. trio.Cancelled is a BaseException.
+            log.exception("row %d: internal error", row.id, extra={"host": self.host})
+            await self._finish(
+                row.id,
+                "failed",
+                error_code="INTERNAL_ERROR",
+                error_message=f"internal error: {_describe(exc)}"[:4000],
+            )
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -665,6 +675,13 @@ def _request_names(job: JobRow, host_id: int) -> list[str]:
 
 async def _package_map(agent: JobAgentPort) -> dict[str, str]:
     return {p.name: p.version for p in await agent.packages()}
+
+
+def _describe(exc: BaseException) -> str:
+    """The innermost exception of (nested) exception groups, as ``Type: message``."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _code(exc: AgentError) -> str:

@@ -98,6 +98,7 @@ class SimAgent:
         self.delayed_answers = 0  # job answers sent late (fault job_answer_delay_s)
         self.ws_heartbeat = (5.0, 10.0)  # the real agent's ping interval and client timeout
         self.ws_refusal = 0  # tests: answer WebSocket upgrades with this HTTP status (0: accept)
+        self.bad_job_ids = 0  # tests: the next N accepted jobs are answered with a bad job id
         self.mutations: list[str] = []  # every mutating request received, in order (tests)
         self.on_mutation: Callable[[], None] = lambda: None
         self._limiter = RateLimiter.default()
@@ -609,6 +610,11 @@ class SimAgent:
                 await trio.sleep(self.faults.job_answer_delay_s)
                 self.delayed_answers += 1
                 self.on_mutation()  # wakes Fleet.wait_until (tests)
+            if self.bad_job_ids:  # the job exists; its id in the answer is garbage
+                self.bad_job_ids -= 1
+                body = json.loads(response.body)
+                body["data"]["job_id"] = "../../system/reboot"
+                response = Response(202, json.dumps(body).encode(), response.content_type)
         garbage = isinstance(response, Response) and response.content_type == "application/json"
         if self.faults.garbage and garbage:
             return Response(200, b'{"success": true, "data": {"trunc', "application/json")

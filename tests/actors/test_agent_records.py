@@ -81,7 +81,7 @@ def test_unknown_error_codes_become_unknown_error() -> None:
 def test_patch_apply_acceptance_counts_packages_as_text() -> None:
     accepted = parse_job_accepted(
         {
-            "job_id": "j",
+            "job_id": "0f0e8b6a-6f6e-4f3e-9a51-3a2f7c0b9d11",
             "status": "pending",
             "operation": "patch_apply",
             "packages": ["12 packages"],
@@ -92,7 +92,7 @@ def test_patch_apply_acceptance_counts_packages_as_text() -> None:
     assert accepted.packages == ()
     update = parse_job_accepted(
         {
-            "job_id": "j",
+            "job_id": "0f0e8b6a-6f6e-4f3e-9a51-3a2f7c0b9d11",
             "status": "pending",
             "operation": "update",
             "packages": None,
@@ -159,7 +159,7 @@ def test_websocket_messages() -> None:
     event = parse_ws_message(
         {
             "event": "job_status",
-            "job_id": "j",
+            "job_id": "0f0e8b6a-6f6e-4f3e-9a51-3a2f7c0b9d11",
             "status": "timed_out",
             "progress": 0,
             "message": "m",

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from simulator import Fleet
-from storage import JobSpec
+from storage import JobSpec, create_job
 
 from .conftest import Manager, register
 from .test_job_execution import rows_of
@@ -35,3 +35,54 @@ async def test_a_followed_row_ends_by_polling_when_the_websocket_upgrade_is_refu
     [row] = (await rows_of(manager, job_id)).values()
     assert (row.state, row.attempts) == ("succeeded", 1)
     assert agent.mutations.count(APPLY) == 1
+
+
+async def test_an_invalid_job_id_in_the_agents_answer_is_reconciled_never_crashing_the_actor(
+    manager: Manager, start_fleet: Any
+) -> None:
+    fleet: Fleet = await start_fleet(1, time_scale=0.002)
+    ids = await register(manager, fleet)
+    await healthy(manager, 1)
+    [agent] = fleet.agents
+    agent.bad_job_ids = 1  # the job is created; the answer names "../../system/reboot"
+    job_id = await manager.handle.create_job(
+        JobSpec(kind="patch", schedule="now"), list(ids.values())
+    )
+    job = await finished(manager, job_id, timeout=40)
+    assert job.status == "succeeded"
+    [row] = (await rows_of(manager, job_id)).values()
+    assert row.agent_job_id == next(iter(agent.jobs))  # adopted from the agent's job list
+    assert agent.mutations.count(APPLY) == 1  # never sent twice
+    assert all(s.crashes == 0 for s in manager.fleet.snapshots())
+
+
+async def test_an_unexpected_exception_ends_the_row_internal_error_not_the_actor(
+    manager: Manager, start_fleet: Any
+) -> None:
+    """A row whose stored agent job id cannot be put into a URL (a corrupt row): the client
+    raises ValueError while following; the row ends failed INTERNAL_ERROR, the actor lives."""
+    fleet: Fleet = await start_fleet(1, time_scale=0.002)
+    ids = await register(manager, fleet)
+    await healthy(manager, 1)
+    [agent] = fleet.agents
+    host_id = ids[agent.address]
+
+    def corrupt_row(conn: Any) -> int:
+        job_id = create_job(conn, JobSpec(kind="update", schedule="now", packages=("curl",)), [(host_id, 0)])
+        conn.execute(
+            "UPDATE job_hosts SET state = 'following', attempts = 1, agent_job_id = 'x/y',"
+            " owner = 'crashed-node', lease_expires_at = now() - interval '1 s'"
+            " WHERE job_id = %s",
+            (job_id,),
+        )
+        return int(job_id)
+
+    job_id = await manager.db.run(corrupt_row)
+    actor = manager.scheduler.hosts[host_id].actor
+    assert actor is not None
+    actor.wake_jobs()
+    job = await finished(manager, job_id, timeout=30)
+    [row] = (await rows_of(manager, job_id)).values()
+    assert (job.status, row.state, row.error_code) == ("failed", "failed", "INTERNAL_ERROR")
+    assert "invalid job id" in row.error_message
+    assert all(s.crashes == 0 and s.phase.value != "failed" for s in manager.fleet.snapshots())
