@@ -22,6 +22,7 @@ from storage.reports import (
     history_page,
     host_facts_page,
     list_waivers,
+    pending_by_severity,
     remediation_times,
     trend,
 )
@@ -112,7 +113,7 @@ def host_compliance(row: HostFactsRow, a: Assessment) -> HostCompliance:
         a.reason,
         len(a.breaches),
         len(a.waived),
-        len(row.patches),
+        row.pending,
         row.last_patch_poll_at,
     )
 
@@ -121,10 +122,21 @@ async def active_waivers(ctx: Context) -> list[Waiver]:
     return as_waivers(await ctx.db.run(list_waivers, ctx.scope, False))
 
 
+def cutoffs(ctx: Context) -> dict[str, dt.datetime]:
+    """Per severity, the instant before which a pending patch is past its SLA (a severity that
+    does not count: never). Patches seen later cannot change a verdict, so they are not read."""
+    never = dt.datetime.min.replace(tzinfo=dt.UTC)
+    return {
+        s: ctx.now - ctx.rules.sla(s) if ctx.rules.counts(s) else never
+        for s in ("critical", "high", "medium", "low")
+    }
+
+
 async def fact_pages(ctx: Context, f: ReportFilter) -> AsyncIterator[list[HostFactsRow]]:
     after = 0
+    limits = cutoffs(ctx)
     while True:
-        rows = await ctx.db.run(host_facts_page, ctx.scope, f, after, PAGE)
+        rows = await ctx.db.run(host_facts_page, ctx.scope, f, after, PAGE, limits)
         if not rows:
             return
         yield rows
@@ -140,14 +152,10 @@ async def compliance_pages(ctx: Context, f: ReportFilter) -> AsyncIterator[list[
         yield [host_compliance(r, judge(ctx, r, waivers)) for r in rows]
 
 
-def summarise(hosts: Sequence[HostCompliance], facts: Sequence[HostFactsRow] = ()) -> Summary:
+def summarise(hosts: Sequence[HostCompliance], by_severity: dict[str, int]) -> Summary:
     counts = {s.value: 0 for s in Status}
     for h in hosts:
         counts[h.status] += 1
-    by_severity = {"critical": 0, "high": 0, "medium": 0, "low": 0}
-    for r in facts:
-        for p in r.patches:
-            by_severity[p.severity if p.severity in by_severity else "medium"] += 1
     return Summary(
         hosts=len(hosts),
         compliant=counts["compliant"],
@@ -171,14 +179,13 @@ async def compliance_report(ctx: Context, f: ReportFilter) -> ComplianceReport:
     waivers = await ctx.db.run(list_waivers, ctx.scope)
     active = as_waivers(waivers)
     hosts: list[HostCompliance] = []
-    facts: list[HostFactsRow] = []
     async for rows in fact_pages(ctx, f):
-        facts.extend(rows)
         hosts.extend(host_compliance(r, judge(ctx, r, active)) for r in rows)
     points = await ctx.db.run(trend, ctx.scope, f)
+    by_severity = await ctx.db.run(pending_by_severity, ctx.scope, f)
     if f.host_id is not None:
         waivers = [w for w in waivers if w.host_id == f.host_id]
-    return ComplianceReport(ctx.now, summarise(hosts, facts), points, hosts, waivers)
+    return ComplianceReport(ctx.now, summarise(hosts, by_severity), points, hosts, waivers)
 
 
 # -- patch history -----------------------------------------------------------------------------
@@ -317,7 +324,7 @@ class RebootItem:
 async def reboot_pages(ctx: Context, f: ReportFilter) -> AsyncIterator[list[RebootItem]]:
     async for rows in fact_pages(ctx, f):
         yield [
-            RebootItem(r.id, r.name, r.groups, r.health, r.last_boot_at, len(r.patches))
+            RebootItem(r.id, r.name, r.groups, r.health, r.last_boot_at, r.pending)
             for r in rows
             if r.pending_reboot
         ]

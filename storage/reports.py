@@ -6,7 +6,7 @@ id (keyset) so a caller can stream 10,000 hosts without holding them all.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +47,8 @@ class HostFactsRow:
     last_patch_poll_at: dt.datetime | None
     pending_reboot: bool
     last_boot_at: dt.datetime | None
-    patches: tuple[OpenPatch, ...]
+    pending: int  # every pending patch
+    patches: tuple[OpenPatch, ...]  # the pending patches first seen before their cutoff
 
 
 @dataclass(frozen=True)
@@ -178,24 +179,52 @@ def host_facts_page(
     f: ReportFilter,
     after_id: int = 0,
     limit: int = 1000,
+    cutoffs: Mapping[str, dt.datetime] | None = None,
 ) -> list[HostFactsRow]:
-    """Up to ``limit`` hosts with id > ``after_id`` (by id), with their open patches."""
+    """Up to ``limit`` hosts with id > ``after_id`` (by id), with their open patches; with
+    ``cutoffs`` (severity → instant; others use medium's) only the patches first seen before
+    their severity's cutoff (those past an SLA: the only ones that can change a verdict)."""
     where = _host_conditions(scope, f, "h.id")
     where.append(sql.SQL("h.id > {}").format(sql.Literal(after_id)))
+    overdue: sql.Composable = sql.SQL("TRUE")
+    if cutoffs is not None:
+        overdue = sql.SQL(
+            "p.first_seen_at < CASE p.severity WHEN 'critical' THEN {} WHEN 'high' THEN {}"
+            " WHEN 'low' THEN {} ELSE {} END"
+        ).format(*(sql.Literal(cutoffs[s]) for s in ("critical", "high", "low", "medium")))
     query = sql.SQL(
         "SELECT h.id, h.name, COALESCE((SELECT array_agg(g.name ORDER BY g.name)"
         " FROM host_groups hg JOIN groups g ON g.id = hg.group_id WHERE hg.host_id = h.id),"
         " '{{}}'), h.health, h.last_patch_poll_at, h.pending_reboot, h.last_boot_at,"
+        " h.pending_patches,"
         " COALESCE((SELECT json_agg(json_build_array(p.name, p.severity, p.first_seen_at,"
         " p.cve_ids, p.available_version) ORDER BY p.name) FROM host_patches p"
-        " WHERE p.host_id = h.id AND p.resolved_at IS NULL), '[]'::json)"
+        " WHERE p.host_id = h.id AND p.resolved_at IS NULL AND {}), '[]'::json)"
         " FROM hosts h WHERE {} ORDER BY h.id LIMIT {}"
-    ).format(sql.SQL(" AND ").join(where), sql.Literal(limit))
+    ).format(overdue, sql.SQL(" AND ").join(where), sql.Literal(limit))
     out = []
     for r in conn.execute(query).fetchall():
-        patches = tuple(OpenPatch(p[0], p[1], _ts(p[2]), tuple(p[3]), p[4]) for p in r[7])
-        out.append(HostFactsRow(r[0], r[1], tuple(r[2]), r[3], r[4], r[5], r[6], patches))
+        patches = tuple(OpenPatch(p[0], p[1], _ts(p[2]), tuple(p[3]), p[4]) for p in r[8])
+        out.append(HostFactsRow(r[0], r[1], tuple(r[2]), r[3], r[4], r[5], r[6], r[7], patches))
     return out
+
+
+def pending_by_severity(
+    conn: psycopg.Connection[Any], scope: HostScope, f: ReportFilter
+) -> dict[str, int]:
+    """Open patches per severity on the hosts in scope matching ``f``."""
+    where = _host_conditions(scope, f, "p.host_id")
+    where.append(sql.SQL("p.resolved_at IS NULL"))
+    rows = conn.execute(
+        sql.SQL("SELECT p.severity, count(*) FROM host_patches p WHERE {} GROUP BY 1").format(
+            sql.SQL(" AND ").join(where)
+        )
+    ).fetchall()
+    counts = dict.fromkeys(_SEVERITIES, 0)
+    for severity, n in rows:
+        key = severity if severity in counts else "medium"
+        counts[key] += n
+    return counts
 
 
 def patches_open_at(
@@ -381,6 +410,14 @@ _WAIVER_COLUMNS = (
     "w.id, w.host_id, h.name, w.package, w.cve, w.owner, w.reason, w.expires_at, w.created_by,"
     " w.created_at, w.revoked_at, w.revoked_by"
 )
+
+
+def waivers_version(conn: psycopg.Connection[Any]) -> tuple[int, ...]:
+    """Changes whenever a waiver is recorded or revoked (for caches of computed figures)."""
+    row = conn.execute(
+        "SELECT count(*), COALESCE(max(id), 0), count(revoked_at) FROM risk_waivers"
+    ).fetchone()
+    return tuple(int(v) for v in row) if row else ()
 
 
 def list_waivers(

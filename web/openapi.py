@@ -206,6 +206,21 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Record a risk waiver (admins and operators)", 201, rmo.WaiverCreated, rmo.WaiverCreate
     ),
     ("post", "/api/v1/waivers/{waiver_id}/revoke"): Operation("Revoke a waiver", 204, None),
+    ("get", "/api/v1/report-definitions"): Operation(
+        "Scheduled report definitions (stored for download)", 200, rmo.Definitions
+    ),
+    ("post", "/api/v1/report-definitions"): Operation(
+        "Store a scheduled report definition", 201, m.Created, rmo.DefinitionCreate
+    ),
+    ("delete", "/api/v1/report-definitions/{definition_id}"): Operation(
+        "Delete a report definition", 204, None
+    ),
+    ("get", "/api/v1/report-definitions/{definition_id}/download"): Operation(
+        "Run a stored definition now (its report and format, the caller's scope)",
+        200,
+        None,
+        files=("application/json", *_REPORT_FILES),
+    ),
 }
 
 ERRORS = {
@@ -252,7 +267,8 @@ def document(version: str) -> dict[str, Any]:
         if op.reply is not None:
             success["content"] = _json(keys[(op.reply, "serialization")])
         for media in op.files:
-            success.setdefault("content", {})[media] = {"schema": {"type": "string"}}
+            schema = {} if media == "application/json" else {"type": "string"}
+            success.setdefault("content", {})[media] = {"schema": schema}
         responses: dict[str, Any] = {str(op.status): success}
         for status in ERRORS:
             responses[status] = {"$ref": f"#/components/responses/E{status}"}

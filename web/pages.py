@@ -103,6 +103,7 @@ class Pages:
                  templates: Jinja2Templates,
                  rules: ComplianceRules | None = None) -> None:  # fmt: skip
         self.rules = rules or ComplianceRules()
+        self.compliance = report_service.DashboardCache()
         self.handle = handle
         self.db = db
         self.sys = System(handle, db)
@@ -144,7 +145,7 @@ class Pages:
         reboot = await hosts.find(self.sys, who, HostFilter(reboot=True, limit=10))
         upcoming = (await windows.upcoming_entries(self.sys, who, 14))[:6]
         running = [j for j, _ in await jobs.jobs(self.sys, who, "running")][:6]
-        compliance = await report_service.dashboard(self.sys, who, self.rules)
+        compliance = await self.compliance.get(self.sys, who, self.rules)
         page = DashboardPage(
             **self.base(request, "Dashboard", "dashboard"),
             counts=counts,

@@ -4,12 +4,13 @@ OpenAPI document (``web.openapi``) is generated from them like from ``web.models
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from reports.model import ExposureItem, HostCompliance, RebootItem
-from storage.reports import HistoryRow, Remediation, TrendPoint, WaiverRow
+from storage.reports import HistoryRow, Remediation, ReportDefinition, TrendPoint, WaiverRow
 
 from .models import Body, FieldErrors, Id, Query, Reply
 
@@ -118,3 +119,66 @@ class WaiversOut(Reply):
 
 class WaiverCreated(Reply):
     id: int
+
+
+_CRON_FIELD = re.compile(
+    r"^(\*|\d{1,2}(-\d{1,2})?)(/\d{1,2})?(,(\*|\d{1,2}(-\d{1,2})?)(/\d{1,2})?)*$"
+)
+_CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+
+
+def cron_problem(text: str) -> str | None:
+    """Why ``text`` is not a five-field cron schedule (minute hour day month weekday)."""
+    fields = text.split()
+    if len(fields) != 5:
+        return "five fields: minute hour day-of-month month day-of-week, e.g. '0 6 * * 1'"
+    for value, (low, high), name in zip(
+        fields, _CRON_RANGES, ("minute", "hour", "day of month", "month", "day of week"),
+        strict=True,
+    ):  # fmt: skip
+        if not _CRON_FIELD.match(value):
+            return f"{name}: numbers, ranges, lists, steps or '*'"
+        numbers = [int(n) for n in re.findall(r"\d+", value.split("/")[0])]
+        if any(not low <= n <= high for n in numbers):
+            return f"{name}: between {low} and {high}"
+    return None
+
+
+class ReportFilters(Body):
+    since: dt.date | None = None
+    until: dt.date | None = None
+    group: str = Field("", max_length=64)
+    host_id: Id | None = None
+    severity: Severity | None = None
+
+
+class DefinitionCreate(Body):
+    name: str = Field(min_length=1, max_length=100)
+    report: Literal["compliance", "patch-history", "exposure", "reboots"]
+    format: Literal["json", "csv", "pdf"] = "pdf"
+    filters: ReportFilters | None = None
+    recipients: list[Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$",
+                                                      max_length=254)]] = Field(
+        default_factory=list, max_length=50,
+        description="e-mail addresses (delivery arrives with the notifications work)",
+    )  # fmt: skip
+    schedule: str = Field(max_length=100, description="cron: minute hour day month weekday")
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        problem = cron_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return " ".join(value.split())
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("required")
+        return value.strip()
+
+
+class Definitions(Reply):
+    definitions: list[ReportDefinition]

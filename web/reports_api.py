@@ -11,6 +11,7 @@ from reports import ComplianceRules
 from reports import model as rm
 from storage import Database
 
+from . import models as m
 from . import report_models as rmo
 from .handle import SystemHandle
 from .models_io import body, path_id, query, record, reply
@@ -43,7 +44,10 @@ class ReportsApi:
 
     async def report(self, request: Request) -> Response:
         kind = request.url.path.rsplit("/", 1)[-1]
-        q = query(request, rmo.ReportQuery)
+        return await self.render(request, kind, query(request, rmo.ReportQuery))
+
+    async def render(self, request: Request, kind: str, q: rmo.ReportQuery) -> Response:
+        """The report ``kind`` for ``q`` as JSON, streamed CSV or PDF."""
         who = principal(request)
         name = f"{kind}-{service.now():%Y%m%dT%H%MZ}"
         if q.format == "csv":
@@ -76,6 +80,27 @@ class ReportsApi:
         await waiver_service.revoke(self.sys, principal(request), path_id(request, "waiver_id"))
         return Response(status_code=204)
 
+    async def definitions(self, request: Request) -> Response:
+        rows = await service.definitions(self.sys, principal(request))
+        return reply(rmo.Definitions, definitions=rows)
+
+    async def create_definition(self, request: Request) -> Response:
+        data = await body(request, rmo.DefinitionCreate)
+        definition_id = await service.save_definition(self.sys, principal(request), data)
+        return reply(m.Created, 201, id=definition_id)
+
+    async def delete_definition(self, request: Request) -> Response:
+        definition_id = path_id(request, "definition_id")
+        await service.delete_definition(self.sys, principal(request), definition_id)
+        return Response(status_code=204)
+
+    async def download_definition(self, request: Request) -> Response:
+        """Run a stored definition now, within the caller's scope."""
+        d = await service.definition(
+            self.sys, principal(request), path_id(request, "definition_id")
+        )
+        return await self.render(request, d.report, service.definition_query(d))
+
     def routes(self) -> list[Route]:
         return [
             *(
@@ -86,4 +111,16 @@ class ReportsApi:
             Route("/api/v1/waivers", self.waivers, methods=["GET"]),
             Route("/api/v1/waivers", self.create_waiver, methods=["POST"]),
             Route("/api/v1/waivers/{waiver_id:int}/revoke", self.revoke_waiver, methods=["POST"]),
+            Route("/api/v1/report-definitions", self.definitions, methods=["GET"]),
+            Route("/api/v1/report-definitions", self.create_definition, methods=["POST"]),
+            Route(
+                "/api/v1/report-definitions/{definition_id:int}",
+                self.delete_definition,
+                methods=["DELETE"],
+            ),
+            Route(
+                "/api/v1/report-definitions/{definition_id:int}/download",
+                self.download_definition,
+                methods=["GET"],
+            ),
         ]

@@ -63,6 +63,8 @@ class Entry:
 
 WAIVER = {"owner": "sec", "reason": "vendor fix pending", "expires_at": "2030-01-01T00:00:00Z"}
 
+DEFINITION = {"name": "weekly", "report": "reboots", "format": "csv", "schedule": "0 6 * * 1"}
+
 MATRIX: dict[tuple[str, str], Entry] = {
     # -- public and session ---------------------------------------------------------------
     ("GET", "/api/v1/health"): Entry(ALL),
@@ -167,6 +169,10 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/waivers"): Entry(ALL),
     ("POST", "/waivers"): Entry(WRITERS, form={"host_id": "{host_id}", **WAIVER}),
     ("POST", "/waivers/{waiver_id:int}/revoke"): Entry(WRITERS, form={}, fresh=True),
+    ("GET", "/api/v1/report-definitions"): Entry(ALL),
+    ("POST", "/api/v1/report-definitions"): Entry(WRITERS, json=DEFINITION),
+    ("DELETE", "/api/v1/report-definitions/{definition_id:int}"): Entry(WRITERS, fresh=True),
+    ("GET", "/api/v1/report-definitions/{definition_id:int}/download"): Entry(ALL),
 }
 
 WINDOW = {
@@ -257,6 +263,9 @@ class World:
         )
         assert waiver.status_code == 201, waiver.text
         ids["waiver_id"] = waiver.json()["id"]
+        definition = await self.admin.post("/api/v1/report-definitions", json=DEFINITION)
+        assert definition.status_code == 201, definition.text
+        ids["definition_id"] = definition.json()["id"]
         ids["scan_id"] = self.scan_id
         return Targets(ids)
 

@@ -254,3 +254,40 @@ async def test_dashboard_compliance_figure_matches_the_compliance_report(
     assert 'data-figure="sla-breaches">1<' in dashboard  # r-bad's critical patch
     assert 'data-figure="expiring-waivers">1<' in dashboard
     assert "data-as-of=" in dashboard and "style=" not in dashboard
+
+
+async def test_report_definition_is_stored_downloaded_with_its_format_and_deleted(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    await web_rig.db.run(seed)
+    created = await client.post(
+        "/api/v1/report-definitions",
+        json={"name": "weekly reboots", "report": "reboots", "format": "csv",
+              "filters": {"group": "red"}, "recipients": ["ops@example.org"],
+              "schedule": "0 6 * * 1"},
+    )  # fmt: skip
+    assert created.status_code == 201, created.text
+    definition_id = created.json()["id"]
+    listed = (await client.get("/api/v1/report-definitions")).json()["definitions"]
+    assert [(d["name"], d["schedule"], d["recipients"]) for d in listed] == [
+        ("weekly reboots", "0 6 * * 1", ["ops@example.org"])
+    ]
+    download = await client.get(f"/api/v1/report-definitions/{definition_id}/download")
+    assert download.headers["content-type"].startswith("text/csv")
+    assert [r["host"] for r in csv.DictReader(io.StringIO(download.text))] == ["r-ok"]
+    assert (await client.delete(f"/api/v1/report-definitions/{definition_id}")).status_code == 204
+    missing = await client.get(f"/api/v1/report-definitions/{definition_id}/download")
+    assert_envelope(missing, 404, "not_found")
+
+
+async def test_report_definition_with_a_bad_schedule_or_recipient_is_a_422(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    response = await client.post(
+        "/api/v1/report-definitions",
+        json={"name": "x", "report": "exposure", "schedule": "0 25 * * *",
+              "recipients": ["not-an-address"]},
+    )  # fmt: skip
+    fields = assert_envelope(response, 422)["details"]["fields"]
+    assert fields["schedule"] == "hour: between 0 and 23"
+    assert set(fields) == {"schedule", "recipients"}
