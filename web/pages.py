@@ -83,6 +83,7 @@ class HostPage(Base):
     package_total: int = 0
     package_query: str = ""
     policy: list[tuple[str, Any, str]] = field(default_factory=list)
+    compliance: Any = None  # reports.HostCompliance, the compliance report's verdict
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,7 @@ class Pages:
             package_total=total,
             package_query=q,
             policy=rows,
+            compliance=await report_service.host_compliance(self.sys, who, self.rules, row.id),
         )
         return self.render(request, "host.html", page)
 

@@ -291,3 +291,15 @@ async def test_report_definition_with_a_bad_schedule_or_recipient_is_a_422(
     fields = assert_envelope(response, 422)["details"]["fields"]
     assert fields["schedule"] == "hour: between 0 and 23"
     assert set(fields) == {"schedule", "recipients"}
+
+
+async def test_host_page_shows_the_reports_verdict_and_never_nothing_pending_without_data(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    ids = await web_rig.db.run(seed)
+    report = statuses((await client.get("/api/v1/reports/compliance")).json())
+    for name in ("r-bad", "r-ok", "b-new"):
+        page = (await client.get(f"/hosts/{ids[name]}")).text
+        assert f'class="badge compliance-{report[name]}" data-host-status' in page
+    never = (await client.get(f"/hosts/{ids['b-new']}")).text
+    assert "Nothing pending" not in never and "No current patch data" in never

@@ -204,3 +204,11 @@ async def definition(sys: System, who: Principal, definition_id: int) -> ReportD
 
 def definition_query(d: ReportDefinition) -> ReportQuery:
     return ReportQuery.model_validate({**d.filters, "format": d.format})
+
+
+async def host_compliance(
+    sys: System, who: Principal, rules: ComplianceRules, host_id: int
+) -> rm.HostCompliance | None:
+    """One host's verdict, by the same function and query as the compliance report."""
+    report = await rm.compliance_report(context(sys, who, rules), ReportFilter(host_id=host_id))
+    return report.hosts[0] if report.hosts else None
