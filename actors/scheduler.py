@@ -246,14 +246,17 @@ class Scheduler:
                     await nursery.start(self._run_coordinator)
                 task_status.started()
                 next_reconcile = trio.current_time() + self.reconcile_interval
-                deadline = trio.current_time()
+                deadline = trio.current_time() + self.tick
                 while True:
-                    deadline += self.tick
                     with trio.move_on_at(min(deadline, next_reconcile)):
                         await self._reconcile_requested.wait()
                     self.heartbeat = trio.current_time()
-                    if deadline < self.heartbeat:  # fell behind: do not try to catch up
-                        deadline = self.heartbeat
+                    # The next beat is one tick after the last one due, however often a
+                    # reconcile request woke the loop early meanwhile.
+                    if self.heartbeat >= deadline:
+                        deadline += self.tick
+                        if deadline <= self.heartbeat:  # fell behind: do not try to catch up
+                            deadline = self.heartbeat + self.tick
                     if self._reconcile_requested.is_set() or self.heartbeat >= next_reconcile:
                         self._reconcile_requested = trio.Event()
                         await self._reconcile()

@@ -268,3 +268,19 @@ async def test_outage_waits_grow_during_an_outage_and_start_short_again_after_a_
     gaps = [round(b - a) for a, b in itertools.pairwise(starts)]
     assert gaps == [1, 2, 5, 10, 1000 + 1, 2, 5]
     assert (state.crashes, state.failed) == (0, False)
+
+
+async def test_the_heartbeat_beats_every_tick_after_a_burst_of_reconcile_requests(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    rig = Rig(tmp_path, [row(1, "a")])
+    await nursery.start(rig.scheduler.run)
+    for _ in range(100):  # a burst of host changes: each wakes the loop early
+        rig.scheduler.request_reconcile()
+        await trio.sleep(0.01)
+    lags = []
+    for _ in range(40):
+        await trio.sleep(0.5)
+        assert rig.scheduler.heartbeat is not None
+        lags.append(trio.current_time() - rig.scheduler.heartbeat)
+    assert max(lags) <= rig.scheduler.tick
