@@ -2,10 +2,11 @@
 backfill) is given by the composition root as two functions, so this module needs nothing but
 the clock and the storage errors it waits out.
 
-On start: the backfill (a no-op once any snapshot exists), then today's snapshot; afterwards one
-snapshot every day at ``at`` (UTC), labelled with that day. A database outage is waited out
-(``retry_s``) and the same snapshot is tried again; the day's row set is replaced, so a retry
-or a restart on the same day writes it once.
+On start: the backfill (a no-op once any snapshot exists), then today's snapshot; afterwards
+today's snapshot is rewritten every ``every_s`` seconds (drift-free), so the last write of a UTC
+day stands for that day and a restart or the first polls after start never leave a day with
+stale figures. A database outage is waited out (``retry_s``); the day's row set is replaced as
+a whole, so a retry writes it once.
 """
 
 from __future__ import annotations
@@ -24,13 +25,6 @@ TakeSnapshot = Callable[[dt.date, dt.datetime], Awaitable[int]]
 Backfill = Callable[[dt.datetime], Awaitable[int]]
 
 
-def next_run(now: dt.datetime, at: dt.time) -> dt.datetime:
-    """The first instant strictly after ``now`` whose UTC time of day is ``at``."""
-    now = now.astimezone(dt.UTC)
-    candidate = dt.datetime.combine(now.date(), at, dt.UTC)
-    return candidate if candidate > now else candidate + dt.timedelta(days=1)
-
-
 class SnapshotTask:
     def __init__(
         self,
@@ -38,13 +32,13 @@ class SnapshotTask:
         backfill: Backfill,
         clock: Callable[[], dt.datetime],
         *,
-        at: dt.time = dt.time(23, 50),
+        every_s: float = 3600.0,
         retry_s: float = 300.0,
     ) -> None:
         self.take = take
         self.backfill = backfill
         self.clock = clock
-        self.at = at
+        self.every_s = every_s
         self.retry_s = retry_s
         self.taken = 0
 
@@ -71,8 +65,9 @@ class SnapshotTask:
         days = await self._until_done("backfill", lambda: self.backfill(self.clock()))
         if days:
             log.info("compliance snapshots backfilled for %d day(s) from patch history", days)
+        deadline = trio.current_time()
         await self._snapshot()
         while True:
-            wait = (next_run(self.clock(), self.at) - self.clock()).total_seconds()
-            await trio.sleep_until(trio.current_time() + max(0.0, wait))
+            deadline += self.every_s
+            await trio.sleep_until(deadline)
             await self._snapshot()

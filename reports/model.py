@@ -166,6 +166,16 @@ def summarise(hosts: Sequence[HostCompliance], by_severity: dict[str, int]) -> S
     )
 
 
+def trend_percentages(points: Sequence[TrendPoint]) -> list[tuple[dt.date, float]]:
+    """Per snapshot day, the compliant share of the hosts with known state; days on which no
+    host's state was known are left out (there is no percentage to show, not 0 %)."""
+    return [
+        (p.day, round(100 * p.compliant / (p.compliant + p.noncompliant), 1))
+        for p in points
+        if p.compliant + p.noncompliant > 0
+    ]
+
+
 @dataclass(frozen=True)
 class ComplianceReport:
     as_of: dt.datetime

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from fpdf import FPDF
 
-from .model import ComplianceReport, ExposureReport, HistoryReport, RebootReport
+from .model import ComplianceReport, ExposureReport, HistoryReport, RebootReport, trend_percentages
 
 Progress = Callable[[int, int], None]
 
@@ -169,15 +169,8 @@ def compliance_pdf(report: ComplianceReport, progress: Progress | None = None) -
     points = report.trend[-60:]
     doc.bars(
         "Compliance trend (% of hosts with known state, daily snapshots)",
-        [
-            Bar(
-                p.day.strftime("%m-%d"),
-                round(100 * p.compliant / max(1, p.compliant + p.noncompliant), 1),
-                "compliant",
-            )  # fmt: skip
-            for p in points
-        ]
-        or [Bar("no snapshots yet", 0)],
+        [Bar(day.strftime("%m-%d"), pct, "compliant") for day, pct in trend_percentages(points)]
+        or [Bar("no snapshot with known hosts yet", 0)],
     )
     doc.bars(
         "Pending patches by severity",

@@ -67,12 +67,8 @@ def charts(report: service.Report) -> list[tuple[str, str]]:
             [("compliant", s.compliant, "ok"), ("not compliant", s.noncompliant, "bad"),
              ("unknown", s.unknown, "idle")], label="hosts by compliance status")))  # fmt: skip
         trend = [
-            (
-                p.day.strftime("%m-%d"),
-                round(100 * p.compliant / max(1, p.compliant + p.noncompliant), 1),
-                "ok",
-            )  # fmt: skip
-            for p in report.trend[-90:]
+            (day.strftime("%m-%d"), pct, "ok")
+            for day, pct in rm.trend_percentages(report.trend[-90:])
         ]
         if trend:
             out.append(("Compliance trend (% of hosts with known state, daily snapshots)",

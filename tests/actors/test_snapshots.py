@@ -1,5 +1,6 @@
 """The daily snapshot task under a virtual clock: backfill first, today's snapshot at once,
-then one per day at the configured UTC time; a database outage is waited out."""
+then today's rewritten every hour (drift-free; the day's label follows the UTC date); a
+database outage is waited out."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import datetime as dt
 import trio
 import trio.testing
 
-from actors.snapshots import SnapshotTask, next_run
+from actors.snapshots import SnapshotTask
 from storage import DatabaseUnavailable
 
 START = dt.datetime(2026, 6, 1, 10, 0, tzinfo=dt.UTC)
@@ -37,28 +38,22 @@ class Recorder:
         return 0
 
 
-def test_next_run_is_strictly_after_now() -> None:
-    at = dt.time(23, 50)
-    assert next_run(START, at) == dt.datetime(2026, 6, 1, 23, 50, tzinfo=dt.UTC)
-    exactly = dt.datetime(2026, 6, 1, 23, 50, tzinfo=dt.UTC)
-    assert next_run(exactly, at) == dt.datetime(2026, 6, 2, 23, 50, tzinfo=dt.UTC)
-
-
-async def test_backfill_then_a_snapshot_at_start_and_one_per_day_at_the_set_time(
+async def test_backfill_then_a_snapshot_at_start_then_hourly_labelled_with_the_utc_day(
     autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
 ) -> None:
-    autojump_clock.jump(0)
     rec = Recorder()
-    task = SnapshotTask(rec.take, rec.backfill, wall_clock, at=dt.time(23, 50))
+    task = SnapshotTask(rec.take, rec.backfill, wall_clock, every_s=3600)
     await nursery.start(task.run)
-    await trio.sleep(3 * 86_400)
+    await trio.sleep(15 * 3600 + 1)
     assert rec.backfills == [START]
-    assert [(d.isoformat(), t.strftime("%m-%d %H:%M")) for d, t in rec.calls] == [
-        ("2026-06-01", "06-01 10:00"),
-        ("2026-06-01", "06-01 23:50"),
-        ("2026-06-02", "06-02 23:50"),
-        ("2026-06-03", "06-03 23:50"),
+    labelled = [(d.isoformat(), t.strftime("%m-%d %H:%M")) for d, t in rec.calls]
+    assert labelled[:2] == [("2026-06-01", "06-01 10:00"), ("2026-06-01", "06-01 11:00")]
+    assert labelled[-3:] == [
+        ("2026-06-01", "06-01 23:00"),
+        ("2026-06-02", "06-02 00:00"),  # the last write of 06-01 stands for that day
+        ("2026-06-02", "06-02 01:00"),
     ]
+    assert len(labelled) == 16
 
 
 async def test_database_outage_is_retried_after_retry_s_not_skipped(
@@ -67,6 +62,7 @@ async def test_database_outage_is_retried_after_retry_s_not_skipped(
     rec = Recorder(failures=2)
     task = SnapshotTask(rec.take, rec.backfill, wall_clock, retry_s=300)
     await nursery.start(task.run)
-    await trio.sleep(3600)
-    assert [t.strftime("%H:%M") for _, t in rec.calls] == ["10:10"]  # two waits of 300 s
-    assert task.taken == 1
+    await trio.sleep(3600 + 1)
+    # two waits of 300 s, then written; the hourly schedule keeps its own deadlines
+    assert [t.strftime("%H:%M") for _, t in rec.calls] == ["10:10", "11:00"]
+    assert task.taken == 2

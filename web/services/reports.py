@@ -160,10 +160,7 @@ async def dashboard(sys: System, who: Principal, rules: ComplianceRules) -> Dash
     expiring = [
         w for w in report.waivers if w.revoked_at is None and report.as_of < w.expires_at <= soon
     ]
-    trend = [
-        round(100 * p.compliant / max(1, p.compliant + p.noncompliant), 1)
-        for p in report.trend[-30:]
-    ]
+    trend = [pct for _, pct in rm.trend_percentages(report.trend[-30:])]
     breaches = sum(h.breaches for h in report.hosts)
     return DashboardCompliance(report.as_of, report.summary, breaches, trend, expiring)
 
