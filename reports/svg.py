@@ -44,8 +44,8 @@ def bars(values: Sequence[tuple[str, float, str]], *, width: int = 600, height: 
 def sparkline(values: Sequence[float], *, width: int = 160, height: int = 36,
               label: str = "") -> str:  # fmt: skip
     """A line of ``values`` (percentages 0 to 100) for the dashboard."""
-    if not values:
-        return ""
+    if len(values) < 2:
+        return ""  # a line needs two days
     step = width / max(len(values) - 1, 1)
     points = " ".join(
         f"{round(i * step, 1)},{round(height - 2 - (height - 4) * v / 100, 1)}"
