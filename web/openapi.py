@@ -249,6 +249,24 @@ def operation_id(method: str, path: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", f"{method} {path.removeprefix('/api/v1/')}").strip("_")
 
 
+# A time of day as served and accepted ("02:00", "02:00:00", "02:00:00.5"). Not ``format: time``:
+# OpenAPI/JSON Schema mean RFC 3339's full-time, which needs an offset our times do not have.
+TIME_OF_DAY = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?$"
+
+
+def _times_of_day_as_patterns(node: Any) -> None:
+    if isinstance(node, dict):
+        if node.get("format") == "time" and node.get("type") == "string":
+            del node["format"]
+            node["pattern"] = TIME_OF_DAY
+            node.setdefault("examples", ["02:00"])
+        for value in node.values():
+            _times_of_day_as_patterns(value)
+    elif isinstance(node, list):
+        for value in node:
+            _times_of_day_as_patterns(value)
+
+
 @cache
 def document(version: str) -> dict[str, Any]:
     models: list[tuple[type[BaseModel], Any]] = [(m.Error, "serialization")]
@@ -260,6 +278,7 @@ def document(version: str) -> dict[str, Any]:
     keys, schemas = models_json_schema(
         list(dict.fromkeys(models)), ref_template="#/components/schemas/{model}"
     )
+    _times_of_day_as_patterns(schemas)
     error = keys[(m.Error, "serialization")]
     paths: dict[str, Any] = {}
     for (method, path), op in OPERATIONS.items():
