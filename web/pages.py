@@ -57,6 +57,7 @@ class DashboardPage(Base):
     running_jobs: list[Any] = field(default_factory=list)
     compliance: Any = None  # services.reports.DashboardCompliance
     sparkline: str = ""  # SVG built by reports.svg (values escaped)
+    loaded_at: dt.datetime | None = None  # what the lists and bars below show is as of then
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ class Pages:
             running_jobs=running,
             compliance=compliance,
             sparkline=svg.sparkline(compliance.trend, label="daily compliance, last 30 days"),
+            loaded_at=dt.datetime.now(dt.UTC),
         )
         return self.render(request, "dashboard.html", page)
 
