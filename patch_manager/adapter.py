@@ -22,7 +22,7 @@ from actors import (
     Scan,
 )
 from ca import CAError, CertificateAuthority, CertKind
-from storage import ClusterState, HostRow
+from storage import ClusterState, HostRow, record_certificate
 from web import AlreadyExists, HandleError, HealthReport, InvalidInput, TooBusy
 
 from . import __version__
@@ -140,6 +140,25 @@ class SystemAdapter(FleetHandle):
 
     async def certificates_revoked(self) -> None:
         await self.certificates.revoked()
+
+    async def issue_agent_certificate(
+        self, names: Sequence[str], host_id: int | None
+    ) -> tuple[int, str, str]:
+        try:
+            issued = await trio.to_thread.run_sync(self.ca.issue_agent, list(names))
+        except CAError as exc:
+            raise InvalidInput("names", str(exc)) from None
+        r = issued.record
+
+        def write(conn: Any) -> None:
+            record_certificate(
+                conn, serial=r.serial, kind=r.kind.value, subject=r.subject, sans=r.sans,
+                not_before=r.not_before, not_after=r.not_after, cert_pem=r.cert_pem,
+                host_id=host_id,
+            )  # fmt: skip
+
+        await self.storage.db.run(write)
+        return r.serial, r.cert_pem + self.ca.root_pem, issued.key_pem
 
 
 def registration_refused(exc: RegistrationError) -> HandleError:

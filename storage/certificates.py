@@ -9,8 +9,9 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
-from .errors import NotFound
+from .errors import Conflict, NotFound
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,141 @@ def refused_agent_serials(conn: psycopg.Connection[Any]) -> tuple[list[int], lis
         " WHERE status = 'revoked' OR kind <> 'agent_server'"
     ).fetchall()
     return [int(r[0]) for r in rows if r[1]], [int(r[0]) for r in rows if r[2]]
+
+
+# -- enrolment requests (agent-api §7.1) --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnrolmentRow:
+    id: int
+    machine_id: str
+    fqdn: str
+    ip_address: str
+    hostname: str
+    os_details: dict[str, Any]
+    source_address: str
+    status: str  # pending / approved / denied / delivered / superseded
+    group_name: str | None
+    decided_by: str | None
+    decided_at: dt.datetime | None
+    host_id: int | None
+    created_at: dt.datetime
+    expires_at: dt.datetime
+
+
+_ENROLMENT_COLUMNS = (
+    "id, machine_id, fqdn, host(ip_address), hostname, os_details, source_address, status,"
+    " group_name, decided_by, decided_at, host_id, created_at, expires_at"
+)
+
+
+def _enrolment(row: Sequence[Any]) -> EnrolmentRow:
+    return EnrolmentRow(*row)
+
+
+def create_enrolment(
+    conn: psycopg.Connection[Any],
+    *,
+    token_sha256: str,
+    machine_id: str,
+    fqdn: str,
+    ip_address: str,
+    hostname: str,
+    os_details: dict[str, Any],
+    source_address: str,
+    expires_at: dt.datetime,
+) -> int:
+    """A new pending request. A machine already enrolled (its host still registered) or a host
+    already registered under that FQDN or address raises ``Conflict``; an earlier pending
+    request of the same machine is superseded (its token answers ``notfound``)."""
+    with conn.transaction():
+        taken = conn.execute(
+            "SELECT 1 FROM enrolments e JOIN hosts h ON h.id = e.host_id"
+            " WHERE e.machine_id = %s AND e.status IN ('approved', 'delivered')"
+            " UNION ALL SELECT 1 FROM hosts WHERE name = lower(%s) OR name = %s"
+            " OR address = %s::inet LIMIT 1",
+            (machine_id, fqdn, ip_address, ip_address),
+        ).fetchone()
+        if taken is not None:
+            raise Conflict(f"machine {machine_id} ({fqdn}, {ip_address}) is already registered")
+        conn.execute(
+            "UPDATE enrolments SET status = 'superseded'"
+            " WHERE machine_id = %s AND status = 'pending'",
+            (machine_id,),
+        )
+        row = conn.execute(
+            "INSERT INTO enrolments (token_sha256, machine_id, fqdn, ip_address, hostname,"
+            " os_details, source_address, expires_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (token_sha256, machine_id, fqdn, ip_address, hostname, Jsonb(os_details),
+             source_address, expires_at),
+        ).fetchone()  # fmt: skip
+    assert row is not None
+    return int(row[0])
+
+
+def enrolment_by_token(conn: psycopg.Connection[Any], token_sha256: str) -> EnrolmentRow | None:
+    row = conn.execute(
+        f"SELECT {_ENROLMENT_COLUMNS} FROM enrolments WHERE token_sha256 = %s", (token_sha256,)
+    ).fetchone()
+    return _enrolment(row) if row else None
+
+
+def get_enrolment(conn: psycopg.Connection[Any], enrolment_id: int) -> EnrolmentRow:
+    row = conn.execute(
+        f"SELECT {_ENROLMENT_COLUMNS} FROM enrolments WHERE id = %s", (enrolment_id,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no enrolment request {enrolment_id}")
+    return _enrolment(row)
+
+
+def list_enrolments(
+    conn: psycopg.Connection[Any], *, pending_only: bool = False
+) -> list[EnrolmentRow]:
+    """Newest first; ``pending_only``: the approval queue (unexpired pending requests)."""
+    where = " WHERE status = 'pending' AND expires_at > now()" if pending_only else ""
+    rows = conn.execute(
+        f"SELECT {_ENROLMENT_COLUMNS} FROM enrolments{where} ORDER BY id DESC LIMIT 1000"
+    ).fetchall()
+    return [_enrolment(r) for r in rows]
+
+
+def decide_enrolment(
+    conn: psycopg.Connection[Any],
+    enrolment_id: int,
+    *,
+    approve: bool,
+    decided_by: str,
+    group_name: str | None = None,
+    host_id: int | None = None,
+) -> EnrolmentRow:
+    """Approve or deny a pending, unexpired request; ``Conflict`` if it is no longer pending."""
+    row = conn.execute(
+        "UPDATE enrolments SET status = %s, decided_by = %s, decided_at = now(),"
+        " group_name = %s, host_id = %s"
+        f" WHERE id = %s AND status = 'pending' AND expires_at > now()"
+        f" RETURNING {_ENROLMENT_COLUMNS}",
+        ("approved" if approve else "denied", decided_by, group_name, host_id, enrolment_id),
+    ).fetchone()
+    if row is None:
+        current = get_enrolment(conn, enrolment_id)
+        raise Conflict(f"enrolment request {enrolment_id} is {current.status}, not pending")
+    return _enrolment(row)
+
+
+def deliver_enrolment(conn: psycopg.Connection[Any], enrolment_id: int, serial: int) -> bool:
+    """Mark an approved request delivered (once: False if another answer delivered it)."""
+    row = conn.execute(
+        "UPDATE enrolments SET status = 'delivered', cert_serial = %s"
+        " WHERE id = %s AND status = 'approved' RETURNING id",
+        (Decimal(serial), enrolment_id),
+    ).fetchone()
+    return row is not None
+
+
+def set_certificate_host(conn: psycopg.Connection[Any], serial: int, host_id: int) -> None:
+    conn.execute(
+        "UPDATE certificates SET host_id = %s WHERE serial = %s", (host_id, Decimal(serial))
+    )

@@ -62,9 +62,11 @@ T = TypeVar("T")
 
 SESSION_COOKIE = "pm_session"
 LOGIN_COOKIE = "pm_login"
-PUBLIC_PREFIXES = ("/static/",)
-# The CRL is fetched by agents, which have no session (agent-api §7.3; issue 14).
-PUBLIC_PATHS = frozenset({"/api/v1/health", "/login", "/favicon.ico", "/api/v1/pki/crl.pem"})
+# The CRL and enrolment are for agents, which have no session (agent-api §7.1, §7.3; issue 14).
+PUBLIC_PREFIXES = ("/static/", "/api/v1/enroll/status/")
+PUBLIC_PATHS = frozenset(
+    {"/api/v1/health", "/login", "/favicon.ico", "/api/v1/pki/crl.pem", "/api/v1/enroll"}
+)
 # What a user who must change their password may still reach.
 CHANGE_PATHS = frozenset({"/password", "/logout", "/api/v1/profile/password"})
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})

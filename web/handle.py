@@ -170,3 +170,10 @@ class SystemHandle(Protocol):
     async def certificates_revoked(self) -> None:
         """A certificate was revoked in the database: re-sign the CRL, refuse it at once."""
         ...
+
+    async def issue_agent_certificate(
+        self, names: Sequence[str], host_id: int | None
+    ) -> tuple[int, str, str]:
+        """Issue and record an agent server certificate (SANs = ``names``); returns
+        ``(serial, cert_pem, key_pem)``. The key is not kept anywhere."""
+        ...

@@ -117,6 +117,30 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("get", "/api/v1/pki/crl.pem"): Operation(
         "The current CRL, PEM (no session: agents fetch it)", 200, None
     ),
+    ("post", "/api/v1/enroll"): Operation(
+        "An agent asks to enrol (no session); 409 when registered, 429 once a minute per address",
+        202,
+        pki.EnrolAccepted,
+        pki.EnrolRequest,
+    ),
+    ("get", "/api/v1/enroll/status/{token}"): Operation(
+        "An enrolling agent polls (no session): pending, denied, notfound or approved + files",
+        200,
+        pki.EnrolStatus,
+    ),
+    ("get", "/api/v1/enrolments"): Operation(
+        "Enrolment requests, newest first", 200, pki.Enrolments
+    ),
+    ("post", "/api/v1/enrolments/{enrolment_id}/approve"): Operation(
+        "Approve: register the host (optional group), the agent gets its certificate",
+        200,
+        pki.EnrolmentOut,
+        pki.Approve,
+        body_optional=True,
+    ),
+    ("post", "/api/v1/enrolments/{enrolment_id}/deny"): Operation(
+        "Deny an enrolment request", 200, pki.EnrolmentOut
+    ),
     ("get", "/api/v1/certificates"): Operation(
         "Every certificate the CA issued, and seconds to expiry of those in use",
         200,
@@ -223,6 +247,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
 }
 
+# Path parameters that are not ids.
+STRING_PARAMS: dict[str, dict[str, Any]] = {"token": {"type": "string", "maxLength": 128}}
+
 ERRORS = {
     "400": "malformed JSON, or nested too deeply",
     "401": "no session",
@@ -304,7 +331,9 @@ def document(version: str) -> dict[str, Any]:
                 "name": p.strip("{}"),
                 "in": "path",
                 "required": True,
-                "schema": {"type": "integer", "minimum": 1, "maximum": m.MAX_ID},
+                "schema": STRING_PARAMS.get(
+                    p.strip("{}"), {"type": "integer", "minimum": 1, "maximum": m.MAX_ID}
+                ),
             }
             for p in path.split("/")
             if p.startswith("{")

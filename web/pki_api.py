@@ -1,7 +1,8 @@
 """JSON API of the certificate lifecycle (issue 14).
 
-``GET /api/v1/pki/crl.pem`` is public (agents fetch it, agent-api §7.3); the certificate
-routes are admin-only (``Action.MANAGE_PKI``).
+``GET /api/v1/pki/crl.pem`` (agent-api §7.3), ``POST /api/v1/enroll`` and
+``GET /api/v1/enroll/status/{token}`` (§7.1) are public: agents call them without an account.
+The certificate and approval-queue routes are admin-only (``Action.MANAGE_PKI``).
 """
 
 from __future__ import annotations
@@ -14,16 +15,54 @@ from storage import Database
 
 from . import pki_models as pm
 from .handle import SystemHandle
-from .models_io import body, record, reply
-from .services import System, principal
+from .models_io import body, path_id, record, reply
+from .services import System, enrolment, principal
 from .services import certificates as certs
 
 CRL_PATH = "/api/v1/pki/crl.pem"
+ENROL_PATH = "/api/v1/enroll"
+ENROL_STATUS_PREFIX = "/api/v1/enroll/status/"
 
 
 class PkiApi:
     def __init__(self, handle: SystemHandle, db: Database) -> None:
         self.sys = System(handle, db)
+        self.gate = enrolment.EnrolGate()
+
+    # -- enrolment (public: the agent has no account yet) --------------------------------------
+
+    async def enrol(self, request: Request) -> Response:
+        data = await body(request, pm.EnrolRequest)
+        source = request.client.host if request.client else ""
+        token = await enrolment.request(
+            self.sys, self.gate, source, machine_id=data.machine_id, fqdn=data.fqdn,
+            ip_address=str(data.ip_address), hostname=data.hostname, os_details=data.os_details,
+        )  # fmt: skip
+        return reply(pm.EnrolAccepted, 202, polling_token=token)
+
+    async def enrol_status(self, request: Request) -> Response:
+        answer = await enrolment.status(self.sys, str(request.path_params["token"]))
+        content = pm.EnrolStatus.model_construct(**answer).model_dump_json(exclude_none=True)
+        return Response(content, media_type="application/json")  # only the fields that apply
+
+    # -- the approval queue (admins) ------------------------------------------------------------
+
+    async def enrolments(self, request: Request) -> Response:
+        rows = await enrolment.queue(self.sys, principal(request), pending_only=False)
+        return reply(
+            pm.Enrolments, enrolments=[pm.EnrolmentOut.model_construct(**record(r)) for r in rows]
+        )
+
+    async def approve(self, request: Request) -> Response:
+        data = await body(request, pm.Approve, optional=True)
+        row = await enrolment.approve(
+            self.sys, principal(request), path_id(request, "enrolment_id"), data.group
+        )
+        return reply(pm.EnrolmentOut, **record(row))
+
+    async def deny(self, request: Request) -> Response:
+        row = await enrolment.deny(self.sys, principal(request), path_id(request, "enrolment_id"))
+        return reply(pm.EnrolmentOut, **record(row))
 
     async def crl(self, request: Request) -> Response:
         return Response(
@@ -52,6 +91,11 @@ class PkiApi:
     def routes(self) -> list[Route]:
         return [
             Route(CRL_PATH, self.crl, methods=["GET"]),
+            Route(ENROL_PATH, self.enrol, methods=["POST"]),
+            Route(ENROL_STATUS_PREFIX + "{token}", self.enrol_status, methods=["GET"]),
+            Route("/api/v1/enrolments", self.enrolments, methods=["GET"]),
+            Route("/api/v1/enrolments/{enrolment_id:int}/approve", self.approve, methods=["POST"]),
+            Route("/api/v1/enrolments/{enrolment_id:int}/deny", self.deny, methods=["POST"]),
             Route("/api/v1/certificates", self.list_all, methods=["GET"]),
             Route("/api/v1/certificates/renew", self.renew, methods=["POST"]),
             Route("/api/v1/certificates/revoke", self.revoke, methods=["POST"]),

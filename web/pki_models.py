@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, IPvAnyAddress
 
 from .models import Body, Reply
 
@@ -44,3 +44,54 @@ class RevokeRequest(Body):
 
 class Revoked(Reply):
     serial: str
+
+
+class EnrolRequest(Body):
+    """What the agent sends (agent-api §7.1). Unknown fields are ignored (agents of other
+    versions may send more)."""
+
+    model_config = ConfigDict(extra="ignore")
+    machine_id: str = Field(min_length=1, max_length=128)
+    fqdn: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$")
+    ip_address: IPvAnyAddress
+    os_details: dict[str, Any] = Field(default_factory=dict)
+    hostname: str = Field(default="", max_length=253)
+
+
+class EnrolAccepted(Reply):
+    polling_token: str
+
+
+class EnrolStatus(Reply):
+    """``pending`` / ``denied`` / ``notfound``, or ``approved`` with the agent's files."""
+
+    status: Literal["pending", "denied", "notfound", "approved"]
+    ca_crt: str | None = None
+    server_crt: str | None = None
+    server_key: str | None = None
+    crl_pem: str | None = None
+
+
+class EnrolmentOut(Reply):
+    id: int
+    machine_id: str
+    fqdn: str
+    ip_address: str
+    hostname: str
+    os_details: dict[str, Any]
+    source_address: str
+    status: str
+    group_name: str | None
+    decided_by: str | None
+    decided_at: dt.datetime | None
+    host_id: int | None
+    created_at: dt.datetime
+    expires_at: dt.datetime
+
+
+class Enrolments(Reply):
+    enrolments: list[EnrolmentOut]
+
+
+class Approve(Body):
+    group: str | None = Field(default=None, max_length=100, description="group of the new host")

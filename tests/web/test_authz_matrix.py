@@ -19,6 +19,7 @@ Requests that change or remove their target run against fresh targets made for t
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 from collections.abc import Mapping
@@ -31,7 +32,7 @@ import trio
 import trio_websocket
 from starlette.routing import Mount, Route, WebSocketRoute
 
-from storage import create_user, set_user_groups
+from storage import create_enrolment, create_user, set_user_groups
 from web.authz import Role
 
 from ..conftest import Pki, fleet_addresses
@@ -79,6 +80,13 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/api/v1/certificates"): Entry(ADMIN),
     ("POST", "/api/v1/certificates/renew"): Entry(ADMIN, json={"kind": "web_server"}),
     ("POST", "/api/v1/certificates/revoke"): Entry(ADMIN, json={"serial": "not-hex"}),
+    ("POST", "/api/v1/enroll"): Entry(
+        ALL, json={"machine_id": "m", "fqdn": "m.example.com", "ip_address": "not-an-ip"}
+    ),  # fmt: skip
+    ("GET", "/api/v1/enroll/status/{token}"): Entry(ALL),
+    ("GET", "/api/v1/enrolments"): Entry(ADMIN),
+    ("POST", "/api/v1/enrolments/{enrolment_id:int}/approve"): Entry(ADMIN, json={}, fresh=True),
+    ("POST", "/api/v1/enrolments/{enrolment_id:int}/deny"): Entry(ADMIN, json={}, fresh=True),
     ("WS", "/api/v1/live"): Entry(ALL),  # its filtering: test_relay_shows_only_scoped_hosts
     # -- hosts ----------------------------------------------------------------------------
     ("GET", "/api/v1/hosts"): Entry(ALL),
@@ -227,6 +235,7 @@ class World:
     scan_cidr: str
     _addresses: Any = None
     _names: Any = field(default_factory=lambda: itertools.count(1))
+    db: Any = None  # for targets no route creates (enrolment requests come from agents)
 
     def address(self) -> str:
         return str(next(self._addresses))
@@ -267,6 +276,15 @@ class World:
         assert definition.status_code == 201, definition.text
         ids["definition_id"] = definition.json()["id"]
         ids["scan_id"] = self.scan_id
+        machine = self.name()
+        ids["enrolment_id"] = await self.db.run(
+            lambda c: create_enrolment(
+                c, token_sha256=f"matrix-{machine}-{side}", machine_id=machine,
+                fqdn=f"{machine}.example.com", ip_address=self.address(), hostname=machine,
+                os_details={}, source_address="127.0.0.1",
+                expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
+            )
+        )  # fmt: skip
         return Targets(ids)
 
 
@@ -295,6 +313,7 @@ async def build_world(rig: WebRig, admin: httpx2.AsyncClient) -> World:
         scan.json()["scan_id"],
         cidr,
         addresses(),
+        db=rig.db,
     )
 
 

@@ -1,0 +1,167 @@
+"""Agent enrolment (agent-api §7.1, issue 14): the protocol as the agent speaks it, the approval
+queue, and a simulated agent going from nothing to healthy over real TLS."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+import httpx2
+import pytest
+import trio
+from asgi_lifespan import LifespanManager
+from cryptography import x509
+
+from actors import HealthState
+from simulator.catalog import generate_profile
+from simulator.enrol import enrol, enrolled_agent
+from storage import create_enrolment
+
+from ..conftest import Pki, fleet_addresses
+from .conftest import WebRig, assert_envelope
+from .test_relay import serve
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def request_for(address: str, machine: str = "m-1") -> dict[str, object]:
+    return {"machine_id": machine, "fqdn": f"{machine}.example.com", "ip_address": address,
+            "os_details": {"name": "Ubuntu", "version_id": "24.04"}}  # fmt: skip
+
+
+def agent_client(rig: WebRig, source: str) -> httpx2.AsyncClient:
+    """An unauthenticated client whose requests come from ``source`` (the rate limit's key)."""
+    transport = httpx2.ASGITransport(app=rig.app, client=(source, 40000))
+    return httpx2.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+async def test_enrolment_pending_then_approved_hands_the_bundle_over_once(
+    web_rig: WebRig, client: httpx2.AsyncClient, pki: Pki
+) -> None:
+    address = fleet_addresses(1)
+    async with agent_client(web_rig, "127.0.0.1") as agent:
+        response = await agent.post("/api/v1/enroll", json=request_for(address))
+        assert response.status_code == 202, response.text
+        token = response.json()["polling_token"]
+        assert (await agent.get(f"/api/v1/enroll/status/{token}")).json() == {"status": "pending"}
+        queue = (await client.get("/api/v1/enrolments")).json()["enrolments"]
+        [pending] = [e for e in queue if e["status"] == "pending"]
+        assert pending["fqdn"] == "m-1.example.com" and pending["ip_address"] == address
+        assert pending["source_address"] == "127.0.0.1"
+        assert pending["os_details"]["version_id"] == "24.04"
+        await client.post("/api/v1/groups", json={"name": "enrolled"})
+        approved = await client.post(
+            f"/api/v1/enrolments/{pending['id']}/approve", json={"group": "enrolled"}
+        )
+        assert approved.status_code == 200, approved.text
+        assert approved.json()["host_id"] is not None
+        bundle = (await agent.get(f"/api/v1/enroll/status/{token}")).json()
+        assert bundle["status"] == "approved"
+        chain = x509.load_pem_x509_certificates(bundle["server_crt"].encode())
+        sans = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert sorted(str(v.value) for v in sans) == sorted(["m-1.example.com", address])
+        assert bundle["ca_crt"] == pki.ca.root_pem
+        assert bundle["server_key"].startswith("-----BEGIN PRIVATE KEY-----")
+        assert bundle["crl_pem"].startswith("-----BEGIN X509 CRL-----")
+        # The key is handed over once and never stored.
+        again = await agent.get(f"/api/v1/enroll/status/{token}")
+        assert again.json() == {"status": "notfound"}
+        stored = await web_rig.db.run(
+            lambda c: c.execute(
+                "SELECT count(*) FROM certificates WHERE cert_pem LIKE %s", ("%PRIVATE KEY%",)
+            ).fetchone()  # fmt: skip
+        )
+        assert stored[0] == 0
+        # The machine is registered now: enrolling again is a conflict.
+    async with agent_client(web_rig, "127.0.0.2") as agent:
+        assert_envelope(await agent.post("/api/v1/enroll", json=request_for(address)), 409)
+    hosts = (await client.get("/api/v1/hosts")).json()["hosts"]
+    assert any(h["name"] == address and h["display_name"] == "m-1.example.com" for h in hosts)
+
+
+async def test_denied_expired_unknown_and_superseded_tokens(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    async with agent_client(web_rig, "127.0.0.3") as agent:
+        token = (await agent.post("/api/v1/enroll", json=request_for("192.0.2.10", "d"))).json()[
+            "polling_token"
+        ]
+    queue = (await client.get("/api/v1/enrolments")).json()["enrolments"]
+    denied = await client.post(f"/api/v1/enrolments/{queue[0]['id']}/deny")
+    assert denied.status_code == 200 and denied.json()["status"] == "denied"
+    assert_envelope(await client.post(f"/api/v1/enrolments/{queue[0]['id']}/approve"), 409)
+    async with agent_client(web_rig, "127.0.0.4") as agent:
+        assert (await agent.get(f"/api/v1/enroll/status/{token}")).json()["status"] == "denied"
+        assert (await agent.get("/api/v1/enroll/status/nope")).json()["status"] == "notfound"
+        # The same machine twice: the second request supersedes the first.
+        first = (await agent.post("/api/v1/enroll", json=request_for("192.0.2.11", "t"))).json()
+    async with agent_client(web_rig, "127.0.0.5") as agent:
+        second = (await agent.post("/api/v1/enroll", json=request_for("192.0.2.11", "t"))).json()
+        old = await agent.get(f"/api/v1/enroll/status/{first['polling_token']}")
+        assert old.json()["status"] == "notfound"
+        new = await agent.get(f"/api/v1/enroll/status/{second['polling_token']}")
+        assert new.json()["status"] == "pending"
+        # An expired token answers notfound and cannot be approved.
+        expired_token = "expired-token"
+        enrolment_id = await web_rig.db.run(
+            lambda c: create_enrolment(
+                c, token_sha256=hashlib.sha256(expired_token.encode()).hexdigest(),
+                machine_id="x", fqdn="x.example.com", ip_address="192.0.2.12", hostname="x",
+                os_details={}, source_address="127.0.0.9",
+                expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1),
+            )
+        )  # fmt: skip
+        answer = await agent.get(f"/api/v1/enroll/status/{expired_token}")
+        assert answer.json()["status"] == "notfound"
+    assert_envelope(await client.post(f"/api/v1/enrolments/{enrolment_id}/approve"), 409)
+    assert_envelope(await client.post("/api/v1/enrolments/987654321/approve"), 404)
+
+
+async def test_enrolment_is_rate_limited_per_source_address_and_checks_its_body(
+    web_rig: WebRig,
+) -> None:
+    async with agent_client(web_rig, "127.0.0.6") as agent:
+        assert (
+            await agent.post("/api/v1/enroll", json=request_for("192.0.2.20", "r1"))
+        ).status_code == 202
+        limited = await agent.post("/api/v1/enroll", json=request_for("192.0.2.21", "r2"))
+        assert_envelope(limited, 429)
+    async with agent_client(web_rig, "127.0.0.7") as agent:
+        bad = await agent.post("/api/v1/enroll", json={"machine_id": "x", "fqdn": "a b",
+                                                       "ip_address": "300.1.1.1"})  # fmt: skip
+        body = assert_envelope(bad, 422)
+        assert set(body["details"]["fields"]) == {"fqdn", "ip_address"}
+
+
+async def test_a_simulated_agent_enrols_is_approved_and_is_polled_healthy(
+    nursery: trio.Nursery, web_rig: WebRig, client: httpx2.AsyncClient, pki: Pki, tmp_path: Path
+) -> None:
+    async with LifespanManager(web_rig.app):
+        base, _stop = await serve(nursery, web_rig, pki)
+    address = fleet_addresses(1)
+    polled = trio.Event()
+    result: dict[str, object] = {}
+
+    async def enrol_agent() -> None:
+        result["files"] = await enrol(
+            base, tmp_path / "agent", machine_id="sim-1", fqdn="sim-1.example.com",
+            ip_address=address, poll_interval_s=0.05, polled=polled,
+        )  # fmt: skip
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as inner:
+            inner.start_soon(enrol_agent)
+            await polled.wait()
+            [pending] = (await client.get("/api/v1/enrolments")).json()["enrolments"]
+            response = await client.post(f"/api/v1/enrolments/{pending['id']}/approve")
+            assert response.status_code == 200, response.text
+        files = result["files"]
+        agent = enrolled_agent(files, address, 12443, generate_profile(0, 1),  # type: ignore[arg-type]
+                               time_scale=0.002)  # fmt: skip
+        await nursery.start(agent.run)
+        host_id = response.json()["host_id"]
+        web_rig.system.handle.refresh([host_id])
+        await web_rig.system.fleet.wait_until(
+            lambda s: any(x.host_id == host_id and x.health is HealthState.HEALTHY for x in s)
+        )

@@ -1,0 +1,161 @@
+"""Agent enrolment (agent-api §7.1, issue 14): requests from agents (public), the admin approval
+queue, and the bundle handed over once to an approved agent.
+
+- ``request``: a new pending request (202 + polling token). One request per source address per
+  ``RATE_WINDOW_S`` (429); a machine whose host is registered gets 409; asking again while
+  pending supersedes the earlier request.
+- ``status``: ``pending`` / ``denied`` / ``notfound`` (unknown, superseded, expired, or already
+  delivered) / ``approved`` with ``ca_crt``, ``server_crt``, ``server_key``, ``crl_pem``. The key
+  is generated for that answer and not stored: the first poll after approval gets it, later
+  polls get ``notfound``.
+- ``approve`` registers the host (its address, display name = FQDN, optional group; the actor
+  starts) and marks the request approved; ``deny`` ends it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+import time
+from typing import Any
+
+from storage import (
+    Conflict,
+    EnrolmentRow,
+    NotFound,
+    create_enrolment,
+    decide_enrolment,
+    deliver_enrolment,
+    enrolment_by_token,
+    get_enrolment,
+    list_enrolments,
+)
+
+from ..authz import Action, require
+from ..handle import AlreadyExists, Missing, TooBusy
+from .base import Principal, System
+
+TOKEN_TTL = dt.timedelta(hours=24)  # the agent polls for at most ~24 h
+RATE_WINDOW_S = 60.0  # one enrolment request per source address per minute (agent docs)
+
+
+class EnrolGate:
+    """Per-source-address rate limit of enrolment requests (memory only, pruned as it goes)."""
+
+    def __init__(self, window_s: float = RATE_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._last: dict[str, float] = {}
+
+    def admit(self, source: str) -> None:
+        now = time.monotonic()
+        if len(self._last) > 10_000:
+            self._last = {a: t for a, t in self._last.items() if now - t < self.window_s}
+        last = self._last.get(source)
+        if last is not None and now - last < self.window_s:
+            raise TooBusy("source", f"one enrolment request per {self.window_s:g} s per address")
+        self._last[source] = now
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def request(
+    sys: System, gate: EnrolGate, source: str, *, machine_id: str, fqdn: str, ip_address: str,
+    hostname: str, os_details: dict[str, Any],
+) -> str:  # fmt: skip
+    """Public (agents have no account). Returns the polling token."""
+    gate.admit(source)
+    token = secrets.token_urlsafe(32)
+    try:
+        await sys.db.run(
+            lambda conn: create_enrolment(
+                conn, token_sha256=_digest(token), machine_id=machine_id, fqdn=fqdn.lower(),
+                ip_address=ip_address, hostname=hostname, os_details=os_details,
+                source_address=source, expires_at=dt.datetime.now(dt.UTC) + TOKEN_TTL,
+            )
+        )  # fmt: skip
+    except Conflict as exc:
+        raise AlreadyExists("machine_id", str(exc)) from None
+    return token
+
+
+async def status(sys: System, token: str) -> dict[str, Any]:
+    """Public: what the agent polling with ``token`` gets."""
+    if not 1 <= len(token) <= 128:
+        return {"status": "notfound"}
+    row = await sys.db.run(enrolment_by_token, _digest(token))
+    now = dt.datetime.now(dt.UTC)
+    if row is None or row.status in ("superseded", "delivered"):
+        return {"status": "notfound"}
+    if row.status == "denied":
+        return {"status": "denied"}
+    if row.status == "pending":
+        return {"status": "pending"} if row.expires_at > now else {"status": "notfound"}
+    serial, cert_pem, key_pem = await sys.handle.issue_agent_certificate(
+        [row.fqdn, row.ip_address], row.host_id
+    )
+    if not await sys.db.run(deliver_enrolment, row.id, serial):
+        return {"status": "notfound"}  # another poll got it first
+    if row.host_id is not None:
+        sys.handle.refresh([row.host_id])
+    return {
+        "status": "approved",
+        "ca_crt": sys.handle.root_ca_pem(),
+        "server_crt": cert_pem,
+        "server_key": key_pem,
+        "crl_pem": (await sys.handle.crl_pem()).decode(),
+    }
+
+
+async def queue(sys: System, who: Principal, *, pending_only: bool = True) -> list[EnrolmentRow]:
+    require(who, Action.MANAGE_PKI)
+    return await sys.db.run(lambda conn: list_enrolments(conn, pending_only=pending_only))
+
+
+async def _pending(sys: System, enrolment_id: int) -> EnrolmentRow:
+    try:
+        row = await sys.db.run(get_enrolment, enrolment_id)
+    except NotFound:
+        raise Missing(f"no enrolment request {enrolment_id}") from None
+    if row.status != "pending" or row.expires_at <= dt.datetime.now(dt.UTC):
+        state = row.status if row.status != "pending" else "expired"
+        raise AlreadyExists("id", f"enrolment request {enrolment_id} is {state}, not pending")
+    return row
+
+
+async def approve(
+    sys: System, who: Principal, enrolment_id: int, group: str | None = None
+) -> EnrolmentRow:
+    """Register the host (address = the agent's IP; display name = its FQDN) and approve."""
+    require(who, Action.MANAGE_PKI)
+    row = await _pending(sys, enrolment_id)
+    host = await sys.handle.register_host(
+        row.ip_address, display_name=row.fqdn, groups=[group] if group else []
+    )
+    try:
+        return await sys.db.run(
+            lambda conn: decide_enrolment(
+                conn, enrolment_id, approve=True, decided_by=who.username, group_name=group,
+                host_id=host.id,
+            )
+        )  # fmt: skip
+    except Conflict as exc:
+        raise AlreadyExists("id", str(exc)) from None
+
+
+async def deny(sys: System, who: Principal, enrolment_id: int) -> EnrolmentRow:
+    require(who, Action.MANAGE_PKI)
+    await _pending(sys, enrolment_id)
+    try:
+        return await sys.db.run(
+            lambda conn: decide_enrolment(
+                conn, enrolment_id, approve=False, decided_by=who.username
+            )
+        )
+    except Conflict as exc:
+        raise AlreadyExists("id", str(exc)) from None
+
+
+__all__ = ["EnrolGate", "approve", "deny", "queue", "request", "status"]
