@@ -85,6 +85,13 @@ def realistic_repo(distro_id: str) -> Mapping[str, Pkg]:
     return repo
 
 
+@cache
+def _pool(distro_id: str) -> list[str]:
+    """Names a host may have beyond its minimal installation (never ``hello``)."""
+    base = set(BY_ID[distro_id].base_names)
+    return sorted(n for n in realistic_repo(distro_id) if n not in base and n != "hello")
+
+
 def _installed_count(rng: random.Random) -> int:
     low, high = INSTALLED_RANGE
     return min(high, max(low, round(rng.lognormvariate(math.log(INSTALLED_MEDIAN), 0.4))))
@@ -116,9 +123,10 @@ def realistic_profile(index: int, seed: int, *, distro: str | None = None) -> Ho
     for name in (*family.roles[role], *rng.sample(family.utilities, rng.randint(0, 6))):
         for pulled in (*host.missing_dependencies(name), name):
             installed.setdefault(pulled, repo[pulled].current)
-    pool = sorted(n for n in repo if n not in installed and n != "hello")
+    pool = _pool(dist.id)
     wanted = _installed_count(rng) - len(installed)
-    for name in rng.sample(pool, max(0, min(wanted, len(pool)))):
+    extra = [n for n in rng.sample(pool, min(len(pool), wanted + 40)) if n not in installed]
+    for name in extra[: max(0, wanted)]:
         installed[name] = repo[name].current
     fall_behind(host, rng, _pending_count(rng))
     for name, version in host.upgradable.items():
