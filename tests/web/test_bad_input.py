@@ -4,6 +4,7 @@ and by hand (issue 9), each a regression test, plus literal host filters."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import httpx2
 import pytest
@@ -272,3 +273,65 @@ async def test_nul_characters_in_text_are_422_not_500(client: httpx2.AsyncClient
     )
     assert_envelope(unpaired_surrogate, 400, "bad_request")
     assert (await client.get("/hosts", params={"q": "a\x00b"})).status_code == 422
+
+
+def shown_errors(html: str) -> dict[str, str]:
+    """Error messages on a page: ``id="err-<field>"`` beside a field, and the summary list's
+    ``<li data-field="<field>">`` for fields without an input."""
+    found = dict(re.findall(r'<p class="error" id="err-([a-z_]+)">([^<]+)</p>', html))
+    found |= dict(re.findall(r'<li data-field="([a-z_]+)">[^<]*?: ([^<]+)</li>', html))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("target", "host:424242"),
+        ("target", f"host:{2**64}"),
+        ("day_of_month", "40"),
+        ("nth", "9"),
+        ("start_time", "25:00"),
+        ("name", "n" * 101),
+        ("auto_apply", "bogus"),
+    ],
+)
+async def test_window_form_errors_are_shown_beside_their_field(
+    web_rig: WebRig, client: httpx2.AsyncClient, field: str, value: str
+) -> None:
+    host = await web_rig.db.run(
+        lambda conn: insert_host(conn, name="form.example.test", address="127.108.251.20")
+    )
+    token = form_token((await client.get("/windows")).text)
+    data = {"csrf_token": token, "name": "w", "target": f"host:{host.id}",
+            "recurrence": "monthly_day", "start_date": "2030-01-01", "start_time": "02:00",
+            "duration_minutes": "60", "timezone": "UTC", "day_of_month": "1", "nth": "1",
+            "auto_apply": "none"} | {field: value}  # fmt: skip
+    response = await client.post("/windows", data=data)
+    assert response.status_code == 422, response.text[-2000:]
+    errors = shown_errors(response.text)
+    where = {"target": ("target", "host_id", "group_id")}.get(field, (field,))
+    assert any(errors.get(name) for name in where), (field, errors)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("batch_percent", "500"),
+        ("reboot_delay_s", "-1"),
+        ("failure_threshold", "x"),
+        ("kind", "bogus"),
+        ("schedule", "later"),
+    ],
+)
+async def test_deploy_form_errors_are_shown_beside_their_field(
+    web_rig: WebRig, client: httpx2.AsyncClient, field: str, value: str
+) -> None:
+    host = await web_rig.db.run(
+        lambda conn: insert_host(conn, name="deploy.example.test", address="127.108.251.21")
+    )
+    token = form_token((await client.get("/deploy")).text)
+    data = {"csrf_token": token, "host_ids": str(host.id), "kind": "patch",
+            "schedule": "window", "selection": "all"} | {field: value}  # fmt: skip
+    response = await client.post("/deploy", data=data)
+    assert response.status_code == 422, response.text[-2000:]
+    assert shown_errors(response.text).get(field), (field, shown_errors(response.text))
