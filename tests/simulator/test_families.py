@@ -268,7 +268,7 @@ def test_realistic_profile_counts_follow_the_distributions() -> None:
     pending = [len(p.upgradable) for p in profiles]
     assert INSTALLED_RANGE[0] <= min(counts) and max(counts) <= INSTALLED_RANGE[1]
     assert 1_000 <= statistics.median(counts) <= 1_400
-    assert max(pending) <= PENDING_MAX and min(pending) == 0 and statistics.median(pending) >= 5
+    assert max(pending) <= PENDING_MAX and min(pending) <= 5 and statistics.median(pending) >= 5
     with_cves = [(p, n) for p in profiles for n in p.cve_ids]
     assert with_cves
     for p, name in with_cves:
