@@ -34,7 +34,7 @@ from storage import (
 )
 from web import ListenError
 
-from . import __version__, hosts_cli, logs, users_cli
+from . import __version__, enrol_cli, hosts_cli, logs, users_cli
 from .paths import default_conf_dir, default_data_dir
 from .runtime import open_storage, record_certificates
 
@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     hosts_cli.add_parsers(sub, _common)
     users_cli.add_parsers(sub, _common)
+    enrol_cli.add_parsers(sub, _common)
 
     p = sub.add_parser("simulate", help="serve simulated agents on loopback addresses")
     _common(p)
@@ -404,6 +405,16 @@ def cmd_discover(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_enroll(args: argparse.Namespace) -> int:
+    config = _store(args).current
+
+    async def work(db: Database) -> None:
+        await enrol_cli.enroll_command(args, config, db)
+
+    _with_database(args, work)
+    return 0
+
+
 def cmd_users(args: argparse.Namespace) -> int:
     async def work(db: Database) -> None:
         await users_cli.users_command(args, db)
@@ -415,6 +426,7 @@ def cmd_users(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "hosts": cmd_hosts,
     "users": cmd_users,
+    "enroll": cmd_enroll,
     "discover": cmd_discover,
     "simulate": cmd_simulate,
     "sim-ctl": cmd_sim_ctl,

@@ -1,0 +1,87 @@
+"""``patch-manager enroll list|approve|deny``: the agent enrolment queue from the shell.
+
+Approval registers the host in the database (the running server starts its actor, as for
+``hosts add``); the agent receives its certificate at its next status poll.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from actors import AddressPolicy, RegistrationError
+from actors.registration import register
+from settings import Config
+from storage import Conflict, Database, NotFound, decide_enrolment, get_enrolment, list_enrolments
+
+from .hosts_cli import CommandError
+
+
+def add_parsers(sub: Any, common: Any) -> None:
+    enroll = sub.add_parser("enroll", help="the agent enrolment queue (approve or deny)")
+    actions = enroll.add_subparsers(dest="enroll_command", required=True, metavar="ACTION")
+    p = actions.add_parser("list", help="pending requests (--all: every request)")
+    common(p)
+    p.add_argument("--all", action="store_true", help="also decided, expired and delivered ones")
+    p = actions.add_parser("approve", help="approve a request: register the host")
+    common(p)
+    p.add_argument("id", type=int, help="request id (from `enroll list`)")
+    p.add_argument("--group", help="group of the new host")
+    p = actions.add_parser("deny", help="deny a request")
+    common(p)
+    p.add_argument("id", type=int, help="request id (from `enroll list`)")
+
+
+async def _pending(db: Database, enrolment_id: int) -> Any:
+    try:
+        row = await db.run(get_enrolment, enrolment_id)
+    except NotFound as exc:
+        raise CommandError(str(exc)) from None
+    if row.status != "pending":
+        raise CommandError(f"enrolment request {enrolment_id} is {row.status}, not pending")
+    return row
+
+
+async def enroll_command(args: argparse.Namespace, config: Config, db: Database) -> None:
+    action = args.enroll_command
+    if action == "list":
+        rows = await db.run(lambda conn: list_enrolments(conn, pending_only=not args.all))
+        print(f"{'ID':>5}  {'STATUS':<10} {'FQDN':<32} {'IP':<16} {'FROM':<16} {'OS':<24} EXPIRES")
+        for r in rows:
+            os_name = " ".join(
+                str(r.os_details.get(k, "")) for k in ("name", "version_id") if k in r.os_details
+            )
+            expires = f"{r.expires_at:%Y-%m-%d %H:%M}"
+            print(f"{r.id:>5}  {r.status:<10} {r.fqdn:<32} {r.ip_address:<16} "
+                  f"{r.source_address:<16} {os_name[:24]:<24} {expires}")  # fmt: skip
+        print(f"{len(rows)} request(s)")
+    elif action == "approve":
+        row = await _pending(db, args.id)
+        groups = [args.group] if args.group else []
+        try:
+            host = await register(db, row.ip_address, port=config.agents.port,
+                                  policy=AddressPolicy.from_config(config),
+                                  resolve_timeout=config.agents.resolve_timeout_s,
+                                  display_name=row.fqdn, groups=groups)  # fmt: skip
+        except RegistrationError as exc:
+            raise CommandError(str(exc)) from None
+        try:
+            await db.run(
+                lambda conn: decide_enrolment(
+                    conn, args.id, approve=True, decided_by="cli", group_name=args.group,
+                    host_id=host.id,
+                )
+            )  # fmt: skip
+        except Conflict as exc:
+            raise CommandError(str(exc)) from None
+        print(f"approved request {args.id}: host {host.id} {host.name} ({row.fqdn}); "
+              "the agent gets its certificate at its next poll")  # fmt: skip
+    elif action == "deny":
+        await _pending(db, args.id)
+        try:
+            await db.run(
+                lambda conn: decide_enrolment(conn, args.id, approve=False, decided_by="cli")
+            )
+        except Conflict as exc:
+            raise CommandError(str(exc)) from None
+        print(f"denied request {args.id}")
