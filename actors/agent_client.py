@@ -29,6 +29,7 @@ from .agent_errors import (
     AgentError,
     AgentRequestError,
     AgentTimeout,
+    ConnectionClosed,
     NotWhitelisted,
     ProtocolError,
     RateLimited,
@@ -243,8 +244,8 @@ def map_transport_error(host: str, exc: Exception) -> AgentError:
         return Unreachable(host, f"cannot connect: {exc}")
     if isinstance(exc, httpx2.RemoteProtocolError | httpx2.ReadError):
         # Under TLS 1.3 a refused client certificate (or a whitelist drop) shows up as the
-        # server hanging up before answering.
-        return TLSRejected(
+        # server hanging up before answering — as does an agent dying mid-request.
+        return ConnectionClosed(
             host,
             "connection closed without an answer: client certificate refused or this manager's "
             "IP is not whitelisted",

@@ -7,6 +7,11 @@
  │    ├── ``TLSRejected``          the agent refused our client certificate (or hung up right
  │    │                            after the handshake: revoked/expired cert, or IP not
  │    │                            whitelisted in "close" mode — indistinguishable under TLS 1.3)
+ │    │    └── ``ConnectionClosed``  no TLS alert: the connection was closed without an answer
+ │    │                            after the request was written (a whitelist drop, a refused
+ │    │                            certificate, or a crash mid-request): for a mutation the
+ │    │                            outcome is unclear, unlike a TLS alert, which means the
+ │    │                            agent never processed anything
  │    └── ``AgentCertificateInvalid``  *we* refused the agent: not from our CA / SAN mismatch
  │                                      (not transient: retrying cannot help)
  ├── ``NotWhitelisted``            HTTP 403 from the agent's IP whitelist       not transient
@@ -48,6 +53,10 @@ class AgentTimeout(TransportError):
 
 class TLSRejected(TransportError):
     pass
+
+
+class ConnectionClosed(TLSRejected):
+    """Closed without an answer and without a TLS alert: the request may have been handled."""
 
 
 class AgentCertificateInvalid(TransportError):

@@ -41,8 +41,10 @@ from .agent_errors import (
     AdmissionRefused,
     AgentError,
     AgentRequestError,
+    ConnectionClosed,
     ProtocolError,
     RateLimited,
+    TLSRejected,
     Unreachable,
 )
 from .agent_records import JobAccepted, JobInfo, JobOperation, JobStatus, is_job_id
@@ -127,6 +129,7 @@ class Executor:
         admission_retries: int = 20,
         unreachable_backoff: Sequence[float] = (60.0, 300.0, 1800.0),
         write_deadline: float = 30.0,
+        reboot_patience: float = 900.0,
     ) -> None:
         self.host = host
         self.host_id = host_id
@@ -138,6 +141,7 @@ class Executor:
         self.admission_retries = admission_retries
         self.unreachable_backoff = tuple(unreachable_backoff)
         self.write_deadline = write_deadline
+        self.reboot_patience = reboot_patience  # how long a reboot may take to show
         self.requests_sent = 0
         self.malformed_events = 0
         self.max_unseen_requests = 3  # requests the agent answered badly and never showed
@@ -193,8 +197,12 @@ class Executor:
         when the row ended here. An agent that cannot be read is waited for along the host's
         backoff ladder (then ``HOST_UNREACHABLE``)."""
         tries = 0
+        problem = ""
         while True:
             try:
+                # A host that cannot be talked to (refused, our certificate rejected) gets no
+                # request at all: a request it might half-receive would be an unclear outcome.
+                await agent.health()
                 before = await self._packages(agent, attempts=3)
                 await self._db(partial(self.store.update, row.id, packages_before=before))
                 request = await self._prepare(agent, job, row)
@@ -207,8 +215,20 @@ class Executor:
                 return None
             except AgentError as exc:
                 if exc.transient and tries < len(self.unreachable_backoff):
-                    await trio.sleep(self.unreachable_backoff[tries])
+                    # Not past the row's permit (its window): the ladder ends at the close.
+                    await self._wait(self.unreachable_backoff[tries], row)
                     tries += 1
+                    problem = exc.message
+                    if row.run_until is not None and self.wall() >= row.run_until:
+                        if await self._finish(
+                            row.id,
+                            "skipped",
+                            error_code="WINDOW_CLOSED",
+                            error_message="the maintenance window closed before the request "
+                            f"was sent (the last try: {problem})",
+                        ):
+                            return None
+                        raise RowLost from None
                     continue
                 code = "HOST_UNREACHABLE" if exc.transient else _code(exc)
                 await self._finish(row.id, "failed", error_code=code, error_message=exc.message)
@@ -256,8 +276,14 @@ class Executor:
                 problem = exc.message
                 await self._wait(wait, row)
                 continue
-            except Unreachable as exc:
-                # No connection at all: certainly not sent. Follow the host's backoff ladder.
+            except (Unreachable, TLSRejected) as exc:
+                if isinstance(exc, ConnectionClosed):
+                    # Closed after the request was written: the agent may have the job.
+                    log.info("sending row %d: %s; reconciling", row.id, exc.message,
+                             extra={"host": self.host})  # fmt: skip
+                    return await self._reconcile(agent, job, row)
+                # No connection at all, or a TLS alert refusing us in the handshake: the agent
+                # processed nothing. Follow the host's backoff ladder.
                 await self._back_to_claimed(row.id)
                 if unreachable >= len(self.unreachable_backoff):
                     await self._finish(
@@ -442,27 +468,21 @@ class Executor:
         if info is None:
             return
         if info.status is JobStatus.COMPLETED and (
-            job.kind == "reboot" or (job.kind == "patch" and job.allow_reboot)
+            job.kind == "reboot" or (job.kind == "patch" and job.allow_reboot and _rebooting(info))
         ):
+            patience = 0.0  # the agent job is final: the host is back, one reading decides
             if job.kind == "patch":
-                # Older agents (2.5.5) complete the patch job, then start a separate reboot
-                # job: follow that one too, so that the row ends after the host is back.
-                reboot = await self._reboot_job_after(agent, info)
-                if reboot is not None:
-                    await self._db(lambda: self.store.update(row.id, agent_status="rebooting"))
-                    self.report(row.id, "rebooting", label)
-                    if await self._wait_final(agent, row.id, reboot, label) is None:
-                        return
-                    rebooted = await self._rebooted(agent, row.id)
-                    if rebooted is False:
-                        await self._finish(
-                            row.id,
-                            "failed",
-                            error_code="REBOOT_NOT_DETECTED",
-                            error_message="the agent says done but its uptime did not reset",
-                        )
-                        return
-            elif await self._rebooted(agent, row.id) is not True:
+                # The patch job completed with a reboot to come (older agents, 2.5.5: in a
+                # separate reboot job). The host is rebooting from now on (the poller must not
+                # call it unreachable); only the uptime reset proves the reboot happened.
+                await self._db(lambda: self.store.update(row.id, agent_status="rebooting"))
+                self.report(row.id, "rebooting", label)
+                reboot = await self._reboot_job_after(agent, info, row.id)
+                if reboot is None:
+                    patience = job.reboot_delay_s + self.reboot_patience
+                elif await self._wait_final(agent, row.id, reboot, label) is None:
+                    return
+            if not await self._rebooted(agent, row.id, patience):
                 await self._finish(
                     row.id,
                     "failed",
@@ -561,8 +581,13 @@ class Executor:
             if event.job_id == agent_job_id and event.status.terminal:
                 return
 
-    async def _reboot_job_after(self, agent: JobAgentPort, patch: JobInfo) -> str | None:
-        """The reboot job an older agent started after completing ``patch``, if any."""
+    async def _reboot_job_after(
+        self, agent: JobAgentPort, patch: JobInfo, row_id: int
+    ) -> str | None:
+        """The reboot job an older agent started after completing ``patch``, if it can be seen
+        (the host may already be down). Recorded on the row (``reboot_job_id``), so that no
+        later row adopts it."""
+        known = await self._db(lambda: self.store.recorded_agent_jobs(self.host_id))
         for _ in range(3):
             try:
                 jobs = await agent.jobs(limit=100)
@@ -574,33 +599,50 @@ class Executor:
                 j
                 for j in jobs
                 if j.operation is JobOperation.REBOOT
+                and j.job_id not in known
+                and is_job_id(j.job_id)
                 and (since is None or j.created_at is None or j.created_at >= since)
             ]
-            if not reboots:
-                return None
-            return max(
-                reboots, key=lambda j: j.created_at or dt.datetime.min.replace(tzinfo=dt.UTC)
-            ).job_id
+            if reboots:
+                found = max(
+                    reboots, key=lambda j: j.created_at or dt.datetime.min.replace(tzinfo=dt.UTC)
+                ).job_id
+                await self._db(partial(self.store.update, row_id, reboot_job_id=found))
+                return found
+            await trio.sleep(self.reconcile_interval)
         return None
 
-    async def _rebooted(self, agent: JobAgentPort, row_id: int) -> bool | None:
-        """The uptime reset proves a reboot (the agent's job state alone could be stale). The
-        uptime before was persisted when the request was prepared, so this holds after a crash
-        too. None when there is no evidence either way."""
+    async def _rebooted(self, agent: JobAgentPort, row_id: int, patience: float = 0.0) -> bool:
+        """Whether the uptime reset proves a reboot (the agent's job state alone could be
+        stale). The uptime before was persisted when the request was prepared, so this holds
+        after a crash too. With ``patience`` the reboot may still be to come: readings go on
+        until the reset is seen or ``patience`` seconds passed; otherwise the first reading
+        decides. An unreadable agent is retried for ``10 * reconcile_interval`` at least."""
         row = await self._db(lambda: self.store.row(row_id))
-        for _ in range(10):
+        give_up = trio.current_time() + max(patience, 10 * self.reconcile_interval)
+        while True:
             try:
-                uptime = (await agent.health()).uptime_seconds
+                uptime: int | None = (await agent.health()).uptime_seconds
             except AgentError:
-                await trio.sleep(self.reconcile_interval)
-                continue
-            if row is not None and row.uptime_before is not None:
-                return uptime < row.uptime_before
-            if row is not None and row.sent_at is not None:
-                # No uptime recorded (a row from an older version): booted after the request?
-                return uptime < (self.wall() - row.sent_at).total_seconds()
-            return None
-        return False
+                uptime = None
+            if uptime is not None:
+                if row is None or (row.uptime_before is None and row.sent_at is None):
+                    log.warning(
+                        "row %d: no uptime or send time recorded; the agent's word is taken",
+                        row_id,
+                        extra={"host": self.host},
+                    )
+                    return True
+                if row.uptime_before is not None:
+                    booted = uptime < row.uptime_before
+                else:
+                    assert row.sent_at is not None
+                    booted = uptime < (self.wall() - row.sent_at).total_seconds()
+                if booted or patience <= 0:
+                    return booted
+            if trio.current_time() >= give_up:
+                return False
+            await trio.sleep(self.reconcile_interval)
 
     async def _packages(self, agent: JobAgentPort, attempts: int = 6) -> dict[str, str] | None:
         """Installed versions, retried through transient failures; None if unobtainable (the
@@ -675,6 +717,12 @@ def _request_names(job: JobRow, host_id: int) -> list[str]:
 
 async def _package_map(agent: JobAgentPort) -> dict[str, str]:
     return {p.name: p.version for p in await agent.packages()}
+
+
+def _rebooting(patch: JobInfo) -> bool:
+    """Whether a completed patch job (allowed to reboot) leads to a reboot: the agent logs
+    that none was needed otherwise (agent-api §3.11)."""
+    return not any("No reboot required" in line for line in patch.logs)
 
 
 def _describe(exc: BaseException) -> str:

@@ -99,6 +99,7 @@ class SimAgent:
         self.ws_heartbeat = (5.0, 10.0)  # the real agent's ping interval and client timeout
         self.ws_refusal = 0  # tests: answer WebSocket upgrades with this HTTP status (0: accept)
         self.bad_job_ids = 0  # tests: the next N accepted jobs are answered with a bad job id
+        self.reboot_job_late_s = 0.0  # tests: 2.5.5's separate reboot job appears this late
         self.mutations: list[str] = []  # every mutating request received, in order (tests)
         self.on_mutation: Callable[[], None] = lambda: None
         self._limiter = RateLimiter.default()
@@ -377,6 +378,16 @@ class SimAgent:
                 other.error = "Cancelled: reboot reservation in progress"
                 self._set(other, St.FAILED, other.error)
 
+    async def _separate_reboot(self, delay_seconds: int) -> None:
+        """2.5.5: the reboot job created after the patch job completed (``reboot_job_late_s``
+        later in tests: a manager listing the jobs at once does not see it yet)."""
+        if self.reboot_job_late_s:
+            await trio.sleep(self.reboot_job_late_s)
+        reboot = SimJob(Op.REBOOT, [], reboot_delay_seconds=delay_seconds)
+        self._reserve_reboot()
+        self._add_job(reboot)
+        await self._run_reboot(reboot)
+
     async def _run_reboot(self, job: SimJob) -> None:
         self._set(job, St.REBOOTING, "Reboot command starting")
         minutes = (
@@ -433,11 +444,8 @@ class SimAgent:
             ):
                 # Older agents: the patch job completes, then a separate reboot job starts.
                 self._set(job, St.COMPLETED, "Job completed")
-                reboot = SimJob(Op.REBOOT, [], reboot_delay_seconds=job.reboot_delay_seconds)
-                self._reserve_reboot()
-                self._add_job(reboot)
                 assert self._nursery is not None
-                self._nursery.start_soon(self._run_reboot, reboot)
+                self._nursery.start_soon(self._separate_reboot, job.reboot_delay_seconds)
                 return
             if job.op is Op.PATCH_APPLY and job.allow_reboot and self._needs_reboot(job):
                 job.message = "Patches applied; awaiting reboot"

@@ -309,6 +309,7 @@ _ROW_FIELDS = {
     "packages_after",
     "agent_status",
     "uptime_before",
+    "reboot_job_id",
 }
 
 
@@ -398,14 +399,17 @@ def finish_row(
 
 
 def recorded_agent_jobs(conn: psycopg.Connection[Any], host_id: int) -> set[str]:
-    """Every agent job id this host's rows (and their earlier attempts) already account for."""
+    """Every agent job id this host's rows (and their earlier attempts, and the separate reboot
+    jobs of older agents) already account for."""
     return {
         str(r[0])
         for r in conn.execute(
             "SELECT agent_job_id FROM job_hosts WHERE host_id = %s AND agent_job_id IS NOT NULL"
+            " UNION SELECT reboot_job_id FROM job_hosts"
+            " WHERE host_id = %s AND reboot_job_id IS NOT NULL"
             " UNION SELECT agent_job_id FROM job_host_attempts"
             " WHERE host_id = %s AND agent_job_id IS NOT NULL",
-            (host_id, host_id),
+            (host_id, host_id, host_id),
         ).fetchall()
     }
 

@@ -24,8 +24,13 @@ ALTER TABLE job_hosts
     -- What the agent says about the job while it is followed (running, rebooting), for display.
     ADD COLUMN agent_status     text NOT NULL DEFAULT '',
     -- Uptime before a reboot was asked for: a resumed reboot is confirmed by its reset.
-    ADD COLUMN uptime_before    bigint;
-UPDATE job_hosts SET sent_at = dispatched_at WHERE state = 'request_sent';
+    ADD COLUMN uptime_before    bigint,
+    -- The separate reboot job an older agent (2.5.5) started after the patch job: accounted
+    -- for, so that no later row adopts it as its own.
+    ADD COLUMN reboot_job_id    text;
+-- Migrated in-flight rows were sent when dispatched (a migrated reboot row being followed has
+-- no uptime_before; its reboot is confirmed against this instant).
+UPDATE job_hosts SET sent_at = dispatched_at WHERE state IN ('request_sent', 'following');
 
 CREATE INDEX job_hosts_runnable_idx ON job_hosts (host_id, id) WHERE state = 'queued';
 CREATE INDEX job_hosts_agent_job_idx ON job_hosts (host_id, agent_job_id)

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from simulator import Fleet
-from storage import JobSpec, create_job
+from simulator.model import Op
+from storage import JobSpec, create_job, recorded_agent_jobs
 
 from .conftest import Manager, register
 from .test_job_execution import rows_of
@@ -68,7 +69,9 @@ async def test_an_unexpected_exception_ends_the_row_internal_error_not_the_actor
     host_id = ids[agent.address]
 
     def corrupt_row(conn: Any) -> int:
-        job_id = create_job(conn, JobSpec(kind="update", schedule="now", packages=("curl",)), [(host_id, 0)])
+        job_id = create_job(
+            conn, JobSpec(kind="update", schedule="now", packages=("curl",)), [(host_id, 0)]
+        )
         conn.execute(
             "UPDATE job_hosts SET state = 'following', attempts = 1, agent_job_id = 'x/y',"
             " owner = 'crashed-node', lease_expires_at = now() - interval '1 s'"
@@ -86,3 +89,51 @@ async def test_an_unexpected_exception_ends_the_row_internal_error_not_the_actor
     assert (job.status, row.state, row.error_code) == ("failed", "failed", "INTERNAL_ERROR")
     assert "invalid job id" in row.error_message
     assert all(s.crashes == 0 and s.phase.value != "failed" for s in manager.fleet.snapshots())
+
+
+async def test_older_agent_patch_with_reboot_waits_for_the_uptime_reset_when_the_reboot_job_is_late(
+    manager: Manager, start_fleet: Any
+) -> None:
+    """2.5.5: the patch job completes, the separate reboot job appears only later; the row must
+    not succeed before the host really rebooted (the uptime reset is the evidence)."""
+    fleet: Fleet = await start_fleet(1, time_scale=0.01)
+    ids = await register(manager, fleet)
+    await healthy(manager, 1)
+    [agent] = fleet.agents
+    agent.set_faults({"reboot_sequence": "2.5.5"})
+    agent.reboot_job_late_s = 3.0
+    agent.pending_reboot = True
+    booted_before = agent.booted_at
+    job_id = await manager.handle.create_job(
+        JobSpec(kind="patch", schedule="now", allow_reboot=True), list(ids.values())
+    )
+    assert (await finished(manager, job_id, timeout=90)).status == "succeeded"
+    [row] = (await rows_of(manager, job_id)).values()
+    assert agent.booted_at > booted_before
+    assert row.finished_at is not None and row.finished_at >= agent.booted_at
+    # The separate reboot job is accounted for: no later reboot row can adopt it as its own.
+    reboots = [j for j in agent.jobs.values() if j.op is Op.REBOOT]
+    assert reboots
+    known = await manager.db.run(recorded_agent_jobs, ids[agent.address])
+    assert {j.job_id for j in reboots} <= known
+
+
+async def test_a_tls_handshake_rejection_is_a_definite_refusal_walking_the_ladder(
+    manager: Manager, start_fleet: Any
+) -> None:
+    """The agent refuses our client certificate: nothing was processed, so the row follows the
+    unreachable ladder and fails HOST_UNREACHABLE instead of reconciling until the deadline."""
+    fleet: Fleet = await start_fleet(1, time_scale=0.002)
+    ids = await register(manager, fleet)
+    await healthy(manager, 1)
+    [agent] = fleet.agents
+    agent.set_faults({"down": True})  # drop the manager's pooled connections...
+    agent.set_faults({"down": False, "tls_reject": True})  # ...and refuse every new handshake
+    await agent.wait_listening()
+    job_id = await manager.handle.create_job(
+        JobSpec(kind="patch", schedule="now"), list(ids.values())
+    )
+    job = await finished(manager, job_id, timeout=40)  # the ladder here is 1 + 1 + 1 s
+    [row] = (await rows_of(manager, job_id)).values()
+    assert (job.status, row.state, row.error_code) == ("failed", "failed", "HOST_UNREACHABLE")
+    assert not [j for j in agent.jobs.values() if not j.internal]
