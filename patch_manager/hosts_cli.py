@@ -8,6 +8,7 @@ simply wait in the database for the next start.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -21,15 +22,7 @@ from actors.persist import DatabaseDiscoveryStore
 from actors.registration import register
 from ca import CertificateAuthority, agent_client_context
 from settings import Config
-from storage import Database, delete_host, get_host
-
-HOST_LIST_SQL = (
-    "SELECT h.id, h.name, coalesce(host(h.address), ''), h.port, h.health, h.pending_patches,"
-    " h.security_patches, h.pending_reboot, h.last_seen_at, h.os, h.display_name,"
-    " coalesce(string_agg(g.name, ',' ORDER BY g.name), '')"
-    " FROM hosts h LEFT JOIN host_groups hg ON hg.host_id = h.id"
-    " LEFT JOIN groups g ON g.id = hg.group_id GROUP BY h.id ORDER BY h.name"
-)
+from storage import Database, delete_host, get_host, host_table, request_host_refresh
 
 
 class CommandError(Exception):
@@ -77,25 +70,22 @@ async def hosts_command(args: argparse.Namespace, config: Config, db: Database) 
             raise CommandError(str(exc)) from None
         print(f"registered host {row.id}: {row.name} ({row.address}:{row.port})")
     elif action == "list":
-        rows = await db.run(lambda conn: conn.execute(HOST_LIST_SQL).fetchall())
+        rows = await db.run(host_table)
         if args.json:
-            keys = ("id", "name", "address", "port", "health", "pending_patches",
-                    "security_patches", "pending_reboot", "last_seen_at", "os",
-                    "display_name", "groups")  # fmt: skip
-            print(json.dumps([dict(zip(keys, r, strict=True)) for r in rows], default=str))
+            print(json.dumps([dataclasses.asdict(r) for r in rows], default=str))
             return
         print(f"{'ID':>5}  {'NAME':<28} {'HEALTH':<12} {'PATCHES':>7} {'SEC':>4}  REBOOT  GROUPS")
         for r in rows:
-            reboot = "yes" if r[7] else ""
-            print(f"{r[0]:>5}  {r[1]:<28} {r[4]:<12} {r[5]:>7} {r[6]:>4}  {reboot:<6}  {r[11]}")
+            reboot = "yes" if r.pending_reboot else ""
+            print(f"{r.id:>5}  {r.name:<28} {r.health:<12} {r.pending_patches:>7} "
+                  f"{r.security_patches:>4}  {reboot:<6}  {r.groups}")  # fmt: skip
         print(f"{len(rows)} host(s)")
     elif action == "remove":
         removed = await db.run(delete_host, _key(args.host))
         print(f"removed host {removed.id}: {removed.name}")
     elif action == "refresh":
         ids = [(await db.run(get_host, _key(h))).id for h in args.hosts]
-        payload = ",".join(str(i) for i in ids)
-        await db.run(lambda conn: conn.execute("SELECT pg_notify('host_refresh', %s)", (payload,)))
+        await db.run(request_host_refresh, ids)
         print(f"asked the server to poll {len(ids) or 'all'} host(s) now")
 
 

@@ -29,6 +29,7 @@ from .errors import (
     SchemaTooNew,
     StorageError,
 )
+from .host_table import HostTableRow, host_table, request_host_refresh
 from .host_writes import (
     EachWritten,
     HostChangeListener,
@@ -202,6 +203,7 @@ __all__ = [
     "HostRow",
     "HostScope",
     "HostState",
+    "HostTableRow",
     "JobHostRow",
     "JobRow",
     "JobSpec",
@@ -265,6 +267,7 @@ __all__ = [
     "health_history",
     "host_count",
     "host_security_patches",
+    "host_table",
     "host_window_map",
     "hosts_outside",
     "insert_host",
@@ -300,6 +303,7 @@ __all__ = [
     "refused_agent_serials",
     "rename_group",
     "renew_lease",
+    "request_host_refresh",
     "revoke_certificate",
     "revoke_family",
     "revoke_session",
