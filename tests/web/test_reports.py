@@ -303,3 +303,27 @@ async def test_host_page_shows_the_reports_verdict_and_never_nothing_pending_wit
         assert f'class="badge compliance-{report[name]}" data-host-status' in page
     never = (await client.get(f"/hosts/{ids['b-new']}")).text
     assert "Nothing pending" not in never and "No current patch data" in never
+
+
+HOSTILE = ["\x00", "99999999999999999999", "-1", "2026-13-45", "%", "' OR 1=1 --", "x" * 5000]
+
+
+async def test_hostile_report_and_waiver_inputs_are_4xx_never_500(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    csrf = client.headers["x-csrf-token"]
+    for value in HOSTILE:
+        for name in ("since", "until", "group", "host_id", "severity", "format", "kind"):
+            for path in ("/reports", "/api/v1/reports/compliance", "/api/v1/reports/evidence"):
+                response = await client.get(path, params={name: value})
+                assert response.status_code < 500, (path, name, value[:20])
+        for name in ("host_id", "package", "cve", "owner", "reason", "expires_at"):
+            form = {"host_id": "1", "owner": "o", "reason": "r", "expires_at": "2030-01-01T00:00",
+                    name: value, "csrf_token": csrf}  # fmt: skip
+            response = await client.post("/waivers", data=form)
+            assert 400 <= response.status_code < 500, (name, value[:20], response.status_code)
+            api = await client.post("/api/v1/waivers", json={k: v for k, v in form.items()
+                                                              if k != "csrf_token"})  # fmt: skip
+            assert 400 <= api.status_code < 500, (name, value[:20], api.status_code)
+    revoke = await client.post("/waivers/99999999999999999999/revoke", data={"csrf_token": csrf})
+    assert 400 <= revoke.status_code < 500
