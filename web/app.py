@@ -40,6 +40,7 @@ from .pages import Pages, since
 from .paths import IdOutOfRange
 from .paths import register as register_path_convertors
 from .pki_api import PkiApi
+from .pki_pages import PkiPages
 from .relay import Relay
 from .report_pages import ReportPages
 from .reports_api import ReportsApi
@@ -190,6 +191,7 @@ def create_app(
         *AccountPages(pages).routes(),
         *UsersApi(handle, db, auth).routes(),
         *JobPages(pages).routes(),
+        *PkiPages(pages).routes(),
         *ReportsApi(handle, db, rules).routes(),
         *ReportPages(pages, rules).routes(),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),

@@ -85,6 +85,12 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ),  # fmt: skip
     ("GET", "/api/v1/enroll/status/{token}"): Entry(ALL),
     ("GET", "/api/v1/enrolments"): Entry(ADMIN),
+    ("GET", "/certificates"): Entry(ADMIN),
+    ("POST", "/certificates/renew"): Entry(ADMIN, form={"kind": "web_server"}),
+    ("POST", "/certificates/revoke"): Entry(ADMIN, form={"serial": "zz"}),
+    ("GET", "/enrolments"): Entry(ADMIN),
+    ("POST", "/enrolments/{enrolment_id:int}/approve"): Entry(ADMIN, form={}, fresh=True),
+    ("POST", "/enrolments/{enrolment_id:int}/deny"): Entry(ADMIN, form={}, fresh=True),
     ("POST", "/api/v1/enrolments/{enrolment_id:int}/approve"): Entry(ADMIN, json={}, fresh=True),
     ("POST", "/api/v1/enrolments/{enrolment_id:int}/deny"): Entry(ADMIN, json={}, fresh=True),
     ("WS", "/api/v1/live"): Entry(ALL),  # its filtering: test_relay_shows_only_scoped_hosts

@@ -12,7 +12,7 @@ from ca import CertificateAuthority, CertKind
 from patch_manager.runtime import record_certificates
 
 from ..conftest import Pki
-from .conftest import WebRig, assert_envelope
+from .conftest import WebRig, assert_envelope, form_token
 
 
 @pytest.fixture
@@ -86,3 +86,22 @@ async def test_renewing_the_web_certificate_replaces_it_and_metrics_show_every_e
         assert f'patchmgr_certificate_expiry_seconds{{kind="{kind}"}}' in metrics
     listing = (await client.get("/api/v1/certificates")).json()
     assert listing["expiry_s"]["web_server"] > 396 * 86_400
+
+
+async def test_certificates_page_lists_expiry_and_revokes_through_its_form(
+    web_rig: WebRig, client: httpx2.AsyncClient, pki: Pki
+) -> None:
+    issued = pki.ca.issue_agent(["agent2.example.com"])
+    await record_certificates(web_rig.db, [issued.record])
+    page = await client.get("/certificates")
+    assert page.status_code == 200
+    assert issued.record.serial_hex in page.text and "agent2.example.com" in page.text
+    assert 'data-kind="manager_client">39' in page.text  # days to expiry of the client cert
+    token = form_token(page.text)
+    revoked = await client.post(
+        "/certificates/revoke", data={"serial": issued.record.serial_hex, "csrf_token": token}
+    )
+    assert revoked.status_code == 303
+    assert issued.record.serial in web_rig.system.certificates.policy.revoked
+    bad = await client.post("/certificates/revoke", data={"serial": "zz", "csrf_token": token})
+    assert bad.status_code == 422 and "hex digits" in bad.text

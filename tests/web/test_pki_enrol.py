@@ -19,7 +19,7 @@ from simulator.enrol import enrol, enrolled_agent
 from storage import create_enrolment
 
 from ..conftest import Pki, fleet_addresses
-from .conftest import WebRig, assert_envelope
+from .conftest import WebRig, assert_envelope, form_token
 from .test_relay import serve
 
 pytestmark = pytest.mark.timeout(90)
@@ -165,3 +165,27 @@ async def test_a_simulated_agent_enrols_is_approved_and_is_polled_healthy(
         await web_rig.system.fleet.wait_until(
             lambda s: any(x.host_id == host_id and x.health is HealthState.HEALTHY for x in s)
         )
+
+
+async def test_enrolment_page_shows_the_request_and_approves_it_into_a_group(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    address = fleet_addresses(1)
+    async with agent_client(web_rig, "127.0.0.8") as agent:
+        response = await agent.post("/api/v1/enroll", json=request_for(address, "pg"))
+        token = response.json()["polling_token"]
+    await client.post("/api/v1/groups", json={"name": "from-page"})
+    page = await client.get("/enrolments")
+    assert page.status_code == 200
+    assert "pg.example.com" in page.text and address in page.text and "127.0.0.8" in page.text
+    [pending] = (await client.get("/api/v1/enrolments")).json()["enrolments"]
+    approved = await client.post(
+        f"/enrolments/{pending['id']}/approve",
+        data={"group": "from-page", "csrf_token": form_token(page.text)},
+    )
+    assert approved.status_code == 303
+    hosts = (await client.get("/api/v1/hosts?group=from-page")).json()["hosts"]
+    assert [h["name"] for h in hosts] == [address]
+    async with agent_client(web_rig, "127.0.0.8") as agent:
+        answer = await agent.get(f"/api/v1/enroll/status/{token}")
+        assert answer.json()["status"] == "approved"
