@@ -286,7 +286,8 @@ class Fleet:
     def status(self) -> list[dict[str, Any]]:
         return [
             {"address": a.address, "port": a.port, "hostname": a.profile.hostname, "up": a.up,
-             "os": a.profile.os, "pending_patches": len(a.profile.upgradable),
+             "os": a.profile.os, "distro": a.profile.distro_id, "kernel": a.profile.kernel,
+             "packages": len(a.profile.installed), "pending_patches": len(a.profile.upgradable),
              "jobs": len(a.jobs), "requests": a.requests_served}
             for a in self.agents
         ]  # fmt: skip

@@ -148,6 +148,11 @@ async def test_control_api(pki: Pki, start_fleet: Any) -> None:
     assert fleet.agents[0].up is False
     status = await execute(fleet, {"action": "status"})
     assert [a["up"] for a in status["agents"]] == [False, True]
+    assert [a["packages"] for a in status["agents"]] == [
+        len(a.profile.installed) for a in fleet.agents
+    ]
+    assert {a["distro"] for a in status["agents"]} <= {"ubuntu", "debian", "rocky", "fedora",
+                                                      "alpine", "arch"}  # fmt: skip
     bad = await execute(fleet, {"action": "faults", "target": "127.1.2.3", "set": {}})
     assert bad["ok"] is False and "no simulated agent" in bad["error"]
     assert (await execute(fleet, {"action": "explode"}))["ok"] is False
