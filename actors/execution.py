@@ -41,6 +41,7 @@ from .agent_errors import (
     AdmissionRefused,
     AgentError,
     AgentRequestError,
+    AgentTimeout,
     ConnectionClosed,
     ProtocolError,
     RateLimited,
@@ -130,6 +131,7 @@ class Executor:
         unreachable_backoff: Sequence[float] = (60.0, 300.0, 1800.0),
         write_deadline: float = 30.0,
         reboot_patience: float = 900.0,
+        reconcile_settle: float = 60.0,
     ) -> None:
         self.host = host
         self.host_id = host_id
@@ -142,6 +144,7 @@ class Executor:
         self.unreachable_backoff = tuple(unreachable_backoff)
         self.write_deadline = write_deadline
         self.reboot_patience = reboot_patience  # how long a reboot may take to show
+        self.reconcile_settle = reconcile_settle  # after a timeout: how long the job may take
         self.requests_sent = 0
         self.malformed_events = 0
         self.max_unseen_requests = 3  # requests the agent answered badly and never showed
@@ -306,10 +309,13 @@ class Executor:
                 return None
             except AgentError as exc:
                 # A timeout, a connection closed after the request was written, garbage in
-                # the answer: the agent may have the job. Never a failure; reconcile.
+                # the answer: the agent may have the job. Never a failure; reconcile. After a
+                # timeout the agent may still be working through the request: its job list is
+                # read for ``reconcile_settle`` seconds before concluding there is none.
                 log.info("sending row %d: %s; reconciling", row.id, exc.message,
                          extra={"host": self.host})  # fmt: skip
-                return await self._reconcile(agent, job, row)
+                settle = self.reconcile_settle if isinstance(exc, AgentTimeout) else 0.0
+                return await self._reconcile(agent, job, row, settle=settle)
             if await self._record_accepted(row.id, accepted.job_id):
                 return accepted.job_id
             raise RowLost
@@ -342,13 +348,18 @@ class Executor:
                 )
         return False
 
-    async def _reconcile(self, agent: JobAgentPort, job: JobRow, row: JobHostRow) -> str | None:
+    async def _reconcile(
+        self, agent: JobAgentPort, job: JobRow, row: JobHostRow, *, settle: float = 0.0
+    ) -> str | None:
         """From ``request_sent``: find the job the request created, or learn that there is
-        none (then send again). Transport errors are retried with a backoff (bounded by the
-        row's deadline, and cancellable); they never fail the row."""
+        none (then send again). "None" needs the job list to show nothing for ``settle``
+        seconds (read every ``reconcile_interval``): a slow agent may create the job after the
+        client gave up. Transport errors are retried with a backoff (bounded by the row's
+        deadline, and cancellable); they never fail the row."""
         operation = OPERATIONS[job.kind]
         names = _request_names(job, self.host_id)
         delay = min(self.reconcile_interval, 1.0)
+        settled = trio.current_time() + settle
         while True:
             await trio.sleep(delay)  # let an agent still handling our request finish it
             try:
@@ -365,6 +376,9 @@ class Executor:
                 if await self._record_accepted(row.id, found):
                     return found
                 raise RowLost
+            if trio.current_time() < settled:
+                delay = min(self.reconcile_interval, max(settled - trio.current_time(), 0.0))
+                continue
             self._unseen += 1
             if self._unseen > self.max_unseen_requests:
                 await self._finish(

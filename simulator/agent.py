@@ -100,6 +100,7 @@ class SimAgent:
         self.ws_refusal = 0  # tests: answer WebSocket upgrades with this HTTP status (0: accept)
         self.bad_job_ids = 0  # tests: the next N accepted jobs are answered with a bad job id
         self.reboot_job_late_s = 0.0  # tests: 2.5.5's separate reboot job appears this late
+        self.slow_mutation_s = 0.0  # tests: the next mutation is handled this much later
         self.mutations: list[str] = []  # every mutating request received, in order (tests)
         self.on_mutation: Callable[[], None] = lambda: None
         self._limiter = RateLimiter.default()
@@ -604,6 +605,10 @@ class SimAgent:
             raise Drop
         if self.faults.slow_reply_s:
             await trio.sleep(self.faults.slow_reply_s)
+        if self.slow_mutation_s and request.method in ("POST", "PUT", "DELETE"):
+            # A slow agent: the job is created only after the client may have given up.
+            delay, self.slow_mutation_s = self.slow_mutation_s, 0.0
+            await trio.sleep(delay)
         response = await route(self, request)
         if isinstance(response, Response) and response.status == 202:
             # The job exists now; the answer is lost (connection closed, or never sent).

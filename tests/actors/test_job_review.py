@@ -137,3 +137,23 @@ async def test_a_tls_handshake_rejection_is_a_definite_refusal_walking_the_ladde
     [row] = (await rows_of(manager, job_id)).values()
     assert (job.status, row.state, row.error_code) == ("failed", "failed", "HOST_UNREACHABLE")
     assert not [j for j in agent.jobs.values() if not j.internal]
+
+
+async def test_a_request_that_timed_out_is_not_resent_while_the_slow_agent_may_still_create_it(
+    manager: Manager, start_fleet: Any
+) -> None:
+    """The agent takes 12 s to create the job; the client gives up after 5 s. The job list is
+    read for a while before concluding that nothing was created: the late job is adopted."""
+    fleet: Fleet = await start_fleet(1, time_scale=0.002)
+    ids = await register(manager, fleet)
+    await healthy(manager, 1)
+    [agent] = fleet.agents
+    agent.slow_mutation_s = 12.0
+    job_id = await manager.handle.create_job(
+        JobSpec(kind="patch", schedule="now"), list(ids.values())
+    )
+    job = await finished(manager, job_id, timeout=90)
+    assert job.status == "succeeded"
+    assert agent.mutations.count(APPLY) == 1  # never sent twice
+    [row] = (await rows_of(manager, job_id)).values()
+    assert row.agent_job_id == next(j.job_id for j in agent.jobs.values() if not j.internal)
