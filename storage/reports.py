@@ -386,21 +386,30 @@ def earliest_patch(conn: psycopg.Connection[Any]) -> dt.datetime | None:
 
 
 def trend(conn: psycopg.Connection[Any], scope: HostScope, f: ReportFilter) -> list[TrendPoint]:
-    """Per day, the sums of the host rows in scope (so groups never count a host twice)."""
-    where = _host_conditions(scope, f, "s.subject_id")
-    where.append(sql.SQL("s.subject = 'host'"))
+    """Per day, the sums of the host rows in scope (so groups never count a host twice); for
+    the whole fleet unfiltered, the fleet rows (the same sums, written with them)."""
+    whole_fleet = scope.all_hosts and not f.group and f.host_id is None
+    if whole_fleet:
+        where: list[sql.Composable] = [sql.SQL("s.subject = 'fleet' AND s.subject_id = 0")]
+        count = sql.SQL("sum(s.hosts)")
+    else:
+        where = _host_conditions(scope, f, "s.subject_id")
+        where.append(sql.SQL("s.subject = 'host'"))
+        count = sql.SQL("count(*)")
     if f.since:
         where.append(sql.SQL("s.day >= {}").format(sql.Literal(f.since)))
     if f.until:
         where.append(sql.SQL("s.day <= {}").format(sql.Literal(f.until)))
     rows = conn.execute(
         sql.SQL(
-            "SELECT s.day, count(*), sum(s.compliant), sum(s.noncompliant), sum(s.unknown),"
+            "SELECT s.day, {}, sum(s.compliant), sum(s.noncompliant), sum(s.unknown),"
             " sum(s.waived), bool_or(s.backfilled) FROM compliance_snapshots s WHERE {}"
             " GROUP BY s.day ORDER BY s.day"
-        ).format(sql.SQL(" AND ").join(where))
+        ).format(count, sql.SQL(" AND ").join(where))
     ).fetchall()
-    return [TrendPoint(r[0], r[1], int(r[2]), int(r[3]), int(r[4]), int(r[5]), r[6]) for r in rows]
+    return [
+        TrendPoint(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]), r[6]) for r in rows
+    ]
 
 
 # -- waivers -----------------------------------------------------------------------------------

@@ -100,6 +100,9 @@ async def test_backfill_reconstructs_past_days_and_the_trend_sums_hosts_in_scope
     # ... until it was fixed on host 0 of each group five days ago
     today = points[NOW.date()]
     assert (today.compliant, today.noncompliant, today.backfilled) == (2, 2, False)
+    # the fleet rows and the sums of the host rows tell the same trend
+    both = HostScope(group_ids=frozenset({ids["red"], ids["blue"]}))
+    assert await db.run(trend, both, ReportFilter()) == list(points.values())
     red = HostScope(group_ids=frozenset({ids["red"]}))
     red_today = [p for p in await db.run(trend, red, ReportFilter()) if p.day == NOW.date()]
     assert (red_today[0].hosts, red_today[0].compliant) == (2, 1)

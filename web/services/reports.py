@@ -11,6 +11,7 @@ import trio
 
 from reports import ComplianceRules, Context
 from reports import model as rm
+from reports import pdf as render
 from reports.csv_out import compliance_csv, exposure_csv, history_csv, reboot_csv
 from reports.evidence import evidence_pack
 from storage import HostScope, NotFound
@@ -96,8 +97,6 @@ def stream_csv(
 async def pdf(sys: System, who: Principal, rules: ComplianceRules, kind: str,
               q: ReportQuery) -> bytes:  # fmt: skip
     """The report as a PDF, rendered in a worker thread (never on the event loop)."""
-    from reports import pdf as render
-
     report = await build(sys, who, rules, kind, q)
     renderer: Callable[[Report], bytes] = {  # type: ignore[assignment]
         "compliance": render.compliance_pdf,
