@@ -9,8 +9,9 @@ upgrades must come from our own origin. A user who must change their password re
 change-password page (and log out) until they have.
 
 Logins (``Auth.login``) pass two gates before any Argon2 work: the source address's turn (one
-attempt at a time per address, waiting out an exponential delay after failures, at most
-``MAX_WAITING_PER_ADDRESS`` waiting) and the Argon2 limiter (``auth.hash_concurrency`` at once,
+attempt at a time per address, at most ``MAX_WAITING_PER_ADDRESS`` waiting; after failures an
+exponential delay, waited out when short and refused with the seconds left when longer) and
+the Argon2 limiter (``auth.hash_concurrency`` at once,
 ``auth.hash_queue`` waiting); beyond either bound the answer is ``Busy`` (429) at once. Waiting
 for a turn holds no hashing slot, so a flood from one address cannot starve the others.
 Errors: ``Busy``.
@@ -121,23 +122,33 @@ class Throttle:
 
     @asynccontextmanager
     async def turn(self, address: str) -> AsyncIterator[_Source]:
-        """Wait for ``address``'s turn (holding nothing else); ``Busy`` when too many of its
-        attempts wait already."""
+        """Wait for ``address``'s turn, holding nothing else: a delay of at most ``MAX_WAIT``
+        seconds is waited out, a longer one is ``Busy`` at once (429 with the seconds left, so
+        no connection is held for long); so is a turn with too many attempts waiting."""
         source = self._sources.get(address)
         if source is None:
             self._forget_idle()
             source = self._sources[address] = _Source()
+        self._refuse_if_delayed(source)
         if source.attempts > MAX_WAITING_PER_ADDRESS:  # one in its turn, the rest waiting
-            raise Busy(max(1.0, source.not_before - trio.current_time()))
+            raise Busy(1.0)
         source.attempts += 1
         try:
             async with source.lock:
+                self._refuse_if_delayed(source)  # the attempt before this one may have failed
                 await trio.sleep_until(source.not_before)
                 yield source
         finally:
             source.attempts -= 1
             if source.failures == 0 and source.attempts == 0:
                 self._sources.pop(address, None)
+
+    MAX_WAIT = 1.0
+
+    def _refuse_if_delayed(self, source: _Source) -> None:
+        left = source.not_before - trio.current_time()
+        if left > self.MAX_WAIT:
+            raise Busy(left)
 
     def failed(self, source: _Source) -> None:
         source.failures += 1
@@ -157,13 +168,41 @@ class Throttle:
 
 
 class HashLimiter:
-    """Argon2 work in worker threads: ``concurrency`` at once, ``queue`` waiting, then ``Busy``."""
+    """Argon2 work in worker threads: ``concurrency`` at once, ``queue`` waiting, then ``Busy``.
+
+    Checks from addresses that have failed recently (``suspect``) first pass a lane of their own
+    with ``concurrency - 1`` places (at least one), and start hashing only while no check from a
+    clean address waits or runs: however many addresses a flood comes from, a login from a
+    clean address waits at most for the suspect checks already hashing, not for the flood."""
 
     def __init__(self, concurrency: int, queue: int) -> None:
         self._limiter = trio.CapacityLimiter(concurrency)
+        self._suspects = trio.CapacityLimiter(max(1, concurrency - 1))
         self.queue = queue
+        self._clean = 0  # clean checks waiting or running
+        self._no_clean = trio.Event()
+        self._no_clean.set()
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, suspect: bool = False) -> T:
+        if suspect:
+            lane = self._suspects.statistics()
+            if lane.tasks_waiting >= self.queue and not self._suspects.available_tokens:
+                raise Busy(1.0)
+            async with self._suspects:
+                while self._clean:  # clean checks go first (a suspect one already hashing
+                    await self._no_clean.wait()  # finishes: threads cannot be preempted)
+                return await self._run(fn, *args)
+        if self._clean == 0:
+            self._no_clean = trio.Event()
+        self._clean += 1
+        try:
+            return await self._run(fn, *args)
+        finally:
+            self._clean -= 1
+            if self._clean == 0:
+                self._no_clean.set()
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if (
             self._limiter.statistics().tasks_waiting >= self.queue
             and not self._limiter.available_tokens
@@ -230,7 +269,8 @@ class Auth:
         async with self.throttle.turn(address) as source:
             record = await self.db.run(login_record, name)
             stored = record.user.password_hash if record else _DUMMY_HASH  # same work either way
-            ok = await self.hashing.run(_verify, stored, password)
+            suspect = source.failures > 0
+            ok = await self.hashing.run(_verify, stored, password, suspect=suspect)
             if record is None or not ok:
                 self.throttle.failed(source)
                 if record is not None:

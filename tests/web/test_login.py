@@ -116,8 +116,8 @@ async def test_forced_change_blocks_everything_until_the_password_is_changed(
     form = {"csrf_token": csrf[1], "current_password": "wrong one", "new_password": STRONG}
     wrong = await browser.post("/password", data=form)
     assert wrong.status_code == 422 and "the current password is wrong" in wrong.text
-    weak = await browser.post("/password", data=form | {"current_password": one_time,
-                                                        "new_password": "password1234"})  # fmt: skip
+    weak_form = form | {"current_password": one_time, "new_password": "password1234"}
+    weak = await browser.post("/password", data=weak_form)
     assert weak.status_code == 422 and "most common passwords" in weak.text
     old_token = browser.cookies[SESSION_COOKIE]
     done = await browser.post("/password", data=form | {"current_password": one_time})
@@ -137,8 +137,8 @@ async def test_reusing_a_rotated_session_token_revokes_the_whole_family(
     page = await browser.get("/password")
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
     assert csrf is not None
-    await browser.post("/password", data={"csrf_token": csrf[1], "current_password": one_time,
-                                          "new_password": STRONG})  # fmt: skip
+    change = {"csrf_token": csrf[1], "current_password": one_time, "new_password": STRONG}
+    await browser.post("/password", data=change)
     assert (await browser.get("/api/v1/hosts")).status_code == 200
     thief.cookies.set(SESSION_COOKIE, stolen)
     assert (await thief.get("/api/v1/hosts")).status_code == 401
@@ -183,27 +183,40 @@ async def test_full_password_queue_answers_429_with_retry_after(
     assert "Too many login attempts" in response.text
 
 
+async def test_a_suspect_check_waits_while_a_clean_one_runs() -> None:
+    hashing = HashLimiter(2, 16)
+    release, ran = threading.Event(), threading.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: hashing.run(release.wait, 10))  # a clean check, hashing
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(lambda: hashing.run(ran.set, suspect=True))
+        await trio.testing.wait_all_tasks_blocked()
+        assert not ran.is_set()  # a slot is free, but a clean check runs
+        release.set()
+    assert ran.is_set()
+
+
 def test_throttle_delay_grows_exponentially_after_two_failures_and_is_capped() -> None:
     assert [throttle_delay(n, 30) for n in range(8)] == [0, 0, 0, 0.5, 1, 2, 4, 8]
     assert throttle_delay(40, 30) == 30
     assert throttle_delay(10, 0) == 0
 
 
-async def test_an_address_waits_its_delay_without_delaying_other_addresses(
+async def test_an_address_waits_a_short_delay_without_delaying_other_addresses(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     throttle = Throttle(cap=30)
-    for _ in range(5):
+    for _ in range(3):
         async with throttle.turn("10.9.9.9") as source:
             throttle.failed(source)
     start = trio.current_time()
     async with throttle.turn("10.1.1.1"):
         assert trio.current_time() == start
     async with throttle.turn("10.9.9.9"):
-        assert trio.current_time() - start == throttle_delay(5, 30)
+        assert trio.current_time() - start == throttle_delay(3, 30) == 0.5
 
 
-async def test_too_many_waiting_attempts_from_one_address_are_refused_at_once(
+async def test_an_address_in_a_long_delay_is_refused_at_once_with_the_seconds_left(
     mock_clock: trio.testing.MockClock,
 ) -> None:
     throttle = Throttle(cap=30)
@@ -211,7 +224,22 @@ async def test_too_many_waiting_attempts_from_one_address_are_refused_at_once(
         async with throttle.turn("10.9.9.9") as source:
             throttle.failed(source)
         mock_clock.jump(60)
-    throttle.failed(source)  # the next attempt waits 30 s (the clock stands still meanwhile)
+    throttle.failed(source)  # 7 failures: 8 s to wait
+    mock_clock.jump(3)
+    with pytest.raises(Busy) as refused:
+        async with throttle.turn("10.9.9.9"):
+            pass
+    assert refused.value.retry_after == 5
+    mock_clock.jump(5)
+    async with throttle.turn("10.9.9.9"):
+        pass
+
+
+async def test_too_many_waiting_attempts_from_one_address_are_refused_at_once(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    throttle = Throttle(cap=30)
+    release = trio.Event()
     entered = 0
     async with trio.open_nursery() as nursery:
 
@@ -219,15 +247,16 @@ async def test_too_many_waiting_attempts_from_one_address_are_refused_at_once(
             nonlocal entered
             async with throttle.turn("10.9.9.9"):
                 entered += 1
+                await release.wait()  # the first one holds the turn (as Argon2 would)
 
-        for _ in range(5):  # one waiting out the delay, four waiting for their turn
+        for _ in range(5):  # one in its turn, four waiting for theirs
             nursery.start_soon(attempt)
         await trio.testing.wait_all_tasks_blocked()
         with pytest.raises(Busy):
             async with throttle.turn("10.9.9.9"):
                 pass
-        assert entered == 0
-        mock_clock.jump(3600)
+        assert entered == 1
+        release.set()
     assert entered == 5
 
 
