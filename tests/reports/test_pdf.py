@@ -4,13 +4,70 @@ other work on the shared machine does not count)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import time
 
 import pypdf
 
-from benchmarks.report_pdf import report
+from reports.model import ComplianceReport, HostCompliance, Summary
 from reports.pdf import compliance_pdf
+from storage.reports import TrendPoint, WaiverRow
+
+NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+STATUSES = ("compliant", "compliant", "compliant", "noncompliant", "unknown")
+
+
+def report(hosts: int) -> ComplianceReport:
+    """Like benchmarks/report_pdf.py's: statuses in a 3:1:1 ratio, 90 days, 40 waivers."""
+    reason = "2 patch(es) past SLA; worst openssl (critical)"
+    rows = [
+        HostCompliance(
+            i,
+            f"host-{i:05d}.example.internal",
+            (f"group{i % 20}",),
+            STATUSES[i % 5],
+            STATUSES[i % 5],
+            "" if i % 5 < 3 else reason,
+            i % 3,
+            0,
+            i % 17,
+            NOW - dt.timedelta(minutes=i % 50),
+        )
+        for i in range(1, hosts + 1)
+    ]
+    trend = [
+        TrendPoint(
+            NOW.date() - dt.timedelta(days=d),
+            hosts,
+            hosts * 3 // 5,
+            hosts // 5,
+            hosts // 5,
+            4,
+            False,
+        )
+        for d in range(90, 0, -1)
+    ]
+    waivers = [
+        WaiverRow(
+            i,
+            i,
+            f"host-{i:05d}",
+            "openssl",
+            "",
+            "sec team",
+            "vendor fix pending",
+            NOW + dt.timedelta(days=i),
+            "admin",
+            NOW,
+            None,
+            "",
+        )
+        for i in range(1, 41)
+    ]
+    pending = {"critical": hosts, "high": 2 * hosts, "medium": 3 * hosts, "low": 0}
+    summary = Summary(hosts, hosts * 3 // 5, hosts // 5, hosts // 5, 40, pending)
+    return ComplianceReport(NOW, summary, trend, rows, waivers)
 
 
 def test_compliance_pdf_of_2500_hosts_has_every_part_and_renders_under_3_s() -> None:
