@@ -193,8 +193,9 @@ async def compliance_report(ctx: Context, f: ReportFilter) -> ComplianceReport:
         hosts.extend(host_compliance(r, judge(ctx, r, active)) for r in rows)
     points = await ctx.db.run(trend, ctx.scope, f)
     by_severity = await ctx.db.run(pending_by_severity, ctx.scope, f)
-    if f.host_id is not None:
-        waivers = [w for w in waivers if w.host_id == f.host_id]
+    if f.group or f.host_id is not None:  # the waivers of the hosts this report is about
+        shown = {h.host_id for h in hosts}
+        waivers = [w for w in waivers if w.host_id in shown]
     return ComplianceReport(ctx.now, summarise(hosts, by_severity), points, hosts, waivers)
 
 

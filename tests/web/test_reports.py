@@ -94,6 +94,8 @@ async def test_compliance_report_judges_every_host_and_counts_waived_ones_separa
     assert waived["label"] == "compliant with 1 waived patch"
     assert [w["host"] for w in report["waivers"]] == ["b-waived"]
     assert report["as_of"]
+    red = (await client.get("/api/v1/reports/compliance?group=red")).json()
+    assert set(statuses(red)) == {"r-bad", "r-ok"} and red["waivers"] == []
 
 
 async def test_csv_and_pdf_give_each_host_the_same_status_as_json(
