@@ -38,8 +38,14 @@ from actors import (
     HostTarget,
     Scheduler,
 )
-from actors.certificates import CertificateService
-from ca import AgentPeerPolicy, CertificateAuthority, agent_client_context, web_server_context
+from actors.certificates import CertificateService, CertificateTimings
+from ca import (
+    AgentPeerPolicy,
+    CertificateAuthority,
+    agent_client_context,
+    passphrase_from,
+    web_server_context,
+)
 from reports import ComplianceRules, Context, backfill, take_snapshot
 from settings import Config, ConfigStore, PollingPolicy
 from simulator import Fleet, FleetSpec, serve_control
@@ -261,7 +267,12 @@ def build_actor_system(
         discovery_store=DatabaseDiscoveryStore(storage.db),
         job_store=DatabaseJobStore(storage.db),
     )
-    certificates = CertificateService(ca, storage.db, client_context=ssl_context, policy=policy)
+    pki = store.current.pki
+    certificates = CertificateService(
+        ca, storage.db, client_context=ssl_context, policy=policy,
+        timings=CertificateTimings(renew_ratio=pki.renew_ratio, crl_every_s=pki.crl_interval_s),
+        enrolment=(pki.enrol_token_hours, pki.enrol_rate_s),
+    )  # fmt: skip
     return ActorSystem(
         scheduler, fleet, sink, FleetHandle(scheduler, fleet, storage.db), ramp, certificates
     )
@@ -297,8 +308,11 @@ async def run_server(
     config = store.current
     await trio.Path(data_dir).mkdir(parents=True, exist_ok=True)
     web_names = [*config.server.hostnames, *config.server.ip_addresses]
+    passphrase = passphrase_from(config.pki.ca_passphrase_env, config.pki.ca_passphrase_file)
     ca, created = await trio.to_thread.run_sync(
-        lambda: CertificateAuthority.init(data_dir / "ca", web_names=web_names)
+        lambda: CertificateAuthority.init(
+            data_dir / "ca", web_names=web_names, passphrase=passphrase
+        )
     )
     stop = trio.Event()
     storage: Storage | None = None
