@@ -71,6 +71,7 @@ class CertificateService:
         policy: AgentPeerPolicy,
         timings: CertificateTimings | None = None,
         now: Callable[[], dt.datetime] = _utc_now,
+        enrolment: tuple[int, float] = (24, 60.0),
     ) -> None:
         self.ca = ca
         self.db = db
@@ -79,6 +80,8 @@ class CertificateService:
         self.policy = policy
         self.timings = timings or CertificateTimings()
         self.now = now
+        # (hours an enrolment request stays valid, seconds between requests per address)
+        self.enrolment = enrolment
         self.renewals = 0
         self.crl_signed = 0
         self._current: dict[CertKind, CertificateRecord] = {}

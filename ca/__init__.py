@@ -9,6 +9,7 @@ from .authority import (
     CertKind,
     IssuedCertificate,
     load_record,
+    passphrase_from,
     renewal_due,
 )
 from .errors import CAError, CANotInitialised
@@ -31,6 +32,7 @@ __all__ = [
     "agent_client_context",
     "agent_server_context",
     "load_record",
+    "passphrase_from",
     "reload_certificate",
     "renewal_due",
     "web_server_context",

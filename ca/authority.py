@@ -86,12 +86,37 @@ def _write_public(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+def _key_pem(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None = None) -> bytes:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
     )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+
+
+def passphrase_from(env_name: str, file_name: str) -> bytes | None:
+    """The root key passphrase from the environment variable ``env_name`` or else the file
+    ``file_name`` (trailing newline dropped); None when neither is configured. A configured
+    source that is missing or empty is a ``CAError`` (never silently an unencrypted key)."""
+    if env_name:
+        value = os.environ.get(env_name, "")
+        if not value:
+            raise CAError(f"pki.ca_passphrase_env names {env_name}, which is not set or empty")
+        return value.encode()
+    if file_name:
+        try:
+            value = Path(file_name).read_text().rstrip("\n")
+        except OSError as exc:
+            raise CAError(
+                f"cannot read pki.ca_passphrase_file {file_name}: {exc.strerror}"
+            ) from None
+        if not value:
+            raise CAError(f"pki.ca_passphrase_file {file_name} is empty")
+        return value.encode()
+    return None
 
 
 def _san_entries(names: Iterable[str]) -> list[x509.GeneralName]:
@@ -133,19 +158,37 @@ class CertificateAuthority:
     ``CertificateAuthority(directory)`` opens an existing one (``CANotInitialised`` otherwise).
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, passphrase: bytes | None = None) -> None:
         self.directory = directory
+        self.passphrase = passphrase
         try:
-            self._root_key = serialization.load_pem_private_key(
-                self.root_key_path.read_bytes(), password=None
-            )
+            self._root_key = self._load_root_key(self.root_key_path.read_bytes(), passphrase)
             self.root_cert = x509.load_pem_x509_certificate(self.root_cert_path.read_bytes())
         except FileNotFoundError:
             raise CANotInitialised(
                 f"no CA in {directory}; run `patch-manager ca init` (or start the server once)"
             ) from None
-        if not isinstance(self._root_key, ec.EllipticCurvePrivateKey):
+
+    def _load_root_key(self, data: bytes, passphrase: bytes | None) -> ec.EllipticCurvePrivateKey:
+        """The root key; a passphrase given for a key still stored in clear encrypts the file
+        now (so setting the passphrase protects an existing CA at the next start)."""
+        encrypted = b"ENCRYPTED" in data.split(b"\n", 1)[0]
+        if encrypted and passphrase is None:
+            raise CAError(
+                f"{self.root_key_path} is encrypted: set pki.ca_passphrase_env or "
+                "pki.ca_passphrase_file"
+            )
+        try:
+            key = serialization.load_pem_private_key(
+                data, password=passphrase if encrypted else None
+            )
+        except ValueError:
+            raise CAError(f"cannot decrypt {self.root_key_path}: wrong passphrase") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise CAError(f"{self.root_key_path} is not an EC private key")
+        if passphrase is not None and not encrypted:
+            _write_private(self.root_key_path, _key_pem(key, passphrase))
+        return key
 
     # -- paths --------------------------------------------------------------------------------
     @property
@@ -188,6 +231,7 @@ class CertificateAuthority:
         *,
         common_name: str = "Linux Patch Manager Root CA",
         web_names: Sequence[str] = ("localhost", "127.0.0.1"),
+        passphrase: bytes | None = None,
     ) -> tuple[CertificateAuthority, list[CertificateRecord]]:
         """Create the root, the manager client cert, the web cert and an empty CRL if missing.
 
@@ -229,10 +273,10 @@ class CertificateAuthority:
                 .add_extension(ski, critical=False)
                 .sign(key, hashes.SHA256())
             )
-            _write_private(root_key_path, _key_pem(key))
+            _write_private(root_key_path, _key_pem(key, passphrase))
             _write_public(directory / "root.crt", cert.public_bytes(serialization.Encoding.PEM))
             created.append(_record(cert, CertKind.ROOT))
-        ca = cls(directory)
+        ca = cls(directory, passphrase=passphrase)
         if not ca.client_cert_path.exists():
             issued = ca.issue(CertKind.MANAGER_CLIENT, "patch-manager", ())
             ca._save_pair(ca.client_cert_path, ca.client_key_path, issued)
@@ -320,7 +364,7 @@ class CertificateAuthority:
         sans = _san_entries(names)
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(self._root_key, hashes.SHA256())  # type: ignore[arg-type]
+        cert = builder.sign(self._root_key, hashes.SHA256())
         return IssuedCertificate(_record(cert, kind), _key_pem(key).decode())
 
     def issue_agent(self, names: Sequence[str]) -> IssuedCertificate:
@@ -360,7 +404,7 @@ class CertificateAuthority:
             builder = builder.add_revoked_certificate(
                 x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
             )
-        crl = builder.sign(self._root_key, hashes.SHA256())  # type: ignore[arg-type]
+        crl = builder.sign(self._root_key, hashes.SHA256())
         return crl.public_bytes(serialization.Encoding.PEM)
 
     def write_crl(

@@ -141,6 +141,9 @@ class SystemAdapter(FleetHandle):
     async def certificates_revoked(self) -> None:
         await self.certificates.revoked()
 
+    def enrolment_settings(self) -> tuple[int, float]:
+        return self.certificates.enrolment
+
     async def issue_agent_certificate(
         self, names: Sequence[str], host_id: int | None
     ) -> tuple[int, str, str]:

@@ -14,7 +14,7 @@ import trio
 
 from actors import RegistrationError
 from actors.registration import normalise_name, valid_group
-from ca import CAError, CertificateAuthority, CertKind
+from ca import CAError, CertificateAuthority, CertKind, passphrase_from
 from settings import (
     ConfigError,
     ConfigStore,
@@ -195,8 +195,13 @@ def _with_database(args: argparse.Namespace, work: Callable[[Database], Awaitabl
     return trio.run(main)
 
 
-def _open_ca(data_dir: Path) -> CertificateAuthority:
-    return CertificateAuthority(data_dir / "ca")
+def _passphrase(args: argparse.Namespace) -> bytes | None:
+    pki = _store(args).current.pki
+    return passphrase_from(pki.ca_passphrase_env, pki.ca_passphrase_file)
+
+
+def _open_ca(data_dir: Path, args: argparse.Namespace) -> CertificateAuthority:
+    return CertificateAuthority(data_dir / "ca", passphrase=_passphrase(args))
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -286,7 +291,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_ca(args: argparse.Namespace) -> int:
     _, data_dir = _dirs(args)
     if args.ca_command == "export-root":
-        sys.stdout.write(_open_ca(data_dir).root_pem)
+        sys.stdout.write(_open_ca(data_dir, args).root_pem)
         return 0
     if args.ca_command == "list":
 
@@ -300,7 +305,9 @@ def cmd_ca(args: argparse.Namespace) -> int:
     if args.ca_command == "init":
         config = _store(args).current
         names = [*config.server.hostnames, *config.server.ip_addresses]
-        ca, created = CertificateAuthority.init(data_dir / "ca", web_names=names)
+        ca, created = CertificateAuthority.init(
+            data_dir / "ca", web_names=names, passphrase=_passphrase(args)
+        )
 
         async def save(db: Database) -> None:
             await record_certificates(db, created)
@@ -309,7 +316,7 @@ def cmd_ca(args: argparse.Namespace) -> int:
         print(f"CA ready in {ca.directory} ({len(created)} certificate(s) created)")
         return 0
     if args.ca_command == "issue-agent":
-        ca = _open_ca(data_dir)
+        ca = _open_ca(data_dir, args)
         groups = [list(args.names)] if args.san else [[name] for name in args.names]
         bundles = [ca.issue_agent(names) for names in groups]
 
@@ -323,7 +330,7 @@ def cmd_ca(args: argparse.Namespace) -> int:
                   f"{', '.join(issued.record.sans)}: {directory}/")  # fmt: skip
         return 0
     if args.ca_command == "renew":
-        ca = _open_ca(data_dir)
+        ca = _open_ca(data_dir, args)
         kinds = [k for k, wanted in ((CertKind.MANAGER_CLIENT, args.manager),
                                      (CertKind.WEB_SERVER, args.web)) if wanted]  # fmt: skip
         if not kinds:
@@ -340,7 +347,7 @@ def cmd_ca(args: argparse.Namespace) -> int:
                   "up within the hour; the old one stays valid until it expires)")  # fmt: skip
         return 0
     if args.ca_command == "revoke":
-        ca = _open_ca(data_dir)
+        ca = _open_ca(data_dir, args)
         try:
             serial = int(args.serial.replace(":", ""), 16)
         except ValueError:

@@ -25,6 +25,7 @@ from .model import (
     EffectivePolicy,
     LoggingSettings,
     Overrides,
+    PkiSettings,
     PollingPolicy,
     RetentionSettings,
     ServerSettings,
@@ -263,6 +264,7 @@ def load(conf_dir: Path) -> Config:
         files=(main_path, hosts_path),
         compliance=ComplianceSettings(**merged["compliance"]),  # type: ignore[arg-type]
         auth=AuthSettings(**merged["auth"]),  # type: ignore[arg-type]
+        pki=PkiSettings(**merged["pki"]),  # type: ignore[arg-type]
     )
 
 

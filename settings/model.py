@@ -95,6 +95,16 @@ class ComplianceSettings:
 
 
 @dataclass(frozen=True)
+class PkiSettings:
+    renew_ratio: float = 0.667
+    crl_interval_s: int = 86_400
+    enrol_token_hours: int = 24
+    enrol_rate_s: float = 60.0
+    ca_passphrase_env: str = ""
+    ca_passphrase_file: str = ""
+
+
+@dataclass(frozen=True)
 class AuthSettings:
     password_min_length: int = 12
     password_min_score: int = 3
@@ -155,3 +165,4 @@ class Config:
     files: tuple[Path, ...]
     compliance: ComplianceSettings = field(default_factory=ComplianceSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    pki: PkiSettings = field(default_factory=PkiSettings)

@@ -243,6 +243,38 @@ SECTIONS: dict[str, tuple[Key, ...]] = {
             "Operators also see and act on hosts that belong to no group (read at start).",
         ),
     ),
+    "pki": (
+        Key(
+            "renew_ratio",
+            "float",
+            0.667,
+            "Share of their lifetime after which the manager's certificates are renewed.",
+            0.5,
+            0.9,
+        ),
+        Key("crl_interval_s", "int", 86_400, "Seconds between CRL re-signings.", 3600, 604_800),
+        Key("enrol_token_hours", "int", 24, "Hours an enrolment request stays valid.", 1, 168),
+        Key(
+            "enrol_rate_s",
+            "float",
+            60.0,
+            "Seconds between two enrolment requests from one source address.",
+            0,
+            3600,
+        ),
+        Key(
+            "ca_passphrase_env",
+            "str",
+            "",
+            "Environment variable holding the root key's passphrase (empty: key not encrypted).",
+        ),
+        Key(
+            "ca_passphrase_file",
+            "str",
+            "",
+            "File holding the root key's passphrase (used when ca_passphrase_env is empty).",
+        ),
+    ),
 }
 
 POLLING_KEY_NAMES = frozenset(k.name for k in POLLING_KEYS)

@@ -171,6 +171,11 @@ class SystemHandle(Protocol):
         """A certificate was revoked in the database: re-sign the CRL, refuse it at once."""
         ...
 
+    def enrolment_settings(self) -> tuple[int, float]:
+        """(hours an enrolment request stays valid, seconds between two requests from one
+        source address): ``[pki] enrol_token_hours``, ``enrol_rate_s``."""
+        ...
+
     async def issue_agent_certificate(
         self, names: Sequence[str], host_id: int | None
     ) -> tuple[int, str, str]:

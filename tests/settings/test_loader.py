@@ -14,6 +14,7 @@ from settings.model import (
     DatabaseSettings,
     DiscoverySettings,
     LoggingSettings,
+    PkiSettings,
     PollingPolicy,
     RetentionSettings,
     ServerSettings,
@@ -149,6 +150,7 @@ def test_settings_records_mirror_the_schema() -> None:
         "retention": RetentionSettings,
         "compliance": ComplianceSettings,
         "auth": AuthSettings,
+        "pki": PkiSettings,
     }
     assert set(records) == set(SECTIONS)
     for section, cls in records.items():

@@ -36,8 +36,8 @@ from ..authz import Action, require
 from ..handle import AlreadyExists, Missing, TooBusy
 from .base import Principal, System
 
-TOKEN_TTL = dt.timedelta(hours=24)  # the agent polls for at most ~24 h
-RATE_WINDOW_S = 60.0  # one enrolment request per source address per minute (agent docs)
+RATE_WINDOW_S = 60.0  # one enrolment request per source address per minute (agent docs);
+# both this and the token lifetime come from [pki] through SystemHandle.enrolment_settings
 
 
 class EnrolGate:
@@ -47,7 +47,11 @@ class EnrolGate:
         self.window_s = window_s
         self._last: dict[str, float] = {}
 
-    def admit(self, source: str) -> None:
+    def admit(self, source: str, window_s: float | None = None) -> None:
+        if window_s is not None:
+            self.window_s = window_s
+        if self.window_s <= 0:
+            return
         now = time.monotonic()
         if len(self._last) > 10_000:
             self._last = {a: t for a, t in self._last.items() if now - t < self.window_s}
@@ -66,14 +70,16 @@ async def request(
     hostname: str, os_details: dict[str, Any],
 ) -> str:  # fmt: skip
     """Public (agents have no account). Returns the polling token."""
-    gate.admit(source)
+    hours, rate_s = sys.handle.enrolment_settings()
+    gate.admit(source, rate_s)
     token = secrets.token_urlsafe(32)
     try:
         await sys.db.run(
             lambda conn: create_enrolment(
                 conn, token_sha256=_digest(token), machine_id=machine_id, fqdn=fqdn.lower(),
                 ip_address=ip_address, hostname=hostname, os_details=os_details,
-                source_address=source, expires_at=dt.datetime.now(dt.UTC) + TOKEN_TTL,
+                source_address=source,
+                expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=hours),
             )
         )  # fmt: skip
     except Conflict as exc:
