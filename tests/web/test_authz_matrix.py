@@ -32,7 +32,7 @@ import trio
 import trio_websocket
 from starlette.routing import Mount, Route, WebSocketRoute
 
-from storage import create_enrolment, create_user, set_user_groups
+from storage import create_enrolment, create_user, list_sessions, set_user_groups
 from web.authz import Role
 
 from ..conftest import Pki, fleet_addresses
@@ -47,6 +47,7 @@ ADM, OPR, AUD = Role.ADMIN, Role.OPERATOR, Role.AUDITOR
 ALL = frozenset({ADM, OPR, AUD})
 WRITERS = frozenset({ADM, OPR})
 ADMIN = frozenset({ADM})
+WRONG = {"current_password": "not the password", "new_password": "a-new-password-0042"}
 SCOPED_KEYS = ("host_id", "job_id", "window_id", "waiver_id")
 
 
@@ -73,6 +74,31 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/login"): Entry(ALL),
     ("POST", "/login"): Entry(ALL, form={"username": "x", "password": "y"}),
     ("POST", "/logout"): Entry(ALL, form={}, last=True),
+    ("GET", "/password"): Entry(ALL),
+    ("POST", "/password"): Entry(ALL, form=WRONG),
+    ("POST", "/api/v1/profile/password"): Entry(ALL, json=WRONG),
+    ("GET", "/profile"): Entry(ALL),
+    # someone else's session id: "that session had ended already" (only one's own are revoked)
+    ("POST", "/profile/sessions/{session_id:int}/revoke"): Entry(ALL, form={}),
+    # -- users (admins only; a user's own record and sessions are the profile's) ------------
+    ("GET", "/api/v1/users"): Entry(ADMIN),
+    ("POST", "/api/v1/users"): Entry(ADMIN, json={"username": "{new_name}", "role": "auditor"}),
+    ("GET", "/api/v1/users/{user_id:int}"): Entry(ADMIN),
+    ("PATCH", "/api/v1/users/{user_id:int}"): Entry(ADMIN, json={"role": "auditor"}, fresh=True),
+    ("POST", "/api/v1/users/{user_id:int}/unlock"): Entry(ADMIN, json={}, fresh=True),
+    ("POST", "/api/v1/users/{user_id:int}/reset-password"): Entry(ADMIN, json={}, fresh=True),
+    ("GET", "/api/v1/users/{user_id:int}/sessions"): Entry(ADMIN),
+    ("DELETE", "/api/v1/users/{user_id:int}/sessions"): Entry(ADMIN, fresh=True),
+    ("DELETE", "/api/v1/users/{user_id:int}/sessions/{session_id:int}"): Entry(ADMIN, fresh=True),
+    ("GET", "/users"): Entry(ADMIN),
+    ("POST", "/users"): Entry(ADMIN, form={"username": "{new_name}", "role": "auditor"}),
+    ("POST", "/users/{user_id:int}"): Entry(ADMIN, form={"role": "auditor"}, fresh=True),
+    ("POST", "/users/{user_id:int}/unlock"): Entry(ADMIN, form={}, fresh=True),
+    ("POST", "/users/{user_id:int}/reset-password"): Entry(ADMIN, form={}, fresh=True),
+    ("POST", "/users/{user_id:int}/revoke-sessions"): Entry(ADMIN, form={}, fresh=True),
+    ("POST", "/users/{user_id:int}/sessions/{session_id:int}/revoke"): Entry(
+        ADMIN, form={}, fresh=True
+    ),
     ("GET", "/ca/root.crt"): Entry(ALL),
     ("GET", "/metrics"): Entry(ADMIN),
     # -- certificates (issue 14): the CRL is public (agents fetch it), the rest admin-only ---
@@ -241,6 +267,7 @@ class World:
     scan_cidr: str
     _addresses: Any = None
     _names: Any = field(default_factory=lambda: itertools.count(1))
+    rig: Any = None  # the application, its database and password hashing (user targets)
     db: Any = None  # for targets no route creates (enrolment requests come from agents)
 
     def address(self) -> str:
@@ -293,6 +320,17 @@ class World:
         )  # fmt: skip
         return Targets(ids)
 
+    async def logged_in_user(self) -> tuple[int, int]:
+        """A new user (an auditor of no group) with one session: targets for the user routes."""
+        name = self.name()
+        hashed = await self.rig.auth.hash_password(PASSWORD)
+        user = await self.rig.db.run(create_user, name, hashed, "auditor")
+        transport = httpx2.ASGITransport(app=self.rig.app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            await login(c, PASSWORD, name)
+        (session,) = await self.rig.db.run(list_sessions, user.id)
+        return user.id, session.id
+
 
 def addresses() -> Any:
     """Fresh loopback addresses in this suite's block (nothing listens there)."""
@@ -319,6 +357,7 @@ async def build_world(rig: WebRig, admin: httpx2.AsyncClient) -> World:
         scan.json()["scan_id"],
         cidr,
         addresses(),
+        rig=rig,
         db=rig.db,
     )
 
@@ -413,6 +452,7 @@ async def test_authorization_matrix_every_route_role_and_scope(
     base = {"in": await world.targets("in"), "out": await world.targets("out")}
     who = client if role is ADM else await user_client(web_rig, role, [world.group_ids["in"]])
     failures: list[str] = []
+    users: dict[str, tuple[int, int]] = {}  # a user with a session, for the user routes
     order = sorted(MATRIX.items(), key=lambda kv: (kv[1].last, kv[1].fresh))
     for key, entry in order:
         if key[0] == "WS":
@@ -425,6 +465,10 @@ async def test_authorization_matrix_every_route_role_and_scope(
                 "new_name": world.name(),
                 "scan_cidr": world.scan_cidr,
             }
+            if "{user_id" in key[1] or "{session_id" in key[1]:
+                if entry.fresh or side not in users:
+                    users[side] = await world.logged_in_user()
+                ids["user_id"], ids["session_id"] = users[side]
             response = await send(who, key, entry, ids)
             status = response.status_code
             label = f"{role.value} {key[0]} {key[1]} ({side} of scope): {status}"
@@ -446,7 +490,7 @@ async def test_authorization_matrix_every_route_role_and_scope(
                 break
     if who is not client:
         await who.aclose()
-    assert failures == []
+    assert failures == [], "\n".join(failures)
 
 
 # -- what each role sees ----------------------------------------------------------------------
