@@ -92,9 +92,39 @@ async def enrol(
     raise EnrolmentFailed("no decision before the attempt limit")
 
 
+async def refresh_crl(base_url: str, files: EnrolledFiles) -> Path:
+    """Fetch the CRL from the manager as the agent does (agent-api §7.3): HTTPS verified
+    against the CA the agent pinned at enrolment; written next to its other files."""
+    verify = ssl.create_default_context(cafile=str(files.ca))
+    async with httpx2.AsyncClient(base_url=base_url, verify=verify, trust_env=False) as client:
+        response = await client.get("/api/v1/pki/crl.pem")
+        response.raise_for_status()
+    path = files.directory / "crl.pem"
+    await trio.Path(path).write_bytes(response.content)
+    return path
+
+
+class EnrolledContexts:
+    """The enrolled agent's server context, rebuilt from its files on ``reload()`` (the real
+    agent re-reads its CRL hourly and after each refresh)."""
+
+    def __init__(self, files: EnrolledFiles) -> None:
+        self.files = files
+        self.reload()
+
+    def reload(self) -> None:
+        crl = self.files.directory / "crl.pem"
+        self.ctx: ssl.SSLContext = agent_server_context(
+            self.files.ca, self.files.server, self.files.key, crl if crl.exists() else None
+        )
+
+    def __call__(self) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+        return self.ctx, self.ctx
+
+
 def enrolled_agent(
     files: EnrolledFiles, address: str, port: int, profile: HostProfile, *, time_scale: float
-) -> SimAgent:
-    """A simulated agent serving mTLS with the files it received."""
-    ctx: ssl.SSLContext = agent_server_context(files.ca, files.server, files.key, files.crl)
-    return SimAgent(address, port, profile, lambda: (ctx, ctx), time_scale=time_scale)
+) -> tuple[SimAgent, EnrolledContexts]:
+    """A simulated agent serving mTLS with the files it received, and its contexts."""
+    contexts = EnrolledContexts(files)
+    return SimAgent(address, port, profile, contexts, time_scale=time_scale), contexts

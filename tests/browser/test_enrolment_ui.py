@@ -61,7 +61,7 @@ class EnrollingAgent:
                 fqdn="browser-agent.example.com", ip_address=AGENT,
                 os_details={"name": "Debian GNU/Linux", "version_id": "12"}, poll_interval_s=0.2,
             )  # fmt: skip
-            agent = enrolled_agent(files, AGENT, 12443, generate_profile(3, 1), time_scale=0.01)
+            agent, _ = enrolled_agent(files, AGENT, 12443, generate_profile(3, 1), time_scale=0.01)
             async with trio.open_nursery() as nursery:
                 await nursery.start(agent.run)
                 self.serving.set()

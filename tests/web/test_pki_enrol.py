@@ -14,15 +14,26 @@ from asgi_lifespan import LifespanManager
 from cryptography import x509
 
 from actors import HealthState
+from actors.agent_client import AgentClient
+from actors.agent_errors import TLSRejected
+from ca import CertificateAuthority, CertKind
+from patch_manager.runtime import record_certificates
 from simulator.catalog import generate_profile
-from simulator.enrol import enrol, enrolled_agent
-from storage import create_enrolment
+from simulator.enrol import EnrolledFiles, enrol, enrolled_agent, refresh_crl
+from storage import create_enrolment, revoke_certificate
 
 from ..conftest import Pki, fleet_addresses
 from .conftest import WebRig, assert_envelope, form_token
 from .test_relay import serve
 
 pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    """A CA of this test's own: these tests revoke and renew the manager's certificates."""
+    ca, _ = CertificateAuthority.init(tmp_path / "own-ca")
+    return Pki(ca, tmp_path / "own-ca", tmp_path / "sim")
 
 
 def request_for(address: str, machine: str = "m-1") -> dict[str, object]:
@@ -157,14 +168,57 @@ async def test_a_simulated_agent_enrols_is_approved_and_is_polled_healthy(
             response = await client.post(f"/api/v1/enrolments/{pending['id']}/approve")
             assert response.status_code == 200, response.text
         files = result["files"]
-        agent = enrolled_agent(files, address, 12443, generate_profile(0, 1),  # type: ignore[arg-type]
-                               time_scale=0.002)  # fmt: skip
+        assert isinstance(files, EnrolledFiles)
+        agent, _ = enrolled_agent(files, address, 12443, generate_profile(0, 1),
+                                         time_scale=0.002)  # fmt: skip
         await nursery.start(agent.run)
         host_id = response.json()["host_id"]
         web_rig.system.handle.refresh([host_id])
         await web_rig.system.fleet.wait_until(
             lambda s: any(x.host_id == host_id and x.health is HealthState.HEALTHY for x in s)
         )
+
+
+async def test_the_agent_fetches_the_crl_from_the_manager_and_then_refuses_a_revoked_client_cert(
+    nursery: trio.Nursery, web_rig: WebRig, client: httpx2.AsyncClient, pki: Pki, tmp_path: Path
+) -> None:
+    async with LifespanManager(web_rig.app):
+        base, _stop = await serve(nursery, web_rig, pki)
+    address = fleet_addresses(1)
+    polled = trio.Event()
+    result: dict[str, EnrolledFiles] = {}
+
+    async def enrol_agent() -> None:
+        result["files"] = await enrol(
+            base, tmp_path / "agent", machine_id="sim-2", fqdn="sim-2.example.com",
+            ip_address=address, poll_interval_s=0.05, polled=polled,
+        )  # fmt: skip
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as inner:
+            inner.start_soon(enrol_agent)
+            await polled.wait()
+            [pending] = (await client.get("/api/v1/enrolments")).json()["enrolments"]
+            assert (await client.post(f"/api/v1/enrolments/{pending['id']}/approve")).is_success
+        files = result["files"]
+        agent, contexts = enrolled_agent(files, address, 12443, generate_profile(1, 1),
+                                         time_scale=0.002)  # fmt: skip
+        await nursery.start(agent.run)
+        async with AgentClient("a", address, pki.client_context()) as manager:
+            assert (await manager.health()).status == "healthy"
+        # The manager's client certificate is revoked (as `patch-manager ca revoke` does it);
+        # the CRL the manager serves lists it; the agent fetches it and refuses that certificate.
+        client_cert = pki.ca.current(CertKind.MANAGER_CLIENT)
+        await record_certificates(web_rig.db, [client_cert])
+        await web_rig.db.run(revoke_certificate, client_cert.serial)
+        await web_rig.system.certificates.revoked()
+        await refresh_crl(base, files)
+        crl = x509.load_pem_x509_crl((files.directory / "crl.pem").read_bytes())
+        assert crl.get_revoked_certificate_by_serial_number(client_cert.serial) is not None
+        contexts.reload()
+        async with AgentClient("a", address, pki.client_context()) as manager:
+            with pytest.raises(TLSRejected):
+                await manager.health()
 
 
 async def test_enrolment_page_shows_the_request_and_approves_it_into_a_group(
