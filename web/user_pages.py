@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from storage import GroupItem, SessionItem, UserItem
 
-from .auth import LOGIN_COOKIE, Busy, Outcome, safe_next, same_token
+from .auth import LOGIN_COOKIE, SESSION_COOKIE, Busy, Outcome, safe_next, same_token
 from .authz import Action, require
 from .forms import fields
 from .handle import HandleError, Missing
@@ -136,6 +136,9 @@ class AccountPages:
                 403,
             )
         agent = request.headers.get("user-agent", "")
+        previous = request.cookies.get(SESSION_COOKIE, "")
+        if previous:  # the browser's earlier session (of whichever user) ends: a new family
+            await self.auth.end_session(previous)
         token, _ = await self.auth.start_session(result.user, address, agent)
         target = safe_next(form.get("next"))
         if result.user.must_change_password:

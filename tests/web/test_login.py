@@ -127,6 +127,17 @@ async def test_forced_change_blocks_everything_until_the_password_is_changed(
     assert (await browser.get("/api/v1/hosts")).status_code == 200
 
 
+async def test_a_login_gets_a_new_token_and_ends_the_browsers_earlier_session(
+    web_rig: WebRig, client: httpx2.AsyncClient, clients: list[httpx2.AsyncClient]
+) -> None:
+    earlier = client.cookies[SESSION_COOKIE]
+    again = await post_login(client, "admin", web_rig.password)
+    assert again.status_code == 303
+    assert client.cookies[SESSION_COOKIE] != earlier
+    clients[0].cookies.set(SESSION_COOKIE, earlier)
+    assert_envelope(await clients[0].get("/api/v1/hosts"), 401, "unauthorized")
+
+
 async def test_reusing_a_rotated_session_token_revokes_the_whole_family(
     client: httpx2.AsyncClient, clients: list[httpx2.AsyncClient]
 ) -> None:
