@@ -108,8 +108,22 @@ class PkiPages:
             return await self.enrolments(request, exc.message, exc.status)
         return self.p.back("/enrolments", notice)
 
+    async def bundle(self, request: Request) -> Response:
+        try:
+            name, archive = await certs.host_bundle(
+                self.sys, principal(request), path_id(request, "host_id")
+            )
+        except Missing as exc:
+            return self.p.not_found(request, str(exc))
+        return Response(
+            archive,
+            media_type="application/gzip",
+            headers={"content-disposition": f'attachment; filename="{name}"'},
+        )
+
     def routes(self) -> list[Route]:
         return [
+            Route("/hosts/{host_id:int}/certificate-bundle", self.bundle, methods=["POST"]),
             Route("/certificates", self.certificates, methods=["GET"]),
             Route("/certificates/renew", self.renew, methods=["POST"]),
             Route("/certificates/revoke", self.revoke, methods=["POST"]),

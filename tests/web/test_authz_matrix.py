@@ -112,6 +112,7 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/api/v1/enroll/status/{token}"): Entry(ALL),
     ("GET", "/api/v1/enrolments"): Entry(ADMIN),
     ("GET", "/certificates"): Entry(ADMIN),
+    ("POST", "/hosts/{host_id:int}/certificate-bundle"): Entry(ADMIN, form={}),
     ("POST", "/certificates/renew"): Entry(ADMIN, form={"kind": "web_server"}),
     ("POST", "/certificates/revoke"): Entry(ADMIN, form={"serial": "zz"}),
     ("GET", "/enrolments"): Entry(ADMIN),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
 from pathlib import Path
 
 import httpx2
@@ -11,7 +13,7 @@ from cryptography import x509
 from ca import CertificateAuthority, CertKind
 from patch_manager.runtime import record_certificates
 
-from ..conftest import Pki
+from ..conftest import Pki, fleet_addresses
 from .conftest import WebRig, assert_envelope, form_token
 
 
@@ -105,3 +107,39 @@ async def test_certificates_page_lists_expiry_and_revokes_through_its_form(
     assert issued.record.serial in web_rig.system.certificates.policy.revoked
     bad = await client.post("/certificates/revoke", data={"serial": "zz", "csrf_token": token})
     assert bad.status_code == 422 and "hex digits" in bad.text
+
+
+async def test_host_certificate_bundle_has_the_agents_files_and_a_new_certificate_for_the_host(
+    web_rig: WebRig, client: httpx2.AsyncClient, pki: Pki
+) -> None:
+    address = fleet_addresses(1)
+    host = (await client.post("/api/v1/hosts", json={"name": address})).json()
+    page = await client.get(f"/hosts/{host['id']}")
+    assert "Certificate bundle" in page.text
+    response = await client.post(
+        f"/hosts/{host['id']}/certificate-bundle", data={"csrf_token": form_token(page.text)}
+    )
+    assert response.status_code == 200
+    assert f'filename="{address}-certificates.tar.gz"' in response.headers["content-disposition"]
+    with tarfile.open(fileobj=io.BytesIO(response.content)) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert set(members) == {"ca.pem", "server.pem", "server.key.pem", "crl.pem"}
+        assert members["server.key.pem"].mode == 0o600
+
+        def read(name: str) -> bytes:
+            extracted = tar.extractfile(name)
+            assert extracted is not None
+            return extracted.read()
+
+        leaf, root = x509.load_pem_x509_certificates(read("server.pem"))
+        assert root == pki.ca.root_cert
+        assert read("ca.pem").decode() == pki.ca.root_pem
+        assert read("server.key.pem").startswith(b"-----BEGIN PRIVATE KEY-----")
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(v.value) for v in sans] == [address]
+    listing = (await client.get("/api/v1/certificates")).json()["certificates"]
+    assert any(c["serial"] == format(leaf.serial_number, "x") for c in listing)
+    missing = await client.post(
+        "/hosts/987654321/certificate-bundle", data={"csrf_token": form_token(page.text)}
+    )
+    assert missing.status_code == 404

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
+import tarfile
 from dataclasses import dataclass
 
-from storage import NotFound, StoredCertificate, list_certificates, revoke_certificate
+from storage import (
+    NotFound,
+    StoredCertificate,
+    get_host,
+    list_certificates,
+    revoke_certificate,
+)
 
 from ..authz import Action, require
 from ..handle import AlreadyExists, InvalidInput, Missing
@@ -82,3 +90,38 @@ async def revoke(sys: System, who: Principal, serial_text: str) -> str:
         raise Missing(f"no certificate with serial {serial:x} was issued by this CA") from None
     await sys.handle.certificates_revoked()
     return format(serial, "x")
+
+
+def _tar(files: dict[str, tuple[str, int]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, (text, mode) in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = mode
+            info.mtime = int(dt.datetime.now(dt.UTC).timestamp())
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+async def host_bundle(sys: System, who: Principal, host_id: int) -> tuple[str, bytes]:
+    """A new agent certificate for the host (SANs = its name and address) with the files the
+    agent reads (``ca.pem``, ``server.pem`` = leaf + root, ``server.key.pem`` 0600, ``crl.pem``)
+    as a .tar.gz, named after the host. The key exists only in this answer."""
+    require(who, Action.MANAGE_PKI)
+    try:
+        host = await sys.db.run(get_host, host_id)
+    except NotFound:
+        raise Missing(f"no host with id {host_id}") from None
+    names = [host.name] + ([host.address] if host.address and host.address != host.name else [])
+    _, chain, key = await sys.handle.issue_agent_certificate(names, host.id)
+    archive = _tar(
+        {
+            "ca.pem": (sys.handle.root_ca_pem(), 0o644),
+            "server.pem": (chain, 0o644),
+            "server.key.pem": (key, 0o600),
+            "crl.pem": ((await sys.handle.crl_pem()).decode(), 0o644),
+        }
+    )
+    return f"{host.name}-certificates.tar.gz", archive
