@@ -115,6 +115,7 @@ class Throttle:
     """Per-source-address login turns: one attempt at a time per address, after its delay."""
 
     MAX_ADDRESSES = 50_000
+    FORGET_AFTER = 3600.0
 
     def __init__(self, cap: float) -> None:
         self.cap = cap
@@ -129,6 +130,8 @@ class Throttle:
         if source is None:
             self._forget_idle()
             source = self._sources[address] = _Source()
+        if source.failures and trio.current_time() - source.not_before > self.FORGET_AFTER:
+            self.succeeded(source)  # an hour without a failure: a clean address again
         self._refuse_if_delayed(source)
         if source.attempts > MAX_WAITING_PER_ADDRESS:  # one in its turn, the rest waiting
             raise Busy(1.0)

@@ -246,6 +246,19 @@ async def test_an_address_in_a_long_delay_is_refused_at_once_with_the_seconds_le
         pass
 
 
+async def test_an_address_quiet_for_an_hour_is_clean_again(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    throttle = Throttle(cap=30)
+    for _ in range(6):
+        async with throttle.turn("10.9.9.9") as source:
+            throttle.failed(source)
+        mock_clock.jump(60)
+    mock_clock.jump(3600)
+    async with throttle.turn("10.9.9.9") as source:
+        assert source.failures == 0
+
+
 async def test_too_many_waiting_attempts_from_one_address_are_refused_at_once(
     mock_clock: trio.testing.MockClock,
 ) -> None:
