@@ -184,3 +184,56 @@ async def test_pruning_deletes_expired_sessions_and_login_tokens(
 
     assert await web_rig.db.run(expire) >= 1
     assert_envelope(await client.get("/api/v1/hosts"), 401, "unauthorized")
+
+
+async def test_users_page_actions_unlock_reset_and_end_sessions(
+    client: httpx2.AsyncClient, other: httpx2.AsyncClient
+) -> None:
+    one_time = await make_user(client, "vera")
+    await first_login(other, "vera", one_time)
+    vera = await user_id(client, "vera")
+    csrf = {"csrf_token": client.headers["x-csrf-token"]}
+    listed = await client.get(f"/users?sessions={vera}")
+    session_id = re.search(rf'action="/users/{vera}/sessions/(\d+)/revoke"', listed.text)
+    assert session_id is not None
+    ended = await client.post(f"/users/{vera}/sessions/{session_id[1]}/revoke", data=csrf)
+    assert ended.status_code == 303
+    assert_envelope(await other.get("/api/v1/hosts"), 401, "unauthorized")
+    gone = await client.post(f"/users/{vera}/sessions/{session_id[1]}/revoke", data=csrf)
+    assert "That+session+had+ended" in gone.headers["location"]
+    assert (await client.post(f"/users/{vera}/unlock", data=csrf)).status_code == 303
+    assert (await client.post(f"/users/{vera}/revoke-sessions", data=csrf)).status_code == 303
+    reset = await client.post(f"/users/{vera}/reset-password", data=csrf)
+    assert reset.status_code == 200
+    assert re.search(r'id="one-time-password">[^<]{20}<', reset.text)
+    bad_role = await client.post(f"/users/{vera}", data=csrf | {"role": "root"})
+    assert bad_role.status_code == 422
+    missing = await client.post("/users/987654321/unlock", data=csrf)
+    assert "no+longer+exists" in missing.headers["location"]
+    beyond = await client.post(f"/users/{2**64}/unlock", data=csrf)
+    assert beyond.status_code in (404, 422)  # an error page, as for any id beyond bigint
+
+
+async def test_profile_password_form_shows_errors_and_ends_a_session(
+    client: httpx2.AsyncClient, other: httpx2.AsyncClient
+) -> None:
+    one_time = await make_user(client, "walt")
+    csrf = await first_login(other, "walt", one_time)
+    wrong = await other.post(
+        "/password",
+        data={"csrf_token": csrf, "from": "profile", "current_password": "x", "new_password": "y"},
+    )
+    assert wrong.status_code == 422
+    assert "Active sessions" in wrong.text  # the profile page again, with the message
+    assert "the current password is wrong" in wrong.text
+    # A second browser of walt's, ended from the first one's profile page.
+    admin_id = await user_id(client, "walt")
+    sessions = (await client.get(f"/api/v1/users/{admin_id}/sessions")).json()["sessions"]
+    assert len(sessions) == 1
+    own = await other.get("/profile")
+    assert "this session" in own.text
+    ended = await other.post(
+        f"/profile/sessions/{sessions[0]['id']}/revoke", data={"csrf_token": csrf}
+    )
+    assert ended.status_code == 303
+    assert ended.headers["location"].startswith("/profile")
