@@ -129,6 +129,7 @@ class Scheduler:
         self.heartbeat: float | None = None
         self.running = False
         self.hosts: dict[int, RunningHost] = {}
+        self.refused: dict[int, str] = {}  # stored hosts the address policy refuses: why
         self.scans: dict[int, Scan] = {}  # running scans only; finished ones are in the store
         self._scans_starting = 0
         self._nursery: trio.Nursery | None = None
@@ -289,8 +290,14 @@ class Scheduler:
             self._stop(host_id)
             self.fleet.remove(host_id)
             self.sink.forget(host_id)  # its queued state writes would fail (row deleted)
+        for host_id in [h for h in self.refused if h not in desired]:
+            del self.refused[host_id]
+            self.fleet.remove(host_id)
         config = self.config.current
+        addresses = AddressPolicy.from_config(config)
         for host_id, row in desired.items():
+            if self._refuse(addresses, row):
+                continue
             running = self.hosts.get(host_id)
             if running is None:
                 self._start(row)
@@ -302,6 +309,27 @@ class Scheduler:
                 continue
             running.row = row
             self._apply_policy(running, host_policy(config, row).policy)
+
+    def _refuse(self, addresses: AddressPolicy, row: HostRow) -> bool:
+        """Registration checks the address policy; a stored row is checked again at every
+        reconcile, so a reload that narrows ``agents.allow_addresses`` stops polling a host it
+        now refuses (its snapshot says why) and one that widens it starts the actor again."""
+        refusal = addresses.refusal(row.address) if row.address else None
+        if refusal is None:
+            if self.refused.pop(row.id, None) is not None:
+                log.info("host address permitted again: starting its actor",
+                         extra={"host": row.name})  # fmt: skip
+            return False
+        reason = f"address refused by the address policy: {refusal}"
+        if row.id in self.hosts:
+            log.warning("%s: stopping its actor", reason, extra={"host": row.name})
+            self._stop(row.id)
+        if self.refused.get(row.id) != reason:
+            self.refused[row.id] = reason
+            self.fleet.publish(HostSnapshot(row.id, row.name, phase=Phase.REFUSED,
+                                            health_reason=reason, last_error=reason,
+                                            last_error_at=self.wall()))  # fmt: skip
+        return True
 
     async def _watch_directory(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -338,6 +366,7 @@ class Scheduler:
             for running in self.hosts.values():
                 changed += self._apply_policy(running, host_policy(config, running.row).policy)
             log.info("configuration applied: %d host actor(s) got a new policy", changed)
+            self.request_reconcile()  # the address policy may refuse or permit stored hosts
 
     def _apply_policy(self, running: RunningHost, policy: PollingPolicy) -> bool:
         if policy == running.policy:

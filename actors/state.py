@@ -29,6 +29,7 @@ class Phase(enum.Enum):
     WAITING_FOR_DATABASE = "waiting_for_database"  # storage trouble: waited out, not a crash
     RESTARTING = "restarting"  # crashed, restart scheduled
     FAILED = "failed"  # crashed too often; supervision gave up
+    REFUSED = "refused"  # the address policy refuses its stored address: no actor, no polls
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,9 @@ _PARKED = {
 def describe(snapshot: HostSnapshot) -> str:
     """Both halves of a host actor in one line: the poller, then the job runner."""
     parked = _PARKED.get(snapshot.phase)
-    if parked is not None:
+    if snapshot.phase is Phase.REFUSED:
+        polling = f"not polled: {snapshot.last_error}"
+    elif parked is not None:
         polling = parked
     else:
         polling = f"polling: {snapshot.health.value}"

@@ -284,3 +284,33 @@ async def test_the_heartbeat_beats_every_tick_after_a_burst_of_reconcile_request
         assert rig.scheduler.heartbeat is not None
         lags.append(trio.current_time() - rig.scheduler.heartbeat)
     assert max(lags) <= rig.scheduler.tick
+
+
+async def test_a_stored_host_the_address_policy_refuses_is_not_polled_until_a_reload_permits_it(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    loopback = HostRow(2, "lo", "127.0.0.5", 12443, "", False, ())
+    rig = Rig(tmp_path, [row(1, "a"), loopback], '[agents]\nallow_addresses = ["127.0.0.0/8"]\n')
+    await nursery.start(rig.scheduler.run)
+    assert set(rig.scheduler.hosts) == {1, 2}
+    (tmp_path / "patch-manager.toml").write_text("")  # narrowed: loopback is refused again
+    rig.store.reload()
+    await rig.fleet.wait_until(
+        lambda snaps: any(s.host_id == 2 and s.phase is Phase.REFUSED for s in snaps)
+    )
+    assert set(rig.scheduler.hosts) == {1}
+    refused = rig.fleet.get(2)
+    assert refused is not None
+    assert "agents.allow_addresses" in refused.last_error
+    assert "loopback" in refused.summary
+    polls = len(rig.agents.agents["lo"].times("health"))
+    await trio.sleep(7200)
+    assert len(rig.agents.agents["lo"].times("health")) == polls  # not polled meanwhile
+    (tmp_path / "patch-manager.toml").write_text('[agents]\nallow_addresses = ["127.0.0.5/32"]\n')
+    rig.store.reload()
+    await rig.fleet.wait_until(
+        lambda snaps: any(s.host_id == 2 and s.phase is not Phase.REFUSED for s in snaps)
+    )
+    await trio.sleep(1.0)
+    assert set(rig.scheduler.hosts) == {1, 2}
+    assert len(rig.agents.agents["lo"].times("health")) > polls
