@@ -39,6 +39,7 @@ from .services import jobs as job_service
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT = 5.0
+MAX_CLIENT_MESSAGE = 1024  # characters; the largest message a page sends is ~60
 GOING_AWAY = 1001
 NOT_ALLOWED = 4403
 
@@ -180,10 +181,17 @@ class Relay:
         job_follower = trio.CancelScope()
         try:
             while True:
-                text = await websocket.receive_text()
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    raise WebSocketDisconnect(message.get("code", 1000))
+                text = message.get("text")
+                # A browser sends only small JSON objects: anything else (binary, oversized,
+                # nested past the parser's recursion limit) is ignored, the socket kept.
+                if not isinstance(text, str) or len(text) > MAX_CLIENT_MESSAGE:
+                    continue
                 try:
                     data = json.loads(text)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
                 if isinstance(data, dict) and data.get("action") == "watch_job":
                     job_id = data.get("job_id")
