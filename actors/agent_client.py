@@ -57,6 +57,7 @@ from .agent_records import (
     parse_service,
     parse_system_info,
     parse_ws_message,
+    without_nul,
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+._-]{0,255}$")
@@ -338,7 +339,7 @@ class AgentClient:
         ctype = response.headers.get("content-type", "")
         retry_after = _retry_after(response.headers)
         if "json" not in ctype:
-            text = response.text.strip()[:500]
+            text = response.text.replace("\x00", "").strip()[:500]
             if status == 429:
                 raise RateLimited(self.host, f"rate limited: {text}", retry_after=retry_after)
             if status == 403:
@@ -353,7 +354,7 @@ class AgentClient:
                 self.host, f"HTTP {status} ({ctype or 'no content type'}): {text}", status=status
             )
         try:
-            payload = response.json()
+            payload = without_nul(response.json())
         except ValueError:
             raise ProtocolError(
                 self.host, f"malformed JSON (HTTP {status})", status=status
@@ -594,7 +595,7 @@ class JobEventStream:
             if not isinstance(message, str):
                 continue
             try:
-                data = json.loads(message)
+                data = without_nul(json.loads(message))
                 event = parse_ws_message(data) if isinstance(data, dict) else None
             except (ValueError, TypeError, KeyError) as exc:
                 raise ProtocolError(self.host, f"bad WebSocket message: {exc}") from None

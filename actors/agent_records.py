@@ -136,6 +136,18 @@ def _opt_bool(value: object) -> bool | None:
     return None if value is None else bool(value)
 
 
+def without_nul(value: Any) -> Any:
+    """``value`` (decoded JSON) with every NUL character removed from its strings, keys
+    included: PostgreSQL text cannot hold one, and no agent text needs it."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    return value
+
+
 JOB_ID = re.compile(r"^[0-9a-fA-F-]{36}$")
 
 

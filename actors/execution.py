@@ -82,6 +82,10 @@ class RowLost(Exception):
     """The row is no longer this runner's (taken over, cancelled): stop without writing."""
 
 
+class ShuttingDown(Exception):
+    """Shutdown began before the request left: the row stays as it is for the next start."""
+
+
 Request = Callable[[], Awaitable[JobAccepted]]
 
 
@@ -129,9 +133,10 @@ class Executor:
         deadline: float = 3 * 3600.0,
         admission_retries: int = 20,
         unreachable_backoff: Sequence[float] = (60.0, 300.0, 1800.0),
-        write_deadline: float = 30.0,
+        write_deadline: float = 8.0,
         reboot_patience: float = 900.0,
         reconcile_settle: float = 60.0,
+        may_send: Callable[[], bool] = lambda: True,
     ) -> None:
         self.host = host
         self.host_id = host_id
@@ -145,6 +150,7 @@ class Executor:
         self.write_deadline = write_deadline
         self.reboot_patience = reboot_patience  # how long a reboot may take to show
         self.reconcile_settle = reconcile_settle  # after a timeout: how long the job may take
+        self.may_send = may_send  # false once shutdown began: no request leaves any more
         self.requests_sent = 0
         self.malformed_events = 0
         self.max_unseen_requests = 3  # requests the agent answered badly and never showed
@@ -182,6 +188,9 @@ class Executor:
         except RowLost:
             log.info("row %d is no longer ours; leaving it", row.id, extra={"host": self.host})
             self.report(row.id, "", "")
+        except ShuttingDown:
+            log.info("row %d: shutting down before sending; left claimed", row.id,
+                     extra={"host": self.host})  # fmt: skip
         except Exception as exc:
             # A bug (ours, or an agent answer nobody foresaw) must end this row, not crash-loop
             # the host actor with the row never ending. trio.Cancelled is a BaseException.
@@ -245,7 +254,10 @@ class Executor:
         problem = ""  # why the last try did not get through
         while True:
             # The last check before the request leaves: the row's permit (its window) must
-            # still be valid. A runner that waited (admission, backoff) never sends late.
+            # still be valid. A runner that waited (admission, backoff) never sends late, nor
+            # during a shutdown (the row stays claimed: the next start sends it).
+            if not self.may_send():
+                raise ShuttingDown
             moved = await self._db(
                 lambda: self.store.advance(row.id, ("claimed",), "request_sent", within_permit=True)
             )

@@ -249,6 +249,7 @@ class HostActor:
             report=self._job_report,
             wall=self._wall,
             paused=lambda: self.policy.paused or not self.admitting,
+            admitting=lambda: self.admitting,
             after_row=self._job_row_done,
             unreachable_backoff=self.policy.backoff_s,
         )
@@ -334,6 +335,9 @@ class HostActor:
         self._fleet.metrics.observe(trio.current_time() - started, ok=True)
         return result
 
+    def _unreachable(self) -> bool:
+        return self.tracker.state is HealthState.UNREACHABLE
+
     def _retry_at(self, attempt: int, exc: AgentError) -> float | None:
         """When to retry after failure number ``attempt`` (0-based), or None: normal cadence."""
         if not exc.transient:
@@ -402,7 +406,8 @@ class HostActor:
     async def _patch_poll(self, anchor: float) -> float:
         """Poll patches + packages once; return when to poll patches next. While the host is
         unreachable (or its health poll is failing) the poll is owed and made right after the
-        next successful health poll: reachability has one backoff, the health poll's."""
+        next successful health poll: reachability has one backoff, the health poll's. A host
+        that answers health but fails this poll retries it along its own ladder."""
         agent = self._agent
         assert agent is not None
         grid = next_deadline(anchor, self.policy.patch_interval_s, trio.current_time())
@@ -417,10 +422,16 @@ class HostActor:
         result = await self._try(Phase.POLLING_PATCHES, poll, health_poll=False)
         grid = next_deadline(anchor, self.policy.patch_interval_s, trio.current_time())
         if isinstance(result, AgentError):
-            if isinstance(result, TransportError):
+            # (read again: the failed poll itself may have made the host unreachable)
+            unreachable = self._health_failing or self._unreachable()
+            if isinstance(result, TransportError) and unreachable:
                 self._patch_owed = True
                 self._patch_backoff = False
                 return grid
+            # The host answers its health poll but not this one (e.g. /patches times out):
+            # the patch poll backs off on its own ladder instead of being re-run (and blocking
+            # the poller for up to 2 x request_timeout) after every successful health poll.
+            self._patch_owed = False
             retry = self._retry_at(self._patch_attempt, result)
             self._patch_backoff = retry is not None
             if retry is None:

@@ -8,7 +8,8 @@ row whose permit (window or apply-now) is still valid, re-checked in the claim i
 row runs its lease is renewed; a runner that loses its lease stops that row without writing.
 The coordinator wakes the runner when it writes permits (and the runner looks at once when it
 starts); otherwise it looks every ``poll_interval`` seconds, a safety net. A paused host
-claims nothing new (rows in flight are finished).
+claims nothing new (rows in flight are finished). Once shutdown began (``admitting()`` false)
+no request leaves: a row whose wait ends then stays ``claimed`` for the next start.
 Database outages are waited out; only code bugs reach the supervisor.
 """
 
@@ -48,6 +49,7 @@ class JobRunner:
         report: Callable[[int, str, str], None],
         wall: Callable[[], dt.datetime],
         paused: Callable[[], bool] = lambda: False,
+        admitting: Callable[[], bool] = lambda: True,
         after_row: Callable[[], Awaitable[None]] | None = None,
         poll_interval: float = 120.0,
         lease_s: float = 60.0,
@@ -59,6 +61,7 @@ class JobRunner:
         self.agent = agent
         self.store = store
         self.paused = paused
+        self.admitting = admitting
         self.after_row = after_row
         self.poll_interval = poll_interval
         self.lease_s = lease_s
@@ -70,6 +73,7 @@ class JobRunner:
             wall=wall,
             reconcile_interval=reconcile_interval,
             unreachable_backoff=unreachable_backoff,
+            may_send=admitting,
         )
         self.rows_run = 0
         self.current: int | None = None
@@ -91,6 +95,8 @@ class JobRunner:
             self._wake = trio.Event()
 
     async def _next_row(self) -> JobHostRow | None:
+        if not self.admitting():
+            return None  # shutting down: rows left claimed are resumed by the next start
         left = await self._db(lambda: self.store.take_over(self.host_id))
         if left:
             log.info("resuming row %d (%s)", left[0].id, left[0].state, extra={"host": self.host})

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import secrets
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -338,20 +341,34 @@ class DatabaseDiscoveryStore:
 class DatabaseJobStore:
     """Jobs in PostgreSQL, for the coordinator and for the host job runners.
 
-    ``owner`` names this manager node in the rows it runs (their lease holder); rows another
-    owner holds are left alone until that owner's lease runs out."""
+    ``owner`` names this process start in the rows it runs (their lease holder): host name,
+    process id and a random part, so two processes on one machine never share rows. Rows
+    another owner holds are left alone until that owner's lease runs out, except those of this
+    process's predecessor: ``owner_file`` (in the data directory) records the owner id of the
+    last start, whose rows a restart resumes at once (it is gone: the file is rewritten by
+    each start)."""
 
-    def __init__(self, db: Database, *, owner: str = "", lease_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        owner: str = "",
+        lease_s: float = 60.0,
+        owner_file: Path | None = None,
+    ) -> None:
         self.db = db
-        self.owner = owner or socket.gethostname()
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.lease_s = lease_s
+        self.previous: tuple[str, ...] = ()
+        if owner_file is not None:
+            self.previous = _swap_owner(owner_file, self.owner)
 
     # runner side (one owner, leases)
     async def claim_next(self, host_id: int) -> JobHostRow | None:
         return await self.db.run(claim_next, host_id, self.owner, self.lease_s)
 
     async def take_over(self, host_id: int) -> list[JobHostRow]:
-        return await self.db.run(take_over, host_id, self.owner, self.lease_s)
+        return await self.db.run(take_over, host_id, self.owner, self.lease_s, self.previous)
 
     async def renew(self, row_id: int) -> bool:
         return await self.db.run(renew_lease, row_id, self.owner, self.lease_s)
@@ -427,3 +444,16 @@ class DatabaseJobStore:
         return await self.db.run(
             create_window_job, window_id, occurrence, spec, batches_for(spec, host_ids)
         )
+
+
+def _swap_owner(path: Path, owner: str) -> tuple[str, ...]:
+    """The owner id recorded by the previous start (if any); records ``owner`` instead
+    (atomically: a crash leaves either id, never half of one)."""
+    try:
+        previous = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        previous = ""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(owner + "\n", encoding="utf-8")
+    temporary.replace(path)
+    return (previous,) if previous and previous != owner else ()

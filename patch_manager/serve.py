@@ -265,7 +265,9 @@ def build_actor_system(
         fleet=fleet,
         ssl_context=ssl_context,
         discovery_store=DatabaseDiscoveryStore(storage.db),
-        job_store=DatabaseJobStore(storage.db),
+        # The owner id of each start is kept next to the CA: a restart resumes its
+        # predecessor's rows at once, a second process on this machine waits for their leases.
+        job_store=DatabaseJobStore(storage.db, owner_file=ca.directory.parent / "job-owner"),
     )
     pki = store.current.pki
     certificates = CertificateService(

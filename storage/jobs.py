@@ -272,17 +272,22 @@ def claim_next(
 
 
 def take_over(
-    conn: psycopg.Connection[Any], host_id: int, owner: str, lease_s: float
+    conn: psycopg.Connection[Any],
+    host_id: int,
+    owner: str,
+    lease_s: float,
+    previous: Sequence[str] = (),
 ) -> list[JobHostRow]:
-    """This host's rows left in flight by ``owner`` itself (a restarted runner or process) or by
-    an owner whose lease ran out; they become ``owner``'s with a fresh lease. Their recorded
-    state says how to go on (follow, reconcile), never a guess."""
+    """This host's rows left in flight by ``owner`` itself (a restarted runner), by one of the
+    ``previous`` owners (this process's predecessor, which is known to be gone) or by an owner
+    whose lease ran out; they become ``owner``'s with a fresh lease. Their recorded state says
+    how to go on (follow, reconcile), never a guess."""
     ids = conn.execute(
         "UPDATE job_hosts SET owner = %s, lease_expires_at = now() + make_interval(secs => %s),"
         " updated_at = now() WHERE host_id = %s AND state = ANY(%s)"
-        " AND (owner IS NULL OR owner = %s OR lease_expires_at IS NULL"
+        " AND (owner IS NULL OR owner = %s OR owner = ANY(%s) OR lease_expires_at IS NULL"
         "      OR lease_expires_at < now()) RETURNING id",
-        (owner, lease_s, host_id, list(ACTIVE_ROW_STATES), owner),
+        (owner, lease_s, host_id, list(ACTIVE_ROW_STATES), owner, list(previous)),
     ).fetchall()
     return [_row_by_id(conn, int(i[0])) for i in sorted(ids)]
 

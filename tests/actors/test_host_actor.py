@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors.agent_errors import AgentRequestError, RateLimited, Unreachable
+from actors.agent_errors import AgentRequestError, AgentTimeout, RateLimited, Unreachable
 from actors.health import HealthState
 from actors.host import HostActor
 from actors.ports import HostTarget, StoredHost
@@ -343,3 +343,20 @@ async def test_health_polling_goes_on_while_the_job_half_is_busy(
     await trio.sleep(3 * 300 + 1)
     first = start + phase_offset("h" + KEY, 300)
     assert rig.agent.times("health") == pytest.approx([first + k * 300 for k in range(3)])
+
+
+async def test_a_timing_out_patch_poll_backs_off_on_its_own_ladder_not_after_every_health_poll(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    rig = Rig(stored=seen_before())
+    agent = rig.agents(TARGET, POLICY)
+    agent.failures["patches"] = AgentTimeout(TARGET.name, "the agent did not answer in time")
+    await rig.start(nursery)
+    await trio.sleep(1)
+    rig.actor.request_refresh()  # health answers; /patches times out
+    await trio.sleep(1)
+    [first] = agent.times("patches")
+    await trio.sleep_until(first + 2000)
+    assert len(agent.times("health")) >= 7  # health goes on every 300 s...
+    # ...while the patch poll follows its ladder (60, 300 s…), not every health poll.
+    assert agent.times("patches") == pytest.approx([first, first + 60, first + 360], abs=1)

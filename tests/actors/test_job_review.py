@@ -3,10 +3,14 @@ agents (real mTLS, real PostgreSQL) or the pure policy."""
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
+from actors.persist import DatabaseJobStore
 from simulator import Fleet
 from simulator.model import Op
 from storage import JobSpec, create_job, recorded_agent_jobs
@@ -157,3 +161,54 @@ async def test_a_request_that_timed_out_is_not_resent_while_the_slow_agent_may_s
     assert agent.mutations.count(APPLY) == 1  # never sent twice
     [row] = (await rows_of(manager, job_id)).values()
     assert row.agent_job_id == next(j.job_id for j in agent.jobs.values() if not j.internal)
+
+
+def test_every_process_start_is_its_own_row_owner_and_knows_its_predecessor(
+    tmp_path: Path,
+) -> None:
+    db: Any = None  # the owner is decided before any database access
+    first = DatabaseJobStore(db, owner_file=tmp_path / "job-owner")
+    sibling = DatabaseJobStore(db)
+    assert first.owner != sibling.owner
+    assert first.owner.split(":")[0] == sibling.owner.split(":")[0] == socket.gethostname()
+    assert first.previous == ()
+    restarted = DatabaseJobStore(db, owner_file=tmp_path / "job-owner")
+    assert restarted.previous == (first.owner,) and restarted.owner != first.owner
+
+
+async def test_nul_characters_in_agent_text_are_stripped_not_crashing_the_host_actor(
+    manager: Manager, start_fleet: Any
+) -> None:
+    fleet: Fleet = await start_fleet(1, time_scale=0.002)
+    [agent] = fleet.agents
+    agent.nul_text = True
+    pending = len(agent.profile.upgradable)
+    assert pending
+    await register(manager, fleet)
+    await healthy(manager, 1)
+    with trio.fail_after(30):
+        await manager.fleet.wait_until(lambda s: s[0].pending_patches == pending)
+    [snapshot] = manager.fleet.snapshots()
+    assert snapshot.crashes == 0 and snapshot.phase.value != "failed"
+
+
+async def test_a_claimed_row_whose_wait_ends_during_shutdown_is_not_sent(
+    manager: Manager, start_fleet: Any
+) -> None:
+    fleet: Fleet = await start_fleet(1, time_scale=0.002)
+    ids = await register(manager, fleet)
+    await healthy(manager, 1)
+    [agent] = fleet.agents
+    agent.set_faults({"queue_depth": 0, "admission_retry_after_s": 2})
+    job_id = await manager.handle.create_job(
+        JobSpec(kind="patch", schedule="now"), list(ids.values())
+    )
+    with trio.fail_after(30):
+        await fleet.wait_until(lambda _: agent.mutations.count(APPLY) >= 1)  # refused: waits 2 s
+    manager.scheduler.stop_admitting()  # shutdown begins during the wait
+    agent.set_faults({"queue_depth": 100})
+    with trio.move_on_after(8):  # the wait ends twice over meanwhile: nothing may be sent
+        await fleet.wait_until(lambda _: agent.mutations.count(APPLY) >= 2)
+    assert agent.mutations.count(APPLY) == 1
+    [row] = (await rows_of(manager, job_id)).values()
+    assert row.state == "claimed"  # left for the next start

@@ -132,7 +132,7 @@ async def test_take_over_own_rows_at_once_and_others_only_after_their_lease(db: 
         claim_next(conn, host_id, A, 60)
         assert advance_row(conn, row_id, A, ("claimed",), "request_sent")
         assert take_over(conn, host_id, B, 60) == []  # A's lease is running
-        assert [r.id for r in take_over(conn, host_id, A, 60)] == [row_id]  # A restarted
+        assert [r.id for r in take_over(conn, host_id, A, 60)] == [row_id]  # A's runner restarted
         conn.execute(
             "UPDATE job_hosts SET lease_expires_at = now() - interval '1 s' WHERE id = %s",
             (row_id,),
@@ -141,6 +141,26 @@ async def test_take_over_own_rows_at_once_and_others_only_after_their_lease(db: 
         assert (taken.owner, taken.state) == (B, "request_sent")  # reconciled, not resent
         assert not renew_lease(conn, row_id, A, 60)  # A learns it lost the row
         assert renew_lease(conn, row_id, B, 60)
+
+    await db.run(run)
+
+
+async def test_a_restarted_process_takes_over_its_previous_owners_rows_at_once_only(
+    db: Database,
+) -> None:
+    """Owners are per process start: a process on the same machine (another owner id) waits
+    for the lease; the restart of the process that held the rows names it as its previous
+    owner and resumes them at once."""
+
+    def run(conn: psycopg.Connection[Any]) -> None:
+        [row_id] = setup(conn)
+        host_id = get_row(conn, row_id).host_id
+        permit(conn, row_id, NO_DEADLINE)
+        claim_next(conn, host_id, "vm:100:aa", 60)
+        assert take_over(conn, host_id, "vm:200:bb", 60) == []  # a sibling process
+        assert take_over(conn, host_id, "vm:300:cc", 60, previous=("vm:999:zz",)) == []
+        [taken] = take_over(conn, host_id, "vm:300:cc", 60, previous=("vm:100:aa",))
+        assert taken.id == row_id and taken.owner == "vm:300:cc"
 
     await db.run(run)
 
