@@ -34,7 +34,18 @@ from .http import (
     serve_connection,
     text,
 )
-from .model import FAILURES, Faults, Op, SimJob, St, rfc3339, wall_now
+from .model import (
+    FAILURES,
+    CommandFailure,
+    Faults,
+    Op,
+    SimJob,
+    St,
+    classify,
+    first_line,
+    rfc3339,
+    wall_now,
+)
 from .ratelimit import RateLimiter, Tier
 from .routes import AdmissionError, error, route
 
@@ -436,7 +447,7 @@ class SimAgent:
             if failure is None:
                 failure = self._apply(job)
             if failure is not None:
-                self._fail(job, *failure)
+                self._fail(job, failure)
                 return
             if (
                 job.op is Op.PATCH_APPLY
@@ -466,32 +477,54 @@ class SimAgent:
         finally:
             self._work.set()
 
-    def _planned_failure(self, job: SimJob) -> tuple[str, str] | None:
+    def _planned_failure(self, job: SimJob) -> CommandFailure | None:
         if job.internal:
             return None
-        if self.faults.fail_all_jobs:
-            return self.faults.fail_all_jobs, job.packages[0] if job.packages else "all"
-        if self.faults.job_failures:
-            return self.faults.job_failures.pop(0), job.packages[0] if job.packages else "all"
-        return None
-
-    def _fail(self, job: SimJob, code: str, package: str) -> None:
+        code = self.faults.fail_all_jobs
+        if not code and self.faults.job_failures:
+            code = self.faults.job_failures.pop(0)
+        if not code:
+            return None
         exit_code, stderr = FAILURES.get(code, FAILURES["UNKNOWN_ERROR"])
         distro = self.profile.distro
-        tool = distro.family.command if distro else "apt-get"
         if distro and code == "PKG_NOT_FOUND":  # each tool words it its own way
             exit_code, stderr = distro.family.not_found
-        stderr = stderr.format(pkg=package)
-        command = f"{tool} install -y -- {' '.join(job.packages) or '<all>'}"
-        head = f"{tool} failed (exit {exit_code}): {stderr.splitlines()[-1]}"
-        job.error = f"{head}\n\nCaused by:\n    {stderr}"
-        job.error_code = code
-        job.exit_code = exit_code
+        package = job.packages[0] if job.packages else "all"
+        return CommandFailure(exit_code, stderr.format(pkg=package), code)
+
+    def _program(self) -> str:
+        distro = self.profile.distro
+        return distro.family.command if distro else "apt-get"
+
+    def command_line(self, job: SimJob) -> str:
+        """The command the agent runs for ``job`` (job logs of a failure)."""
+        distro = self.profile.distro
+        arguments = distro.family.arguments if distro else {}
+        pin = distro.family.pin if distro else "="
+        targets = [
+            f"{name}{pin}{version}" if version and pin else name
+            for name, version in ((n, job.versions.get(n)) for n in job.packages)
+        ]
+        words = [self._program(), arguments.get(job.op.value, "install -y --"), *targets]
+        return " ".join(words) if targets else f"{words[0]} {words[1]} <all>"
+
+    def _fail(self, job: SimJob, failure: CommandFailure) -> None:
+        """Fail ``job`` the way the agent reports a failed command (error_utils.rs): the error
+        is the command's one-line summary (its first stderr line) and the code is classified
+        from that chain, unless an injected failure names it."""
+        program = self._program()
+        status = "signal" if failure.exit_code is None else f"exit {failure.exit_code}"
+        summary = f"{program} failed ({status}): {first_line(failure.stderr)}"
+        context = f"Failed to execute {program} command"
+        job.error = f"{summary}\n\nCaused by:\n    {context}"
+        job.error_code = failure.code or classify(f"{summary} | {context}")
+        job.exit_code = failure.exit_code
         job.command_stdout = ""
-        job.command_stderr = stderr + "\n"
-        job.logs += [f"Job failed: {job.error.splitlines()[0]}", "Command output:",
-                     f"Command failed (exit {exit_code}): {command}", "[stderr]",
-                     *(f"  {line}" for line in stderr.splitlines())]  # fmt: skip
+        job.command_stderr = failure.stderr + "\n"
+        job.logs += [f"Job failed: {summary}", "Error chain:", *job.error.splitlines(), "",
+                     "Command output:", f"Command failed ({status}): {self.command_line(job)}",
+                     "[stderr]", *(f"  {line}" for line in failure.stderr.splitlines()),
+                     "[stdout] (empty)"]  # fmt: skip
         self._set(job, St.FAILED)
 
     def _needs_reboot(self, job: SimJob) -> bool:
@@ -499,14 +532,21 @@ class SimAgent:
             return self.pending_reboot
         return self.pending_reboot or any(requires_reboot(n) for n in job.packages)
 
-    def _apply(self, job: SimJob) -> tuple[str, str] | None:
-        """Change the package state for a successful job; or say which failure it hits."""
+    def _not_found(self, name: str) -> CommandFailure:
+        distro = self.profile.distro
+        exit_code, stderr = distro.family.not_found if distro else FAILURES["PKG_NOT_FOUND"]
+        return CommandFailure(exit_code, stderr.format(pkg=name))
+
+    def _apply(self, job: SimJob) -> CommandFailure | None:
+        """Change the package state for a successful job; or say how its command fails."""
         p = self.profile
+        distro = p.distro
+        pin = distro.family.pin if distro else "="
         if job.op is Op.PATCH_APPLY:
             names = list(p.upgradable) if job.apply_all else job.packages
             for name in names:
                 if name not in p.installed and name not in p.upgradable:
-                    return "PKG_NOT_FOUND", name
+                    return self._not_found(name)
             for name in names:
                 if name in p.upgradable:
                     self._set_version(name, p.upgradable.pop(name))
@@ -514,15 +554,18 @@ class SimAgent:
         if job.op is Op.INSTALL:
             for name, version in job.versions.items():
                 if not p.knows(name):
-                    return "PKG_NOT_FOUND", name
-                if version is not None and version not in p.offered(name):
-                    return "PKG_NOT_FOUND", f"{name}={version}"
-                if version is not None and self._is_downgrade(name, version):
-                    # apt: "Packages were downgraded and -y was used without
-                    # --allow-downgrades" (the agent does not pass it).
-                    return "PKG_MANAGER_ERROR", name
+                    return self._not_found(name)
+                if version is not None and pin and version not in p.offered(name):
+                    if pin == "=":
+                        return CommandFailure(100, f"E: Version '{version}' for '{name}' was "
+                                                   "not found")  # fmt: skip
+                    return self._not_found(f"{name}{pin}{version}")
+                if version is not None and pin and self._is_downgrade(name, version):
+                    # apt: the agent does not pass --allow-downgrades.
+                    return CommandFailure(100, "E: Packages were downgraded and -y was used "
+                                               "without --allow-downgrades.")  # fmt: skip
             for name, version in job.versions.items():
-                target = version or p.candidate(name)
+                target = (version if pin else None) or p.candidate(name)
                 assert target is not None
                 for dep in p.missing_dependencies(name):  # pulled in, as the tool does
                     self._set_version(dep, p.repo[dep].current)
@@ -538,14 +581,14 @@ class SimAgent:
         if job.op is Op.UPDATE:
             name = job.packages[0]
             if name not in p.installed:
-                return "PKG_NOT_FOUND", name
+                return self._not_found(name)
             if name in p.upgradable:
                 self._set_version(name, p.upgradable.pop(name))
             return None
         if job.op is Op.REMOVE:
             name = job.packages[0]
             if name not in p.installed:
-                return "PKG_NOT_FOUND", name
+                return self._not_found(name)
             del p.installed[name]
             p.upgradable.pop(name, None)
             return None

@@ -74,7 +74,10 @@ class Kernel:
 class Family:
     name: str  # apt | dnf | apk | pacman
     tool: str  # the packaging tool's own package
-    command: str  # the command the agent runs (job logs and errors)
+    command: str  # the program the agent runs (job logs and errors)
+    # The arguments the agent passes for each operation (Op.value), before the package names.
+    arguments: Mapping[str, str]
+    pin: str  # how an install pins a version ("=" name=ver, "-" name-ver; "" no pinning)
     # A failure of the command: exit code and stderr (``{pkg}`` is the package name).
     not_found: tuple[int, str]
     protected: tuple[int, str]  # removing a package the system cannot lose
@@ -162,6 +165,9 @@ APT = Family(
     name="apt",
     tool="apt",
     command="apt-get",
+    arguments={"install": "install -y --", "update": "install -y --only-upgrade --",
+               "remove": "remove -y --", "patch_apply": "install -y --only-upgrade --"},
+    pin="=",
     not_found=(100, "E: Unable to locate package {pkg}"),
     protected=(100, "E: Removing essential system-critical packages is not permitted. This "
                     "might break the system.\nE: Essential packages were removed and -y was used "
@@ -362,6 +368,9 @@ DNF = Family(
     name="dnf",
     tool="dnf",
     command="dnf",
+    arguments={"install": "install -y --", "update": "upgrade -y --", "remove": "remove -y --",
+               "patch_apply": "upgrade -y --"},
+    pin="-",
     not_found=(1, "Error: Unable to find a match: {pkg}"),
     protected=(1, "Error: \n Problem: The operation would result in removing the following "
                   "protected packages: {pkg}"),
@@ -531,6 +540,9 @@ APK = Family(
     name="apk",
     tool="apk-tools",
     command="apk",
+    arguments={"install": "add --", "update": "upgrade --", "remove": "del --",
+               "patch_apply": "upgrade --"},
+    pin="",  # the repository carries one version per package
     not_found=(1, "ERROR: unable to select packages:\n  {pkg} (no such package):\n    "
                   "required by: world[{pkg}]"),
     protected=(1, "World updated, but the following packages are not removed due to:\n  "
@@ -631,6 +643,9 @@ PACMAN = Family(
     name="pacman",
     tool="pacman",
     command="pacman",
+    arguments={"install": "-S --noconfirm --needed --", "update": "-S --noconfirm --",
+               "remove": "-R --noconfirm --", "patch_apply": "-S --noconfirm --"},
+    pin="",  # the agent pushes only the name; the repository carries one version
     not_found=(1, "error: target not found: {pkg}"),
     protected=(1, "error: failed to prepare transaction (could not satisfy dependencies)\n:: "
                   "removing {pkg} breaks dependency '{pkg}' required by base"),

@@ -148,6 +148,49 @@ FAILURES: dict[str, tuple[int | None, str]] = {
     "UNKNOWN_ERROR": (1, "unexpected failure"),
 }  # fmt: skip
 
+
+@dataclass(frozen=True)
+class CommandFailure:
+    """A package command that failed: its exit code and stderr; ``code`` is set only for an
+    injected failure (fault ``job_failures``), otherwise the agent classifies the text."""
+
+    exit_code: int | None
+    stderr: str
+    code: str | None = None
+
+
+def first_line(text: str) -> str:
+    """The first non-empty line, trimmed (error_utils.rs ``first_nonempty_line``)."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def classify(text: str) -> str:
+    """The agent's error code for a failed command whose error chain reads ``text``
+    (error_utils.rs ``classify_error``: keywords over the chain, in which the command appears
+    only as its one-line summary)."""
+    lower = text.lower()
+    if any(w in lower for w in ("gpg", "signature", "untrusted")):
+        return "GPG_ERROR"
+    network = ("404", "not found", "failed to fetch", "unable to fetch", "could not resolve",
+               "connection refused", "network is unreachable")  # fmt: skip
+    located = ("unable to locate package", "no package available", "package foo",
+               "no such package")  # fmt: skip
+    if any(w in lower for w in network):
+        return "PKG_NOT_FOUND" if any(w in lower for w in located) else "NETWORK_ERROR"
+    if any(w in lower for w in located[:2]):
+        return "PKG_NOT_FOUND"
+    if any(w in lower for w in ("dependency", "dependencies", "conflict", "broken count",
+                                "held broken package")):  # fmt: skip
+        return "DEPENDENCY_CONFLICT"
+    if "permission denied" in lower or "lock file" in lower:
+        return "PERMISSION_DENIED"
+    if "reboot" in lower or "shutdown" in lower:
+        return "REBOOT_ERROR"
+    if "cache refresh" in lower or "check-update" in lower:
+        return "CACHE_REFRESH_ERROR"
+    return "PKG_MANAGER_ERROR"
+
+
 DEGRADED_REASONS = ("crl_expired", "crl_missing", "gpg_expired", "gpg_missing", "repo_unsynced",
                     "recovery")  # fmt: skip
 
