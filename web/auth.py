@@ -57,6 +57,8 @@ from storage import (
     rotate_session,
 )
 
+from .middleware import deny_websocket
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -441,9 +443,13 @@ class AuthMiddleware:
         state["session"] = session
         state["session_token"] = token if session else ""
         if scope["type"] == "websocket":
-            refused = session is None or session.user.must_change_password
-            if refused or not _same_origin(scope):
-                await send({"type": "websocket.close", "code": 4401, "reason": "login required"})
+            if session is None:
+                await deny_websocket(scope, send, 401, "unauthorized", "log in first")
+                return
+            if session.user.must_change_password or not _same_origin(scope):
+                await deny_websocket(
+                    scope, send, 403, "forbidden", "same-origin session with a changed password"
+                )
                 return
             await self.app(scope, receive, send)
             return

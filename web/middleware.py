@@ -44,7 +44,16 @@ _SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-frame-options", b"DENY"),
 ]
 _HSTS = (b"strict-transport-security", b"max-age=31536000")
+# A WebSocket upgrade refused with an HTTP answer (the ASGI websocket.http.response extension)
+# carries the same headers as any other response.
+_RESPONSE_STARTS = frozenset({"http.response.start", "websocket.http.response.start"})
 _REPLACED = frozenset({b"server", b"cache-control"}) | {name for name, _ in _SECURITY_HEADERS}
+
+
+def security_headers(*, https: bool) -> list[tuple[bytes, bytes]]:
+    """The headers every answer carries (for answers made outside the app, e.g. the
+    listener's own 400s)."""
+    return [*_SECURITY_HEADERS, *([_HSTS] if https else []), (b"cache-control", b"no-store")]
 
 
 class SecurityHeadersMiddleware:
@@ -52,17 +61,17 @@ class SecurityHeadersMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         extra = list(_SECURITY_HEADERS)
-        if scope.get("scheme") == "https":
+        if scope.get("scheme") in ("https", "wss"):
             extra.append(_HSTS)
         static = str(scope.get("path", "")).startswith("/static/")
         dropped = _REPLACED - {b"cache-control"} if static else _REPLACED
 
         async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] in _RESPONSE_STARTS:
                 headers = [
                     (name, value)
                     for name, value in message.get("headers", [])
@@ -104,7 +113,7 @@ class RequestIdMiddleware:
 
         async def send_with_id(message: Message) -> None:
             nonlocal started
-            if message["type"] == "http.response.start":
+            if message["type"] in _RESPONSE_STARTS:
                 started = True
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", rid.encode()))
@@ -192,6 +201,24 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1")).strip()
     return None
+
+
+async def deny_websocket(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+    """Refuse a WebSocket upgrade with an HTTP answer in the error envelope (headers and
+    request id added by the layers above); a plain close if the server cannot send one."""
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 4000 + status, "reason": message})
+        return
+    rid = str(scope.get("state", {}).get("request_id", ""))
+    body = json.dumps(
+        {"error": {"code": code, "message": message, "details": None, "request_id": rid}}
+    ).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 async def send_error(

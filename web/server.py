@@ -24,9 +24,11 @@ version is pinned in pyproject.toml for that reason.
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -53,6 +55,8 @@ from hypercorn.utils import (
     wrap_app,
 )
 from starlette.types import ASGIApp
+
+from .middleware import security_headers
 
 log = logging.getLogger(__name__)
 
@@ -335,6 +339,27 @@ class _Http11Protocol(H11Protocol):
         # Upgrade: h2c is ignored (a server may ignore Upgrade; RFC 9110 §7.8).
         if event.method == b"PRI" and event.target == b"*" and event.http_version == b"2.0":
             raise _Http2Refused
+
+    async def _send_error_response(self, status_code: int) -> None:
+        """What Hypercorn answers itself (a request h11 cannot parse: a malformed request
+        line, header or ``Content-Length``) in the app's error envelope, with its headers."""
+        rid = uuid.uuid4().hex
+        message = "malformed HTTP request" if status_code == 400 else "request refused"
+        code = "bad_request" if status_code == 400 else "error"
+        body = json.dumps(
+            {"error": {"code": code, "message": message, "details": None, "request_id": rid}}
+        ).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            (b"x-request-id", rid.encode()),
+            *security_headers(https=self.ssl),
+        ]
+        await self._send_h11_event(h11.Response(status_code=status_code, headers=headers))
+        await self._send_h11_event(h11.Data(data=body))
+        await self._send_h11_event(h11.EndOfMessage())
+        log.debug("answered %d to an unparsable request (request %s)", status_code, rid)
 
 
 class _Connection(TCPServer):

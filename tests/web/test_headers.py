@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -252,3 +253,32 @@ async def test_a_client_gone_mid_body_is_a_debug_line_not_an_error_or_a_500(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [m for m in sent.messages if m.get("status") == 500] == []
     assert any("disconnected" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_websocket_upgrade_without_a_session_is_refused_with_headers_and_an_envelope(
+    web_rig: WebRig, anonymous: httpx2.AsyncClient
+) -> None:
+    sent = Recorder()
+
+    async def receive() -> Any:
+        return {"type": "websocket.connect"}
+
+    scope = {
+        "type": "websocket", "asgi": {"version": "3.0"}, "http_version": "1.1",
+        "scheme": "wss", "path": "/api/v1/live", "raw_path": b"/api/v1/live",
+        "root_path": "", "query_string": b"", "client": ("127.0.0.1", 1234),
+        "server": ("testserver", 443), "subprotocols": [],
+        "headers": [(b"host", b"testserver"), (b"origin", b"https://testserver")],
+        "extensions": {"websocket.http.response": {}},
+    }  # fmt: skip
+    await web_rig.app(scope, receive, sent.send)
+    start, body = sent.messages[0], sent.messages[-1]
+    assert start["type"] == "websocket.http.response.start"
+    assert start["status"] == 401
+    headers = dict(start["headers"])
+    assert headers[b"content-security-policy"] == CONTENT_SECURITY_POLICY.encode()
+    assert headers[b"x-content-type-options"] == b"nosniff"
+    rid = headers[b"x-request-id"].decode()
+    assert body["type"] == "websocket.http.response.body"
+    error = json.loads(body["body"])["error"]
+    assert error["code"] == "unauthorized" and error["request_id"] == rid

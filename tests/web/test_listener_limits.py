@@ -4,6 +4,7 @@ accept-error log that cannot flood."""
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ import pytest
 import trio
 import trio.testing
 
+from web.middleware import CONTENT_SECURITY_POLICY
 from web.server import WebListener, _RateLimitedLog, serve_web
 
 from ..conftest import Pki
@@ -135,3 +137,32 @@ def test_the_accept_error_log_lets_one_record_through_per_interval_and_counts_th
     last = record("accept failed again")
     assert limiter.filter(last)
     assert "99 similar messages suppressed" in last.getMessage()
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: abc\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n",
+    ],
+)
+async def test_requests_hypercorn_cannot_parse_get_a_400_envelope_with_our_headers(
+    pki: Pki, request_bytes: bytes
+) -> None:
+    async with serving(pki) as port:
+        stream = await connect(pki, port)
+        await stream.send_all(request_bytes)
+        with trio.fail_after(10):
+            answer = await closed_by_server(stream)
+        await trio.aclose_forcefully(stream)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0].startswith("HTTP/1.1 400")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    assert headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["strict-transport-security"]
+    error = json.loads(body)["error"]
+    assert error["code"] == "bad_request"
+    assert error["request_id"] == headers["x-request-id"]
