@@ -101,15 +101,18 @@ def check_value(key: Key, value: object) -> tuple[object, str | None]:
     if not key.min_items <= len(value) <= key.max_items:
         return value, f"must have {key.min_items} to {key.max_items} entries (got {len(value)})"
     items: list[object] = []
+    bad: list[str] = []  # every bad entry, not just the first
     for index, item in enumerate(value):
         if key.kind == "int_list":
             if isinstance(item, bool) or not isinstance(item, int):
-                return value, f"entry {index} must be an integer (got {_type_name(item)})"
-            if (reason := in_range(item)) is not None:
-                return value, f"entry {index} {reason}"
+                bad.append(f"entry {index} must be an integer (got {_type_name(item)})")
+            elif (reason := in_range(item)) is not None:
+                bad.append(f"entry {index} {reason}")
         elif not isinstance(item, str):
-            return value, f"entry {index} must be a string (got {_type_name(item)})"
+            bad.append(f"entry {index} must be a string (got {_type_name(item)})")
         items.append(item)
+    if bad:
+        return value, "; ".join(bad)
     return tuple(items), None
 
 
@@ -167,6 +170,14 @@ def _is_host(text: str) -> bool:
     return len(text) <= 253 and all(_HOST_LABEL.match(label) for label in text.split("."))
 
 
+def _is_dns_name(text: str) -> bool:
+    """Letters, digits and hyphens in dot-separated labels of 1-63 characters (RFC 1123)."""
+    return 0 < len(text) <= 253 and all(_HOST_LABEL.match(label) for label in text.split("."))
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
 def _cross_checks(merged: Mapping[str, dict[str, object]], file: str) -> list[Problem]:
     problems: list[Problem] = []
     host, sep, port = str(merged["server"]["bind"]).rpartition(":")
@@ -176,6 +187,9 @@ def _cross_checks(merged: Mapping[str, dict[str, object]], file: str) -> list[Pr
         problems.append(
             Problem(file, "server.bind", f"{host!r} is neither an IP address nor a host name")
         )
+    for name in merged["server"]["hostnames"]:  # type: ignore[attr-defined]
+        if not _is_dns_name(str(name)):
+            problems.append(Problem(file, "server.hostnames", f"{name!r} is not a DNS name"))
     for ip in merged["server"]["ip_addresses"]:  # type: ignore[attr-defined]
         try:
             ipaddress.ip_address(ip)
@@ -213,7 +227,9 @@ def _check_overrides(
             problems.append(Problem(file, top, "must be a table"))
             continue
         for name, values in table.items():
-            dotted = f'{top}."{name}"' if "." in name else f"{top}.{name}"
+            dotted = f"{top}.{name}" if _BARE_KEY.match(name) else f'{top}."{name}"'
+            if top == "hosts" and not _is_host(name):
+                problems.append(Problem(file, dotted, "is neither a host name nor an IP address"))
             result[top][name] = _check_table(values, POLLING_KEYS, file, dotted, problems)
     return result
 

@@ -172,3 +172,34 @@ def test_committed_config_mentions_every_key() -> None:
         assert f"[{section}]" in text
         for key in keys:
             assert re.search(rf"^# {key.name} = ", text, flags=re.M), f"{section}.{key.name}"
+
+
+def test_every_bad_entry_of_a_list_is_reported(tmp_path: Path) -> None:
+    conf = write(
+        tmp_path,
+        '[agents]\nallow_ports = [70000, 0, "x", 12443]\n[polling]\nbackoff_s = [-1, "a", 5]\n',
+    )
+    with pytest.raises(ConfigError) as info:
+        load(conf)
+    reasons = {p.key: p.reason for p in info.value.problems}
+    assert set(reasons) == {"agents.allow_ports", "polling.backoff_s"}
+    for entry in ("entry 0", "entry 1", "entry 2"):
+        assert entry in reasons["agents.allow_ports"]
+    assert "entry 3" not in reasons["agents.allow_ports"]
+    assert "entry 0" in reasons["polling.backoff_s"] and "entry 1" in reasons["polling.backoff_s"]
+    assert "entry 2" not in reasons["polling.backoff_s"]
+
+
+def test_server_hostnames_and_hosts_toml_names_must_be_host_names(tmp_path: Path) -> None:
+    conf = write(
+        tmp_path,
+        '[server]\nhostnames = ["ok.example.org", "bad host!", "-x"]\n',
+        '[hosts."bad host!"]\npaused = true\n[hosts."web-1.example.org"]\npaused = true\n',
+    )
+    with pytest.raises(ConfigError) as info:
+        load(conf)
+    problems = {(p.key, p.reason) for p in info.value.problems}
+    keys = {key for key, _ in problems}
+    assert keys == {"server.hostnames", 'hosts."bad host!"'}, problems
+    hostnames = " ".join(reason for key, reason in problems if key == "server.hostnames")
+    assert "'bad host!'" in hostnames and "'-x'" in hostnames
