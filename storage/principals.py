@@ -98,3 +98,14 @@ def hosts_outside(
         )
         known = {int(r[0]) for r in conn.execute(query, (list(host_ids),)).fetchall()}
     return [i for i in dict.fromkeys(host_ids) if i not in known]
+
+
+def session_active(conn: psycopg.Connection[Any], token_hash: bytes) -> bool:
+    """Whether the session of this token still stands (not ended, expired or rotated): open
+    relay sockets check it when scopes change."""
+    row = conn.execute(
+        "SELECT 1 FROM sessions WHERE token_hash = %s AND expires_at > now()"
+        " AND rotated_at IS NULL",
+        (token_hash,),
+    ).fetchone()
+    return row is not None

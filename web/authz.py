@@ -61,6 +61,7 @@ class Action(enum.Enum):
     MANAGE_BLACKOUTS = "manage_blackouts"  # fleet-wide blackouts
     OBSERVE = "observe"  # /metrics and the health details (fleet-wide figures)
     MANAGE_USERS = "manage_users"  # users, roles, user groups, others' sessions
+    MANAGE_PKI = "manage_pki"  # certificates (list, renew, revoke) and agent enrolment
 
 
 _ALLOWED: dict[Role, frozenset[Action]] = {

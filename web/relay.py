@@ -13,8 +13,10 @@ Authorization: each socket has the principal of its session. The snapshot and ev
 filtered with ``authz.scope_of`` (the set of visible host ids, read in SQL when the socket opens
 and again whenever ``authz.scope_changed`` announces a membership change: hosts that left the
 scope get a ``removed`` message at once, hosts that entered it a ``change`` with their state).
-A user who is disabled or deleted meanwhile is disconnected (close code 4403). Jobs are followed
-only when visible to the principal, scans only by roles that may discover.
+A user who is disabled or deleted meanwhile is disconnected (close code 4403), and so is a
+socket whose session ended (4401: logged out, revoked by an admin or a role or group change,
+expired, rotated; the browser reconnects with its current cookie or goes to the login). Jobs
+are followed only when visible to the principal, scans only by roles that may discover.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from typing import Any
 import trio
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from storage import Database, visible_host_ids
+from storage import Database, session_active, visible_host_ids
 
 from . import authz
 from .api import scan_json
+from .auth import hash_token
 from .authz import Action, Principal, Role, may, scope_of
 from .handle import Missing, SystemHandle
 from .serialize import to_json
@@ -42,13 +45,15 @@ SEND_TIMEOUT = 5.0
 MAX_CLIENT_MESSAGE = 1024  # characters; the largest message a page sends is ~60
 GOING_AWAY = 1001
 NOT_ALLOWED = 4403
+LOGGED_OUT = 4401  # the socket's session ended (logout, revoked, expired, rotated)
 
 
 class _Subscriber:
-    """One socket's principal and the host ids it may see (None: every host)."""
+    """One socket's principal, its session and the host ids it may see (None: every host)."""
 
-    def __init__(self, who: Principal) -> None:
+    def __init__(self, who: Principal, token: str) -> None:
         self.who = who
+        self.token_hash = hash_token(token)
         self.visible: set[int] | None = None
 
     def sees(self, host_id: int) -> bool:
@@ -100,7 +105,7 @@ class Relay:
             if who.role is Role.NONE:
                 await websocket.close(code=NOT_ALLOWED, reason="not allowed")
                 return
-            sub = _Subscriber(who)
+            sub = _Subscriber(who, websocket.scope.get("state", {}).get("session_token", ""))
             generation = authz.scope_generation(self.db)
             with self.handle.subscribe(self.buffer) as changes:
                 await self._load_visible(sub)
@@ -156,6 +161,10 @@ class Relay:
             sub.who = await authz.load(
                 self.db, sub.who.user_id, operators_see_ungrouped=self.operators_see_ungrouped
             )
+            if not await self.db.run(session_active, sub.token_hash):
+                await websocket.close(code=LOGGED_OUT, reason="session ended")
+                nursery.cancel_scope.cancel()
+                return
             if sub.who.role is Role.NONE:
                 await websocket.close(code=NOT_ALLOWED, reason="not allowed")
                 nursery.cancel_scope.cancel()

@@ -111,6 +111,10 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ),  # fmt: skip
     ("GET", "/api/v1/enroll/status/{token}"): Entry(ALL),
     ("GET", "/api/v1/enrolments"): Entry(ADMIN),
+    ("GET", "/api/v1/pki/repo-config"): Entry(ALL),
+    ("GET", "/api/v1/repo-configs"): Entry(ADMIN),
+    ("POST", "/api/v1/repo-configs"): Entry(ADMIN, json={"distro_id": "debian"}),
+    ("POST", "/api/v1/repo-configs/delete"): Entry(ADMIN, json={"distro_id": "bad id!"}),
     ("GET", "/certificates"): Entry(ADMIN),
     ("POST", "/hosts/{host_id:int}/certificate-bundle"): Entry(ADMIN, form={}),
     ("POST", "/certificates/renew"): Entry(ADMIN, form={"kind": "web_server"}),
@@ -627,4 +631,60 @@ async def test_relay_shows_only_scoped_hosts_and_drops_a_host_when_its_group_is_
                     break
                 assert message.get("host_id") != in_id
                 assert message.get("host", {}).get("host_id") != in_id
+    stop.set()
+
+
+async def test_a_job_reaching_other_groups_is_visible_with_only_the_users_rows_and_unchangeable(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    world = await build_world(web_rig, client)
+    inside, outside = await world.targets("in"), await world.targets("out")
+    both = [inside.ids["host_id"], outside.ids["host_id"]]
+    created = await client.post("/api/v1/jobs", json={"host_ids": both})
+    job_id = created.json()["job_id"]
+    operator = await user_client(web_rig, OPR, [world.group_ids["in"]])
+    detail = await operator.get(f"/api/v1/jobs/{job_id}")
+    assert detail.status_code == 200
+    assert [r["host_id"] for r in detail.json()["rows"]] == [inside.ids["host_id"]]
+    assert job_id in [j["id"] for j in (await operator.get("/api/v1/jobs")).json()["jobs"]]
+    for action in ("cancel", "retry", "rollback"):
+        refused = await operator.post(f"/api/v1/jobs/{job_id}/{action}", json={})
+        assert refused.status_code == 422, action
+        assert "outside your groups" in refused.json()["error"]["message"]
+    rows = (await client.get(f"/api/v1/jobs/{job_id}")).json()["rows"]
+    assert len(rows) == 2 and all(r["state"] != "cancelled" for r in rows)
+    await operator.aclose()
+
+
+async def test_relay_socket_closes_when_an_admin_changes_the_users_groups(
+    nursery: trio.Nursery, web_rig: WebRig, client: httpx2.AsyncClient, pki: Pki
+) -> None:
+    world = await build_world(web_rig, client)
+    await world.targets("in")
+    operator = await user_client(web_rig, OPR, [world.group_ids["in"]])
+    await operator.aclose()
+    base_url, stop = await serve(nursery, web_rig, pki)
+    cookie = await relay_cookie(base_url, pki, "operator-user", PASSWORD)
+    (user,) = [u for u in (await client.get("/api/v1/users")).json()["users"]
+               if u["username"] == "operator-user"]  # fmt: skip
+    host, port = base_url.removeprefix("https://").split(":")
+    with trio.fail_after(30):
+        async with trio_websocket.open_websocket(
+            host,
+            int(port),
+            "/api/v1/live",
+            use_ssl=browser_context(pki),
+            extra_headers=[
+                (b"cookie", f"pm_session={cookie}".encode()),
+                (b"origin", base_url.encode()),
+            ],  # fmt: skip
+        ) as ws:
+            assert json.loads(await ws.get_message())["type"] == "snapshot"
+            changed = await client.patch(f"/api/v1/users/{user['id']}", json={"group_ids": []})
+            assert changed.status_code == 200, changed.text
+            with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                while True:
+                    await ws.get_message()
+            assert closed.value.reason is not None
+            assert closed.value.reason.code == 4401
     stop.set()
