@@ -549,7 +549,7 @@ class SimAgent:
                     return self._not_found(name)
             for name in names:
                 if name in p.upgradable:
-                    self._set_version(name, p.upgradable.pop(name))
+                    self._upgrade(job, name)
             return None
         if job.op is Op.INSTALL:
             for name, version in job.versions.items():
@@ -583,7 +583,7 @@ class SimAgent:
             if name not in p.installed:
                 return self._not_found(name)
             if name in p.upgradable:
-                self._set_version(name, p.upgradable.pop(name))
+                self._upgrade(job, name)
             return None
         if job.op is Op.REMOVE:
             name = job.packages[0]
@@ -593,6 +593,18 @@ class SimAgent:
             p.upgradable.pop(name, None)
             return None
         return None
+
+    def _upgrade(self, job: SimJob, name: str) -> None:
+        """Update ``name`` to its pending version, installing the new dependencies it has."""
+        p = self.profile
+        distro = p.distro
+        for dep in distro.kernels[1].depends.get(name, ()) if distro else ():
+            if dep in p.upgradable:  # a kernel metapackage needs the new build's versions
+                self._upgrade(job, dep)
+        for dep in p.missing_dependencies(name):
+            self._set_version(dep, p.repo[dep].current)
+            job.logs.append(f"Setting up {dep} ({p.repo[dep].current}) ...")
+        self._set_version(name, p.upgradable.pop(name))
 
     def _is_downgrade(self, name: str, version: str) -> bool:
         if self.faults.downgrades != "refuse":

@@ -6,9 +6,11 @@ simulated host sees it: every package of a minimal installation (the packaging t
 packages and the running kernel's among them), the installable-but-not-installed packages
 (``hello`` among them) and, for each, two versions in the distribution's native format: the one
 a host that is behind still has, and the current one. Dependencies are the names the agent
-reports in a package's detail; installing a package installs the missing ones too. Kernel
-updates replace the packages in place (the new build's side-by-side packages are not pulled in,
-so a rollback of a patch job can restore the host exactly).
+reports in a package's detail; installing or updating a package installs the missing ones too.
+Kernel packages named after no build (rpm's ``kernel-core``, apk's ``linux-lts``, pacman's
+``linux``) are updated in place; apt's metapackages (``linux-generic``, ``linux-image-amd64``)
+depend on the new build's versioned image, which their update installs beside the old one (a
+rollback to the old metapackage leaves it installed, as on a real system).
 
 Versions are a pure function of the package name, so every host of a distribution agrees on them
 (and the same seed gives the same fleet).
@@ -68,6 +70,9 @@ class Kernel:
     release: str  # system/info.kernel
     packages: Mapping[str, str]  # name -> version
     image: str  # the package whose version identifies this build
+    # Metapackages' dependencies in this build (apt: linux-generic -> linux-image-generic ->
+    # the versioned image): updating a metapackage installs the new build's image beside the old.
+    depends: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -311,7 +316,11 @@ UBUNTU = Distro(
         Kernel("6.8.0-47-generic", {
             "linux-image-6.8.0-47-generic": "6.8.0-47.47", "linux-modules-6.8.0-47-generic":
             "6.8.0-47.47", "linux-image-generic": "6.8.0.47.47", "linux-generic": "6.8.0.47.47",
-        }, "linux-image-6.8.0-47-generic"),
+        }, "linux-image-6.8.0-47-generic", {
+            "linux-generic": ("linux-image-generic",),
+            "linux-image-generic": ("linux-image-6.8.0-47-generic",),
+            "linux-image-6.8.0-47-generic": ("linux-modules-6.8.0-47-generic",),
+        }),
     ),
     release=_ubuntu,
     extra_base=_specs("""
@@ -353,7 +362,8 @@ DEBIAN = Distro(
                "linux-image-6.1.0-26-amd64"),
         Kernel("6.1.0-27-amd64", {"linux-image-6.1.0-27-amd64": "6.1.115-1",
                                   "linux-image-amd64": "6.1.115-1"},
-               "linux-image-6.1.0-27-amd64"),
+               "linux-image-6.1.0-27-amd64",
+               {"linux-image-amd64": ("linux-image-6.1.0-27-amd64",)}),
     ),
     release=_debian,
     extra_base=_specs("""
@@ -789,7 +799,8 @@ def _catalog(distro_id: str) -> dict[str, Pkg]:
         versions = tuple(
             dict.fromkeys(v for v in (running.packages.get(name), newer.packages.get(name)) if v)
         )
-        catalog[name] = Pkg(name, versions, f"Linux kernel ({name})", (), 150_000)
+        depends = newer.depends.get(name, running.depends.get(name, ()))
+        catalog[name] = Pkg(name, versions, f"Linux kernel ({name})", depends, 150_000)
     return catalog
 
 

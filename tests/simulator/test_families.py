@@ -240,25 +240,30 @@ async def test_package_list_queries_follow_agent_api_including_quirks(
         assert (invalid.status_code, invalid.json()["error"]["code"]) == (400, "VALIDATION_ERROR")
 
 
+@pytest.mark.parametrize("distro_id", [d.id for d in DISTROS])
 async def test_reboot_after_a_kernel_update_reports_the_new_kernel(
-    pki: Pki, start_fleet: Any
+    distro_id: str, pki: Pki, start_fleet: Any
 ) -> None:
     fleet: Fleet = await start_fleet(1)
     [agent] = fleet.agents
-    distro = BY_ID["rocky"]
+    distro = BY_ID[distro_id]
     running, newer = distro.kernels
     agent.profile = next(
         p
         for i in range(200)
-        if (p := generate_profile(i, 7, distro="rocky")).kernel == running.release
+        if (p := generate_profile(i, 7, distro=distro_id)).kernel == running.release
     )
     async with client_for(pki, agent) as client:
         assert (await client.system_info()).kernel == running.release
-        assert (await client.package("kernel-core")).latest_version == newer.packages["kernel-core"]
+        kernel_patches = [p.name for p in (await client.patches()).patches
+                          if p.name in newer.packages]  # fmt: skip
+        assert kernel_patches
+        for name in kernel_patches:
+            assert (await client.package(name)).latest_version == newer.packages[name]
         with trio.fail_after(20):
             async with client.job_events() as events:
                 job = await client.apply_patches(
-                    PatchSelection.only(["kernel-core"]), allow_reboot=True
+                    PatchSelection.only(kernel_patches), allow_reboot=True
                 )
                 with pytest.raises(TransportError):  # the host goes down for the reboot
                     while True:
@@ -266,6 +271,8 @@ async def test_reboot_after_a_kernel_update_reports_the_new_kernel(
             await agent.wait_listening()  # and comes back
         assert (await client.system_info()).kernel == newer.release
         assert (await client.job(job.job_id)).status is JobStatus.COMPLETED
+        installed = {p.name: p.version for p in await client.packages()}
+    assert {n: installed.get(n) for n in newer.packages} == dict(newer.packages)
 
 
 def test_small_profile_hosts_are_distribution_faithful() -> None:
