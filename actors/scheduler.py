@@ -83,6 +83,8 @@ class Scan:
     scope: trio.CancelScope
     found: list[Found] = field(default_factory=list)
     changed: trio.Event = field(default_factory=trio.Event)
+    probing: bool = True  # false once the probes ended: a cancel comes too late
+    cancel_requested: bool = False
 
     def report(self) -> ScanReport:
         return ScanReport(self.scan_id, self.progress, tuple(self.found))
@@ -479,9 +481,12 @@ class Scheduler:
         return None if report is None else report.progress
 
     def cancel_discovery(self, scan_id: int) -> bool:
+        """True if the scan was still probing: it ends stored as cancelled. False for a scan
+        that is unknown or whose probes already ended (it is, or is being, stored finished)."""
         state = self.scans.get(scan_id)
-        if state is None or state.progress.done:
+        if state is None or state.progress.done or not state.probing:
             return False
+        state.cancel_requested = True
         state.scope.cancel()
         return True
 
@@ -511,7 +516,10 @@ class Scheduler:
                            connect_timeout=config.discovery.connect_timeout_s,
                            on_progress=progress, on_found=state.found.append,
                            policy=policy, targets=targets)  # fmt: skip
-            cancelled = state.scope.cancelled_caught
+            state.probing = False
+            # A cancel accepted while probing is a cancelled scan even if the last probe
+            # returned before the cancellation was delivered.
+            cancelled = state.scope.cancelled_caught or state.cancel_requested
             status = "cancelled" if cancelled else "finished"
             final = replace(state.progress, found=len(state.found), done=True, cancelled=cancelled)
             log.info("discovery of %s %s: %d agent(s) in %d address(es)", network, status,

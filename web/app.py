@@ -48,6 +48,7 @@ from .user_pages import AccountPages
 from .users_api import UsersApi
 
 ROOT = Path(__file__).resolve().parent.parent
+RETRY_AFTER_S = 30  # seconds a 429 asks the client to wait
 
 register_path_convertors()  # before any route is built: {id:int} is a bounded database id
 
@@ -174,7 +175,10 @@ def create_app(
                        "message": f"No such page: {exc.message}"}  # fmt: skip
             return templates.TemplateResponse(request, "error.html", context,
                                               status_code=422)  # fmt: skip
-        return envelope(request, exc.status, exc.code, exc.message, {"fields": exc.fields})
+        response = envelope(request, exc.status, exc.code, exc.message, {"fields": exc.fields})
+        if exc.status == 429:  # busy (discovery scans): try again once one has had time to end
+            response.headers["retry-after"] = str(RETRY_AFTER_S)
+        return response
 
     async def server_error(request: Request, exc: Exception) -> Response:
         return envelope(request, 500, "internal_error", "internal error; see the server log")

@@ -8,7 +8,7 @@ from typing import Any
 from storage import HostRow
 
 from ..authz import Action, require, scope_changed
-from ..handle import Missing
+from ..handle import InvalidInput, Missing
 from .base import Principal, System
 
 
@@ -35,7 +35,14 @@ async def cancel(sys: System, who: Principal, scan_id: int) -> bool:
 async def register_found(
     sys: System, who: Principal, scan_id: int, addresses: Sequence[str]
 ) -> list[HostRow]:
-    await get(sys, who, scan_id)
+    """Raises ``InvalidInput`` (field ``addresses``) naming every address the scan did not
+    find: only found agents are registered this way (any other goes through POST /hosts)."""
+    scan = await get(sys, who, scan_id)
+    found = {f.address for f in scan.found}
+    if strangers := [a for a in addresses if a not in found]:
+        raise InvalidInput(
+            "addresses", f"not found by discovery scan {scan_id}: {', '.join(strangers[:20])}"
+        )
     rows = await sys.handle.register_found(scan_id, addresses)
     scope_changed(sys.db)
     return rows
