@@ -16,7 +16,7 @@ from starlette.routing import Route
 from storage import GroupItem, SessionItem, UserItem
 
 from .auth import LOGIN_COOKIE, SESSION_COOKIE, Busy, Outcome, safe_next, same_token
-from .authz import Action, require
+from .authz import Action, require, scope_changed
 from .forms import fields
 from .handle import HandleError, Missing
 from .models import PasswordChange, UserCreate, UserUpdate
@@ -151,6 +151,7 @@ class AccountPages:
         token = request.scope["state"].get("session_token", "")
         if token:
             await self.auth.end_session(token)
+            scope_changed(self.sys.db)  # the session's relay sockets close
         response = RedirectResponse("/login", status_code=303)
         response.headers.append("set-cookie", self.auth.session_cookie("", max_age=0))
         return response

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
 import pytest
+import trio
+import trio_websocket
 
 from storage import prune_sessions
 
+from ..conftest import Pki
 from .conftest import WebRig, assert_envelope
 from .test_login import STRONG, first_login, make_user
+from .test_relay import browser_context, serve, session_cookie
 
 
 @pytest.fixture
@@ -237,3 +242,32 @@ async def test_profile_password_form_shows_errors_and_ends_a_session(
     )
     assert ended.status_code == 303
     assert ended.headers["location"].startswith("/profile")
+
+
+async def test_ending_a_users_sessions_closes_their_relay_socket(
+    nursery: trio.Nursery, web_rig: WebRig, client: httpx2.AsyncClient, pki: Pki
+) -> None:
+    base_url, stop = await serve(nursery, web_rig, pki)
+    cookie = await session_cookie(base_url, web_rig, pki)
+    admin = await user_id(client, "admin")
+    host, port = base_url.removeprefix("https://").split(":")
+    with trio.fail_after(30):
+        async with trio_websocket.open_websocket(
+            host,
+            int(port),
+            "/api/v1/live",
+            use_ssl=browser_context(pki),
+            extra_headers=[
+                (b"cookie", f"pm_session={cookie}".encode()),
+                (b"origin", base_url.encode()),
+            ],
+        ) as ws:
+            assert json.loads(await ws.get_message())["type"] == "snapshot"
+            ended = await client.delete(f"/api/v1/users/{admin}/sessions")
+            assert ended.json()["revoked"] >= 2
+            with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                while True:
+                    await ws.get_message()
+            assert closed.value.reason is not None
+            assert closed.value.reason.code == 4401
+    stop.set()

@@ -2,8 +2,9 @@
 
 Only admins (``Action.MANAGE_USERS``) list, create and change users; every user may change
 their own password and see and end their own sessions. A change of role, groups or state ends
-that user's sessions (in ``storage``) and announces a scope change so that open relay
-subscriptions re-read their principal at once.
+that user's sessions (in ``storage``); every change that ends sessions announces a scope
+change, so that open relay subscriptions re-read their principal and sockets of ended
+sessions close at once.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ async def reset_password(sys: System, who: Principal, auth: Auth, user_id: int) 
     await sys.db.run(
         lambda conn: set_password(conn, user.username, hashed, must_change=True, by=who.username)
     )
+    scope_changed(sys.db)  # open relay sockets of the ended sessions close
     return password
 
 
@@ -162,6 +164,7 @@ async def change_password(
             conn, user.username, hashed, by=user.username, keep_family=keep_family
         )
     )
+    scope_changed(sys.db)
 
 
 async def sessions(sys: System, who: Principal, user_id: int) -> list[SessionItem]:
@@ -179,10 +182,13 @@ async def revoke(sys: System, who: Principal, user_id: int, session_id: int) -> 
         await sys.db.run(revoke_session, user_id, session_id)
     except NotFound:
         raise Missing(f"no session with id {session_id}") from None
+    scope_changed(sys.db)
 
 
 async def revoke_all(sys: System, who: Principal, user_id: int) -> int:
     require(who, Action.MANAGE_USERS)
     if await sys.db.run(get_user_by_id, user_id) is None:
         raise Missing(f"no user with id {user_id}")
-    return await sys.db.run(revoke_sessions, user_id)
+    ended = await sys.db.run(revoke_sessions, user_id)
+    scope_changed(sys.db)
+    return ended
