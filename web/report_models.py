@@ -16,6 +16,24 @@ from .models import Body, FieldErrors, Id, Query, Reply
 
 Severity = Literal["critical", "high", "medium", "low"]
 MAX_RANGE_DAYS = 3660
+FIRST_DAY = dt.date(1970, 1, 1)
+LAST_DAY = dt.date.max - dt.timedelta(days=1)  # the day after it must still be a date
+
+
+def range_problems(since: dt.date | None, until: dt.date | None, prefix: str = "") -> None:
+    """The one rule for a report's date range (queries, the page and stored definitions):
+    each day between ``FIRST_DAY`` and ``LAST_DAY``, ``until`` not before ``since`` and at most
+    ``MAX_RANGE_DAYS`` days; raises ``FieldErrors`` naming the fields (``prefix`` + name)."""
+    errors: dict[str, str] = {}
+    for name, day in (("since", since), ("until", until)):
+        if day is not None and not FIRST_DAY <= day <= LAST_DAY:
+            errors[prefix + name] = f"a day from {FIRST_DAY} to {LAST_DAY}"
+    if errors:
+        raise FieldErrors(errors)
+    if since and until and until < since:
+        raise FieldErrors({prefix + "until": "must not be before since"})
+    if since and until and (until - since).days + 1 > MAX_RANGE_DAYS:
+        raise FieldErrors({prefix + "until": f"a range of at most {MAX_RANGE_DAYS} days"})
 
 
 class ReportQuery(Query):
@@ -28,8 +46,7 @@ class ReportQuery(Query):
 
     @model_validator(mode="after")
     def _ordered(self) -> ReportQuery:
-        if self.since and self.until and self.until < self.since:
-            raise FieldErrors({"until": "must not be before since"})
+        range_problems(self.since, self.until)
         return self
 
 
@@ -40,8 +57,7 @@ class EvidenceQuery(Query):
 
     @model_validator(mode="after")
     def _ordered(self) -> EvidenceQuery:
-        if self.since and self.until and self.until < self.since:
-            raise FieldErrors({"until": "must not be before since"})
+        range_problems(self.since, self.until)
         return self
 
 
@@ -127,20 +143,50 @@ _CRON_FIELD = re.compile(
 _CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
 
 
+def _cron_values(value: str, low: int, high: int) -> set[int] | str:
+    """The numbers a cron field (already matching ``_CRON_FIELD``) selects, or the problem."""
+    out: set[int] = set()
+    for part in value.split(","):
+        base, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if step < 1:
+            return "a step of at least 1"
+        if base == "*":
+            first, last = low, high
+        else:
+            first_text, _, last_text = base.partition("-")
+            first = int(first_text)
+            last = int(last_text) if last_text else (high if step_text else first)
+        if not (low <= first <= high and low <= last <= high):
+            return f"between {low} and {high}"
+        if last < first:
+            return "a range must not be reversed"
+        out.update(range(first, last + 1, step))
+    return out
+
+
+_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # February in a leap year
+
+
 def cron_problem(text: str) -> str | None:
-    """Why ``text`` is not a five-field cron schedule (minute hour day month weekday)."""
+    """Why ``text`` is not a five-field cron schedule (minute hour day month weekday) that
+    fires: ranges in order, steps of at least 1, a day of month that some given month has."""
     fields = text.split()
     if len(fields) != 5:
         return "five fields: minute hour day-of-month month day-of-week, e.g. '0 6 * * 1'"
-    for value, (low, high), name in zip(
-        fields, _CRON_RANGES, ("minute", "hour", "day of month", "month", "day of week"),
-        strict=True,
-    ):  # fmt: skip
+    names = ("minute", "hour", "day of month", "month", "day of week")
+    selected: list[set[int]] = []
+    for value, (low, high), name in zip(fields, _CRON_RANGES, names, strict=True):
         if not _CRON_FIELD.match(value):
             return f"{name}: numbers, ranges, lists, steps or '*'"
-        numbers = [int(n) for n in re.findall(r"\d+", value.split("/")[0])]
-        if any(not low <= n <= high for n in numbers):
-            return f"{name}: between {low} and {high}"
+        values = _cron_values(value, low, high)
+        if isinstance(values, str):
+            return f"{name}: {values}"
+        selected.append(values)
+    days, months = selected[2], selected[3]
+    # With a restricted day of week cron fires on either; otherwise the day must exist.
+    if fields[4] == "*" and not any(d <= _MONTH_DAYS[m - 1] for d in days for m in months):
+        return "day of month: never in the given months"
     return None
 
 
@@ -150,6 +196,11 @@ class ReportFilters(Body):
     group: str = Field("", max_length=64)
     host_id: Id | None = None
     severity: Severity | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReportFilters:
+        range_problems(self.since, self.until, "filters.")
+        return self
 
 
 class DefinitionCreate(Body):

@@ -107,16 +107,18 @@ class ReportPages:
     async def reports(self, request: Request) -> Response:
         who = principal(request)
         params = {k: v for k, v in request.query_params.items() if k != "format"}
-        kind = params.pop("kind", "compliance")
-        if kind not in KIND_TITLES:
-            kind = "compliance"
+        kind = params.pop("kind", "") or "compliance"
         errors: dict[str, str] = {}
         report = None
+        if kind not in KIND_TITLES:
+            errors["kind"] = f"one of: {', '.join(KIND_TITLES)}"
+            kind = "compliance"  # the form shows its default; nothing is computed
         try:
             q = validate(ReportQuery, given(params))
-            report = await service.build(self.sys, who, self.rules, kind, q)
+            if not errors:
+                report = await service.build(self.sys, who, self.rules, kind, q)
         except HandleError as exc:
-            errors = exc.fields
+            errors.update(exc.fields)
         rows = rows_of(report) if report is not None else []
         base = urlencode(given(params))
         links = {

@@ -52,7 +52,7 @@ class ReportsApi:
         name = f"{kind}-{service.now():%Y%m%dT%H%MZ}"
         if q.format == "csv":
             return StreamingResponse(
-                service.stream_csv(self.sys, who, self.rules, kind, q),
+                await service.open_csv(self.sys, who, self.rules, kind, q),
                 media_type="text/csv; charset=utf-8",
                 headers=_attachment(f"{name}.csv"),
             )

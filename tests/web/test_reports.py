@@ -307,7 +307,8 @@ async def test_host_page_shows_the_reports_verdict_and_never_nothing_pending_wit
     assert "Nothing pending" not in never and "No current patch data" in never
 
 
-HOSTILE = ["\x00", "99999999999999999999", "-1", "2026-13-45", "%", "' OR 1=1 --", "x" * 5000]
+HOSTILE = ["\x00", "99999999999999999999", "-1", "2026-13-45", "%", "' OR 1=1 --", "x" * 5000,
+           "9999-12-31", "0001-01-01"]  # fmt: skip
 
 
 async def test_hostile_report_and_waiver_inputs_are_4xx_never_500(
@@ -316,9 +317,11 @@ async def test_hostile_report_and_waiver_inputs_are_4xx_never_500(
     csrf = client.headers["x-csrf-token"]
     for value in HOSTILE:
         for name in ("since", "until", "group", "host_id", "severity", "format", "kind"):
-            for path in ("/reports", "/api/v1/reports/compliance", "/api/v1/reports/evidence"):
-                response = await client.get(path, params={name: value})
-                assert response.status_code < 500, (path, name, value[:20])
+            for path in ("/reports", "/api/v1/reports/compliance", "/api/v1/reports/evidence",
+                         "/api/v1/reports/patch-history", "/api/v1/reports/exposure"):  # fmt: skip
+                for fmt in ("json", "csv"):
+                    response = await client.get(path, params={name: value, "format": fmt})
+                    assert response.status_code < 500, (path, name, value[:20], fmt)
         for name in ("host_id", "package", "cve", "owner", "reason", "expires_at"):
             form = {"host_id": "1", "owner": "o", "reason": "r", "expires_at": "2030-01-01T00:00",
                     name: value, "csrf_token": csrf}  # fmt: skip
@@ -329,3 +332,74 @@ async def test_hostile_report_and_waiver_inputs_are_4xx_never_500(
             assert 400 <= api.status_code < 500, (name, value[:20], api.status_code)
     revoke = await client.post("/waivers/99999999999999999999/revoke", data={"csrf_token": csrf})
     assert 400 <= revoke.status_code < 500
+
+
+async def test_a_day_past_the_calendar_or_a_range_over_the_maximum_is_a_422_everywhere(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    late = "until=9999-12-31"
+    for path in ("/api/v1/reports/patch-history", "/api/v1/reports/compliance"):
+        fields = assert_envelope(await client.get(f"{path}?{late}"), 422)["details"]["fields"]
+        assert set(fields) == {"until"}
+    widest = "/api/v1/reports/evidence?since=0001-01-01&until=9999-12-31"
+    assert set(assert_envelope(await client.get(widest), 422)["details"]["fields"]) == {
+        "since", "until"
+    }  # fmt: skip
+    too_long = await client.get("/api/v1/reports/patch-history?since=2000-01-01&until=2026-01-01")
+    assert "at most 3660 days" in assert_envelope(too_long, 422)["details"]["fields"]["until"]
+    page = await client.get(f"/reports?kind=patch-history&{late}")
+    assert page.status_code == 422 and "a day from" in page.text
+
+
+async def test_a_csv_with_a_day_past_the_calendar_is_a_422_not_a_truncated_200(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    for kind in ("patch-history", "compliance"):
+        response = await client.get(f"/api/v1/reports/{kind}?format=csv&until=9999-12-31")
+        assert_envelope(response, 422)
+
+
+async def test_report_definition_with_inverted_or_overflowing_dates_is_a_422_at_creation(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    for filters, message in (
+        ({"since": "2026-02-01", "until": "2026-01-01"}, "must not be before since"),
+        ({"until": "9999-12-31"}, "a day from 1970-01-01 to 9999-12-30"),
+    ):
+        response = await client.post(
+            "/api/v1/report-definitions",
+            json={"name": "x", "report": "patch-history", "filters": filters,
+                  "schedule": "0 6 * * 1"},
+        )  # fmt: skip
+        assert assert_envelope(response, 422)["details"]["fields"] == {"filters.until": message}
+    assert (await client.get("/api/v1/report-definitions")).json()["definitions"] == []
+
+
+async def test_reports_page_with_an_unknown_kind_is_a_422(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    page = await client.get("/reports?kind=bogus")
+    assert page.status_code == 422 and 'aria-label="Compliance summary"' not in page.text
+    assert "one of: compliance, patch-history, exposure, reboots" in page.text
+
+
+async def test_schedules_that_never_fire_or_have_a_reversed_range_or_zero_step_are_a_422(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    for schedule, message in (
+        ("0 6 31 2 *", "day of month: never in the given months"),
+        ("5-1 6 * * *", "minute: a range must not be reversed"),
+        ("5/0 6 * * *", "minute: a step of at least 1"),
+        ("0 6 30 2 *", "day of month: never in the given months"),
+    ):
+        response = await client.post(
+            "/api/v1/report-definitions",
+            json={"name": "x", "report": "exposure", "schedule": schedule},
+        )
+        assert assert_envelope(response, 422)["details"]["fields"] == {"schedule": message}
+    for fine in ("0 6 29 2 *", "0 6 31 2 1", "*/15 0-23/2 1,15 * 1-5", "0 6 31 1-2 *"):
+        response = await client.post(
+            "/api/v1/report-definitions",
+            json={"name": "x", "report": "exposure", "schedule": fine},
+        )
+        assert response.status_code == 201, (fine, response.text)

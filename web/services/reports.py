@@ -94,6 +94,31 @@ def stream_csv(
     return reboot_csv(rm.reboot_pages(ctx, f))
 
 
+async def open_csv(
+    sys: System, who: Principal, rules: ComplianceRules, kind: str, q: ReportQuery
+) -> AsyncIterator[str]:
+    """``stream_csv`` with its header and first page already read, so a query that fails does
+    so before the response starts (an error reply, never a truncated 200)."""
+    chunks = stream_csv(sys, who, rules, kind, q)
+    first = [chunk async for chunk in _take(chunks, 2)]
+
+    async def rest() -> AsyncIterator[str]:
+        for chunk in first:
+            yield chunk
+        async for chunk in chunks:
+            yield chunk
+
+    return rest()
+
+
+async def _take(chunks: AsyncIterator[str], n: int) -> AsyncIterator[str]:
+    for _ in range(n):
+        try:
+            yield await anext(chunks)
+        except StopAsyncIteration:
+            return
+
+
 async def pdf(sys: System, who: Principal, rules: ComplianceRules, kind: str,
               q: ReportQuery) -> bytes:  # fmt: skip
     """The report as a PDF, rendered in a worker thread (never on the event loop)."""
