@@ -219,3 +219,37 @@ def set_certificate_host(conn: psycopg.Connection[Any], serial: int, host_id: in
     conn.execute(
         "UPDATE certificates SET host_id = %s WHERE serial = %s", (host_id, Decimal(serial))
     )
+
+
+# -- repository configuration per distribution (agent-api §7.4), in the settings table -------
+
+_REPO_PREFIX = "repo_config:"
+
+
+def save_repo_config(conn: psycopg.Connection[Any], distro_id: str, value: dict[str, Any]) -> None:
+    conn.execute(
+        "INSERT INTO settings (key, value) VALUES (%s, %s) ON CONFLICT (key)"
+        " DO UPDATE SET value = excluded.value, updated_at = now()",
+        (_REPO_PREFIX + distro_id, Jsonb(value)),
+    )
+
+
+def delete_repo_config(conn: psycopg.Connection[Any], distro_id: str) -> bool:
+    row = conn.execute(
+        "DELETE FROM settings WHERE key = %s RETURNING key", (_REPO_PREFIX + distro_id,)
+    ).fetchone()
+    return row is not None
+
+
+def repo_config(conn: psycopg.Connection[Any], distro_id: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        "SELECT value FROM settings WHERE key = %s", (_REPO_PREFIX + distro_id,)
+    ).fetchone()
+    return dict(row[0]) if row else None
+
+
+def repo_configs(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT value FROM settings WHERE key LIKE %s ORDER BY key", (_REPO_PREFIX + "%",)
+    ).fetchall()
+    return [dict(r[0]) for r in rows]

@@ -68,8 +68,11 @@ LOGIN_COOKIE = "pm_login"
 # The CRL and enrolment are for agents, which have no session (agent-api §7.1, §7.3; issue 14).
 PUBLIC_PREFIXES = ("/static/", "/api/v1/enroll/status/")
 PUBLIC_PATHS = frozenset(
-    {"/api/v1/health", "/login", "/favicon.ico", "/api/v1/pki/crl.pem", "/api/v1/enroll"}
-)
+    {
+        "/api/v1/health", "/login", "/favicon.ico", "/api/v1/pki/crl.pem", "/api/v1/enroll",
+        "/api/v1/pki/repo-config",
+    }
+)  # fmt: skip
 # What a user who must change their password may still reach.
 CHANGE_PATHS = frozenset({"/password", "/logout", "/api/v1/profile/password"})
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -141,6 +141,24 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("post", "/api/v1/enrolments/{enrolment_id}/deny"): Operation(
         "Deny an enrolment request", 200, pki.EnrolmentOut
     ),
+    ("get", "/api/v1/pki/repo-config"): Operation(
+        "The repository configuration for an agent's distribution (no session), a bare object",
+        200,
+        pki.RepoConfig,
+        query=pki.RepoConfigQuery,
+    ),
+    ("get", "/api/v1/repo-configs"): Operation(
+        "Repository configurations per distribution", 200, pki.RepoConfigs
+    ),
+    ("post", "/api/v1/repo-configs"): Operation(
+        "Create or replace the repository configuration of a distribution",
+        200,
+        pki.RepoConfig,
+        pki.RepoConfig,
+    ),
+    ("post", "/api/v1/repo-configs/delete"): Operation(
+        "Delete the repository configuration of a distribution", 204, None, pki.DistroId
+    ),
     ("get", "/api/v1/certificates"): Operation(
         "Every certificate the CA issued, and seconds to expiry of those in use",
         200,

@@ -14,12 +14,13 @@ from starlette.routing import Route
 from storage import Database
 
 from . import pki_models as pm
-from .handle import SystemHandle
-from .models_io import body, path_id, record, reply
+from .handle import Missing, SystemHandle
+from .models_io import body, path_id, query, record, reply
 from .services import System, enrolment, principal
 from .services import certificates as certs
 
 CRL_PATH = "/api/v1/pki/crl.pem"
+REPO_CONFIG_PATH = "/api/v1/pki/repo-config"
 ENROL_PATH = "/api/v1/enroll"
 ENROL_STATUS_PREFIX = "/api/v1/enroll/status/"
 
@@ -88,8 +89,37 @@ class PkiApi:
         serial = await certs.revoke(self.sys, principal(request), data.serial)
         return reply(pm.Revoked, serial=serial)
 
+    # -- repository configuration -----------------------------------------------------------
+
+    async def repo_config(self, request: Request) -> Response:
+        q = query(request, pm.RepoConfigQuery)
+        found = await certs.repo_config_for(self.sys, q.distro_id)
+        if found is None:
+            raise Missing(f"no repository configuration for distro_id {q.distro_id!r}")
+        return reply(pm.RepoConfig, **found)  # a bare RepoConfig, as the agent parses it
+
+    async def repo_configs(self, request: Request) -> Response:
+        found = await certs.list_repo_configs(self.sys, principal(request))
+        return reply(
+            pm.RepoConfigs, repo_configs=[pm.RepoConfig.model_construct(**f) for f in found]
+        )
+
+    async def save_repo_config(self, request: Request) -> Response:
+        data = await body(request, pm.RepoConfig)
+        await certs.save_repo(self.sys, principal(request), data.model_dump())
+        return reply(pm.RepoConfig, **data.model_dump())
+
+    async def delete_repo_config(self, request: Request) -> Response:
+        data = await body(request, pm.DistroId)
+        await certs.delete_repo(self.sys, principal(request), data.distro_id)
+        return Response(status_code=204)
+
     def routes(self) -> list[Route]:
         return [
+            Route(REPO_CONFIG_PATH, self.repo_config, methods=["GET"]),
+            Route("/api/v1/repo-configs", self.repo_configs, methods=["GET"]),
+            Route("/api/v1/repo-configs", self.save_repo_config, methods=["POST"]),
+            Route("/api/v1/repo-configs/delete", self.delete_repo_config, methods=["POST"]),
             Route(CRL_PATH, self.crl, methods=["GET"]),
             Route(ENROL_PATH, self.enrol, methods=["POST"]),
             Route(ENROL_STATUS_PREFIX + "{token}", self.enrol_status, methods=["GET"]),

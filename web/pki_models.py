@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, IPvAnyAddress
 
-from .models import Body, Reply
+from .models import Body, Query, Reply
 
 
 class CertificateOut(Reply):
@@ -70,6 +70,7 @@ class EnrolStatus(Reply):
     server_crt: str | None = None
     server_key: str | None = None
     crl_pem: str | None = None
+    repo_config: dict[str, Any] | None = None
 
 
 class EnrolmentOut(Reply):
@@ -95,3 +96,25 @@ class Enrolments(Reply):
 
 class Approve(Body):
     group: str | None = Field(default=None, max_length=100, description="group of the new host")
+
+
+class RepoConfig(Body):
+    """The repository an agent of one distribution uses (agent-api §7.4)."""
+
+    distro_id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", description="os-release ID")
+    gpg_public_key: str = Field(default="", max_length=100_000, description="ASCII-armored")
+    sources_config: str = Field(default="", max_length=100_000, description="repo file text")
+    keyring_path: str = Field(default="", max_length=4096)
+
+
+class RepoConfigs(Reply):
+    repo_configs: list[RepoConfig]
+
+
+class RepoConfigQuery(Query):
+    distro_id: str = Field(min_length=1, max_length=64)
+    codename: str = Field(default="", max_length=64)
+
+
+class DistroId(Body):
+    distro_id: str = Field(max_length=64)

@@ -111,6 +111,10 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ),  # fmt: skip
     ("GET", "/api/v1/enroll/status/{token}"): Entry(ALL),
     ("GET", "/api/v1/enrolments"): Entry(ADMIN),
+    ("GET", "/api/v1/pki/repo-config"): Entry(ALL),
+    ("GET", "/api/v1/repo-configs"): Entry(ADMIN),
+    ("POST", "/api/v1/repo-configs"): Entry(ADMIN, json={"distro_id": "debian"}),
+    ("POST", "/api/v1/repo-configs/delete"): Entry(ADMIN, json={"distro_id": "bad id!"}),
     ("GET", "/certificates"): Entry(ADMIN),
     ("POST", "/hosts/{host_id:int}/certificate-bundle"): Entry(ADMIN, form={}),
     ("POST", "/certificates/renew"): Entry(ADMIN, form={"kind": "web_server"}),

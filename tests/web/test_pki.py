@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx2
@@ -15,6 +16,14 @@ from patch_manager.runtime import record_certificates
 
 from ..conftest import Pki, fleet_addresses
 from .conftest import WebRig, assert_envelope, form_token
+
+
+@pytest.fixture
+async def anonymous_agent(web_rig: WebRig) -> AsyncIterator[httpx2.AsyncClient]:
+    """A client without a session, as an agent calls the manager."""
+    transport = httpx2.ASGITransport(app=web_rig.app, client=("127.0.0.9", 40000))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
 
 
 @pytest.fixture
@@ -143,3 +152,22 @@ async def test_host_certificate_bundle_has_the_agents_files_and_a_new_certificat
         "/hosts/987654321/certificate-bundle", data={"csrf_token": form_token(page.text)}
     )
     assert missing.status_code == 404
+
+
+async def test_repo_config_is_stored_by_admins_served_to_agents_and_put_in_the_bundle(
+    web_rig: WebRig, client: httpx2.AsyncClient, anonymous_agent: httpx2.AsyncClient
+) -> None:
+    config = {"distro_id": "debian", "gpg_public_key": "-----BEGIN PGP PUBLIC KEY BLOCK-----",
+              "sources_config": "deb https://repo.example.com/debian bookworm main",
+              "keyring_path": "/etc/apt/keyrings/lpa-repo.gpg"}  # fmt: skip
+    assert (await client.post("/api/v1/repo-configs", json=config)).status_code == 200
+    served = await anonymous_agent.get("/api/v1/pki/repo-config?distro_id=debian&codename=x")
+    assert served.status_code == 200 and served.json() == config
+    assert_envelope(await anonymous_agent.get("/api/v1/pki/repo-config?distro_id=arch"), 404)
+    assert_envelope(await anonymous_agent.get("/api/v1/pki/repo-config"), 422)
+    assert_envelope(await client.post("/api/v1/repo-configs", json={"distro_id": "Bad!"}), 422)
+    listing = (await client.get("/api/v1/repo-configs")).json()["repo_configs"]
+    assert listing == [config]
+    deleted = await client.post("/api/v1/repo-configs/delete", json={"distro_id": "debian"})
+    assert deleted.status_code == 204
+    assert_envelope(await anonymous_agent.get("/api/v1/pki/repo-config?distro_id=debian"), 404)

@@ -243,3 +243,19 @@ async def test_enrolment_page_shows_the_request_and_approves_it_into_a_group(
     async with agent_client(web_rig, "127.0.0.8") as agent:
         answer = await agent.get(f"/api/v1/enroll/status/{token}")
         assert answer.json()["status"] == "approved"
+
+
+async def test_the_approved_bundle_carries_the_repo_config_of_the_agents_distribution(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    config = {"distro_id": "ubuntu", "gpg_public_key": "KEY", "sources_config": "deb x y z",
+              "keyring_path": "/etc/apt/keyrings/lpa-repo.gpg"}  # fmt: skip
+    assert (await client.post("/api/v1/repo-configs", json=config)).status_code == 200
+    address = fleet_addresses(1)
+    body = {**request_for(address, "rc"), "os_details": {"id": "ubuntu", "version_id": "24.04"}}
+    async with agent_client(web_rig, "127.0.0.10") as agent:
+        token = (await agent.post("/api/v1/enroll", json=body)).json()["polling_token"]
+        [pending] = (await client.get("/api/v1/enrolments")).json()["enrolments"]
+        assert (await client.post(f"/api/v1/enrolments/{pending['id']}/approve")).is_success
+        bundle = (await agent.get(f"/api/v1/enroll/status/{token}")).json()
+    assert bundle["status"] == "approved" and bundle["repo_config"] == config

@@ -6,13 +6,18 @@ import datetime as dt
 import io
 import tarfile
 from dataclasses import dataclass
+from typing import Any
 
 from storage import (
     NotFound,
     StoredCertificate,
+    delete_repo_config,
     get_host,
     list_certificates,
+    repo_config,
+    repo_configs,
     revoke_certificate,
+    save_repo_config,
 )
 
 from ..authz import Action, require
@@ -125,3 +130,32 @@ async def host_bundle(sys: System, who: Principal, host_id: int) -> tuple[str, b
         }
     )
     return f"{host.name}-certificates.tar.gz", archive
+
+
+# -- repository configuration (agent-api §7.4, minimal: stored and served, not hosted) --------
+
+
+async def repo_config_for(sys: System, distro_id: str) -> dict[str, Any] | None:
+    """Public (agents call it): the configuration for ``distro_id``, or None."""
+    if not distro_id:
+        return None
+    found: dict[str, Any] | None = await sys.db.run(repo_config, distro_id.lower())
+    return found
+
+
+async def list_repo_configs(sys: System, who: Principal) -> list[dict[str, Any]]:
+    require(who, Action.MANAGE_PKI)
+    found: list[dict[str, Any]] = await sys.db.run(repo_configs)
+    return found
+
+
+async def save_repo(sys: System, who: Principal, value: dict[str, Any]) -> None:
+    require(who, Action.MANAGE_PKI)
+    await sys.db.run(save_repo_config, value["distro_id"], value)
+
+
+async def delete_repo(sys: System, who: Principal, distro_id: str) -> bool:
+    """Idempotent: True when there was a configuration to delete."""
+    require(who, Action.MANAGE_PKI)
+    deleted: bool = await sys.db.run(delete_repo_config, distro_id)
+    return deleted

@@ -30,6 +30,7 @@ from storage import (
     enrolment_by_token,
     get_enrolment,
     list_enrolments,
+    repo_config,
 )
 
 from ..authz import Action, require
@@ -106,13 +107,18 @@ async def status(sys: System, token: str) -> dict[str, Any]:
         return {"status": "notfound"}  # another poll got it first
     if row.host_id is not None:
         sys.handle.refresh([row.host_id])
-    return {
+    answer: dict[str, Any] = {
         "status": "approved",
         "ca_crt": sys.handle.root_ca_pem(),
         "server_crt": cert_pem,
         "server_key": key_pem,
         "crl_pem": (await sys.handle.crl_pem()).decode(),
     }
+    distro = str(row.os_details.get("id") or row.os_details.get("distro_id") or "")
+    repo = await sys.db.run(repo_config, distro.lower()) if distro else None
+    if repo is not None:
+        answer["repo_config"] = repo
+    return answer
 
 
 async def queue(sys: System, who: Principal, *, pending_only: bool = True) -> list[EnrolmentRow]:
