@@ -260,9 +260,7 @@ def test_every_page_works_under_the_csp_without_console_errors(demo: Demo, page:
     errors: list[str] = []
 
     def on_console(msg: Any) -> None:
-        # The window editor's live preview asks the API about a draft on purpose and shows
-        # its 422 message in the page ("choose at least one weekday"); Chromium logs any 4xx.
-        if msg.type == "error" and not msg.location.get("url", "").endswith("/windows/preview"):
+        if msg.type == "error":
             errors.append(f"{msg.text} ({msg.location.get('url')})")
 
     page.on("console", on_console)

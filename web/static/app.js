@@ -179,6 +179,13 @@
           else if (k === "duration_minutes" || k === "day_of_month" || k === "nth") body[k] = number(v);
           else body[k] = v;
         });
+        // Asking the API about a draft it must refuse would log a 4xx in the console: the one
+        // refusal a fresh form always meets is said here instead.
+        const recurrence = body.recurrence || "weekly";
+        if ((recurrence === "weekly" || recurrence === "monthly_nth") && body.weekdays.length === 0) {
+          preview.textContent = "choose at least one weekday";
+          return;
+        }
         fetch("/api/v1/windows/preview", { method: "POST", headers: { "content-type": "application/json", "x-csrf-token": csrf.content }, body: JSON.stringify(body) })
           .then(function (r) { return r.json(); })
           .then(function (j) {
