@@ -106,3 +106,22 @@ async def test_backfill_reconstructs_past_days_and_the_trend_sums_hosts_in_scope
     red = HostScope(group_ids=frozenset({ids["red"]}))
     red_today = [p for p in await db.run(trend, red, ReportFilter()) if p.day == NOW.date()]
     assert (red_today[0].hosts, red_today[0].compliant) == (2, 1)
+
+
+def list_job(conn: Any) -> None:
+    host = conn.execute("INSERT INTO hosts (name) VALUES ('web1') RETURNING id").fetchone()[0]
+    job = conn.execute(
+        "INSERT INTO jobs (kind, selection, packages, schedule, created_by)"
+        """ VALUES ('install', 'list', '["curl", {"name": "nginx", "version": "1.24"}]',"""
+        " 'now', 'ops') RETURNING id"
+    ).fetchone()[0]
+    conn.execute("INSERT INTO job_hosts (job_id, host_id) VALUES (%s, %s)", (job, host))
+
+
+async def test_patch_history_names_the_packages_of_a_list_job_given_as_names_or_specs(
+    db: Database,
+) -> None:
+    await db.run(list_job)
+    ctx = Context(db, HostScope.everything(), RULES, NOW)
+    rows = (await history_report(ctx, ReportFilter())).rows
+    assert [r.packages for r in rows] == ["curl nginx=1.24"]
