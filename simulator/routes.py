@@ -125,29 +125,39 @@ async def service(agent: SimAgent, request: Request, name: str) -> Response:
                      "main_pid": 1000 + len(name), "healthy": True})  # fmt: skip
 
 
-def _package(agent: SimAgent, name: str) -> dict[str, Any]:
-    """A package as list calls report it: most fields empty, never upgradable (§3.5: the apt
-    parser reads ``[installed,upgradable to: X]`` as plain installed)."""
+def _package(agent: SimAgent, name: str, *, named: bool = False) -> dict[str, Any]:
+    """A package as list calls report it: most fields empty. Without a name (``apt list
+    --installed``) never upgradable (§3.5: the apt parser reads ``[installed,upgradable to: X]``
+    as plain installed); an apt name query (``apt list <name>``) prints an upgradable package's
+    candidate line, ``[upgradable from: Y]``, read as Upgradable at the new version."""
     p = agent.profile
     version = p.installed.get(name)
-    status = "Installed"
-    if version is None:  # a repository package, listed by an apt/apk name query
+    status, upgradable = "Installed", False
+    if version is None:  # a repository package, listed by an apt name query
         version, status = p.candidate(name) or "", "Available"
-    return {"name": name, "version": version, "status": status, "upgradable": False,
+    elif named and p.family == "apt" and name in p.upgradable:
+        version, status, upgradable = p.upgradable[name], "Upgradable", True
+    return {"name": name, "version": version, "status": status, "upgradable": upgradable,
             "latest_version": version, "description": "", "dependencies": [],
             "reverse_dependencies": [], "install_date": None,
             "size_installed": None}  # fmt: skip
 
 
-def _matching(agent: SimAgent, pattern: str) -> list[str]:
-    """What the backend's name query returns (§3.5). apt (``apt list <name>``) and apk match
-    the pattern as a glob against installed and repository packages; the rpm backends
-    (``rpm -qa <name>`` then names *containing* it) and pacman only see installed packages,
-    and a glob pattern matches nothing there since no name contains ``*``."""
+def _matching(agent: SimAgent, pattern: str) -> list[str] | None:
+    """What the backend's name query returns (§3.5); None when the command fails. apt
+    (``apt list <name>``) matches the pattern as a glob against installed and repository
+    packages; apk (``apk list --installed <name>``) as a glob against installed ones; the rpm
+    backends (``rpm -qa <name>`` then names *containing* it) only see installed packages, and a
+    glob pattern matches nothing there since no name contains ``*``; pacman (``pacman -Q
+    <name>``) takes an exact installed name and exits 1 when nothing matches."""
     p = agent.profile
-    if p.family in ("apt", "apk"):
+    if p.family == "apt":
         names = set(p.installed) | set(p.repo)
         return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    if p.family == "apk":
+        return [n for n in p.installed if fnmatch.fnmatchcase(n, pattern)]
+    if p.family == "pacman":
+        return [pattern] if pattern in p.installed else None
     return [n for n in p.installed if fnmatch.fnmatchcase(n, pattern) and pattern in n]
 
 
@@ -160,16 +170,20 @@ async def list_packages(agent: SimAgent, request: Request, _: str) -> Response:
     name = _query(request, "name")
     # Without a name only installed packages are listed; limit/offset are ignored.
     names = _matching(agent, name) if name else list(agent.profile.installed)
-    packages = [_package(agent, n) for n in names]
+    if names is None:
+        return error(500, "PKG_MANAGER_ERROR", f"Failed to list packages: error: package "
+                     f"'{name}' was not found", retryable=True)  # fmt: skip
+    packages = [_package(agent, n, named=bool(name)) for n in names]
     status = _query(request, "status") or ""
     wanted = {"installed": "Installed", "available": "Available"}.get(status)
     if wanted is not None:
         packages = [x for x in packages if x["status"] == wanted]
     if upgradable == "true" or status == "upgradable":
-        packages = [x for x in packages if x["upgradable"]]  # always empty: the quirk above
+        packages = [x for x in packages if x["upgradable"]]  # without a name: the quirk above
     sort = _query(request, "sort")
     key = sort if sort in ("version", "status") else "name"
-    packages.sort(key=lambda x: (x[key], x["name"]), reverse=_query(request, "order") == "desc")
+    descending = (_query(request, "order") or "asc") != "asc"  # anything but asc descends
+    packages.sort(key=lambda x: (x[key], x["name"]), reverse=descending)
     return envelope({"packages": packages, "total": len(packages)})
 
 
@@ -187,8 +201,8 @@ async def get_package(agent: SimAgent, request: Request, name: str) -> Response:
     if name in p.installed and entry is not None:
         data.update(description=entry.description, dependencies=list(entry.dependencies),
                     size_installed=f"{entry.size_kb} KB")  # fmt: skip
-    if name in p.upgradable:
-        data.update(upgradable=True, latest_version=p.upgradable[name], status="Upgradable")
+    if name in p.upgradable:  # the backends' detail says Installed, with the upgrade
+        data.update(upgradable=True, latest_version=p.upgradable[name])
     return envelope(data)
 
 

@@ -107,7 +107,7 @@ async def test_family_contract_tool_installed_and_hello_installs_updates_removes
         assert re.match(KERNEL_FORMAT[distro_id], info.kernel)
         # The packaging tool's own package (issue 18: was 404 PKG_NOT_FOUND).
         tool = await client.package(distro.family.tool)
-        assert tool.status in (PackageStatus.INSTALLED, PackageStatus.UPGRADABLE)
+        assert tool.status is PackageStatus.INSTALLED
         assert tool.version in repo[distro.family.tool].versions
         assert tool.description
         listed = {p.name: p for p in await client.packages()}
@@ -130,9 +130,9 @@ async def test_family_contract_tool_installed_and_hello_installs_updates_removes
         hello = await client.package("hello")
         installed = {p.name for p in await client.packages()}
         assert set(repo["hello"].dependencies) <= installed
-        if pins:
-            assert (hello.version, hello.upgradable, hello.latest_version) == (
-                older, True, current
+        if pins:  # no backend's detail says "Upgradable": Installed, with the upgrade
+            assert (hello.version, hello.status, hello.upgradable, hello.latest_version) == (
+                older, PackageStatus.INSTALLED, True, current
             )  # fmt: skip
             assert "hello" in {p.name for p in (await client.patches()).patches}
             job = await client.update("hello")
@@ -176,6 +176,8 @@ async def test_package_list_queries_follow_agent_api_including_quirks(
 ) -> None:
     apt = await as_distro(start_fleet, "ubuntu")
     rpm = await as_distro(start_fleet, "rocky")
+    apk = await as_distro(start_fleet, "alpine")
+    pacman = await as_distro(start_fleet, "arch")
     for agent in (apt, rpm):
         agent.profile.upgradable["openssl"] = "9.9.9-1"
 
@@ -199,9 +201,10 @@ async def test_package_list_queries_follow_agent_api_including_quirks(
     assert await listing(apt, upgradable="true") == []
     assert len(await listing(apt, limit="1", offset="3")) == len(everything)  # ignored
     assert len(await listing(apt, status="whatever")) == len(everything)  # no filter
-    assert [p["name"] for p in await listing(apt, order="desc")] == sorted(
-        (p["name"] for p in everything), reverse=True
-    )
+    for order in ("desc", "whatever"):  # anything but "asc" sorts descending
+        assert [p["name"] for p in await listing(apt, order=order)] == sorted(
+            (p["name"] for p in everything), reverse=True
+        )
     by_version = [p["version"] for p in await listing(apt, sort="version")]
     assert by_version == sorted(by_version)
 
@@ -214,6 +217,26 @@ async def test_package_list_queries_follow_agent_api_including_quirks(
     assert {p["name"] for p in await listing(apt, name="hel*")} >= {"hello"}
     assert await listing(apt, name="hello", status="installed") == []
     assert [p["name"] for p in await listing(apt, name="hello", status="available")] == ["hello"]
+    # apt list <name> prints the candidate line of an upgradable package: the new version.
+    [named] = await listing(apt, name="openssl")
+    assert (named["status"], named["upgradable"], named["version"]) == (
+        "Upgradable", True, "9.9.9-1"
+    )  # fmt: skip
+    assert [p["name"] for p in await listing(apt, name="openssl", upgradable="true")] == ["openssl"]
+    # apk list --installed <name>: globs over installed packages only.
+    assert await listing(apk, name="hello") == []
+    assert [p["name"] for p in await listing(apk, name="libss*")] == ["libssl3"]
+    # pacman -Q <name>: one exact installed name; no match exits 1, which the agent answers 500.
+    [openssl] = await listing(pacman, name="openssl")
+    assert (openssl["status"], openssl["version"]) == (
+        "Installed",
+        pacman.profile.installed["openssl"],
+    )
+    for pattern in ("hello", "openss*"):
+        async with raw_client(pki, pacman) as http:
+            failed = await http.get("/api/v1/packages", params={"name": pattern})
+        assert failed.status_code == 500
+        assert failed.json()["error"]["code"] == "PKG_MANAGER_ERROR"
     # rpm -qa <name>, then names containing it: installed only, and a glob matches nothing.
     assert await listing(rpm, name="hello") == []
     assert [p["name"] for p in await listing(rpm, name="openssl")] == ["openssl"]
@@ -225,7 +248,9 @@ async def test_package_list_queries_follow_agent_api_including_quirks(
         assert bad.text.startswith("Query deserialize error")
 
         detail = (await http.get("/api/v1/packages/openssl")).json()["data"]
-        assert (detail["upgradable"], detail["latest_version"]) == (True, "9.9.9-1")
+        assert (detail["status"], detail["upgradable"], detail["latest_version"]) == (
+            "Installed", True, "9.9.9-1"
+        )  # fmt: skip
         bash = (await http.get("/api/v1/packages/bash")).json()["data"]
         entry = BY_ID["ubuntu"].catalog["bash"]
         assert bash["description"] == entry.description
