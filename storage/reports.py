@@ -510,26 +510,43 @@ def save_definition(
     return int(row[0])
 
 
-def list_definitions(conn: psycopg.Connection[Any]) -> list[ReportDefinition]:
+def list_definitions(
+    conn: psycopg.Connection[Any], owner: str | None = None, definition_id: int | None = None
+) -> list[ReportDefinition]:
+    """The definitions created by ``owner`` (``None``: everybody's), optionally only one."""
+    where: list[sql.Composable] = [sql.SQL("TRUE")]
+    if owner is not None:
+        where.append(sql.SQL("created_by = {}").format(sql.Literal(owner)))
+    if definition_id is not None:
+        where.append(sql.SQL("id = {}").format(sql.Literal(definition_id)))
     rows = conn.execute(
-        "SELECT id, name, report, format, filters, recipients, schedule, created_by, created_at"
-        " FROM report_definitions ORDER BY id"
+        sql.SQL(
+            "SELECT id, name, report, format, filters, recipients, schedule, created_by,"
+            " created_at FROM report_definitions WHERE {} ORDER BY id"
+        ).format(sql.SQL(" AND ").join(where))
     ).fetchall()
     return [
         ReportDefinition(r[0], r[1], r[2], r[3], r[4], tuple(r[5]), r[6], r[7], r[8]) for r in rows
     ]
 
 
-def get_definition(conn: psycopg.Connection[Any], definition_id: int) -> ReportDefinition:
-    for d in list_definitions(conn):
-        if d.id == definition_id:
-            return d
+def get_definition(
+    conn: psycopg.Connection[Any], definition_id: int, owner: str | None = None
+) -> ReportDefinition:
+    """Raises ``NotFound`` when there is no such definition created by ``owner``."""
+    for d in list_definitions(conn, owner, definition_id):
+        return d
     raise NotFound(f"no report definition with id {definition_id}")
 
 
-def delete_definition(conn: psycopg.Connection[Any], definition_id: int) -> None:
+def delete_definition(
+    conn: psycopg.Connection[Any], definition_id: int, owner: str | None = None
+) -> None:
+    """Raises ``NotFound`` when there is no such definition created by ``owner``."""
     row = conn.execute(
-        "DELETE FROM report_definitions WHERE id = %s RETURNING id", (definition_id,)
+        "DELETE FROM report_definitions WHERE id = %s AND (%s::text IS NULL OR created_by = %s)"
+        " RETURNING id",
+        (definition_id, owner, owner),
     ).fetchone()
     if row is None:
         raise NotFound(f"no report definition with id {definition_id}")

@@ -403,3 +403,29 @@ async def test_schedules_that_never_fire_or_have_a_reversed_range_or_zero_step_a
             json={"name": "x", "report": "exposure", "schedule": fine},
         )
         assert response.status_code == 201, (fine, response.text)
+
+
+async def test_report_definitions_are_seen_and_deleted_only_by_their_owner_or_an_admin(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    ids = await web_rig.db.run(seed)
+    body = {"name": "blue weekly", "report": "exposure", "filters": {"group": "blue"},
+            "recipients": ["blue-team@example.org"], "schedule": "0 6 * * 1"}  # fmt: skip
+    admins = (await client.post("/api/v1/report-definitions", json=body)).json()["id"]
+    operator = await user_client(web_rig, Role.OPERATOR, [ids["red"]])
+    try:
+        assert (await operator.get("/api/v1/report-definitions")).json()["definitions"] == []
+        for response in (
+            await operator.get(f"/api/v1/report-definitions/{admins}/download"),
+            await operator.delete(f"/api/v1/report-definitions/{admins}"),
+        ):
+            assert_envelope(response, 404, "not_found")
+        own = await operator.post("/api/v1/report-definitions", json={**body, "name": "mine"})
+        listed = (await operator.get("/api/v1/report-definitions")).json()["definitions"]
+        assert [d["name"] for d in listed] == ["mine"]
+        every = (await client.get("/api/v1/report-definitions")).json()["definitions"]
+        assert [d["name"] for d in every] == ["blue weekly", "mine"]
+        deleted = await client.delete(f"/api/v1/report-definitions/{own.json()['id']}")
+        assert deleted.status_code == 204  # an admin may delete anyone's
+    finally:
+        await operator.aclose()

@@ -26,7 +26,7 @@ from storage.reports import (
 from storage.reports import delete_definition as remove_definition
 from storage.reports import save_definition as store_definition
 
-from ..authz import Action, require, scope_of
+from ..authz import Action, Role, require, scope_of
 from ..handle import Missing
 from ..report_models import DefinitionCreate, EvidenceQuery, ReportQuery
 from .base import Principal, System
@@ -192,9 +192,15 @@ async def dashboard(sys: System, who: Principal, rules: ComplianceRules) -> Dash
 # -- scheduled report definitions (stored; delivered by e-mail once notifications exist) -------
 
 
+def owner_of(who: Principal) -> str | None:
+    """Whose definitions ``who`` may see and delete: an admin everybody's, others their own
+    (a definition carries its creator's filters and recipients)."""
+    return None if who.role is Role.ADMIN else who.username
+
+
 async def definitions(sys: System, who: Principal) -> list[ReportDefinition]:
     require(who, Action.VIEW)
-    return await sys.db.run(list_definitions)
+    return await sys.db.run(list_definitions, owner_of(who))
 
 
 async def save_definition(sys: System, who: Principal, data: DefinitionCreate) -> int:
@@ -209,7 +215,7 @@ async def save_definition(sys: System, who: Principal, data: DefinitionCreate) -
 async def delete_definition(sys: System, who: Principal, definition_id: int) -> None:
     require(who, Action.DEPLOY)
     try:
-        await sys.db.run(remove_definition, definition_id)
+        await sys.db.run(remove_definition, definition_id, owner_of(who))
     except NotFound as exc:
         raise Missing(str(exc)) from None
 
@@ -218,7 +224,7 @@ async def definition(sys: System, who: Principal, definition_id: int) -> ReportD
     """A stored definition, to be run now with the caller's scope (``Missing`` if unknown)."""
     require(who, Action.VIEW)
     try:
-        return await sys.db.run(get_definition, definition_id)
+        return await sys.db.run(get_definition, definition_id, owner_of(who))
     except NotFound as exc:
         raise Missing(str(exc)) from None
 
