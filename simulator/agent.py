@@ -552,6 +552,10 @@ class SimAgent:
                     self._upgrade(job, name)
             return None
         if job.op is Op.INSTALL:
+            for name, version in list(job.versions.items()):
+                entry = p.entry(name)
+                if version and entry and entry.epoch and version.startswith(entry.epoch):
+                    job.versions[name] = version.removeprefix(entry.epoch)  # dnf takes E:V-R
             for name, version in job.versions.items():
                 if not p.knows(name):
                     return self._not_found(name)
@@ -729,12 +733,16 @@ class SimAgent:
 
     def patch_data(self) -> dict[str, Any]:
         p = self.profile
-        patches = [
+        patches: list[dict[str, Any]] = [
             {"name": name, "current_version": p.installed.get(name, ""), "available_version": new,
              "severity": severity_of(name), "description": "Package update available",
              "cve_ids": list(p.cve_ids.get(name, ())), "requires_reboot": requires_reboot(name)}
             for name, new in sorted(p.upgradable.items())
         ]  # fmt: skip
+        for patch in patches:  # dnf check-update prints the epoch; rpm -q does not
+            entry = p.entry(patch["name"]) if p.family == "dnf" else None
+            if entry is not None and entry.epoch:
+                patch["available_version"] = entry.epoch + patch["available_version"]
         if self.faults.apt_parse_bug:  # agent-api §3.10
             for patch in patches:
                 patch["current_version"], patch["available_version"] = (

@@ -36,6 +36,9 @@ class Pkg:
     description: str
     dependencies: tuple[str, ...] = ()
     size_kb: int = 100
+    # rpm: the epoch ("1:"), which only ``dnf check-update`` prints (the patch list's
+    # available_version); rpm -qa / -qi / --qf %{VERSION}-%{RELEASE} leave it out.
+    epoch: str = ""
 
     @property
     def current(self) -> str:
@@ -144,14 +147,14 @@ def _debian(spec: Spec, n: int) -> str:
 
 
 def _el9(spec: Spec, n: int) -> str:
-    epoch, up = _split_epoch(spec.upstream)
+    _, up = _split_epoch(spec.upstream)  # rpm's VERSION-RELEASE carries no epoch
     release = 1 + _hash(spec.name) % 40
-    return f"{epoch}{up}-{release}.el9" if n == 0 else f"{epoch}{up}-{release + 1}.el9_4"
+    return f"{up}-{release}.el9" if n == 0 else f"{up}-{release + 1}.el9_4"
 
 
 def _fc40(spec: Spec, n: int) -> str:
-    epoch, up = _split_epoch(spec.upstream)
-    return f"{epoch}{up}-{1 + _hash(spec.name) % 6 + n}.fc40"
+    _, up = _split_epoch(spec.upstream)
+    return f"{up}-{1 + _hash(spec.name) % 6 + n}.fc40"
 
 
 def _alpine(spec: Spec, n: int) -> str:
@@ -792,8 +795,9 @@ def _catalog(distro_id: str) -> dict[str, Pkg]:
         versions: tuple[str, ...] = (distro.release(spec, 0), distro.release(spec, 1))
         if spec.name == SELF:
             versions = _agent_version(distro)
+        epoch = _split_epoch(spec.upstream)[0] if family.name == "dnf" else ""
         catalog[spec.name] = Pkg(spec.name, versions, spec.description, spec.dependencies,
-                                 spec.size_kb)  # fmt: skip
+                                 spec.size_kb, epoch)  # fmt: skip
     running, newer = distro.kernels
     for name in sorted({*running.packages, *newer.packages}):
         versions = tuple(

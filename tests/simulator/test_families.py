@@ -27,8 +27,8 @@ pytestmark = pytest.mark.timeout(60)
 VERSION_FORMAT = {
     "ubuntu": r"^(\d+:)?[0-9][A-Za-z0-9.+~-]*-[A-Za-z0-9.+~]*(ubuntu|build)[A-Za-z0-9.+~]*$",
     "debian": r"^(\d+:)?[0-9][A-Za-z0-9.+~-]*-[0-9]+(\+deb12u[0-9]+)?$",
-    "rocky": r"^(\d+:)?[0-9][A-Za-z0-9._+]*-[0-9.]+\.el9(_4)?$",
-    "fedora": r"^(\d+:)?[0-9][A-Za-z0-9._+]*-[0-9.]+\.fc40$",
+    "rocky": r"^[0-9][A-Za-z0-9._+]*-[0-9.]+\.el9(_4)?$",  # rpm: no epoch
+    "fedora": r"^[0-9][A-Za-z0-9._+]*-[0-9.]+\.fc40$",
     "alpine": r"^[0-9][A-Za-z0-9._]*-r[0-9]+$",
     "arch": r"^(\d+:)?[0-9][A-Za-z0-9.+_]*-[0-9]+$",
 }
@@ -153,6 +153,25 @@ async def test_family_contract_tool_installed_and_hello_installs_updates_removes
         summary = f"{distro.family.command} failed (exit {exit_code}): {FIRST_LINE[distro_id]}"
         assert (failed.error or "").splitlines()[0] == summary
         assert f"Command failed (exit {exit_code}): {INSTALL_COMMAND[distro_id]}" in failed.logs
+
+
+@pytest.mark.parametrize("distro_id", ["rocky", "fedora"])
+async def test_rpm_versions_carry_no_epoch_except_dnf_check_update_available_version(
+    distro_id: str, pki: Pki, start_fleet: Any
+) -> None:
+    agent = await as_distro(start_fleet, distro_id)
+    entry = BY_ID[distro_id].catalog["openssl"]  # upstream 1:3.x
+    older, current = entry.versions
+    assert entry.epoch == "1:" and ":" not in older + current
+    agent.profile.installed["openssl"] = older
+    agent.profile.upgradable["openssl"] = current
+    async with client_for(pki, agent) as client:
+        [patch] = [p for p in (await client.patches()).patches if p.name == "openssl"]
+        detail = await client.package("openssl")
+        listed = {p.name: p.version for p in await client.packages()}
+    assert (patch.current_version, patch.available_version) == (older, f"1:{current}")
+    assert (detail.version, listed["openssl"]) == (older, older)
+    assert not any(":" in v for v in listed.values())
 
 
 async def test_install_pulls_in_missing_dependencies(pki: Pki, start_fleet: Any) -> None:
