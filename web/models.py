@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import typing
+import zoneinfo
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -279,6 +281,12 @@ class JobsQuery(Query):
 # -- windows, blackouts, calendar ---------------------------------------------------------------
 
 
+@functools.cache
+def _iana_zones() -> frozenset[str]:
+    """IANA zone names (they start with a capital: "localtime" and "posixrules" are files)."""
+    return frozenset(z for z in zoneinfo.available_timezones() if z[:1].isupper())
+
+
 class WindowDraft(Body):
     name: str = Field("", max_length=100)
     host_id: Id | None = None
@@ -319,10 +327,15 @@ class WindowDraft(Body):
         )
 
     def problems(self) -> dict[str, str]:
-        return {
+        found = {
             "duration_minutes" if key == "duration" else key: message
             for key, message in self.rule().problems().items()
         }
+        # zoneinfo also opens the system's "localtime" (whatever the machine is set to) and
+        # other files of the zone directory; a window's zone must mean the same everywhere.
+        if "timezone" not in found and self.timezone not in _iana_zones():
+            found["timezone"] = f"unknown IANA time zone {self.timezone!r} (e.g. Europe/Berlin)"
+        return found
 
     @model_validator(mode="after")
     def _usable(self) -> WindowDraft:

@@ -335,3 +335,32 @@ async def test_deploy_form_errors_are_shown_beside_their_field(
     response = await client.post("/deploy", data=data)
     assert response.status_code == 422, response.text[-2000:]
     assert shown_errors(response.text).get(field), (field, shown_errors(response.text))
+
+
+@pytest.mark.parametrize("zone", ["localtime", "posixrules", "Factory/../UTC"])
+async def test_a_window_time_zone_must_be_an_iana_name(
+    client: httpx2.AsyncClient, zone: str
+) -> None:
+    response = await client.post(
+        "/api/v1/windows/preview", json={"recurrence": "daily", "timezone": zone}
+    )
+    error = assert_envelope(response, 422, "validation_error")
+    assert "IANA" in error["details"]["fields"]["timezone"]
+
+
+async def test_the_all_hosts_confirmation_is_asked_for_in_words(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    await web_rig.db.run(
+        lambda conn: insert_host(
+            conn, name="all.example.test", address="127.108.251.30", groups=["everyone"]
+        )
+    )
+    token = form_token((await client.get("/deploy")).text)
+    response = await client.post(
+        "/deploy", data={"csrf_token": token, "group": "everyone", "kind": "patch"}
+    )
+    assert response.status_code == 422, response.text[-2000:]
+    message = shown_errors(response.text)["all_hosts"]
+    assert "confirm with all_hosts" not in message
+    assert "every host" in message

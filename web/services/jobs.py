@@ -67,8 +67,8 @@ def _confirm_everything(sel: HostSelection, found: Resolved) -> None:
         return
     raise InvalidInput(
         "all_hosts",
-        f"the selection matches all {found.fleet} hosts of the fleet; "
-        "confirm with all_hosts to deploy to every host",
+        f'the selection matches all {found.fleet} hosts of the fleet: tick "yes, deploy to '
+        'every host" (all_hosts: true in the API) to confirm',
     )
 
 
