@@ -72,6 +72,7 @@ class CertificateService:
         timings: CertificateTimings | None = None,
         now: Callable[[], dt.datetime] = _utc_now,
         enrolment: tuple[int, float] = (24, 60.0),
+        auto_approval: tuple[tuple[str, ...], str, str] = ((), "", ""),
     ) -> None:
         self.ca = ca
         self.db = db
@@ -82,6 +83,8 @@ class CertificateService:
         self.now = now
         # (hours an enrolment request stays valid, seconds between requests per address)
         self.enrolment = enrolment
+        # (CIDRs, bootstrap token ("" = none required), group) of enrolment auto-approval
+        self.auto_approval = auto_approval
         self.renewals = 0
         self.crl_signed = 0
         self._current: dict[CertKind, CertificateRecord] = {}

@@ -144,6 +144,9 @@ class SystemAdapter(FleetHandle):
     def enrolment_settings(self) -> tuple[int, float]:
         return self.certificates.enrolment
 
+    def auto_approval(self) -> tuple[tuple[str, ...], str, str]:
+        return self.certificates.auto_approval
+
     async def issue_agent_certificate(
         self, names: Sequence[str], host_id: int | None
     ) -> tuple[int, str, str]:

@@ -41,6 +41,7 @@ from actors import (
 from actors.certificates import CertificateService, CertificateTimings
 from ca import (
     AgentPeerPolicy,
+    CAError,
     CertificateAuthority,
     agent_client_context,
     passphrase_from,
@@ -233,6 +234,17 @@ class ActorSystem:
     certificates: CertificateService  # renewal, CRL re-signing, refused agent certificates
 
 
+def bootstrap_token(env_name: str) -> str:
+    """The enrolment bootstrap token from ``env_name`` ("" when not configured); a configured
+    variable that is unset or empty is an error, never "no token needed"."""
+    if not env_name:
+        return ""
+    value = os.environ.get(env_name, "")
+    if not value:
+        raise CAError(f"pki.bootstrap_token_env names {env_name}, which is not set or empty")
+    return value
+
+
 def build_actor_system(
     store: ConfigStore, storage: Storage, ca: CertificateAuthority
 ) -> ActorSystem:
@@ -274,6 +286,8 @@ def build_actor_system(
         ca, storage.db, client_context=ssl_context, policy=policy,
         timings=CertificateTimings(renew_ratio=pki.renew_ratio, crl_every_s=pki.crl_interval_s),
         enrolment=(pki.enrol_token_hours, pki.enrol_rate_s),
+        auto_approval=(pki.auto_approve_cidrs, bootstrap_token(pki.bootstrap_token_env),
+                       pki.auto_approve_group),
     )  # fmt: skip
     return ActorSystem(
         scheduler, fleet, sink, FleetHandle(scheduler, fleet, storage.db), ramp, certificates

@@ -202,6 +202,13 @@ def _cross_checks(merged: Mapping[str, dict[str, object]], file: str) -> list[Pr
             problems.append(
                 Problem(file, "agents.allow_addresses", f"{cidr!r} is not an IPv4 CIDR range")
             )
+    for cidr in merged["pki"]["auto_approve_cidrs"]:  # type: ignore[attr-defined]
+        try:
+            ipaddress.ip_network(str(cidr).strip(), strict=False)
+        except ValueError:
+            problems.append(
+                Problem(file, "pki.auto_approve_cidrs", f"{cidr!r} is not a CIDR range")
+            )
     sup = merged["supervision"]
     if float(sup["restart_min_s"]) > float(sup["restart_max_s"]):  # type: ignore[arg-type]
         problems.append(

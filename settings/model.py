@@ -100,6 +100,9 @@ class PkiSettings:
     crl_interval_s: int = 86_400
     enrol_token_hours: int = 24
     enrol_rate_s: float = 60.0
+    auto_approve_cidrs: tuple[str, ...] = ()
+    bootstrap_token_env: str = ""
+    auto_approve_group: str = ""
     ca_passphrase_env: str = ""
     ca_passphrase_file: str = ""
 

@@ -263,6 +263,22 @@ SECTIONS: dict[str, tuple[Key, ...]] = {
             3600,
         ),
         Key(
+            "auto_approve_cidrs",
+            "str_list",
+            [],
+            "Enrolment requests whose source address and agent IP are in one of these CIDRs are "
+            "approved without an admin.",
+            max_items=100,
+        ),
+        Key(
+            "bootstrap_token_env",
+            "str",
+            "",
+            "Environment variable holding a token auto-approved requests must also carry "
+            "(bootstrap_token); empty: the CIDR alone.",
+        ),
+        Key("auto_approve_group", "str", "", "Group of auto-approved hosts (empty: none)."),
+        Key(
             "ca_passphrase_env",
             "str",
             "",

@@ -176,6 +176,10 @@ class SystemHandle(Protocol):
         source address): ``[pki] enrol_token_hours``, ``enrol_rate_s``."""
         ...
 
+    def auto_approval(self) -> tuple[tuple[str, ...], str, str]:
+        """Enrolment auto-approval: (CIDRs, bootstrap token or "", group or "")."""
+        ...
+
     async def issue_agent_certificate(
         self, names: Sequence[str], host_id: int | None
     ) -> tuple[int, str, str]:

@@ -38,6 +38,7 @@ class PkiApi:
         token = await enrolment.request(
             self.sys, self.gate, source, machine_id=data.machine_id, fqdn=data.fqdn,
             ip_address=str(data.ip_address), hostname=data.hostname, os_details=data.os_details,
+            bootstrap_token=data.bootstrap_token,
         )  # fmt: skip
         return reply(pm.EnrolAccepted, 202, polling_token=token)
 

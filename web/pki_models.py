@@ -56,6 +56,9 @@ class EnrolRequest(Body):
     ip_address: IPvAnyAddress
     os_details: dict[str, Any] = Field(default_factory=dict)
     hostname: str = Field(default="", max_length=253)
+    bootstrap_token: str = Field(
+        default="", max_length=256, description="for auto-approval rules (never stored)"
+    )
 
 
 class EnrolAccepted(Reply):

@@ -259,3 +259,27 @@ async def test_the_approved_bundle_carries_the_repo_config_of_the_agents_distrib
         assert (await client.post(f"/api/v1/enrolments/{pending['id']}/approve")).is_success
         bundle = (await agent.get(f"/api/v1/enroll/status/{token}")).json()
     assert bundle["status"] == "approved" and bundle["repo_config"] == config
+
+
+async def test_auto_approval_needs_the_cidr_for_source_and_agent_and_the_bootstrap_token(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    a, b, c, _ = fleet_addresses(4).split(".")
+    web_rig.system.certificates.auto_approval = ((f"{a}.{b}.{c}.0/24",), "s3cret", "auto")
+    await client.post("/api/v1/groups", json={"name": "auto"})
+    inside = f"{a}.{b}.{c}"
+
+    async def enrol_from(source: str, address: str, machine: str, token: str) -> str:
+        body = {**request_for(address, machine), "bootstrap_token": token}
+        async with agent_client(web_rig, source) as agent:
+            polling = (await agent.post("/api/v1/enroll", json=body)).json()["polling_token"]
+            answer = await agent.get(f"/api/v1/enroll/status/{polling}")
+            return str(answer.json()["status"])
+
+    assert await enrol_from(f"{inside}.1", f"{inside}.1", "auto1", "s3cret") == "approved"
+    assert await enrol_from(f"{inside}.2", f"{inside}.2", "auto2", "wrong") == "pending"
+    assert await enrol_from("127.0.0.12", f"{inside}.3", "auto3", "s3cret") == "pending"
+    hosts = (await client.get("/api/v1/hosts?group=auto")).json()["hosts"]
+    assert [h["name"] for h in hosts] == [f"{inside}.1"]
+    queue = (await client.get("/api/v1/enrolments")).json()["enrolments"]
+    assert {e["fqdn"]: e["decided_by"] for e in queue}["auto1.example.com"] == "auto-approval"

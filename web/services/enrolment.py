@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
+import ipaddress
+import logging
 import secrets
 import time
 from typing import Any
@@ -34,8 +37,10 @@ from storage import (
 )
 
 from ..authz import Action, require
-from ..handle import AlreadyExists, Missing, TooBusy
+from ..handle import AlreadyExists, HandleError, Missing, TooBusy
 from .base import Principal, System
+
+log = logging.getLogger(__name__)
 
 RATE_WINDOW_S = 60.0  # one enrolment request per source address per minute (agent docs);
 # both this and the token lifetime come from [pki] through SystemHandle.enrolment_settings
@@ -66,11 +71,30 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _auto_approved(
+    rules: tuple[tuple[str, ...], str, str], source: str, ip_address: str, token: str
+) -> bool:
+    """Both the source address and the agent's IP in one of the CIDRs, and the bootstrap token
+    when one is configured (compared in constant time)."""
+    cidrs, expected, _ = rules
+    if not cidrs:
+        return False
+    try:
+        addresses = [ipaddress.ip_address(source), ipaddress.ip_address(ip_address)]
+    except ValueError:
+        return False
+    networks = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+    if not all(any(a in n for n in networks) for a in addresses):
+        return False
+    return not expected or hmac.compare_digest(token.encode(), expected.encode())
+
+
 async def request(
     sys: System, gate: EnrolGate, source: str, *, machine_id: str, fqdn: str, ip_address: str,
-    hostname: str, os_details: dict[str, Any],
+    hostname: str, os_details: dict[str, Any], bootstrap_token: str = "",
 ) -> str:  # fmt: skip
-    """Public (agents have no account). Returns the polling token."""
+    """Public (agents have no account). Returns the polling token. A request matching the
+    auto-approval rules is approved at once (``decided_by`` = ``auto-approval``)."""
     hours, rate_s = sys.handle.enrolment_settings()
     gate.admit(source, rate_s)
     token = secrets.token_urlsafe(32)
@@ -85,6 +109,14 @@ async def request(
         )  # fmt: skip
     except Conflict as exc:
         raise AlreadyExists("machine_id", str(exc)) from None
+    rules = sys.handle.auto_approval()
+    if _auto_approved(rules, source, ip_address, bootstrap_token):
+        row = await sys.db.run(enrolment_by_token, _digest(token))
+        if row is not None:
+            try:
+                await _approve(sys, row, rules[2] or None, "auto-approval")
+            except HandleError as exc:  # e.g. an address the policy refuses: an admin decides
+                log.warning("enrolment of %s left for an admin: %s", fqdn, exc)
     return token
 
 
@@ -143,13 +175,19 @@ async def approve(
     """Register the host (address = the agent's IP; display name = its FQDN) and approve."""
     require(who, Action.MANAGE_PKI)
     row = await _pending(sys, enrolment_id)
+    return await _approve(sys, row, group, who.username)
+
+
+async def _approve(
+    sys: System, row: EnrolmentRow, group: str | None, decided_by: str
+) -> EnrolmentRow:
     host = await sys.handle.register_host(
         row.ip_address, display_name=row.fqdn, groups=[group] if group else []
     )
     try:
         return await sys.db.run(
             lambda conn: decide_enrolment(
-                conn, enrolment_id, approve=True, decided_by=who.username, group_name=group,
+                conn, row.id, approve=True, decided_by=decided_by, group_name=group,
                 host_id=host.id,
             )
         )  # fmt: skip
