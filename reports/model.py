@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from storage import Database, HostScope
 from storage.reports import (
@@ -28,6 +28,7 @@ from storage.reports import (
 )
 
 from .compliance import (
+    SEVERITIES,
     Assessment,
     ComplianceRules,
     HostFacts,
@@ -145,8 +146,19 @@ async def fact_pages(ctx: Context, f: ReportFilter) -> AsyncIterator[list[HostFa
             return
 
 
+def focused(ctx: Context, f: ReportFilter) -> Context:
+    """``ctx`` judging only patches at or above the filter's severity (when it is stricter than
+    the configured lowest severity that counts)."""
+    if f.severity in SEVERITIES and severity_rank(f.severity) < severity_rank(
+        ctx.rules.min_severity
+    ):
+        return replace(ctx, rules=replace(ctx.rules, min_severity=f.severity))
+    return ctx
+
+
 async def compliance_pages(ctx: Context, f: ReportFilter) -> AsyncIterator[list[HostCompliance]]:
     """Every host in scope matching ``f``, judged, in pages of at most ``PAGE``."""
+    ctx = focused(ctx, f)
     waivers = await active_waivers(ctx)
     async for rows in fact_pages(ctx, f):
         yield [host_compliance(r, judge(ctx, r, waivers)) for r in rows]
@@ -186,6 +198,7 @@ class ComplianceReport:
 
 
 async def compliance_report(ctx: Context, f: ReportFilter) -> ComplianceReport:
+    ctx = focused(ctx, f)
     waivers = await ctx.db.run(list_waivers, ctx.scope)
     active = as_waivers(waivers)
     hosts: list[HostCompliance] = []

@@ -140,6 +140,14 @@ class ReportDefinition:
 _SEVERITIES = ("critical", "high", "medium", "low")
 
 
+def severity_sql(column: str) -> sql.Composable:
+    """``column``'s severity as the reports read it: one of ``_SEVERITIES``; any other value
+    (an agent's own name such as 'important') counts as medium, as in ``reports.compliance``."""
+    return sql.SQL(
+        "(CASE WHEN {c} IN ('critical', 'high', 'medium', 'low') THEN {c} ELSE 'medium' END)"
+    ).format(c=sql.SQL(column))
+
+
 def _at_or_above(severity: str) -> list[str]:
     """The severities at or above ``severity`` ('' = every severity)."""
     if severity not in _SEVERITIES:
@@ -304,14 +312,16 @@ def remediation_times(
     if f.until:
         end = _day_start(f.until + dt.timedelta(days=1))
         where.append(sql.SQL("p.resolved_at < {}").format(sql.Literal(end)))
+    shown = _at_or_above(f.severity)
+    where.append(sql.SQL("{} = ANY({})").format(severity_sql("p.severity"), sql.Literal(shown)))
     rows = conn.execute(
         sql.SQL(
-            "SELECT p.severity, count(*), avg(EXTRACT(EPOCH FROM p.resolved_at -"
+            "SELECT {}, count(*), avg(EXTRACT(EPOCH FROM p.resolved_at -"
             " p.first_seen_at))::float8 / 3600 FROM host_patches p WHERE {} GROUP BY 1"
-        ).format(sql.SQL(" AND ").join(where))
+        ).format(severity_sql("p.severity"), sql.SQL(" AND ").join(where))
     ).fetchall()
     found = {r[0]: Remediation(r[0], r[1], r[2]) for r in rows}
-    return [found.get(s, Remediation(s, 0, None)) for s in _SEVERITIES]
+    return [found.get(s, Remediation(s, 0, None)) for s in shown]
 
 
 # -- exposure and reboots ----------------------------------------------------------------------
@@ -331,12 +341,14 @@ def exposure_page(
         sql.SQL("p.resolved_at IS NULL"),
         sql.SQL("p.id > {}").format(sql.Literal(after_id)),
         sql.SQL("(p.severity IN ('critical', 'high') OR cardinality(p.cve_ids) > 0)"),
-        sql.SQL("p.severity = ANY({})").format(sql.Literal(_at_or_above(f.severity))),
+        sql.SQL("{} = ANY({})").format(
+            severity_sql("p.severity"), sql.Literal(_at_or_above(f.severity))
+        ),
     ]
     query = sql.SQL(
-        "SELECT p.id, h.id, h.name, p.name, p.severity, p.cve_ids, p.first_seen_at"
+        "SELECT p.id, h.id, h.name, p.name, {}, p.cve_ids, p.first_seen_at"
         " FROM host_patches p JOIN hosts h ON h.id = p.host_id WHERE {} ORDER BY p.id LIMIT {}"
-    ).format(sql.SQL(" AND ").join(where), sql.Literal(limit))
+    ).format(severity_sql("p.severity"), sql.SQL(" AND ").join(where), sql.Literal(limit))
     return [
         ExposureRow(r[0], r[1], r[2], r[3], r[4], tuple(r[5]), r[6]) for r in conn.execute(query)
     ]

@@ -108,6 +108,8 @@ class ReportPages:
         who = principal(request)
         params = {k: v for k, v in request.query_params.items() if k != "format"}
         kind = params.pop("kind", "") or "compliance"
+        if kind == "reboots":  # no severity there; the form hides it, a leftover is dropped
+            params.pop("severity", None)
         errors: dict[str, str] = {}
         report = None
         if kind not in KIND_TITLES:

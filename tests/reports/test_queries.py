@@ -125,3 +125,46 @@ async def test_patch_history_names_the_packages_of_a_list_job_given_as_names_or_
     ctx = Context(db, HostScope.everything(), RULES, NOW)
     rows = (await history_report(ctx, ReportFilter())).rows
     assert [r.packages for r in rows] == ["curl nginx=1.24"]
+
+
+def odd_severities(conn: Any) -> None:
+    host = conn.execute(
+        "INSERT INTO hosts (name, last_patch_poll_at) VALUES ('odd', %s) RETURNING id",
+        (NOW - dt.timedelta(minutes=5),),
+    ).fetchone()[0]
+    conn.execute(
+        "INSERT INTO host_patches (host_id, name, severity, cve_ids, first_seen_at, resolved_at)"
+        " VALUES (%s, 'fixed', 'important', '{}', %s, %s),"
+        " (%s, 'open', 'moderate', '{CVE-2026-0002}', %s, NULL),"
+        " (%s, 'late', 'high', '{}', %s, NULL)",
+        (host, NOW - dt.timedelta(days=3), NOW - dt.timedelta(days=1),
+         host, NOW - dt.timedelta(days=2), host, NOW - dt.timedelta(days=40)),
+    )  # fmt: skip
+
+
+async def test_a_non_standard_severity_counts_as_medium_in_mttr_and_exposure(
+    db: Database,
+) -> None:
+    await db.run(odd_severities)
+    ctx = Context(db, HostScope.everything(), RULES, NOW)
+    mttr = {r.severity: r for r in (await history_report(ctx, ReportFilter())).remediation}
+    assert (mttr["medium"].resolved, mttr["medium"].mean_hours) == (1, 48.0)
+    exposed = await exposure_report(ctx, ReportFilter(severity="medium"))
+    assert [(i.package, i.severity) for i in exposed.items] == [
+        ("late", "high"),
+        ("open", "medium"),
+    ]
+
+
+async def test_the_severity_filter_limits_counted_patches_and_mttr_to_that_severity_and_above(
+    db: Database,
+) -> None:
+    await db.run(odd_severities)
+    ctx = Context(db, HostScope.everything(), RULES, NOW)
+    every = [h async for page in compliance_pages(ctx, ReportFilter()) for h in page]
+    assert [h.status for h in every] == ["noncompliant"]  # 'late' (high) is past its SLA
+    critical = ReportFilter(severity="critical")
+    only = [h async for page in compliance_pages(ctx, critical) for h in page]
+    assert [h.status for h in only] == ["compliant"]
+    mttr = (await history_report(ctx, critical)).remediation
+    assert [r.severity for r in mttr] == ["critical"]

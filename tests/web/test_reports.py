@@ -429,3 +429,14 @@ async def test_report_definitions_are_seen_and_deleted_only_by_their_owner_or_an
         assert deleted.status_code == 204  # an admin may delete anyone's
     finally:
         await operator.aclose()
+
+
+async def test_severity_on_the_reboots_report_is_a_422_and_the_page_hides_it(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    for fmt in ("json", "csv", "pdf"):
+        response = await client.get(f"/api/v1/reports/reboots?severity=high&format={fmt}")
+        assert set(assert_envelope(response, 422)["details"]["fields"]) == {"severity"}
+    page = await client.get("/reports?kind=reboots&severity=high")
+    assert page.status_code == 200 and 'name="severity"' not in page.text
+    assert 'name="severity"' in (await client.get("/reports?kind=exposure")).text

@@ -27,7 +27,7 @@ from storage.reports import delete_definition as remove_definition
 from storage.reports import save_definition as store_definition
 
 from ..authz import Action, Role, require, scope_of
-from ..handle import Missing
+from ..handle import InvalidInput, Missing
 from ..report_models import DefinitionCreate, EvidenceQuery, ReportQuery
 from .base import Principal, System
 
@@ -64,12 +64,20 @@ def report_filter(q: ReportQuery | EvidenceQuery) -> ReportFilter:
     )  # fmt: skip
 
 
+def check_filters(kind: str, q: ReportQuery) -> None:
+    """Filters that have no meaning for ``kind`` are refused, not silently ignored: the reboots
+    report lists hosts, not patches, so it has no severity."""
+    if kind == "reboots" and q.severity:
+        raise InvalidInput("severity", "the reboots report has no severity filter")
+
+
 Report = rm.ComplianceReport | rm.HistoryReport | rm.ExposureReport | rm.RebootReport
 
 
 async def build(
     sys: System, who: Principal, rules: ComplianceRules, kind: str, q: ReportQuery
 ) -> Report:
+    check_filters(kind, q)
     ctx, f = context(sys, who, rules), report_filter(q)
     if kind == "compliance":
         return await rm.compliance_report(ctx, f)
@@ -84,6 +92,7 @@ def stream_csv(
     sys: System, who: Principal, rules: ComplianceRules, kind: str, q: ReportQuery
 ) -> AsyncIterator[str]:
     """The report as CSV chunks, read from storage one page at a time while it is sent."""
+    check_filters(kind, q)
     ctx, f = context(sys, who, rules), report_filter(q)
     if kind == "compliance":
         return compliance_csv(rm.compliance_pages(ctx, f))
