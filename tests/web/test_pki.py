@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import io
+import ssl
 import tarfile
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import httpx2
 import pytest
+import trio
+from asgi_lifespan import LifespanManager
 from cryptography import x509
 
-from ca import CertificateAuthority, CertKind
+from ca import CertificateAuthority, CertKind, web_server_context
 from patch_manager.runtime import record_certificates
+from web import WebListener, serve_web
 
 from ..conftest import Pki, fleet_addresses
 from .conftest import WebRig, assert_envelope, form_token
@@ -171,3 +176,34 @@ async def test_repo_config_is_stored_by_admins_served_to_agents_and_put_in_the_b
     deleted = await client.post("/api/v1/repo-configs/delete", json={"distro_id": "debian"})
     assert deleted.status_code == 204
     assert_envelope(await anonymous_agent.get("/api/v1/pki/repo-config?distro_id=debian"), 404)
+
+
+async def test_renewed_web_certificate_is_served_to_new_connections_without_a_restart(
+    nursery: trio.Nursery, web_rig: WebRig, pki: Pki
+) -> None:
+    context = web_server_context(pki.ca.web_cert_path, pki.ca.web_key_path)
+    web_rig.system.certificates.web_context = context
+    stop = trio.Event()
+    listener = WebListener(
+        "127.0.0.1:0", pki.ca.web_cert_path, pki.ca.web_key_path, ssl_context=context
+    )
+    async with LifespanManager(web_rig.app):
+        urls = await nursery.start(partial(serve_web, web_rig.app, listener, stop.wait))
+    host, port = urls[0].removeprefix("https://").rstrip("/").split(":")
+
+    async def served_serial() -> int:
+        client_ctx = ssl.create_default_context(cafile=str(pki.ca.root_cert_path))
+        stream = await trio.open_ssl_over_tcp_stream(
+            host, int(port), ssl_context=client_ctx, https_compatible=True
+        )
+        await stream.do_handshake()
+        der = stream.getpeercert(binary_form=True)
+        await stream.aclose()
+        assert der is not None
+        return x509.load_der_x509_certificate(der).serial_number
+
+    before = await served_serial()
+    assert before == pki.ca.current(CertKind.WEB_SERVER).serial
+    renewed = await web_rig.system.certificates.renew(CertKind.WEB_SERVER)
+    assert await served_serial() == renewed.serial != before
+    stop.set()
