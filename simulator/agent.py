@@ -583,19 +583,67 @@ class SimAgent:
                     p.upgradable[name] = entry.current  # pinned back: the update is pending
             return None
         if job.op is Op.UPDATE:
-            name = job.packages[0]
-            if name not in p.installed:
-                return self._not_found(name)
-            if name in p.upgradable:
-                self._upgrade(job, name)
-            return None
+            return self._update(job, job.packages[0])
         if job.op is Op.REMOVE:
-            name = job.packages[0]
-            if name not in p.installed:
+            return self._remove(job, job.packages[0])
+        return None
+
+    def _update(self, job: SimJob, name: str) -> CommandFailure | None:
+        """``PUT /packages/{name}`` as each tool does it (§3.8)."""
+        p = self.profile
+        family = p.family
+        if name not in p.installed:
+            if not p.knows(name):
+                if family == "dnf":
+                    return CommandFailure(1, f"No match for argument: {name}\nError: No "
+                                             "packages marked for upgrade.")  # fmt: skip
                 return self._not_found(name)
-            del p.installed[name]
-            p.upgradable.pop(name, None)
+            if family == "pacman":  # pacman -S installs it
+                return self._apply(SimJob(Op.INSTALL, [name], versions={name: None}))
+            if family == "dnf":
+                return CommandFailure(1, f"Package {name} available, but not installed.\nNo "
+                                         f"match for argument: {name}\nError: No packages "
+                                         "marked for upgrade.")  # fmt: skip
+            # apt-get install --only-upgrade / apk upgrade: nothing to do, exit 0.
+            job.logs.append(f"Skipping {name}, it is not installed and only requested upgrades.")
             return None
+        if name in p.upgradable:
+            self._upgrade(job, name)
+        return None
+
+    def _remove(self, job: SimJob, name: str) -> CommandFailure | None:
+        """``DELETE /packages/{name}`` as each tool does it (§3.9): apt and dnf remove what
+        depends on the package too, unless that takes a protected one; apk and pacman remove
+        only the package, and refuse while another installed package depends on it."""
+        p = self.profile
+        distro = p.distro
+        family = distro.family if distro else None
+        if name not in p.installed:
+            if p.family in ("apt", "apk") and p.knows(name):
+                job.logs.append(f"Package '{name}' is not installed, so not removed")
+                return None
+            if p.family == "dnf":
+                return CommandFailure(1, f"No match for argument: {name}\nError: No packages "
+                                         "marked for removal.")  # fmt: skip
+            if p.family == "apk":
+                return None  # apk del of a name not in world changes nothing
+            return self._not_found(name)
+        dependents = p.dependents(name)
+        if family is not None and family.name in ("apt", "dnf"):
+            gone = [name, *dependents]
+            hit = [n for n in gone if n in family.protected_names]
+            if hit:
+                exit_code, stderr = family.protected
+                return CommandFailure(exit_code, stderr.format(pkg=", ".join(hit), by=""))
+        elif family is not None and dependents:
+            exit_code, stderr = family.protected
+            return CommandFailure(exit_code, stderr.format(pkg=name, by=dependents[0]))
+        else:
+            gone = [name]
+        for gone_name in gone:
+            version = p.installed.pop(gone_name)
+            p.upgradable.pop(gone_name, None)
+            job.logs.append(f"Removing {gone_name} ({version}) ...")
         return None
 
     def _upgrade(self, job: SimJob, name: str) -> None:

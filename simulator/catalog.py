@@ -99,6 +99,19 @@ class HostProfile:
             stack.extend(reversed(self.repo[dep].dependencies))
         return pulled
 
+    def dependents(self, name: str) -> list[str]:
+        """Installed packages that depend on ``name``, directly or not, nearest first."""
+        found: list[str] = []
+        wanted = [name]
+        while wanted:
+            target = wanted.pop(0)
+            for other in sorted(self.installed):
+                entry = self.repo.get(other)
+                if entry and target in entry.dependencies and other not in (name, *found):
+                    found.append(other)
+                    wanted.append(other)
+        return found
+
 
 def seeded_rng(index: int, seed: int, profile: str) -> random.Random:
     salt = 0x5EED if profile == "realistic" else 0

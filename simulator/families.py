@@ -88,7 +88,11 @@ class Family:
     pin: str  # how an install pins a version ("=" name=ver, "-" name-ver; "" no pinning)
     # A failure of the command: exit code and stderr (``{pkg}`` is the package name).
     not_found: tuple[int, str]
-    protected: tuple[int, str]  # removing a package the system cannot lose
+    # A refused removal: apt and dnf refuse to remove (with the packages depending on it) a
+    # package in ``protected_names`` (apt: Essential, without --allow-remove-essential; dnf:
+    # protected packages); apk and pacman refuse to remove a package another installed package
+    # still depends on (``{by}``). ``{pkg}`` is the package asked for.
+    protected: tuple[int, str]
     protected_names: frozenset[str]
     base: tuple[Spec, ...]  # a minimal installation
     repo: tuple[Spec, ...]  # installable, not installed by default
@@ -177,9 +181,8 @@ APT = Family(
                "remove": "remove -y --", "patch_apply": "install -y --only-upgrade --"},
     pin="=",
     not_found=(100, "E: Unable to locate package {pkg}"),
-    protected=(100, "E: Removing essential system-critical packages is not permitted. This "
-                    "might break the system.\nE: Essential packages were removed and -y was used "
-                    "without --allow-remove-essential."),
+    protected=(100, "E: Essential packages were removed and -y was used without "
+                    "--allow-remove-essential."),
     protected_names=frozenset({"apt", "dpkg", "bash", "coreutils", "libc6", "base-files",
                                "libc-bin", "login", "grep", "sed", "tar", "gzip", "util-linux",
                                "perl-base", "init-system-helpers"}),
@@ -559,7 +562,7 @@ APK = Family(
     not_found=(1, "ERROR: unable to select packages:\n  {pkg} (no such package):\n    "
                   "required by: world[{pkg}]"),
     protected=(1, "World updated, but the following packages are not removed due to:\n  "
-                  "{pkg}: alpine-base"),
+                  "{pkg}: {by}"),
     protected_names=frozenset({"apk-tools", "alpine-base", "busybox", "musl", "alpine-baselayout",
                                "openrc"}),
     base=_specs("""
@@ -661,7 +664,7 @@ PACMAN = Family(
     pin="",  # the agent pushes only the name; the repository carries one version
     not_found=(1, "error: target not found: {pkg}"),
     protected=(1, "error: failed to prepare transaction (could not satisfy dependencies)\n:: "
-                  "removing {pkg} breaks dependency '{pkg}' required by base"),
+                  "removing {pkg} breaks dependency '{pkg}' required by {by}"),
     protected_names=frozenset({"pacman", "base", "glibc", "bash", "coreutils", "systemd",
                                "filesystem"}),
     base=_specs("""

@@ -321,7 +321,13 @@ async def test_install_pinned_version_remove_and_apply_all(pki: Pki, start_fleet
     agent = with_patches(fleet, 2)
     pinned = sorted(agent.profile.upgradable)[0]
     new_version = agent.profile.upgradable[pinned]
-    victim = next(n for n in sorted(agent.profile.installed) if n not in agent.profile.upgradable)
+    distro = agent.profile.distro
+    vital = distro.family.protected_names if distro else frozenset()
+    victim = next(  # a package the tool removes alone: not vital, nothing depends on it
+        n
+        for n in sorted(agent.profile.installed)
+        if n not in agent.profile.upgradable and n not in vital and not agent.profile.dependents(n)
+    )
     async with client_for(pki, agent) as client, client.job_events() as events:
         job = await client.install([(pinned, new_version)])
         assert job.operation is JobOperation.INSTALL and job.packages == (pinned,)

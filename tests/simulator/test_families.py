@@ -174,6 +174,64 @@ async def test_rpm_versions_carry_no_epoch_except_dnf_check_update_available_ver
     assert not any(":" in v for v in listed.values())
 
 
+# Per family: (package the system cannot lose, error code of refusing to remove it), whether
+# removing a library removes what depends on it (else: refused), and the outcome of removing /
+# updating the known but not installed "hello" (None: the job completes; pacman's "update" is
+# -S, which installs it).
+REMOVAL = {
+    "apt": (("bash", "PKG_MANAGER_ERROR"), True, None, None),
+    "dnf": (("dnf", "PKG_MANAGER_ERROR"), True, "PKG_MANAGER_ERROR", "PKG_MANAGER_ERROR"),
+    "apk": (("musl", "PKG_MANAGER_ERROR"), False, None, None),
+    "pacman": (("glibc", "DEPENDENCY_CONFLICT"), False, "NETWORK_ERROR", None),
+}
+
+
+@pytest.mark.parametrize("distro_id", [d.id for d in DISTROS])
+async def test_remove_and_update_follow_each_tools_semantics(
+    distro_id: str, pki: Pki, start_fleet: Any
+) -> None:
+    agent = await as_distro(start_fleet, distro_id)
+    family = BY_ID[distro_id].family
+    (vital, vital_code), cascades, remove_missing, update_missing = REMOVAL[family.name]
+    library = BY_ID[distro_id].catalog["jq"].dependencies[0]
+    async with client_for(pki, agent) as client, client.job_events() as events:
+
+        async def run(job: Any) -> Any:
+            return await wait_done(client, events, job.job_id)
+
+        before = dict(agent.profile.installed)
+        refused = await run(await client.remove(vital))
+        assert (refused.status, refused.error_code) == (JobStatus.FAILED, vital_code)
+        assert agent.profile.installed == before
+
+        assert (await run(await client.install([("jq", None)]))).status is JobStatus.COMPLETED
+        removed = await run(await client.remove(library))
+        installed = {p.name for p in await client.packages()}
+        if cascades:  # apt-get remove / dnf remove take the dependent package along
+            assert removed.status is JobStatus.COMPLETED
+            assert not {"jq", library} & installed
+        else:  # apk del / pacman -R refuse while jq needs it
+            assert (removed.status, removed.error_code) == (
+                JobStatus.FAILED, "DEPENDENCY_CONFLICT" if family.name == "pacman"
+                else "PKG_MANAGER_ERROR"
+            )  # fmt: skip
+            assert {"jq", library} <= installed
+
+        assert "hello" not in installed
+        gone = await run(await client.remove("hello"))
+        if remove_missing is None:
+            assert gone.status is JobStatus.COMPLETED
+        else:
+            assert (gone.status, gone.error_code) == (JobStatus.FAILED, remove_missing)
+        updated = await run(await client.update("hello"))
+        if update_missing is None:
+            assert updated.status is JobStatus.COMPLETED
+        else:
+            assert (updated.status, updated.error_code) == (JobStatus.FAILED, update_missing)
+        hello_installed = "hello" in {p.name for p in await client.packages()}
+        assert hello_installed == (family.name == "pacman")
+
+
 async def test_install_pulls_in_missing_dependencies(pki: Pki, start_fleet: Any) -> None:
     agent = await as_distro(start_fleet, "debian")
     for name in ("htop", "libnl-3-200", "libnl-genl-3-200", "libncursesw6"):
