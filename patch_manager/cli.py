@@ -117,10 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one certificate whose SAN holds every name given")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("."),
                    help="where NAME/{ca,server,server.key,crl}.pem go")  # fmt: skip
-    p = ca_sub.add_parser("renew", help="renew the manager's client and/or web certificate now")
+    p = ca_sub.add_parser(
+        "renew", help="renew the manager's client and/or web certificate, or an agent's, now"
+    )
     _common(p)
+    p.add_argument("serial", nargs="?", help="an agent certificate's serial (hex): reissue it")
     p.add_argument("--manager", action="store_true", help="the agent client certificate")
     p.add_argument("--web", action="store_true", help="the web UI certificate")
+    p.add_argument("--out", type=Path, default=Path("."),
+                   help="with SERIAL: where NAME/{ca,server,server.key,crl}.pem go")  # fmt: skip
     p = ca_sub.add_parser("revoke", help="revoke a certificate and rewrite the CRL")
     _common(p)
     p.add_argument("serial", help="serial number in hex (as `ca issue-agent` printed it)")
@@ -288,6 +293,34 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _renew_agent(args: argparse.Namespace, ca: CertificateAuthority) -> int:
+    """Reissue an agent certificate with the same names (the old one stays valid until it
+    expires or is revoked) and write the agent's files."""
+    try:
+        serial = int(args.serial.replace(":", ""), 16)
+    except ValueError:
+        raise CliError(f"{args.serial!r} is not a hexadecimal serial number") from None
+
+    async def find(db: Database) -> StoredCertificate:
+        found = [c for c in await db.run(list_certificates) if c.serial == serial]
+        if not found or found[0].kind != "agent_server":
+            raise CliError(f"no agent certificate with serial {serial:x} was issued by this CA")
+        return found[0]
+
+    old = _with_database(args, find)
+    issued = ca.issue_agent(list(old.sans) or [old.subject])
+
+    async def save(db: Database) -> None:
+        await record_certificates(db, [issued.record])
+
+    _with_database(args, save)
+    directory = ca.write_agent_bundle(args.out / issued.record.subject, issued)
+    print(f"reissued {serial:x} as {issued.record.serial_hex} for "
+          f"{', '.join(issued.record.sans)}: {directory}/ (revoke the old one once the agent "
+          "uses the new one)")  # fmt: skip
+    return 0
+
+
 def cmd_ca(args: argparse.Namespace) -> int:
     _, data_dir = _dirs(args)
     if args.ca_command == "export-root":
@@ -331,10 +364,12 @@ def cmd_ca(args: argparse.Namespace) -> int:
         return 0
     if args.ca_command == "renew":
         ca = _open_ca(data_dir, args)
+        if args.serial:
+            return _renew_agent(args, ca)
         kinds = [k for k, wanted in ((CertKind.MANAGER_CLIENT, args.manager),
                                      (CertKind.WEB_SERVER, args.web)) if wanted]  # fmt: skip
         if not kinds:
-            raise CliError("say what to renew: --manager, --web or both")
+            raise CliError("say what to renew: --manager, --web, both, or an agent's SERIAL")
         renewed = [ca.renew(kind) for kind in kinds]
 
         async def save_renewed(db: Database) -> None:

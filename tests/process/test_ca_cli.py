@@ -67,6 +67,14 @@ def test_issue_revoke_and_export(tmp_dir: Path) -> None:
     result = run("ca", "renew", "--manager", data_dir=data)
     assert result.returncode == 0, result.stderr
     assert (data / "ca" / "manager-client.crt").read_bytes() != before
+    result = run("ca", "renew", serials[1], "--out", str(tmp_dir / "renewed"), data_dir=data)
+    assert result.returncode == 0, result.stderr
+    again = x509.load_pem_x509_certificate(
+        (tmp_dir / "renewed" / "192.0.2.7" / "server.pem").read_bytes()
+    )
+    assert format(again.serial_number, "x") != serials[1]
+    result = run("ca", "renew", "abc123", data_dir=data)
+    assert result.returncode == 1 and "no agent certificate with serial abc123" in result.stderr
 
     result = run("ca", "revoke", serial, data_dir=data)
     assert result.returncode == 0, result.stderr
@@ -91,6 +99,7 @@ def test_issue_revoke_and_export(tmp_dir: Path) -> None:
             ("web_server", "valid"),
             ("manager_client", "valid"),
             ("agent_server", "revoked"),
+            ("agent_server", "valid"),
             ("agent_server", "valid"),
             ("agent_server", "valid"),
         ]
