@@ -41,7 +41,16 @@ def roll_up(
         add(("fleet", 0), status, waived)
         for group_id in memberships.get(host_id, []):
             add(("group", group_id), status, waived)
-    return [SnapshotCounts(k[0], k[1], *v) for k, v in sorted(totals.items())]
+    out = []
+    for (subject, subject_id), counts in sorted(totals.items()):
+        groups = tuple(sorted(memberships.get(subject_id, []))) if subject == "host" else ()
+        hosts, compliant, noncompliant, unknown, waived_hosts = counts
+        out.append(
+            SnapshotCounts(
+                subject, subject_id, hosts, compliant, noncompliant, unknown, waived_hosts, groups
+            )
+        )
+    return out
 
 
 async def take_snapshot(ctx: Context, day: dt.date) -> int:

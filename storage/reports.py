@@ -95,6 +95,7 @@ class SnapshotCounts:
     noncompliant: int
     unknown: int
     waived: int
+    group_ids: tuple[int, ...] = ()  # a host row: the host's groups that day
 
 
 @dataclass(frozen=True)
@@ -369,8 +370,8 @@ def write_snapshots(
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO compliance_snapshots (day, subject, subject_id, hosts, compliant,"
-                " noncompliant, unknown, waived, backfilled)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " noncompliant, unknown, waived, backfilled, group_ids)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [
                     (
                         day,
@@ -382,6 +383,7 @@ def write_snapshots(
                         r.unknown,
                         r.waived,
                         backfilled,
+                        list(r.group_ids),
                     )  # fmt: skip
                     for r in rows
                 ],
@@ -399,6 +401,31 @@ def earliest_patch(conn: psycopg.Connection[Any]) -> dt.datetime | None:
     return row[0] if row else None
 
 
+def _snapshot_conditions(scope: HostScope, f: ReportFilter) -> list[sql.Composable]:
+    """``scope`` and ``f`` applied to host snapshot rows by the groups recorded in them (not
+    today's memberships: a removed host has none, and would pass for ungrouped)."""
+    parts: list[sql.Composable] = []
+    if scope.all_hosts:
+        parts.append(sql.SQL("TRUE"))
+    if scope.group_ids:
+        parts.append(sql.SQL("s.group_ids && {}::bigint[]").format(
+            sql.Literal(sorted(scope.group_ids))))  # fmt: skip
+    if scope.ungrouped:
+        parts.append(sql.SQL("cardinality(s.group_ids) = 0"))
+    where: list[sql.Composable] = [
+        sql.SQL("({})").format(sql.SQL(" OR ").join(parts or [sql.SQL("FALSE")]))
+    ]
+    if f.group:
+        where.append(
+            sql.SQL(
+                "EXISTS (SELECT 1 FROM groups fg WHERE fg.name = {} AND fg.id = ANY(s.group_ids))"
+            ).format(sql.Literal(f.group))
+        )
+    if f.host_id is not None:
+        where.append(sql.SQL("s.subject_id = {}").format(sql.Literal(f.host_id)))
+    return where
+
+
 def trend(conn: psycopg.Connection[Any], scope: HostScope, f: ReportFilter) -> list[TrendPoint]:
     """Per day, the sums of the host rows in scope (so groups never count a host twice); for
     the whole fleet unfiltered, the fleet rows (the same sums, written with them)."""
@@ -407,7 +434,7 @@ def trend(conn: psycopg.Connection[Any], scope: HostScope, f: ReportFilter) -> l
         where: list[sql.Composable] = [sql.SQL("s.subject = 'fleet' AND s.subject_id = 0")]
         count = sql.SQL("sum(s.hosts)")
     else:
-        where = _host_conditions(scope, f, "s.subject_id")
+        where = _snapshot_conditions(scope, f)
         where.append(sql.SQL("s.subject = 'host'"))
         count = sql.SQL("count(*)")
     if f.since:

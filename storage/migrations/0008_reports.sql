@@ -4,7 +4,9 @@
 -- One row per day and subject: the fleet (subject_id 0), a group, or a host (then exactly one
 -- of compliant / noncompliant / unknown is 1). Rows outlive the raw data retention; no foreign
 -- keys so that a removed host's history stays in the fleet's trend. ``backfilled`` rows were
--- reconstructed from patch history on the first run (freshness then is an estimate).
+-- reconstructed from patch history on the first run (freshness then is an estimate). A host
+-- row records the host's groups that day, so scopes and group filters of the trend still
+-- apply once the host is gone (a removed host has no host_groups rows left).
 CREATE TABLE compliance_snapshots (
     day           date NOT NULL,
     subject       text NOT NULL CHECK (subject IN ('fleet', 'group', 'host')),
@@ -15,6 +17,7 @@ CREATE TABLE compliance_snapshots (
     unknown       integer NOT NULL DEFAULT 0,
     waived        integer NOT NULL DEFAULT 0,
     backfilled    boolean NOT NULL DEFAULT false,
+    group_ids     bigint[] NOT NULL DEFAULT '{}',  -- a host row: its groups that day
     taken_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (subject, subject_id, day)
 );

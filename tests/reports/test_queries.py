@@ -168,3 +168,16 @@ async def test_the_severity_filter_limits_counted_patches_and_mttr_to_that_sever
     assert [h.status for h in only] == ["compliant"]
     mttr = (await history_report(ctx, critical)).remediation
     assert [r.severity for r in mttr] == ["critical"]
+
+
+async def test_a_deleted_hosts_snapshots_stay_out_of_another_groups_trend_with_ungrouped_on(
+    db: Database,
+) -> None:
+    ids = await db.run(two_groups)
+    await take_snapshot(Context(db, HostScope.everything(), RULES, NOW), NOW.date())
+    await db.run(lambda conn: conn.execute("DELETE FROM hosts WHERE id = %s", (ids["blue0"],)))
+    red_and_ungrouped = HostScope(group_ids=frozenset({ids["red"]}), ungrouped=True)
+    [today] = await db.run(trend, red_and_ungrouped, ReportFilter())
+    assert (today.hosts, today.compliant, today.noncompliant) == (2, 1, 1)
+    [blue] = await db.run(trend, HostScope.everything(), ReportFilter(group="blue"))
+    assert blue.hosts == 2  # the deleted host's history stays in its group's trend
