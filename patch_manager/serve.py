@@ -307,6 +307,7 @@ def _web_listener(
         graceful_timeout_s=config.server.graceful_timeout_s,
         request_timeout_s=config.server.request_timeout_s,
         max_connections=config.server.max_connections,
+        max_body_bytes=config.server.max_body_bytes,
         ssl_context=context,
     )
 

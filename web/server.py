@@ -69,6 +69,7 @@ class _TLS13Config(HypercornConfig):
     prebuilt: ssl.SSLContext | None = None  # WebListener.ssl_context
     request_timeout_s: float = 60.0  # WebListener.request_timeout_s
     max_connections: int = 1000  # WebListener.max_connections
+    max_body_bytes: int | None = None  # WebListener.max_body_bytes
 
     def create_ssl_context(self) -> ssl.SSLContext | None:
         if self.prebuilt is not None:
@@ -90,6 +91,8 @@ class WebListener:
     healthy_after_s: float = 60.0  # a run this long resets the restart delay
     request_timeout_s: float = 60.0  # a request body must be complete this long after its head
     max_connections: int = 1000  # connections served at once; more are closed at accept
+    # The app's body limit: a request declaring more gets no "100 Continue" (only the 413).
+    max_body_bytes: int | None = None
     # A context to serve with instead of one built from the files: the certificate service
     # loads a renewed certificate into it, and new handshakes use it without a restart.
     ssl_context: ssl.SSLContext | None = None
@@ -128,6 +131,7 @@ def hypercorn_config(listener: WebListener) -> HypercornConfig:
     cfg.ssl_handshake_timeout = 10
     cfg.request_timeout_s = listener.request_timeout_s
     cfg.max_connections = listener.max_connections
+    cfg.max_body_bytes = listener.max_body_bytes
     if listener.certfile is not None and listener.keyfile is not None:
         cfg.certfile = str(listener.certfile)
         cfg.keyfile = str(listener.keyfile)
@@ -339,6 +343,14 @@ class _Http11Protocol(H11Protocol):
         # Upgrade: h2c is ignored (a server may ignore Upgrade; RFC 9110 §7.8).
         if event.method == b"PRI" and event.target == b"*" and event.http_version == b"2.0":
             raise _Http2Refused
+        # Hypercorn sends "100 Continue" as soon as the head is parsed, before the app decides;
+        # a body the app will refuse (413) must not be invited.
+        limit = getattr(self.config, "max_body_bytes", None)
+        connection = self.connection
+        if limit is not None and isinstance(connection, h11.Connection):
+            length = dict(event.headers).get(b"content-length", b"")
+            if length.isdigit() and int(length) > limit:
+                connection.client_is_waiting_for_100_continue = False
 
     async def _send_error_response(self, status_code: int) -> None:
         """What Hypercorn answers itself (a request h11 cannot parse: a malformed request

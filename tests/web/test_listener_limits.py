@@ -16,7 +16,7 @@ import pytest
 import trio
 import trio.testing
 
-from web.middleware import CONTENT_SECURITY_POLICY
+from web.middleware import CONTENT_SECURITY_POLICY, BodyLimitMiddleware
 from web.server import WebListener, _RateLimitedLog, serve_web
 
 from ..conftest import Pki
@@ -40,11 +40,11 @@ async def read_body_app(scope: Any, receive: Any, send: Any) -> None:
 
 
 @asynccontextmanager
-async def serving(pki: Pki, **limits: Any) -> AsyncIterator[int]:
+async def serving(pki: Pki, app: Any = read_body_app, **limits: Any) -> AsyncIterator[int]:
     listener = WebListener("127.0.0.1:0", pki.ca.web_cert_path, pki.ca.web_key_path, **limits)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
-        urls = await nursery.start(partial(serve_web, read_body_app, listener, stop.wait))
+        urls = await nursery.start(partial(serve_web, app, listener, stop.wait))
         yield int(urls[0].rsplit(":", 1)[1])
         stop.set()
 
@@ -166,3 +166,34 @@ async def test_requests_hypercorn_cannot_parse_get_a_400_envelope_with_our_heade
     error = json.loads(body)["error"]
     assert error["code"] == "bad_request"
     assert error["request_id"] == headers["x-request-id"]
+
+
+async def test_a_declared_body_over_the_limit_gets_413_without_100_continue(pki: Pki) -> None:
+    app = BodyLimitMiddleware(read_body_app, 1000)
+    async with serving(pki, app, max_body_bytes=1000) as port:
+        stream = await connect(pki, port)
+        await stream.send_all(
+            b"POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        with trio.fail_after(10):
+            answer = await closed_by_server(stream)
+        await trio.aclose_forcefully(stream)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"HTTP/1.1 100" not in answer
+
+
+async def test_a_body_within_the_limit_still_gets_100_continue(pki: Pki) -> None:
+    app = BodyLimitMiddleware(read_body_app, 1000)
+    async with serving(pki, app, max_body_bytes=1000) as port:
+        stream = await connect(pki, port)
+        await stream.send_all(
+            b"POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        )
+        with trio.fail_after(10):
+            assert (await stream.receive_some(65536)).startswith(b"HTTP/1.1 100")
+            await stream.send_all(b"abc")
+            answer = await closed_by_server(stream)
+        await trio.aclose_forcefully(stream)
+    assert b"HTTP/1.1 200" in answer
