@@ -180,8 +180,9 @@ def fall_behind(host: HostProfile, rng: random.Random, count: int) -> None:
                 host.upgradable[name] = version
     kernel_names = {*running.packages, *newer.packages, SELF}
     names = sorted(n for n in host.installed
-                   if n not in kernel_names and len(host.repo[n].versions) > 1)  # fmt: skip
+                   if n not in kernel_names and host.repo[n].previous)  # fmt: skip
     for name in rng.sample(names, min(count, len(names))):
-        older, current = host.repo[name].versions[-2:]
-        host.installed[name] = older
-        host.upgradable[name] = current
+        entry = host.repo[name]
+        assert entry.previous is not None
+        host.installed[name] = entry.previous
+        host.upgradable[name] = entry.current

@@ -29,7 +29,10 @@ AGENT_UPSTREAM = "2.6.12"
 
 @dataclass(frozen=True)
 class Pkg:
-    """Repository metadata of one package; ``versions`` are ascending (older, current)."""
+    """Repository metadata of one package: ``versions`` the repository offers, ascending
+    (apt and dnf repositories keep the older build beside the current one; apk and pacman
+    repositories carry only the current one); ``previous`` the build a host that is behind
+    still has installed."""
 
     name: str
     versions: tuple[str, ...]
@@ -39,6 +42,7 @@ class Pkg:
     # rpm: the epoch ("1:"), which only ``dnf check-update`` prints (the patch list's
     # available_version); rpm -qa / -qi / --qf %{VERSION}-%{RELEASE} leave it out.
     epoch: str = ""
+    previous: str | None = None
 
     @property
     def current(self) -> str:
@@ -799,15 +803,22 @@ def _catalog(distro_id: str) -> dict[str, Pkg]:
         if spec.name == SELF:
             versions = _agent_version(distro)
         epoch = _split_epoch(spec.upstream)[0] if family.name == "dnf" else ""
+        previous = versions[0] if len(versions) > 1 else None
+        if family.name in ("apk", "pacman"):
+            versions = versions[-1:]  # one version per package in the repository
         catalog[spec.name] = Pkg(spec.name, versions, spec.description, spec.dependencies,
-                                 spec.size_kb, epoch)  # fmt: skip
+                                 spec.size_kb, epoch, previous)  # fmt: skip
     running, newer = distro.kernels
     for name in sorted({*running.packages, *newer.packages}):
         versions = tuple(
             dict.fromkeys(v for v in (running.packages.get(name), newer.packages.get(name)) if v)
         )
         depends = newer.depends.get(name, running.depends.get(name, ()))
-        catalog[name] = Pkg(name, versions, f"Linux kernel ({name})", depends, 150_000)
+        previous = versions[0] if len(versions) > 1 else None
+        if family.name in ("apk", "pacman"):
+            versions = versions[-1:]
+        catalog[name] = Pkg(name, versions, f"Linux kernel ({name})", depends, 150_000,
+                            previous=previous)  # fmt: skip
     return catalog
 
 

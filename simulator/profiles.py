@@ -80,8 +80,10 @@ def realistic_repo(distro_id: str) -> Mapping[str, Pkg]:
             upstream = f"{1 + h % 9}.{(h >> 4) % 30}.{(h >> 9) % 20}"
             deps = (_LIBC[family],) if "lib" in pattern else ()
             spec = Spec(name, upstream, 40 + h % 6000, deps, f"{stem} {kind}")
-            versions = (distro.release(spec, 0), distro.release(spec, 1))
-            repo[name] = Pkg(name, versions, spec.description, deps, spec.size_kb)
+            older, current = distro.release(spec, 0), distro.release(spec, 1)
+            versions = (current,) if family in ("apk", "pacman") else (older, current)
+            repo[name] = Pkg(name, versions, spec.description, deps, spec.size_kb,
+                             previous=older)  # fmt: skip
     return repo
 
 

@@ -108,7 +108,10 @@ async def test_family_contract_tool_installed_and_hello_installs_updates_removes
         # The packaging tool's own package (issue 18: was 404 PKG_NOT_FOUND).
         tool = await client.package(distro.family.tool)
         assert tool.status is PackageStatus.INSTALLED
-        assert tool.version in repo[distro.family.tool].versions
+        assert tool.version in (
+            *repo[distro.family.tool].versions,
+            repo[distro.family.tool].previous,
+        )
         assert tool.description
         listed = {p.name: p for p in await client.packages()}
         assert set(listed) == set(agent.profile.installed)
@@ -117,14 +120,16 @@ async def test_family_contract_tool_installed_and_hello_installs_updates_removes
         assert running_kernel(distro, {n: p.version for n, p in listed.items()}) == info.kernel
         # hello: in the repository, not installed.
         assert "hello" not in listed
+        pins = distro.family.pin != ""
         hello = await client.package("hello")
-        older, current = repo["hello"].versions
+        older, current = repo["hello"].previous, repo["hello"].current
+        # apt and dnf repositories keep the older build; apk and pacman only the current one.
+        assert repo["hello"].versions == ((older, current) if pins else (current,))
         assert (hello.status, hello.version) == (PackageStatus.AVAILABLE, current)
 
         # Pinned to the older version where the family pins (apt name=ver, dnf name-ver);
         # apk and pacman repositories carry only the current version and the agent pushes
         # only the name there.
-        pins = distro.family.pin != ""
         job = await client.install([("hello", older)])
         assert (await wait_done(client, events, job.job_id)).status is JobStatus.COMPLETED
         hello = await client.package("hello")
