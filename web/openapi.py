@@ -386,6 +386,16 @@ def document(version: str) -> dict[str, Any]:
                     f"E{status}": {"description": description, "content": _json(error)}
                     for status, description in ERRORS.items()
                 },
+                "E429": {
+                    "description": ERRORS["429"],
+                    "content": _json(error),
+                    "headers": {
+                        "Retry-After": {
+                            "description": "seconds to wait before trying again",
+                            "schema": {"type": "integer", "minimum": 1},
+                        }
+                    },
+                },
                 "Error": {"description": "error", "content": _json(error)},
             },
             "securitySchemes": {

@@ -176,3 +176,9 @@ async def test_times_of_day_are_documented_by_a_pattern_that_served_windows_matc
     served = (await client.get("/api/v1/windows")).json()["windows"][0]["start_time"]
     assert served == "02:30:00"
     assert re.fullmatch(str(window["pattern"]), served)
+
+
+async def test_the_429_answer_documents_its_retry_after_header(client: httpx2.AsyncClient) -> None:
+    document = (await client.get("/api/v1/openapi.json")).json()
+    header = document["components"]["responses"]["E429"]["headers"]["Retry-After"]
+    assert header["schema"]["type"] == "integer"
