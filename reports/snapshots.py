@@ -1,6 +1,8 @@
 """Daily compliance snapshots (fleet, group, host), judged by the one compliance function, and
-the first run's backfill from patch history (freshness then is estimated: a host counts as
-polled on a past day when it had been polled at least once by now)."""
+the first run's backfill from patch history. Freshness on a past day is an estimate: a host
+counts as freshly polled on that day only when it is known to have been polled by then (a patch
+first seen, or its last poll, no later than the day's end), otherwise it is unknown; waivers
+count on the days they were recorded and not yet revoked or expired."""
 
 from __future__ import annotations
 
@@ -11,17 +13,23 @@ from storage import HostScope
 from storage.reports import (
     ReportFilter,
     SnapshotCounts,
+    WaiverRow,
     earliest_patch,
     host_memberships,
+    list_waivers,
     patches_open_at,
     snapshot_days,
     write_snapshots,
 )
 
-from .compliance import HostFacts, PendingPatch, Status, assess
-from .model import Context, active_waivers, compliance_pages
+from .compliance import HostFacts, PendingPatch, Status, Waiver, assess
+from .model import Context, compliance_pages
 
 _EVERYTHING = HostScope.everything()
+
+
+def _revoked_by(w: WaiverRow, at: dt.datetime) -> bool:
+    return w.revoked_at is not None and w.revoked_at <= at
 
 
 def roll_up(
@@ -70,7 +78,7 @@ async def backfill(ctx: Context, days: int) -> int:
     first = await ctx.db.run(earliest_patch)
     if first is None:
         return 0
-    waivers = await active_waivers(ctx)
+    every_waiver = await ctx.db.run(list_waivers, _EVERYTHING)
     memberships = await ctx.db.run(host_memberships)
     today = ctx.now.astimezone(dt.UTC).date()
     start = max(first.astimezone(dt.UTC).date(), today - dt.timedelta(days=days))
@@ -79,11 +87,17 @@ async def backfill(ctx: Context, days: int) -> int:
     while day < today:
         end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)
         hosts = await ctx.db.run(patches_open_at, _EVERYTHING, end)
+        # The waivers recorded by then and not yet revoked (expiry is checked by ``assess``).
+        waivers = [
+            Waiver(w.id, w.host_id, w.package, w.cve, w.expires_at)
+            for w in every_waiver
+            if w.created_at <= end and not _revoked_by(w, end)
+        ]
         results = []
-        for host_id, polled, patches in hosts:
+        for host_id, first_polled, patches in hosts:
             facts = HostFacts(
                 host_id,
-                end if polled is not None else None,
+                end if first_polled is not None and first_polled <= end else None,
                 ctx.interval_of(host_id),
                 tuple(
                     PendingPatch(p.name, p.severity, p.first_seen_at, p.cve_ids) for p in patches

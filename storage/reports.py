@@ -240,11 +240,14 @@ def patches_open_at(
     conn: psycopg.Connection[Any], scope: HostScope, at: dt.datetime
 ) -> list[tuple[int, dt.datetime | None, list[OpenPatch]]]:
     """Every host created by ``at`` with the patches that were open then (reconstructed from
-    the patch episodes), and its last patch poll (for backfilled snapshots)."""
+    the patch episodes), and the first instant it is known to have been polled (its first
+    patch seen, or its last poll), for backfilled snapshots."""
     rows = conn.execute(
         sql.SQL(
-            "SELECT h.id, h.last_patch_poll_at, COALESCE((SELECT json_agg(json_build_array("
-            "p.name, p.severity, p.first_seen_at, p.cve_ids, p.available_version))"
+            "SELECT h.id, LEAST(h.last_patch_poll_at, (SELECT min(e.first_seen_at)"
+            " FROM host_patches e WHERE e.host_id = h.id)),"
+            " COALESCE((SELECT json_agg(json_build_array(p.name, p.severity, p.first_seen_at,"
+            " p.cve_ids, p.available_version))"
             " FROM host_patches p WHERE p.host_id = h.id AND p.first_seen_at <= {at}"
             " AND (p.resolved_at IS NULL OR p.resolved_at > {at})), '[]'::json)"
             " FROM hosts h WHERE h.created_at <= {at} AND {scope} ORDER BY h.id"

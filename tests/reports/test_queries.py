@@ -181,3 +181,50 @@ async def test_a_deleted_hosts_snapshots_stay_out_of_another_groups_trend_with_u
     assert (today.hosts, today.compliant, today.noncompliant) == (2, 1, 1)
     [blue] = await db.run(trend, HostScope.everything(), ReportFilter(group="blue"))
     assert blue.hosts == 2  # the deleted host's history stays in its group's trend
+
+
+def backfill_evidence(conn: Any) -> dict[str, int]:
+    """Hosts registered 30 days ago: 'quiet' polled once, five minutes ago, with nothing
+    pending; 'late' and 'revoked' with a critical patch first seen 20 days ago, still open;
+    'late' waived only today, 'revoked' waived 15 days ago and revoked 2 days ago."""
+    ids: dict[str, int] = {}
+    for name in ("quiet", "late", "revoked"):
+        ids[name] = conn.execute(
+            "INSERT INTO hosts (name, last_patch_poll_at, created_at) VALUES (%s, %s, %s)"
+            " RETURNING id",
+            (name, NOW - dt.timedelta(minutes=5), NOW - dt.timedelta(days=30)),
+        ).fetchone()[0]
+    for name, created, revoked in (
+        ("late", NOW - dt.timedelta(hours=1), None),
+        ("revoked", NOW - dt.timedelta(days=15), NOW - dt.timedelta(days=2)),
+    ):
+        conn.execute(
+            "INSERT INTO host_patches (host_id, name, severity, first_seen_at)"
+            " VALUES (%s, 'openssl', 'critical', %s)",
+            (ids[name], NOW - dt.timedelta(days=20)),
+        )
+        conn.execute(
+            "INSERT INTO risk_waivers (host_id, owner, reason, expires_at, created_at,"
+            " revoked_at) VALUES (%s, 'o', 'r', %s, %s, %s)",
+            (ids[name], NOW + dt.timedelta(days=30), created, revoked),
+        )
+    return ids
+
+
+async def test_backfill_counts_a_host_fresh_only_once_polled_and_waivers_in_their_validity(
+    db: Database,
+) -> None:
+    ids = await db.run(backfill_evidence)
+    everything = HostScope.everything()
+    await backfill(Context(db, everything, RULES, NOW), 90)
+    day_10 = (NOW - dt.timedelta(days=10)).date()
+    on_day_10 = {}
+    for name, host_id in ids.items():
+        points = await db.run(trend, everything, ReportFilter(host_id=host_id))
+        [p] = [p for p in points if p.day == day_10]
+        on_day_10[name] = (p.compliant, p.noncompliant, p.unknown)
+    assert on_day_10 == {
+        "quiet": (0, 0, 1),  # no evidence it had been polled by then
+        "late": (0, 1, 0),  # today's waiver did not exist then
+        "revoked": (1, 0, 0),  # the waiver revoked since was active then
+    }
