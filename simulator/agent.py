@@ -114,6 +114,7 @@ class SimAgent:
         self.slow_mutation_s = 0.0  # tests: the next mutation is handled this much later
         self.nul_text = False  # tests: NUL characters in the text of health and patch answers
         self.mutations: list[str] = []  # every mutating request received, in order (tests)
+        self.send_cve_ids = False  # FleetSpec.cve_ids: the real agent sends [] (§3.10)
         self.on_mutation: Callable[[], None] = lambda: None
         self._limiter = RateLimiter.default()
         self._subscribers: set[trio.MemorySendChannel[str]] = set()
@@ -784,7 +785,8 @@ class SimAgent:
         patches: list[dict[str, Any]] = [
             {"name": name, "current_version": p.installed.get(name, ""), "available_version": new,
              "severity": severity_of(name), "description": "Package update available",
-             "cve_ids": list(p.cve_ids.get(name, ())), "requires_reboot": requires_reboot(name)}
+             "cve_ids": list(p.cve_ids.get(name, ())) if self.send_cve_ids else [],
+             "requires_reboot": requires_reboot(name)}
             for name, new in sorted(p.upgradable.items())
         ]  # fmt: skip
         for patch in patches:  # dnf check-update prints the epoch; rpm -q does not

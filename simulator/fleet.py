@@ -62,8 +62,13 @@ class FleetSpec:
     ws_ping_s: float = 5.0  # WebSocket ping interval (the agent's is 5 s)
     ws_timeout_s: float = 10.0  # drop a WebSocket client silent for this long (agent: 10 s)
     profile: str = "small"  # package lists: "small" (tests, demo) or "realistic" (scale work)
+    # Send CVE ids in /patches (realistic profile's security patches): ahead of the real agent,
+    # which sends [] today (agent-api.md §3.10).
+    cve_ids: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.cve_ids, bool):
+            raise ScenarioError(f"fleet.cve_ids: expected true or false, not {self.cve_ids!r}")
         if self.profile not in PROFILES:
             raise ScenarioError(
                 f"fleet.profile: unknown profile {self.profile!r} (known: {', '.join(PROFILES)})"
@@ -263,6 +268,7 @@ class Fleet:
         ]
         for agent in self.agents:
             agent.on_mutation = self._mutation
+            agent.send_cve_ids = self.spec.cve_ids
             agent.ws_heartbeat = (self.spec.ws_ping_s, self.spec.ws_timeout_s)
         async with trio.open_nursery() as nursery:
             for agent in self.agents:

@@ -433,18 +433,38 @@ def test_scenario_with_an_unknown_profile_is_one_error_naming_file_and_key(tmp_p
     assert load_scenario(scenario).spec.profile == "realistic"
 
 
-async def test_realistic_patches_carry_cve_ids_on_security_patches(
+async def test_realistic_patches_carry_cve_ids_only_when_the_fleet_asks_for_them(
     pki: Pki, start_fleet: Any
 ) -> None:
+    # Default: as the real agent, which sends cve_ids [] today (agent-api.md §3.10).
     fleet: Fleet = await start_fleet(4, profile="realistic")
     agent = max(fleet.agents, key=lambda a: len(a.profile.cve_ids))
+    assert agent.profile.cve_ids
     async with client_for(pki, agent) as client:
         patches = (await client.patches()).patches
         packages = await client.packages()
     assert len(packages) == len(agent.profile.installed) >= INSTALLED_RANGE[0]
     assert {p.name for p in patches} == set(agent.profile.upgradable)
+    assert all(p.cve_ids == () for p in patches)
+
+    fleet = await start_fleet(4, profile="realistic", cve_ids=True)
+    agent = max(fleet.agents, key=lambda a: len(a.profile.cve_ids))
+    async with client_for(pki, agent) as client:
+        patches = (await client.patches()).patches
     assert any(p.cve_ids for p in patches)
     assert all(bool(p.cve_ids) == (p.severity in ("critical", "high")) for p in patches)
+
+
+def test_scenario_cve_ids_is_a_boolean_defaulting_to_false(tmp_path: Path) -> None:
+    scenario = tmp_path / "fleet.toml"
+    scenario.write_text('[fleet]\nprofile = "realistic"\n')
+    assert load_scenario(scenario).spec.cve_ids is False
+    scenario.write_text('[fleet]\nprofile = "realistic"\ncve_ids = true\n')
+    assert load_scenario(scenario).spec.cve_ids is True
+    scenario.write_text('[fleet]\ncve_ids = "yes"\n')
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(scenario)
+    assert str(info.value) == f"{scenario}: fleet: fleet.cve_ids: expected true or false, not 'yes'"
 
 
 async def test_unknown_package_detail_is_404_not_500(pki: Pki, start_fleet: Any) -> None:
