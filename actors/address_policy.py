@@ -67,15 +67,18 @@ class AddressPolicy:
     allow_networks: tuple[ipaddress.IPv4Network, ...] = ()
     allow_ports: frozenset[int] = frozenset()
     own_addresses: frozenset[ipaddress.IPv4Address] = frozenset()
+    web_port: int | None = None  # the manager's own web listener: never an agent, even if allowed
 
     @classmethod
     def from_config(cls, config: Config) -> AddressPolicy:
-        own = {config.server.bind.rpartition(":")[0].strip("[]"), *config.server.ip_addresses}
+        host, _, port = config.server.bind.rpartition(":")
+        own = {host.strip("[]"), *config.server.ip_addresses}
         return cls(
             agent_port=config.agents.port,
             allow_networks=parse_networks(config.agents.allow_addresses),
             allow_ports=frozenset(config.agents.allow_ports),
             own_addresses=frozenset(_ipv4s(own)),
+            web_port=int(port) if port.isdigit() else None,
         )
 
     def allowed_explicitly(self, address: ipaddress.IPv4Address) -> bool:
@@ -96,14 +99,18 @@ class AddressPolicy:
             return False
         return ip not in self.own_addresses
 
-    def refusal(self, address: str) -> str | None:
-        """Why ``address`` (an IP literal) may not be an agent's address; None if it may."""
+    def refusal(self, address: str, port: int | None = None) -> str | None:
+        """Why ``address`` (an IP literal) may not be an agent's address; None if it may.
+        With ``port``, the manager's own web listener (address and port) is refused even when
+        ``agents.allow_addresses`` and ``agents.allow_ports`` permit both."""
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return f"{address!r} is not an IP address"
         if isinstance(ip, ipaddress.IPv6Address):
             return f"{ip} is an IPv6 address; the agent listens on IPv4 only"
+        if port is not None and port == self.web_port and self._is_own(ip):
+            return f"{ip}:{port} is this manager's own web listener, not an agent"
         if self.allowed_explicitly(ip):
             return None
         hint = " (permit it with agents.allow_addresses)"
@@ -113,6 +120,12 @@ class AddressPolicy:
         if ip in self.own_addresses:
             return f"{ip} is an address of this manager's own listener{hint}"
         return None
+
+    def _is_own(self, ip: ipaddress.IPv4Address) -> bool:
+        if ip in self.own_addresses:
+            return True
+        # Bound to every address (0.0.0.0): its loopback addresses are ours too.
+        return ip.is_loopback and any(own.is_unspecified for own in self.own_addresses)
 
     def refuses_none_of(self, network: ipaddress.IPv4Network) -> bool:
         """True if no address of ``network`` is refused (lets a scan skip per-address checks)."""

@@ -108,12 +108,12 @@ async def checked_address(
     if (reason := policy.port_refusal(port)) is not None:
         raise AddressRefused("port", reason)
     if is_ip:
-        if (reason := policy.refusal(normalised)) is not None:
+        if (reason := policy.refusal(normalised, port)) is not None:
             raise AddressRefused("name", reason)
         return normalised, normalised
     addresses = await resolve(normalised, port, timeout=resolve_timeout)
     for address in addresses:
-        if (reason := policy.refusal(address)) is not None:
+        if (reason := policy.refusal(address, port)) is not None:
             raise AddressRefused("name", f"{normalised} resolves to {address}: {reason}")
     return normalised, addresses[0]
 

@@ -316,7 +316,7 @@ class Scheduler:
         """Registration checks the address policy; a stored row is checked again at every
         reconcile, so a reload that narrows ``agents.allow_addresses`` stops polling a host it
         now refuses (its snapshot says why) and one that widens it starts the actor again."""
-        refusal = addresses.refusal(row.address) if row.address else None
+        refusal = addresses.refusal(row.address, row.port) if row.address else None
         if refusal is None:
             if self.refused.pop(row.id, None) is not None:
                 log.info("host address permitted again: starting its actor",
