@@ -648,7 +648,7 @@ vim 9.1.0414 3000 ncurses-libs Improved vi-style text editor
 ALPINE = Distro(
     id="alpine",
     family=APK,
-    os="Alpine Linux",
+    os="Alpine Linux v3.20",  # PRETTY_NAME
     os_version="3.20.3",
     kernels=(
         Kernel("6.6.52-0-lts", {"linux-lts": "6.6.52-r0"}, "linux-lts"),
@@ -762,7 +762,7 @@ ARCH = Distro(
     id="arch",
     family=PACMAN,
     os="Arch Linux",
-    os_version="rolling",
+    os_version="unknown",  # os-release has no VERSION_ID
     kernels=(
         Kernel("6.10.10-arch1-1", {"linux": "6.10.10.arch1-1"}, "linux"),
         Kernel("6.11.5-arch1-1", {"linux": "6.11.5.arch1-1"}, "linux"),
