@@ -34,6 +34,7 @@ from .models import MAX_ID, DiscoveryStart, GroupCreate, GroupRename, HostIds, P
 from .models_io import given, path_id, validate
 from .serialize import to_json
 from .services import System, discovery, groups, hosts, jobs, principal, windows
+from .services import certificates as certs
 from .services import reports as report_service
 from .services.discovery import scan_json
 
@@ -58,6 +59,7 @@ class DashboardPage(Base):
     compliance: Any = None  # services.reports.DashboardCompliance
     sparkline: str = ""  # SVG built by reports.svg (values escaped)
     loaded_at: dt.datetime | None = None  # what the lists and bars below show is as of then
+    certificate_warnings: list[str] = field(default_factory=list)  # admins: expiring soon
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ class Pages:
             compliance=compliance,
             sparkline=svg.sparkline(compliance.trend, label="daily compliance, last 30 days"),
             loaded_at=dt.datetime.now(dt.UTC),
+            certificate_warnings=certs.expiry_warnings(self.sys, who),
         )
         return self.render(request, "dashboard.html", page)
 

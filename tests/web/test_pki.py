@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
+import re
 import ssl
 import tarfile
 from collections.abc import AsyncIterator
@@ -207,3 +209,13 @@ async def test_renewed_web_certificate_is_served_to_new_connections_without_a_re
     renewed = await web_rig.system.certificates.renew(CertKind.WEB_SERVER)
     assert await served_serial() == renewed.serial != before
     stop.set()
+
+
+async def test_dashboard_warns_admins_of_a_manager_certificate_close_to_expiry(
+    web_rig: WebRig, client: httpx2.AsyncClient, pki: Pki
+) -> None:
+    assert "data-certificate-warning" not in (await client.get("/")).text
+    pki.ca.renew(CertKind.MANAGER_CLIENT, lifetime=dt.timedelta(days=10))
+    assert await web_rig.system.certificates.renew_due() == []  # picked up, not due yet
+    page = (await client.get("/")).text
+    assert re.search(r"The agent client certificate expires in (9\.9|10\.0) days\.", page)

@@ -20,7 +20,7 @@ from storage import (
     save_repo_config,
 )
 
-from ..authz import Action, require
+from ..authz import Action, may, require
 from ..handle import AlreadyExists, InvalidInput, Missing
 from .base import Principal, System
 
@@ -159,3 +159,23 @@ async def delete_repo(sys: System, who: Principal, distro_id: str) -> bool:
     require(who, Action.MANAGE_PKI)
     deleted: bool = await sys.db.run(delete_repo_config, distro_id)
     return deleted
+
+
+WARN_DAYS = 30  # a certificate of ours this close to expiry is shown on the dashboard
+WARN_CRL_DAYS = 5  # the CRL (re-signed daily, valid 7 days) this close means re-signing fails
+
+
+def expiry_warnings(sys: System, who: Principal) -> list[str]:
+    """For admins: the manager's certificates (and the CRL) close to expiry. Renewal at 2/3 of
+    the lifetime means a warning here says renewal has been failing for weeks."""
+    if not may(who, Action.MANAGE_PKI):
+        return []
+    labels = {"root": "root CA", "manager_client": "agent client certificate",
+              "web_server": "web certificate", "crl": "CRL"}  # fmt: skip
+    out = []
+    for kind, seconds in sorted(sys.handle.certificate_expiry().items()):
+        limit = WARN_CRL_DAYS if kind == "crl" else WARN_DAYS
+        if seconds < limit * 86_400:
+            state = "has expired" if seconds <= 0 else f"expires in {seconds / 86_400:.1f} days"
+            out.append(f"The {labels.get(kind, kind)} {state}.")
+    return out
