@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import ssl
 import time
 import uuid
@@ -106,6 +107,15 @@ def restart_delay(failures: int, minimum: float, maximum: float) -> float:
     return float(min(maximum, minimum * 2 ** max(0, failures - 1)))
 
 
+def connection_cap(configured: int, open_files: int) -> int:
+    """Connections served at once: ``server.max_connections``, but at most half the process's
+    open-file limit (the other half is for agents, the database and files): past the limit,
+    accepting fails and the whole server stalls, not only the extra clients."""
+    if open_files == resource.RLIM_INFINITY:
+        return configured
+    return max(1, min(configured, open_files // 2))
+
+
 class ServeOnce(Protocol):
     """Serve until the shutdown trigger returns; report the bound URLs through ``started``."""
 
@@ -120,7 +130,7 @@ class ServeOnce(Protocol):
     ) -> None: ...
 
 
-def hypercorn_config(listener: WebListener) -> HypercornConfig:
+def hypercorn_config(listener: WebListener) -> _TLS13Config:
     cfg = _TLS13Config()
     cfg.bind = [listener.bind]
     cfg.graceful_timeout = listener.graceful_timeout_s
@@ -130,7 +140,9 @@ def hypercorn_config(listener: WebListener) -> HypercornConfig:
     cfg.include_server_header = False
     cfg.ssl_handshake_timeout = 10
     cfg.request_timeout_s = listener.request_timeout_s
-    cfg.max_connections = listener.max_connections
+    cfg.max_connections = connection_cap(
+        listener.max_connections, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    )
     cfg.max_body_bytes = listener.max_body_bytes
     if listener.certfile is not None and listener.keyfile is not None:
         cfg.certfile = str(listener.certfile)
@@ -156,6 +168,13 @@ async def serve_web(
     """
     run = serve_once or _serve_once
     cfg = hypercorn_config(listener)
+    if cfg.max_connections < listener.max_connections:
+        log.warning(
+            "serving at most %d connections at once, not server.max_connections = %d: the "
+            "open-file limit is %d (raise it, e.g. LimitNOFILE= in the systemd unit)",
+            cfg.max_connections, listener.max_connections,
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        )  # fmt: skip
     if cfg.ssl_enabled is False:
         log.warning(
             "serving plain HTTP on %s: only do this behind a TLS-terminating reverse proxy",

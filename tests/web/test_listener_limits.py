@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +18,7 @@ import trio
 import trio.testing
 
 from web.middleware import CONTENT_SECURITY_POLICY, BodyLimitMiddleware
-from web.server import WebListener, _RateLimitedLog, serve_web
+from web.server import WebListener, _RateLimitedLog, connection_cap, serve_web
 
 from ..conftest import Pki
 
@@ -197,3 +198,10 @@ async def test_a_body_within_the_limit_still_gets_100_continue(pki: Pki) -> None
             answer = await closed_by_server(stream)
         await trio.aclose_forcefully(stream)
     assert b"HTTP/1.1 200" in answer
+
+
+def test_served_connections_are_capped_at_half_the_open_file_limit() -> None:
+    assert connection_cap(1000, 1024) == 512
+    assert connection_cap(1000, 20000) == 1000
+    assert connection_cap(1000, resource.RLIM_INFINITY) == 1000
+    assert connection_cap(1000, 1) == 1
