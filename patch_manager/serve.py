@@ -48,7 +48,7 @@ from ca import (
     web_server_context,
 )
 from reports import ComplianceRules, Context, backfill, take_snapshot
-from settings import Config, ConfigStore, PollingPolicy
+from settings import Config, ConfigStore, PollingPolicy, effective_policy
 from simulator import Fleet, FleetSpec, serve_control
 from storage import (
     Database,
@@ -69,15 +69,20 @@ log = logging.getLogger(__name__)
 
 
 def compliance_rules(config: Config) -> ComplianceRules:
-    """The [compliance] settings as the rules of ``reports.compliance``."""
+    """The [compliance] settings as the rules of ``reports.compliance``; a host's patch interval
+    is its effective polling policy in ``config`` (host name and group names from storage)."""
     c = config.compliance
+
+    def interval_of(host: str, groups: tuple[str, ...]) -> int | None:
+        return effective_policy(config, host, groups).policy.patch_interval_s
+
     return ComplianceRules(
         sla_days={"critical": c.critical_sla_days, "high": c.high_sla_days,
                   "medium": c.medium_sla_days, "low": c.low_sla_days},
         min_severity=c.min_severity,
         freshness_factor=c.freshness_factor,
         default_patch_interval_s=config.polling.patch_interval_s,
-        waiver_warning_days=c.waiver_warning_days,
+        waiver_warning_days=c.waiver_warning_days, interval_of=interval_of,
     )  # fmt: skip
 
 
@@ -87,12 +92,8 @@ def snapshot_task(
     """The daily compliance snapshots of the whole fleet, judged like the reports judge."""
     rules = compliance_rules(config)
 
-    def interval_of(host_id: int) -> int | None:
-        policy = handle.effective_policy(host_id)
-        return None if policy is None else policy.policy.patch_interval_s
-
     def context(at: dt.datetime) -> Context:
-        return Context(storage.db, HostScope.everything(), rules, at, interval_of)
+        return Context(storage.db, HostScope.everything(), rules, at)
 
     return actors.snapshots.SnapshotTask(
         lambda day, at: take_snapshot(context(at), day),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 SEVERITIES = ("critical", "high", "medium", "low")
@@ -25,6 +25,13 @@ def severity_rank(severity: str) -> int:
     return _RANK.get(severity, _RANK["medium"])
 
 
+IntervalOf = Callable[[str, tuple[str, ...]], int | None]
+
+
+def no_interval(host: str, groups: tuple[str, ...]) -> int | None:
+    return None
+
+
 class Status(enum.Enum):
     COMPLIANT = "compliant"
     NONCOMPLIANT = "noncompliant"
@@ -34,13 +41,16 @@ class Status(enum.Enum):
 @dataclass(frozen=True)
 class ComplianceRules:
     """Remediation SLA (days) per severity, the lowest severity that counts, how stale data may
-    be (times the host's patch interval) and the interval used when a host has none of its own."""
+    be (times the host's patch interval) and the interval used when a host has none of its own.
+    ``interval_of`` gives a host's configured patch interval from its name and group names (the
+    composition root builds it from ``settings.effective_policy``; never from live actors)."""
 
     sla_days: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_SLA_DAYS))
     min_severity: str = "low"
     freshness_factor: float = 2.0
     default_patch_interval_s: int = 1800
     waiver_warning_days: int = 14
+    interval_of: IntervalOf = field(default=no_interval, compare=False)
 
     def sla(self, severity: str) -> dt.timedelta:
         name = severity if severity in _RANK else "medium"

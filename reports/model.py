@@ -6,7 +6,7 @@ the one compliance function. Lists come in pages (``async`` iterators of lists) 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from storage import Database, HostScope
@@ -40,11 +40,6 @@ from .compliance import (
 )
 
 PAGE = 1000
-IntervalOf = Callable[[int], int | None]
-
-
-def _no_interval(host_id: int) -> int | None:
-    return None
 
 
 @dataclass(frozen=True)
@@ -55,7 +50,6 @@ class Context:
     scope: HostScope
     rules: ComplianceRules
     now: dt.datetime
-    interval_of: IntervalOf = _no_interval
 
 
 @dataclass(frozen=True)
@@ -98,7 +92,7 @@ def judge(ctx: Context, row: HostFactsRow, waivers: Sequence[Waiver]) -> Assessm
     facts = HostFacts(
         row.id,
         row.last_patch_poll_at,
-        ctx.interval_of(row.id),
+        ctx.rules.interval_of(row.name, row.groups),
         tuple(PendingPatch(p.name, p.severity, p.first_seen_at, p.cve_ids) for p in row.patches),
     )
     return assess(facts, ctx.rules, waivers, ctx.now)

@@ -94,17 +94,18 @@ async def backfill(ctx: Context, days: int) -> int:
             if w.created_at <= end and not _revoked_by(w, end)
         ]
         results = []
-        for host_id, first_polled, patches in hosts:
+        for h in hosts:
+            polled = h.first_polled_at is not None and h.first_polled_at <= end
             facts = HostFacts(
-                host_id,
-                end if first_polled is not None and first_polled <= end else None,
-                ctx.interval_of(host_id),
+                h.id,
+                end if polled else None,
+                ctx.rules.interval_of(h.name, h.groups),
                 tuple(
-                    PendingPatch(p.name, p.severity, p.first_seen_at, p.cve_ids) for p in patches
+                    PendingPatch(p.name, p.severity, p.first_seen_at, p.cve_ids) for p in h.patches
                 ),
             )
             a = assess(facts, ctx.rules, waivers, end)
-            results.append((host_id, a.status, bool(a.waived)))
+            results.append((h.id, a.status, bool(a.waived)))
         await ctx.db.run(write_snapshots, day, roll_up(results, memberships), True)
         written += 1
         day += dt.timedelta(days=1)

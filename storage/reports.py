@@ -236,15 +236,26 @@ def pending_by_severity(
     return counts
 
 
+@dataclass(frozen=True)
+class PastHost:
+    id: int
+    name: str
+    groups: tuple[str, ...]  # group names today
+    first_polled_at: dt.datetime | None
+    patches: list[OpenPatch]
+
+
 def patches_open_at(
     conn: psycopg.Connection[Any], scope: HostScope, at: dt.datetime
-) -> list[tuple[int, dt.datetime | None, list[OpenPatch]]]:
+) -> list[PastHost]:
     """Every host created by ``at`` with the patches that were open then (reconstructed from
     the patch episodes), and the first instant it is known to have been polled (its first
     patch seen, or its last poll), for backfilled snapshots."""
     rows = conn.execute(
         sql.SQL(
-            "SELECT h.id, LEAST(h.last_patch_poll_at, (SELECT min(e.first_seen_at)"
+            "SELECT h.id, h.name, COALESCE((SELECT array_agg(g.name ORDER BY g.name)"
+            " FROM host_groups hg JOIN groups g ON g.id = hg.group_id WHERE hg.host_id = h.id),"
+            " '{{}}'), LEAST(h.last_patch_poll_at, (SELECT min(e.first_seen_at)"
             " FROM host_patches e WHERE e.host_id = h.id)),"
             " COALESCE((SELECT json_agg(json_build_array(p.name, p.severity, p.first_seen_at,"
             " p.cve_ids, p.available_version))"
@@ -254,7 +265,13 @@ def patches_open_at(
         ).format(at=sql.Literal(at), scope=scope_condition(scope, "h.id"))
     ).fetchall()
     return [
-        (r[0], r[1], [OpenPatch(p[0], p[1], _ts(p[2]), tuple(p[3]), p[4]) for p in r[2]])
+        PastHost(
+            r[0],
+            r[1],
+            tuple(r[2]),
+            r[3],
+            [OpenPatch(p[0], p[1], _ts(p[2]), tuple(p[3]), p[4]) for p in r[4]],
+        )  # fmt: skip
         for r in rows
     ]
 

@@ -228,3 +228,31 @@ async def test_backfill_counts_a_host_fresh_only_once_polled_and_waivers_in_thei
         "late": (0, 1, 0),  # today's waiver did not exist then
         "revoked": (1, 0, 0),  # the waiver revoked since was active then
     }
+
+
+def slow_and_fast(conn: Any) -> None:
+    group = conn.execute("INSERT INTO groups (name) VALUES ('slow') RETURNING id").fetchone()[0]
+    for name in ("slow1", "fast1"):
+        host = conn.execute(
+            "INSERT INTO hosts (name, last_patch_poll_at) VALUES (%s, %s) RETURNING id",
+            (name, NOW - dt.timedelta(hours=3)),
+        ).fetchone()[0]
+        if name == "slow1":
+            conn.execute("INSERT INTO host_groups VALUES (%s, %s)", (host, group))
+
+
+async def test_freshness_uses_the_configured_interval_of_the_hosts_name_and_groups(
+    db: Database,
+) -> None:
+    await db.run(slow_and_fast)
+
+    def interval_of(name: str, groups: tuple[str, ...]) -> int | None:
+        return 4 * 3600 if "slow" in groups else None  # as settings.effective_policy would
+
+    rules = ComplianceRules(default_patch_interval_s=3600, interval_of=interval_of)
+    ctx = Context(db, HostScope.everything(), rules, NOW)
+    judged = {
+        h.name: h.status async for page in compliance_pages(ctx, ReportFilter()) for h in page
+    }
+    # polled 3 h ago: within 2 x 4 h for the slow group, past 2 x 1 h by default
+    assert judged == {"slow1": "compliant", "fast1": "unknown"}

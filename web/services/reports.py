@@ -48,11 +48,8 @@ def now() -> dt.datetime:
 
 
 def context(sys: System, who: Principal, rules: ComplianceRules) -> Context:
-    def interval_of(host_id: int) -> int | None:
-        policy = sys.handle.effective_policy(host_id)
-        return None if policy is None else policy.policy.patch_interval_s
-
-    return Context(sys.db, scope(who), rules, now(), interval_of)
+    """Storage and configuration only (``rules.interval_of``), never the live actors."""
+    return Context(sys.db, scope(who), rules, now())
 
 
 def report_filter(q: ReportQuery | EvidenceQuery) -> ReportFilter:
