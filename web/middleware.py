@@ -93,7 +93,7 @@ class DisconnectMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self.app(scope, receive, send)
-        except (ClientDisconnect, trio.BrokenResourceError, trio.ClosedResourceError):
+        except (ClientDisconnect, trio.BrokenResourceError):
             log.debug(
                 "client disconnected during %s %s", scope.get("method", ""), scope.get("path", "")
             )
