@@ -121,14 +121,49 @@ async def test_csv_and_pdf_give_each_host_the_same_status_as_json(
         assert status in line.split(), (name, line)
 
 
+def one_job_per_host(conn: Any, ids: dict[str, int]) -> None:
+    job = conn.execute(
+        "INSERT INTO jobs (kind, schedule, created_by) VALUES ('patch', 'now', 'admin')"
+        " RETURNING id"
+    ).fetchone()[0]
+    for name in ("r-bad", "r-ok", "b-new", "b-waived"):
+        conn.execute(
+            "INSERT INTO job_hosts (job_id, host_id, state, error_message)"
+            " VALUES (%s, %s, 'failed', 'boom')",
+            (job, ids[name]),
+        )
+
+
 async def test_operator_reports_never_contain_another_groups_host(
     web_rig: WebRig, client: httpx2.AsyncClient
 ) -> None:
     ids = await web_rig.db.run(seed)
+    await web_rig.db.run(one_job_per_host, ids)
+    await waive(client, ids["b-waived"])
+    blue_definition = await client.post(
+        "/api/v1/report-definitions",
+        json={"name": "blue", "report": "compliance", "filters": {"group": "blue"},
+              "recipients": ["blue@example.org"], "schedule": "0 6 * * 1"},
+    )  # fmt: skip
+    assert blue_definition.status_code == 201
+    blue = ("b-new", "b-waived")
     operator = await user_client(web_rig, Role.OPERATOR, [ids["red"]])
     try:
         report = (await operator.get("/api/v1/reports/compliance")).json()
-        assert set(statuses(report)) == {"r-bad", "r-ok"}
+        assert set(statuses(report)) == {"r-bad", "r-ok"} and report["waivers"] == []
+        history = (await operator.get("/api/v1/reports/patch-history")).json()
+        assert {r["host"] for r in history["rows"]} == {"r-bad", "r-ok"}
+        pdf = pypdf.PdfReader(io.BytesIO((await operator.get(
+            "/api/v1/reports/compliance?format=pdf")).content))  # fmt: skip
+        text = "\n".join(page.extract_text() for page in pdf.pages)
+        assert "r-bad" in text and not any(name in text for name in blue)
+        pack = zipfile.ZipFile(io.BytesIO((await operator.get("/api/v1/reports/evidence")).content))
+        for name in pack.namelist():
+            if not name.endswith(".pdf"):
+                content = pack.read(name).decode()
+                assert not any(host in content for host in blue), name
+        assert (await operator.get("/api/v1/waivers")).json()["waivers"] == []
+        assert (await operator.get("/api/v1/report-definitions")).json()["definitions"] == []
         exposure = (await operator.get("/api/v1/reports/exposure")).json()
         assert {i["host"] for i in exposure["items"]} == {"r-bad"}
         reboots = (await operator.get("/api/v1/reports/reboots")).json()
