@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import fnmatch
 import json
 import re
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .catalog import requires_reboot
+from .families import Pkg
 from .http import Request, Response, WebSocketAccept, is_websocket_upgrade, text
 from .model import Op, SimJob, St, rfc3339, wall_now
 
@@ -137,8 +140,10 @@ def _package(agent: SimAgent, name: str, *, named: bool = False) -> dict[str, An
         version, status = p.candidate(name) or "", "Available"
     elif named and p.family == "apt" and name in p.upgradable:
         version, status, upgradable = p.upgradable[name], "Upgradable", True
+    # Only the apt parser fills latest_version in list entries.
+    latest = version if p.family == "apt" else None
     return {"name": name, "version": version, "status": status, "upgradable": upgradable,
-            "latest_version": version, "description": "", "dependencies": [],
+            "latest_version": latest, "description": "", "dependencies": [],
             "reverse_dependencies": [], "install_date": None,
             "size_installed": None}  # fmt: skip
 
@@ -199,11 +204,48 @@ async def get_package(agent: SimAgent, request: Request, name: str) -> Response:
     data = _package(agent, name)
     entry = p.entry(name)
     if name in p.installed and entry is not None:
-        data.update(description=entry.description, dependencies=list(entry.dependencies),
-                    size_installed=f"{entry.size_kb} KB")  # fmt: skip
+        data.update(_detail_fields(agent, entry))
+        data["latest_version"] = data["version"]
+    elif entry is not None and p.family in ("dnf", "pacman"):  # dnf info / pacman -Si
+        data["description"] = entry.description
     if name in p.upgradable:  # the backends' detail says Installed, with the upgrade
         data.update(upgradable=True, latest_version=p.upgradable[name])
     return envelope(data)
+
+
+def _installed_at(name: str) -> dt.datetime:
+    """When the simulated host installed ``name`` (a fixed date a package)."""
+    offset = zlib.crc32(name.encode()) % (200 * 86400)
+    return dt.datetime(2024, 3, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=offset)
+
+
+def _detail_fields(agent: SimAgent, entry: Pkg) -> dict[str, Any]:
+    """An installed package's detail in each backend's format (§3.6): apt ``apt-cache show``
+    (size in KB), dnf ``rpm -qi``/``rpm -qR`` (raw bytes, the install date cut at its first
+    colon by the parser, requirements as rpm capabilities), apk ``apk info`` (bytes; its
+    dependency parser never matches), pacman ``pacman -Qi`` (KiB/MiB, the full date, Required
+    By)."""
+    p = agent.profile
+    size = entry.size_kb * 1024
+    stamp = _installed_at(entry.name).strftime("%a %d %b %Y %I:%M:%S %p UTC")
+    dependents = sorted(
+        n for n in p.installed if (e := p.entry(n)) is not None and entry.name in e.dependencies
+    )
+    if p.family == "dnf":
+        return {"description": entry.description, "size_installed": str(size),
+                "install_date": stamp.split(":")[0],
+                "dependencies": [f"{d}(x86-64)" for d in entry.dependencies]}  # fmt: skip
+    if p.family == "apk":
+        return {"description": entry.description, "size_installed": f"{size} bytes",
+                "reverse_dependencies": dependents}  # fmt: skip
+    if p.family == "pacman":
+        human = (f"{entry.size_kb:.2f} KiB" if entry.size_kb < 1024
+                 else f"{entry.size_kb / 1024:.2f} MiB")  # fmt: skip
+        return {"description": entry.description, "size_installed": human,
+                "install_date": stamp, "dependencies": list(entry.dependencies),
+                "reverse_dependencies": dependents}  # fmt: skip
+    return {"description": entry.description, "dependencies": list(entry.dependencies),
+            "size_installed": f"{entry.size_kb} KB"}  # fmt: skip
 
 
 async def install(agent: SimAgent, request: Request, _: str) -> Response:

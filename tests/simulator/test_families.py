@@ -246,6 +246,52 @@ async def test_remove_and_update_follow_each_tools_semantics(
         assert hello_installed == (family.name == "pacman")
 
 
+# An installed package's detail per backend: size, install date, whether dependencies are the
+# catalog names, rpm capabilities or never parsed (apk), and whether reverse dependencies are
+# filled (apk, pacman).
+DETAIL = {
+    "apt": (r"^\d+ KB$", None, "names", False),
+    "dnf": (r"^\d+$", r"^\w{3} \d\d \w{3} \d{4} \d\d$", "capabilities", False),
+    "apk": (r"^\d+ bytes$", None, "none", True),
+    "pacman": (r"^\d+\.\d\d [KM]iB$", r"^\w{3} \d\d \w{3} \d{4} \d\d:\d\d:\d\d [AP]M UTC$",
+               "names", True),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("distro_id", [d.id for d in DISTROS])
+async def test_package_fields_follow_each_backends_format(
+    distro_id: str, pki: Pki, start_fleet: Any
+) -> None:
+    agent = await as_distro(start_fleet, distro_id)
+    family = BY_ID[distro_id].family.name
+    size, date, deps, reverse = DETAIL[family]
+    library = BY_ID[distro_id].catalog["jq"].dependencies[0]  # installed with jq below
+    entry = agent.profile.repo[library]
+    agent.profile.installed["jq"] = agent.profile.repo["jq"].current
+    agent.profile.installed[library] = entry.current
+    async with raw_client(pki, agent) as http:
+        detail = (await http.get(f"/api/v1/packages/{library}")).json()["data"]
+        hello = (await http.get("/api/v1/packages/hello")).json()["data"]
+        listed = (await http.get("/api/v1/packages")).json()["data"]["packages"]
+    assert re.match(size, detail["size_installed"]), detail["size_installed"]
+    if date is None:
+        assert detail["install_date"] is None
+    else:
+        assert re.match(date, detail["install_date"]), detail["install_date"]
+    expected_deps = {
+        "names": list(entry.dependencies),
+        "capabilities": [f"{d}(x86-64)" for d in entry.dependencies],
+        "none": [],
+    }[deps]
+    assert detail["dependencies"] == expected_deps
+    assert ("jq" in detail["reverse_dependencies"]) is reverse
+    # Only the apt parser fills latest_version in list entries and not-installed details.
+    apt = family == "apt"
+    assert all((p["latest_version"] is not None) is apt for p in listed)
+    assert (hello["status"], hello["latest_version"] is not None) == ("Available", apt)
+    assert bool(hello["description"]) is (family in ("dnf", "pacman"))  # dnf info, pacman -Si
+
+
 async def test_install_pulls_in_missing_dependencies(pki: Pki, start_fleet: Any) -> None:
     agent = await as_distro(start_fleet, "debian")
     for name in ("htop", "libnl-3-200", "libnl-genl-3-200", "libncursesw6"):
