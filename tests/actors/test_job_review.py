@@ -15,7 +15,7 @@ from simulator import Fleet
 from simulator.model import Op
 from storage import JobSpec, create_job, recorded_agent_jobs
 
-from .conftest import Manager, register
+from .conftest import FAST_POLICY, MakeManager, Manager, register
 from .test_job_execution import rows_of
 from .test_jobs import finished, healthy
 
@@ -212,3 +212,37 @@ async def test_a_claimed_row_whose_wait_ends_during_shutdown_is_not_sent(
     assert agent.mutations.count(APPLY) == 1
     [row] = (await rows_of(manager, job_id)).values()
     assert row.state == "claimed"  # left for the next start
+
+
+async def test_the_unreachable_ladder_before_sending_ends_at_the_window_close(
+    make_manager: MakeManager, start_fleet: Any
+) -> None:
+    """A long ladder (600 s steps) to a host that is down: the reboot row ends WINDOW_CLOSED
+    when its one-minute window closes, not after the ladder."""
+    manager = await make_manager(FAST_POLICY.replace("backoff_s = [1, 1, 1]", "backoff_s = [600]"))
+    fleet: Fleet = await start_fleet(1, time_scale=0.002)
+    ids = await register(manager, fleet)
+    await healthy(manager, 1)
+    [agent] = fleet.agents
+    host_id = ids[agent.address]
+    agent.set_faults({"down": True})
+
+    def window_and_job(conn: Any) -> int:
+        conn.execute(
+            "INSERT INTO maintenance_windows (host_id, recurrence, start_date, start_time,"
+            " duration_minutes, timezone) SELECT %s, 'once', (t AT TIME ZONE 'UTC')::date,"
+            " date_trunc('minute', t AT TIME ZONE 'UTC')::time, 1, 'UTC'"
+            " FROM (SELECT CASE WHEN extract(second FROM now()) < 45 THEN now()"
+            "  ELSE now() + interval '20 s' END AS t) s",
+            (host_id,),
+        )
+        # A reboot job reads the agent before sending (system info, uptime): the ladder of the
+        # row's start, not of the send.
+        return int(create_job(conn, JobSpec(kind="reboot", schedule="window"), [(host_id, 0)]))
+
+    job_id = await manager.db.run(window_and_job)
+    manager.handle.poke_jobs()
+    job = await finished(manager, job_id, timeout=100)
+    [row] = (await rows_of(manager, job_id)).values()
+    assert (job.status, row.state, row.error_code) == ("failed", "skipped", "WINDOW_CLOSED")
+    assert "connect" in row.error_message or "refused" in row.error_message
