@@ -20,6 +20,7 @@ from storage import (
     cancel_job,
     delete_host,
     job_rows,
+    retry_failed_rows,
 )
 
 from .address_policy import AddressPolicy
@@ -166,23 +167,7 @@ class FleetHandle:
 
     async def retry_failed(self, job_id: int) -> int:
         """Give the failed hosts of a finished or running job another go."""
-
-        def reset(conn: Any) -> int:
-            with conn.transaction():
-                changed = conn.execute(
-                    "UPDATE job_hosts SET state = 'queued', attempts = 0, run_until = NULL,"
-                    " error_code = '', error_message = '', error_stderr = '', updated_at = now()"
-                    " WHERE job_id = %s AND state = 'failed'",
-                    (job_id,),
-                ).rowcount
-                if changed:
-                    conn.execute(
-                        "UPDATE jobs SET status = 'running', finished_at = NULL WHERE id = %s",
-                        (job_id,),
-                    )
-                return int(changed)
-
-        count = await self._db.run(reset)
+        count = await self._db.run(retry_failed_rows, job_id)
         if self._scheduler.jobs is not None:
             self._scheduler.jobs.poke()
         return count

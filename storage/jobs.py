@@ -531,6 +531,23 @@ def create_window_job(
     return job_id
 
 
+def retry_failed_rows(conn: psycopg.Connection[Any], job_id: int) -> int:
+    """A manual retry: the job's failed rows queue again (attempts counted afresh, no permit:
+    the coordinator gives one), and the job runs again; returns how many rows."""
+    with conn.transaction():
+        changed = conn.execute(
+            "UPDATE job_hosts SET state = 'queued', attempts = 0, run_until = NULL,"
+            " error_code = '', error_message = '', error_stderr = '', updated_at = now()"
+            " WHERE job_id = %s AND state = 'failed'",
+            (job_id,),
+        ).rowcount
+        if changed:
+            conn.execute(
+                "UPDATE jobs SET status = 'running', finished_at = NULL WHERE id = %s", (job_id,)
+            )
+        return int(changed)
+
+
 def cancel_job(conn: psycopg.Connection[Any], job_id: int) -> int:
     """Cancel the rows that sent nothing yet (waiting, queued, or ``claimed``: a runner waiting
     out refusals or the unreachable ladder; its send then finds the row cancelled and stops);

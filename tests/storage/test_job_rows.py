@@ -24,6 +24,7 @@ from storage import (
     job_rows,
     recorded_agent_jobs,
     renew_lease,
+    retry_failed_rows,
     row_attempts,
     take_over,
 )
@@ -215,5 +216,30 @@ async def test_auto_apply_claim_create_and_attach_are_one_transaction(db: Databa
         assert job_id is not None
         assert conn.execute("SELECT job_id FROM window_runs").fetchall() == [(job_id,)]
         assert create_window_job(conn, window[0], occurrence, spec, [(host, 0)]) is None
+
+    await db.run(run)
+
+
+async def test_a_manual_retry_queues_the_failed_rows_afresh_and_runs_the_job_again(
+    db: Database,
+) -> None:
+    def run(conn: psycopg.Connection[Any]) -> None:
+        failed, succeeded = setup(conn, hosts=2)
+        job_id = get_row(conn, failed).job_id
+        conn.execute(
+            "UPDATE job_hosts SET state = 'failed', attempts = 2, error_code = 'TIMEOUT',"
+            " run_until = now() WHERE id = %s",
+            (failed,),
+        )
+        conn.execute("UPDATE job_hosts SET state = 'succeeded' WHERE id = %s", (succeeded,))
+        conn.execute("UPDATE jobs SET status = 'partially_failed', finished_at = now()")
+        assert retry_failed_rows(conn, job_id) == 1
+        row = get_row(conn, failed)
+        assert (row.state, row.attempts, row.error_code, row.run_until) == ("queued", 0, "", None)
+        assert get_row(conn, succeeded).state == "succeeded"
+        status, finished = conn.execute(
+            "SELECT status, finished_at FROM jobs WHERE id = %s", (job_id,)
+        ).fetchone()
+        assert (status, finished) == ("running", None)
 
     await db.run(run)
