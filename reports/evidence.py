@@ -44,7 +44,8 @@ def evidence_files(
         "compliant_with_waivers": s.waived_hosts,
         "noncompliant": s.noncompliant,
         "unknown": s.unknown,
-        "percent": s.percent,
+        "percent": s.percent,  # of hosts with known state
+        "percent_of_all": s.percent_of_all,  # unknown hosts count against it
         "rules": {
             "sla_days": dict(rules.sla_days),
             "min_severity": rules.min_severity,

@@ -81,6 +81,11 @@ class Summary:
         known = self.compliant + self.noncompliant
         return None if known == 0 else round(100 * self.compliant / known, 1)
 
+    @property
+    def percent_of_all(self) -> float | None:
+        """Compliant share of all hosts: unknown ones count against it (None without hosts)."""
+        return None if self.hosts == 0 else round(100 * self.compliant / self.hosts, 1)
+
 
 def as_waivers(rows: Sequence[WaiverRow]) -> list[Waiver]:
     return [

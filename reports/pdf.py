@@ -146,12 +146,16 @@ def compliance_pdf(report: ComplianceReport, progress: Progress | None = None) -
     doc = _Doc("Compliance report", report.as_of)
     s = report.summary
     pct = "n/a (no host with known state)" if s.percent is None else f"{s.percent}%"
+    of_all = "n/a (no host)" if s.percent_of_all is None else f"{s.percent_of_all}%"
     active = [w for w in report.waivers if w.revoked_at is None and w.expires_at > report.as_of]
-    _cover(doc, "Compliance report", [f"{s.hosts} hosts in scope", f"Compliant: {pct}"])
+    _cover(doc, "Compliance report", [f"{s.hosts} hosts in scope",
+           f"Compliant: {of_all} of all hosts ({pct} of hosts with known state)"])  # fmt: skip
     doc.add_page()
     doc.heading("Summary")
     doc.line_text(f"Hosts: {s.hosts}")
-    doc.line_text(f"Compliant: {s.compliant} ({pct} of hosts with known state)")
+    doc.line_text(
+        f"Compliant: {s.compliant} ({of_all} of all hosts; {pct} of hosts with known state)"
+    )
     doc.line_text(f"Compliant with active waivers: {s.waived_hosts}")
     doc.line_text(f"Not compliant: {s.noncompliant}")
     doc.line_text(f"Unknown (stale or no data): {s.unknown}")

@@ -95,6 +95,9 @@ class SummaryOut(Reply):
     unknown: int
     waived_hosts: int = Field(description="compliant only thanks to an active waiver")
     percent: float | None = Field(description="compliant share of hosts with known state")
+    percent_of_all: float | None = Field(
+        description="compliant share of all hosts (unknown ones count against it)"
+    )
     by_severity: dict[str, int]
 
 

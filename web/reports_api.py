@@ -27,7 +27,7 @@ def _attachment(filename: str) -> dict[str, str]:
 def report_reply(kind: str, report: service.Report) -> Response:
     if isinstance(report, rm.ComplianceReport):
         s = report.summary
-        summary = rmo.SummaryOut(**record(s), percent=s.percent)
+        summary = rmo.SummaryOut(**record(s), percent=s.percent, percent_of_all=s.percent_of_all)
         return reply(rmo.ComplianceOut, as_of=report.as_of, summary=summary, trend=report.trend,
                      hosts=report.hosts, waivers=report.waivers)  # fmt: skip
     if isinstance(report, rm.HistoryReport):

@@ -90,6 +90,7 @@ async def test_compliance_report_judges_every_host_and_counts_waived_ones_separa
     assert (summary["compliant"], summary["noncompliant"], summary["unknown"]) == (2, 1, 1)
     assert summary["waived_hosts"] == 1
     assert summary["percent"] == 66.7  # of the three hosts with known state
+    assert summary["percent_of_all"] == 50.0  # unknown hosts count against it
     waived = next(h for h in report["hosts"] if h["name"] == "b-waived")
     assert waived["label"] == "compliant with 1 waived patch"
     assert [w["host"] for w in report["waivers"]] == ["b-waived"]
@@ -146,7 +147,7 @@ async def test_operator_reports_never_contain_another_groups_host(
               "recipients": ["blue@example.org"], "schedule": "0 6 * * 1"},
     )  # fmt: skip
     assert blue_definition.status_code == 201
-    blue = ("b-new", "b-waived")
+    blue_hosts = ("b-new", "b-waived")
     operator = await user_client(web_rig, Role.OPERATOR, [ids["red"]])
     try:
         report = (await operator.get("/api/v1/reports/compliance")).json()
@@ -156,12 +157,12 @@ async def test_operator_reports_never_contain_another_groups_host(
         pdf = pypdf.PdfReader(io.BytesIO((await operator.get(
             "/api/v1/reports/compliance?format=pdf")).content))  # fmt: skip
         text = "\n".join(page.extract_text() for page in pdf.pages)
-        assert "r-bad" in text and not any(name in text for name in blue)
+        assert "r-bad" in text and not any(name in text for name in blue_hosts)
         pack = zipfile.ZipFile(io.BytesIO((await operator.get("/api/v1/reports/evidence")).content))
         for name in pack.namelist():
             if not name.endswith(".pdf"):
                 content = pack.read(name).decode()
-                assert not any(host in content for host in blue), name
+                assert not any(host in content for host in blue_hosts), name
         assert (await operator.get("/api/v1/waivers")).json()["waivers"] == []
         assert (await operator.get("/api/v1/report-definitions")).json()["definitions"] == []
         exposure = (await operator.get("/api/v1/reports/exposure")).json()
@@ -267,7 +268,9 @@ async def test_reports_page_shows_summary_charts_and_download_links(
     await web_rig.db.run(seed)
     page = await client.get("/reports?kind=compliance")
     assert page.status_code == 200
+    assert 'data-figure="percent-of-all">25.0%' in page.text  # 1 of 4 hosts
     assert 'data-figure="percent">33.3%' in page.text  # 1 of 3 hosts with known state
+    assert "of hosts with known state" in page.text
     assert '<svg class="chart"' in page.text and "style=" not in page.text
     assert "/api/v1/reports/compliance?format=pdf" in page.text
     for kind in ("patch-history", "exposure", "reboots"):
@@ -287,7 +290,9 @@ async def test_dashboard_compliance_figure_matches_the_compliance_report(
     )  # fmt: skip
     report = (await client.get("/api/v1/reports/compliance")).json()
     dashboard = (await client.get("/")).text
-    assert f'data-figure="compliance-percent">{report["summary"]["percent"]}%' in dashboard
+    summary = report["summary"]
+    assert f'data-figure="compliance-percent">{summary["percent_of_all"]}%' in dashboard
+    assert f'data-figure="compliance-percent-known">{summary["percent"]}%' in dashboard
     assert 'data-figure="sla-breaches">1<' in dashboard  # r-bad's critical patch
     assert 'data-figure="expiring-waivers">1<' in dashboard
     assert "data-as-of=" in dashboard and "style=" not in dashboard
