@@ -13,12 +13,14 @@ from storage.reports import HistoryRow
 from .model import ExposureItem, HostCompliance, RebootItem
 
 
-def _cell(value: object) -> object:
+def cell(value: object) -> object:
+    """One CSV value: instants in UTC ISO form, tuples space-separated, and text a spreadsheet
+    would evaluate as a formula (=, +, -, @, tab, CR) prefixed with '."""
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.UTC).isoformat()
     if isinstance(value, tuple):
         return " ".join(str(v) for v in value)
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value  # a spreadsheet must not evaluate a host-supplied formula
     return value
 
@@ -26,7 +28,7 @@ def _cell(value: object) -> object:
 def _chunk(rows: Iterable[Sequence[object]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerows([_cell(v) for v in row] for row in rows)
+    writer.writerows([cell(v) for v in row] for row in rows)
     return buffer.getvalue()
 
 

@@ -7,7 +7,6 @@ audit trail exists.) Synchronous: run it in a worker thread."""
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import hashlib
 import io
 import json
@@ -16,6 +15,7 @@ import zipfile
 from storage.reports import ReportFilter
 
 from .compliance import ComplianceRules
+from .csv_out import cell
 from .model import ComplianceReport, HistoryReport
 from .pdf import compliance_pdf
 
@@ -25,9 +25,7 @@ def _csv(header: tuple[str, ...], rows: list[tuple[object, ...]]) -> bytes:
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(header)
     for row in rows:
-        writer.writerow(
-            v.astimezone(dt.UTC).isoformat() if isinstance(v, dt.datetime) else v for v in row
-        )
+        writer.writerow(cell(v) for v in row)  # the report CSVs' escaping of formulas
     return buffer.getvalue().encode()
 
 

@@ -480,3 +480,19 @@ async def test_severity_on_the_reboots_report_is_a_422_and_the_page_hides_it(
     page = await client.get("/reports?kind=reboots&severity=high")
     assert page.status_code == 200 and 'name="severity"' not in page.text
     assert 'name="severity"' in (await client.get("/reports?kind=exposure")).text
+
+
+async def test_evidence_pack_csvs_defuse_spreadsheet_formulas_like_the_report_csvs(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    ids = await web_rig.db.run(seed)
+    formula = "=HYPERLINK(\"http://x\")"
+    response = await client.post(
+        "/api/v1/waivers",
+        json={"host_id": ids["b-waived"], "owner": formula, "reason": "+1 reason",
+              "expires_at": (NOW + dt.timedelta(days=5)).isoformat()},
+    )  # fmt: skip
+    assert response.status_code == 201
+    pack = zipfile.ZipFile(io.BytesIO((await client.get("/api/v1/reports/evidence")).content))
+    [row] = list(csv.DictReader(io.StringIO(pack.read("waivers.csv").decode())))
+    assert row["owner"] == "'" + formula and row["reason"] == "'+1 reason"
