@@ -121,8 +121,23 @@ class PkiPages:
             headers={"content-disposition": f'attachment; filename="{name}"'},
         )
 
+    async def issue(self, request: Request) -> Response:
+        form = fields(await request.form())
+        try:
+            name, archive = await certs.issue_bundle(
+                self.sys, principal(request), form.get("names", "")
+            )
+        except HandleError as exc:
+            return await self.certificates(request, exc.message, 422)
+        return Response(
+            archive,
+            media_type="application/gzip",
+            headers={"content-disposition": f'attachment; filename="{name}"'},
+        )
+
     def routes(self) -> list[Route]:
         return [
+            Route("/certificates/issue", self.issue, methods=["POST"]),
             Route("/hosts/{host_id:int}/certificate-bundle", self.bundle, methods=["POST"]),
             Route("/certificates", self.certificates, methods=["GET"]),
             Route("/certificates/renew", self.renew, methods=["POST"]),

@@ -118,6 +118,7 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/certificates"): Entry(ADMIN),
     ("POST", "/hosts/{host_id:int}/certificate-bundle"): Entry(ADMIN, form={}),
     ("POST", "/certificates/renew"): Entry(ADMIN, form={"kind": "web_server"}),
+    ("POST", "/certificates/issue"): Entry(ADMIN, form={"names": "bad name!"}),
     ("POST", "/certificates/revoke"): Entry(ADMIN, form={"serial": "zz"}),
     ("GET", "/enrolments"): Entry(ADMIN),
     ("POST", "/enrolments/{enrolment_id:int}/approve"): Entry(ADMIN, form={}, fresh=True),

@@ -219,3 +219,22 @@ async def test_dashboard_warns_admins_of_a_manager_certificate_close_to_expiry(
     assert await web_rig.system.certificates.renew_due() == []  # picked up, not due yet
     page = (await client.get("/")).text
     assert re.search(r"The agent client certificate expires in (9\.9|10\.0) days\.", page)
+
+
+async def test_certificates_page_issues_an_agent_certificate_as_the_agents_files(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    token = form_token((await client.get("/certificates")).text)
+    response = await client.post(
+        "/certificates/issue", data={"names": "web9.example.com, 192.0.2.9", "csrf_token": token}
+    )
+    assert response.status_code == 200
+    assert (
+        'filename="web9.example.com-certificates.tar.gz"' in response.headers["content-disposition"]
+    )
+    with tarfile.open(fileobj=io.BytesIO(response.content)) as tar:
+        assert sorted(tar.getnames()) == ["ca.pem", "crl.pem", "server.key.pem", "server.pem"]
+    bad = await client.post("/certificates/issue", data={"names": "bad name!", "csrf_token": token})
+    assert bad.status_code == 422 and "neither an IP address nor a DNS name" in bad.text
+    empty = await client.post("/certificates/issue", data={"names": " ", "csrf_token": token})
+    assert empty.status_code == 422

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import ipaddress
+import re
 import tarfile
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +27,7 @@ from ..handle import AlreadyExists, InvalidInput, Missing
 from .base import Principal, System
 
 OWN_KINDS = ("root", "manager_client", "web_server")
+_DNS_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$")
 
 
 @dataclass(frozen=True)
@@ -120,8 +123,30 @@ async def host_bundle(sys: System, who: Principal, host_id: int) -> tuple[str, b
     except NotFound:
         raise Missing(f"no host with id {host_id}") from None
     names = [host.name] + ([host.address] if host.address and host.address != host.name else [])
-    _, chain, key = await sys.handle.issue_agent_certificate(names, host.id)
-    archive = _tar(
+    return f"{host.name}-certificates.tar.gz", await _bundle(sys, names, host.id)
+
+
+async def issue_bundle(sys: System, who: Principal, text: str) -> tuple[str, bytes]:
+    """A new agent certificate for the names in ``text`` (FQDNs and/or IP addresses separated
+    by commas or spaces; one certificate with all of them as SANs) as the agent's files."""
+    require(who, Action.MANAGE_PKI)
+    names = [n for n in text.replace(",", " ").split() if n]
+    if not names or len(names) > 20:
+        raise InvalidInput("names", "give 1 to 20 FQDNs or IP addresses")
+    for name in names:
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            if len(name) > 253 or not _DNS_NAME.match(name):
+                raise InvalidInput(
+                    "names", f"{name!r} is neither an IP address nor a DNS name"
+                ) from None
+    return f"{names[0]}-certificates.tar.gz", await _bundle(sys, names, None)
+
+
+async def _bundle(sys: System, names: list[str], host_id: int | None) -> bytes:
+    _, chain, key = await sys.handle.issue_agent_certificate(names, host_id)
+    return _tar(
         {
             "ca.pem": (sys.handle.root_ca_pem(), 0o644),
             "server.pem": (chain, 0o644),
@@ -129,7 +154,6 @@ async def host_bundle(sys: System, who: Principal, host_id: int) -> tuple[str, b
             "crl.pem": ((await sys.handle.crl_pem()).decode(), 0o644),
         }
     )
-    return f"{host.name}-certificates.tar.gz", archive
 
 
 # -- repository configuration (agent-api §7.4, minimal: stored and served, not hosted) --------
