@@ -488,7 +488,9 @@ class SimAgent:
             return None
         exit_code, stderr = FAILURES.get(code, FAILURES["UNKNOWN_ERROR"])
         distro = self.profile.distro
-        if distro and code == "PKG_NOT_FOUND":  # each tool words it its own way
+        if distro and code in distro.family.failures:  # each tool words it its own way
+            exit_code, stderr = distro.family.failures[code]
+        if distro and code == "PKG_NOT_FOUND":
             exit_code, stderr = distro.family.not_found
         package = job.packages[0] if job.packages else "all"
         return CommandFailure(exit_code, stderr.format(pkg=package), code)

@@ -98,6 +98,9 @@ class Family:
     # still depends on (``{by}``). ``{pkg}`` is the package asked for.
     protected: tuple[int, str]
     protected_names: frozenset[str]
+    # Injected job failures (fault ``job_failures``) in this tool's words: code -> (exit, stderr);
+    # codes not listed use model.FAILURES (apt's words, or the tool-independent ones).
+    failures: Mapping[str, tuple[int, str]]
     base: tuple[Spec, ...]  # a minimal installation
     repo: tuple[Spec, ...]  # installable, not installed by default
     roles: Mapping[str, tuple[str, ...]]  # host role -> repository packages it runs
@@ -190,6 +193,7 @@ APT = Family(
     protected_names=frozenset({"apt", "dpkg", "bash", "coreutils", "libc6", "base-files",
                                "libc-bin", "login", "grep", "sed", "tar", "gzip", "util-linux",
                                "perl-base", "init-system-helpers"}),
+    failures={},  # model.FAILURES are apt's words
     base=_specs("""
 apt 2.6.1 4156 libapt-pkg6.0,libc6,gpgv,debian-archive-keyring commandline package manager
 libapt-pkg6.0 2.6.1 3308 libc6,libzstd1,zlib1g package management runtime library
@@ -396,6 +400,20 @@ DNF = Family(
                   "protected packages: {pkg}"),
     protected_names=frozenset({"dnf", "rpm", "glibc", "systemd", "bash", "coreutils", "sudo",
                                "yum", "python3-dnf", "kernel-core"}),
+    failures={
+        "NETWORK_ERROR": (1, "Error: Failed to download packages: Curl error (7): Couldn't "
+                             "connect to server for https://mirror.example/{pkg}.rpm [Failed to "
+                             "connect to mirror.example port 443: Connection refused]"),
+        "GPG_ERROR": (1, "Error: GPG check FAILED"),
+        "DEPENDENCY_CONFLICT": (1, "Error: \n Problem: package {pkg} requires libfoo.so.1()(64bit),"
+                                   " but none of the providers can be installed"),
+        "PERMISSION_DENIED": (1, "Error: This command has to be run with superuser privileges "
+                                 "(under the root user on most systems)."),
+        "PKG_MANAGER_ERROR": (1, "Error: Transaction test error:\n  file /usr/bin/{pkg} conflicts"
+                                 " between attempted installs"),
+        "CACHE_REFRESH_ERROR": (1, "Error: Failed to download metadata for repo 'baseos': Cannot "
+                                   "download repomd.xml: All mirrors were tried"),
+    },
     base=_specs("""
 dnf 4.14.0 2200 python3-dnf,dnf-data Package manager
 python3-dnf 4.14.0 2000 libdnf,rpm Python 3 interface to DNF
@@ -569,6 +587,17 @@ APK = Family(
                   "{pkg}: {by}"),
     protected_names=frozenset({"apk-tools", "alpine-base", "busybox", "musl", "alpine-baselayout",
                                "openrc"}),
+    failures={
+        "NETWORK_ERROR": (1, "ERROR: {pkg}: network error (check Internet connection and "
+                             "firewall)"),
+        "GPG_ERROR": (1, "ERROR: {pkg}: UNTRUSTED signature"),
+        "DEPENDENCY_CONFLICT": (1, "ERROR: unable to select packages:\n  {pkg}:\n    "
+                                   "breaks: world[{pkg}]"),
+        "PERMISSION_DENIED": (1, "ERROR: Unable to lock database: Permission denied"),
+        "PKG_MANAGER_ERROR": (1, "ERROR: {pkg}: failed to extract usr/bin/{pkg}: I/O error"),
+        "CACHE_REFRESH_ERROR": (1, "WARNING: fetching https://dl-cdn.alpinelinux.org/alpine/"
+                                   "v3.20/main: temporary error (try again later)"),
+    },
     base=_specs("""
 alpine-base 3.20.3 10 alpine-baselayout,alpine-conf,alpine-release,apk-tools,busybox,openrc Meta
 alpine-baselayout 3.6.5 10 alpine-baselayout-data Alpine base dir structure and init scripts
@@ -671,6 +700,20 @@ PACMAN = Family(
                   "removing {pkg} breaks dependency '{pkg}' required by {by}"),
     protected_names=frozenset({"pacman", "base", "glibc", "bash", "coreutils", "systemd",
                                "filesystem"}),
+    failures={
+        "NETWORK_ERROR": (1, "error: failed retrieving file '{pkg}.pkg.tar.zst' from "
+                             "mirror.example : The requested URL returned error: 404"),
+        "GPG_ERROR": (1, "error: {pkg}: signature from \"Packager <p@example.org>\" is unknown "
+                         "trust"),
+        "DEPENDENCY_CONFLICT": (1, "error: failed to prepare transaction (could not satisfy "
+                                   "dependencies)\n:: installing {pkg} breaks dependency"),
+        "PERMISSION_DENIED": (1, "error: failed to init transaction (unable to lock database)\n"
+                                 "error: could not lock database: Permission denied"),
+        "PKG_MANAGER_ERROR": (1, "error: failed to commit transaction (conflicting files)\n"
+                                 "{pkg}: /usr/bin/{pkg} exists in filesystem"),
+        "CACHE_REFRESH_ERROR": (1, "error: failed to synchronize all databases (unexpected "
+                                   "error)"),
+    },
     base=_specs("""
 base 3 10 filesystem,gcc-libs,glibc,bash,coreutils,pacman,systemd Minimal package set to define a
 filesystem 2024.04.07 30 - Base Arch Linux files

@@ -265,4 +265,4 @@ class Faults:
                         raise FaultError(f"unknown job failure {code!r}")
             if key == "lose_events" and value > 1:
                 raise FaultError("lose_events is a probability (0 to 1)")
-            setattr(self, key, value)
+            setattr(self, key, list(value) if isinstance(value, list) else value)  # own copy

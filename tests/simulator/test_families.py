@@ -292,6 +292,29 @@ async def test_package_fields_follow_each_backends_format(
     assert bool(hello["description"]) is (family in ("dnf", "pacman"))  # dnf info, pacman -Si
 
 
+@pytest.mark.parametrize("distro_id", [d.id for d in DISTROS])
+async def test_injected_failures_keep_their_code_in_the_tools_own_words(
+    distro_id: str, pki: Pki, start_fleet: Any
+) -> None:
+    agent = await as_distro(start_fleet, distro_id)
+    family = BY_ID[distro_id].family
+    codes = ["NETWORK_ERROR", "GPG_ERROR", "DEPENDENCY_CONFLICT", "PERMISSION_DENIED",
+             "PKG_MANAGER_ERROR", "CACHE_REFRESH_ERROR"]  # fmt: skip
+    agent.set_faults({"job_failures": codes})
+    async with client_for(pki, agent) as client, client.job_events() as events:
+        for code in codes:
+            failed = await wait_done(
+                client, events, (await client.install([("hello", None)])).job_id
+            )
+            assert (failed.status, failed.error_code) == (JobStatus.FAILED, code)
+            stderr = failed.command_stderr or ""
+            assert (failed.error or "").startswith(f"{family.command} failed (exit ")
+            # apt's "E:"/"W:" lines only on apt; each other tool words it its own way.
+            assert stderr.startswith(("E: ", "W: ")) is (family.name == "apt"), stderr
+            if family.name != "apt":
+                assert stderr == family.failures[code][1].format(pkg="hello") + "\n"
+
+
 async def test_install_pulls_in_missing_dependencies(pki: Pki, start_fleet: Any) -> None:
     agent = await as_distro(start_fleet, "debian")
     for name in ("htop", "libnl-3-200", "libnl-genl-3-200", "libncursesw6"):
