@@ -531,6 +531,17 @@ def create_waiver(
     return int(row[0])
 
 
+def pending_covered(conn: psycopg.Connection[Any], host_id: int, package: str, cve: str) -> int:
+    """How many open patches on ``host_id`` a waiver for ``package`` / ``cve`` (empty: any)
+    would cover now."""
+    row = conn.execute(
+        "SELECT count(*) FROM host_patches p WHERE p.host_id = %s AND p.resolved_at IS NULL"
+        " AND (%s = '' OR p.name = %s) AND (%s = '' OR %s = ANY(p.cve_ids))",
+        (host_id, package, package, cve, cve),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def revoke_waiver(
     conn: psycopg.Connection[Any], scope: HostScope, waiver_id: int, revoked_by: str
 ) -> None:

@@ -61,10 +61,13 @@ class EvidenceQuery(Query):
         return self
 
 
+_CVE = re.compile(r"^CVE-\d{4}-\d{4,19}$")
+
+
 class WaiverCreate(Body):
     host_id: Id
     package: str = Field("", max_length=256, description="empty: every package")
-    cve: str = Field("", max_length=64, description="empty: every CVE")
+    cve: str = Field("", max_length=64, description="empty: every CVE; else CVE-YYYY-NNNN…")
     owner: str = Field(min_length=1, max_length=200)
     reason: str = Field(min_length=1, max_length=2000)
     expires_at: dt.datetime = Field(description="a time without a zone is UTC")
@@ -75,6 +78,14 @@ class WaiverCreate(Body):
         if not value.strip():
             raise ValueError("required")
         return value.strip()
+
+    @field_validator("cve")
+    @classmethod
+    def _cve(cls, value: str) -> str:
+        value = value.strip().upper()
+        if value and not _CVE.match(value):
+            raise ValueError("a CVE id such as CVE-2024-12345 (year, then 4 or more digits)")
+        return value
 
     @field_validator("expires_at")
     @classmethod
@@ -138,6 +149,9 @@ class WaiversOut(Reply):
 
 class WaiverCreated(Reply):
     id: int
+    warnings: list[str] = Field(
+        default_factory=list, description="e.g. nothing it covers is pending on the host now"
+    )
 
 
 _CRON_FIELD = re.compile(

@@ -162,12 +162,12 @@ class ReportPages:
         form = fields(await request.form())
         try:
             data = validate(WaiverCreate, given(form))
-            await waiver_service.create(self.sys, principal(request), data)
+            _, warnings = await waiver_service.create(self.sys, principal(request), data)
         except HandleError as exc:
             return await self.waivers(request, form, exc.fields, exc.status)
         except Missing as exc:
             return await self.waivers(request, form, {"host_id": str(exc)}, 404)
-        return self.pages.back("/waivers", "Waiver recorded")
+        return self.pages.back("/waivers", "; ".join(["Waiver recorded", *warnings]))
 
     async def revoke_waiver(self, request: Request) -> Response:
         try:

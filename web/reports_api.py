@@ -73,8 +73,8 @@ class ReportsApi:
 
     async def create_waiver(self, request: Request) -> Response:
         data = await body(request, rmo.WaiverCreate)
-        waiver_id = await waiver_service.create(self.sys, principal(request), data)
-        return reply(rmo.WaiverCreated, 201, id=waiver_id)
+        waiver_id, warnings = await waiver_service.create(self.sys, principal(request), data)
+        return reply(rmo.WaiverCreated, 201, id=waiver_id, warnings=warnings)
 
     async def revoke_waiver(self, request: Request) -> Response:
         await waiver_service.revoke(self.sys, principal(request), path_id(request, "waiver_id"))

@@ -486,7 +486,7 @@ async def test_evidence_pack_csvs_defuse_spreadsheet_formulas_like_the_report_cs
     web_rig: WebRig, client: httpx2.AsyncClient
 ) -> None:
     ids = await web_rig.db.run(seed)
-    formula = "=HYPERLINK(\"http://x\")"
+    formula = '=HYPERLINK("http://x")'
     response = await client.post(
         "/api/v1/waivers",
         json={"host_id": ids["b-waived"], "owner": formula, "reason": "+1 reason",
@@ -496,3 +496,32 @@ async def test_evidence_pack_csvs_defuse_spreadsheet_formulas_like_the_report_cs
     pack = zipfile.ZipFile(io.BytesIO((await client.get("/api/v1/reports/evidence")).content))
     [row] = list(csv.DictReader(io.StringIO(pack.read("waivers.csv").decode())))
     assert row["owner"] == "'" + formula and row["reason"] == "'+1 reason"
+
+
+async def test_waiver_with_a_malformed_cve_is_a_422_and_one_for_nothing_pending_warns(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    ids = await web_rig.db.run(seed)
+    base = {"host_id": ids["r-bad"], "owner": "o", "reason": "r",
+            "expires_at": (NOW + dt.timedelta(days=5)).isoformat()}  # fmt: skip
+    for bad in ("not-a-cve", "CVE-26-1", "CVE-2026-12"):
+        response = await client.post("/api/v1/waivers", json={**base, "cve": bad})
+        assert set(assert_envelope(response, 422)["details"]["fields"]) == {"cve"}, bad
+    fine = await client.post("/api/v1/waivers", json={**base, "cve": "cve-2026-0001"})
+    assert fine.status_code == 201 and fine.json()["warnings"] == []
+    [listed] = (await client.get("/api/v1/waivers")).json()["waivers"]
+    assert listed["cve"] == "CVE-2026-0001"
+    stray = await client.post(
+        "/api/v1/waivers", json={**base, "package": "nosuchpkg", "cve": "CVE-2026-99999"}
+    )
+    assert stray.status_code == 201
+    assert stray.json()["warnings"] == [
+        "no pending patch of nosuchpkg naming CVE-2026-99999 on this host now: the waiver"
+        " applies only if one appears"
+    ]
+    page = await client.post(
+        "/waivers",
+        data={**base, "package": "nosuchpkg", "csrf_token": client.headers["x-csrf-token"]},
+        follow_redirects=True,
+    )
+    assert "no pending patch of nosuchpkg" in page.text
