@@ -172,8 +172,16 @@ class Executor:
                     self.report(row.id, "claimed", label)
                     agent_job_id = await self._start(agent, job, row)
                 elif row.state == "request_sent":
+                    # Resumed (after a crash, or from another owner): the request may still be
+                    # on its way through a slow agent if it left less than the settle time ago.
                     self.report(row.id, "request_sent", label)
-                    agent_job_id = await self._reconcile(agent, job, row)
+                    age = (
+                        (self.wall() - row.sent_at).total_seconds()
+                        if row.sent_at is not None
+                        else 0.0
+                    )
+                    settle = max(0.0, self.reconcile_settle - age)
+                    agent_job_id = await self._reconcile(agent, job, row, settle=settle)
                 else:
                     agent_job_id = row.agent_job_id
                 if agent_job_id is not None:
