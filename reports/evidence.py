@@ -37,6 +37,11 @@ def evidence_files(
     summary = {
         "as_of": as_of.isoformat(),
         "filter": {"since": str(f.since or ""), "until": str(f.until or ""), "group": f.group},
+        "about": {
+            "generated_by": compliance.about.generated_by,
+            "scope": compliance.about.scope,
+            "filters": compliance.about.filters,
+        },
         "hosts": s.hosts,
         "compliant": s.compliant,
         "compliant_with_waivers": s.waived_hosts,

@@ -149,7 +149,8 @@ def compliance_pdf(report: ComplianceReport, progress: Progress | None = None) -
     of_all = "n/a (no host)" if s.percent_of_all is None else f"{s.percent_of_all}%"
     active = [w for w in report.waivers if w.revoked_at is None and w.expires_at > report.as_of]
     _cover(doc, "Compliance report", [f"{s.hosts} hosts in scope",
-           f"Compliant: {of_all} of all hosts ({pct} of hosts with known state)"])  # fmt: skip
+           f"Compliant: {of_all} of all hosts ({pct} of hosts with known state)",
+           *report.about.lines()])  # fmt: skip
     doc.add_page()
     doc.heading("Summary")
     doc.line_text(f"Hosts: {s.hosts}")
@@ -229,7 +230,7 @@ def compliance_pdf(report: ComplianceReport, progress: Progress | None = None) -
 
 def history_pdf(report: HistoryReport, progress: Progress | None = None) -> bytes:
     doc = _Doc("Patch history report", report.as_of)
-    _cover(doc, "Patch history report", [f"{len(report.rows)} host jobs"])
+    _cover(doc, "Patch history report", [f"{len(report.rows)} host jobs", *report.about.lines()])
     doc.add_page()
     doc.heading("Mean time to remediate per severity")
     for r in report.remediation:
@@ -266,7 +267,7 @@ def exposure_pdf(report: ExposureReport, progress: Progress | None = None) -> by
     doc = _Doc("Vulnerability exposure report", report.as_of)
     _cover(doc, "Vulnerability exposure report",
            [f"{len(report.items)} pending security patches on {report.hosts} hosts",
-            f"{report.cves} distinct CVE ids"])  # fmt: skip
+            f"{report.cves} distinct CVE ids", *report.about.lines()])  # fmt: skip
     doc.add_page()
     doc.heading("By severity and age")
     for sev, ages in report.by_severity_age.items():
@@ -295,7 +296,8 @@ def exposure_pdf(report: ExposureReport, progress: Progress | None = None) -> by
 
 def reboot_pdf(report: RebootReport, progress: Progress | None = None) -> bytes:
     doc = _Doc("Reboot-pending report", report.as_of)
-    _cover(doc, "Reboot-pending report", [f"{len(report.items)} hosts need a reboot"])
+    _cover(doc, "Reboot-pending report",
+           [f"{len(report.items)} hosts need a reboot", *report.about.lines()])  # fmt: skip
     doc.add_page()
     doc.heading("Hosts needing a reboot")
     doc.grid(

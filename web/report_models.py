@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from reports.model import ExposureItem, HostCompliance, RebootItem
+from reports.model import About, ExposureItem, HostCompliance, RebootItem
 from storage.reports import HistoryRow, Remediation, ReportDefinition, TrendPoint, WaiverRow
 
 from .models import Body, FieldErrors, Id, Query, Reply
@@ -118,6 +118,7 @@ class ComplianceOut(Reply):
     trend: list[TrendPoint]
     hosts: list[HostCompliance]
     waivers: list[WaiverRow]
+    about: About = Field(description="who generated it, the scope and the filters given")
 
 
 class HistoryOut(Reply):
@@ -127,6 +128,7 @@ class HistoryOut(Reply):
     outcomes: dict[str, int]
     jobs_per_day: dict[str, int]
     rows: list[HistoryRow]
+    about: About = Field(description="who generated it, the scope and the filters given")
 
 
 class ExposureOut(Reply):
@@ -135,11 +137,13 @@ class ExposureOut(Reply):
     hosts: int
     cves: int
     items: list[ExposureItem]
+    about: About = Field(description="who generated it, the scope and the filters given")
 
 
 class RebootsOut(Reply):
     as_of: dt.datetime
     items: list[RebootItem]
+    about: About = Field(description="who generated it, the scope and the filters given")
 
 
 class WaiversOut(Reply):

@@ -29,7 +29,7 @@ def report_reply(kind: str, report: service.Report) -> Response:
         s = report.summary
         summary = rmo.SummaryOut(**record(s), percent=s.percent, percent_of_all=s.percent_of_all)
         return reply(rmo.ComplianceOut, as_of=report.as_of, summary=summary, trend=report.trend,
-                     hosts=report.hosts, waivers=report.waivers)  # fmt: skip
+                     hosts=report.hosts, waivers=report.waivers, about=report.about)  # fmt: skip
     if isinstance(report, rm.HistoryReport):
         return reply(rmo.HistoryOut, **record(report))
     if isinstance(report, rm.ExposureReport):

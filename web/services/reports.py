@@ -14,7 +14,7 @@ from reports import model as rm
 from reports import pdf as render
 from reports.csv_out import compliance_csv, exposure_csv, history_csv, reboot_csv
 from reports.evidence import evidence_pack
-from storage import HostScope, NotFound
+from storage import HostScope, NotFound, list_groups
 from storage.reports import (
     ReportDefinition,
     ReportFilter,
@@ -47,9 +47,24 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def context(sys: System, who: Principal, rules: ComplianceRules) -> Context:
+def context(
+    sys: System, who: Principal, rules: ComplianceRules, about: rm.About | None = None
+) -> Context:
     """Storage and configuration only (``rules.interval_of``), never the live actors."""
-    return Context(sys.db, scope(who), rules, now())
+    return Context(sys.db, scope(who), rules, now(), about or rm.About())
+
+
+async def about(sys: System, who: Principal) -> rm.About:
+    """Who is generating a report and their scope in words (stated in every output)."""
+    s = scope(who)
+    if s.all_hosts:
+        where = "all hosts"
+    else:
+        names = [g.name for g in await sys.db.run(list_groups, s)]
+        where = f"groups: {', '.join(names)}" if names else "no group"
+        if s.ungrouped:
+            where += " and hosts of no group"
+    return rm.About(f"{who.username} ({who.role.value})", where)
 
 
 def report_filter(q: ReportQuery | EvidenceQuery) -> ReportFilter:
@@ -75,7 +90,7 @@ async def build(
     sys: System, who: Principal, rules: ComplianceRules, kind: str, q: ReportQuery
 ) -> Report:
     check_filters(kind, q)
-    ctx, f = context(sys, who, rules), report_filter(q)
+    ctx, f = context(sys, who, rules, await about(sys, who)), report_filter(q)
     if kind == "compliance":
         return await rm.compliance_report(ctx, f)
     if kind == "patch-history":
@@ -141,7 +156,7 @@ async def pdf(sys: System, who: Principal, rules: ComplianceRules, kind: str,
 async def evidence(sys: System, who: Principal, rules: ComplianceRules,
                    q: EvidenceQuery) -> bytes:  # fmt: skip
     """The auditor evidence pack (ZIP with a SHA-256 manifest), built in a worker thread."""
-    ctx, f = context(sys, who, rules), report_filter(q)
+    ctx, f = context(sys, who, rules, await about(sys, who)), report_filter(q)
     compliance = await rm.compliance_report(ctx, f)
     history = await rm.history_report(ctx, f)
     return await trio.to_thread.run_sync(
