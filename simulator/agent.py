@@ -508,8 +508,9 @@ class SimAgent:
             f"{name}{pin}{version}" if version and pin else name
             for name, version in ((n, job.versions.get(n)) for n in job.packages)
         ]
-        words = [self._program(), arguments.get(job.op.value, "install -y --"), *targets]
-        return " ".join(words) if targets else f"{words[0]} {words[1]} <all>"
+        if job.op is Op.PATCH_APPLY and job.apply_all:
+            return f"{self._program()} {arguments.get('patch_all', 'dist-upgrade -y')}"
+        return " ".join([self._program(), arguments.get(job.op.value, "install -y --"), *targets])
 
     def _fail(self, job: SimJob, failure: CommandFailure) -> None:
         """Fail ``job`` the way the agent reports a failed command (error_utils.rs): the error

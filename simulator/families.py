@@ -87,7 +87,8 @@ class Family:
     name: str  # apt | dnf | apk | pacman
     tool: str  # the packaging tool's own package
     command: str  # the program the agent runs (job logs and errors)
-    # The arguments the agent passes for each operation (Op.value), before the package names.
+    # The arguments the agent passes for each operation (Op.value), before the package names;
+    # "patch_all": a patch apply without a package list (agent-api.md 3.11).
     arguments: Mapping[str, str]
     pin: str  # how an install pins a version ("=" name=ver, "-" name-ver; "" no pinning)
     # A failure of the command: exit code and stderr (``{pkg}`` is the package name).
@@ -185,7 +186,8 @@ APT = Family(
     tool="apt",
     command="apt-get",
     arguments={"install": "install -y --", "update": "install -y --only-upgrade --",
-               "remove": "remove -y --", "patch_apply": "install -y --only-upgrade --"},
+               "remove": "remove -y --", "patch_apply": "install -y --",
+               "patch_all": "dist-upgrade -y"},
     pin="=",
     not_found=(100, "E: Unable to locate package {pkg}"),
     protected=(100, "E: Essential packages were removed and -y was used without "
@@ -393,7 +395,7 @@ DNF = Family(
     tool="dnf",
     command="dnf",
     arguments={"install": "install -y --", "update": "upgrade -y --", "remove": "remove -y --",
-               "patch_apply": "upgrade -y --"},
+               "patch_apply": "upgrade -y --", "patch_all": "upgrade -y"},
     pin="-",
     not_found=(1, "Error: Unable to find a match: {pkg}"),
     protected=(1, "Error: \n Problem: The operation would result in removing the following "
@@ -579,7 +581,7 @@ APK = Family(
     tool="apk-tools",
     command="apk",
     arguments={"install": "add --", "update": "upgrade --", "remove": "del --",
-               "patch_apply": "upgrade --"},
+               "patch_apply": "upgrade --", "patch_all": "upgrade"},
     pin="",  # the repository carries one version per package
     not_found=(1, "ERROR: unable to select packages:\n  {pkg} (no such package):\n    "
                   "required by: world[{pkg}]"),
@@ -693,7 +695,8 @@ PACMAN = Family(
     tool="pacman",
     command="pacman",
     arguments={"install": "-S --noconfirm --needed --", "update": "-S --noconfirm --",
-               "remove": "-R --noconfirm --", "patch_apply": "-S --noconfirm --"},
+               "remove": "-R --noconfirm --", "patch_apply": "-S --noconfirm --",
+               "patch_all": "-Syu --noconfirm"},
     pin="",  # the agent pushes only the name; the repository carries one version
     not_found=(1, "error: target not found: {pkg}"),
     protected=(1, "error: failed to prepare transaction (could not satisfy dependencies)\n:: "

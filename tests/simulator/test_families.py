@@ -292,6 +292,10 @@ async def test_package_fields_follow_each_backends_format(
     assert bool(hello["description"]) is (family in ("dnf", "pacman"))  # dnf info, pacman -Si
 
 
+FULL_UPGRADE = {"apt": "apt-get dist-upgrade -y", "dnf": "dnf upgrade -y", "apk": "apk upgrade",
+                "pacman": "pacman -Syu --noconfirm"}  # fmt: skip
+
+
 @pytest.mark.parametrize("distro_id", [d.id for d in DISTROS])
 async def test_injected_failures_keep_their_code_in_the_tools_own_words(
     distro_id: str, pki: Pki, start_fleet: Any
@@ -313,6 +317,11 @@ async def test_injected_failures_keep_their_code_in_the_tools_own_words(
             assert stderr.startswith(("E: ", "W: ")) is (family.name == "apt"), stderr
             if family.name != "apt":
                 assert stderr == family.failures[code][1].format(pkg="hello") + "\n"
+        # A patch apply of everything runs the family's full-upgrade command.
+        agent.set_faults({"job_failures": ["PKG_MANAGER_ERROR"]})
+        job = await client.apply_patches(PatchSelection.all(), allow_reboot=False)
+        failed = await wait_done(client, events, job.job_id)
+        assert any(line.endswith(f": {FULL_UPGRADE[family.name]}") for line in failed.logs)
 
 
 async def test_install_pulls_in_missing_dependencies(pki: Pki, start_fleet: Any) -> None:
