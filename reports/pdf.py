@@ -7,10 +7,14 @@ rectangles, then the tables. Synchronous and CPU-bound: call it through
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from fpdf import FPDF
+from fpdf.fonts import TTFFont
 
 from .model import ComplianceReport, ExposureReport, HistoryReport, RebootReport, trend_percentages
 
@@ -28,13 +32,42 @@ _COLOURS = {
 }
 
 
+# A Unicode TrueType font when the system has one (Debian's fonts-dejavu-core), else the PDF
+# core fonts, which know Latin-1 only.
+_FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
+_FONT_FILES = {"": _FONT_DIR / "DejaVuSans.ttf", "B": _FONT_DIR / "DejaVuSans-Bold.ttf"}
+
+
+@functools.cache
+def _glyphs() -> frozenset[int] | None:
+    """The code points the Unicode font draws (None: no such font; the core fonts are used)."""
+    if not all(path.is_file() for path in _FONT_FILES.values()):
+        return None
+    try:
+        probe = FPDF()
+        probe.add_font("Body", "", str(_FONT_FILES[""]))
+        font = probe.fonts["body"]
+        return frozenset(font.cmap) if isinstance(font, TTFFont) else None
+    except Exception:  # an unreadable font file: fall back to the core fonts
+        return None
+
+
 def _text(value: object) -> str:
-    """Latin-1 text for the core fonts (other characters become '?')."""
+    """Text the font can draw: with the Unicode font, characters it lacks (e.g. CJK) become
+    '?'; with the core fonts, accents are dropped where that leaves Latin-1 and anything else
+    becomes '?'."""
     if isinstance(value, dt.datetime):
         value = value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M")
     elif value is None:
         value = ""
-    return str(value).encode("latin-1", "replace").decode("latin-1")
+    text = str(value)
+    glyphs = _glyphs()
+    if glyphs is not None:
+        return "".join(c if ord(c) in glyphs or c in "\n\t" else "?" for c in text)
+    text = "".join(
+        c if ord(c) < 256 else unicodedata.normalize("NFKD", c)[:1] for c in text
+    )  # fmt: skip
+    return text.encode("latin-1", "replace").decode("latin-1")
 
 
 @dataclass(frozen=True)
@@ -50,25 +83,38 @@ class _Doc(FPDF):
         self.report_title = title
         self.as_of = as_of
         self.set_auto_page_break(True, margin=12)
+        self.body_font = "Helvetica"
+        if _glyphs() is not None:
+            for style, path in _FONT_FILES.items():
+                self.add_font("Body", style, str(path))
+            self.body_font = "Body"
         self.set_creator("Linux Patch Manager")
         self.set_title(title)
 
     def footer(self) -> None:
         self.set_y(-9)
-        self.set_font("Helvetica", size=7)
+        self.set_font(self.body_font, size=7)
         self.set_text_color(93, 100, 112)
         stamp = f"{self.report_title} - as of {_text(self.as_of)} UTC - page {self.page_no()}"
         self.cell(0, 4, stamp, align="C")
         self.set_text_color(0, 0, 0)
 
     def heading(self, text: str) -> None:
-        self.set_font("Helvetica", "B", 13)
+        self.set_font(self.body_font, "B", 13)
         self.cell(0, 9, _text(text), new_x="LMARGIN", new_y="NEXT")
-        self.set_font("Helvetica", size=9)
+        self.set_font(self.body_font, size=9)
 
     def line_text(self, text: str) -> None:
-        self.set_font("Helvetica", size=10)
+        self.set_font(self.body_font, size=10)
         self.cell(0, 6, _text(text), new_x="LMARGIN", new_y="NEXT")
+
+    def fit(self, text: str, width: float) -> str:
+        """``text`` cut to ``width`` (mm) in the current font, marked with '..' when cut."""
+        if self.get_string_width(text) <= width:
+            return text
+        while text and self.get_string_width(text + "..") > width:
+            text = text[:-1]
+        return text + ".."
 
     def bars(self, title: str, bars: Sequence[Bar], height: float = 55) -> None:
         """A bar chart with its values written above the bars."""
@@ -82,7 +128,7 @@ class _Doc(FPDF):
         step = width / max(len(bars), 1)
         self.set_draw_color(150, 150, 150)
         self.line(left, top + height, left + width, top + height)
-        self.set_font("Helvetica", size=7)
+        self.set_font(self.body_font, size=7)
         for i, b in enumerate(bars):
             h = height * b.value / peak
             x = left + i * step + step * 0.15
@@ -92,7 +138,7 @@ class _Doc(FPDF):
             self.set_xy(x - 2, top + height - h - 4)
             self.cell(step * 0.7 + 4, 4, f"{b.value:g}", align="C")
             self.set_xy(x - 2, top + height + 1)
-            self.cell(step * 0.7 + 4, 4, _text(b.label)[:14], align="C")
+            self.cell(step * 0.7 + 4, 4, self.fit(_text(b.label), step * 0.7 + 4), align="C")
         self.set_y(top + height + 8)
 
     def grid(
@@ -105,12 +151,12 @@ class _Doc(FPDF):
         """Cell by cell (fast); the header repeats on every page."""
 
         def header() -> None:
-            self.set_font("Helvetica", "B", 8)
+            self.set_font(self.body_font, "B", 8)
             self.set_fill_color(230, 232, 236)
             for h, w in zip(headers, widths, strict=True):
                 self.cell(w, 6, _text(h), border=1, fill=True)
             self.ln(6)
-            self.set_font("Helvetica", size=8)
+            self.set_font(self.body_font, size=8)
 
         header()
         bottom = self.h - 14
@@ -132,10 +178,10 @@ class _Doc(FPDF):
 
 def _cover(doc: _Doc, title: str, lines: Sequence[str]) -> None:
     doc.add_page()
-    doc.set_font("Helvetica", "B", 24)
+    doc.set_font(doc.body_font, "B", 24)
     doc.cell(0, 40, "", new_x="LMARGIN", new_y="NEXT")
     doc.cell(0, 14, _text(title), new_x="LMARGIN", new_y="NEXT")
-    doc.set_font("Helvetica", size=12)
+    doc.set_font(doc.body_font, size=12)
     doc.cell(0, 8, f"Linux Patch Manager - as of {_text(doc.as_of)} UTC", new_x="LMARGIN",
              new_y="NEXT")  # fmt: skip
     for line in lines:

@@ -88,3 +88,18 @@ def test_compliance_pdf_of_2500_hosts_has_every_part_and_renders_under_3_s() -> 
     text = "\n".join(page.extract_text() for page in pdf.pages[3:])
     assert "host-00001.example.internal" in text and "host-02500.example.internal" in text
     assert "Risk waivers (shown separately, never hidden)" in text
+
+
+def test_compliance_pdf_keeps_non_latin_names_and_whole_chart_labels() -> None:
+    hosts = [
+        HostCompliance(1, "сервер-01", ("группа",), "compliant", "compliant", "", 0, 0, 0, NOW),
+        HostCompliance(2, "主机-02", (), "unknown", "unknown", "never polled", 0, 0, 0, None),
+    ]
+    empty = ComplianceReport(NOW, Summary(hosts=2, compliant=1, unknown=1), [], hosts, [])
+    text = "\n".join(
+        page.extract_text() for page in pypdf.PdfReader(io.BytesIO(compliance_pdf(empty))).pages
+    )
+    for name in ("сервер-01", "группа", "no snapshot with known hosts yet"):
+        assert name in text, name
+    # characters DejaVu Sans lacks (CJK) are drawn as '?', never dropped silently
+    assert "??-02" in text
