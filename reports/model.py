@@ -337,10 +337,11 @@ async def exposure_pages(ctx: Context, f: ReportFilter) -> AsyncIterator[list[Ex
 @dataclass(frozen=True)
 class ExposureReport:
     as_of: dt.datetime
-    by_severity_age: dict[str, dict[str, int]]
+    by_severity_age: dict[str, dict[str, int]]  # the patches not covered by a waiver
     hosts: int
     cves: int
-    items: list[ExposureItem]
+    items: list[ExposureItem]  # every one, waived ones marked
+    waived: int = 0  # items covered by an active waiver (not in by_severity_age)
     about: About = field(default_factory=About)
 
 
@@ -353,11 +354,13 @@ async def exposure_report(ctx: Context, f: ReportFilter) -> ExposureReport:
         s: {label: 0 for _, label in AGE_BUCKETS} for s in ("critical", "high", "medium", "low")
     }
     for i in items:
-        table.setdefault(i.severity, {label: 0 for _, label in AGE_BUCKETS})
-        table[i.severity][age_bucket(i.age_days)] += 1
+        if not i.waived:
+            table.setdefault(i.severity, {label: 0 for _, label in AGE_BUCKETS})
+            table[i.severity][age_bucket(i.age_days)] += 1
     cves = {c for i in items for c in i.cve_ids}
     hosts = len({i.host_id for i in items})
-    return ExposureReport(ctx.now, table, hosts, len(cves), items, about(ctx, f))
+    waived = sum(1 for i in items if i.waived)
+    return ExposureReport(ctx.now, table, hosts, len(cves), items, waived, about(ctx, f))
 
 
 # -- reboots -----------------------------------------------------------------------------------

@@ -313,7 +313,9 @@ def exposure_pdf(report: ExposureReport, progress: Progress | None = None) -> by
     doc = _Doc("Vulnerability exposure report", report.as_of)
     _cover(doc, "Vulnerability exposure report",
            [f"{len(report.items)} pending security patches on {report.hosts} hosts",
-            f"{report.cves} distinct CVE ids", *report.about.lines()])  # fmt: skip
+            f"{report.cves} distinct CVE ids",
+            f"{report.waived} covered by an active waiver (not in the severity/age table)",
+            *report.about.lines()])  # fmt: skip
     doc.add_page()
     doc.heading("By severity and age")
     for sev, ages in report.by_severity_age.items():

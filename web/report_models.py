@@ -133,7 +133,8 @@ class HistoryOut(Reply):
 
 class ExposureOut(Reply):
     as_of: dt.datetime
-    by_severity_age: dict[str, dict[str, int]]
+    by_severity_age: dict[str, dict[str, int]] = Field(description="patches not waived")
+    waived: int = Field(description="patches covered by an active waiver (listed in items)")
     hosts: int
     cves: int
     items: list[ExposureItem]

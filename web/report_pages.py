@@ -85,7 +85,7 @@ def charts(report: service.Report) -> list[tuple[str, str]]:
                                          label="host jobs by outcome")))  # fmt: skip
     elif isinstance(report, rm.ExposureReport):
         totals = [(sev, sum(ages.values()), sev) for sev, ages in report.by_severity_age.items()]
-        out.append(("Pending security patches by severity",
+        out.append(("Pending security patches by severity (not waived)",
                     svg.bars(totals, label="security patches by severity")))  # fmt: skip
     return out
 

@@ -551,3 +551,15 @@ async def test_report_outputs_state_who_generated_them_for_which_scope_and_filte
         assert summary["about"]["scope"] == "groups: red"
     finally:
         await operator.aclose()
+
+
+async def test_exposure_counts_waived_patches_separately_from_the_open_ones(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    ids = await web_rig.db.run(seed)
+    await waive(client, ids["b-waived"])
+    report = (await client.get("/api/v1/reports/exposure")).json()
+    assert sum(report["by_severity_age"]["critical"].values()) == 1  # r-bad's, not waived
+    assert report["waived"] == 1 and len(report["items"]) == 2
+    page = await client.get("/reports?kind=exposure")
+    assert 'data-figure="exposure-waived">1<' in page.text
