@@ -385,7 +385,9 @@ def load_session(
 ) -> Session | None:
     """The session for a token, or None if unknown, expired, idle too long or its user is
     disabled. A rotated session comes back with ``rotated`` set (the caller revokes its
-    family). The idle timeout slides, written at most once a minute (not on every request)."""
+    family) until it expires: its last_seen_at stopped at the rotation, so the idle timeout
+    does not apply to it (reuse hours later is still detected). The idle timeout slides,
+    written at most once a minute (not on every request)."""
     row = conn.execute(
         "SELECT u.id, u.username, u.password_hash, u.role, u.state, u.must_change_password,"
         " coalesce((SELECT array_agg(ug.group_id ORDER BY ug.group_id) FROM user_groups ug"
@@ -393,7 +395,8 @@ def load_session(
         " s.csrf_token, s.expires_at, s.last_seen_at, s.last_seen_at < now() - %s,"
         " s.id, s.family_id::text, s.rotated_at IS NOT NULL FROM sessions s"
         " JOIN users u ON u.id = s.user_id"
-        " WHERE s.token_hash = %s AND s.expires_at > now() AND s.last_seen_at > now() - %s"
+        " WHERE s.token_hash = %s AND s.expires_at > now()"
+        " AND (s.rotated_at IS NOT NULL OR s.last_seen_at > now() - %s)"
         " AND u.state = 'active'",
         (SLIDE_EVERY, token_hash, idle_timeout),
     ).fetchone()
@@ -452,10 +455,12 @@ def delete_session(conn: psycopg.Connection[Any], token_hash: bytes) -> None:
 
 def prune_sessions(conn: psycopg.Connection[Any], idle_timeout: dt.timedelta | None = None) -> int:
     """Delete expired (and, given ``idle_timeout``, idle) sessions and expired login-form
-    tokens; returns the number of sessions deleted."""
+    tokens; returns the number of sessions deleted. Rotated rows go only when they expire:
+    they are what detects the reuse of a copied token."""
     count = conn.execute(
         "DELETE FROM sessions WHERE expires_at < now()"
-        " OR (%s::interval IS NOT NULL AND last_seen_at < now() - %s::interval)",
+        " OR (%s::interval IS NOT NULL AND rotated_at IS NULL"
+        " AND last_seen_at < now() - %s::interval)",
         (idle_timeout, idle_timeout),
     ).rowcount
     conn.execute("DELETE FROM login_tokens WHERE expires_at < now()")

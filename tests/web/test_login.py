@@ -156,6 +156,32 @@ async def test_reusing_a_rotated_session_token_revokes_the_whole_family(
     assert (await browser.get("/api/v1/hosts")).status_code == 401  # the family is gone
 
 
+async def test_reusing_a_rotated_token_hours_later_after_a_prune_still_revokes_the_family(
+    web_rig: WebRig, client: httpx2.AsyncClient, clients: list[httpx2.AsyncClient]
+) -> None:
+    one_time = await make_user(client, "rotor2")
+    browser, thief = clients[0], clients[1]
+    await post_login(browser, "rotor2", one_time)
+    stolen = browser.cookies[SESSION_COOKIE]
+    page = await browser.get("/password")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert csrf is not None
+    change = {"csrf_token": csrf[1], "current_password": one_time, "new_password": STRONG}
+    await browser.post("/password", data=change)
+    # Hours pass: the rotated row was last seen at its rotation, far beyond the idle timeout.
+    await web_rig.db.run(
+        lambda c: c.execute(
+            "UPDATE sessions SET last_seen_at = now() - interval '5 hours',"
+            " created_at = now() - interval '5 hours' WHERE rotated_at IS NOT NULL"
+        )
+    )
+    await web_rig.auth.prune()
+    assert (await browser.get("/api/v1/hosts")).status_code == 200
+    thief.cookies.set(SESSION_COOKIE, stolen)
+    assert (await thief.get("/api/v1/hosts")).status_code == 401
+    assert (await browser.get("/api/v1/hosts")).status_code == 401  # the family is gone
+
+
 async def test_disabled_user_is_refused_at_login_and_on_the_api(
     client: httpx2.AsyncClient, clients: list[httpx2.AsyncClient]
 ) -> None:
