@@ -168,13 +168,16 @@ def record_failed_login(
     conn: psycopg.Connection[Any], user_id: int, threshold: int, lock_for: dt.timedelta
 ) -> dt.datetime | None:
     """Count one wrong password; at ``threshold`` failures in a row the account is locked for
-    ``lock_for`` (a lock already running is not extended). Returns ``locked_until``."""
+    ``lock_for`` (a lock already running is not extended). A lock that has run out starts the
+    count again: this failure is the first of a new series. Returns ``locked_until``."""
     row = conn.execute(
-        "UPDATE users SET failed_logins = failed_logins + 1,"
-        " locked_until = CASE WHEN failed_logins + 1 >= %s"
-        " AND (locked_until IS NULL OR locked_until < now()) THEN now() + %s"
+        "UPDATE users SET failed_logins = CASE WHEN locked_until < now() THEN 1"
+        " ELSE failed_logins + 1 END,"
+        " locked_until = CASE"
+        " WHEN locked_until < now() THEN CASE WHEN 1 >= %s THEN now() + %s END"
+        " WHEN locked_until IS NULL AND failed_logins + 1 >= %s THEN now() + %s"
         " ELSE locked_until END WHERE id = %s RETURNING locked_until",
-        (threshold, lock_for, user_id),
+        (threshold, lock_for, threshold, lock_for, user_id),
     ).fetchone()
     return None if row is None else row[0]
 

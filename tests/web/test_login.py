@@ -101,6 +101,26 @@ async def test_five_wrong_passwords_lock_and_only_the_right_password_says_locked
     assert (await post_login(owner, "locky", one_time)).status_code == 303
 
 
+async def test_one_wrong_password_after_a_lock_expires_does_not_lock_again(
+    web_rig: WebRig, client: httpx2.AsyncClient, clients: list[httpx2.AsyncClient]
+) -> None:
+    one_time = await make_user(client, "relocky")
+    guesser, owner = clients[0], clients[1]
+    for _ in range(5):
+        assert (await post_login(guesser, "relocky", "not the password")).status_code == 401
+    assert (await post_login(owner, "relocky", one_time)).status_code == 403
+    await web_rig.db.run(
+        lambda c: c.execute(
+            "UPDATE users SET locked_until = now() - interval '1 second' WHERE username = 'relocky'"
+        )
+    )  # the lock ran out
+    assert (await post_login(guesser, "relocky", "still not it")).status_code == 401
+    listed = {u["username"]: u for u in (await client.get("/api/v1/users")).json()["users"]}
+    assert listed["relocky"]["locked_until"] is None
+    assert listed["relocky"]["failed_logins"] == 1
+    assert (await post_login(owner, "relocky", one_time)).status_code == 303
+
+
 async def test_forced_change_blocks_everything_until_the_password_is_changed(
     client: httpx2.AsyncClient, clients: list[httpx2.AsyncClient]
 ) -> None:
