@@ -126,19 +126,35 @@ def create_enrolment(
     source_address: str,
     expires_at: dt.datetime,
 ) -> int:
-    """A new pending request. A machine already enrolled (its host still registered) or a host
-    already registered under that FQDN or address raises ``Conflict``; an earlier pending
+    """A new pending request. A machine already enrolled (its host still registered) may ask
+    again only from that host's address and under its name (a renewal: approving it issues a new
+    certificate for that host). Raises ``Conflict`` when the FQDN or address belongs to another
+    host, or is a name or address in one of the manager's own certificates. An earlier pending
     request of the same machine is superseded (its token answers ``notfound``)."""
     with conn.transaction():
+        own = enrolled_host(conn, machine_id)
+        if own is not None:
+            same = conn.execute(
+                "SELECT address = %s::inet AND (display_name = '' OR lower(display_name) = %s)"
+                " FROM hosts WHERE id = %s",
+                (ip_address, fqdn, own),
+            ).fetchone()
+            if same is None or not same[0]:
+                raise Conflict(
+                    f"machine {machine_id} is registered with another address or name;"
+                    " remove that host to enrol it anew"
+                )
         taken = conn.execute(
-            "SELECT 1 FROM enrolments e JOIN hosts h ON h.id = e.host_id"
-            " WHERE e.machine_id = %s AND e.status IN ('approved', 'delivered')"
-            " UNION ALL SELECT 1 FROM hosts WHERE name = lower(%s) OR name = %s"
-            " OR address = %s::inet LIMIT 1",
-            (machine_id, fqdn, ip_address, ip_address),
+            "SELECT 1 FROM hosts WHERE (name = lower(%s) OR name = %s OR lower(display_name) = %s"
+            " OR address = %s::inet) AND id IS DISTINCT FROM %s"
+            " UNION ALL SELECT 1 FROM certificates WHERE kind <> 'agent_server'"
+            " AND (%s = ANY(sans) OR %s = ANY(sans)) LIMIT 1",
+            (fqdn, ip_address, fqdn, ip_address, own, fqdn, ip_address),
         ).fetchone()
         if taken is not None:
-            raise Conflict(f"machine {machine_id} ({fqdn}, {ip_address}) is already registered")
+            raise Conflict(
+                f"{fqdn} or {ip_address} is already a registered host's or the manager's"
+            )
         conn.execute(
             "UPDATE enrolments SET status = 'superseded'"
             " WHERE machine_id = %s AND status = 'pending'",
@@ -153,6 +169,17 @@ def create_enrolment(
         ).fetchone()  # fmt: skip
     assert row is not None
     return int(row[0])
+
+
+def enrolled_host(conn: psycopg.Connection[Any], machine_id: str) -> int | None:
+    """The registered host an earlier approved enrolment of ``machine_id`` created, if any."""
+    row = conn.execute(
+        "SELECT h.id FROM enrolments e JOIN hosts h ON h.id = e.host_id"
+        " WHERE e.machine_id = %s AND e.status IN ('approved', 'delivered')"
+        " ORDER BY e.id DESC LIMIT 1",
+        (machine_id,),
+    ).fetchone()
+    return int(row[0]) if row else None
 
 
 def enrolment_by_token(conn: psycopg.Connection[Any], token_sha256: str) -> EnrolmentRow | None:
@@ -205,14 +232,22 @@ def decide_enrolment(
     return _enrolment(row)
 
 
-def deliver_enrolment(conn: psycopg.Connection[Any], enrolment_id: int, serial: int) -> bool:
-    """Mark an approved request delivered (once: False if another answer delivered it)."""
+def claim_enrolment(conn: psycopg.Connection[Any], enrolment_id: int) -> bool:
+    """Mark an approved, unexpired request delivered before its certificate is issued (once:
+    False if another poll claimed it first or it has expired)."""
     row = conn.execute(
-        "UPDATE enrolments SET status = 'delivered', cert_serial = %s"
-        " WHERE id = %s AND status = 'approved' RETURNING id",
-        (Decimal(serial), enrolment_id),
+        "UPDATE enrolments SET status = 'delivered'"
+        " WHERE id = %s AND status = 'approved' AND expires_at > now() RETURNING id",
+        (enrolment_id,),
     ).fetchone()
     return row is not None
+
+
+def deliver_enrolment(conn: psycopg.Connection[Any], enrolment_id: int, serial: int) -> None:
+    """Note the serial of the certificate handed over for a claimed request."""
+    conn.execute(
+        "UPDATE enrolments SET cert_serial = %s WHERE id = %s", (Decimal(serial), enrolment_id)
+    )
 
 
 def set_certificate_host(conn: psycopg.Connection[Any], serial: int, host_id: int) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, IPvAnyAddress
+from pydantic import AfterValidator, ConfigDict, Field, field_validator
 
 from .models import Body, Query, Reply
 
@@ -46,16 +48,63 @@ class Revoked(Reply):
     serial: str
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+OS_DETAIL_KEYS = 32  # entries kept of os_details
+OS_DETAIL_CHARS = 256  # characters kept of each key and value
+
+
+def printable(text: str, limit: int = OS_DETAIL_CHARS) -> str:
+    """Control characters (terminal escapes) removed, cut to ``limit`` characters."""
+    return _CONTROL.sub("", text)[:limit]
+
+
+def _agent_ipv4(value: str) -> str:
+    try:
+        address = ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ValueError("an IPv4 address (the agent listens on IPv4)") from None
+    if address.is_unspecified or address.is_multicast or address.is_link_local:
+        raise ValueError("an IPv4 address that is not unspecified, multicast or link-local")
+    return str(address)
+
+
+def _host_name(value: str) -> str:
+    labels = value.rstrip(".").split(".")
+    if labels[-1].isdigit():  # 127.0.0.1, 10.1: an address is not a name (no numeric TLD)
+        raise ValueError("a DNS name, not an IP address")
+    return value.rstrip(".").lower()
+
+
 class EnrolRequest(Body):
     """What the agent sends (agent-api §7.1). Unknown fields are ignored (agents of other
     versions may send more)."""
 
     model_config = ConfigDict(extra="ignore")
-    machine_id: str = Field(min_length=1, max_length=128)
-    fqdn: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$")
-    ip_address: IPvAnyAddress
-    os_details: dict[str, Any] = Field(default_factory=dict)
+    machine_id: str = Field(
+        min_length=1, max_length=64, pattern=r"^[0-9A-Za-z-]+$", description="/etc/machine-id"
+    )
+    fqdn: Annotated[
+        str,
+        Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$"),
+        AfterValidator(_host_name),
+    ]
+    ip_address: Annotated[str, Field(max_length=45), AfterValidator(_agent_ipv4)]
+    os_details: dict[str, Any] = Field(
+        default_factory=dict, description=f"kept: {OS_DETAIL_KEYS} entries, values as text"
+    )
     hostname: str = Field(default="", max_length=253)
+
+    @field_validator("os_details", mode="after")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any]) -> dict[str, str]:
+        items = list(value.items())[:OS_DETAIL_KEYS]
+        return {printable(str(k)): printable(v if isinstance(v, str) else str(v)) for k, v in items}
+
+    @field_validator("hostname", mode="after")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        return printable(value)
+
     bootstrap_token: str = Field(
         default="", max_length=256, description="for auto-approval rules (never stored)"
     )

@@ -37,8 +37,11 @@ def pki(tmp_path: Path) -> Pki:
 
 
 def request_for(address: str, machine: str = "m-1") -> dict[str, object]:
+    """The payload shape of the real agent (src/enroll/identity.rs get_os_details)."""
     return {"machine_id": machine, "fqdn": f"{machine}.example.com", "ip_address": address,
-            "os_details": {"name": "Ubuntu", "version_id": "24.04"}}  # fmt: skip
+            "hostname": machine,
+            "os_details": {"distro": "Ubuntu", "version": "24.04", "id_like": "debian",
+                           "codename": "noble", "kernel": "6.8.0-45-generic"}}  # fmt: skip
 
 
 def agent_client(rig: WebRig, source: str) -> httpx2.AsyncClient:
@@ -60,7 +63,7 @@ async def test_enrolment_pending_then_approved_hands_the_bundle_over_once(
         [pending] = [e for e in queue if e["status"] == "pending"]
         assert pending["fqdn"] == "m-1.example.com" and pending["ip_address"] == address
         assert pending["source_address"] == "127.0.0.1"
-        assert pending["os_details"]["version_id"] == "24.04"
+        assert pending["os_details"]["version"] == "24.04"
         await client.post("/api/v1/groups", json={"name": "enrolled"})
         approved = await client.post(
             f"/api/v1/enrolments/{pending['id']}/approve", json={"group": "enrolled"}
@@ -84,9 +87,10 @@ async def test_enrolment_pending_then_approved_hands_the_bundle_over_once(
             ).fetchone()  # fmt: skip
         )
         assert stored[0] == 0
-        # The machine is registered now: enrolling again is a conflict.
+        # The address is registered now: another machine claiming it is a conflict.
     async with agent_client(web_rig, "127.0.0.2") as agent:
-        assert_envelope(await agent.post("/api/v1/enroll", json=request_for(address)), 409)
+        other = await agent.post("/api/v1/enroll", json=request_for(address, "m-2"))
+        assert_envelope(other, 409)
     hosts = (await client.get("/api/v1/hosts")).json()["hosts"]
     assert any(h["name"] == address and h["display_name"] == "m-1.example.com" for h in hosts)
 
@@ -252,7 +256,7 @@ async def test_the_approved_bundle_carries_the_repo_config_of_the_agents_distrib
               "keyring_path": "/etc/apt/keyrings/lpa-repo.gpg"}  # fmt: skip
     assert (await client.post("/api/v1/repo-configs", json=config)).status_code == 200
     address = fleet_addresses(1)
-    body = {**request_for(address, "rc"), "os_details": {"id": "ubuntu", "version_id": "24.04"}}
+    body = request_for(address, "rc")  # os_details as the real agent sends them: distro = NAME
     async with agent_client(web_rig, "127.0.0.10") as agent:
         token = (await agent.post("/api/v1/enroll", json=body)).json()["polling_token"]
         [pending] = (await client.get("/api/v1/enrolments")).json()["enrolments"]

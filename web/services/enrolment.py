@@ -2,14 +2,17 @@
 queue, and the bundle handed over once to an approved agent.
 
 - ``request``: a new pending request (202 + polling token). One request per source address per
-  ``RATE_WINDOW_S`` (429); a machine whose host is registered gets 409; asking again while
-  pending supersedes the earlier request.
-- ``status``: ``pending`` / ``denied`` / ``notfound`` (unknown, superseded, expired, or already
-  delivered) / ``approved`` with ``ca_crt``, ``server_crt``, ``server_key``, ``crl_pem``. The key
-  is generated for that answer and not stored: the first poll after approval gets it, later
-  polls get ``notfound``.
+  ``RATE_WINDOW_S`` (429); an FQDN or address of another host or of the manager gets 409; a
+  machine whose host is registered may ask again from that address (a renewal, agent-api §1.3);
+  asking again while pending supersedes the earlier request.
+- ``status``: ``pending`` / ``denied`` / ``notfound`` (unknown, superseded, expired even if
+  approved, or already delivered) / ``approved`` with ``ca_crt``, ``server_crt``,
+  ``server_key``, ``crl_pem``. The request is claimed before its certificate is issued (one
+  certificate per request). The key is generated for that answer and not stored: the first
+  poll after approval gets it, later polls get ``notfound``.
 - ``approve`` registers the host (its address, display name = FQDN, optional group; the actor
-  starts) and marks the request approved; ``deny`` ends it.
+  starts) and marks the request approved (a renewal keeps the registered host); ``deny`` ends
+  it.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ from storage import (
     Conflict,
     EnrolmentRow,
     NotFound,
+    claim_enrolment,
     create_enrolment,
     decide_enrolment,
     deliver_enrolment,
+    enrolled_host,
     enrolment_by_token,
     get_enrolment,
     list_enrolments,
@@ -74,17 +79,18 @@ def _digest(token: str) -> str:
 def _auto_approved(
     rules: tuple[tuple[str, ...], str, str], source: str, ip_address: str, token: str
 ) -> bool:
-    """Both the source address and the agent's IP in one of the CIDRs, and the bootstrap token
-    when one is configured (compared in constant time)."""
+    """The request comes from the very address the agent claims, that address is in one of the
+    CIDRs, and the bootstrap token matches when one is configured (constant-time compare)."""
     cidrs, expected, _ = rules
     if not cidrs:
         return False
     try:
-        addresses = [ipaddress.ip_address(source), ipaddress.ip_address(ip_address)]
+        address = ipaddress.ip_address(ip_address)
+        if ipaddress.ip_address(source) != address:
+            return False
     except ValueError:
         return False
-    networks = [ipaddress.ip_network(c, strict=False) for c in cidrs]
-    if not all(any(a in n for n in networks) for a in addresses):
+    if not any(address in ipaddress.ip_network(c, strict=False) for c in cidrs):
         return False
     return not expected or hmac.compare_digest(token.encode(), expected.encode())
 
@@ -130,13 +136,16 @@ async def status(sys: System, token: str) -> dict[str, Any]:
         return {"status": "notfound"}
     if row.status == "denied":
         return {"status": "denied"}
+    if row.expires_at <= now:  # pending or approved but never fetched: the token has expired
+        return {"status": "notfound"}
     if row.status == "pending":
-        return {"status": "pending"} if row.expires_at > now else {"status": "notfound"}
+        return {"status": "pending"}
+    if not await sys.db.run(claim_enrolment, row.id):
+        return {"status": "notfound"}  # another poll got it first (one certificate per request)
     serial, cert_pem, key_pem = await sys.handle.issue_agent_certificate(
         [row.fqdn, row.ip_address], row.host_id
     )
-    if not await sys.db.run(deliver_enrolment, row.id, serial):
-        return {"status": "notfound"}  # another poll got it first
+    await sys.db.run(deliver_enrolment, row.id, serial)
     if row.host_id is not None:
         sys.handle.refresh([row.host_id])
     answer: dict[str, Any] = {
@@ -146,11 +155,35 @@ async def status(sys: System, token: str) -> dict[str, Any]:
         "server_key": key_pem,
         "crl_pem": (await sys.handle.crl_pem()).decode(),
     }
-    distro = str(row.os_details.get("id") or row.os_details.get("distro_id") or "")
-    repo = await sys.db.run(repo_config, distro.lower()) if distro else None
+    distro = distro_id(row.os_details)
+    repo = await sys.db.run(repo_config, distro) if distro else None
     if repo is not None:
         answer["repo_config"] = repo
     return answer
+
+
+def distro_id(os_details: dict[str, Any]) -> str:
+    """The os-release ID of an agent's distribution. The agent (identity.rs get_os_details)
+    sends ``distro`` = os-release NAME ("Ubuntu", "Debian GNU/Linux", "Rocky Linux"), ``version``,
+    ``id_like``, ``codename``, ``kernel``; an explicit ``id`` wins when some agent sends one."""
+    explicit = str(os_details.get("id") or os_details.get("distro_id") or "").strip().lower()
+    if explicit:
+        return explicit
+    name = str(os_details.get("distro") or os_details.get("name") or "").strip().lower()
+    for prefix, known in _DISTRO_NAMES:
+        if name.startswith(prefix):
+            return known
+    first = name.split(" ", 1)[0]
+    return first if first.replace("-", "").replace(".", "").isalnum() else ""
+
+
+_DISTRO_NAMES = (  # os-release NAME prefix (lower case) → ID
+    ("ubuntu", "ubuntu"), ("debian", "debian"), ("linux mint", "linuxmint"),
+    ("rocky", "rocky"), ("almalinux", "almalinux"), ("red hat", "rhel"),
+    ("centos", "centos"), ("fedora", "fedora"), ("oracle linux", "ol"),
+    ("alpine", "alpine"), ("arch", "arch"), ("opensuse", "opensuse-leap"),
+    ("sles", "sles"), ("suse linux enterprise", "sles"), ("amazon linux", "amzn"),
+)  # fmt: skip
 
 
 async def queue(sys: System, who: Principal, *, pending_only: bool = True) -> list[EnrolmentRow]:
@@ -172,7 +205,8 @@ async def _pending(sys: System, enrolment_id: int) -> EnrolmentRow:
 async def approve(
     sys: System, who: Principal, enrolment_id: int, group: str | None = None
 ) -> EnrolmentRow:
-    """Register the host (address = the agent's IP; display name = its FQDN) and approve."""
+    """Register the host (address = the agent's IP; display name = its FQDN) and approve. A
+    renewal (the machine's host is still registered) approves without registering again."""
     require(who, Action.MANAGE_PKI)
     row = await _pending(sys, enrolment_id)
     return await _approve(sys, row, group, who.username)
@@ -181,14 +215,17 @@ async def approve(
 async def _approve(
     sys: System, row: EnrolmentRow, group: str | None, decided_by: str
 ) -> EnrolmentRow:
-    host = await sys.handle.register_host(
-        row.ip_address, display_name=row.fqdn, groups=[group] if group else []
-    )
+    host_id = await sys.db.run(enrolled_host, row.machine_id)
+    if host_id is None:
+        host = await sys.handle.register_host(
+            row.ip_address, display_name=row.fqdn, groups=[group] if group else []
+        )
+        host_id = host.id
     try:
         return await sys.db.run(
             lambda conn: decide_enrolment(
                 conn, row.id, approve=True, decided_by=decided_by, group_name=group,
-                host_id=host.id,
+                host_id=host_id,
             )
         )  # fmt: skip
     except Conflict as exc:
