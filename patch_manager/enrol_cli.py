@@ -12,7 +12,15 @@ from typing import Any
 from actors import AddressPolicy, RegistrationError
 from actors.registration import register
 from settings import Config
-from storage import Conflict, Database, NotFound, decide_enrolment, get_enrolment, list_enrolments
+from storage import (
+    Conflict,
+    Database,
+    NotFound,
+    decide_enrolment,
+    enrolled_host,
+    get_enrolment,
+    list_enrolments,
+)
 
 from .hosts_cli import CommandError
 
@@ -32,6 +40,14 @@ def add_parsers(sub: Any, common: Any) -> None:
     p.add_argument("id", type=int, help="request id (from `enroll list`)")
 
 
+def os_label(os_details: dict[str, Any]) -> str:
+    """ "Ubuntu 24.04": the real agent sends ``distro`` and ``version`` (os-release NAME and
+    VERSION_ID); ``name``/``version_id`` are read when those are missing."""
+    name = os_details.get("distro") or os_details.get("name") or ""
+    version = os_details.get("version") or os_details.get("version_id") or ""
+    return f"{name} {version}".strip()
+
+
 async def _pending(db: Database, enrolment_id: int) -> Any:
     try:
         row = await db.run(get_enrolment, enrolment_id)
@@ -46,35 +62,36 @@ async def enroll_command(args: argparse.Namespace, config: Config, db: Database)
     action = args.enroll_command
     if action == "list":
         rows = await db.run(lambda conn: list_enrolments(conn, pending_only=not args.all))
-        print(f"{'ID':>5}  {'STATUS':<10} {'FQDN':<32} {'IP':<16} {'FROM':<16} {'OS':<24} EXPIRES")
+        print(f"{'ID':>5}  {'STATUS':<10} {'MACHINE':<32} {'FQDN':<32} {'IP':<16} {'FROM':<16} "
+              f"{'OS':<24} EXPIRES")  # fmt: skip
         for r in rows:
-            os_name = " ".join(
-                str(r.os_details.get(k, "")) for k in ("name", "version_id") if k in r.os_details
-            )
-            expires = f"{r.expires_at:%Y-%m-%d %H:%M}"
-            print(f"{r.id:>5}  {r.status:<10} {r.fqdn:<32} {r.ip_address:<16} "
-                  f"{r.source_address:<16} {os_name[:24]:<24} {expires}")  # fmt: skip
+            expires, os_name = f"{r.expires_at:%Y-%m-%d %H:%M}", os_label(r.os_details)[:24]
+            print(f"{r.id:>5}  {r.status:<10} {r.machine_id:<32} {r.fqdn:<32} {r.ip_address:<16} "
+                  f"{r.source_address:<16} {os_name:<24} {expires}")  # fmt: skip
         print(f"{len(rows)} request(s)")
     elif action == "approve":
         row = await _pending(db, args.id)
         groups = [args.group] if args.group else []
-        try:
-            host = await register(db, row.ip_address, port=config.agents.port,
-                                  policy=AddressPolicy.from_config(config),
-                                  resolve_timeout=config.agents.resolve_timeout_s,
-                                  display_name=row.fqdn, groups=groups)  # fmt: skip
-        except RegistrationError as exc:
-            raise CommandError(str(exc)) from None
+        host_id = await db.run(enrolled_host, row.machine_id)  # a renewal keeps its host
+        if host_id is None:
+            try:
+                host = await register(db, row.ip_address, port=config.agents.port,
+                                      policy=AddressPolicy.from_config(config),
+                                      resolve_timeout=config.agents.resolve_timeout_s,
+                                      display_name=row.fqdn, groups=groups)  # fmt: skip
+            except RegistrationError as exc:
+                raise CommandError(str(exc)) from None
+            host_id = host.id
         try:
             await db.run(
                 lambda conn: decide_enrolment(
                     conn, args.id, approve=True, decided_by="cli", group_name=args.group,
-                    host_id=host.id,
+                    host_id=host_id,
                 )
             )  # fmt: skip
         except Conflict as exc:
             raise CommandError(str(exc)) from None
-        print(f"approved request {args.id}: host {host.id} {host.name} ({row.fqdn}); "
+        print(f"approved request {args.id}: host {host_id} {row.ip_address} ({row.fqdn}); "
               "the agent gets its certificate at its next poll")  # fmt: skip
     elif action == "deny":
         await _pending(db, args.id)

@@ -56,6 +56,14 @@ def write_bundle(directory: Path, bundle: dict[str, Any]) -> EnrolledFiles:
     return EnrolledFiles(directory, ca, server, key, crl)
 
 
+# The shape the real agent sends (src/enroll/identity.rs get_os_details): distro is the
+# os-release NAME, version its VERSION_ID.
+AGENT_OS_DETAILS: dict[str, Any] = {
+    "distro": "Ubuntu", "version": "24.04", "id_like": "debian", "codename": "noble",
+    "kernel": "6.8.0-45-generic",
+}  # fmt: skip
+
+
 async def enrol(
     base_url: str,
     directory: Path,
@@ -73,7 +81,7 @@ async def enrol(
         response = await client.post(
             "/api/v1/enroll",
             json={"machine_id": machine_id, "fqdn": fqdn, "ip_address": ip_address,
-                  "os_details": os_details or {}, "hostname": fqdn.split(".")[0]},
+                  "os_details": os_details or AGENT_OS_DETAILS, "hostname": fqdn.split(".")[0]},
         )  # fmt: skip
         if response.status_code != 202:
             raise EnrolmentFailed(f"enrolment refused: {response.status_code} {response.text}")

@@ -152,3 +152,11 @@ async def test_two_simultaneous_polls_of_an_approved_request_issue_one_certifica
         ).fetchone()
     )
     assert count[0] == 1
+
+
+async def test_enrolment_page_shows_the_real_agents_distro_and_version(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    assert (await enrol(web_rig, "127.0.0.46", request_for("192.0.2.46", "os"))).is_success
+    page = await client.get("/enrolments")
+    assert "Ubuntu 24.04" in page.text
