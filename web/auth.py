@@ -10,8 +10,9 @@ change-password page (and log out) until they have.
 
 Logins (``Auth.login``) pass two gates before any Argon2 work: the source address's turn (one
 attempt at a time per address, at most ``MAX_WAITING_PER_ADDRESS`` waiting; after failures an
-exponential delay, waited out when short and refused with the seconds left when longer) and
-the Argon2 limiter (``auth.hash_concurrency`` at once,
+exponential delay (failures decay one per five minutes; a successful login does not clear
+them), waited out when short and refused with the seconds left when longer) and the Argon2
+limiter (``auth.hash_concurrency`` at once,
 ``auth.hash_queue`` waiting); beyond either bound the answer is ``Busy`` (429) at once. Waiting
 for a turn holds no hashing slot, so a flood from one address cannot starve the others.
 Errors: ``Busy``.
@@ -112,6 +113,7 @@ def throttle_delay(failures: int, cap: float) -> float:
 class _Source:
     failures: int = 0
     not_before: float = 0.0
+    last_failure: float = 0.0  # when the newest counted failure happened (or decayed)
     attempts: int = 0  # in its turn or waiting for it
     lock: trio.Lock = field(default_factory=trio.Lock)
 
@@ -136,7 +138,8 @@ class Throttle:
             self._forget_idle()
             source = self._sources[address] = _Source()
         if source.failures and trio.current_time() - source.not_before > self.FORGET_AFTER:
-            self.succeeded(source)  # an hour without a failure: a clean address again
+            self.forget(source)  # an hour without a failure: a clean address again
+        self._decay(source)
         self._refuse_if_delayed(source)
         if source.attempts > MAX_WAITING_PER_ADDRESS:  # one in its turn, the rest waiting
             raise Busy(1.0)
@@ -158,12 +161,38 @@ class Throttle:
         if left > self.MAX_WAIT:
             raise Busy(left)
 
+    def failures(self, address: str) -> int:
+        """The failed logins counted against ``address`` now (after decay)."""
+        source = self._sources.get(address)
+        if source is None:
+            return 0
+        self._decay(source)
+        return source.failures
+
+    DECAY_EVERY = 300.0  # one failure forgiven per five minutes without one
+
+    def _decay(self, source: _Source) -> None:
+        """Failures age out (one per ``DECAY_EVERY`` seconds since the last counted one);
+        a successful login does not clear them, so an account holder cannot spray other
+        accounts' passwords at full speed between logins of their own."""
+        if not source.failures:
+            return
+        steps = int((trio.current_time() - source.last_failure) // self.DECAY_EVERY)
+        if steps <= 0:
+            return
+        source.failures = max(0, source.failures - steps)
+        source.last_failure += steps * self.DECAY_EVERY
+        if source.failures == 0:
+            source.not_before = 0.0
+
     def failed(self, source: _Source) -> None:
+        self._decay(source)
         source.failures += 1
+        source.last_failure = trio.current_time()
         source.not_before = trio.current_time() + throttle_delay(source.failures, self.cap)
 
     @staticmethod
-    def succeeded(source: _Source) -> None:
+    def forget(source: _Source) -> None:
         source.failures, source.not_before = 0, 0.0
 
     def _forget_idle(self) -> None:
@@ -290,7 +319,7 @@ class Auth:
                     if until is not None and until > dt.datetime.now(dt.UTC):
                         log.warning("login: account %r locked until %s", name, until)
                 return LoginResult(Outcome.WRONG)
-            self.throttle.succeeded(source)
+            # A success does not clear the address's failures: they decay with time.
         user = record.user
         if user.state != "active":
             return LoginResult(Outcome.DISABLED, user)

@@ -305,6 +305,31 @@ async def test_an_address_quiet_for_an_hour_is_clean_again(
         assert source.failures == 0
 
 
+async def test_a_successful_login_does_not_clear_the_addresss_failures(
+    web_rig: WebRig, client: httpx2.AsyncClient, clients: list[httpx2.AsyncClient]
+) -> None:
+    one_time = await make_user(client, "sprayer")
+    spray = clients[0]  # an account holder guessing other accounts' passwords
+    for victim in ("admin", "nobody", "admin"):
+        assert (await post_login(spray, victim, "guess-1234")).status_code == 401
+    assert (await post_login(spray, "sprayer", one_time)).status_code == 303
+    assert web_rig.auth.throttle.failures("10.0.0.1") == 3
+
+
+async def test_an_addresss_failures_decay_one_every_five_minutes(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    throttle = Throttle(cap=30)
+    for _ in range(6):
+        async with throttle.turn("10.9.9.9") as source:
+            throttle.failed(source)
+        mock_clock.jump(30)
+    mock_clock.jump(2 * Throttle.DECAY_EVERY - 30)
+    async with throttle.turn("10.9.9.9") as source:
+        assert source.failures == 4
+    assert throttle.failures("10.9.9.9") == 4
+
+
 async def test_too_many_waiting_attempts_from_one_address_are_refused_at_once(
     mock_clock: trio.testing.MockClock,
 ) -> None:
