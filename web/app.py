@@ -117,14 +117,19 @@ def create_app(
 
     async def health(request: Request) -> Response:
         """Anonymous callers get only the status; a session whose role may observe the system
-        (``authz.Action.OBSERVE``: admins) also gets the details. (A public path: the session
+        (``authz.Action.OBSERVE``: admins) and has completed any forced password change also
+        gets the details. (A public path: the session
         is looked up only when its cookie is there, and only when the database is up: a
         session cannot be checked without it.)"""
         report = await handle.health()
         body: dict[str, object] = {"status": "ok" if report.ok else "degraded"}
         token = request.cookies.get(SESSION_COOKIE, "")
         session = await _session_or_none(auth, token) if token and report.database == "ok" else None
-        if session is not None and await _observer(db, session, operators_see_ungrouped):
+        if (
+            session is not None
+            and not session.user.must_change_password  # a one-time password proves little
+            and await _observer(db, session, operators_see_ungrouped)
+        ):
             body |= {"database": report.database, "scheduler": report.scheduler}
             body |= report.details
         return JSONResponse(body, status_code=200 if report.ok else 503)

@@ -147,6 +147,17 @@ async def test_forced_change_blocks_everything_until_the_password_is_changed(
     assert (await browser.get("/api/v1/hosts")).status_code == 200
 
 
+async def test_an_admin_who_must_change_the_password_gets_no_health_details(
+    client: httpx2.AsyncClient, clients: list[httpx2.AsyncClient]
+) -> None:
+    one_time = await make_user(client, "newadmin", role="admin")
+    browser = clients[0]
+    assert (await post_login(browser, "newadmin", one_time)).headers["location"] == "/password"
+    assert set((await browser.get("/api/v1/health")).json()) == {"status"}
+    await first_login(clients[1], "newadmin", one_time)
+    assert "database" in (await clients[1].get("/api/v1/health")).json()
+
+
 async def test_a_login_gets_a_new_token_and_ends_the_browsers_earlier_session(
     web_rig: WebRig, client: httpx2.AsyncClient, clients: list[httpx2.AsyncClient]
 ) -> None:
