@@ -12,8 +12,9 @@ One task started by the composition root. It
 - keeps the ``AgentPeerPolicy`` (serials the manager refuses from agents: revoked ones and every
   certificate not issued as an agent's) in step with the database, also for revocations made by
   the CLI in another process (``policy_every_s``);
-- reports seconds to expiry of every certificate it owns (``expiry()``, for /metrics) and logs a
-  warning for any that is past its renewal time and still not renewed.
+- reports seconds to expiry of every certificate it owns and of the soonest-expiring agent
+  certificate (newest per registered host, read with the policy) (``expiry()``, for /metrics and
+  the dashboard) and logs a warning for any of its own past its renewal time and not renewed.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from storage import (
     record_certificate,
     refused_agent_serials,
     revoked_serials,
+    soonest_agent_expiry,
 )
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,7 @@ class CertificateService:
         self._current: dict[CertKind, CertificateRecord] = {}
         self._own_serials: set[int] = set()  # every certificate of ours seen (never an agent's)
         self._crl_next_update: dt.datetime | None = None
+        self._agent_expiry: dt.datetime | None = None  # soonest agent certificate (per host)
         self._wake = trio.Event()
         self._lock = trio.Lock()
         self._load_current()
@@ -106,6 +109,8 @@ class CertificateService:
         out = {k.value: (r.not_after - now).total_seconds() for k, r in self._current.items()}
         if self._crl_next_update is not None:
             out["crl"] = (self._crl_next_update - now).total_seconds()
+        if self._agent_expiry is not None:
+            out["agent_server"] = (self._agent_expiry - now).total_seconds()
         return out
 
     def current(self, kind: CertKind) -> CertificateRecord:
@@ -114,6 +119,7 @@ class CertificateService:
     # -- actions --------------------------------------------------------------------------
     async def refresh_policy(self) -> None:
         revoked, not_agent = await self.db.run(refused_agent_serials)
+        self._agent_expiry = await self.db.run(soonest_agent_expiry)
         self._own_serials |= {r.serial for r in self._current.values()}
         self.policy.update(revoked=revoked, not_agent={*not_agent, *self._own_serials})
 

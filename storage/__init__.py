@@ -23,6 +23,7 @@ from .certificates import (
     revoked_serials,
     save_repo_config,
     set_certificate_host,
+    soonest_agent_expiry,
 )
 from .database import Database, redact
 from .embedded import ClusterBusy, ClusterState, EmbeddedPostgres, bundled_bin_dir
@@ -335,6 +336,7 @@ __all__ = [
     "set_password",
     "set_paused",
     "set_user_groups",
+    "soonest_agent_expiry",
     "take_over",
     "unlock_user",
     "update_row",

@@ -83,6 +83,17 @@ def refused_agent_serials(conn: psycopg.Connection[Any]) -> tuple[list[int], lis
     return [int(r[0]) for r in rows if r[1]], [int(r[0]) for r in rows if r[2]]
 
 
+def soonest_agent_expiry(conn: psycopg.Connection[Any]) -> dt.datetime | None:
+    """When the first registered host's newest unrevoked agent certificate expires (None: no
+    host has one). An older certificate replaced by a renewal does not count."""
+    row = conn.execute(
+        "SELECT min(newest) FROM (SELECT max(c.not_after) AS newest FROM certificates c"
+        " JOIN hosts h ON h.id = c.host_id WHERE c.kind = 'agent_server'"
+        " AND c.status <> 'revoked' GROUP BY c.host_id) AS per_host"
+    ).fetchone()
+    return row[0] if row else None
+
+
 # -- enrolment requests (agent-api §7.1) --------------------------------------------------------
 
 

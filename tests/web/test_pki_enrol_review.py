@@ -3,6 +3,8 @@ which name, bounded and clean request bodies, agent renewal by re-enrolment, tok
 
 from __future__ import annotations
 
+import re
+
 import httpx2
 import pytest
 import trio
@@ -160,3 +162,24 @@ async def test_enrolment_page_shows_the_real_agents_distro_and_version(
     assert (await enrol(web_rig, "127.0.0.46", request_for("192.0.2.46", "os"))).is_success
     page = await client.get("/enrolments")
     assert "Ubuntu 24.04" in page.text
+
+
+async def test_metrics_and_dashboard_show_the_soonest_agent_certificate_expiry(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    token = (await enrol(web_rig, "127.0.0.47", request_for("192.0.2.47", "me"))).json()
+    [pending] = (await client.get("/api/v1/enrolments")).json()["enrolments"]
+    assert (await client.post(f"/api/v1/enrolments/{pending['id']}/approve")).is_success
+    assert (await poll(web_rig, token["polling_token"]))["status"] == "approved"
+    await web_rig.db.run(
+        lambda c: c.execute(
+            "UPDATE certificates SET not_after = now() + interval '3 days'"
+            " WHERE kind = 'agent_server'"
+        )
+    )
+    await web_rig.system.certificates.refresh_policy()
+    metrics = (await client.get("/metrics")).text
+    match = re.search(r'patchmgr_certificate_expiry_seconds\{kind="agent_server"\} (\d+)', metrics)
+    assert match is not None and 2.9 * 86_400 < int(match[1]) <= 3 * 86_400
+    page = (await client.get("/")).text
+    assert re.search(r"The soonest agent certificate expires in (2\.9|3\.0) days\.", page)

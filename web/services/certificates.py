@@ -195,7 +195,8 @@ def expiry_warnings(sys: System, who: Principal) -> list[str]:
     if not may(who, Action.MANAGE_PKI):
         return []
     labels = {"root": "root CA", "manager_client": "agent client certificate",
-              "web_server": "web certificate", "crl": "CRL"}  # fmt: skip
+              "web_server": "web certificate", "crl": "CRL",
+              "agent_server": "soonest agent certificate"}  # fmt: skip
     out = []
     for kind, seconds in sorted(sys.handle.certificate_expiry().items()):
         limit = WARN_CRL_DAYS if kind == "crl" else WARN_DAYS
