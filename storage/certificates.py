@@ -47,14 +47,21 @@ def record_certificate(
 
 
 def revoke_certificate(conn: psycopg.Connection[Any], serial: int) -> None:
-    """Mark a certificate revoked (idempotent). Raises NotFound for an unknown serial."""
+    """Mark an agent certificate revoked (idempotent). The one rule for the API and the CLI:
+    the manager's own certificates (root, client, web) are renewed, never revoked (``Conflict``);
+    an unknown serial raises ``NotFound``."""
     row = conn.execute(
         "UPDATE certificates SET status = 'revoked', revoked_at = coalesce(revoked_at, now())"
-        " WHERE serial = %s RETURNING serial",
+        " WHERE serial = %s AND kind = 'agent_server' RETURNING serial",
         (Decimal(serial),),
     ).fetchone()
-    if row is None:
-        raise NotFound(f"no certificate with serial {serial:x} was issued by this CA")
+    if row is not None:
+        return
+    own = conn.execute("SELECT kind FROM certificates WHERE serial = %s", (Decimal(serial),))
+    kind = own.fetchone()
+    if kind is not None:
+        raise Conflict(f"{serial:x} is the manager's own {kind[0]} certificate: renew it instead")
+    raise NotFound(f"no certificate with serial {serial:x} was issued by this CA")
 
 
 def revoked_serials(conn: psycopg.Connection[Any]) -> list[tuple[int, dt.datetime]]:

@@ -84,6 +84,10 @@ def test_issue_revoke_and_export(tmp_dir: Path) -> None:
     result = run("ca", "revoke", "abc123", data_dir=data)
     assert result.returncode == 1
     assert "no certificate with serial abc123" in result.stderr
+    # The manager's own certificates are renewed, not revoked (the API's 409 rule).
+    own = x509.load_pem_x509_certificate((data / "ca" / "manager-client.crt").read_bytes())
+    result = run("ca", "revoke", format(own.serial_number, "x"), data_dir=data)
+    assert result.returncode == 1 and "renew it instead" in result.stderr, result.stderr
 
     result = run("ca", "export-root", data_dir=data)
     assert result.stdout.startswith("-----BEGIN CERTIFICATE-----")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from decimal import Decimal
 from pathlib import Path
 
 import httpx2
@@ -20,7 +21,7 @@ from ca import CertificateAuthority, CertKind
 from patch_manager.runtime import record_certificates
 from simulator.catalog import generate_profile
 from simulator.enrol import EnrolledFiles, enrol, enrolled_agent, refresh_crl
-from storage import create_enrolment, revoke_certificate
+from storage import create_enrolment
 
 from ..conftest import Pki, fleet_addresses
 from .conftest import WebRig, assert_envelope, form_token
@@ -210,11 +211,17 @@ async def test_the_agent_fetches_the_crl_from_the_manager_and_then_refuses_a_rev
         await nursery.start(agent.run)
         async with AgentClient("a", address, pki.client_context()) as manager:
             assert (await manager.health()).status == "healthy"
-        # The manager's client certificate is revoked (as `patch-manager ca revoke` does it);
-        # the CRL the manager serves lists it; the agent fetches it and refuses that certificate.
+        # Should the manager's client certificate be listed revoked (the CA refuses to revoke
+        # its own: marked here directly), the CRL the manager serves lists it; the agent
+        # fetches it and refuses that certificate.
         client_cert = pki.ca.current(CertKind.MANAGER_CLIENT)
         await record_certificates(web_rig.db, [client_cert])
-        await web_rig.db.run(revoke_certificate, client_cert.serial)
+        await web_rig.db.run(
+            lambda c: c.execute(
+                "UPDATE certificates SET status = 'revoked', revoked_at = now() WHERE serial = %s",
+                (Decimal(client_cert.serial),),
+            )
+        )
         await web_rig.system.certificates.revoked()
         await refresh_crl(base, files)
         crl = x509.load_pem_x509_crl((files.directory / "crl.pem").read_bytes())
