@@ -419,6 +419,19 @@ def revoke_family(conn: psycopg.Connection[Any], family_id: str) -> int:
     return conn.execute("DELETE FROM sessions WHERE family_id = %s::uuid", (family_id,)).rowcount
 
 
+def family_address(conn: psycopg.Connection[Any], family_id: str) -> str:
+    """The source address the session family logged in from ('' when unknown)."""
+    try:
+        uuid.UUID(family_id)
+    except ValueError:
+        return ""
+    row = conn.execute(
+        "SELECT address FROM sessions WHERE family_id = %s::uuid ORDER BY created_at LIMIT 1",
+        (family_id,),
+    ).fetchone()
+    return str(row[0] or "") if row else ""
+
+
 def list_sessions(conn: psycopg.Connection[Any], user_id: int) -> list[SessionItem]:
     rows = conn.execute(
         "SELECT id, created_at, last_seen_at, expires_at, address, user_agent FROM sessions"

@@ -57,6 +57,7 @@ from storage import (
     revoke_family,
     rotate_session,
 )
+from storage.users import family_address
 
 from .middleware import deny_websocket
 
@@ -327,6 +328,15 @@ class Auth:
             return LoginResult(Outcome.LOCKED, user, record.locked_until)
         await self.db.run(record_login, user.id)
         return LoginResult(Outcome.OK, user)
+
+    async def check_current_password(self, user: User, password: str, family_id: str) -> Outcome:
+        """A logged-in user's current password (before a change), checked like a login: it
+        waits for the turn of the address the session logged in from (the user's own turn
+        when unknown), and a wrong one counts towards the address's delay and the account's
+        lockout; a locked account is refused even with the right password."""
+        address = await self.db.run(family_address, family_id) if family_id else ""
+        result = await self.login(user.username, password, address or f"user:{user.id}")
+        return result.outcome
 
     async def check_password(self, username: str, password: str) -> User | None:
         """The user when the login succeeds (any address, for callers without one)."""

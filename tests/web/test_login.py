@@ -158,6 +158,26 @@ async def test_an_admin_who_must_change_the_password_gets_no_health_details(
     assert "database" in (await clients[1].get("/api/v1/health")).json()
 
 
+async def test_wrong_current_passwords_count_towards_lockout_and_the_address_throttle(
+    web_rig: WebRig, client: httpx2.AsyncClient, clients: list[httpx2.AsyncClient]
+) -> None:
+    one_time = await make_user(client, "changer")
+    browser = clients[0]
+    csrf = await first_login(browser, "changer", one_time)
+    browser.headers["x-csrf-token"] = csrf
+    wrong = {"current_password": "not it at all", "new_password": "another strong one 77"}
+    for _ in range(5):
+        answer = await browser.post("/api/v1/profile/password", json=wrong)
+        assert_envelope(answer, 422, "validation_error")
+    assert web_rig.auth.throttle.failures("10.0.0.1") == 5
+    listed = {u["username"]: u for u in (await client.get("/api/v1/users")).json()["users"]}
+    assert listed["changer"]["failed_logins"] == 5
+    assert listed["changer"]["locked_until"] is not None
+    # Locked: even the right current password is refused now.
+    right = {"current_password": STRONG, "new_password": "another strong one 77"}
+    assert (await browser.post("/api/v1/profile/password", json=right)).status_code == 422
+
+
 async def test_a_login_gets_a_new_token_and_ends_the_browsers_earlier_session(
     web_rig: WebRig, client: httpx2.AsyncClient, clients: list[httpx2.AsyncClient]
 ) -> None:

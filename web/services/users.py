@@ -26,7 +26,7 @@ from storage import (
     update_user,
 )
 
-from ..auth import Auth, Busy, generate_password
+from ..auth import Auth, Busy, Outcome, generate_password
 from ..authz import Action, require, scope_changed
 from ..handle import AlreadyExists, HandleError, InvalidInput, Missing, TooBusy
 from ..models import PasswordChange, UserCreate, UserUpdate
@@ -135,17 +135,22 @@ async def reset_password(sys: System, who: Principal, auth: Auth, user_id: int) 
 async def change_password(
     sys: System, who: Principal, auth: Auth, data: PasswordChange, keep_family: str = ""
 ) -> None:
-    """The user's own password change: the current password must be right, the new one must
+    """The user's own password change: the current password must be right (checked like a
+    login: a wrong one counts towards the lockout and the address's delay), the new one must
     meet the policy. Every other session of the user ends (``keep_family``: the caller's,
     which the caller rotates)."""
     user = await sys.db.run(get_user_by_id, who.user_id) if who.user_id else None
     if user is None or user.state != "active":
         raise Missing("no such user")
     try:
-        right = await auth.verify_password(user, data.current_password)
+        outcome = await auth.check_current_password(user, data.current_password, keep_family)
     except Busy:
         raise TooBusy("current_password", "too many password checks at once; try again") from None
-    if not right:
+    if outcome is Outcome.LOCKED:
+        raise InvalidInput(
+            "current_password", "too many wrong passwords: the account is locked for now"
+        )
+    if outcome is not Outcome.OK:
         raise InvalidInput("current_password", "the current password is wrong")
     settings = auth.settings
     problem = password_problem(
