@@ -252,7 +252,14 @@ SECTIONS: dict[str, tuple[Key, ...]] = {
             0.5,
             0.9,
         ),
-        Key("crl_interval_s", "int", 86_400, "Seconds between CRL re-signings.", 3600, 604_800),
+        Key(
+            "crl_interval_s",
+            "int",
+            86_400,
+            "Seconds between CRL re-signings (each CRL is valid 7 days).",
+            3600,
+            172_800,
+        ),
         Key("enrol_token_hours", "int", 24, "Hours an enrolment request stays valid.", 1, 168),
         Key(
             "enrol_rate_s",
