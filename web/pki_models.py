@@ -150,13 +150,35 @@ class Approve(Body):
     group: str | None = Field(default=None, max_length=100, description="group of the new host")
 
 
+KEYRING_DIRS = ("/etc/apt/keyrings/", "/usr/share/keyrings/", "/etc/pki/rpm-gpg/")
+
+
+def _keyring_path(value: str) -> str:
+    """Empty (the agent's default), or a file directly or deeper under a keyring directory."""
+    if not value:
+        return value
+    parts = value.split("/")
+    if (
+        not value.startswith(KEYRING_DIRS)
+        or value.endswith("/")
+        or any(p in (".", "..") for p in parts)
+        or _CONTROL.search(value)
+    ):
+        raise ValueError(f"an absolute file path under {', '.join(KEYRING_DIRS)} without '..'")
+    return value
+
+
 class RepoConfig(Body):
     """The repository an agent of one distribution uses (agent-api §7.4)."""
 
     distro_id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", description="os-release ID")
     gpg_public_key: str = Field(default="", max_length=100_000, description="ASCII-armored")
     sources_config: str = Field(default="", max_length=100_000, description="repo file text")
-    keyring_path: str = Field(default="", max_length=4096)
+    keyring_path: Annotated[
+        str,
+        Field(default="", max_length=4096, description="under " + ", ".join(KEYRING_DIRS)),
+        AfterValidator(_keyring_path),
+    ]
 
 
 class RepoConfigs(Reply):

@@ -183,3 +183,19 @@ async def test_metrics_and_dashboard_show_the_soonest_agent_certificate_expiry(
     assert match is not None and 2.9 * 86_400 < int(match[1]) <= 3 * 86_400
     page = (await client.get("/")).text
     assert re.search(r"The soonest agent certificate expires in (2\.9|3\.0) days\.", page)
+
+
+async def test_repo_config_keyring_path_must_be_under_a_keyring_directory(
+    client: httpx2.AsyncClient,
+) -> None:
+    base = {"distro_id": "debian", "gpg_public_key": "KEY", "sources_config": "deb x y z"}
+    for bad in ("/etc/shadow", "etc/apt/keyrings/k.gpg", "/etc/apt/keyrings/../../shadow",
+                "/etc/apt/keyrings/", "/usr/share/keyrings/a\nb.gpg"):  # fmt: skip
+        body = assert_envelope(
+            await client.post("/api/v1/repo-configs", json={**base, "keyring_path": bad}), 422
+        )
+        assert set(body["details"]["fields"]) == {"keyring_path"}, bad
+    for good in ("", "/etc/apt/keyrings/lpa.gpg", "/usr/share/keyrings/lpa.gpg",
+                 "/etc/pki/rpm-gpg/RPM-GPG-KEY-lpa"):  # fmt: skip
+        saved = await client.post("/api/v1/repo-configs", json={**base, "keyring_path": good})
+        assert saved.status_code == 200, saved.text
