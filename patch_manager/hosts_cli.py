@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,16 @@ from actors import AddressPolicy, DiscoveryError, RegistrationError
 from actors.discovery import Found, ScanProgress, addresses, parse_range, scan
 from actors.persist import DatabaseDiscoveryStore
 from actors.registration import register
-from ca import CertificateAuthority, agent_client_context
+from ca import AgentPeerPolicy, CertificateAuthority, agent_client_context
 from settings import Config
-from storage import Database, delete_host, get_host, host_table, request_host_refresh
+from storage import (
+    Database,
+    delete_host,
+    get_host,
+    host_table,
+    refused_agent_serials,
+    request_host_refresh,
+)
 
 
 class CommandError(Exception):
@@ -89,6 +97,17 @@ async def hosts_command(args: argparse.Namespace, config: Config, db: Database) 
         print(f"asked the server to poll {len(ids) or 'all'} host(s) now")
 
 
+async def discovery_context(
+    db: Database, ca: CertificateAuthority
+) -> tuple[ssl.SSLContext, AgentPeerPolicy]:
+    """The agent client context with the server's peer policy: revoked agent certificates and
+    the manager's own (root, client, web) are refused, as the running server refuses them."""
+    revoked, not_agent = await db.run(refused_agent_serials)
+    policy = AgentPeerPolicy(revoked=revoked, not_agent={*not_agent, *ca.own_serials()})
+    ctx = agent_client_context(ca.root_cert_path, ca.client_cert_path, ca.client_key_path, policy)
+    return ctx, policy
+
+
 async def discover_command(
     args: argparse.Namespace, config: Config, db: Database, data_dir: Path
 ) -> None:
@@ -100,7 +119,7 @@ async def discover_command(
     except DiscoveryError as exc:
         raise CommandError(str(exc)) from None
     ca = await trio.to_thread.run_sync(CertificateAuthority, data_dir / "ca")
-    ctx = agent_client_context(ca.root_cert_path, ca.client_cert_path, ca.client_key_path)
+    ctx, _ = await discovery_context(db, ca)
     store = DatabaseDiscoveryStore(db)
     total = len(addresses(network, policy))
     scan_id = await store.create(str(network), total)
