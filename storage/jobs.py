@@ -157,10 +157,34 @@ def _job_visible(scope: HostScope) -> sql.Composable:
     )
 
 
+def _status(scope: HostScope) -> sql.Composable:
+    """The job's status as ``scope`` sees it. A finished job that also reached hosts outside
+    the scope is rolled up over the rows within it (as ``actors.rollout.roll_up`` does over
+    all rows), so a failure elsewhere does not show; anything else is the job's status."""
+    if scope.all_hosts:
+        return sql.SQL("jobs.status")
+    return sql.SQL(
+        "CASE WHEN jobs.status IN ('succeeded', 'partially_failed', 'failed', 'cancelled')"
+        " AND EXISTS (SELECT 1 FROM job_hosts so WHERE so.job_id = jobs.id AND NOT {o})"
+        " THEN (SELECT CASE"
+        " WHEN count(*) FILTER (WHERE si.state = 'succeeded') = count(*) THEN 'succeeded'"
+        " WHEN count(*) FILTER (WHERE si.state = 'succeeded') > 0 THEN 'partially_failed'"
+        " WHEN count(*) FILTER (WHERE si.state = 'failed') > 0 THEN 'failed'"
+        " WHEN count(*) FILTER (WHERE si.state = 'cancelled') > 0 THEN 'cancelled'"
+        " ELSE 'failed' END FROM job_hosts si WHERE si.job_id = jobs.id AND {i})"
+        " ELSE jobs.status END"
+    ).format(o=scope_condition(scope, "so.host_id"), i=scope_condition(scope, "si.host_id"))
+
+
+def _job_columns(scope: HostScope) -> sql.Composable:
+    before, after = _JOB_COLUMNS.split(" status,")
+    return sql.Composed([sql.SQL(before + " "), _status(scope), sql.SQL("," + after)])
+
+
 def get_job(conn: psycopg.Connection[Any], job_id: int, scope: HostScope = EVERYTHING) -> JobRow:
     """The job; ``NotFound`` when unknown or when none of its hosts is within ``scope``."""
     query = sql.SQL("SELECT {cols} FROM jobs WHERE id = %s AND {v}").format(
-        cols=sql.SQL(_JOB_COLUMNS), v=_job_visible(scope)
+        cols=_job_columns(scope), v=_job_visible(scope)
     )
     row = conn.execute(query, (job_id,)).fetchone()
     if row is None:
@@ -174,25 +198,29 @@ def list_jobs(
     limit: int = 100,
     scope: HostScope = EVERYTHING,
 ) -> list[tuple[JobRow, dict[str, int]]]:
-    """Jobs visible within ``scope`` newest first, each with its row counts by state (counted
-    over every row of the job: the roll-up is the job's, not the scope's)."""
-    where = sql.SQL("status = %s AND {v}" if status else "{v}").format(v=_job_visible(scope))
+    """Jobs visible within ``scope`` newest first, each with its row counts by state, counted
+    over the rows of hosts within ``scope`` (nothing tells a scoped user how many hosts
+    outside it a job reaches)."""
+    where = sql.SQL("{s} = %s AND {v}" if status else "{v}").format(
+        s=_status(scope), v=_job_visible(scope)
+    )
     params: list[Any] = [status] if status else []
     jobs = [
         _job(r)
         for r in conn.execute(
             sql.SQL("SELECT {cols} FROM jobs WHERE {w} ORDER BY id DESC LIMIT %s").format(
-                cols=sql.SQL(_JOB_COLUMNS), w=where
+                cols=_job_columns(scope), w=where
             ),
             [*params, limit],
         ).fetchall()
     ]
     counts: dict[int, dict[str, int]] = {j.id: {} for j in jobs}
     if jobs:
-        for job_id, state, count in conn.execute(
-            "SELECT job_id, state, count(*) FROM job_hosts WHERE job_id = ANY(%s) GROUP BY 1, 2",
-            ([j.id for j in jobs],),
-        ).fetchall():
+        counted = sql.SQL(
+            "SELECT r.job_id, r.state, count(*) FROM job_hosts r"
+            " WHERE r.job_id = ANY(%s) AND {c} GROUP BY 1, 2"
+        ).format(c=scope_condition(scope, "r.host_id"))
+        for job_id, state, count in conn.execute(counted, ([j.id for j in jobs],)).fetchall():
             counts[job_id][state] = int(count)
     return [(j, counts[j.id]) for j in jobs]
 
@@ -210,7 +238,8 @@ def job_rows(
 
 def job_hosts_outside(conn: psycopg.Connection[Any], job_id: int, scope: HostScope) -> int:
     """How many of the job's rows are for hosts outside ``scope`` (a job may be changed only
-    by someone whose scope holds every host it targets)."""
+    by someone whose scope holds every host it targets; callers must not show the number to
+    a scoped user)."""
     if scope.all_hosts:
         return 0
     query = sql.SQL("SELECT count(*) FROM job_hosts r WHERE r.job_id = %s AND NOT {c}").format(

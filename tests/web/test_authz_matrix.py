@@ -668,6 +668,45 @@ async def test_a_job_reaching_other_groups_is_visible_with_only_the_users_rows_a
     await operator.aclose()
 
 
+async def test_a_job_reaching_other_groups_shows_a_scoped_user_only_in_scope_roll_ups(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    world = await build_world(web_rig, client)
+    inside, outside = await world.targets("in"), await world.targets("out")
+    both = [inside.ids["host_id"], outside.ids["host_id"]]
+    job_id = (await client.post("/api/v1/jobs", json={"host_ids": both})).json()["job_id"]
+    everything = {j["id"]: j for j in (await client.get("/api/v1/jobs")).json()["jobs"]}
+    assert sum(everything[job_id]["hosts"].values()) == 2
+    operator = await user_client(web_rig, OPR, [world.group_ids["in"]])
+    listed = {j["id"]: j for j in (await operator.get("/api/v1/jobs")).json()["jobs"]}
+    assert sum(listed[job_id]["hosts"].values()) == 1  # the operator's host only
+    refused = await operator.post(f"/api/v1/jobs/{job_id}/cancel", json={})
+    assert refused.status_code == 422
+    message = refused.json()["error"]["message"]
+    assert "outside your groups" in message and not any(ch.isdigit() for ch in message)
+    # The job ends: the operator's host succeeded, the other one failed.
+    await web_rig.db.run(
+        lambda c: c.execute(
+            "UPDATE job_hosts SET state = CASE WHEN host_id = %s THEN 'succeeded' ELSE 'failed'"
+            " END, finished_at = now() WHERE job_id = %s",
+            (inside.ids["host_id"], job_id),
+        )
+    )
+    await web_rig.db.run(
+        lambda c: c.execute(
+            "UPDATE jobs SET status = 'partially_failed', finished_at = now() WHERE id = %s",
+            (job_id,),
+        )
+    )
+    assert (await client.get(f"/api/v1/jobs/{job_id}")).json()["status"] == "partially_failed"
+    assert (await operator.get(f"/api/v1/jobs/{job_id}")).json()["status"] == "succeeded"
+    listed = {j["id"]: j for j in (await operator.get("/api/v1/jobs")).json()["jobs"]}
+    assert listed[job_id]["status"] == "succeeded"
+    mine = (await operator.get("/api/v1/jobs", params={"status": "succeeded"})).json()["jobs"]
+    assert job_id in [j["id"] for j in mine]
+    await operator.aclose()
+
+
 async def test_relay_socket_closes_when_an_admin_changes_the_users_groups(
     nursery: trio.Nursery, web_rig: WebRig, client: httpx2.AsyncClient, pki: Pki
 ) -> None:

@@ -139,8 +139,8 @@ async def _require_whole_job(sys: System, who: Principal, job_id: int) -> None:
     await get(sys, who, job_id)
     outside = await sys.db.run(job_hosts_outside, job_id, scope_of(who))
     if outside:
-        raise InvalidInput(
-            "job_id", f"the job targets {outside} host(s) outside your groups; ask an admin"
+        raise InvalidInput(  # no number: how many hosts outside the scope is not theirs
+            "job_id", "the job also targets hosts outside your groups; ask an admin"
         )
 
 
