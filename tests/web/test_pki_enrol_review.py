@@ -3,7 +3,9 @@ which name, bounded and clean request bodies, agent renewal by re-enrolment, tok
 
 from __future__ import annotations
 
+import io
 import re
+import tarfile
 
 import httpx2
 import pytest
@@ -14,7 +16,7 @@ from ca import CertKind
 from patch_manager.runtime import record_certificates
 
 from ..conftest import Pki, fleet_addresses
-from .conftest import WebRig, assert_envelope
+from .conftest import WebRig, assert_envelope, form_token
 from .test_pki_enrol import agent_client, request_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -199,3 +201,23 @@ async def test_repo_config_keyring_path_must_be_under_a_keyring_directory(
                  "/etc/pki/rpm-gpg/RPM-GPG-KEY-lpa"):  # fmt: skip
         saved = await client.post("/api/v1/repo-configs", json={**base, "keyring_path": good})
         assert saved.status_code == 200, saved.text
+
+
+async def test_host_page_bundle_of_an_enrolled_host_keeps_its_fqdn_san(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    token = (await enrol(web_rig, "127.0.0.48", request_for("192.0.2.48", "hb"))).json()
+    [pending] = (await client.get("/api/v1/enrolments")).json()["enrolments"]
+    host_id = (await client.post(f"/api/v1/enrolments/{pending['id']}/approve")).json()["host_id"]
+    assert (await poll(web_rig, token["polling_token"]))["status"] == "approved"
+    page = await client.get(f"/hosts/{host_id}")
+    response = await client.post(
+        f"/hosts/{host_id}/certificate-bundle", data={"csrf_token": form_token(page.text)}
+    )
+    assert response.status_code == 200
+    with tarfile.open(fileobj=io.BytesIO(response.content)) as tar:
+        extracted = tar.extractfile("server.pem")
+        assert extracted is not None
+        leaf = x509.load_pem_x509_certificates(extracted.read())[0]
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sorted(str(v.value) for v in sans) == ["192.0.2.48", "hb.example.com"]

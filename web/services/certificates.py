@@ -108,7 +108,8 @@ def _tar(files: dict[str, tuple[str, int]]) -> bytes:
 
 
 async def host_bundle(sys: System, who: Principal, host_id: int) -> tuple[str, bytes]:
-    """A new agent certificate for the host (SANs = its name and address) with the files the
+    """A new agent certificate for the host (SANs = its name, address and a display name that is
+    a dotted DNS name, as for an enrolled host's FQDN) with the files the
     agent reads (``ca.pem``, ``server.pem`` = leaf + root, ``server.key.pem`` 0600, ``crl.pem``)
     as a .tar.gz, named after the host. The key exists only in this answer."""
     require(who, Action.MANAGE_PKI)
@@ -117,6 +118,10 @@ async def host_bundle(sys: System, who: Principal, host_id: int) -> tuple[str, b
     except NotFound:
         raise Missing(f"no host with id {host_id}") from None
     names = [host.name] + ([host.address] if host.address and host.address != host.name else [])
+    fqdn = host.display_name.lower()
+    if "." in fqdn and _DNS_NAME.match(fqdn) and not fqdn.rsplit(".", 1)[-1].isdigit():
+        names.append(fqdn)  # an enrolled host: name = its address, display name = its FQDN
+    names = list(dict.fromkeys(names))
     return f"{host.name}-certificates.tar.gz", await _bundle(sys, names, host.id)
 
 
