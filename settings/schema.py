@@ -273,7 +273,7 @@ SECTIONS: dict[str, tuple[Key, ...]] = {
             "auto_approve_cidrs",
             "str_list",
             [],
-            "Enrolment requests whose source address and agent IP are in one of these CIDRs are "
+            "Enrolment requests sent from the agent IP they claim, in one of these CIDRs, are "
             "approved without an admin.",
             max_items=100,
         ),
