@@ -4,14 +4,21 @@ until ``approved`` / ``denied`` / ``notfound``, then the files written as the ag
 (``ca.pem``, ``server.pem``, ``server.key.pem`` 0600, ``crl.pem``) and the agent served with them.
 
 Like the real agent, enrolment does not verify the manager's certificate (it has no CA yet).
+
+``python -m simulator.enrol URL --address 127.0.0.50`` does it against a running manager from
+the shell (``enrol_and_serve``): the agent enrols, waits for approval, then serves.
 """
 
 from __future__ import annotations
 
+import argparse
+import ipaddress
 import logging
 import os
 import ssl
+import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +28,7 @@ import trio
 from ca import agent_server_context
 
 from .agent import SimAgent
-from .catalog import HostProfile
+from .catalog import HostProfile, generate_profile
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +84,12 @@ async def enrol(
     polled: trio.Event | None = None,
 ) -> EnrolledFiles:
     """Enrol and wait for the decision; ``polled`` is set after the first status answer."""
-    async with httpx2.AsyncClient(base_url=base_url, verify=False, trust_env=False) as client:
+    # Sent from the agent's own address, as the real agent's requests are (the manager's
+    # auto-approval rule requires source address = ip_address).
+    transport = httpx2.AsyncHTTPTransport(verify=False, local_address=ip_address)
+    async with httpx2.AsyncClient(
+        base_url=base_url, transport=transport, trust_env=False
+    ) as client:
         response = await client.post(
             "/api/v1/enroll",
             json={"machine_id": machine_id, "fqdn": fqdn, "ip_address": ip_address,
@@ -136,3 +148,64 @@ def enrolled_agent(
     """A simulated agent serving mTLS with the files it received, and its contexts."""
     contexts = EnrolledContexts(files)
     return SimAgent(address, port, profile, contexts, time_scale=time_scale), contexts
+
+
+async def enrol_and_serve(
+    base_url: str,
+    directory: Path,
+    *,
+    address: str,
+    port: int = 12443,
+    machine_id: str | None = None,
+    fqdn: str | None = None,
+    time_scale: float = 1.0,
+    poll_interval_s: float = 5.0,
+    task_status: trio.TaskStatus[SimAgent] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """One simulated agent on loopback ``address``: enrol against the manager at ``base_url``,
+    wait for an admin's (or auto-) approval, then serve with the files received until
+    cancelled. ``task_status`` gets the serving agent."""
+    ip = ipaddress.ip_address(address)
+    if ip.version != 4 or not ip.is_loopback:
+        raise EnrolmentFailed(f"{address} is not a 127.0.0.0/8 address (simulated agents are)")
+    name = fqdn or f"sim-{address.replace('.', '-')}.example.com"
+    machine = machine_id or f"sim-{address.replace('.', '-')}"
+    log.info("enrolling %s (%s, %s) with %s", machine, name, address, base_url)
+    files = await enrol(base_url, directory, machine_id=machine, fqdn=name, ip_address=address,
+                        poll_interval_s=poll_interval_s)  # fmt: skip
+    profile = generate_profile(int(ip) & 0xFFFF, 1)
+    agent, _ = enrolled_agent(files, address, port, profile, time_scale=time_scale)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(agent.run)
+        log.info("enrolled; serving on %s:%d with %s", address, port, files.directory)
+        task_status.started(agent)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m simulator.enrol URL --address 127.0.0.50``: a simulated agent enrols with a
+    running manager, waits for approval and then serves (Ctrl-C stops it)."""
+    parser = argparse.ArgumentParser(prog="python -m simulator.enrol", description=main.__doc__)
+    parser.add_argument("url", help="the manager's web address, e.g. https://127.0.0.1:8443")
+    parser.add_argument("--address", required=True, help="the agent's 127.0.0.0/8 address")
+    parser.add_argument("--port", type=int, default=12443, help="agent port (12443)")
+    parser.add_argument("--dir", type=Path, help="where its files go (default: ./enrolled-ADDR)")
+    parser.add_argument("--machine-id", help="default sim-ADDR")
+    parser.add_argument("--fqdn", help="default sim-ADDR.example.com")
+    parser.add_argument("--time-scale", type=float, default=1.0, help="1.0 = real time")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    directory = args.dir or Path(f"enrolled-{args.address}")
+    try:
+        trio.run(partial(enrol_and_serve, args.url, directory, address=args.address,
+                         port=args.port, machine_id=args.machine_id, fqdn=args.fqdn,
+                         time_scale=args.time_scale))  # fmt: skip
+    except (EnrolmentFailed, httpx2.HTTPError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

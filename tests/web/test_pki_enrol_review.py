@@ -6,18 +6,26 @@ from __future__ import annotations
 import io
 import re
 import tarfile
+from functools import partial
+from pathlib import Path
 
 import httpx2
 import pytest
 import trio
+from asgi_lifespan import LifespanManager
 from cryptography import x509
 
+from actors import HealthState
 from ca import CertKind
 from patch_manager.runtime import record_certificates
+from simulator.enrol import enrol_and_serve
+from simulator.enrol import main as enrol_main
+from storage import list_enrolments
 
 from ..conftest import Pki, fleet_addresses
 from .conftest import WebRig, assert_envelope, form_token
 from .test_pki_enrol import agent_client, request_for
+from .test_relay import serve
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -221,3 +229,41 @@ async def test_host_page_bundle_of_an_enrolled_host_keeps_its_fqdn_san(
         leaf = x509.load_pem_x509_certificates(extracted.read())[0]
     sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sorted(str(v.value) for v in sans) == ["192.0.2.48", "hb.example.com"]
+
+
+async def test_enrol_and_serve_enrols_a_simulated_agent_that_auto_approval_admits_and_is_polled(
+    nursery: trio.Nursery, web_rig: WebRig, pki: Pki, tmp_path: Path
+) -> None:
+    async with LifespanManager(web_rig.app):
+        base, _stop = await serve(nursery, web_rig, pki)
+    address = fleet_addresses(1)
+    web_rig.system.certificates.auto_approval = ((f"{address}/32",), "", "")
+    with trio.fail_after(60):
+        await nursery.start(
+            partial(
+                enrol_and_serve,
+                base,
+                tmp_path / "agent",
+                address=address,
+                port=12443,
+                time_scale=0.002,
+                poll_interval_s=0.05,
+            )  # fmt: skip
+        )
+        [row] = await web_rig.db.run(list_enrolments)
+        assert row.source_address == address and row.decided_by == "auto-approval"
+        assert row.host_id is not None
+        web_rig.system.handle.refresh([row.host_id])
+        await web_rig.system.fleet.wait_until(
+            lambda s: any(x.host_id == row.host_id and x.health is HealthState.HEALTHY for x in s)
+        )
+
+
+def test_simulator_enrol_command_refuses_an_address_outside_loopback_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["https://127.0.0.1:1", "--address", "192.0.2.1", "--dir", str(tmp_path)]
+    assert enrol_main(argv) == 1
+    assert capsys.readouterr().err == (
+        "error: 192.0.2.1 is not a 127.0.0.0/8 address (simulated agents are)\n"
+    )
