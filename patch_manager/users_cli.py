@@ -26,6 +26,7 @@ from storage import (
     unlock_user,
     update_user,
 )
+from storage.principals import notify_scope_changed
 from web import Auth, generate_password
 
 from .hosts_cli import CommandError
@@ -150,6 +151,8 @@ async def _run(action: str, args: argparse.Namespace, db: Database) -> None:
         print("(every session of this user has ended; to be changed at the next login)")
     else:
         raise CommandError(f"unknown users action {action}")
+    # A running server's open relay sockets of this user re-check their session and scope now.
+    await db.run(notify_scope_changed)
 
 
 def _json(u: UserItem) -> dict[str, Any]:

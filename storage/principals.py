@@ -7,6 +7,7 @@ The web layer's ``authz`` module decides what a role may do; this module only lo
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .errors import NotFound
+from .errors import DatabaseUnavailable, NotFound
 from .scope import HostScope, scope_condition
 
 
@@ -100,12 +101,51 @@ def hosts_outside(
     return [i for i in dict.fromkeys(host_ids) if i not in known]
 
 
-def session_active(conn: psycopg.Connection[Any], token_hash: bytes) -> bool:
-    """Whether the session of this token still stands (not ended, expired or rotated): open
-    relay sockets check it when scopes change."""
+def session_active(
+    conn: psycopg.Connection[Any], token_hash: bytes, idle_timeout: dt.timedelta | None = None
+) -> bool:
+    """Whether the session of this token still stands (not ended, expired, rotated or, given
+    ``idle_timeout``, idle too long): open relay sockets check it when scopes change and
+    periodically."""
     row = conn.execute(
         "SELECT 1 FROM sessions WHERE token_hash = %s AND expires_at > now()"
-        " AND rotated_at IS NULL",
-        (token_hash,),
+        " AND rotated_at IS NULL"
+        " AND (%s::interval IS NULL OR last_seen_at > now() - %s::interval)",
+        (token_hash, idle_timeout, idle_timeout),
     ).fetchone()
     return row is not None
+
+
+# -- session and membership changes made by other processes (the CLI) -----------------------
+
+SCOPE_CHANNEL = "scope_changed"
+
+
+def notify_scope_changed(conn: psycopg.Connection[Any]) -> None:
+    """Tell the running web server that users' roles, groups, states or sessions changed (the
+    CLI does, after its change has committed): its open relay sockets re-check at once."""
+    conn.execute("SELECT pg_notify(%s, '')", (SCOPE_CHANNEL,))
+
+
+class ScopeChangeListener:
+    """A dedicated autocommit connection LISTENing on ``scope_changed``. Blocking: call its
+    methods from a worker thread. ``DatabaseUnavailable`` when the database cannot be
+    reached or the connection drops."""
+
+    def __init__(self, conninfo: str) -> None:
+        try:
+            self._conn = psycopg.connect(conninfo, autocommit=True)
+            self._conn.execute(f"LISTEN {SCOPE_CHANNEL}")
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DatabaseUnavailable(f"cannot LISTEN for scope changes: {first}") from exc
+
+    def wait(self, timeout: float = 1.0) -> int:
+        """How many notifications arrived within ``timeout`` seconds (at most one batch)."""
+        try:
+            return len(list(self._conn.notifies(timeout=timeout, stop_after=1)))
+        except psycopg.Error as exc:
+            raise DatabaseUnavailable(f"scope change notifications interrupted: {exc}") from exc
+
+    def close(self) -> None:
+        self._conn.close()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -113,7 +116,17 @@ def create_app(
     templates.env.filters["since"] = since
     pages = Pages(handle, db, auth, templates, rules)
     api = Api(handle, db)
-    relay = Relay(handle, db, operators_see_ungrouped=operators_see_ungrouped)
+    relay = Relay(
+        handle, db, operators_see_ungrouped=operators_see_ungrouped, idle_timeout=auth.idle_timeout
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        """While serving: the relay hears of user changes made by other processes (the CLI)."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(relay.watch_notifications)
+            yield
+            nursery.cancel_scope.cancel()
 
     async def health(request: Request) -> Response:
         """Anonymous callers get only the status; a session whose role may observe the system
@@ -207,6 +220,7 @@ def create_app(
     ]
     app = WebApp(
         routes=routes,
+        lifespan=lifespan,
         max_body_bytes=max_body_bytes,
         middleware=[
             Middleware(DisconnectMiddleware),

@@ -11,8 +11,10 @@ browsers reconnect instead of seeing a dropped connection.
 
 Authorization: each socket has the principal of its session. The snapshot and every event are
 filtered with ``authz.scope_of`` (the set of visible host ids, read in SQL when the socket opens
-and again whenever ``authz.scope_changed`` announces a membership change: hosts that left the
-scope get a ``removed`` message at once, hosts that entered it a ``change`` with their state).
+and again whenever ``authz.scope_changed`` announces a membership change — in this process, or
+from the users CLI through PostgreSQL NOTIFY (``Relay.watch_notifications``) — and every 30 s
+at the latest: hosts that left the scope get a ``removed`` message at once, hosts that entered
+it a ``change`` with their state).
 A user who is disabled or deleted meanwhile is disconnected (close code 4403), and so is a
 socket whose session ended (4401: logged out, revoked by an admin or a role or group change,
 expired, rotated; the browser reconnects with its current cookie or goes to the login). Jobs
@@ -21,6 +23,7 @@ are followed only when visible to the principal, scans only by roles that may di
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from typing import Any
@@ -28,7 +31,8 @@ from typing import Any
 import trio
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from storage import Database, session_active, visible_host_ids
+from storage import Database, DatabaseUnavailable, session_active, visible_host_ids
+from storage.principals import ScopeChangeListener
 
 from . import authz
 from .api import scan_json
@@ -46,6 +50,7 @@ MAX_CLIENT_MESSAGE = 1024  # characters; the largest message a page sends is ~60
 GOING_AWAY = 1001
 NOT_ALLOWED = 4403
 LOGGED_OUT = 4401  # the socket's session ended (logout, revoked, expired, rotated)
+RECHECK_EVERY = 30.0  # seconds: a socket re-checks its session and scope at least this often
 
 
 class _Subscriber:
@@ -68,9 +73,12 @@ class Relay:
         buffer: int = 256,
         *,
         operators_see_ungrouped: bool = False,
+        idle_timeout: dt.timedelta | None = None,
     ) -> None:
         self.handle = handle
         self.db = db
+        self.idle_timeout = idle_timeout
+        self.recheck_every = RECHECK_EVERY
         self.sys = System(handle, db)
         self.operators_see_ungrouped = operators_see_ungrouped
         self.buffer = buffer
@@ -147,6 +155,40 @@ class Relay:
             self._disconnected.set()
             self._disconnected = trio.Event()
 
+    async def watch_notifications(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """LISTEN for ``scope_changed`` notifications from other processes (the users CLI)
+        and announce each as a scope change here: open sockets re-check their session and
+        scope at once. Runs until cancelled, reconnecting after database errors (and then
+        announcing a change, as one may have been missed); reports readiness after the first
+        attempt to listen."""
+        started = False
+        while True:
+            try:
+                listener = await trio.to_thread.run_sync(ScopeChangeListener, self.db.conninfo)
+            except DatabaseUnavailable as exc:
+                log.warning("%s", exc)
+                if not started:
+                    started = True
+                    task_status.started()
+                await trio.sleep(5)
+                continue
+            try:
+                if not started:
+                    started = True
+                    task_status.started()
+                while True:
+                    if await trio.to_thread.run_sync(listener.wait, 1.0, abandon_on_cancel=True):
+                        authz.scope_changed(self.db)
+            except DatabaseUnavailable as exc:
+                log.warning("%s", exc)
+                await trio.sleep(1)
+                authz.scope_changed(self.db)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(listener.close)
+
     async def _load_visible(self, sub: _Subscriber) -> None:
         scope = scope_of(sub.who)
         sub.visible = None if scope.all_hosts else await self.db.run(visible_host_ids, scope)
@@ -154,14 +196,19 @@ class Relay:
     async def _follow_scope(
         self, websocket: WebSocket, sub: _Subscriber, generation: int, nursery: trio.Nursery
     ) -> None:
-        """On every scope change: re-read the principal and its visible hosts; tell the
-        browser which hosts left (``removed``) and entered (``change``) its view at once."""
+        """On every scope change (announced in this process, or by another one through
+        ``storage.principals.notify_scope_changed``), and every ``recheck_every`` seconds at
+        the latest (sessions also end by expiry, idleness and pruning, which nothing
+        announces): re-read the
+        principal, its session and its visible hosts; tell the browser which hosts left
+        (``removed``) and entered (``change``) its view at once."""
         while True:
-            generation = await authz.wait_scope_changed(self.db, generation)
+            with trio.move_on_after(self.recheck_every):
+                generation = await authz.wait_scope_changed(self.db, generation)
             sub.who = await authz.load(
                 self.db, sub.who.user_id, operators_see_ungrouped=self.operators_see_ungrouped
             )
-            if not await self.db.run(session_active, sub.token_hash):
+            if not await self.db.run(session_active, sub.token_hash, self.idle_timeout):
                 await websocket.close(code=LOGGED_OUT, reason="session ended")
                 nursery.cancel_scope.cancel()
                 return

@@ -19,6 +19,7 @@ Requests that change or remove their target run against fresh targets made for t
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import itertools
 import json
@@ -738,4 +739,73 @@ async def test_relay_socket_closes_when_an_admin_changes_the_users_groups(
                     await ws.get_message()
             assert closed.value.reason is not None
             assert closed.value.reason.code == 4401
+    stop.set()
+
+
+async def open_operator_socket(
+    nursery: trio.Nursery, web_rig: WebRig, client: httpx2.AsyncClient, pki: Pki
+) -> tuple[str, str, trio.Event]:
+    """An operator of group "in" and the server: (base url, the operator's cookie, stop)."""
+    world = await build_world(web_rig, client)
+    await world.targets("in")
+    operator = await user_client(web_rig, OPR, [world.group_ids["in"]])
+    await operator.aclose()
+    base_url, stop = await serve(nursery, web_rig, pki)
+    cookie = await relay_cookie(base_url, pki, "operator-user", PASSWORD)
+    return base_url, cookie, stop
+
+
+async def closed_code(base_url: str, cookie: str, pki: Pki, change: Any) -> int:
+    """Open the relay with ``cookie``, read the snapshot, run ``change``, and return the close
+    code the server ends the socket with."""
+    host, port = base_url.removeprefix("https://").split(":")
+    async with trio_websocket.open_websocket(
+        host,
+        int(port),
+        "/api/v1/live",
+        use_ssl=browser_context(pki),
+        extra_headers=[
+            (b"cookie", f"pm_session={cookie}".encode()),
+            (b"origin", base_url.encode()),
+        ],  # fmt: skip
+    ) as ws:
+        assert json.loads(await ws.get_message())["type"] == "snapshot"
+        await change()
+        with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+            while True:
+                await ws.get_message()
+        assert closed.value.reason is not None
+        return int(closed.value.reason.code)
+
+
+async def test_relay_socket_closes_when_its_session_expires_without_any_announcement(
+    nursery: trio.Nursery, web_rig: WebRig, client: httpx2.AsyncClient, pki: Pki
+) -> None:
+    base_url, cookie, stop = await open_operator_socket(nursery, web_rig, client, pki)
+    web_rig.app.state.relay.recheck_every = 0.05  # the periodic re-check (30 s in service)
+
+    async def expire() -> None:
+        await web_rig.db.run(
+            lambda c: c.execute("UPDATE sessions SET expires_at = now() - interval '1 second'")
+        )
+
+    with trio.fail_after(30):
+        assert await closed_code(base_url, cookie, pki, expire) == 4401
+    stop.set()
+
+
+async def test_relay_socket_closes_at_once_when_the_cli_changes_the_users_groups(
+    nursery: trio.Nursery, web_rig: WebRig, client: httpx2.AsyncClient, pki: Pki
+) -> None:
+    from patch_manager.users_cli import users_command
+
+    base_url, cookie, stop = await open_operator_socket(nursery, web_rig, client, pki)
+    assert web_rig.app.state.relay.recheck_every == 30.0  # only the notification can do it
+
+    async def cli_set_groups() -> None:
+        args = argparse.Namespace(users_command="set-groups", name="operator-user", groups=[])
+        await users_command(args, web_rig.db)
+
+    with trio.fail_after(20):
+        assert await closed_code(base_url, cookie, pki, cli_set_groups) == 4401
     stop.set()
