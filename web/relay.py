@@ -56,10 +56,17 @@ RECHECK_EVERY = 30.0  # seconds: a socket re-checks its session and scope at lea
 class _Subscriber:
     """One socket's principal, its session and the host ids it may see (None: every host)."""
 
-    def __init__(self, who: Principal, token: str) -> None:
+    def __init__(self, who: Principal, token: str, generation: int) -> None:
         self.who = who
         self.token_hash = hash_token(token)
         self.visible: set[int] | None = None
+        self.generation = generation  # the scope generation ``visible`` was read for
+        self.reloaded = trio.Event()  # set (and replaced) after each re-read
+
+    def reloaded_for(self, generation: int) -> None:
+        self.generation = generation
+        self.reloaded.set()
+        self.reloaded = trio.Event()
 
     def sees(self, host_id: int) -> bool:
         return self.visible is None or host_id in self.visible
@@ -113,8 +120,9 @@ class Relay:
             if who.role is Role.NONE:
                 await websocket.close(code=NOT_ALLOWED, reason="not allowed")
                 return
-            sub = _Subscriber(who, websocket.scope.get("state", {}).get("session_token", ""))
             generation = authz.scope_generation(self.db)
+            token = websocket.scope.get("state", {}).get("session_token", "")
+            sub = _Subscriber(who, token, generation)
             with self.handle.subscribe(self.buffer) as changes:
                 await self._load_visible(sub)
                 snapshots = [s for s in self.handle.snapshots() if sub.sees(s.host_id)]
@@ -127,6 +135,10 @@ class Relay:
                     with trio.CancelScope() as forwarding:
                         nursery.start_soon(self._forward_until_closing, forwarding)
                         async for change in changes:
+                            # A scope change was announced and its re-read is pending: wait
+                            # for it, so that a host that just left is not forwarded.
+                            while authz.scope_generation(self.db) != sub.generation:
+                                await sub.reloaded.wait()
                             host_id = change.snapshot.host_id
                             if not sub.sees(host_id):
                                 continue
@@ -199,9 +211,10 @@ class Relay:
         """On every scope change (announced in this process, or by another one through
         ``storage.principals.notify_scope_changed``), and every ``recheck_every`` seconds at
         the latest (sessions also end by expiry, idleness and pruning, which nothing
-        announces): re-read the
-        principal, its session and its visible hosts; tell the browser which hosts left
-        (``removed``) and entered (``change``) its view at once."""
+        announces): re-read the principal, its session and its visible hosts; tell the
+        browser which hosts left (``removed``) and entered (``change``) its view at once.
+        While a re-read is pending the forwarding waits for it (no event of a host that
+        just left goes out)."""
         while True:
             with trio.move_on_after(self.recheck_every):
                 generation = await authz.wait_scope_changed(self.db, generation)
@@ -218,6 +231,7 @@ class Relay:
                 return
             before = sub.visible
             await self._load_visible(sub)
+            sub.reloaded_for(generation)
             after = sub.visible
             if before == after:
                 continue

@@ -20,6 +20,7 @@ Requests that change or remove their target run against fresh targets made for t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import itertools
 import json
@@ -121,6 +122,9 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("POST", "/certificates/renew"): Entry(ADMIN, form={"kind": "web_server"}),
     ("POST", "/certificates/issue"): Entry(ADMIN, form={"names": "bad name!"}),
     ("POST", "/certificates/revoke"): Entry(ADMIN, form={"serial": "zz"}),
+    ("GET", "/settings"): Entry(ADMIN),
+    ("POST", "/settings/repo-configs"): Entry(ADMIN, form={"distro_id": "bad id!"}),
+    ("POST", "/settings/repo-configs/delete"): Entry(ADMIN, form={"distro_id": "bad id!"}),
     ("GET", "/enrolments"): Entry(ADMIN),
     ("POST", "/enrolments/{enrolment_id:int}/approve"): Entry(ADMIN, form={}, fresh=True),
     ("POST", "/enrolments/{enrolment_id:int}/deny"): Entry(ADMIN, form={}, fresh=True),
@@ -808,4 +812,46 @@ async def test_relay_socket_closes_at_once_when_the_cli_changes_the_users_groups
 
     with trio.fail_after(20):
         assert await closed_code(base_url, cookie, pki, cli_set_groups) == 4401
+    stop.set()
+
+
+async def test_relay_forwards_nothing_of_a_host_that_left_the_scope_while_the_re_read_is_pending(
+    nursery: trio.Nursery, web_rig: WebRig, client: httpx2.AsyncClient, pki: Pki
+) -> None:
+    world = await build_world(web_rig, client)
+    inside = await world.targets("in")
+    operator = await user_client(web_rig, OPR, [world.group_ids["in"]])
+    await operator.aclose()
+    base_url, stop = await serve(nursery, web_rig, pki)
+    cookie = await relay_cookie(base_url, pki, "operator-user", PASSWORD)
+    host, port = base_url.removeprefix("https://").split(":")
+    in_id = inside.ids["host_id"]
+    fleet = web_rig.system.fleet
+    with trio.fail_after(30):
+        async with trio_websocket.open_websocket(
+            host,
+            int(port),
+            "/api/v1/live",
+            use_ssl=browser_context(pki),
+            extra_headers=[
+                (b"cookie", f"pm_session={cookie}".encode()),
+                (b"origin", base_url.encode()),
+            ],  # fmt: skip
+        ) as ws:
+            snapshot = json.loads(await ws.get_message())
+            assert [h["host_id"] for h in snapshot["hosts"]] == [in_id]
+            moved = await client.post(
+                f"/api/v1/groups/{world.group_ids['in']}/hosts",
+                json={"host_ids": [in_id], "member": False},
+            )
+            assert moved.status_code == 200
+            # The unassign has returned: an event of that host now must not reach the operator.
+            current = fleet.get(in_id)
+            assert current is not None
+            fleet.publish(dataclasses.replace(current, last_error="after-the-unassign"))
+            while True:
+                text = await ws.get_message()
+                assert "after-the-unassign" not in text
+                if json.loads(text) == {"type": "removed", "host_id": in_id}:
+                    break
     stop.set()
