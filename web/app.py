@@ -47,6 +47,7 @@ from .pki_pages import PkiPages
 from .relay import Relay
 from .report_pages import ReportPages
 from .reports_api import ReportsApi
+from .settings_pages import SettingsPages
 from .user_pages import AccountPages
 from .users_api import UsersApi
 
@@ -214,6 +215,7 @@ def create_app(
         *UsersApi(handle, db, auth).routes(),
         *JobPages(pages).routes(),
         *PkiPages(pages).routes(),
+        *SettingsPages(pages).routes(),
         *ReportsApi(handle, db, rules).routes(),
         *ReportPages(pages, rules).routes(),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
