@@ -123,7 +123,7 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("POST", "/certificates/issue"): Entry(ADMIN, form={"names": "bad name!"}),
     ("POST", "/certificates/revoke"): Entry(ADMIN, form={"serial": "zz"}),
     ("GET", "/settings"): Entry(ADMIN),
-    ("POST", "/settings/repo-configs"): Entry(ADMIN, form={"distro_id": "bad id!"}),
+    ("POST", "/settings/repo-configs"): Entry(ADMIN, form={"distro_id": "matrix"}),
     ("POST", "/settings/repo-configs/delete"): Entry(ADMIN, form={"distro_id": "bad id!"}),
     ("GET", "/enrolments"): Entry(ADMIN),
     ("POST", "/enrolments/{enrolment_id:int}/approve"): Entry(ADMIN, form={}, fresh=True),
