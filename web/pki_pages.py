@@ -18,12 +18,13 @@ from .models_io import path_id
 from .pages import Base, Pages
 from .services import certificates as certs
 from .services import enrolment, groups, principal
-from .services.certificates import CertificateView
+from .services.certificates import CertificateHost, CertificateView
 
 
 @dataclass(frozen=True)
 class CertificatesPage(Base):
     certificates: list[CertificateView] = field(default_factory=list)
+    hosts: dict[str, CertificateHost] = field(default_factory=dict)  # by serial
     expiry_days: dict[str, float] = field(default_factory=dict)
     error: str = ""
 
@@ -42,10 +43,12 @@ class PkiPages:
         self.sys = pages.sys
 
     async def certificates(self, request: Request, error: str = "", status: int = 200) -> Response:
-        views, expiry = await certs.listing(self.sys, principal(request))
+        who = principal(request)
+        views, expiry = await certs.listing(self.sys, who)
         page = CertificatesPage(
             **self.p.base(request, "Certificates", "certificates"),
             certificates=views,
+            hosts=await certs.hosts_of(self.sys, who, views),
             expiry_days={k: round(v / 86_400, 1) for k, v in expiry.items()},
             error=error,
         )
@@ -135,9 +138,26 @@ class PkiPages:
             headers={"content-disposition": f'attachment; filename="{name}"'},
         )
 
+    async def reissue(self, request: Request) -> Response:
+        form = fields(await request.form())
+        try:
+            name, archive = await certs.reissue_bundle(
+                self.sys, principal(request), form.get("serial", "")
+            )
+        except Missing as exc:
+            return await self.certificates(request, str(exc), 404)
+        except HandleError as exc:
+            return await self.certificates(request, exc.message, exc.status)
+        return Response(
+            archive,
+            media_type="application/gzip",
+            headers={"content-disposition": f'attachment; filename="{name}"'},
+        )
+
     def routes(self) -> list[Route]:
         return [
             Route("/certificates/issue", self.issue, methods=["POST"]),
+            Route("/certificates/reissue", self.reissue, methods=["POST"]),
             Route("/hosts/{host_id:int}/certificate-bundle", self.bundle, methods=["POST"]),
             Route("/certificates", self.certificates, methods=["GET"]),
             Route("/certificates/renew", self.renew, methods=["POST"]),

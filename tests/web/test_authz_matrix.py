@@ -122,6 +122,7 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("POST", "/certificates/renew"): Entry(ADMIN, form={"kind": "web_server"}),
     ("POST", "/certificates/issue"): Entry(ADMIN, form={"names": "bad name!"}),
     ("POST", "/certificates/revoke"): Entry(ADMIN, form={"serial": "zz"}),
+    ("POST", "/certificates/reissue"): Entry(ADMIN, form={"serial": "zz"}),
     ("GET", "/settings"): Entry(ADMIN),
     ("POST", "/settings/repo-configs"): Entry(ADMIN, form={"distro_id": "matrix"}),
     ("POST", "/settings/repo-configs/delete"): Entry(ADMIN, form={"distro_id": "bad id!"}),

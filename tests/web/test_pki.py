@@ -238,3 +238,42 @@ async def test_certificates_page_issues_an_agent_certificate_as_the_agents_files
     assert bad.status_code == 422 and "neither an IP address nor a DNS name" in bad.text
     empty = await client.post("/certificates/issue", data={"names": " ", "csrf_token": token})
     assert empty.status_code == 422
+
+
+async def test_certificates_page_shows_each_agent_certificates_host_and_reissues_it(
+    web_rig: WebRig, client: httpx2.AsyncClient, pki: Pki
+) -> None:
+    address = fleet_addresses(1)
+    host = (await client.post("/api/v1/hosts", json={"name": address})).json()
+    mine = pki.ca.issue_agent([f"agent-{host['id']}.example.com", address])
+    stray = pki.ca.issue_agent(["nowhere.example.com"])
+    await record_certificates(web_rig.db, [mine.record, stray.record])
+    page = await client.get("/certificates")
+    row = re.search(rf"<tr>\s*<td>agent_server</td>((?:(?!</tr>).)*{mine.record.serial_hex}"
+                    r"(?:(?!</tr>).)*)</tr>", page.text, re.S)  # fmt: skip
+    assert row is not None and f'<a href="/hosts/{host["id"]}">' in row[1]
+    assert "stays valid until you revoke it" in row[1]
+    other = re.search(rf"{stray.record.serial_hex}(?:(?!</tr>).)*</tr>", page.text, re.S)
+    assert other is not None and "no host" in other[0]
+    token = form_token(page.text)
+    response = await client.post(
+        "/certificates/reissue", data={"serial": mine.record.serial_hex, "csrf_token": token}
+    )
+    assert response.status_code == 200, response.text
+    with tarfile.open(fileobj=io.BytesIO(response.content)) as tar:
+        extracted = tar.extractfile("server.pem")
+        assert extracted is not None
+        leaf, _ = x509.load_pem_x509_certificates(extracted.read())
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(v.value) for v in sans] == [f"agent-{host['id']}.example.com", address]
+    listing = {c["serial"]: c for c in (await client.get("/api/v1/certificates")).json()[
+        "certificates"]}  # fmt: skip
+    assert listing[format(leaf.serial_number, "x")]["status"] == "valid"
+    assert listing[mine.record.serial_hex]["status"] == "valid"  # the old one until revoked
+    web = pki.ca.current(CertKind.WEB_SERVER)
+    await record_certificates(web_rig.db, [web])
+    for serial, status in (("zz", 422), ("abc123", 404), (web.serial_hex, 422)):
+        refused = await client.post(
+            "/certificates/reissue", data={"serial": serial, "csrf_token": token}
+        )
+        assert refused.status_code == status and 'role="alert"' in refused.text

@@ -17,6 +17,7 @@ from storage import (
     delete_repo_config,
     get_host,
     list_certificates,
+    list_hosts,
     repo_config,
     repo_configs,
     revoke_certificate,
@@ -62,6 +63,51 @@ async def listing(sys: System, who: Principal) -> tuple[list[CertificateView], d
     views = [CertificateView.of(c, now) for c in reversed(rows)]
     expiry = {k: int(v) for k, v in sys.handle.certificate_expiry().items()}
     return views, expiry
+
+
+@dataclass(frozen=True)
+class CertificateHost:
+    host_id: int
+    label: str  # the display name, or the name
+
+
+async def hosts_of(
+    sys: System, who: Principal, views: list[CertificateView]
+) -> dict[str, CertificateHost]:
+    """The host each agent certificate belongs to, by serial: the host whose name, address or
+    display name (an enrolled host's FQDN) is one of the certificate's SANs."""
+    require(who, Action.MANAGE_PKI)
+    by_name: dict[str, CertificateHost] = {}
+    for h in await sys.db.run(list_hosts):
+        found = CertificateHost(h.id, h.display_name or h.name)
+        for name in (h.display_name.lower(), h.address or "", h.name.lower()):  # strongest last
+            if name:
+                by_name[name] = found
+    out: dict[str, CertificateHost] = {}
+    for v in views:
+        if v.kind == "agent_server":
+            match = next((by_name[n.lower()] for n in v.sans if n.lower() in by_name), None)
+            if match is not None:
+                out[v.serial] = match
+    return out
+
+
+async def reissue_bundle(sys: System, who: Principal, serial_text: str) -> tuple[str, bytes]:
+    """A new agent certificate with the same SANs as the agent certificate ``serial_text``, as
+    the agent's files. The old certificate stays valid until it is revoked."""
+    require(who, Action.MANAGE_PKI)
+    serial = parse_serial(serial_text)
+    old = next((c for c in await sys.db.run(list_certificates) if c.serial == serial), None)
+    if old is None:
+        raise Missing(f"no certificate with serial {serial:x}")
+    if old.kind != "agent_server" or not old.sans:
+        raise InvalidInput("serial", "only agent certificates are reissued here")
+    view = CertificateView.of(old, dt.datetime.now(dt.UTC))
+    host = (await hosts_of(sys, who, [view])).get(view.serial)
+    names = list(old.sans)
+    return f"{names[0]}-certificates.tar.gz", await _bundle(
+        sys, names, host.host_id if host else None
+    )
 
 
 async def renew(sys: System, who: Principal, kind: str) -> str:
