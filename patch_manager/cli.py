@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--control-socket", type=Path, help="control API socket (DATA_DIR/simulator.sock)"
     )
+    p.add_argument("--enrol", metavar="URL",
+                   help="the agents enrol with the manager at URL (https://127.x.y.z:PORT) "
+                        "and serve once approved")  # fmt: skip
 
     p = sub.add_parser("sim-ctl", help="send one request to a running simulator")
     _common(p)
@@ -401,11 +404,19 @@ def cmd_ca(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from .simulate import run_simulator
+    from simulator.enrol import EnrolmentFailed
+
+    from .simulate import run_enrolled, run_simulator
 
     logs.configure(args.log_level or "info", args.log_format or "auto")
     _, data_dir = _dirs(args)
-    trio.run(lambda: run_simulator(args, data_dir))
+    if args.enrol is None:
+        trio.run(lambda: run_simulator(args, data_dir))
+        return 0
+    try:
+        trio.run(lambda: run_enrolled(args, data_dir))
+    except EnrolmentFailed as exc:
+        raise CliError(str(exc)) from None
     return 0
 
 
