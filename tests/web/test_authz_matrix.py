@@ -63,9 +63,12 @@ class Entry:
     form: Mapping[str, str] | None = None
     fresh: bool = False  # changes or removes its target: run against targets made for it
     last: bool = False  # ends the session
+    expect: frozenset[int] = frozenset()  # success answers, when not the kind's (``success``)
 
 
 WAIVER = {"owner": "sec", "reason": "vendor fix pending", "expires_at": "2030-01-01T00:00:00Z"}
+
+REFUSED = frozenset({422})  # the request sends a value the service refuses on purpose
 
 DEFINITION = {"name": "weekly", "report": "reboots", "format": "csv", "schedule": "0 6 * * 1"}
 
@@ -74,11 +77,13 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/api/v1/health"): Entry(ALL),
     ("GET", "/api/v1/openapi.json"): Entry(ALL),
     ("GET", "/login"): Entry(ALL),
-    ("POST", "/login"): Entry(ALL, form={"username": "x", "password": "y"}),
+    ("POST", "/login"): Entry(
+        ALL, form={"username": "x", "password": "y"}, expect=frozenset({400})
+    ),  # no form token
     ("POST", "/logout"): Entry(ALL, form={}, last=True),
     ("GET", "/password"): Entry(ALL),
-    ("POST", "/password"): Entry(ALL, form=WRONG),
-    ("POST", "/api/v1/profile/password"): Entry(ALL, json=WRONG),
+    ("POST", "/password"): Entry(ALL, form=WRONG, expect=REFUSED),
+    ("POST", "/api/v1/profile/password"): Entry(ALL, json=WRONG, expect=REFUSED),
     ("GET", "/profile"): Entry(ALL),
     # someone else's session id: "that session had ended already" (only one's own are revoked)
     ("POST", "/profile/sessions/{session_id:int}/revoke"): Entry(ALL, form={}),
@@ -93,10 +98,14 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("DELETE", "/api/v1/users/{user_id:int}/sessions"): Entry(ADMIN, fresh=True),
     ("DELETE", "/api/v1/users/{user_id:int}/sessions/{session_id:int}"): Entry(ADMIN, fresh=True),
     ("GET", "/users"): Entry(ADMIN),
-    ("POST", "/users"): Entry(ADMIN, form={"username": "{new_name}", "role": "auditor"}),
+    ("POST", "/users"): Entry(
+        ADMIN, form={"username": "{new_name}", "role": "auditor"}, expect=frozenset({201})
+    ),  # the page with the one-time password
     ("POST", "/users/{user_id:int}"): Entry(ADMIN, form={"role": "auditor"}, fresh=True),
     ("POST", "/users/{user_id:int}/unlock"): Entry(ADMIN, form={}, fresh=True),
-    ("POST", "/users/{user_id:int}/reset-password"): Entry(ADMIN, form={}, fresh=True),
+    ("POST", "/users/{user_id:int}/reset-password"): Entry(
+        ADMIN, form={}, fresh=True, expect=frozenset({200})
+    ),  # the page with the one-time password
     ("POST", "/users/{user_id:int}/revoke-sessions"): Entry(ADMIN, form={}, fresh=True),
     ("POST", "/users/{user_id:int}/sessions/{session_id:int}/revoke"): Entry(
         ADMIN, form={}, fresh=True
@@ -107,22 +116,28 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/api/v1/pki/crl.pem"): Entry(ALL),
     ("GET", "/api/v1/certificates"): Entry(ADMIN),
     ("POST", "/api/v1/certificates/renew"): Entry(ADMIN, json={"kind": "web_server"}),
-    ("POST", "/api/v1/certificates/revoke"): Entry(ADMIN, json={"serial": "not-hex"}),
+    ("POST", "/api/v1/certificates/revoke"): Entry(
+        ADMIN, json={"serial": "not-hex"}, expect=REFUSED
+    ),
     ("POST", "/api/v1/enroll"): Entry(
-        ALL, json={"machine_id": "m", "fqdn": "m.example.com", "ip_address": "not-an-ip"}
+        ALL,
+        json={"machine_id": "m", "fqdn": "m.example.com", "ip_address": "not-an-ip"},
+        expect=REFUSED,
     ),  # fmt: skip
     ("GET", "/api/v1/enroll/status/{token}"): Entry(ALL),
     ("GET", "/api/v1/enrolments"): Entry(ADMIN),
-    ("GET", "/api/v1/pki/repo-config"): Entry(ALL),
+    ("GET", "/api/v1/pki/repo-config"): Entry(ALL, expect=REFUSED),  # no distro_id
     ("GET", "/api/v1/repo-configs"): Entry(ADMIN),
     ("POST", "/api/v1/repo-configs"): Entry(ADMIN, json={"distro_id": "debian"}),
     ("POST", "/api/v1/repo-configs/delete"): Entry(ADMIN, json={"distro_id": "bad id!"}),
     ("GET", "/certificates"): Entry(ADMIN),
-    ("POST", "/hosts/{host_id:int}/certificate-bundle"): Entry(ADMIN, form={}),
+    ("POST", "/hosts/{host_id:int}/certificate-bundle"): Entry(
+        ADMIN, form={}, expect=frozenset({200})
+    ),  # the bundle itself
     ("POST", "/certificates/renew"): Entry(ADMIN, form={"kind": "web_server"}),
-    ("POST", "/certificates/issue"): Entry(ADMIN, form={"names": "bad name!"}),
-    ("POST", "/certificates/revoke"): Entry(ADMIN, form={"serial": "zz"}),
-    ("POST", "/certificates/reissue"): Entry(ADMIN, form={"serial": "zz"}),
+    ("POST", "/certificates/issue"): Entry(ADMIN, form={"names": "bad name!"}, expect=REFUSED),
+    ("POST", "/certificates/revoke"): Entry(ADMIN, form={"serial": "zz"}, expect=REFUSED),
+    ("POST", "/certificates/reissue"): Entry(ADMIN, form={"serial": "zz"}, expect=frozenset({422})),
     ("GET", "/settings"): Entry(ADMIN),
     ("POST", "/settings/repo-configs"): Entry(ADMIN, form={"distro_id": "matrix"}),
     ("POST", "/settings/repo-configs/delete"): Entry(ADMIN, form={"distro_id": "bad id!"}),
@@ -173,8 +188,8 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/api/v1/discovery/{scan_id:int}"): Entry(ADMIN),
     ("POST", "/api/v1/discovery/{scan_id:int}/cancel"): Entry(ADMIN, json={}),
     ("POST", "/api/v1/discovery/{scan_id:int}/register"): Entry(
-        ADMIN, json={"addresses": ["127.0.0.9"]}
-    ),
+        ADMIN, json={"addresses": ["127.0.0.9"]}, expect=REFUSED
+    ),  # not an address the scan found
     ("GET", "/discovery"): Entry(ADMIN),
     ("POST", "/discovery"): Entry(ADMIN, form={"cidr": "{scan_cidr}"}),
     ("GET", "/discovery/{scan_id:int}"): Entry(ADMIN),
@@ -186,7 +201,9 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/api/v1/jobs/{job_id:int}"): Entry(ALL),
     ("POST", "/api/v1/jobs/{job_id:int}/cancel"): Entry(WRITERS, json={}, fresh=True),
     ("POST", "/api/v1/jobs/{job_id:int}/retry"): Entry(WRITERS, json={}),
-    ("POST", "/api/v1/jobs/{job_id:int}/rollback"): Entry(WRITERS, json={}),
+    ("POST", "/api/v1/jobs/{job_id:int}/rollback"): Entry(
+        WRITERS, json={}, expect=REFUSED
+    ),  # nothing to roll back
     ("POST", "/api/v1/deploy/preview"): Entry(WRITERS, json={"host_ids": ["{host_id}"]}),
     ("GET", "/deploy"): Entry(WRITERS),
     ("POST", "/deploy"): Entry(WRITERS, form={"host_ids": "{host_id}"}),
@@ -448,6 +465,19 @@ def error_code(response: httpx2.Response) -> str:
         return ""
 
 
+def success(key: tuple[str, str], entry: Entry) -> frozenset[int]:
+    """The answers an allowed request may get: the entry's own (``expect``: a request that
+    sends a value the service refuses on purpose), else by kind: a page 200, a form post a
+    303 redirect, an API change 200/201/202/204."""
+    if entry.expect:
+        return entry.expect
+    if key[0] == "GET":
+        return frozenset({200})
+    if entry.form is not None:
+        return frozenset({303})
+    return frozenset({200, 201, 202, 204})
+
+
 def scoped(key: tuple[str, str], entry: Entry) -> bool:
     text = key[1] + json.dumps(entry.json) + json.dumps(entry.form)
     return any("{" + k for k in SCOPED_KEYS if "{" + k in text)
@@ -456,9 +486,34 @@ def scoped(key: tuple[str, str], entry: Entry) -> bool:
 # -- the matrix ------------------------------------------------------------------------------
 
 
+async def relay_answer(nursery: trio.Nursery, rig: WebRig, pki: Pki, path: str, cookie: str) -> str:
+    """What a WebSocket to ``path`` with the session ``cookie`` gets first: ``"snapshot"`` or
+    ``"closed <code>"``."""
+    base_url, stop = await serve(nursery, rig, pki)
+    host, port = base_url.removeprefix("https://").split(":")
+    try:
+        with trio.fail_after(30):
+            async with trio_websocket.open_websocket(
+                host,
+                int(port),
+                path,
+                use_ssl=browser_context(pki),
+                extra_headers=[
+                    (b"cookie", f"pm_session={cookie}".encode()),
+                    (b"origin", base_url.encode()),
+                ],  # fmt: skip
+            ) as ws:
+                try:
+                    return str(json.loads(await ws.get_message())["type"])
+                except trio_websocket.ConnectionClosed as closed:
+                    return f"closed {closed.reason.code if closed.reason else None}"
+    finally:
+        stop.set()
+
+
 @pytest.mark.parametrize("role", [ADM, OPR, AUD], ids=lambda r: r.value)
 async def test_authorization_matrix_every_route_role_and_scope(
-    web_rig: WebRig, client: httpx2.AsyncClient, role: Role
+    nursery: trio.Nursery, web_rig: WebRig, client: httpx2.AsyncClient, pki: Pki, role: Role
 ) -> None:
     world = await build_world(web_rig, client)
     base = {"in": await world.targets("in"), "out": await world.targets("out")}
@@ -467,7 +522,10 @@ async def test_authorization_matrix_every_route_role_and_scope(
     users: dict[str, tuple[int, int]] = {}  # a user with a session, for the user routes
     order = sorted(MATRIX.items(), key=lambda kv: (kv[1].last, kv[1].fresh))
     for key, entry in order:
-        if key[0] == "WS":
+        if key[0] == "WS":  # over a real TLS server: the relay accepts or refuses the role
+            answer = await relay_answer(nursery, web_rig, pki, key[1], who.cookies["pm_session"])
+            if answer != ("snapshot" if role in entry.allowed else "closed 4403"):
+                failures.append(f"{role.value} WS {key[1]}: {answer}")
             continue
         for side in ("in", "out"):
             targets = await world.targets(side) if entry.fresh else base[side]
@@ -509,6 +567,8 @@ async def test_authorization_matrix_every_route_role_and_scope(
                     failures.append(f"{label}, expected a refusal")
             elif status in (403, 404):
                 failures.append(f"{label}, expected the request allowed")
+            elif status not in success(key, entry):
+                failures.append(f"{label}, expected {sorted(success(key, entry))}")
             if entry.last:
                 break
     if who is not client:
