@@ -311,14 +311,14 @@ class Auth:
             ok = await self.hashing.run(_verify, stored, password, suspect=suspect)
             if record is None or not ok:
                 self.throttle.failed(source)
-                if record is not None:
-                    lock_for = dt.timedelta(minutes=self.settings.lockout_minutes)
-                    threshold = self.settings.lockout_threshold
-                    until = await self.db.run(
-                        record_failed_login, record.user.id, threshold, lock_for
-                    )
-                    if until is not None and until > dt.datetime.now(dt.UTC):
-                        log.warning("login: account %r locked until %s", name, until)
+                lock_for = dt.timedelta(minutes=self.settings.lockout_minutes)
+                threshold = self.settings.lockout_threshold
+                # The same statement for an unknown user (an id no row has: it updates
+                # nothing), so both answers cost the same database round trip.
+                user_id = record.user.id if record is not None else 0
+                until = await self.db.run(record_failed_login, user_id, threshold, lock_for)
+                if until is not None and until > dt.datetime.now(dt.UTC):
+                    log.warning("login: account %r locked until %s", name, until)
                 return LoginResult(Outcome.WRONG)
             # A success does not clear the address's failures: they decay with time.
         user = record.user
