@@ -3,6 +3,8 @@ roll-up changes, one reload per change), never by reloading itself in a loop."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from playwright.sync_api import Page, expect
 
 from .test_ui import Demo, demo, page  # noqa: F401  (the demo process and the browser page)
@@ -41,8 +43,20 @@ def test_a_job_cancelled_elsewhere_shows_as_cancelled_on_an_open_job_page(
         page.fill("#password", demo.password)
         page.click("button[type=submit]")
         expect(page.locator("h1")).to_have_text("Fleet")
+    # A one-time window for host 3 opening tomorrow: the deployment waits for it.
+    opens = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=1)
+    page.goto(demo.url + "windows")
+    page.fill("#w-name", "tomorrow")
+    page.select_option("#w-target", "host:3")
+    page.select_option("#w-rec", "once")
+    page.fill("#w-date", opens.date().isoformat())
+    page.fill("#w-time", opens.strftime("%H:%M:%S"))
+    page.fill("#w-dur", "30")
+    page.fill("#w-tz", "UTC")
+    page.click("text=Save window")
+    expect(page.locator(".notice")).to_have_text("Window saved")
     page.goto(demo.url + "deploy?host_ids=3")
-    page.check("input[name=schedule][value=window]")  # no window for this host: it waits
+    page.check("input[name=schedule][value=window]")
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#deploy-form button[type=submit]")
     expect(page.locator(".notice")).to_contain_text("created for 1 host(s)")

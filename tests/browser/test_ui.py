@@ -287,7 +287,22 @@ def test_every_page_works_under_the_csp_without_console_errors(demo: Demo, page:
     expect(page.locator("#live-status")).to_have_text("live")  # the WebSocket under the CSP
     page.locator("#theme-toggle").click()  # the theme script runs from a file
     assert page.evaluate("document.documentElement.dataset.theme") in ("light", "dark")
-    for path in ["/hosts", "/hosts/1", "/groups", "/discovery", "/deploy", "/jobs", "/windows"]:
+    for path in [
+        "/hosts",
+        "/hosts/1",
+        "/groups",
+        "/discovery",
+        "/deploy",
+        "/jobs",
+        "/windows",
+        "/reports",
+        "/waivers",
+        "/certificates",
+        "/enrolments",
+        "/settings",
+        "/users",
+        "/profile",
+    ]:
         visit(path)
     page.goto(demo.url + "jobs")
     if page.locator("a[href^='/jobs/']").count() == 0:  # run alone: queue a job to look at
