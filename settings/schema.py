@@ -170,8 +170,22 @@ SECTIONS: dict[str, tuple[Key, ...]] = {
         Key("connect_timeout_s", "float", 1.5, "TCP connect deadline per address.", 0.1, 30),
     ),
     "retention": (
-        Key("operational_days", "int", 30, "Days of operational history kept.", 1, 3650),
-        Key("audit_days", "int", 180, "Days of audit trail kept.", 30, 3650),
+        Key(
+            "operational_days",
+            "int",
+            30,
+            "Days of operational history to keep (validated; pruning not implemented yet).",
+            1,
+            3650,
+        ),
+        Key(
+            "audit_days",
+            "int",
+            180,
+            "Days of audit trail to keep (validated; no audit trail yet).",
+            30,
+            3650,
+        ),
     ),
     "compliance": (
         Key("critical_sla_days", "int", 7, "Days a critical patch may stay pending.", 0, 3650),
