@@ -11,7 +11,6 @@ import email.utils
 import ipaddress
 import json
 import os
-import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -22,6 +21,8 @@ from typing import Any
 import httpx2
 import trio
 import trio_websocket
+
+from storage import package_name_problem, package_version_problem
 
 from .agent_errors import (
     AdmissionRefused,
@@ -60,8 +61,6 @@ from .agent_records import (
     without_nul,
 )
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+._-]{0,255}$")
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+.:~_-]{0,255}$")
 ADMISSION_CODES = frozenset(
     {
         "QUEUE_FULL", "ADMISSION_FROZEN", "ADMISSION_CLOSED", "SELF_UPDATE_IN_PROGRESS",
@@ -72,13 +71,15 @@ USER_AGENT = "linux-patch-manager/0.1"
 
 
 def check_package_name(name: str) -> str:
-    if not _NAME.match(name):
+    """``name`` if the agent accepts it (the one rule in ``storage.packages``), else ValueError."""
+    if package_name_problem(name) is not None:
         raise ValueError(f"invalid package name {name!r}")
     return name
 
 
 def check_version(version: str) -> str:
-    if not _VERSION.match(version):
+    """``version`` if the agent accepts it, else ValueError."""
+    if package_version_problem(version) is not None:
         raise ValueError(f"invalid package version {version!r}")
     return version
 

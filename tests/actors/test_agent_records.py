@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from actors.agent_client import check_package_name, check_version
 from actors.agent_records import (
     JobOperation,
     JobStatus,
@@ -167,3 +168,14 @@ def test_websocket_messages() -> None:
         }
     )
     assert event is not None and event.status is JobStatus.TIMED_OUT
+
+
+def test_client_refuses_package_names_and_versions_with_a_trailing_newline() -> None:
+    """The client applies the agent's rule to the whole string (``re.match`` with ``$`` let a
+    trailing newline through)."""
+    assert check_package_name("openssl") == "openssl"
+    assert check_version("1:3.0.2-0ubuntu1.15") == "1:3.0.2-0ubuntu1.15"
+    with pytest.raises(ValueError, match="invalid package name"):
+        check_package_name("openssl\n")
+    with pytest.raises(ValueError, match="invalid package version"):
+        check_version("3.0.2\n")
