@@ -74,6 +74,33 @@ class ClusterThread:
         self._thread.join(30)
 
 
+class StoppableCluster:
+    """An embedded PostgreSQL of this test's own, stoppable and restartable."""
+
+    def __init__(self, nursery: trio.Nursery, prefix: str = "pm-outage-") -> None:
+        self.nursery = nursery
+        self.cluster = EmbeddedPostgres(make_tmp_dir(prefix) / "pg", settings=FAST)
+        self.scope = trio.CancelScope()
+        self.stopped = trio.Event()
+
+    async def start(self) -> str:
+        self.scope, self.stopped = trio.CancelScope(), trio.Event()
+
+        async def run(*, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                with self.scope:
+                    await self.cluster.run(task_status=task_status)
+            finally:
+                self.stopped.set()
+
+        conninfo: str = await self.nursery.start(run)
+        return conninfo
+
+    async def stop(self) -> None:
+        self.scope.cancel()
+        await self.stopped.wait()
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[EmbeddedPostgres]:
     """The session's PostgreSQL. A cluster that cannot start fails the run (never a skip)."""

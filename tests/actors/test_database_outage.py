@@ -21,9 +21,9 @@ from patch_manager.runtime import Storage
 from patch_manager.serve import build_actor_system
 from settings import ConfigStore
 from simulator import Fleet
-from storage import Database, DatabaseUnavailable, EmbeddedPostgres, insert_host, migrate
+from storage import Database, DatabaseUnavailable, insert_host, migrate
 
-from ..conftest import FAST, Pki, make_tmp_dir
+from ..conftest import Pki, StoppableCluster
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -45,37 +45,10 @@ restart_min_s = 1.0
 """
 
 
-class Cluster:
-    """An embedded PostgreSQL of this test's own, stoppable and restartable."""
-
-    def __init__(self, nursery: trio.Nursery) -> None:
-        self.nursery = nursery
-        self.cluster = EmbeddedPostgres(make_tmp_dir("pm-outage-") / "pg", settings=FAST)
-        self.scope = trio.CancelScope()
-        self.stopped = trio.Event()
-
-    async def start(self) -> str:
-        self.scope, self.stopped = trio.CancelScope(), trio.Event()
-
-        async def run(*, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-            try:
-                with self.scope:
-                    await self.cluster.run(task_status=task_status)
-            finally:
-                self.stopped.set()
-
-        conninfo: str = await self.nursery.start(run)
-        return conninfo
-
-    async def stop(self) -> None:
-        self.scope.cancel()
-        await self.stopped.wait()
-
-
 async def test_a_database_outage_during_polling_fails_no_host_and_is_caught_up_after(
     nursery: trio.Nursery, pki: Pki, start_fleet: Any, tmp_path: Path
 ) -> None:
-    cluster = Cluster(nursery)
+    cluster = StoppableCluster(nursery, "pm-outage-")
     db = Database(await cluster.start(), size=4, statement_timeout_s=10, acquire_timeout=2.0)
     await db.open()
     await db.run(migrate)

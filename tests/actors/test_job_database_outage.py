@@ -21,9 +21,9 @@ from patch_manager.runtime import Storage
 from patch_manager.serve import build_actor_system
 from settings import ConfigStore
 from simulator import Fleet
-from storage import Database, DatabaseUnavailable, EmbeddedPostgres, JobSpec, insert_host, migrate
+from storage import Database, DatabaseUnavailable, JobSpec, insert_host, migrate
 
-from ..conftest import FAST, Pki, make_tmp_dir
+from ..conftest import Pki, StoppableCluster
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -42,38 +42,11 @@ connect_timeout_s = 5.0
 """
 
 
-class Cluster:
-    """An embedded PostgreSQL of this test's own, stoppable and restartable."""
-
-    def __init__(self, nursery: trio.Nursery) -> None:
-        self.nursery = nursery
-        self.cluster = EmbeddedPostgres(make_tmp_dir("pm-job-outage-") / "pg", settings=FAST)
-        self.scope = trio.CancelScope()
-        self.stopped = trio.Event()
-
-    async def start(self) -> str:
-        self.scope, self.stopped = trio.CancelScope(), trio.Event()
-
-        async def run(*, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-            try:
-                with self.scope:
-                    await self.cluster.run(task_status=task_status)
-            finally:
-                self.stopped.set()
-
-        conninfo: str = await self.nursery.start(run)
-        return conninfo
-
-    async def stop(self) -> None:
-        self.scope.cancel()
-        await self.stopped.wait()
-
-
 async def test_a_database_outage_during_a_200_host_job_loses_no_row_and_sends_none_twice(
     nursery: trio.Nursery, pki: Pki, start_fleet: Any, tmp_path: Path
 ) -> None:
     count = 200
-    cluster = Cluster(nursery)
+    cluster = StoppableCluster(nursery, "pm-job-outage-")
     db = Database(await cluster.start(), size=8, statement_timeout_s=10, acquire_timeout=2.0)
     await db.open()
     await db.run(migrate)
