@@ -13,6 +13,7 @@ from .authority import (
     renewal_due,
 )
 from .errors import CAError, CANotInitialised
+from .keys import KeyFileError, Sealer, SealError, audit_key, load_or_create_key
 from .tls import (
     AgentPeerPolicy,
     agent_client_context,
@@ -29,8 +30,13 @@ __all__ = [
     "CertificateAuthority",
     "CertificateRecord",
     "IssuedCertificate",
+    "KeyFileError",
+    "SealError",
+    "Sealer",
     "agent_client_context",
     "agent_server_context",
+    "audit_key",
+    "load_or_create_key",
     "load_record",
     "passphrase_from",
     "reload_certificate",
