@@ -63,7 +63,7 @@ from .ports import (
     JobStore,
     diff_patch_data,
 )
-from .state import FleetState, HostSnapshot, Phase
+from .state import FleetState, HostSnapshot, Phase, stale_after
 from .timing import next_deadline, phase_offset, retry_delay
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,7 @@ class HostActor:
         self._health_backoff = False  # is the next health deadline a retry?
         self._patch_backoff = False
         self._health_failing = False
+        self._failing_since: dt.datetime | None = None  # wall time of the streak's first failure
         self._patch_owed = False  # a patch poll was skipped while the host was unreachable
         self._unwritten: tuple[PatchList, tuple[Package, ...], dt.datetime] | None = None
         self._next_write = float("inf")
@@ -170,8 +171,12 @@ class HostActor:
         return self._wall() + dt.timedelta(seconds=deadline - trio.current_time())
 
     def _publish(self, **changes: object) -> None:
-        self.snapshot = replace(self.snapshot, **changes)  # type: ignore[arg-type]
+        self._stage(**changes)
         self._fleet.publish(self.snapshot)
+
+    def _stage(self, **changes: object) -> None:
+        """Change the snapshot without telling observers (the next ``_publish`` does)."""
+        self.snapshot = replace(self.snapshot, **changes)  # type: ignore[arg-type]
 
     async def _sleep_until(self, deadline: float) -> None:
         """Sleep until ``deadline`` or until a refresh or a policy change."""
@@ -200,6 +205,10 @@ class HostActor:
         if stored.state is not None and stored.state.health != "pending":
             self.tracker = HealthTracker(base=HealthState(stored.state.health),
                                          base_reason=stored.state.health_reason)  # fmt: skip
+        if stored.state is not None:
+            self._stage(health_as_of=stored.state.last_health_poll_at,
+                        patches_as_of=stored.state.last_patch_poll_at)  # fmt: skip
+        self._stage_freshness()
         self._publish(phase=Phase.STARTING, health=self.tracker.state,
                       health_reason=self.tracker.reason)  # fmt: skip
         task_status.started()
@@ -284,6 +293,7 @@ class HostActor:
                 next_health = next_deadline(health_anchor, self.policy.health_interval_s, now)
                 next_patch = next_deadline(patch_anchor, self.policy.patch_interval_s, now)
                 self._health_backoff = self._patch_backoff = False
+                self._stage_freshness()
             if self.policy.paused:
                 self._publish(phase=Phase.PAUSED, next_health_poll=None, next_patch_poll=None,
                               backoff_attempt=0, backoff_until=None)  # fmt: skip
@@ -315,7 +325,17 @@ class HostActor:
             backoff_until=self._wall_at(min(backing)) if backing else None,
             next_health_poll=self._wall_at(next_health),
             next_patch_poll=self._wall_at(next_patch),
+            retries_used=min(self._health_attempt, len(self.policy.backoff_s)),
+            retries_total=len(self.policy.backoff_s),
+            next_attempt=self._wall_at(next_health) if self._health_failing else None,
         )  # fmt: skip
+
+    def _stage_freshness(self) -> None:
+        """``stale_after`` for the current data and polling interval (the grace covers one
+        health poll: a connect and two requests)."""
+        grace = self.policy.connect_timeout_s + 2 * self.policy.request_timeout_s
+        self._stage(stale_after=stale_after(self.snapshot.health_as_of,
+                                              self.policy.health_interval_s, grace))  # fmt: skip
 
     # -- one poll of each kind --------------------------------------------------------------
 
@@ -374,6 +394,9 @@ class HostActor:
         grid = next_deadline(anchor, self.policy.health_interval_s, trio.current_time())
         if isinstance(result, AgentError):
             self._health_failing = True
+            if self._failing_since is None:
+                self._failing_since = self._wall()
+                self._stage(failing_since=self._failing_since)
             retry = self._retry_at(self._health_attempt, result)
             # Ladder used up: stay on the normal cadence (no new ladder) until a poll succeeds.
             self._health_backoff = retry is not None
@@ -386,6 +409,9 @@ class HostActor:
         health, info = result
         self.tracker = after_health(self.tracker, health)
         now = self._wall()
+        self._failing_since = None
+        self._stage(failing_since=None, next_attempt=None, retries_used=0, health_as_of=now)
+        self._stage_freshness()
         previous = self._state
         rebooted = (previous is not None and previous.uptime_seconds is not None
                     and health.uptime_seconds < previous.uptime_seconds)  # fmt: skip
@@ -503,6 +529,10 @@ class HostActor:
                      extra={"host": self.target.name})  # fmt: skip
         self._state = new
         self._sink.submit_state(self.target.host_id, new, transition)
+        if transition is not None:
+            self._stage(health_since=transition.at)
+        if new.last_patch_poll_at is not None:
+            self._stage(patches_as_of=new.last_patch_poll_at)
         self._publish(
             health=self.tracker.state, health_reason=self.tracker.reason,
             last_success=new.last_seen_at, last_error=new.last_error,

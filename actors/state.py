@@ -61,10 +61,23 @@ class HostSnapshot:
     job: str = ""  # the job the actor is running, if any
     job_row: int = 0  # the job row it last reported on, and that row's state
     job_state: str = ""
+    # Freshness (issue 16): when the data shown was last fetched, when it is too old for the
+    # host's polling interval, and, while the health poll is failing, since when, how many of
+    # the ladder's retries are used and when the next attempt is.
+    health_as_of: dt.datetime | None = None  # last successful health poll
+    patches_as_of: dt.datetime | None = None  # last successful patch poll
+    stale_after: dt.datetime | None = None  # health data older than this is stale
+    failing_since: dt.datetime | None = None  # first failure of the current failing streak
+    retries_used: int = 0
+    retries_total: int = 0
+    next_attempt: dt.datetime | None = None
+    health_since: dt.datetime | None = None  # the last health transition this actor saw
     summary: str = field(init=False, default="")
+    condition: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "summary", describe(self))
+        object.__setattr__(self, "condition", condition_of(self))
 
 
 _PARKED = {
@@ -74,6 +87,35 @@ _PARKED = {
     Phase.WAITING_FOR_DATABASE: "waiting for the database",
     Phase.STARTING: "starting",
 }
+
+
+STALE_FACTOR = 2.0  # a host is stale after this many health intervals without a success
+
+
+def stale_after(
+    health_as_of: dt.datetime | None, interval_s: float, grace_s: float
+) -> dt.datetime | None:
+    """When data polled at ``health_as_of`` becomes stale: two missed polls (a re-anchored
+    cadence can leave up to two intervals between polls) plus ``grace_s`` for the poll itself."""
+    if health_as_of is None:
+        return None
+    return health_as_of + dt.timedelta(seconds=interval_s * STALE_FACTOR + grace_s)
+
+
+def condition_of(snapshot: HostSnapshot) -> str:
+    """What a host is as far as its data supports, without the clock: ``unknown`` (never
+    polled successfully), ``paused``, ``failing`` (its health poll fails but the host is not yet
+    unreachable) or its health. Readers turn ``healthy``/``degraded`` into ``stale`` once
+    ``stale_after`` has passed (time passing publishes nothing)."""
+    if snapshot.health_as_of is None and snapshot.health is HealthState.PENDING:
+        return "unknown"
+    if snapshot.phase is Phase.PAUSED:
+        return "paused"
+    if snapshot.failing_since is not None and snapshot.health is not HealthState.UNREACHABLE:
+        return "failing"
+    if snapshot.health is HealthState.PENDING:
+        return "unknown"
+    return str(snapshot.health.value)
 
 
 def describe(snapshot: HostSnapshot) -> str:
