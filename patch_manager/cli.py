@@ -34,7 +34,7 @@ from storage import (
 )
 from web import ListenError
 
-from . import __version__, enrol_cli, hosts_cli, logs, users_cli
+from . import __version__, audit_cli, enrol_cli, hosts_cli, logs, users_cli
 from .paths import default_conf_dir, default_data_dir
 from .runtime import open_storage, record_certificates
 
@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     hosts_cli.add_parsers(sub, _common)
     users_cli.add_parsers(sub, _common)
     enrol_cli.add_parsers(sub, _common)
+    audit_cli.add_parsers(sub, _common)
 
     p = sub.add_parser("simulate", help="serve simulated agents on loopback addresses")
     _common(p)
@@ -476,7 +477,16 @@ def cmd_users(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    async def work(db: Database) -> int:
+        return await audit_cli.audit_command(args, db)
+
+    code: int = _with_database(args, work)
+    return code
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "audit": cmd_audit,
     "hosts": cmd_hosts,
     "users": cmd_users,
     "enroll": cmd_enroll,

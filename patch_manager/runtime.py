@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 
-from ca import CertificateRecord
+from ca import CertificateRecord, audit_key
 from settings import Config, ConfigError, Problem
 from storage import Database, EmbeddedPostgres, migrate, record_certificate, redact
 
@@ -78,8 +78,10 @@ async def open_storage(
             cluster = candidate
             conninfo = await nursery.start(cluster.run)
             description = f"embedded PostgreSQL 18 in {cluster.root} (unix socket only)"
+    key = await trio.to_thread.run_sync(audit_key, data_dir)
     db = Database(conninfo, size=config.database.pool_size,
-                  statement_timeout_s=config.database.statement_timeout_s)  # fmt: skip
+                  statement_timeout_s=config.database.statement_timeout_s,
+                  audit_key=key)  # fmt: skip
     await db.open()
     try:
         if apply_migrations:

@@ -2,6 +2,16 @@
 cluster. Imports nothing of ours.
 """
 
+from .audit import (
+    AuditBroken,
+    AuditEntry,
+    AuditFilter,
+    AuditKeyMissing,
+    StoredEntry,
+    Verification,
+    prune_audit,
+    run_audited,
+)
 from .certificates import (
     EnrolmentRow,
     StoredCertificate,
@@ -191,6 +201,10 @@ __all__ = [
     "WAITING_ROW_STATES",
     "WINDOW_FIELDS",
     "AttemptRow",
+    "AuditBroken",
+    "AuditEntry",
+    "AuditFilter",
+    "AuditKeyMissing",
     "BlackoutRow",
     "ClusterBusy",
     "ClusterState",
@@ -229,9 +243,11 @@ __all__ = [
     "SessionItem",
     "StorageError",
     "StoredCertificate",
+    "StoredEntry",
     "Transition",
     "User",
     "UserItem",
+    "Verification",
     "WindowRow",
     "active_jobs",
     "add_scan_results",
@@ -306,6 +322,7 @@ __all__ = [
     "package_name_problem",
     "package_version_problem",
     "pending_union",
+    "prune_audit",
     "prune_sessions",
     "record_certificate",
     "record_failed_login",
@@ -326,6 +343,7 @@ __all__ = [
     "revoked_serials",
     "rotate_session",
     "row_attempts",
+    "run_audited",
     "save_repo_config",
     "save_window",
     "scan_results",

@@ -49,7 +49,8 @@ class Database:
     ``run(fn, *args)`` waits for a free connection (at most ``acquire_timeout`` seconds, then
     raises ``DatabaseUnavailable``), runs ``fn(conn, *args)`` in a worker thread and returns its
     result. Connections are in autocommit mode: use ``with conn.transaction():`` for more than one
-    statement. Every connection carries a server-side ``statement_timeout``.
+    statement. Every connection carries a server-side ``statement_timeout``. ``audit_key``
+    is the audit chain's key, used by ``storage.audit`` (never stored in the database).
     """
 
     def __init__(
@@ -60,8 +61,12 @@ class Database:
         statement_timeout_s: int = 30,
         acquire_timeout: float = 10.0,
         application_name: str = "patch-manager",
+        audit_key: bytes | None = None,
     ) -> None:
         self.conninfo = conninfo
+        # The audit chain's HMAC key (``ca.audit_key``): ``storage.audit.run_audited`` and
+        # ``record`` refuse to write without it.
+        self.audit_key = audit_key
         self.size = size
         self.acquire_timeout = acquire_timeout
         self.limiter = trio.CapacityLimiter(size)

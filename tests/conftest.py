@@ -24,6 +24,8 @@ from simulator import Fleet, FleetSpec
 from storage import Database, EmbeddedPostgres, migrate
 
 TEMPLATE = "pm_template"
+# The audit chain's key in tests (the db fixture's Database carries it; storage.audit).
+AUDIT_TEST_KEY = bytes(range(32))
 FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
 
@@ -131,7 +133,7 @@ def db_conninfo(pg_cluster: EmbeddedPostgres) -> Iterator[str]:
 
 @pytest.fixture
 async def db(db_conninfo: str) -> AsyncIterator[Database]:
-    database = Database(db_conninfo, size=4, statement_timeout_s=10)
+    database = Database(db_conninfo, size=4, statement_timeout_s=10, audit_key=AUDIT_TEST_KEY)
     await database.open()
     try:
         yield database

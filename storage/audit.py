@@ -1,0 +1,563 @@
+"""The audit log (R-9.1): one tamper-evident chain of who did what.
+
+Every entry is appended by ``append(conn, key, entry)`` INSIDE the caller's transaction, as the
+last statement of it: writers are serialised by a transaction-scoped advisory lock, the entry
+gets the next id (gapless: previous id + 1) and the MAC
+
+    mac = HMAC-SHA256(key, previous mac || canonical JSON of the entry, its id and time)
+
+(hex; the first entry's previous MAC is ""). A signed head row names the last entry, so
+deleting the newest entries is detected too. The key lives outside the database
+(``ca.audit_key``); ``Database(audit_key=...)`` carries it to writers and ``run_audited`` is the
+one way to run an action and its entry in one transaction: a failed append fails the action.
+
+``verify(conn, key)`` walks the chain and names the first broken link (an edited, deleted,
+inserted or reordered entry). ``prune_audit`` first writes a signed checkpoint (the last pruned
+entry's id and MAC and the count at the cut), then deletes in bounded batches, so that the
+remaining chain still verifies from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import psycopg
+
+if TYPE_CHECKING:
+    from .database import Database
+
+T = TypeVar("T")
+
+OUTCOMES = ("ok", "failed", "denied")
+KEY_BYTES = 32
+_LOCK_ID = 0x617564697400  # pg_advisory_xact_lock key of the audit chain ("audit\0")
+_PAGE = 2000
+
+
+class AuditKeyMissing(RuntimeError):
+    """An audited write on a ``Database`` built without the audit key: nothing is written."""
+
+
+class AuditBroken(RuntimeError):
+    """The chain does not verify where an operation needs it to (e.g. before pruning)."""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """What happened. ``actor``: "user:NAME", "token:ID:NAME", "cli:USER@HOST", "system" or
+    "anonymous"; ``action``: dotted, e.g. "host.remove"; ``target``: "host:12", "job:7", ...;
+    ``before``/``after``: JSON-able values where they apply; ``outcome``: ok | failed | denied.
+    """
+
+    actor: str
+    action: str
+    target: str = ""
+    outcome: str = "ok"
+    source: str = ""
+    request_id: str = ""
+    before: Any = None
+    after: Any = None
+    detail: str = ""
+
+    def but(self, **changes: Any) -> AuditEntry:
+        """A copy with some fields changed (e.g. the target once the action made it)."""
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    id: int
+    at: dt.datetime
+    actor: str
+    source: str
+    request_id: str
+    action: str
+    target: str
+    before: Any
+    after: Any
+    outcome: str
+    detail: str
+    mac: str
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    id: int
+    at: dt.datetime
+    cutoff: dt.datetime
+    last_id: int
+    last_mac: str
+    count: int
+    mac: str
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The result of ``verify``: ``ok``, how many entries were checked (ids ``first_id`` to
+    ``last_id``) and, when broken, the first broken entry's id and what is wrong with it."""
+
+    ok: bool
+    checked: int = 0
+    first_id: int | None = None
+    last_id: int | None = None
+    broken_id: int | None = None
+    problem: str = ""
+    checkpoint: int | None = None  # the checkpoint the chain was verified from, if any
+
+
+@dataclass
+class AuditStats:
+    """Process-wide counters for /metrics."""
+
+    written: int = 0
+    failed: int = 0
+    verified_ok: int = 0
+    verified_broken: int = 0
+    pruned: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + n)
+
+
+stats = AuditStats()
+
+
+# -- canonical form ----------------------------------------------------------------------------
+
+
+def _clean(value: Any) -> Any:
+    """``value`` as PostgreSQL's jsonb gives it back: JSON types only, no NUL characters."""
+    if value is None:
+        return None
+    text = json.dumps(value, default=str, ensure_ascii=False).replace("\\u0000", "\\ufffd")
+    return json.loads(text)
+
+
+def _text(value: str) -> str:
+    return value.replace("\x00", "\ufffd")
+
+
+def _stamp(at: dt.datetime) -> str:
+    return at.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+def canonical(e: StoredEntry) -> bytes:
+    """The bytes an entry's MAC covers: sorted keys, no spaces, UTF-8."""
+    doc = {
+        "id": e.id,
+        "at": _stamp(e.at),
+        "actor": e.actor,
+        "source": e.source,
+        "request_id": e.request_id,
+        "action": e.action,
+        "target": e.target,
+        "before": e.before,
+        "after": e.after,
+        "outcome": e.outcome,
+        "detail": e.detail,
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _mac(key: bytes, prev: str, payload: bytes) -> str:
+    return hmac.new(key, prev.encode("ascii") + payload, hashlib.sha256).hexdigest()
+
+
+def entry_mac(key: bytes, prev_mac: str, e: StoredEntry) -> str:
+    return _mac(key, prev_mac, canonical(e))
+
+
+def _head_mac(key: bytes, last_id: int, last_mac: str) -> str:
+    return _mac(key, "head", f"{last_id}:{last_mac}".encode())
+
+
+def _checkpoint_mac(key: bytes, prev_mac: str, c: Checkpoint) -> str:
+    doc = {
+        "id": c.id,
+        "at": _stamp(c.at),
+        "cutoff": _stamp(c.cutoff),
+        "last_id": c.last_id,
+        "last_mac": c.last_mac,
+        "count": c.count,
+    }
+    payload = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return _mac(key, "checkpoint:" + prev_mac, payload)
+
+
+def _check_key(key: bytes | None) -> bytes:
+    if not key or len(key) != KEY_BYTES:
+        raise AuditKeyMissing(f"the audit key must be {KEY_BYTES} bytes; nothing was written")
+    return key
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+_ENTRY_COLUMNS = (
+    "id, at, actor, source, request_id, action, target, before, after, outcome, detail, mac"
+)
+
+
+def append(
+    conn: psycopg.Connection[Any],
+    key: bytes,
+    entry: AuditEntry,
+    *,
+    at: dt.datetime | None = None,
+) -> StoredEntry:
+    """Chain ``entry`` onto the log inside the caller's transaction (opened here if there is
+    none). Call it LAST in the transaction: it holds the chain's lock until commit. ``at``
+    defaults to now (tests and imports may give it)."""
+    key = _check_key(key)
+    if entry.outcome not in OUTCOMES:
+        raise ValueError(f"audit outcome must be one of {', '.join(OUTCOMES)}")
+    if not entry.actor or not entry.action:
+        raise ValueError("an audit entry needs an actor and an action")
+    try:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+            head = conn.execute("SELECT last_id, last_mac FROM audit_head").fetchone()
+            prev_id, prev_mac = (int(head[0]), str(head[1])) if head else (0, "")
+            stored = StoredEntry(
+                id=prev_id + 1,
+                at=(at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC),
+                actor=_text(entry.actor),
+                source=_text(entry.source),
+                request_id=_text(entry.request_id),
+                action=_text(entry.action),
+                target=_text(entry.target),
+                before=_clean(entry.before),
+                after=_clean(entry.after),
+                outcome=entry.outcome,
+                detail=_text(entry.detail),
+                mac="",
+            )
+            stored = replace(stored, mac=entry_mac(key, prev_mac, stored))
+            conn.execute(
+                f"INSERT INTO audit_entries ({_ENTRY_COLUMNS})"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    stored.id, stored.at, stored.actor, stored.source, stored.request_id,
+                    stored.action, stored.target, _jsonb(stored.before), _jsonb(stored.after),
+                    stored.outcome, stored.detail, stored.mac,
+                ),
+            )  # fmt: skip
+            conn.execute(
+                "INSERT INTO audit_head (one, last_id, last_mac, mac) VALUES (true, %s, %s, %s)"
+                " ON CONFLICT (one) DO UPDATE SET last_id = excluded.last_id,"
+                " last_mac = excluded.last_mac, mac = excluded.mac",
+                (stored.id, stored.mac, _head_mac(key, stored.id, stored.mac)),
+            )
+    except Exception:
+        stats.add("failed")
+        raise
+    stats.add("written")
+    return stored
+
+
+def _jsonb(value: Any) -> Any:
+    from psycopg.types.json import Jsonb
+
+    return None if value is None else Jsonb(value)
+
+
+async def run_audited(
+    db: Database,
+    entry: AuditEntry | Callable[[T], AuditEntry] | None,
+    fn: Callable[..., T],
+    *args: Any,
+) -> T:
+    """Run ``fn(conn, *args)`` and append ``entry`` in ONE transaction; returns fn's result.
+
+    ``entry`` may be a function of that result (a target known only once the action made it).
+    If the append fails, the action is rolled back and the error propagates. ``entry=None``
+    runs ``fn`` alone (callers that have nothing to record, e.g. the scheduler's own writes).
+    """
+    if entry is None:
+        return await db.run(fn, *args)
+    key = _check_key(db.audit_key)
+
+    def job(conn: psycopg.Connection[Any]) -> T:
+        with conn.transaction():
+            result = fn(conn, *args)
+            made = entry(result) if callable(entry) else entry
+            append(conn, key, made)
+            return result
+
+    return await db.run(job)
+
+
+async def record(db: Database, entry: AuditEntry) -> StoredEntry:
+    """Append an entry on its own (an outcome that changed nothing: a failed login, a denied
+    action, a report download)."""
+    key = _check_key(db.audit_key)
+    return await db.run(append, key, entry)
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def _entry(row: Sequence[Any]) -> StoredEntry:
+    return StoredEntry(
+        id=int(row[0]), at=row[1], actor=row[2], source=row[3], request_id=row[4],
+        action=row[5], target=row[6], before=row[7], after=row[8], outcome=row[9],
+        detail=row[10], mac=row[11],
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    actor: str = ""  # exact, or a prefix ending in ':' or '*' ("user:", "token:*")
+    action: str = ""  # exact, or a prefix ending in '.' or '*' ("host.", "job.*")
+    target: str = ""  # exact ("host:12") or a prefix ending in ':' or '*'
+    outcome: str = ""
+    limit: int = 100
+    before_id: int | None = None  # keyset paging: entries with a smaller id (newest first)
+
+
+def _prefix_or_exact(column: str, value: str, where: list[str], params: list[Any]) -> None:
+    if not value:
+        return
+    if value.endswith("*") or value.endswith(":") or value.endswith("."):
+        stem = value.rstrip("*")
+        escaped = stem.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.append(f"{column} LIKE %s")
+        params.append(escaped + "%")
+    else:
+        where.append(f"{column} = %s")
+        params.append(value)
+
+
+def _where(f: AuditFilter) -> tuple[str, list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    if f.since is not None:
+        where.append("at >= %s")
+        params.append(f.since)
+    if f.until is not None:
+        where.append("at < %s")
+        params.append(f.until)
+    _prefix_or_exact("actor", f.actor, where, params)
+    _prefix_or_exact("action", f.action, where, params)
+    _prefix_or_exact("target", f.target, where, params)
+    if f.outcome:
+        where.append("outcome = %s")
+        params.append(f.outcome)
+    return (" WHERE " + " AND ".join(where)) if where else "", params
+
+
+def list_entries(conn: psycopg.Connection[Any], f: AuditFilter) -> tuple[list[StoredEntry], int]:
+    """One page of matching entries, newest first, and the number of matches."""
+    where, params = _where(f)
+    total = _scalar(conn, f"SELECT count(*) FROM audit_entries{where}", params)
+    page_where, page_params = where, list(params)
+    if f.before_id is not None:
+        page_where += (" AND " if where else " WHERE ") + "id < %s"
+        page_params.append(f.before_id)
+    rows = conn.execute(
+        f"SELECT {_ENTRY_COLUMNS} FROM audit_entries{page_where} ORDER BY id DESC LIMIT %s",
+        [*page_params, f.limit],
+    ).fetchall()
+    return [_entry(r) for r in rows], total
+
+
+def iter_entries(conn: psycopg.Connection[Any], f: AuditFilter) -> Iterator[list[StoredEntry]]:
+    """Every matching entry, oldest first, in pages (for exports)."""
+    where, params = _where(f)
+    after = 0
+    while True:
+        page_where = where + (" AND " if where else " WHERE ") + "id > %s"
+        rows = conn.execute(
+            f"SELECT {_ENTRY_COLUMNS} FROM audit_entries{page_where} ORDER BY id LIMIT %s",
+            [*params, after, _PAGE],
+        ).fetchall()
+        if not rows:
+            return
+        page = [_entry(r) for r in rows]
+        yield page
+        after = page[-1].id
+
+
+def get_entry(conn: psycopg.Connection[Any], entry_id: int) -> StoredEntry | None:
+    row = conn.execute(
+        f"SELECT {_ENTRY_COLUMNS} FROM audit_entries WHERE id = %s", (entry_id,)
+    ).fetchone()
+    return _entry(row) if row else None
+
+
+def _scalar(conn: psycopg.Connection[Any], sql: str, params: Sequence[Any] = ()) -> int:
+    row = conn.execute(sql, params).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def count_entries(conn: psycopg.Connection[Any]) -> int:
+    return _scalar(conn, "SELECT count(*) FROM audit_entries")
+
+
+def _checkpoints(conn: psycopg.Connection[Any]) -> list[Checkpoint]:
+    rows = conn.execute(
+        "SELECT id, at, cutoff, last_id, last_mac, count, mac FROM audit_checkpoints ORDER BY id"
+    ).fetchall()
+    return [Checkpoint(int(r[0]), r[1], r[2], int(r[3]), r[4], int(r[5]), r[6]) for r in rows]
+
+
+# -- verifying ---------------------------------------------------------------------------------
+
+
+def _broken(checked: int, first: int | None, last: int | None, broken: int, problem: str,
+            checkpoint: int | None) -> Verification:  # fmt: skip
+    stats.add("verified_broken")
+    return Verification(False, checked, first, last, broken, problem, checkpoint)
+
+
+def verify(
+    conn: psycopg.Connection[Any], key: bytes, since: dt.datetime | None = None
+) -> Verification:
+    """Walk the chain (from the newest checkpoint, or from the entry before ``since``) and name
+    the first broken link. Reads one consistent snapshot, in pages."""
+    key = _check_key(key)
+    fresh = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with conn.transaction():
+        if fresh:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        return _verify(conn, key, since)
+
+
+def _verify(conn: psycopg.Connection[Any], key: bytes, since: dt.datetime | None) -> Verification:
+    prev_id, prev_mac, checkpoint = 0, "", None
+    cp_prev = ""
+    for c in _checkpoints(conn):
+        if c.mac != _checkpoint_mac(key, cp_prev, c):
+            return _broken(0, None, None, c.last_id, f"checkpoint {c.id} was edited", c.id)
+        if c.last_id < prev_id:
+            return _broken(0, None, None, c.last_id, f"checkpoint {c.id} goes backwards", c.id)
+        cp_prev, prev_id, prev_mac, checkpoint = c.mac, c.last_id, c.last_mac, c.id
+    if since is not None:
+        row = conn.execute(
+            "SELECT min(id) FROM audit_entries WHERE at >= %s AND id > %s", (since, prev_id)
+        ).fetchone()
+        start = row[0] if row else None
+        if start is not None and int(start) - 1 > prev_id:
+            anchor = get_entry(conn, int(start) - 1)
+            if anchor is None:
+                return _broken(0, None, None, int(start) - 1, f"entry {int(start) - 1} is missing"
+                               " (deleted)", checkpoint)  # fmt: skip
+            prev_id, prev_mac = anchor.id, anchor.mac
+    first: int | None = None
+    checked = 0
+    while True:
+        rows = conn.execute(
+            f"SELECT {_ENTRY_COLUMNS} FROM audit_entries WHERE id > %s ORDER BY id LIMIT %s",
+            (prev_id, _PAGE),
+        ).fetchall()
+        if not rows:
+            break
+        for row in rows:
+            e = _entry(row)
+            first = e.id if first is None else first
+            if e.id != prev_id + 1:
+                missing = prev_id + 1
+                return _broken(checked, first, prev_id or None, missing,
+                               f"entry {missing} is missing (deleted)", checkpoint)  # fmt: skip
+            if not hmac.compare_digest(e.mac, entry_mac(key, prev_mac, e)):
+                return _broken(checked, first, prev_id or None, e.id,
+                               f"entry {e.id} does not match its MAC (edited, inserted or "
+                               "reordered)", checkpoint)  # fmt: skip
+            prev_id, prev_mac = e.id, e.mac
+            checked += 1
+    head = conn.execute("SELECT last_id, last_mac, mac FROM audit_head").fetchone()
+    last = prev_id if checked else None
+    if head is None:
+        if prev_id:
+            return _broken(checked, first, last, prev_id, "the chain head is missing", checkpoint)
+    else:
+        h_id, h_mac, h_sig = int(head[0]), str(head[1]), str(head[2])
+        if not hmac.compare_digest(h_sig, _head_mac(key, h_id, h_mac)):
+            return _broken(checked, first, last, h_id, "the chain head was edited", checkpoint)
+        if h_id > prev_id:
+            return _broken(checked, first, last, prev_id + 1,
+                           f"entries {prev_id + 1} to {h_id} are missing (deleted at the end)",
+                           checkpoint)  # fmt: skip
+        if h_id != prev_id or h_mac != prev_mac:
+            added = f"entry {h_id + 1} was added after the chain head"
+            return _broken(checked, first, last, h_id + 1, added, checkpoint)
+    stats.add("verified_ok")
+    return Verification(True, checked, first, last, None, "", checkpoint)
+
+
+# -- pruning -----------------------------------------------------------------------------------
+
+
+def prune_audit(
+    conn: psycopg.Connection[Any], key: bytes, cutoff: dt.datetime, batch: int = 1000
+) -> int:
+    """Delete the entries older than ``cutoff`` (the oldest contiguous run of them), after
+    checking that run's chain and writing a signed checkpoint at the cut; deletes in
+    transactions of at most ``batch`` rows. Returns the number deleted. Raises ``AuditBroken``
+    (and deletes nothing) when the chain up to the cut does not verify."""
+    key = _check_key(key)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+        checkpoints = _checkpoints(conn)
+        base = checkpoints[-1].last_id if checkpoints else 0
+        row = conn.execute(
+            "SELECT min(id) FROM audit_entries WHERE at >= %s AND id > %s", (cutoff, base)
+        ).fetchone()
+        if row and row[0] is not None:
+            cut = int(row[0]) - 1
+        else:
+            top = conn.execute("SELECT max(id) FROM audit_entries").fetchone()
+            cut = int(top[0]) if top and top[0] is not None else base
+        if cut > base:
+            result = _verify(conn, key, None)
+            if not result.ok and (result.broken_id or 0) <= cut + 1:
+                raise AuditBroken(f"not pruning a broken chain: {result.problem}")
+            last = get_entry(conn, cut)
+            if last is None:  # verified above; cannot happen
+                raise AuditBroken(f"entry {cut} is missing")
+            prev = checkpoints[-1] if checkpoints else None
+            cp = Checkpoint(
+                id=(prev.id + 1) if prev else 1,
+                at=dt.datetime.now(dt.UTC),
+                cutoff=cutoff.astimezone(dt.UTC),
+                last_id=cut,
+                last_mac=last.mac,
+                count=cut,
+                mac="",
+            )
+            cp = replace(cp, mac=_checkpoint_mac(key, prev.mac if prev else "", cp))
+            conn.execute(
+                "INSERT INTO audit_checkpoints (id, at, cutoff, last_id, last_mac, count, mac)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (cp.id, cp.at, cp.cutoff, cp.last_id, cp.last_mac, cp.count, cp.mac),
+            )
+        # Also finish a prune interrupted after its checkpoint (rows up to the last cut).
+        cut = max(cut, base)
+    deleted = 0
+    while True:
+        with conn.transaction():
+            n = conn.execute(
+                "DELETE FROM audit_entries WHERE id IN (SELECT id FROM audit_entries"
+                " WHERE id <= %s ORDER BY id LIMIT %s)",
+                (cut, batch),
+            ).rowcount
+        deleted += n
+        if n < batch:
+            break
+    stats.add("pruned", deleted)
+    return deleted
+
+
+def latest_checkpoint(conn: psycopg.Connection[Any]) -> Checkpoint | None:
+    cps = _checkpoints(conn)
+    return cps[-1] if cps else None
