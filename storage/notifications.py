@@ -1,0 +1,242 @@
+"""Notification settings, per-user subscriptions and the events waiting to be told (R-9.3).
+
+An event is a row in ``notification_events``: a job's end inserts one from a trigger in the same
+transaction as the job's final state (migration 0012); the periodic checks (a host unreachable
+for long, a certificate about to expire, a window about to start) insert theirs with a dedupe
+key, so each episode is told once. Subscribers are read with the scope their role gives them
+(admins: every host; operators and auditors: their groups, plus ungrouped hosts when allowed),
+and ``visible_hosts`` filters an event's hosts by that scope with ``scope_condition``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from .scope import HostScope, scope_condition
+
+EVENT_KINDS = (
+    "job_finished",
+    "job_failed",
+    "host_unreachable",
+    "certificate_expiry",
+    "window_reminder",
+)
+SECURITIES = ("starttls", "tls", "none")
+
+
+@dataclass(frozen=True)
+class NotificationSettings:
+    """The SMTP and notification settings (one row). ``password_sealed`` is the SMTP password
+    sealed with ``ca.Sealer``; ``password_env`` names an environment variable that holds it
+    instead."""
+
+    enabled: bool = False
+    smtp_host: str = ""
+    smtp_port: int = 587
+    security: str = "starttls"
+    username: str = ""
+    password_sealed: str = ""
+    password_env: str = ""
+    from_address: str = ""
+    timeout_s: int = 20
+    unreachable_minutes: int = 30
+    certificate_days: int = 14
+    reminder_minutes: int = 60
+    max_events: int = 10000
+    max_messages: int = 10000
+
+
+_SETTINGS = [f.name for f in fields(NotificationSettings)]
+
+
+def get_notification_settings(conn: psycopg.Connection[Any]) -> NotificationSettings:
+    row = conn.execute(
+        sql.SQL("SELECT {} FROM notification_settings WHERE id = 1").format(
+            sql.SQL(", ").join(map(sql.Identifier, _SETTINGS))
+        )
+    ).fetchone()
+    return NotificationSettings(*row) if row else NotificationSettings()
+
+
+def save_notification_settings(
+    conn: psycopg.Connection[Any], settings: NotificationSettings
+) -> None:
+    values = [getattr(settings, name) for name in _SETTINGS]
+    conn.execute(
+        sql.SQL(
+            "UPDATE notification_settings SET ({}) = ({}), updated_at = now() WHERE id = 1"
+        ).format(
+            sql.SQL(", ").join(map(sql.Identifier, _SETTINGS)),
+            sql.SQL(", ").join(sql.Placeholder() * len(_SETTINGS)),
+        ),
+        values,
+    )
+
+
+@dataclass(frozen=True)
+class Subscription:
+    user_id: int
+    email: str
+    events: tuple[str, ...]
+
+
+def get_subscription(conn: psycopg.Connection[Any], user_id: int) -> Subscription | None:
+    row = conn.execute(
+        "SELECT user_id, email, events FROM notification_subscriptions WHERE user_id = %s",
+        (user_id,),
+    ).fetchone()
+    return Subscription(row[0], row[1], tuple(row[2])) if row else None
+
+
+def save_subscription(
+    conn: psycopg.Connection[Any], user_id: int, email: str, events: Sequence[str]
+) -> None:
+    """Set (or, with no e-mail address, remove) ``user_id``'s subscription."""
+    if not email:
+        conn.execute("DELETE FROM notification_subscriptions WHERE user_id = %s", (user_id,))
+        return
+    conn.execute(
+        "INSERT INTO notification_subscriptions (user_id, email, events) VALUES (%s, %s, %s)"
+        " ON CONFLICT (user_id) DO UPDATE SET email = EXCLUDED.email, events = EXCLUDED.events",
+        (user_id, email, list(events)),
+    )
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    user_id: int
+    username: str
+    email: str
+    events: frozenset[str]
+    scope: HostScope
+
+
+def subscribers(conn: psycopg.Connection[Any], *, see_ungrouped: bool) -> list[Subscriber]:
+    """Active users with an e-mail address and at least one subscribed event, each with the
+    host scope their role gives them (as ``web.authz.scope_of`` decides it)."""
+    rows = conn.execute(
+        "SELECT u.id, u.username, s.email, s.events, u.role,"
+        " coalesce(array_agg(ug.group_id) FILTER (WHERE ug.group_id IS NOT NULL), '{}')"
+        " FROM notification_subscriptions s JOIN users u ON u.id = s.user_id"
+        " LEFT JOIN user_groups ug ON ug.user_id = u.id"
+        " WHERE u.state = 'active' AND cardinality(s.events) > 0"
+        " GROUP BY u.id, s.email, s.events ORDER BY u.id"
+    ).fetchall()
+    result = []
+    for user_id, username, email, events, role, group_ids in rows:
+        if role == "admin":
+            scope = HostScope.everything()
+        elif role in ("operator", "auditor"):
+            scope = HostScope(group_ids=frozenset(group_ids), ungrouped=see_ungrouped)
+        else:
+            scope = HostScope()
+        result.append(Subscriber(user_id, username, email, frozenset(events), scope))
+    return result
+
+
+def visible_hosts(
+    conn: psycopg.Connection[Any], scope: HostScope, host_ids: Sequence[int]
+) -> set[int]:
+    """The ids among ``host_ids`` that ``scope`` admits (hosts removed since are not)."""
+    if not host_ids:
+        return set()
+    query = sql.SQL("SELECT h.id FROM hosts h WHERE h.id = ANY(%s) AND {}").format(
+        scope_condition(scope, "h.id")
+    )
+    return {row[0] for row in conn.execute(query, (list(host_ids),))}
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    kind: str
+    host_ids: tuple[int, ...]
+    details: dict[str, Any]
+    created_at: dt.datetime
+
+
+def enqueue_event(
+    conn: psycopg.Connection[Any],
+    kind: str,
+    host_ids: Sequence[int] = (),
+    details: dict[str, Any] | None = None,
+    dedupe_key: str | None = None,
+) -> bool:
+    """Insert one event (a cheap insert, never waits for the sender); False when an event with
+    ``dedupe_key`` is already there."""
+    cur = conn.execute(
+        "INSERT INTO notification_events (kind, dedupe_key, host_ids, details)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT (dedupe_key) DO NOTHING",
+        (kind, dedupe_key, list(host_ids), Jsonb(details or {})),
+    )
+    return cur.rowcount == 1
+
+
+def pending_events(conn: psycopg.Connection[Any], limit: int = 1000) -> list[EventRow]:
+    rows = conn.execute(
+        "SELECT id, kind, host_ids, details, created_at FROM notification_events"
+        " WHERE dispatched_at IS NULL ORDER BY id LIMIT %s",
+        (limit,),
+    ).fetchall()
+    return [EventRow(r[0], r[1], tuple(r[2]), r[3], r[4]) for r in rows]
+
+
+def record_due_events(
+    conn: psycopg.Connection[Any], settings: NotificationSettings, now: dt.datetime
+) -> int:
+    """Insert the events the periodic checks find (each episode once): hosts unreachable for
+    longer than ``unreachable_minutes``; valid certificates expiring within
+    ``certificate_days``. Returns how many were new."""
+    added = conn.execute(
+        "INSERT INTO notification_events (kind, dedupe_key, host_ids, details)"
+        " SELECT 'host_unreachable', 'unreachable:' || h.id || ':' || h.health_changed_at,"
+        " ARRAY[h.id], jsonb_build_object('host', h.name, 'since', h.health_changed_at,"
+        " 'reason', h.health_reason)"
+        " FROM hosts h WHERE h.health = 'unreachable' AND h.health_changed_at IS NOT NULL"
+        " AND h.health_changed_at <= %s - make_interval(mins => %s)"
+        " ON CONFLICT (dedupe_key) DO NOTHING",
+        (now, settings.unreachable_minutes),
+    ).rowcount
+    added += conn.execute(
+        "INSERT INTO notification_events (kind, dedupe_key, host_ids, details)"
+        " SELECT 'certificate_expiry', 'certificate:' || c.serial || ':' || c.not_after,"
+        " CASE WHEN c.host_id IS NULL THEN '{}'::bigint[] ELSE ARRAY[c.host_id] END,"
+        " jsonb_build_object('subject', c.subject, 'kind', c.kind, 'not_after', c.not_after,"
+        " 'host', h.name)"
+        " FROM certificates c LEFT JOIN hosts h ON h.id = c.host_id"
+        " WHERE c.status = 'valid' AND c.not_after > %s"
+        " AND c.not_after <= %s + make_interval(days => %s)"
+        " ON CONFLICT (dedupe_key) DO NOTHING",
+        (now, now, settings.certificate_days),
+    ).rowcount
+    return max(added, 0)
+
+
+def drop_excess_events(conn: psycopg.Connection[Any], keep: int) -> int:
+    """Bound the outbox of events: drop the oldest undispatched beyond ``keep`` (counted in
+    ``dropped_events``) and forget dispatched ones beyond ``keep``."""
+    with conn.transaction():
+        dropped = conn.execute(
+            "DELETE FROM notification_events WHERE id IN (SELECT id FROM notification_events"
+            " WHERE dispatched_at IS NULL ORDER BY id DESC OFFSET %s)",
+            (keep,),
+        ).rowcount
+        if dropped > 0:
+            conn.execute(
+                "UPDATE notification_settings SET dropped_events = dropped_events + %s"
+                " WHERE id = 1",
+                (dropped,),
+            )
+        conn.execute(
+            "DELETE FROM notification_events WHERE id IN (SELECT id FROM notification_events"
+            " WHERE dispatched_at IS NOT NULL ORDER BY id DESC OFFSET %s)",
+            (keep,),
+        )
+    return max(dropped, 0)

@@ -1,0 +1,289 @@
+"""The notification sender against a real SMTP server (aiosmtpd on loopback): a failed job's
+e-mail names its failed hosts; refusals and a hung server are retried with backoff while
+nobody else waits; STARTTLS with our CA and a login; digests; scoping by group; the bound."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from actors.notifier import MailError, Notifier, backoff_delay
+from simulator import Fleet
+from storage import (
+    Database,
+    JobSpec,
+    create_user,
+    get_host,
+    insert_host,
+    list_groups,
+)
+from storage.notifications import (
+    NotificationSettings,
+    enqueue_event,
+    get_notification_settings,
+    save_notification_settings,
+    save_subscription,
+)
+from storage.outbox import outbox_stats, recent_messages
+
+from ..conftest import Pki
+from .conftest import Manager, register
+from .smtp_server import hung_server, smtp_server
+from .test_jobs import finished, healthy
+
+pytestmark = pytest.mark.timeout(60)
+NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+
+
+def plain(port: int, **changes: Any) -> NotificationSettings:
+    values: dict[str, Any] = {
+        "enabled": True, "smtp_host": "127.0.0.1", "smtp_port": port, "security": "none",
+        "from_address": "pm@example.test", "timeout_s": 5,
+    }  # fmt: skip
+    return NotificationSettings(**(values | changes))
+
+
+async def configure(db: Database, settings: NotificationSettings) -> None:
+    await db.run(save_notification_settings, settings)
+
+
+async def subscribe(
+    db: Database, username: str, role: str = "admin", groups: tuple[str, ...] = (), **kw: Any
+) -> int:
+    events = kw.get("events", ("job_failed", "job_finished", "host_unreachable"))
+
+    def add(conn: Any) -> int:
+        ids = tuple(g.id for g in list_groups(conn) if g.name in groups)
+        user = create_user(conn, username, "x", role, group_ids=ids)
+        save_subscription(conn, user.id, f"{username}@example.test", events)
+        return user.id
+
+    return int(await db.run(add))
+
+
+def notifier(db: Database, context: ssl.SSLContext | None = None, **kw: Any) -> Notifier:
+    return Notifier(
+        db, sealer=None, ssl_context=context or ssl.create_default_context(), clock=lambda: NOW,
+        **kw,
+    )  # fmt: skip
+
+
+async def add_host(db: Database, name: str, groups: tuple[str, ...] = ()) -> int:
+    row = await db.run(lambda c: insert_host(c, name=name, address=None, groups=list(groups)))
+    return int(row.id)
+
+
+def test_backoff_doubles_from_thirty_seconds_up_to_an_hour() -> None:
+    assert [backoff_delay(n) for n in (1, 2, 3, 4)] == [30.0, 60.0, 120.0, 240.0]
+    assert backoff_delay(20) == 3600.0
+
+
+async def test_a_failed_jobs_email_arrives_naming_its_failed_hosts(
+    manager: Manager, start_fleet: Any, pki: Pki, tmp_path: Path
+) -> None:
+    fleet: Fleet = await start_fleet(2, time_scale=0.002)
+    ids = await register(manager, fleet)
+    await healthy(manager, 2)
+    with smtp_server(pki, tmp_path) as server:
+        await configure(manager.db, plain(server.port))
+        await subscribe(manager.db, "ops-lead")
+        job_id = await manager.handle.create_job(
+            JobSpec(kind="patch", schedule="now", selection="list", packages=("bad name",)),
+            sorted(ids.values()),
+        )
+        assert (await finished(manager, job_id, timeout=30)).status == "failed"
+        assert await notifier(manager.db).cycle() == 1
+    [mail] = server.recorder.messages
+    assert mail["To"] == "ops-lead@example.test"
+    assert mail["Subject"].startswith(f"[patch-manager] Job failed: Job #{job_id} failed")
+    body = mail.get_payload()
+    assert "failed hosts:" in body
+    for host_id in ids.values():
+        host = await manager.db.run(get_host, host_id)
+        assert f"{host.name}: " in body and "BAD" not in host.name
+
+
+async def test_many_events_at_once_arrive_as_one_digest_per_recipient(
+    db: Database, pki: Pki, tmp_path: Path
+) -> None:
+    host = await add_host(db, "web-1")
+    with smtp_server(pki, tmp_path) as server:
+        await configure(db, plain(server.port))
+        await subscribe(db, "alice")
+        await subscribe(db, "bob")
+        for n in range(5):
+            await db.run(enqueue_event, "host_unreachable", [host], {"host": f"web-{n}"})
+        assert await notifier(db).cycle() == 2
+    assert sorted(m["To"] for m in server.recorder.messages) == [
+        "alice@example.test", "bob@example.test",
+    ]  # fmt: skip
+    for mail in server.recorder.messages:
+        assert mail["Subject"] == "[patch-manager] 5 notifications"
+        assert all(f"Host web-{n} unreachable" in mail.get_payload() for n in range(5))
+
+
+async def test_subscribers_hear_only_of_hosts_in_their_groups(
+    db: Database, pki: Pki, tmp_path: Path
+) -> None:
+    web = await add_host(db, "web-1", ("web",))
+    dbh = await add_host(db, "db-1", ("db",))
+    with smtp_server(pki, tmp_path) as server:
+        await configure(db, plain(server.port))
+        await subscribe(db, "web-operator", "operator", ("web",))
+        await subscribe(db, "admin-all")
+        await db.run(enqueue_event, "host_unreachable", [dbh], {"host": "db-1"})
+        await db.run(
+            enqueue_event, "job_failed", [web, dbh],
+            {"job_id": 7, "status": "failed", "hosts": [
+                {"id": web, "name": "web-1", "state": "failed", "error": "E1"},
+                {"id": dbh, "name": "db-1", "state": "failed", "error": "E2"}]},
+        )  # fmt: skip
+        assert await notifier(db).cycle() == 2
+    mails = {m["To"]: m.get_payload() for m in server.recorder.messages}
+    operator = mails["web-operator@example.test"]
+    assert "web-1: E1" in operator and "db-1" not in operator
+    assert "(1 host(s))" in operator
+    assert "db-1: E2" in mails["admin-all@example.test"]
+    assert "Host db-1 unreachable" in mails["admin-all@example.test"]
+
+
+async def test_a_refusing_server_fails_the_attempt_and_retries_it_with_backoff(
+    db: Database, pki: Pki, tmp_path: Path
+) -> None:
+    host = await add_host(db, "web-1")
+    with smtp_server(pki, tmp_path, refuse_data="554 5.7.1 no thanks") as server:
+        await configure(db, plain(server.port))
+        await subscribe(db, "alice")
+        await db.run(enqueue_event, "host_unreachable", [host], {"host": "web-1"})
+        assert await notifier(db).cycle() == 0
+    [row] = await db.run(recent_messages)
+    assert (row.state, row.attempts) == ("pending", 1)
+    assert row.last_error == "rejected: server answered 554 5.7.1 no thanks"
+    assert row.next_attempt_at == NOW + dt.timedelta(seconds=30)
+    stats = await db.run(outbox_stats)
+    assert (stats.pending_messages, stats.last_error) == (1, row.last_error)
+
+
+async def test_a_message_is_marked_failed_after_the_last_attempt(
+    db: Database, pki: Pki, tmp_path: Path
+) -> None:
+    host = await add_host(db, "web-1")
+    clock = [NOW]
+    with smtp_server(pki, tmp_path, refuse_data="554 no") as server:
+        await configure(db, plain(server.port))
+        await subscribe(db, "alice")
+        await db.run(enqueue_event, "host_unreachable", [host], {"host": "web-1"})
+        sender = Notifier(
+            db, sealer=None, ssl_context=ssl.create_default_context(), clock=lambda: clock[0]
+        )
+        for _ in range(6):
+            await sender.cycle()
+            clock[0] += dt.timedelta(hours=2)
+    [row] = await db.run(recent_messages)
+    assert (row.state, row.attempts) == ("failed", 6)
+    assert (await db.run(outbox_stats)).failed == 1
+
+
+async def test_a_hung_server_times_out_and_is_retried_later_while_events_still_enqueue(
+    db: Database,
+) -> None:
+    host = await add_host(db, "web-1")
+    with hung_server() as port:
+        await configure(db, plain(port, timeout_s=1))
+        await subscribe(db, "alice")
+        await db.run(enqueue_event, "host_unreachable", [host], {"host": "web-1"})
+        sender = notifier(db)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender.cycle)
+            with trio.fail_after(0.5):  # nobody waits for the sender: an event is one insert
+                await db.run(enqueue_event, "host_unreachable", [host], {"host": "again"})
+    [row] = await db.run(recent_messages)
+    assert (row.state, row.attempts) == ("pending", 1)
+    assert row.last_error == "timeout: no answer within 1 s"
+
+
+async def test_starttls_with_a_certificate_of_our_ca_and_a_login_delivers(
+    db: Database, pki: Pki, tmp_path: Path
+) -> None:
+    host = await add_host(db, "web-1")
+    with smtp_server(pki, tmp_path, starttls=True, login=("pm", "s3cret")) as server:
+        await configure(
+            db, plain(server.port, security="starttls", username="pm", password_env="PM_T_SMTP")
+        )
+        await subscribe(db, "alice")
+        await db.run(enqueue_event, "host_unreachable", [host], {"host": "web-1"})
+        sender = notifier(db, server.client_context, environ={"PM_T_SMTP": "s3cret"}.get)
+        assert await sender.cycle() == 1
+    [mail] = server.recorder.messages
+    assert mail["Subject"].startswith("[patch-manager] Host unreachable: Host web-1")
+
+
+async def test_a_wrong_smtp_password_is_reported_as_auth_failed(
+    db: Database, pki: Pki, tmp_path: Path
+) -> None:
+    with smtp_server(pki, tmp_path, starttls=True, login=("pm", "s3cret")) as server:
+        await configure(
+            db, plain(server.port, security="starttls", username="pm", password_env="PM_T_SMTP")
+        )
+        sender = notifier(db, server.client_context, environ={"PM_T_SMTP": "wrong"}.get)
+        ok, result = await sender.send_test("alice@example.test")
+    assert (ok, result) == (False, "auth: login refused (535)")
+    assert server.recorder.messages == []
+
+
+async def test_starttls_against_a_certificate_we_do_not_trust_fails_as_tls(
+    db: Database, pki: Pki, tmp_path: Path
+) -> None:
+    with smtp_server(pki, tmp_path, starttls=True) as server:
+        await configure(db, plain(server.port, security="starttls"))
+        ok, result = await notifier(db).send_test("alice@example.test")  # system trust only
+    assert not ok and result.startswith("tls: ")
+
+
+async def test_the_test_message_to_a_closed_port_says_connection_refused(db: Database) -> None:
+    with hung_server() as port:
+        pass  # closed again: nothing listens there now
+    await configure(db, plain(port))
+    ok, result = await notifier(db).send_test("alice@example.test")
+    assert (ok, result) == (False, "refused: connection refused")
+    assert (await db.run(get_notification_settings)).enabled
+
+
+async def test_plain_smtp_off_loopback_is_refused_before_connecting(db: Database) -> None:
+    await configure(db, plain(25, smtp_host="192.0.2.1"))
+    ok, result = await notifier(db).send_test("alice@example.test")
+    assert (ok, result) == (
+        False, "config: security 'none' is allowed only for a loopback SMTP server",
+    )  # fmt: skip
+
+
+async def test_nothing_is_enqueued_or_sent_while_notifications_are_off(
+    db: Database, pki: Pki, tmp_path: Path
+) -> None:
+    await add_host(db, "web-1")
+    with smtp_server(pki, tmp_path) as server:
+        await configure(db, plain(server.port, enabled=False))
+        await subscribe(db, "alice")
+        assert await notifier(db).cycle() == 0
+    assert server.recorder.messages == []
+
+
+async def test_a_full_outbox_drops_the_oldest_events_and_counts_them(db: Database) -> None:
+    host = await add_host(db, "web-1")
+    await configure(db, plain(1, max_events=3))
+    for n in range(5):
+        await db.run(enqueue_event, "host_unreachable", [host], {"host": f"h{n}"})
+    from storage.notifications import drop_excess_events, pending_events
+
+    assert await db.run(drop_excess_events, 3) == 2
+    assert [e.details["host"] for e in await db.run(pending_events)] == ["h2", "h3", "h4"]
+    assert (await db.run(outbox_stats)).dropped_events == 2
+
+
+def test_mail_error_reads_as_kind_then_message() -> None:
+    assert str(MailError("timeout", "no answer within 1 s")) == "timeout: no answer within 1 s"
