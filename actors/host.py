@@ -17,6 +17,7 @@ polling goes on. Every change is published as a new immutable ``HostSnapshot``.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import logging
 import random
@@ -75,6 +76,14 @@ Wall = Callable[[], dt.datetime]
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+# The host every log line of an actor's tasks is about: (host id, host name). Set at the start
+# of ``HostActor.run``; trio copies it into every task the actor then starts (poller, job
+# runner), and ``patch_manager.logs`` adds it to each record.
+log_host: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar(
+    "log_host", default=None
+)
 
 
 class HostActor:
@@ -198,6 +207,7 @@ class HostActor:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Poll (and run jobs) until cancelled. Waits for the database if it is down at start;
         reports readiness once the stored state is loaded."""
+        log_host.set((self.target.host_id, self.target.name))
         stored = await self._wait_for_storage(lambda: self._sink.load(self.target.host_id))
         self._state = stored.state
         self._known_patches = dict(stored.patches)

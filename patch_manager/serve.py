@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 import os
 import signal
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +40,12 @@ from actors import (
     Scheduler,
 )
 from actors.certificates import CertificateService, CertificateTimings
+from actors.notifier import Notifier
 from ca import (
     AgentPeerPolicy,
     CAError,
     CertificateAuthority,
+    Sealer,
     agent_client_context,
     passphrase_from,
     web_server_context,
@@ -62,6 +65,7 @@ from storage import (
 )
 from web import Auth, WebListener, create_app, generate_password, serve_web
 
+from . import logs
 from .adapter import SystemAdapter
 from .runtime import Storage, open_storage, record_certificates
 
@@ -295,6 +299,21 @@ def build_actor_system(
     )
 
 
+def notifier_for(
+    storage: Storage, ca: CertificateAuthority, data_dir: Path, config: Config
+) -> Notifier:
+    """The e-mail sender: the SMTP password unsealed with the data directory's sealing key;
+    the server's certificate checked against the system's roots and our own CA."""
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=str(ca.root_cert_path))
+    return Notifier(
+        storage.db,
+        sealer=Sealer.for_data_dir(data_dir),
+        ssl_context=context,
+        see_ungrouped=config.auth.operators_see_ungrouped,
+    )
+
+
 def _web_listener(
     config: Config, ca: CertificateAuthority, bind: str | None, system: ActorSystem
 ) -> WebListener:
@@ -375,6 +394,10 @@ async def run_server(
                 snapshots = snapshot_task(config, storage, SystemAdapter(storage, system, ca))
                 await inner.start(snapshots.run)
                 inner.start_soon(auth.prune_periodically)
+                inner.start_soon(logs.follow_config, store)
+                notifier = notifier_for(storage, ca, data_dir, config)
+                app.state.notifier = notifier  # the Settings page's test message and outbox
+                await inner.start(notifier.run)
                 if on_ready is not None:
                     on_ready(ServerInfo(urls, storage.description, ca.root_cert_path,
                                         admin_password))  # fmt: skip
