@@ -12,6 +12,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from .errors import NotFound
+from .retention import history_scope
 from .scope import HostScope, scope_condition
 
 EVERYTHING = HostScope(all_hosts=True)
@@ -153,7 +154,7 @@ def _job_visible(scope: HostScope) -> sql.Composable:
     if scope.all_hosts:
         return sql.SQL("TRUE")
     return sql.SQL("EXISTS (SELECT 1 FROM job_hosts vj WHERE vj.job_id = jobs.id AND {c})").format(
-        c=scope_condition(scope, "vj.host_id")
+        c=history_scope(scope, "vj.host_id")
     )
 
 
@@ -173,7 +174,7 @@ def _status(scope: HostScope) -> sql.Composable:
         " WHEN count(*) FILTER (WHERE si.state = 'cancelled') > 0 THEN 'cancelled'"
         " ELSE 'failed' END FROM job_hosts si WHERE si.job_id = jobs.id AND {i})"
         " ELSE jobs.status END"
-    ).format(o=scope_condition(scope, "so.host_id"), i=scope_condition(scope, "si.host_id"))
+    ).format(o=history_scope(scope, "so.host_id"), i=history_scope(scope, "si.host_id"))
 
 
 def _job_columns(scope: HostScope) -> sql.Composable:
@@ -219,7 +220,7 @@ def list_jobs(
         counted = sql.SQL(
             "SELECT r.job_id, r.state, count(*) FROM job_hosts r"
             " WHERE r.job_id = ANY(%s) AND {c} GROUP BY 1, 2"
-        ).format(c=scope_condition(scope, "r.host_id"))
+        ).format(c=history_scope(scope, "r.host_id"))
         for job_id, state, count in conn.execute(counted, ([j.id for j in jobs],)).fetchall():
             counts[job_id][state] = int(count)
     return [(j, counts[j.id]) for j in jobs]
@@ -243,7 +244,7 @@ def job_hosts_outside(conn: psycopg.Connection[Any], job_id: int, scope: HostSco
     if scope.all_hosts:
         return 0
     query = sql.SQL("SELECT count(*) FROM job_hosts r WHERE r.job_id = %s AND NOT {c}").format(
-        c=scope_condition(scope, "r.host_id")
+        c=history_scope(scope, "r.host_id")
     )
     row = conn.execute(query, (job_id,)).fetchone()
     return int(row[0]) if row else 0
@@ -567,7 +568,8 @@ def retry_failed_rows(conn: psycopg.Connection[Any], job_id: int) -> int:
         changed = conn.execute(
             "UPDATE job_hosts SET state = 'queued', attempts = 0, run_until = NULL,"
             " error_code = '', error_message = '', error_stderr = '', updated_at = now()"
-            " WHERE job_id = %s AND state = 'failed'",
+            " WHERE job_id = %s AND state = 'failed'"
+            " AND EXISTS (SELECT 1 FROM hosts h WHERE h.id = job_hosts.host_id)",  # not removed
             (job_id,),
         ).rowcount
         if changed:

@@ -15,6 +15,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from .errors import NotFound
+from .retention import history_scope
 from .scope import HostScope, scope_condition
 
 
@@ -156,14 +157,26 @@ def _at_or_above(severity: str) -> list[str]:
     return list(_SEVERITIES[: _SEVERITIES.index(severity) + 1])
 
 
-def _host_conditions(scope: HostScope, f: ReportFilter, column: str) -> list[sql.Composable]:
-    where: list[sql.Composable] = [scope_condition(scope, column)]
+def _host_conditions(
+    scope: HostScope, f: ReportFilter, column: str, *, history: bool = False
+) -> list[sql.Composable]:
+    """``history``: ``column`` may name a removed host (its history is kept until retention
+    removes it), judged by the groups it was in when removed."""
+    where: list[sql.Composable] = [
+        history_scope(scope, column) if history else scope_condition(scope, column)
+    ]
     if f.group:
+        removed = (
+            " OR EXISTS (SELECT 1 FROM removed_hosts frh JOIN groups frg"
+            " ON frg.id = ANY(frh.group_ids) WHERE frh.id = {c} AND frg.name = {g})"
+            if history
+            else ""
+        )
         where.append(
             sql.SQL(
-                "EXISTS (SELECT 1 FROM host_groups fg JOIN groups fgn ON fgn.id = fg.group_id"
-                " WHERE fg.host_id = {} AND fgn.name = {})"
-            ).format(sql.SQL(column), sql.Literal(f.group))
+                "(EXISTS (SELECT 1 FROM host_groups fg JOIN groups fgn ON fgn.id = fg.group_id"
+                " WHERE fg.host_id = {c} AND fgn.name = {g})" + removed + ")"
+            ).format(c=sql.SQL(column), g=sql.Literal(f.group))
         )
     if f.host_id is not None:
         where.append(sql.SQL("{} = {}").format(sql.SQL(column), sql.Literal(f.host_id)))
@@ -295,7 +308,7 @@ def history_page(
     limit: int = 1000,
 ) -> list[HistoryRow]:
     """Job rows (one per job and host) created in the filter's date range, by row id."""
-    where = _host_conditions(scope, f, "jh.host_id")
+    where = _host_conditions(scope, f, "jh.host_id", history=True)
     where.append(sql.SQL("jh.id > {}").format(sql.Literal(after_id)))
     if f.since:
         where.append(sql.SQL("j.created_at >= {}").format(sql.Literal(_day_start(f.since))))
@@ -310,7 +323,8 @@ def history_page(
         " ELSE concat_ws('=', x->>'name', NULLIF(x->>'version', '')) END, ' ' ORDER BY n)"
         " FROM jsonb_array_elements(j.packages) WITH ORDINALITY AS e(x, n))"
         " ELSE j.selection END, jh.error_code, jh.error_message"
-        " FROM job_hosts jh JOIN jobs j ON j.id = jh.job_id JOIN hosts h ON h.id = jh.host_id"
+        " FROM job_hosts jh JOIN jobs j ON j.id = jh.job_id"
+        " JOIN known_hosts h ON h.id = jh.host_id"
         " WHERE {} ORDER BY jh.id LIMIT {}"
     ).format(sql.SQL(" AND ").join(where), sql.Literal(limit))
     return [
@@ -326,7 +340,7 @@ def remediation_times(
 ) -> list[Remediation]:
     """Patches resolved in the range, per severity: how many and the mean time from first
     seen to resolved (mean time to remediate)."""
-    where = _host_conditions(scope, f, "p.host_id")
+    where = _host_conditions(scope, f, "p.host_id", history=True)
     where.append(sql.SQL("p.resolved_at IS NOT NULL"))
     if f.since:
         where.append(sql.SQL("p.resolved_at >= {}").format(sql.Literal(_day_start(f.since))))
