@@ -119,6 +119,7 @@ class AuthSettings:
     session_hours: int = 12
     idle_minutes: int = 60
     operators_see_ungrouped: bool = False
+    token_max_days: int = 90
 
 
 class Source(enum.Enum):

@@ -256,6 +256,7 @@ SECTIONS: dict[str, tuple[Key, ...]] = {
             False,
             "Operators also see and act on hosts that belong to no group (read at start).",
         ),
+        Key("token_max_days", "int", 90, "Longest lifetime of an API token, in days.", 1, 3650),
     ),
     "pki": (
         Key(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp
 
+from ca import Sealer
 from reports import ComplianceRules
 from storage import Database, Session, StorageError
 
@@ -48,6 +50,8 @@ from .relay import Relay
 from .report_pages import ReportPages
 from .reports_api import ReportsApi
 from .settings_pages import SettingsPages
+from .tokens import Tokens
+from .tokens_api import TokensApi
 from .user_pages import AccountPages
 from .users_api import UsersApi
 
@@ -109,8 +113,14 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     operators_see_ungrouped: bool = False,
     compliance: ComplianceRules | None = None,
+    tokens: Tokens | None = None,
 ) -> Starlette:
     register_path_convertors()
+    # API tokens and access JWTs; without a sealer from the data directory the JWT signing
+    # keys are sealed with a key of this process only (tests): they do not outlive it.
+    tokens = tokens or Tokens(
+        db, Sealer(secrets.token_bytes(32)), operators_see_ungrouped=operators_see_ungrouped
+    )
     rules = compliance or ComplianceRules()
     auth = auth or Auth(db)
     templates = Jinja2Templates(directory=str(templates_dir))
@@ -218,6 +228,7 @@ def create_app(
         *SettingsPages(pages).routes(),
         *ReportsApi(handle, db, rules).routes(),
         *ReportPages(pages, rules).routes(),
+        *TokensApi(tokens).routes(),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
     app = WebApp(
@@ -226,7 +237,7 @@ def create_app(
         max_body_bytes=max_body_bytes,
         middleware=[
             Middleware(DisconnectMiddleware),
-            Middleware(AuthMiddleware, auth=auth),
+            Middleware(AuthMiddleware, auth=auth, tokens=tokens),
             Middleware(PrincipalMiddleware, db=db, operators_see_ungrouped=operators_see_ungrouped),
         ],
         exception_handlers={
@@ -239,4 +250,5 @@ def create_app(
         },
     )
     app.state.relay = relay
+    app.state.tokens = tokens
     return app

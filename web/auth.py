@@ -60,6 +60,7 @@ from storage import (
 from storage.users import family_address
 
 from .middleware import deny_websocket
+from .tokens import Tokens, bearer_of
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ PUBLIC_PATHS = frozenset(
     {
         "/api/v1/health", "/login", "/favicon.ico", "/api/v1/pki/crl.pem", "/api/v1/enroll",
         "/api/v1/pki/repo-config",
+        # API token → access JWT exchange and its public keys (web.tokens_api): no session
+        "/api/v1/auth/token", "/api/v1/auth/jwks.json",
     }
 )  # fmt: skip
 # What a user who must change their password may still reach.
@@ -466,9 +469,10 @@ def same_token(a: str, b: str) -> bool:
 class AuthMiddleware:
     """Loads the session into ``scope["state"]["session"]``; refuses what needs one."""
 
-    def __init__(self, app: ASGIApp, auth: Auth) -> None:
+    def __init__(self, app: ASGIApp, auth: Auth, tokens: Tokens | None = None) -> None:
         self.app = app
         self.auth = auth
+        self.tokens = tokens  # bearer credentials (web.tokens); None: sessions only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -480,6 +484,12 @@ class AuthMiddleware:
             state["session"], state["session_token"] = None, ""
             await self.app(scope, receive, send)
             return
+        # -- bearer hook (API tokens, access JWTs): no cookie, no CSRF; web.tokens decides --
+        credential = bearer_of(scope) if self.tokens is not None else None
+        if credential is not None and self.tokens is not None:
+            await self.tokens.admit(scope, receive, send, self.app, credential)
+            return
+        # -- end of bearer hook --
         token = cookies_of(scope).get(SESSION_COOKIE, "")
         session = await self.auth.session(token) if token else None
         state["session"] = session

@@ -62,6 +62,7 @@ class Action(enum.Enum):
     OBSERVE = "observe"  # /metrics and the health details (fleet-wide figures)
     MANAGE_USERS = "manage_users"  # users, roles, user groups, others' sessions
     MANAGE_PKI = "manage_pki"  # certificates (list, renew, revoke) and agent enrolment
+    MANAGE_SETTINGS = "manage_settings"  # notification (SMTP) settings, run-time log level
 
 
 _ALLOWED: dict[Role, frozenset[Action]] = {
@@ -74,6 +75,42 @@ _ALLOWED: dict[Role, frozenset[Action]] = {
 }
 
 
+class TokenScope(enum.Enum):
+    """What an API token (or an access JWT exchanged for one) may do, on top of its owner's
+    current role: the token's rights are always ``_ALLOWED[role] & _TOKEN_ALLOWED[scope]``."""
+
+    READ = "read"  # read-only API calls
+    OPERATE = "operate"  # + what operators do (refresh, deploy, windows)
+    METRICS = "metrics"  # only /metrics (Prometheus)
+
+
+_TOKEN_ALLOWED: dict[TokenScope, frozenset[Action]] = {
+    TokenScope.READ: frozenset({Action.VIEW}),
+    TokenScope.OPERATE: frozenset(
+        {Action.VIEW, Action.REFRESH_HOSTS, Action.DEPLOY, Action.MANAGE_WINDOWS}
+    ),
+    TokenScope.METRICS: frozenset({Action.OBSERVE}),
+}
+# Paths a token never reaches, whatever its scope: the caller's own account (password, tokens,
+# factors) and the exchange itself need the person, not a credential of theirs.
+TOKEN_NEVER = ("/api/v1/profile", "/api/v1/tokens", "/api/v1/auth/", "/api/v1/live")
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+
+
+def token_may_request(scope: TokenScope, method: str, path: str) -> bool:
+    """Whether a token of ``scope`` may send this request at all (before the route's own
+    ``require``): bearer credentials are for the JSON API and /metrics only; a ``metrics``
+    token reaches only ``GET /metrics``; a ``read`` token only safe methods; no token reaches
+    the paths of ``TOKEN_NEVER``."""
+    if scope is TokenScope.METRICS:
+        return path == "/metrics" and method in SAFE_METHODS
+    if path == "/metrics":
+        return False  # OBSERVE is the metrics scope's alone
+    if not path.startswith("/api/") or path.startswith(TOKEN_NEVER):
+        return False
+    return scope is TokenScope.OPERATE or method in SAFE_METHODS
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is asking: a logged-in user as loaded for this request (or relay refresh)."""
@@ -83,6 +120,10 @@ class Principal:
     role: Role = Role.NONE
     group_ids: frozenset[int] = frozenset()
     see_ungrouped: bool = False  # operators also see hosts of no group (the setting)
+    token_scope: TokenScope | None = None  # set when the request came with a bearer token
+    token_groups: frozenset[int] | None = None  # the token's group restriction, if any
+    token_id: int = 0  # the API token (audit actor "token:ID:NAME")
+    token_name: str = ""
 
     @classmethod
     def of(cls, row: PrincipalRow | None, *, operators_see_ungrouped: bool) -> Principal:
@@ -108,13 +149,21 @@ class Forbidden(Exception):
         self.role = who.role
 
 
+def _actions(who: Principal) -> frozenset[Action]:
+    actions = _ALLOWED[who.role]
+    if who.token_scope is not None:
+        actions &= _TOKEN_ALLOWED[who.token_scope]
+    return actions
+
+
 def may(who: Principal, action: Action) -> bool:
-    return action in _ALLOWED[who.role]
+    return action in _actions(who)
 
 
 def allowed(who: Principal) -> frozenset[str]:
-    """The names of the actions ``who``'s role may do (templates show only those)."""
-    return frozenset(a.value for a in _ALLOWED[who.role])
+    """The names of the actions ``who``'s role (and token scope) may do (templates show only
+    those)."""
+    return frozenset(a.value for a in _actions(who))
 
 
 def require(who: Principal, action: Action) -> None:
@@ -127,10 +176,13 @@ def require(who: Principal, action: Action) -> None:
 def scope_of(who: Principal) -> HostScope:
     """The hosts ``who`` may see and act on: all for admins; the user's groups (plus ungrouped
     hosts when allowed) for operators and auditors; nothing for anyone else."""
-    if who.role is Role.ADMIN:
-        return HostScope.everything()
     if who.role is Role.NONE:
         return HostScope()
+    if who.token_groups is not None:  # a token restricted to groups: those hosts only
+        groups = who.token_groups if who.role is Role.ADMIN else who.token_groups & who.group_ids
+        return HostScope(group_ids=groups)
+    if who.role is Role.ADMIN:
+        return HostScope.everything()
     return HostScope(group_ids=who.group_ids, ungrouped=who.see_ungrouped)
 
 
@@ -201,6 +253,10 @@ class PrincipalMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             state: dict[str, Any] = scope.setdefault("state", {})
+            if isinstance(state.get("token_principal"), Principal):  # web.tokens admitted it
+                state["principal"] = state["token_principal"]
+                await self.app(scope, receive, send)
+                return
             session = state.get("session")
             state["principal"] = (
                 of_session_user(session.user, operators_see_ungrouped=self.operators_see_ungrouped)

@@ -17,6 +17,7 @@ from pydantic.json_schema import models_json_schema
 from . import models as m
 from . import pki_models as pki
 from . import report_models as rmo
+from . import tokens_api as tok
 
 _REPORT_FILES = ("text/csv", "application/pdf")
 
@@ -263,7 +264,32 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         None,
         files=("application/json", *_REPORT_FILES),
     ),
+    # -- API tokens and the access-JWT exchange (web.tokens_api) --
+    ("get", "/api/v1/tokens"): Operation(
+        "Your API tokens (all=true: everyone's, admins)", 200, tok.TokenList, query=tok.TokenQuery
+    ),
+    ("post", "/api/v1/tokens"): Operation(
+        "Create an API token (its secret is in this answer only)",
+        201,
+        tok.TokenCreated,
+        tok.TokenCreate,
+    ),
+    ("delete", "/api/v1/tokens/{token_id}"): Operation(
+        "Revoke an API token (yours; admins: anyone's)", 204, None
+    ),
+    ("post", "/api/v1/auth/token"): Operation(
+        "Exchange an API token or a refresh token for a 15-minute access JWT (no session)",
+        200,
+        tok.TokenGrant,
+        tok.TokenGrantRequest,
+    ),
+    ("get", "/api/v1/auth/jwks.json"): Operation(
+        "Public keys that verify access JWTs (no session)", 200, tok.Jwks
+    ),
 }
+
+# Requests without a session, hence without a CSRF token.
+NO_SESSION = frozenset({"/api/v1/auth/token"})
 
 # Path parameters that are not ids.
 STRING_PARAMS: dict[str, dict[str, Any]] = {"token": {"type": "string", "maxLength": 128}}
@@ -362,7 +388,7 @@ def document(version: str) -> dict[str, Any]:
                 {"name": name, "in": "query", "required": False, "schema": schema}
                 for name, schema in props.items()
             ]
-        if method != "get":
+        if method != "get" and path not in NO_SESSION:
             params.append(
                 {"name": "X-CSRF-Token", "in": "header", "required": True,
                  "schema": {"type": "string"}}
@@ -399,9 +425,14 @@ def document(version: str) -> dict[str, Any]:
                 "Error": {"description": "error", "content": _json(error)},
             },
             "securitySchemes": {
-                "session": {"type": "apiKey", "in": "cookie", "name": "pm_session"}
+                "session": {"type": "apiKey", "in": "cookie", "name": "pm_session"},
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an API token (pm_…) or an access JWT from /api/v1/auth/token",
+                },
             },
         },
-        "security": [{"session": []}],
+        "security": [{"session": []}, {"bearer": []}],
         "paths": paths,
     }
