@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from maintenance import CalendarDay
 from storage import (
     BlackoutRow,
     GroupItem,
@@ -60,25 +61,57 @@ class JobPage(Base):
 class WindowsPage(Base):
     windows: list[WindowRow] = field(default_factory=list)
     blackouts: list[BlackoutRow] = field(default_factory=list)
-    calendar: list[dict[str, Any]] = field(default_factory=list)
-    days: list[dict[str, Any]] = field(default_factory=list)
+    texts: dict[int, str] = field(default_factory=dict)  # window id → its rule in words
+    weeks: list[list[CalendarDay]] = field(default_factory=list)
+    month: str = ""  # YYYY-MM shown
+    month_title: str = ""
+    prev_month: str = ""
+    next_month: str = ""
+    cal_target: str = ""
     hosts: list[HostListItem] = field(default_factory=list)
     groups: list[GroupItem] = field(default_factory=list)
     form: dict[str, str] = field(default_factory=dict)
+    weekdays: list[str] = field(default_factory=list)  # the editor's ticked weekdays
+    editing: int | None = None  # the window being edited (None: a new one)
     errors: dict[str, str] = field(default_factory=dict)
     today: str = ""
 
 
-def calendar_days(
-    entries: list[dict[str, Any]], start: dt.date, days: int = 30
-) -> list[dict[str, Any]]:
-    by_day: dict[str, list[dict[str, Any]]] = {}
-    for e in entries:
-        by_day.setdefault(e["start"][:10], []).append(e)
-    return [
-        {"date": d, "entries": by_day.get(d.isoformat(), [])}
-        for d in (start + dt.timedelta(days=i) for i in range(days))
-    ]
+def month_of(text: str) -> tuple[int, int] | None:
+    """``YYYY-MM`` → (year, month), None unless it is a month between 0001-01 and 9998-12."""
+    year, dash, month = text.partition("-")
+    if not (dash and len(year) == 4 and year.isdigit() and len(month) == 2 and month.isdigit()):
+        return None
+    if not (1 <= int(year) <= 9998 and 1 <= int(month) <= 12):
+        return None
+    return int(year), int(month)
+
+
+def shift_month(year: int, month: int, by: int) -> str:
+    index = min(max(year * 12 + month - 1 + by, 12), 9998 * 12 + 11)
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def window_values(row: WindowRow) -> tuple[dict[str, str], list[str]]:
+    """A stored window as the editor's form values and ticked weekdays."""
+    values = {
+        "name": row.name,
+        "target": f"host:{row.host_id}" if row.host_id is not None else f"group:{row.group_id}",
+        "recurrence": row.recurrence,
+        "start_date": row.start_date.isoformat(),
+        "start_time": row.start_time.strftime("%H:%M"),
+        "duration_minutes": str(row.duration_minutes),
+        "timezone": row.timezone,
+        "day_of_month": str(row.day_of_month),
+        "short_month": row.short_month,
+        "nth": str(row.nth),
+        "until": row.until.isoformat() if row.until else "",
+        "auto_apply": row.auto_apply,
+    }
+    for key in ("enabled", "allow_reboot"):
+        if getattr(row, key):
+            values[key] = "on"
+    return values, [str(d) for d in row.weekdays]
 
 
 class JobPages:
@@ -188,33 +221,86 @@ class JobPages:
         errors: dict[str, str] | None = None,
         form: dict[str, str] | None = None,
         status: int = 200,
+        weekdays: list[str] | None = None,
+        editing: int | None = None,
     ) -> Response:
+        """The windows in words, the editor (new, or ``?edit=ID``), the month grid
+        (``?month=YYYY-MM``, ``?target=group:ID|host:ID``) and the blackouts."""
         who = principal(request)
+        errors = dict(errors or {})
+        params = request.query_params
         items = await windows.windows(self.sys, who)
         blackouts = await windows.blackouts(self.sys, who)
         now = dt.datetime.now(UTC)
-        entries = windows.calendar(items, blackouts, now, 30)
+        if editing is None and params.get("edit", "").isdigit() and len(params["edit"]) < 19:
+            editing = int(params["edit"])
+        edited = next((w for w in items if w.id == editing), None)
+        if editing is not None and edited is None:
+            errors.setdefault("edit", f"there is no window {editing} (deleted, or not yours)")
+        if form is None and edited is not None:
+            form, weekdays = window_values(edited)
+        year, month = now.year, now.month
+        wanted = params.get("month", "")
+        if wanted:
+            parsed = month_of(wanted)
+            if parsed is None:
+                errors["month"] = "a month such as 2026-12"
+            else:
+                year, month = parsed
+        cal_target = params.get("target", "")
+        try:
+            weeks = await windows.month(self.sys, who, year, month, cal_target)
+        except HandleError as exc:
+            errors["cal_target"] = exc.fields.get("target", exc.message)
+            cal_target = ""
+            weeks = await windows.month(self.sys, who, year, month)
         page = WindowsPage(
             **self.p.base(request, "Maintenance windows", "windows"),
             windows=items,
             blackouts=blackouts,
-            calendar=entries,
-            days=calendar_days(entries, now.date()),
+            texts={w.id: windows.text(w, now.date()) for w in items},
+            weeks=weeks,
+            month=f"{year:04d}-{month:02d}",
+            month_title=dt.date(year, month, 1).strftime("%B %Y"),
+            prev_month=shift_month(year, month, -1),
+            next_month=shift_month(year, month, 1),
+            cal_target=cal_target,
             hosts=await host_service.find(self.sys, who, HostFilter(limit=MAX_SELECTION)),
             groups=await groups.all_groups(self.sys, who),
             form=form or {},
-            errors=errors or {},
+            weekdays=weekdays if weekdays is not None else ([] if form else ["1"]),
+            editing=edited.id if edited is not None else None,
+            errors=errors,
             today=now.date().isoformat(),
         )
         return self.p.render(request, "windows.html", page, status)
 
     async def save_window(self, request: Request) -> Response:
         raw = await request.form()
+        window_id = path_id(request, "window_id") if "window_id" in request.path_params else None
         try:
-            await windows.save(self.sys, principal(request), window_form(raw))
+            await windows.save(self.sys, principal(request), window_form(raw), window_id)
+        except Missing:
+            return self.p.back("/windows", "That window was deleted meanwhile")
         except HandleError as exc:
-            return await self.windows(request, exc.fields, fields(raw), 422)
+            chosen = [str(v) for v in raw.getlist("weekdays")]
+            return await self.windows(
+                request, exc.fields, fields(raw), 422, weekdays=chosen, editing=window_id
+            )
         return self.p.back("/windows", "Window saved")
+
+    async def enable_window(self, request: Request) -> Response:
+        """``/windows/{id}/disable`` and ``/enable``: the same replacement as an edit."""
+        enabled = request.url.path.endswith("/enable")
+        try:
+            await windows.set_enabled(
+                self.sys, principal(request), path_id(request, "window_id"), enabled
+            )
+        except Missing:
+            return self.p.back("/windows", "That window was already deleted")
+        except HandleError as exc:
+            return self.p.back("/windows", exc.message)
+        return self.p.back("/windows", "Window enabled" if enabled else "Window disabled")
 
     async def delete_window(self, request: Request) -> Response:
         try:
@@ -229,8 +315,11 @@ class JobPages:
         try:
             await windows.add_blackout(self.sys, principal(request), blackout_form(form))
         except HandleError as exc:
-            message = "; ".join(f"{k}: {v}" for k, v in exc.fields.items())
-            return await self.windows(request, {"blackout": message}, status=422)
+            # Beside each field of the blackout form (its names would clash with the editor's).
+            errors = {f"blackout_{k}": v for k, v in exc.fields.items()} or {
+                "blackout": exc.message
+            }
+            return await self.windows(request, errors, status=422)
         return self.p.back("/windows", "Blackout added")
 
     async def remove_blackout(self, request: Request) -> Response:
@@ -249,7 +338,10 @@ class JobPages:
             Route("/jobs/{job_id:int}/{action:str}", self.job_action, methods=["POST"]),
             Route("/windows", self.windows, methods=["GET"]),
             Route("/windows", self.save_window, methods=["POST"]),
+            Route("/windows/{window_id:int}", self.save_window, methods=["POST"]),
             Route("/windows/{window_id:int}/delete", self.delete_window, methods=["POST"]),
+            Route("/windows/{window_id:int}/enable", self.enable_window, methods=["POST"]),
+            Route("/windows/{window_id:int}/disable", self.enable_window, methods=["POST"]),
             Route("/blackouts", self.add_blackout, methods=["POST"]),
             Route("/blackouts/{blackout_id:int}/delete", self.remove_blackout, methods=["POST"]),
         ]

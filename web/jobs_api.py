@@ -9,11 +9,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from maintenance import describe
 from storage import Database
 
 from . import models as m
 from .authz import Action, require
-from .handle import SystemHandle
+from .handle import InvalidInput, SystemHandle
 from .models_io import body, path_id, query, record, reply
 from .services import System, jobs, principal, windows
 
@@ -79,10 +80,18 @@ class JobsApi:
     async def window_preview(self, request: Request) -> Response:
         """The next occurrences of a draft window, for the editor's live preview."""
         require(principal(request), Action.MANAGE_WINDOWS)
-        draft = await body(request, m.WindowDraft)
+        try:
+            draft = await body(request, m.WindowDraft)
+        except InvalidInput as exc:
+            # A draft that cannot be saved yet is an answer for the editor (each problem by
+            # field), not a 4xx: the editor asks about every draft as it is typed.
+            return reply(m.Occurrences, occurrences=[], problems=exc.fields, text="")
         upcoming = windows.upcoming(draft, dt.datetime.now(dt.UTC))
         return reply(
-            m.Occurrences, occurrences=[m.Occurrence(start=i.start, end=i.end) for i in upcoming]
+            m.Occurrences,
+            occurrences=[m.Occurrence(start=i.start, end=i.end) for i in upcoming],
+            problems={},
+            text=describe(draft.rule()),
         )
 
     async def delete_window(self, request: Request) -> Response:

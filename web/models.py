@@ -563,6 +563,10 @@ class Occurrence(Reply):
 
 class Occurrences(Reply):
     occurrences: list[Occurrence]
+    problems: dict[str, str] = Field(
+        description="field → message for a draft that cannot be saved yet (then no occurrences)"
+    )
+    text: str = Field(description='the rule in words, e.g. "every Tue and Thu 22:00–02:00 UTC"')
 
 
 class CalendarEntry(Reply):

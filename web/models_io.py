@@ -106,7 +106,29 @@ def validate(model: type[M], data: Mapping[str, Any]) -> M:
         if issubclass(model, Body):
             for field, message in model.raw_problems(dict(data)).items():
                 errors.setdefault(field, message)
+        for field, message in _cross_field_problems(model, data, errors).items():
+            errors.setdefault(field, message)
         raise InvalidInput.of(errors) from None
+
+
+def _cross_field_problems(
+    model: type[BaseModel], data: Mapping[str, Any], errors: Mapping[str, str]
+) -> dict[str, str]:
+    """The cross-field checks (which pydantic runs only once every field is valid) on the input
+    without its invalid fields, so that one post reports every problem at once."""
+    rest = {k: v for k, v in data.items() if k not in errors}
+    if len(rest) == len(data):
+        return {}
+    try:
+        model.model_validate(rest)
+    except ValidationError as again:
+        found: dict[str, str] = {}
+        for error in again.errors():
+            ctx = error.get("ctx") or {}
+            if isinstance(ctx.get("error"), FieldErrors):
+                found.update(ctx["error"].errors)
+        return found
+    return {}
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:

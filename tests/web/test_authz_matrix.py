@@ -223,6 +223,20 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/windows"): Entry(ALL),
     ("POST", "/windows"): Entry(WRITERS, form={"target": "host:{host_id}"}),
     ("POST", "/windows/{window_id:int}/delete"): Entry(WRITERS, form={}, fresh=True),
+    ("POST", "/windows/{window_id:int}"): Entry(
+        WRITERS,
+        form={
+            "target": "host:{host_id}",
+            "recurrence": "daily",
+            "start_date": "2026-12-01",
+            "start_time": "03:00",
+            "duration_minutes": "60",
+            "timezone": "UTC",
+        },
+        fresh=True,
+    ),  # fmt: skip
+    ("POST", "/windows/{window_id:int}/disable"): Entry(WRITERS, form={}, fresh=True),
+    ("POST", "/windows/{window_id:int}/enable"): Entry(WRITERS, form={}, fresh=True),
     ("POST", "/blackouts"): Entry(ADMIN, form={"blackout": "yes"}),
     ("POST", "/blackouts/{blackout_id:int}/delete"): Entry(ADMIN, form={}, fresh=True),
     # -- reports and risk waivers ---------------------------------------------------------

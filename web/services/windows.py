@@ -5,8 +5,18 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from maintenance import Interval, WindowRule, occurrences
+from maintenance import (
+    CalendarDay,
+    Interval,
+    Marked,
+    WindowRule,
+    describe,
+    month_bounds,
+    month_grid,
+    occurrences,
+)
 from storage import (
+    WINDOW_FIELDS,
     BlackoutRow,
     NotFound,
     WindowRow,
@@ -15,6 +25,7 @@ from storage import (
     delete_window,
     existing_host_ids,
     group_exists,
+    host_window_map,
     list_blackouts,
     list_windows,
     save_window,
@@ -30,6 +41,29 @@ from .base import Principal, System
 async def windows(sys: System, who: Principal) -> list[WindowRow]:
     """The windows of the principal's hosts and groups (all for admins)."""
     return await sys.db.run(list_windows, scope_of(who))
+
+
+async def window(sys: System, who: Principal, window_id: int) -> WindowRow:
+    """One window visible to the principal; ``Missing`` otherwise."""
+    for item in await windows(sys, who):
+        if item.id == window_id:
+            return item
+    raise Missing(f"no window with id {window_id}")
+
+
+def text(row: WindowRow, today: dt.date | None = None) -> str:
+    """The window's rule in words ("every Tue and Thu 22:00-02:00 Europe/Berlin")."""
+    return describe(WindowRule.from_columns(row), today)
+
+
+async def set_enabled(sys: System, who: Principal, window_id: int, enabled: bool) -> None:
+    """Disable (or enable again) a window: the same replacement as an edit, so it is recorded
+    and checked like one; ``Missing`` for a window the principal cannot see."""
+    row = await window(sys, who, window_id)
+    values: dict[str, Any] = {f: getattr(row, f) for f in WINDOW_FIELDS}
+    values["weekdays"] = list(row.weekdays)
+    values["enabled"] = enabled
+    await save(sys, who, Window.model_validate(values), window_id)
 
 
 async def save(sys: System, who: Principal, data: Window, window_id: int | None = None) -> int:
@@ -102,6 +136,43 @@ async def upcoming_entries(
     now = now or dt.datetime.now(dt.UTC)
     windows = await sys.db.run(list_windows, scope_of(who))
     return calendar(windows, await sys.db.run(list_blackouts), now, days)
+
+
+async def month(
+    sys: System, who: Principal, year: int, month: int, target: str = ""
+) -> list[list[CalendarDay]]:
+    """The month's grid (weeks Monday first) with every enabled window's occurrences (blackouts
+    cut out) and the blackout periods, in UTC. ``target`` "group:ID" shows that group's
+    windows, "host:ID" the windows that apply to the host (its own and its groups'); an
+    unknown or out-of-scope target is an ``InvalidInput`` naming ``target``."""
+    items = [w for w in await windows(sys, who) if w.enabled]
+    kind, _, raw = target.partition(":")
+    if target:
+        if kind not in ("host", "group") or not raw.isdigit() or len(raw) > 18:
+            raise InvalidInput("target", "choose a group or a host")
+        wanted = int(raw)
+        if kind == "host":
+            if not await sys.db.run(existing_host_ids, [wanted], scope_of(who)):
+                raise InvalidInput("target", f"no host with id {wanted}")
+            applies = set((await sys.db.run(host_window_map)).get(wanted, []))
+            items = [w for w in items if w.id in applies]
+        else:
+            scope = scope_of(who)
+            if not (scope.all_hosts or wanted in scope.group_ids) or not await sys.db.run(
+                group_exists, wanted
+            ):
+                raise InvalidInput("target", f"no group with id {wanted}")
+            items = [w for w in items if w.group_id == wanted]
+    start, end = month_bounds(year, month)
+    shut = await sys.db.run(list_blackouts)
+    cut = [Interval(b.starts_at, b.ends_at) for b in shut]
+    marked = [
+        Marked(w.name or w.target, piece)
+        for w in items
+        for piece in occurrences(WindowRule.from_columns(w), start, end, cut)
+    ]
+    blacked = [Marked(b.name or "blackout", Interval(b.starts_at, b.ends_at)) for b in shut]
+    return month_grid(year, month, marked, blacked)
 
 
 async def blackouts(sys: System, who: Principal) -> list[BlackoutRow]:

@@ -163,39 +163,6 @@
     document.querySelectorAll("form[data-confirm]").forEach(function (form) {
       form.addEventListener("submit", function (event) { if (!confirm(form.dataset.confirm)) event.preventDefault(); });
     });
-    const windowForm = document.getElementById("window-form");
-    if (windowForm && csrf) {
-      const preview = document.getElementById("window-preview");
-      const update = function () {
-        // The API takes typed JSON (numbers, booleans, host_id/group_id), not form strings.
-        const data = new FormData(windowForm);
-        const number = function (v) { return /^-?\d+$/.test(v) ? Number(v) : v; };
-        const body = { weekdays: [], enabled: false, allow_reboot: false };
-        data.forEach(function (v, k) {
-          if (k === "csrf_token" || v === "") return;
-          if (k === "weekdays") body.weekdays.push(number(v));
-          else if (k === "target") { const parts = v.split(":"); body[parts[0] + "_id"] = number(parts[1]); }
-          else if (k === "enabled" || k === "allow_reboot") body[k] = true;
-          else if (k === "duration_minutes" || k === "day_of_month" || k === "nth") body[k] = number(v);
-          else body[k] = v;
-        });
-        // Asking the API about a draft it must refuse would log a 4xx in the console: the one
-        // refusal a fresh form always meets is said here instead.
-        const recurrence = body.recurrence || "weekly";
-        if ((recurrence === "weekly" || recurrence === "monthly_nth") && body.weekdays.length === 0) {
-          preview.textContent = "choose at least one weekday";
-          return;
-        }
-        fetch("/api/v1/windows/preview", { method: "POST", headers: { "content-type": "application/json", "x-csrf-token": csrf.content }, body: JSON.stringify(body) })
-          .then(function (r) { return r.json(); })
-          .then(function (j) {
-            if (j.error) { preview.textContent = Object.values((j.error.details || {}).fields || {}).join("; ") || j.error.message; return; }
-            preview.textContent = j.occurrences.map(function (o) { return new Date(o.start).toLocaleString(); }).join(" · ") || "none in the next 120 days";
-          });
-      };
-      windowForm.addEventListener("change", update);
-      update();
-    }
     document.querySelectorAll("button[data-confirm-submit]").forEach(function (b) {
       b.form.addEventListener("submit", function (event) { if (!confirm(b.dataset.confirmSubmit)) event.preventDefault(); });
     });
