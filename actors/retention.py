@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from storage import Database, StorageError
+from storage import AuditBroken, Database, StorageError, prune_audit
 from storage.retention import (
     PRUNE_STEPS,
     finish_run,
@@ -157,6 +157,30 @@ class RetentionTask:
     last_run_at: dt.datetime | None = None
     last_duration_s: float | None = None
     ran: trio.Event = field(default_factory=trio.Event)  # set after each run (tests wait on it)
+
+    @classmethod
+    def for_database(
+        cls,
+        db: Database,
+        operational_days: Callable[[], int],
+        audit_days: Callable[[], int],
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> RetentionTask:
+        """The production task: runs recorded in the database; the audit log pruned with the
+        database's audit key (not at all without one). A chain that does not verify up to the
+        cut is not pruned: logged as an error, the run goes on (``audit verify`` names the
+        broken entry)."""
+        key = db.audit_key
+
+        async def audit(cutoff: dt.datetime, batch: int) -> int:
+            try:
+                return await db.run(prune_audit, key, cutoff, batch)
+            except AuditBroken as exc:
+                log.error("retention: audit log not pruned: %s", exc)
+                return 0
+
+        database = DatabaseRetention(db, clock, prune_audit=audit if key is not None else None)
+        return cls(database.last_run, database.execute, clock, operational_days, audit_days)
 
     def statistics(self) -> RetentionStatistics:
         return RetentionStatistics(

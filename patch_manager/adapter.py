@@ -42,12 +42,20 @@ class SystemAdapter(FleetHandle):
         self.scheduler = system.scheduler
         self.ca = ca
         self.certificates = system.certificates
+        self.retention = system.retention
         self.started = time.monotonic()
 
     def metrics(self) -> dict[str, Any]:
         m = super().metrics()
         m["certificate_expiry_s"] = self.certificates.expiry()
         m["agent_certificates_refused"] = self.certificates.policy.refused_handshakes
+        if self.retention is not None:
+            r = self.retention.statistics()
+            m["retention"] = {
+                "runs": r.runs, "failures": r.failures, "deleted_total": dict(r.deleted_total),
+                "last_run_ts": r.last_run_at.timestamp() if r.last_run_at else None,
+                "last_duration_s": r.last_duration_s,
+            }  # fmt: skip
         return m
 
     async def health(self) -> HealthReport:

@@ -41,6 +41,7 @@ from actors import (
 )
 from actors.certificates import CertificateService, CertificateTimings
 from actors.notifier import Notifier
+from actors.retention import RetentionTask
 from ca import (
     AgentPeerPolicy,
     CAError,
@@ -238,6 +239,7 @@ class ActorSystem:
     handle: FleetHandle
     ramp: ConnectionRamp  # the fleet-wide limit on agent connections being opened
     certificates: CertificateService  # renewal, CRL re-signing, refused agent certificates
+    retention: RetentionTask | None = None  # the daily pruning
 
 
 def bootstrap_token(env_name: str) -> str:
@@ -295,9 +297,15 @@ def build_actor_system(
         auto_approval=(pki.auto_approve_cidrs, bootstrap_token(pki.bootstrap_token_env),
                        pki.auto_approve_group),
     )  # fmt: skip
-    return ActorSystem(
-        scheduler, fleet, sink, FleetHandle(scheduler, fleet, storage.db), ramp, certificates
+    retention = RetentionTask.for_database(
+        storage.db,
+        lambda: store.current.retention.operational_days,
+        lambda: store.current.retention.audit_days,
     )
+    return ActorSystem(
+        scheduler, fleet, sink, FleetHandle(scheduler, fleet, storage.db), ramp, certificates,
+        retention,
+    )  # fmt: skip
 
 
 def notifier_for(
@@ -400,6 +408,8 @@ async def run_server(
                 inner.start_soon(store.watch_files)
                 snapshots = snapshot_task(config, storage, SystemAdapter(storage, system, ca))
                 await inner.start(snapshots.run)
+                if system.retention is not None:
+                    await inner.start(system.retention.run)
                 inner.start_soon(auth.prune_periodically)
                 inner.start_soon(logs.follow_config, store)
                 notifier = notifier_for(storage, ca, data_dir, config)

@@ -13,11 +13,18 @@ from .relay import Relay
 from .services import principal
 
 
+def _number(value: float) -> str:
+    """Full precision (``:g`` kept 6 digits: a Unix time or a counter past a million lost its
+    last digits)."""
+    number = float(value)
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
 def _line(name: str, value: float, labels: dict[str, str] | None = None) -> str:
     if labels:
         inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        return f"{name}{{{inner}}} {value:g}"
-    return f"{name} {value:g}"
+        return f"{name}{{{inner}}} {_number(value)}"
+    return f"{name} {_number(value)}"
 
 
 def render(metrics: dict[str, Any], relay: Relay) -> str:
@@ -68,6 +75,34 @@ def render(metrics: dict[str, Any], relay: Relay) -> str:
         _line("patchmgr_agent_certificates_refused_total",
               metrics.get("agent_certificates_refused", 0))
     )  # fmt: skip
+    retention = metrics.get("retention")
+    if retention is not None:
+        family(
+            "patchmgr_retention_deleted_rows_total",
+            "counter",
+            "Rows deleted by the daily retention run, per table.",
+        )
+        for table, n in sorted(retention["deleted_total"].items()):
+            out.append(_line("patchmgr_retention_deleted_rows_total", n, {"table": table}))
+        family("patchmgr_retention_runs_total", "counter", "Retention runs by outcome.")
+        out.append(_line("patchmgr_retention_runs_total", retention["runs"], {"outcome": "ok"}))
+        out.append(
+            _line("patchmgr_retention_runs_total", retention["failures"], {"outcome": "failed"})
+        )
+        family(
+            "patchmgr_retention_last_run_timestamp_seconds",
+            "gauge",
+            "When the last retention run finished (Unix time; 0 = none yet).",
+        )
+        out.append(
+            _line("patchmgr_retention_last_run_timestamp_seconds", retention["last_run_ts"] or 0)
+        )
+        family(
+            "patchmgr_retention_last_run_seconds",
+            "gauge",
+            "Duration of the last retention run in this process.",
+        )
+        out.append(_line("patchmgr_retention_last_run_seconds", retention["last_duration_s"] or 0))
     return "\n".join(out) + "\n"
 
 
