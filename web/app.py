@@ -50,6 +50,8 @@ from .relay import Relay
 from .report_pages import ReportPages
 from .reports_api import ReportsApi
 from .settings_pages import SettingsPages
+from .sso import OidcClient
+from .sso_pages import SsoPages
 from .tokens import Tokens
 from .tokens_api import TokensApi
 from .user_pages import AccountPages
@@ -113,6 +115,8 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     operators_see_ungrouped: bool = False,
     compliance: ComplianceRules | None = None,
+    sealer: Sealer | None = None,
+    sso_client: OidcClient | None = None,
     tokens: Tokens | None = None,
 ) -> Starlette:
     register_path_convertors()
@@ -226,6 +230,7 @@ def create_app(
         *JobPages(pages).routes(),
         *PkiPages(pages).routes(),
         *SettingsPages(pages).routes(),
+        *SsoPages(pages, sso_client or OidcClient(), sealer).routes(),
         *ReportsApi(handle, db, rules).routes(),
         *ReportPages(pages, rules).routes(),
         *TokensApi(tokens).routes(),

@@ -76,6 +76,7 @@ PUBLIC_PATHS = frozenset(
         "/api/v1/pki/repo-config",
         # API token → access JWT exchange and its public keys (web.tokens_api): no session
         "/api/v1/auth/token", "/api/v1/auth/jwks.json",
+        "/sso/login", "/sso/callback",  # single sign-on (web.sso_pages): no session yet
     }
 )  # fmt: skip
 # What a user who must change their password may still reach.

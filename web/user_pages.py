@@ -22,7 +22,7 @@ from .handle import HandleError, Missing
 from .models import PasswordChange, UserCreate, UserUpdate
 from .models_io import given, path_id, validate
 from .pages import Base, Pages
-from .services import groups, principal, users
+from .services import groups, principal, sso, users
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,10 @@ class AccountPages:
             "Log in", token, safe_next(request.query_params.get("next")), error, username
         )
         response = self.pages.templates.TemplateResponse(
-            request, "login.html", {"page": page}, status_code=status
+            request,
+            "login.html",
+            {"page": page, "sso_button": await sso.login_button(self.sys)},
+            status_code=status,
         )
         response.headers.append("set-cookie", self.auth.login_cookie(token))
         if retry_after:

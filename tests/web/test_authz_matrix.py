@@ -141,6 +141,20 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/settings"): Entry(ADMIN),
     ("POST", "/settings/repo-configs"): Entry(ADMIN, form={"distro_id": "matrix"}),
     ("POST", "/settings/repo-configs/delete"): Entry(ADMIN, form={"distro_id": "bad id!"}),
+    # -- single sign-on: sign-in is public (off here: 404; no sign-in started: 400) ---------
+    ("GET", "/sso/login"): Entry(ALL, expect=frozenset({404})),
+    ("GET", "/sso/callback"): Entry(ALL, expect=frozenset({400})),
+    ("GET", "/settings/sso"): Entry(ADMIN),
+    ("POST", "/settings/sso/save"): Entry(ADMIN, form={"preset": "oidc", "groups_claim": "groups"}),
+    ("POST", "/settings/sso/test"): Entry(ADMIN, form={}, expect=frozenset({200})),
+    ("POST", "/settings/sso/mappings"): Entry(ADMIN, form={"claim_value": "m", "role": "auditor"}),
+    ("POST", "/settings/sso/mappings/delete"): Entry(ADMIN, form={"claim_value": "m"}),
+    ("POST", "/settings/sso/identities"): Entry(
+        ADMIN, form={"user_id": "0", "issuer": "i", "subject": "s"}, expect=REFUSED
+    ),
+    ("POST", "/settings/sso/identities/delete"): Entry(
+        ADMIN, form={"user_id": "0", "identity_id": "1"}, expect=REFUSED
+    ),
     ("GET", "/enrolments"): Entry(ADMIN),
     ("POST", "/enrolments/{enrolment_id:int}/approve"): Entry(ADMIN, form={}, fresh=True),
     ("POST", "/enrolments/{enrolment_id:int}/deny"): Entry(ADMIN, form={}, fresh=True),
