@@ -391,6 +391,7 @@ async def run_server(
                 max_body_bytes=config.server.max_body_bytes,
                 compliance=compliance_rules(config),
                 operators_see_ungrouped=config.auth.operators_see_ungrouped,
+                sealer=Sealer.for_data_dir(data_dir),  # the OIDC client secret (web.sso)
                 tokens=Tokens(
                     storage.db,
                     Sealer.for_data_dir(data_dir),
