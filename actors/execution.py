@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from maintenance import Pending, drift
 from storage import DatabaseUnavailable, JobHostRow, JobRow
 
 from .agent_client import PatchSelection, check_package_name, check_version
@@ -424,6 +425,22 @@ class Executor:
                 return await self._start(agent, job, row)  # reads the host again, with a ladder
             return await self._send(agent, job, row, request)
 
+    async def _check_plan(self, agent: JobAgentPort, job: JobRow, row: JobHostRow) -> set[str]:
+        """Re-read the host's pending list before sending a planned patch job and record on
+        the row how it differs from the plan (``drift``, e.g. "2 packages newer than
+        planned"); returns the names pending now. Raises ``AgentError``."""
+        live = await agent.patches()
+        now = [
+            Pending(p.name, p.current_version, p.available_version, p.severity,
+                    p.requires_reboot)
+            for p in live.patches
+        ]  # fmt: skip
+        found = drift(row.planned or {}, now, job.selection)
+        if found:
+            log.info("row %d: %s", row.id, found, extra={"host": self.host})
+            await self._db(partial(self.store.update, row.id, drift=found))
+        return {p.name for p in now}
+
     async def _prepare(self, agent: JobAgentPort, job: JobRow, row: JobHostRow) -> Request:
         """What to send, checked before anything is sent. Raises ``NothingToDo``, ``Refused``
         (safety gates, bad package names) or ``AgentError`` (while reading the host)."""
@@ -434,6 +451,7 @@ class Executor:
 
     async def _request(self, agent: JobAgentPort, job: JobRow, row: JobHostRow) -> Request:
         if job.kind == "patch":
+            pending_now = None if row.planned is None else await self._check_plan(agent, job, row)
             if job.selection == "all":
                 selection = PatchSelection.all()
             else:
@@ -442,6 +460,10 @@ class Executor:
                     if job.selection == "security"
                     else [str(p) for p in job.packages]
                 )
+                if pending_now is not None and job.selection == "list":
+                    # The plan's chosen patches that are pending here: naming one that is not
+                    # would install it (apt install -- names).
+                    names = [n for n in names if n in pending_now]
                 if not names:
                     raise NothingToDo("nothing selected is pending on this host")
                 selection = PatchSelection.only(names)

@@ -15,10 +15,18 @@ from typing import Protocol
 
 import trio
 
-from maintenance import Interval, WindowRule, next_window, occurrences, open_window
+from maintenance import (
+    NO_WINDOW_HORIZON,
+    Interval,
+    WindowRule,
+    assign_batches,
+    next_window,
+    occurrences,
+    open_window,
+)
 from storage import Decisions, JobHostRow, JobRow, JobSpec, WindowRow
 
-from .rollout import NO_WINDOW_HORIZON, assign_batches, decide, rule_of
+from .rollout import decide, rule_of
 
 log = logging.getLogger(__name__)
 

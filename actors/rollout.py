@@ -4,10 +4,9 @@ threshold, retry-once-in-window, window gating and the job's roll-up state. No t
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Callable, Sequence
 
-from maintenance import WindowRule
+from maintenance import NO_WINDOW_HORIZON, WindowRule
 from storage import (
     FINAL_ROW_STATES,
     NO_DEADLINE,
@@ -19,28 +18,6 @@ from storage import (
 )
 
 MAX_ATTEMPTS = 2  # the first try and one automatic retry
-
-
-def assign_batches(
-    count: int, *, batch_size: int | None, batch_percent: int | None, canary: bool
-) -> list[int]:
-    """The batch number of each of ``count`` hosts, in order."""
-    if count <= 0:
-        return []
-    size = count
-    if batch_size:
-        size = batch_size
-    elif batch_percent:
-        size = max(1, math.ceil(count * batch_percent / 100))
-    batches: list[int] = []
-    if canary and size >= count:
-        size = max(1, count // 10) if count > 1 else 1  # a canary of ~10 % by default
-        first = size
-        rest = count - first
-        return [0] * first + [1] * rest
-    for index in range(count):
-        batches.append(index // size)
-    return batches
 
 
 def rule_of(row: WindowRow) -> WindowRule:
@@ -61,7 +38,6 @@ NOT_RETRIED = frozenset(
         "INTERNAL_ERROR",
     }
 )
-NO_WINDOW_HORIZON = dt.timedelta(days=35)
 
 
 def final_failure(row: JobHostRow, window_open: bool) -> bool:

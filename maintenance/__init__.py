@@ -2,6 +2,7 @@
 API and the calendar. Imports nothing of ours."""
 
 from .calendar_grid import CalendarDay, DayPart, Marked, month_bounds, month_grid
+from .plan import NO_WINDOW_HORIZON, Pending, assign_batches, chosen, drift
 from .text import describe
 from .windows import (
     Interval,
@@ -16,15 +17,20 @@ from .windows import (
 )
 
 __all__ = [
+    "NO_WINDOW_HORIZON",
     "CalendarDay",
     "DayPart",
     "Interval",
     "Marked",
+    "Pending",
     "Recurrence",
     "ShortMonth",
     "WindowError",
     "WindowRule",
+    "assign_batches",
+    "chosen",
     "describe",
+    "drift",
     "merged",
     "month_bounds",
     "month_grid",

@@ -146,6 +146,7 @@ from .jobs import (
 )
 from .migrations import code_version, current_version, migrate
 from .packages import package_name_problem, package_version_problem
+from .plans import PlanHost, PlanPatch, plan_hosts
 from .principals import (
     PrincipalRow,
     hosts_outside,
@@ -236,6 +237,8 @@ __all__ = [
     "NotFound",
     "PatchItem",
     "PatchRow",
+    "PlanHost",
+    "PlanPatch",
     "PrincipalRow",
     "RowsRefused",
     "SchemaTooNew",
@@ -322,6 +325,7 @@ __all__ = [
     "package_name_problem",
     "package_version_problem",
     "pending_union",
+    "plan_hosts",
     "prune_audit",
     "prune_sessions",
     "record_certificate",

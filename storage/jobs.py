@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -40,6 +40,12 @@ class JobSpec:
     canary: bool = False
     rollback_of: int | None = None
     created_by: str = ""
+    # The deployment plan the job was made from (what the Deploy page showed): stored on the
+    # job; ``planned`` (host id → {package: version}) on each row; ``skipped`` (host id →
+    # (code, reason)) rows start skipped.
+    plan: Mapping[str, Any] | None = None
+    planned: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
+    skipped: Mapping[int, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,8 @@ class JobHostRow:
     run_until: dt.datetime | None = None
     agent_status: str = ""
     uptime_before: int | None = None
+    planned: dict[str, str] | None = None  # the plan's {package: version} for this host
+    drift: str = ""  # how the host's pending list differed from the plan when it ran
 
 
 _JOB_COLUMNS = (
@@ -98,8 +106,13 @@ _ROW_COLUMNS = (
     "r.id, r.job_id, r.host_id, r.batch, r.state, r.attempts, r.agent_job_id, r.dispatched_at,"
     " r.started_at, r.finished_at, r.progress, r.error_code, r.error_message, r.error_stderr,"
     " r.packages_before, r.packages_after, h.name, r.owner, r.sent_at, r.run_until,"
-    " r.agent_status, r.uptime_before"
+    " r.agent_status, r.uptime_before, r.planned, r.drift"
 )
+
+
+def _planned(spec: JobSpec, host_id: int) -> Jsonb | None:
+    versions = spec.planned.get(host_id)
+    return None if versions is None else Jsonb(dict(versions))
 
 
 def _job(row: Sequence[Any]) -> JobRow:
@@ -122,8 +135,8 @@ def create_job(
         row = conn.execute(
             "INSERT INTO jobs (kind, selection, packages, schedule, allow_reboot,"
             " reboot_delay_s, batch_size, batch_percent, failure_threshold, canary,"
-            " rollback_of, created_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " RETURNING id",
+            " rollback_of, created_by, plan)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
             (
                 spec.kind,
                 spec.selection,
@@ -137,15 +150,22 @@ def create_job(
                 spec.canary,
                 spec.rollback_of,
                 spec.created_by,
+                None if spec.plan is None else Jsonb(dict(spec.plan)),
             ),
         ).fetchone()
         assert row is not None
         job_id = int(row[0])
         with conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO job_hosts (job_id, host_id, batch) VALUES (%s, %s, %s)",
-                [(job_id, host_id, batch) for host_id, batch in batches],
+                "INSERT INTO job_hosts (job_id, host_id, batch, planned) VALUES (%s, %s, %s, %s)",
+                [(job_id, host_id, batch, _planned(spec, host_id)) for host_id, batch in batches],
             )
+            for host_id, (code, reason) in spec.skipped.items():
+                cur.execute(
+                    "UPDATE job_hosts SET state = 'skipped', finished_at = now(),"
+                    " error_code = %s, error_message = %s WHERE job_id = %s AND host_id = %s",
+                    (code, reason, job_id, host_id),
+                )
     return job_id
 
 
@@ -345,6 +365,7 @@ _ROW_FIELDS = {
     "agent_status",
     "uptime_before",
     "reboot_job_id",
+    "drift",
 }
 
 

@@ -7,7 +7,7 @@ as repeated fields), checkboxes are present or absent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from starlette.datastructures import FormData
@@ -34,12 +34,17 @@ def host_query(params: Mapping[str, str]) -> HostQuery:
     return validate(HostQuery, given(params))
 
 
-def job_form(form: Mapping[str, str]) -> JobCreate:
+def job_form(form: Mapping[str, str], ticked: Sequence[str] = ()) -> JobCreate:
+    """A deployment from the Deploy form; ``ticked``: the patches chosen one by one (their
+    checkboxes), which make the job "only these packages"."""
     values: dict[str, Any] = given({k: v for k, v in form.items() if k in JobCreate.model_fields})
     for key in CHECKBOXES:
         values[key] = key in values and values[key] not in ("", "off", "false", "0")
     if "packages" in values:
         values["packages"] = split_list(values["packages"])
+    if ticked:
+        values["selection"] = "list"
+        values["packages"] = list(dict.fromkeys([*values.get("packages", []), *ticked]))
     if "host_ids" in values:
         values["host_ids"] = split_list(values["host_ids"])
     return validate(JobCreate, values)

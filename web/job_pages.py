@@ -30,6 +30,7 @@ from .models_io import given, path_id, split_list, validate
 from .pages import Base, Pages
 from .services import groups, jobs, principal, windows
 from .services import hosts as host_service
+from .services.plans import Plan
 
 UTC = dt.UTC
 
@@ -42,6 +43,8 @@ class DeployPage(Base):
     form: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     everything: bool = False  # the selection matches every host: all_hosts must be confirmed
+    plan: Plan | None = None  # what the job would do with the options as they stand
+    ticked: list[str] = field(default_factory=list)  # the patches chosen one by one
 
 
 @dataclass(frozen=True)
@@ -126,17 +129,25 @@ class JobPages:
         errors: dict[str, str] | None = None,
         form: dict[str, str] | None = None,
         status: int = 200,
+        ticked: list[str] | None = None,
     ) -> Response:
-        """The confirmation shows how many hosts the selection resolves to right now."""
-        form = form or dict(request.query_params.items())
+        """The hosts the selection resolves to right now, their pending patches (each with a
+        checkbox: deploy only the ticked ones) and the plan of the job as the form stands
+        (``services.plans``: what Deploy then stores and runs)."""
+        if form is None:
+            form = dict(request.query_params.items())
+            ticked = request.query_params.getlist("patch")
+        ticked = ticked or []
         who = principal(request)
         require(who, Action.DEPLOY)
+        errors = dict(errors or {})
         values = given({k: v for k, v in form.items() if k in ("group", "filter", "host_ids")})
         if "host_ids" in values:
             values["host_ids"] = split_list(values["host_ids"])
         hosts: list[HostListItem] = []
         patches: list[dict[str, Any]] = []
         everything = False
+        plan: Plan | None = None
         try:
             selection = validate(HostSelection, values)
             if values:
@@ -146,8 +157,9 @@ class JobPages:
                 patches = found.patches
                 listed = await host_service.find(self.sys, who, HostFilter(limit=MAX_SELECTION))
                 hosts = [h for h in listed if h.id in wanted]
+                plan = await self._plan(request, form, ticked, errors)
         except HandleError as exc:
-            errors = {**exc.fields, **(errors or {})}
+            errors = {**exc.fields, **errors}
             status = 422
         page = DeployPage(
             **self.p.base(request, "Deploy", "deploy"),
@@ -155,17 +167,37 @@ class JobPages:
             groups=await groups.all_groups(self.sys, who),
             patches=patches,
             form=form,
-            errors=errors or {},
+            errors=errors,
             everything=everything,
+            plan=plan,
+            ticked=ticked,
         )
         return self.p.render(request, "deploy.html", page, status)
 
-    async def create(self, request: Request) -> Response:
-        form = fields(await request.form())
+    async def _plan(
+        self, request: Request, form: dict[str, str], ticked: list[str], errors: dict[str, str]
+    ) -> Plan | None:
+        """The plan of the form as it stands; None (and its problems in ``errors``, beside
+        the fields) when the options cannot make a job yet."""
         try:
-            job_id, count = await jobs.create(self.sys, principal(request), job_form(form))
+            draft = job_form(form, ticked)
+            return (await jobs.plan(self.sys, principal(request), draft))[1]
         except HandleError as exc:
-            return await self.deploy(request, exc.fields, form, 422)
+            for key, message in exc.fields.items():
+                errors.setdefault(key, message)
+            return None
+
+    async def create(self, request: Request) -> Response:
+        raw = await request.form()
+        form = fields(raw)
+        ticked = [str(v) for v in raw.getlist("patch")]
+        if form.get("action") == "plan":  # "Show the plan": the page again, nothing created
+            return await self.deploy(request, None, form, 200, ticked)
+        try:
+            data = job_form(form, ticked)
+            job_id, count = await jobs.create(self.sys, principal(request), data)
+        except HandleError as exc:
+            return await self.deploy(request, exc.fields, form, 422, ticked)
         return self.p.back(f"/jobs/{job_id}", f"Job {job_id} created for {count} host(s)")
 
     async def jobs(self, request: Request) -> Response:

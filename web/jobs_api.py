@@ -4,6 +4,7 @@ typed models in, the service layer, typed models out."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import asdict
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -66,6 +67,21 @@ class JobsApi:
             patches=[m.PendingPatch(**p) for p in found.patches],
         )
 
+    async def plan(self, request: Request) -> Response:
+        """The plan of a draft job (``services.plans``): what ``POST /api/v1/jobs`` would do."""
+        data = await body(request, m.JobCreate)
+        found, plan = await jobs.plan(self.sys, principal(request), data)
+        return reply(
+            m.DeployPlan,
+            hosts_total=len(found.host_ids),
+            all_hosts=found.everything,
+            changes=plan.changes,
+            reboots=plan.reboots,
+            skipped=plan.skipped,
+            hosts=[m.PlanHost.model_validate(asdict(h)) for h in plan.hosts],
+            batches=[m.PlanBatch.model_validate(asdict(b)) for b in plan.batches],
+        )
+
     # -- windows ----------------------------------------------------------------------------
 
     async def windows(self, request: Request) -> Response:
@@ -124,6 +140,7 @@ class JobsApi:
             Route("/api/v1/jobs/{job_id:int}/retry", self.retry, methods=["POST"]),
             Route("/api/v1/jobs/{job_id:int}/rollback", self.rollback, methods=["POST"]),
             Route("/api/v1/deploy/preview", self.preview, methods=["POST"]),
+            Route("/api/v1/jobs/plan", self.plan, methods=["POST"]),
             Route("/api/v1/windows", self.windows, methods=["GET"]),
             Route("/api/v1/windows", self.save_window, methods=["POST"]),
             Route("/api/v1/windows/preview", self.window_preview, methods=["POST"]),

@@ -548,6 +548,46 @@ class Preview(Reply):
     patches: list[PendingPatch]
 
 
+class PlanChange(Reply):
+    name: str
+    from_version: str = Field(description="installed now (at the last poll)")
+    to_version: str = Field(description="what the job brings it to")
+    severity: str
+    requires_reboot: bool
+
+
+class PlanHost(Reply):
+    host_id: int
+    name: str
+    address: str
+    batch: int
+    changes: list[PlanChange]
+    reboot: str = Field(description='"reboots", "needs a reboot (not allowed: …)" or ""')
+    skip: str = Field(description="PAUSED, NO_WINDOW or HOST_UNREACHABLE: no request is sent")
+    reason: str
+    window_start: dt.datetime | None = Field(description="the window occurrence it runs in")
+    window_end: dt.datetime | None
+
+
+class PlanBatch(Reply):
+    number: int
+    hosts: int
+    runs: int = Field(description="hosts of the batch that are not skipped")
+    starts: dt.datetime | None = Field(description="the earliest window of its hosts")
+
+
+class DeployPlan(Reply):
+    """What a job would do now: the same plan ``POST /api/v1/jobs`` stores."""
+
+    hosts_total: int
+    all_hosts: bool = Field(description="the selection matches every host of the fleet")
+    changes: int
+    reboots: int
+    skipped: int
+    hosts: list[PlanHost]
+    batches: list[PlanBatch]
+
+
 class Windows(Reply):
     windows: list[WindowRow]
 
@@ -566,7 +606,7 @@ class Occurrences(Reply):
     problems: dict[str, str] = Field(
         description="field → message for a draft that cannot be saved yet (then no occurrences)"
     )
-    text: str = Field(description='the rule in words, e.g. "every Tue and Thu 22:00–02:00 UTC"')
+    text: str = Field(description='the rule in words, e.g. "every Tue and Thu 22:00-02:00 UTC"')
 
 
 class CalendarEntry(Reply):

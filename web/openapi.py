@@ -100,6 +100,13 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         m.Preview,
         m.DeployPreview,
     ),
+    ("post", "/api/v1/jobs/plan"): Operation(
+        "The plan of a draft job: per host the package changes, reboot, skip reason, batch and"
+        " window (what POST /api/v1/jobs stores)",
+        200,
+        m.DeployPlan,
+        m.JobCreate,
+    ),
     ("get", "/api/v1/windows"): Operation("Maintenance windows", 200, m.Windows),
     ("post", "/api/v1/windows"): Operation("Create a window", 201, m.Created, m.Window),
     ("post", "/api/v1/windows/preview"): Operation(

@@ -219,6 +219,7 @@ MATRIX: dict[tuple[str, str], Entry] = {
         WRITERS, json={}, expect=REFUSED
     ),  # nothing to roll back
     ("POST", "/api/v1/deploy/preview"): Entry(WRITERS, json={"host_ids": ["{host_id}"]}),
+    ("POST", "/api/v1/jobs/plan"): Entry(WRITERS, json={"host_ids": ["{host_id}"]}),
     ("GET", "/deploy"): Entry(WRITERS),
     ("POST", "/deploy"): Entry(WRITERS, form={"host_ids": "{host_id}"}),
     ("GET", "/jobs"): Entry(ALL),

@@ -27,6 +27,7 @@ from ..authz import Action, require, scope_of
 from ..handle import InvalidInput, Missing
 from ..models import MAX_SELECTION, HostSelection, JobCreate
 from .base import Principal, System
+from .plans import Plan, compute
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,9 @@ def _confirm_everything(sel: HostSelection, found: Resolved) -> None:
     )
 
 
-def spec_of(data: JobCreate, who: Principal) -> JobSpec:
+def spec_of(data: JobCreate, who: Principal, plan: Plan | None = None) -> JobSpec:
+    """The job to store; with its ``plan`` (``plans.compute``): the plan is kept, each row
+    gets its planned versions and the rows of skipped hosts start skipped."""
     return JobSpec(
         kind=data.kind,
         schedule=data.schedule,
@@ -85,6 +88,9 @@ def spec_of(data: JobCreate, who: Principal) -> JobSpec:
         failure_threshold=data.failure_threshold,
         canary=data.canary,
         created_by=who.username,
+        plan=None if plan is None else plan.stored(),
+        planned={} if plan is None or data.kind != "patch" else plan.planned(),
+        skipped={} if plan is None else plan.skips(),
     )
 
 
@@ -95,8 +101,17 @@ async def create(sys: System, who: Principal, data: JobCreate) -> tuple[int, int
     if not found.host_ids:
         raise InvalidInput("hosts", "no host matches the selection")
     _confirm_everything(data, found)
-    job_id = await sys.handle.create_job(spec_of(data, who), found.host_ids)
+    job_id = await sys.handle.create_job(
+        spec_of(data, who, await compute(sys, data, found.host_ids)), found.host_ids
+    )
     return job_id, len(found.host_ids)
+
+
+async def plan(sys: System, who: Principal, data: JobCreate) -> tuple[Resolved, Plan]:
+    """The hosts a draft job reaches now and its plan (what ``create`` would store)."""
+    require(who, Action.DEPLOY)
+    found = await resolve(sys, who, data)
+    return found, await compute(sys, data, found.host_ids)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,84 @@
+"""Deployment plans (issue 16 point 2): which of a host's pending patches a job changes, how the
+hosts are cut into batches, and the drift between a plan and the host's pending list when the
+job runs. Pure: the Deploy page, the JSON API, job creation and the host actors share it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+# A window job's host without an enabled window occurrence within this horizon is skipped
+# (NO_WINDOW) instead of waiting forever; the coordinator and the plan use the same horizon.
+NO_WINDOW_HORIZON = dt.timedelta(days=35)
+SECURITY = frozenset({"critical", "high"})
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A patch pending on a host (from its last poll, or read from the agent)."""
+
+    name: str
+    current_version: str
+    available_version: str
+    severity: str
+    requires_reboot: bool
+
+
+def assign_batches(
+    count: int, *, batch_size: int | None, batch_percent: int | None, canary: bool
+) -> list[int]:
+    """The batch number of each of ``count`` hosts, in order."""
+    if count <= 0:
+        return []
+    size = count
+    if batch_size:
+        size = batch_size
+    elif batch_percent:
+        size = max(1, math.ceil(count * batch_percent / 100))
+    if canary and size >= count:
+        size = max(1, count // 10) if count > 1 else 1  # a canary of ~10 % by default
+        return [0] * size + [1] * (count - size)
+    return [index // size for index in range(count)]
+
+
+def chosen(pending: Iterable[Pending], selection: str, packages: Sequence[str]) -> list[Pending]:
+    """The pending patches a patch job of ``selection`` changes on a host: all of them, the
+    security ones (critical/high), or those named in ``packages`` (and pending there)."""
+    if selection == "security":
+        return [p for p in pending if p.severity in SECURITY]
+    if selection == "list":
+        wanted = set(packages)
+        return [p for p in pending if p.name in wanted]
+    return list(pending)
+
+
+def _packages(count: int) -> str:
+    return f"{count} package{'s' if count != 1 else ''}"
+
+
+def drift(planned: Mapping[str, str], now: Iterable[Pending], selection: str) -> str:
+    """How the host's pending list now differs from the plan, in one line ("" when it does
+    not): planned packages now offered in another version, planned packages no longer
+    pending, and (for "all"/"security") packages pending now that the plan did not have."""
+    current = {p.name: p for p in now}
+    newer = sorted(
+        n for n, v in planned.items() if n in current and current[n].available_version != v
+    )
+    gone = sorted(n for n in planned if n not in current)
+    extra = (
+        sorted(p.name for p in chosen(current.values(), selection, ()) if p.name not in planned)
+        if selection != "list"
+        else []
+    )
+    parts = []
+    if newer:
+        parts.append(f"{_packages(len(newer))} newer than planned ({', '.join(newer[:5])})")
+    if gone:
+        parts.append(f"{_packages(len(gone))} no longer pending ({', '.join(gone[:5])})")
+    if extra:
+        parts.append(f"{_packages(len(extra))} pending that the plan did not have "
+                     f"({', '.join(extra[:5])})")  # fmt: skip
+    return "; ".join(parts)

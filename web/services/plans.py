@@ -1,0 +1,215 @@
+"""The deployment plan (issue 16 point 2): one function computes, for a draft job, per host
+which packages change from which version to which (from the last poll), whether it reboots,
+whether it is skipped and why, its batch and the window it runs in. The Deploy page, the
+``POST /api/v1/jobs/plan`` API and job creation all call ``compute``, so what the preview shows
+is what the job is made of (the job stores it; rows of skipped hosts start skipped).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from maintenance import (
+    NO_WINDOW_HORIZON,
+    Interval,
+    Pending,
+    WindowRule,
+    assign_batches,
+    chosen,
+    next_window,
+    open_window,
+)
+from storage import (
+    PlanHost,
+    host_window_map,
+    list_blackouts,
+    list_windows,
+    plan_hosts,
+)
+
+from ..models import JobCreate
+from .base import System
+
+# Why a host gets no request (its row starts skipped): the codes the coordinator uses too.
+PAUSED = "PAUSED"
+NO_WINDOW = "NO_WINDOW"
+UNREACHABLE = "HOST_UNREACHABLE"
+
+
+@dataclass(frozen=True)
+class Change:
+    name: str
+    from_version: str
+    to_version: str
+    severity: str
+    requires_reboot: bool
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    host_id: int
+    name: str  # the display name (or the registered name)
+    address: str
+    batch: int
+    changes: list[Change] = field(default_factory=list)
+    reboot: str = ""  # "reboots" | "needs a reboot (not allowed)" | ""
+    skip: str = ""  # PAUSED | NO_WINDOW | HOST_UNREACHABLE, or "" when the host runs
+    reason: str = ""  # one line: why skipped, or what to know (never polled, nothing pending)
+    window_start: dt.datetime | None = None  # the window occurrence it runs in (window jobs)
+    window_end: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    number: int
+    hosts: int
+    runs: int  # hosts that are not skipped
+    starts: dt.datetime | None  # the earliest window of its hosts (None: apply now / none)
+
+
+@dataclass(frozen=True)
+class Plan:
+    hosts: list[HostPlan]
+    batches: list[BatchPlan]
+    changes: int  # package changes over all hosts that run
+    reboots: int  # hosts that will reboot
+    skipped: int
+
+    def stored(self) -> dict[str, Any]:
+        """The plan as the job keeps it (``jobs.plan``)."""
+        return {
+            "hosts": [
+                {
+                    "host_id": h.host_id,
+                    "batch": h.batch,
+                    "skip": h.skip,
+                    "reason": h.reason,
+                    "reboot": h.reboot,
+                    "window_start": h.window_start.isoformat() if h.window_start else None,
+                    "changes": [[c.name, c.from_version, c.to_version] for c in h.changes],
+                }
+                for h in self.hosts
+            ]
+        }
+
+    def planned(self) -> dict[int, dict[str, str]]:
+        """Host id → {package: version} for the rows of hosts that run (patch jobs)."""
+        return {
+            h.host_id: {c.name: c.to_version for c in h.changes} for h in self.hosts if not h.skip
+        }
+
+    def skips(self) -> dict[int, tuple[str, str]]:
+        return {h.host_id: (h.skip, h.reason) for h in self.hosts if h.skip}
+
+
+def _pending(host: PlanHost) -> list[Pending]:
+    return [
+        Pending(p.name, p.current_version, p.available_version, p.severity, p.requires_reboot)
+        for p in host.pending
+    ]
+
+
+async def _windows(
+    sys: System, host_ids: Sequence[int]
+) -> tuple[dict[int, list[WindowRule]], list[Interval]]:
+    """Each host's enabled window rules (its own and its groups'), and the blackouts."""
+    by_host = await sys.db.run(host_window_map)
+    rules = {w.id: WindowRule.from_columns(w) for w in await sys.db.run(list_windows) if w.enabled}
+    shut = [Interval(b.starts_at, b.ends_at) for b in await sys.db.run(list_blackouts)]
+    return {h: [rules[w] for w in by_host.get(h, []) if w in rules] for h in host_ids}, shut
+
+
+async def compute(
+    sys: System, data: JobCreate, host_ids: Sequence[int], now: dt.datetime | None = None
+) -> Plan:
+    """The plan of job ``data`` over ``host_ids`` (already resolved within the principal's
+    scope, in the order the job's rows take): batches as the job cuts them, each host's
+    changes (patch jobs), reboot, skip reason and window."""
+    now = now or dt.datetime.now(dt.UTC)
+    hosts = await sys.db.run(plan_hosts, host_ids)
+    numbers = assign_batches(
+        len(hosts),
+        batch_size=data.batch_size,
+        batch_percent=data.batch_percent,
+        canary=data.canary,
+    )
+    rules, shut = await _windows(sys, host_ids) if data.schedule == "window" else ({}, [])
+    names = [p if isinstance(p, str) else p.name for p in data.packages]
+    plans: list[HostPlan] = []
+    for host, batch in zip(hosts, numbers, strict=True):
+        changes: list[Change] = []
+        reason = ""
+        if data.kind == "patch":
+            picked = chosen(_pending(host), data.selection, names)
+            changes = [
+                Change(p.name, p.current_version, p.available_version, p.severity,
+                       p.requires_reboot)
+                for p in picked
+            ]  # fmt: skip
+            if host.last_patch_poll_at is None:
+                reason = "patches not known yet (never polled): it gets what is pending then"
+            elif not picked:
+                reason = "nothing selected is pending (at the last poll)"
+        needs_reboot = any(c.requires_reboot for c in changes) or data.kind == "reboot"
+        reboot = ""
+        if needs_reboot:
+            reboot = "reboots" if data.allow_reboot or data.kind == "reboot" else (
+                "needs a reboot (not allowed: it stays pending)"
+            )  # fmt: skip
+        skip, start, end = "", None, None
+        if data.schedule == "window":
+            found = open_window(rules[host.id], now, shut) or next_window(
+                rules[host.id], now, shut, NO_WINDOW_HORIZON
+            )
+            if found is None:
+                skip = NO_WINDOW
+                reason = f"no enabled maintenance window in the next {NO_WINDOW_HORIZON.days} days"
+            else:
+                start, end = found.start, found.end
+        if host.paused:
+            skip, reason = PAUSED, "the host is paused"
+        elif host.health == "unreachable" and data.schedule == "now":
+            skip = UNREACHABLE
+            reason = "unreachable" + (f": {host.health_reason}" if host.health_reason else "")
+        elif host.health == "unreachable" and not skip:
+            reason = "unreachable now; tried when its window opens"
+        plans.append(
+            HostPlan(
+                host.id,
+                host.display_name or host.name,
+                host.address if host.address != host.name else "",
+                batch,
+                changes,
+                reboot if not skip else "",
+                skip,
+                reason,
+                start,
+                end,
+            )
+        )
+    return Plan(
+        plans,
+        _batches(plans),
+        sum(len(h.changes) for h in plans if not h.skip),
+        sum(1 for h in plans if h.reboot == "reboots"),
+        sum(1 for h in plans if h.skip),
+    )
+
+
+def _batches(plans: list[HostPlan]) -> list[BatchPlan]:
+    found: list[BatchPlan] = []
+    for number in sorted({h.batch for h in plans}):
+        members = [h for h in plans if h.batch == number]
+        starts = [h.window_start for h in members if h.window_start is not None and not h.skip]
+        found.append(
+            BatchPlan(
+                number,
+                len(members),
+                sum(1 for h in members if not h.skip),
+                min(starts) if starts else None,
+            )
+        )
+    return found
