@@ -40,6 +40,7 @@ from .middleware import (
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
 )
+from .notifications_api import NotificationsApi
 from .openapi import document
 from .pages import Pages, since
 from .paths import IdOutOfRange
@@ -224,6 +225,7 @@ def create_app(
         *api.routes(),
         *JobsApi(handle, db).routes(),
         *PkiApi(handle, db).routes(),
+        *NotificationsApi(db).routes(),
         *pages.routes(),
         *AccountPages(pages).routes(),
         *UsersApi(handle, db, auth).routes(),

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from . import models as m
+from . import notifications_api as nta
 from . import pki_models as pki
 from . import report_models as rmo
 from . import tokens_api as tok
@@ -74,6 +75,28 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Register found agents", 201, m.Registered, m.Addresses
     ),
     ("get", "/api/v1/openapi.json"): Operation("This document", 200, m.Document),
+    ("get", "/api/v1/admin/notifications"): Operation(
+        "SMTP and notification settings (admins)", 200, nta.NotificationSettingsOut
+    ),
+    ("put", "/api/v1/admin/notifications"): Operation(
+        "Change the SMTP and notification settings (admins)", 200,
+        nta.NotificationSettingsOut, nta.NotificationSettingsIn,
+    ),  # fmt: skip
+    ("post", "/api/v1/admin/notifications/test"): Operation(
+        "Send a test message now (admins)", 200, nta.TestResult, nta.TestMessage
+    ),
+    ("get", "/api/v1/admin/notifications/outbox"): Operation(
+        "Outbox depth, last error, recent messages (admins)", 200, nta.Outbox
+    ),
+    ("get", "/api/v1/profile/notifications"): Operation(
+        "Your e-mail address and subscribed events", 200, nta.SubscriptionOut
+    ),
+    ("put", "/api/v1/profile/notifications"): Operation(
+        "Set your e-mail address and events", 200, nta.SubscriptionOut, nta.SubscriptionIn
+    ),
+    ("put", "/api/v1/admin/log-level"): Operation(
+        "Set the log level now (admins)", 200, nta.LogLevelOut, nta.LogLevelIn
+    ),
     ("get", "/api/v1/jobs"): Operation("Jobs, newest first", 200, m.Jobs, query=m.JobsQuery),
     ("post", "/api/v1/jobs"): Operation(
         "Create a deployment or package/reboot job (a group or filter that matches every host"

@@ -128,6 +128,13 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/api/v1/enrolments"): Entry(ADMIN),
     ("GET", "/api/v1/pki/repo-config"): Entry(ALL, expect=REFUSED),  # no distro_id
     ("GET", "/api/v1/repo-configs"): Entry(ADMIN),
+    ("GET", "/api/v1/admin/notifications"): Entry(ADMIN),
+    ("PUT", "/api/v1/admin/notifications"): Entry(ADMIN, json={}),
+    ("POST", "/api/v1/admin/notifications/test"): Entry(ADMIN, json={"to": "a@example.test"}),
+    ("GET", "/api/v1/admin/notifications/outbox"): Entry(ADMIN),
+    ("PUT", "/api/v1/admin/log-level"): Entry(ADMIN, json={"level": "warning"}),
+    ("GET", "/api/v1/profile/notifications"): Entry(ALL),
+    ("PUT", "/api/v1/profile/notifications"): Entry(ALL, json={"email": "", "events": []}),
     ("POST", "/api/v1/repo-configs"): Entry(ADMIN, json={"distro_id": "debian"}),
     ("POST", "/api/v1/repo-configs/delete"): Entry(ADMIN, json={"distro_id": "bad id!"}),
     ("GET", "/certificates"): Entry(ADMIN),
