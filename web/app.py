@@ -220,7 +220,7 @@ def create_app(
     routes = [
         Route("/api/v1/health", health, methods=["GET"]),
         Route("/api/v1/openapi.json", openapi, methods=["GET"]),
-        Route("/metrics", metrics.endpoint(handle, relay), methods=["GET"]),
+        Route("/metrics", metrics.endpoint(handle, relay, db), methods=["GET"]),
         WebSocketRoute("/api/v1/live", relay.endpoint),
         *api.routes(),
         *JobsApi(handle, db).routes(),

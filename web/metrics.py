@@ -7,6 +7,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from storage import Database
+from storage.outbox import OutboxStats, outbox_stats
+
 from .authz import Action, require
 from .handle import SystemHandle
 from .relay import Relay
@@ -27,7 +30,7 @@ def _line(name: str, value: float, labels: dict[str, str] | None = None) -> str:
     return f"{name} {_number(value)}"
 
 
-def render(metrics: dict[str, Any], relay: Relay) -> str:
+def render(metrics: dict[str, Any], relay: Relay, outbox: OutboxStats | None = None) -> str:
     out: list[str] = []
 
     def family(name: str, kind: str, doc: str) -> None:
@@ -103,15 +106,52 @@ def render(metrics: dict[str, Any], relay: Relay) -> str:
             "Duration of the last retention run in this process.",
         )
         out.append(_line("patchmgr_retention_last_run_seconds", retention["last_duration_s"] or 0))
+    if outbox is not None:
+        family(
+            "patchmgr_notification_outbox_depth",
+            "gauge",
+            "Notifications waiting: events not yet digested, messages not yet sent.",
+        )
+        out.append(
+            _line("patchmgr_notification_outbox_depth", outbox.pending_events, {"queue": "events"})
+        )
+        out.append(
+            _line(
+                "patchmgr_notification_outbox_depth", outbox.pending_messages, {"queue": "messages"}
+            )
+        )
+        family(
+            "patchmgr_notification_messages",
+            "gauge",
+            "E-mail messages kept in the (bounded) outbox, by final state.",
+        )
+        out.append(_line("patchmgr_notification_messages", outbox.sent, {"state": "sent"}))
+        out.append(_line("patchmgr_notification_messages", outbox.failed, {"state": "failed"}))
+        family(
+            "patchmgr_notification_dropped_total",
+            "counter",
+            "Notifications dropped (oldest first) because the outbox was full.",
+        )
+        out.append(
+            _line("patchmgr_notification_dropped_total", outbox.dropped_events, {"queue": "events"})
+        )
+        out.append(
+            _line(
+                "patchmgr_notification_dropped_total",
+                outbox.dropped_messages,
+                {"queue": "messages"},
+            )
+        )
     return "\n".join(out) + "\n"
 
 
-def endpoint(handle: SystemHandle, relay: Relay) -> Any:
+def endpoint(handle: SystemHandle, relay: Relay, db: Database | None = None) -> Any:
     async def metrics(request: Request) -> Response:
         """Fleet-wide figures: only for roles that may observe the system (admins)."""
         require(principal(request), Action.OBSERVE)
+        outbox = await db.run(outbox_stats) if db is not None else None
         return PlainTextResponse(
-            render(handle.metrics(), relay), media_type="text/plain; version=0.0.4"
+            render(handle.metrics(), relay, outbox), media_type="text/plain; version=0.0.4"
         )
 
     return metrics

@@ -3,11 +3,13 @@ level through the JSON API (a real aiosmtpd server on loopback; audited changes)
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import secrets
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -15,7 +17,14 @@ import pytest
 from actors.notifier import Notifier
 from ca import Sealer
 from storage.audit import AuditFilter, list_entries
-from storage.notifications import get_notification_settings
+from storage.notifications import enqueue_event, get_notification_settings
+from storage.outbox import (
+    NewMessage,
+    mark_attempt_failed,
+    mark_sent,
+    queue_messages,
+    recent_messages,
+)
 
 from ..actors.smtp_server import hung_server, smtp_server
 from ..conftest import Pki
@@ -23,6 +32,7 @@ from .conftest import WebRig, assert_envelope
 
 pytestmark = pytest.mark.timeout(60)
 SETTINGS = "/api/v1/admin/notifications"
+NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
 
 
 def install_sender(rig: WebRig, pki: Pki) -> Notifier:
@@ -164,3 +174,25 @@ async def test_the_log_level_changes_at_run_time_and_is_audited(
     assert await audit_actions(web_rig, "settings.log_level") == [
         ("user:admin", "settings.log_level", "ok")
     ]
+
+
+async def test_metrics_show_the_outbox_depth_and_sent_and_failed_messages(
+    client: httpx2.AsyncClient, web_rig: WebRig
+) -> None:
+    def fill(conn: Any) -> None:
+        enqueue_event(conn, "host_unreachable", [], {"host": "h"})
+        queue_messages(conn, [NewMessage("a@example.test", "s", "b")] * 3, [], NOW)
+        ids = [m.id for m in recent_messages(conn)]
+        mark_sent(conn, ids[:1])
+        mark_attempt_failed(conn, ids[1:2], "refused: connection refused", None)
+
+    await web_rig.db.run(fill)
+    text = (await client.get("/metrics")).text
+    for line in (
+        'patchmgr_notification_outbox_depth{queue="events"} 1',
+        'patchmgr_notification_outbox_depth{queue="messages"} 1',
+        'patchmgr_notification_messages{state="sent"} 1',
+        'patchmgr_notification_messages{state="failed"} 1',
+        'patchmgr_notification_dropped_total{queue="events"} 0',
+    ):
+        assert line in text.splitlines()
