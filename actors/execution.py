@@ -555,7 +555,7 @@ class Executor:
                 "failed",
                 error_code=info.error_code or "UNKNOWN_ERROR",
                 error_message=(info.error or info.status.value)[:4000],
-                error_stderr=(info.command_stderr or "")[:8000],
+                error_stderr=(info.command_stderr or _logged_stderr(info.logs))[:8000],
             )
 
     async def _wait_final(
@@ -773,6 +773,15 @@ def _request_names(job: JobRow, host_id: int) -> list[str]:
 
 async def _package_map(agent: JobAgentPort) -> dict[str, str]:
     return {p.name: p.version for p in await agent.packages()}
+
+
+def _logged_stderr(logs: Sequence[str]) -> str:
+    """The ``[stderr]`` part of an agent job's log (agent-api §3.13), for a failure whose
+    ``command_stderr`` is empty: the error an operator needs is often only there."""
+    lines = list(logs)
+    if "[stderr]" not in lines:
+        return ""
+    return "\n".join(line.strip() for line in lines[lines.index("[stderr]") + 1 :]) + "\n"
 
 
 def _rebooting(patch: JobInfo) -> bool:

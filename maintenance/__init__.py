@@ -2,7 +2,16 @@
 API and the calendar. Imports nothing of ours."""
 
 from .calendar_grid import CalendarDay, DayPart, Marked, month_bounds, month_grid
-from .plan import NO_WINDOW_HORIZON, Pending, assign_batches, chosen, drift
+from .plan import (
+    NO_WINDOW_HORIZON,
+    Pending,
+    assign_batches,
+    chosen,
+    downgrade_refusal,
+    drift,
+    is_downgrade,
+    package_manager,
+)
 from .text import describe
 from .windows import (
     Interval,
@@ -30,11 +39,14 @@ __all__ = [
     "assign_batches",
     "chosen",
     "describe",
+    "downgrade_refusal",
     "drift",
+    "is_downgrade",
     "merged",
     "month_bounds",
     "month_grid",
     "next_window",
     "occurrences",
     "open_window",
+    "package_manager",
 ]

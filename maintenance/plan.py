@@ -82,3 +82,50 @@ def drift(planned: Mapping[str, str], now: Iterable[Pending], selection: str) ->
         parts.append(f"{_packages(len(extra))} pending that the plan did not have "
                      f"({', '.join(extra[:5])})")  # fmt: skip
     return "; ".join(parts)
+
+
+# The agent picks its backend by the binaries present and does not report it (agent-api §6);
+# the manager infers it from the OS name the agent reports.
+_FAMILIES = (
+    ("apt", ("ubuntu", "debian", "mint", "raspbian", "pop!_os", "kali")),
+    ("dnf", ("rocky", "fedora", "alma", "red hat", "rhel", "centos stream", "oracle")),
+    ("yum", ("centos", "amazon")),
+    ("apk", ("alpine",)),
+    ("pacman", ("arch", "manjaro")),
+)
+
+
+def package_manager(os_name: str) -> str:
+    """The agent's backend for an OS name ("" when it cannot be told)."""
+    lowered = os_name.lower()
+    for family, names in _FAMILIES:
+        if any(name in lowered for name in names):
+            return family
+    return ""
+
+
+def downgrade_refusal(os_name: str) -> str:
+    """Why the agent on a host of ``os_name`` cannot install an older version of a package
+    (what a rollback of an upgrade asks), or "" when it can: apt runs ``apt-get install -y``
+    without ``--allow-downgrades`` and refuses; yum's install does not downgrade; pacman's
+    install takes no version. dnf and apk install the version asked for."""
+    family = package_manager(os_name)
+    if family == "apt":
+        return ("apt hosts cannot go back to an older version: the agent installs without "
+                "--allow-downgrades, so apt refuses")  # fmt: skip
+    if family == "yum":
+        return "yum hosts cannot go back to an older version: yum install does not downgrade"
+    if family == "pacman":
+        return "pacman hosts cannot go back to an older version: the agent installs by name only"
+    if not os_name:
+        return "the host's package manager is not known yet (never polled)"
+    if not family:
+        return f"the host's package manager cannot be told from its OS ({os_name})"
+    return ""
+
+
+def is_downgrade(before: Mapping[str, str] | None, after: Mapping[str, str] | None) -> bool:
+    """Whether undoing a job's change (``before`` → ``after`` package versions) needs an older
+    version installed over a newer one (not just a removed package put back)."""
+    now = after or {}
+    return any(name in now and now[name] != version for name, version in (before or {}).items())

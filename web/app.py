@@ -40,6 +40,7 @@ from .middleware import (
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
 )
+from .notification_pages import NotificationPages
 from .notifications_api import NotificationsApi
 from .openapi import document
 from .pages import Pages, since
@@ -226,6 +227,7 @@ def create_app(
         *JobsApi(handle, db).routes(),
         *PkiApi(handle, db).routes(),
         *NotificationsApi(db).routes(),
+        *NotificationPages(pages).routes(),
         *pages.routes(),
         *AccountPages(pages).routes(),
         *UsersApi(handle, db, auth).routes(),

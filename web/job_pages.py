@@ -58,6 +58,7 @@ class JobPage(Base):
     job: JobRow | None = None
     rows: list[JobHostRow] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    rollback_refusals: dict[int, str] = field(default_factory=dict)  # host id → why not
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,11 @@ class JobPages:
         for r in rows:
             counts[r.state] = counts.get(r.state, 0) + 1
         page = JobPage(
-            **self.p.base(request, f"Job {job.id}", "jobs"), job=job, rows=rows, counts=counts
+            **self.p.base(request, f"Job {job.id}", "jobs"),
+            job=job,
+            rows=rows,
+            counts=counts,
+            rollback_refusals=await jobs.rollback_refusals(self.sys, rows),
         )
         return self.p.render(request, "job.html", page)
 

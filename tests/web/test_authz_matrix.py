@@ -135,6 +135,12 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("PUT", "/api/v1/admin/log-level"): Entry(ADMIN, json={"level": "warning"}),
     ("GET", "/api/v1/profile/notifications"): Entry(ALL),
     ("PUT", "/api/v1/profile/notifications"): Entry(ALL, json={"email": "", "events": []}),
+    ("GET", "/notifications"): Entry(ALL),
+    ("POST", "/notifications/subscription"): Entry(ALL, form={"email": ""}),
+    ("POST", "/notifications/settings"): Entry(ADMIN, form={"security": "starttls"}),
+    ("POST", "/notifications/test"): Entry(
+        ADMIN, form={"to": "a@example.test"}, expect=frozenset({200})
+    ),
     ("POST", "/api/v1/repo-configs"): Entry(ADMIN, json={"distro_id": "debian"}),
     ("POST", "/api/v1/repo-configs/delete"): Entry(ADMIN, json={"distro_id": "bad id!"}),
     ("GET", "/certificates"): Entry(ADMIN),

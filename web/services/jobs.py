@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from maintenance import downgrade_refusal, is_downgrade
 from storage import (
     HostFilter,
     JobHostRow,
@@ -20,6 +21,7 @@ from storage import (
     job_rows,
     list_jobs,
     pending_union,
+    plan_hosts,
     search_hosts,
 )
 
@@ -172,7 +174,52 @@ async def retry(sys: System, who: Principal, job_id: int) -> int:
     return await sys.handle.retry_failed(job_id)
 
 
+async def rollback_refusals(sys: System, rows: Sequence[JobHostRow]) -> dict[int, str]:
+    """Host id → why rolling back its row cannot work: undoing it needs an older version
+    installed and the host's package manager cannot (``maintenance.downgrade_refusal``).
+    Hosts not named can be rolled back (or have nothing to undo)."""
+    needing = [
+        r
+        for r in rows
+        if r.state == "succeeded" and is_downgrade(r.packages_before, r.packages_after)
+    ]
+    if not needing:
+        return {}
+    hosts = {h.id: h for h in await sys.db.run(plan_hosts, [r.host_id for r in needing])}
+    found = {}
+    for r in needing:
+        why = downgrade_refusal(hosts[r.host_id].os if r.host_id in hosts else "")
+        if why:
+            found[r.host_id] = why
+    return found
+
+
+async def _rollback_hosts(
+    sys: System, job_id: int, host_ids: Sequence[int] | None
+) -> list[int] | None:
+    """The hosts a rollback may reach: those asked for (all by default) whose package manager
+    can undo the change; ``InvalidInput`` with the reason when none of them can."""
+    rows = await sys.db.run(job_rows, job_id)
+    refused = await rollback_refusals(sys, rows)
+    if not refused:
+        return None if host_ids is None else list(host_ids)
+    changed = [
+        r.host_id
+        for r in rows
+        if r.state == "succeeded"
+        and r.packages_before != r.packages_after
+        and (host_ids is None or r.host_id in host_ids)
+    ]
+    able = [h for h in changed if h not in refused]
+    if not able:
+        reasons = sorted({refused[h] for h in changed if h in refused})
+        raise InvalidInput("host_id", "; ".join(reasons) or "nothing to roll back")
+    return able
+
+
 async def rollback(sys: System, who: Principal, job_id: int, host_ids: Sequence[int] | None) -> int:
-    """A new job reinstalling the versions from before; ``InvalidInput`` when nothing to do."""
+    """A new job reinstalling the versions from before, on the hosts whose package manager
+    can (``rollback_refusals``); ``InvalidInput`` when nothing to do."""
     await _require_whole_job(sys, who, job_id)
+    host_ids = await _rollback_hosts(sys, job_id, host_ids)
     return await sys.handle.rollback(job_id, None if host_ids is None else list(host_ids))
