@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from .display import HEALTH_ORDER, HOST_NAME_ORDER
 from .errors import Conflict, NotFound
 from .scope import HostScope, scope_condition
 
@@ -50,8 +51,8 @@ class HostFilter:
 
 
 SORTS = {
-    "name": "h.name",
-    "health": "h.health",
+    "name": HOST_NAME_ORDER,
+    "health": HEALTH_ORDER,
     "os": "h.os",
     "pending": "h.pending_patches",
     "security": "h.security_patches",
@@ -97,8 +98,10 @@ def search_hosts(
                              " OR host(h.address) LIKE %s ESCAPE '\\')"))  # fmt: skip
         params += [contains(f.text)] * 4
     condition = sql.SQL(" AND ").join(where)
-    order = sql.SQL(SORTS.get(f.sort, "h.name"))
     direction = sql.SQL("DESC NULLS LAST" if f.descending else "ASC NULLS LAST")
+    key = SORTS.get(f.sort, SORTS["name"])
+    # Equal names (or the other columns' ties) fall back to the address, numerically.
+    order = sql.SQL("{key} {direction}, h.address").format(key=sql.SQL(key), direction=direction)
     query = sql.SQL(
         "SELECT h.id, h.name, h.display_name, coalesce(host(h.address), ''), h.health,"
         " h.health_reason, h.os, h.os_version, h.agent_version, h.pending_patches,"
@@ -107,9 +110,9 @@ def search_hosts(
         " count(*) OVER ()"
         " FROM hosts h LEFT JOIN host_groups hg ON hg.host_id = h.id"
         " LEFT JOIN groups g ON g.id = hg.group_id"
-        " WHERE {condition} GROUP BY h.id ORDER BY {order} {direction}, h.id"
+        " WHERE {condition} GROUP BY h.id ORDER BY {order}, h.id"
         " LIMIT %s OFFSET %s"
-    ).format(condition=condition, order=order, direction=direction)
+    ).format(condition=condition, order=order)
     rows = conn.execute(query, [*params, f.limit, f.offset]).fetchall()
     total = int(rows[0][15]) if rows else _count(conn, condition, params)
     items = [HostListItem(*r[:14], tuple(r[14])) for r in rows]  # type: ignore[call-arg]

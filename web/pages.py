@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from jinja2 import pass_context
+from jinja2.runtime import Context
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -29,6 +32,7 @@ from storage import (
 from .auth import Auth
 from .authz import Action, allowed, require
 from .forms import fields, host_form, host_query
+from .freshness import HostView, UserZones, age, host_view, time_tag, zone_names
 from .handle import HandleError, Missing, SystemHandle
 from .models import MAX_ID, DiscoveryStart, GroupCreate, GroupRename, HostIds, PackageQuery
 from .models_io import given, path_id, validate
@@ -47,6 +51,7 @@ class Base:
     csrf_token: str
     notice: str = ""
     can: frozenset[str] = frozenset()  # the actions (``authz.Action`` values) the role may do
+    tz: str = "UTC"  # the user's time zone (profile): the ``when`` filter shows times in it
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class HostsPage(Base):
     health_states: tuple[str, ...] = HEALTH_STATES
     errors: dict[str, str] = field(default_factory=dict)
     form: dict[str, str] = field(default_factory=dict)
+    views: dict[int, HostView] = field(default_factory=dict)  # condition, why, data age
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class HostPage(Base):
     package_query: str = ""
     policy: list[tuple[str, Any, str]] = field(default_factory=list)
     compliance: Any = None  # reports.HostCompliance, the compliance report's verdict
+    view: HostView | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,10 @@ class Pages:
         self.sys = System(handle, db)
         self.auth = auth
         self.templates = templates
+        self.zones = UserZones()
+        templates.env.filters["when"] = when
+        templates.env.filters["ago"] = age
+        templates.env.globals["zone_names"] = zone_names
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -125,6 +136,33 @@ class Pages:
             "csrf_token": session.csrf_token,
             "notice": request.query_params.get("notice", "")[:200],
             "can": allowed(principal(request)),
+            "tz": self.zones.get(session.user.id),
+        }
+
+    def zoned(
+        self, endpoint: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """``endpoint`` after the user's time zone is known (``base`` is synchronous)."""
+
+        async def with_zone(request: Request) -> Response:
+            session = request.scope["state"].get("session")
+            if session is not None:
+                await self.zones.ensure(self.db, session.user.id)
+            return await endpoint(request)
+
+        return with_zone
+
+    def views(self, items: list[HostListItem], tz: str) -> dict[int, HostView]:
+        """Each listed host's condition, reason and data age (from its live snapshot)."""
+        return {
+            h.id: host_view(
+                to_json(self.handle.snapshot(h.id)),
+                health=h.health,
+                reason=h.health_reason,
+                last_seen=h.last_seen_at,
+                tz=tz,
+            )
+            for h in items
         }
 
     def render(self, request: Request, template: str, page: Any, status: int = 200) -> Response:
@@ -182,8 +220,10 @@ class Pages:
             q = host_query({})
             status = 422
         items, total, f = await hosts.search(self.sys, principal(request), q)
+        base = self.base(request, "Hosts", "hosts")
         page = HostsPage(
-            **self.base(request, "Hosts", "hosts"),
+            **base,
+            views=self.views(items, base["tz"]),
             hosts=items,
             total=total,
             page=f.offset // f.limit + 1,
@@ -248,8 +288,16 @@ class Pages:
         if policy is not None:
             values = asdict(policy.policy)
             rows = [(k, v, policy.origins.get(k, "")) for k, v in values.items()]
+        base = self.base(request, row.display_name or row.name, "hosts")
         page = HostPage(
-            **self.base(request, row.display_name or row.name, "hosts"),
+            **base,
+            view=host_view(
+                to_json(detail.live),
+                health=detail.state.health if detail.state else "pending",
+                reason=detail.state.health_reason if detail.state else "",
+                last_seen=detail.state.last_seen_at if detail.state else None,
+                tz=base["tz"],
+            ),
             host=row,
             state=detail.state,
             live=to_json(detail.live) or {},
@@ -395,8 +443,16 @@ class Pages:
             status_code=404,
         )
 
+    async def save_time_zone(self, request: Request) -> Response:
+        form = fields(await request.form())
+        try:
+            await self.zones.set(self.db, principal(request), form.get("time_zone", ""))
+        except HandleError as exc:
+            return self.back("/profile", f"Time zone not changed: {exc.message}")
+        return self.back("/profile", "Time zone saved")
+
     def routes(self) -> list[Route]:
-        return [
+        routes = [
             Route("/", self.dashboard, methods=["GET"]),
             Route("/hosts", self.hosts, methods=["GET"]),
             Route("/hosts/add", self.add_host, methods=["POST"]),
@@ -414,7 +470,15 @@ class Pages:
             Route("/discovery/{scan_id:int}/cancel", self.cancel_discovery, methods=["POST"]),
             Route("/discovery/{scan_id:int}/register", self.register_found, methods=["POST"]),
             Route("/ca/root.crt", self.root_ca, methods=["GET"]),
+            Route("/profile/time-zone", self.save_time_zone, methods=["POST"]),
         ]
+        return [Route(r.path, self.zoned(r.endpoint), methods=r.methods) for r in routes]
+
+
+@pass_context
+def when(context: Context, value: Any) -> Any:
+    """The ``when`` filter: a ``<time>`` in the page's user's time zone, UTC on hover."""
+    return time_tag(value, str(context.get("tz") or "UTC"))
 
 
 def since(value: dt.datetime | None) -> str:

@@ -87,6 +87,7 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/profile"): Entry(ALL),
     # someone else's session id: "that session had ended already" (only one's own are revoked)
     ("POST", "/profile/sessions/{session_id:int}/revoke"): Entry(ALL, form={}),
+    ("POST", "/profile/time-zone"): Entry(ALL, form={"time_zone": "Europe/Berlin"}),
     # -- users (admins only; a user's own record and sessions are the profile's) ------------
     ("GET", "/api/v1/users"): Entry(ADMIN),
     ("POST", "/api/v1/users"): Entry(ADMIN, json={"username": "{new_name}", "role": "auditor"}),

@@ -5,20 +5,72 @@
   const hosts = new Map();
   const csrf = document.querySelector('meta[name="csrf-token"]');
   const status = document.getElementById("live-status");
+  const zoneMeta = document.querySelector('meta[name="time-zone"]');
+  const TZ = (zoneMeta && zoneMeta.content) || "UTC";
   let retry = 500;
+  let failures = 0; // consecutive failed connection attempts
+  let leaving = false; // the page is being left: a closing socket says nothing
 
-  function setStatus(on) {
+  // The badge starts neutral ("connecting…"); "offline" only once a reconnect failed too.
+  function setStatus(state) {
     if (!status) return;
-    status.textContent = on ? "live" : "offline";
-    status.className = "live " + (on ? "on" : "off");
+    status.textContent = { on: "live", off: "offline", wait: "reconnecting…" }[state];
+    status.className = "live" + (state === "wait" ? "" : " " + state);
   }
 
-  function fmtTime(value) {
+  // The one time format (web/freshness.py format_time): the user's zone, HH:MM today,
+  // else YYYY-MM-DD HH:MM; UTC on hover (utcText).
+  const clock = new Intl.DateTimeFormat("sv-SE", { timeZone: TZ, year: "numeric", month: "2-digit",
+    day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false });
+  function fmtClock(value) {
     if (!value) return "—";
-    const seconds = Math.round((Date.parse(value) - Date.now()) / 1000);
-    const abs = Math.abs(seconds);
-    const text = abs < 60 ? abs + " s" : abs < 3600 ? Math.round(abs / 60) + " min" : Math.round(abs / 3600) + " h";
-    return seconds >= 0 ? "in " + text : text + " ago";
+    const text = clock.format(new Date(value)), today = clock.format(new Date()).slice(0, 10);
+    return text.slice(0, 10) === today ? text.slice(11) : text;
+  }
+  function utcText(value) {
+    return value ? new Date(value).toISOString().slice(0, 19).replace("T", " ") + " UTC" : "";
+  }
+  function ago(value) { // web/freshness.py age
+    if (!value) return "never";
+    const s = Math.floor((Date.now() - Date.parse(value)) / 1000);
+    if (s < 0) return "just now";
+    if (s >= 86400) return Math.floor(s / 86400) + " d ago";
+    if (s >= 3600) return Math.floor(s / 3600) + " h ago";
+    if (s >= 60) return Math.floor(s / 60) + " min ago";
+    return s + " s ago";
+  }
+
+  // A host as every page shows it: mirrors web/freshness.py host_view (keep them in step).
+  function hostView(s) {
+    let condition = s.condition || "unknown";
+    if ((condition === "healthy" || condition === "degraded") && s.stale_after && Date.now() > Date.parse(s.stale_after)) condition = "stale";
+    const parts = [];
+    if (condition === "unknown") parts.push("never contacted");
+    else if (condition === "stale") parts.push("no successful poll since " + fmtClock(s.health_as_of));
+    else if (condition === "paused") parts.push("paused: not polled");
+    if (s.failing_since && condition !== "paused") {
+      parts.push("poll failing since " + fmtClock(s.failing_since) + " (" + (s.retries_used || 0) + " of " +
+        (s.retries_total || 0) + " retries" + (s.next_attempt ? ", next " + fmtClock(s.next_attempt) + ")" : ")"));
+    }
+    if ((condition === "healthy" || condition === "degraded" || condition === "unreachable") && s.health_since) {
+      parts.push(condition + " since " + fmtClock(s.health_since));
+    }
+    let detail = s.health_reason || "";
+    if (!detail && s.failing_since) detail = s.last_error || "";
+    if (detail && condition !== "healthy") parts.push(detail);
+    const ages = "health as of " + ago(s.health_as_of) + " · patches as of " + ago(s.patches_as_of);
+    return { condition: condition, why: parts.join("; "), ages: ages };
+  }
+
+  function renderView(s) {
+    const v = hostView(s);
+    document.querySelectorAll('[data-host-condition="' + s.host_id + '"]').forEach(function (el) {
+      if (el.textContent === v.condition) return;
+      el.textContent = v.condition; el.className = "badge " + v.condition;
+      el.classList.remove("flash"); void el.offsetWidth; el.classList.add("flash");
+    });
+    document.querySelectorAll('[data-host-why="' + s.host_id + '"]').forEach(function (el) { if (el.textContent !== v.why) el.textContent = v.why; });
+    document.querySelectorAll('[data-host-ages="' + s.host_id + '"]').forEach(function (el) { if (el.textContent !== v.ages) el.textContent = v.ages; });
   }
 
   function fmtDuration(value) {
@@ -45,10 +97,11 @@
 
   function render(snapshot) {
     renderJobRow(snapshot);
+    renderView(snapshot);
     document.querySelectorAll('[data-live-host="' + snapshot.host_id + '"]').forEach(function (el) {
       const field = el.dataset.field;
       let value = snapshot[field];
-      if (el.hasAttribute("data-time")) value = fmtTime(value);
+      if (el.hasAttribute("data-time")) { el.title = utcText(value); value = fmtClock(value); }
       else if (el.hasAttribute("data-duration")) value = fmtDuration(value);
       else if (value === "" || value === null || value === undefined) value = "—";
       const text = String(value).replace(/_/g, field === "phase" ? " " : "_");
@@ -72,15 +125,24 @@
   function activity(snapshot, previous) {
     const list = document.getElementById("activity");
     if (!list || !previous) return;
-    if (previous.phase === snapshot.phase && previous.health === snapshot.health) return;
+    // Only what an operator acts on: a host's condition or its job's state changed (not every
+    // poll's phase), each with its time.
+    const before = hostView(previous), now = hostView(snapshot);
+    const jobMoved = snapshot.job_row && (snapshot.job_row !== previous.job_row || snapshot.job_state !== previous.job_state);
+    if (before.condition === now.condition && !jobMoved) return;
     if (list.firstElementChild && list.firstElementChild.classList.contains("muted")) list.innerHTML = "";
     const li = document.createElement("li");
+    const at = new Date().toISOString();
+    const t = document.createElement("time");
+    t.dateTime = at; t.title = utcText(at); t.textContent = fmtClock(at);
+    li.appendChild(t); li.appendChild(document.createTextNode(" "));
     const a = document.createElement("a");
     a.href = "/hosts/" + snapshot.host_id;
-    a.textContent = snapshot.name;
+    a.textContent = snapshot.display_name || snapshot.name;
     li.appendChild(a);
-    li.appendChild(document.createTextNode(" " + snapshot.phase.replace(/_/g, " ") + " · " + snapshot.health +
-      (snapshot.last_error && snapshot.health !== "healthy" ? " · " + snapshot.last_error : "")));
+    const what = before.condition !== now.condition ? now.condition + (now.why ? " · " + now.why : "")
+      : snapshot.job + " " + snapshot.job_state;
+    li.appendChild(document.createTextNode(" " + what));
     list.insertBefore(li, list.firstChild);
     while (list.children.length > 50) list.removeChild(list.lastChild);
   }
@@ -115,7 +177,7 @@
   function connect() {
     const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/api/v1/live");
     ws.onopen = function () {
-      setStatus(true); retry = 500;
+      setStatus("on"); retry = 500; failures = 0;
       const scan = document.getElementById("scan");
       if (scan) ws.send(JSON.stringify({ action: "watch_scan", scan_id: Number(scan.dataset.scanId) }));
       // A job page follows its job's roll-up through the relay and reloads once when it
@@ -147,7 +209,9 @@
       }
     };
     ws.onclose = function () {
-      setStatus(false);
+      if (leaving) return;
+      failures += 1;
+      setStatus(failures > 1 ? "off" : "wait");
       setTimeout(connect, retry);
       retry = Math.min(retry * 2, 10000);
     };
@@ -170,8 +234,9 @@
     if (all) all.addEventListener("change", function () {
       document.querySelectorAll('input[name="host_id"]').forEach(function (b) { b.checked = all.checked; });
     });
-    setInterval(function () { document.querySelectorAll("[data-time]").forEach(function (el) {
-      const s = hosts.get(Number(el.dataset.liveHost)); if (s) el.textContent = fmtTime(s[el.dataset.field]); }); }, 5000);
+    window.addEventListener("pagehide", function () { leaving = true; });
+    // Time passing publishes nothing: data ages grow and hosts turn stale here.
+    setInterval(function () { hosts.forEach(renderView); }, 5000);
     if (csrf) connect();
   });
 })();

@@ -1,0 +1,75 @@
+"""One display everywhere (issue 16 point 4): natural sort of names and addresses, health by
+severity, and times in the user's time zone (a profile setting) with UTC on hover."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx2
+import psycopg
+
+from storage import Database, HostFilter, insert_host, search_hosts
+
+from .conftest import WebRig, form_token
+
+
+def names(db_rows: list[Any]) -> list[str]:
+    return [h.display_name or h.name for h in db_rows]
+
+
+async def test_hosts_sort_naturally_by_name_and_address(db: Database) -> None:
+    for name in ("127.70.0.10", "127.70.0.2", "web10", "127.70.0.1", "web2", "Web3"):
+        await db.run(lambda c, n=name: insert_host(c, name=n.lower(), address=None, display_name=n))
+    rows, _ = await db.run(search_hosts, HostFilter(sort="name"))
+    assert names(rows) == ["127.70.0.1", "127.70.0.2", "127.70.0.10", "web2", "Web3", "web10"]
+    rows, _ = await db.run(search_hosts, HostFilter(sort="name", descending=True))
+    assert names(rows) == ["web10", "Web3", "web2", "127.70.0.10", "127.70.0.2", "127.70.0.1"]
+
+
+async def test_health_sorts_by_severity_so_troubled_hosts_come_first(db: Database) -> None:
+    health = {"a": "healthy", "b": "unreachable", "c": "pending", "d": "degraded"}
+    for name in health:
+        await db.run(lambda c, n=name: insert_host(c, name=n, address=None))
+
+    def set_health(conn: psycopg.Connection[Any]) -> None:
+        for name, state in health.items():
+            conn.execute("UPDATE hosts SET health = %s WHERE name = %s", (state, name))
+
+    await db.run(set_health)
+    rows, _ = await db.run(search_hosts, HostFilter(sort="health"))
+    assert [h.health for h in rows] == ["unreachable", "degraded", "pending", "healthy"]
+
+
+async def test_the_profile_time_zone_changes_how_every_page_shows_times(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    host_id = (await client.post("/api/v1/hosts", json={"name": "127.70.200.10"})).json()["id"]
+    profile = await client.get("/profile")
+    assert 'name="time_zone"' in profile.text
+    saved = await client.post(
+        "/profile/time-zone",
+        data={"csrf_token": form_token(profile.text), "time_zone": "Asia/Kolkata"},
+    )
+    assert saved.status_code == 303 and "Time+zone+saved" in saved.headers["location"]
+    page = (await client.get(f"/hosts/{host_id}")).text
+    assert '<meta name="time-zone" content="Asia/Kolkata">' in page
+    tag = re.search(r'<time datetime="([^"]+)" title="([^"]+) UTC">([^<]+)</time>', page)
+    assert tag is not None  # e.g. the next health poll
+    utc_minute = tag[2][11:16]
+    local = tag[3][-5:]
+    # India is UTC+05:30: the minutes differ by 30 (hover shows UTC, the text local time).
+    assert int(local[3:]) == (int(utc_minute[3:]) + 30) % 60
+
+
+async def test_an_unknown_time_zone_is_refused_and_nothing_changes(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    profile = await client.get("/profile")
+    refused = await client.post(
+        "/profile/time-zone",
+        data={"csrf_token": form_token(profile.text), "time_zone": "Mars/Olympus"},
+    )
+    assert refused.status_code == 303 and "not+changed" in refused.headers["location"]
+    page = (await client.get("/hosts")).text
+    assert '<meta name="time-zone" content="UTC">' in page

@@ -1,0 +1,205 @@
+"""What a host's data supports, in words (issue 16 point 1, R-10.4), and the one time format.
+
+Every page shows a host through ``host_view``: its condition (``unknown`` when it was never
+polled successfully, ``stale`` when its last successful health poll is older than its
+interval allows, ``failing`` while its health poll fails and it is not yet unreachable, else
+its health), the age of its data and a one-line reason. The input is the host actor's live
+snapshot as JSON (what the relay sends), so app.js derives the same from the same fields
+(``hostView`` there mirrors this module; keep them in step).
+
+Times: ``format_time`` is the one rendering of an instant: in the user's time zone,
+``HH:MM`` when it is today there, else ``YYYY-MM-DD HH:MM``; ``time_tag`` wraps it in a
+``<time>`` element with the UTC instant on hover (app.js's ``fmtClock`` does the same).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from markupsafe import Markup
+
+from storage import Database
+from storage.display import set_user_time_zone, user_time_zone
+
+from . import audit
+from .authz import Principal
+from .handle import InvalidInput
+
+UTC = "UTC"
+
+
+def zone(name: str) -> ZoneInfo:
+    """The zone ``name``; UTC for a name this system does not know."""
+    try:
+        return ZoneInfo(name or UTC)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo(UTC)
+
+
+@functools.cache
+def zone_names() -> tuple[str, ...]:
+    """The IANA zones a user may choose (sorted; UTC first)."""
+    return (UTC, *sorted(n for n in available_timezones() if "/" in n and n != UTC))
+
+
+def parse_time(value: Any) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            return dt.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+def format_time(value: Any, tz: str = UTC, now: dt.datetime | None = None) -> str:
+    """``HH:MM`` if ``value`` is today in ``tz``, else ``YYYY-MM-DD HH:MM``; ``—`` for none."""
+    at = parse_time(value)
+    if at is None:
+        return "—"
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=dt.UTC)
+    local = at.astimezone(zone(tz))
+    today = (now or dt.datetime.now(dt.UTC)).astimezone(zone(tz)).date()
+    return local.strftime("%H:%M" if local.date() == today else "%Y-%m-%d %H:%M")
+
+
+def utc_text(value: Any) -> str:
+    at = parse_time(value)
+    if at is None:
+        return ""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=dt.UTC)
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def time_tag(value: Any, tz: str = UTC) -> Markup:
+    """``<time datetime=ISO title="… UTC">local</time>`` (``—`` for none)."""
+    at = parse_time(value)
+    if at is None:
+        return Markup("—")
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        at.isoformat(), utc_text(at), format_time(at, tz)
+    )
+
+
+def age(value: Any, now: dt.datetime | None = None) -> str:
+    """``4 min ago`` style (``never`` for none)."""
+    at = parse_time(value)
+    if at is None:
+        return "never"
+    seconds = int(((now or dt.datetime.now(dt.UTC)) - at).total_seconds())
+    if seconds < 0:
+        return "just now"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+@dataclass(frozen=True)
+class HostView:
+    """A host as every page shows it."""
+
+    condition: str  # unknown | stale | failing | paused | healthy | degraded | unreachable
+    why: str  # one line: the reason for the condition
+    ages: str  # "health as of 1 min ago · patches as of 4 min ago"
+    trusted: bool  # the system facts (reboot flag) come from a successful poll
+    patches_known: bool = False  # the patch list and counts come from a successful patch poll
+
+    def badge(self) -> Markup:
+        return Markup('<span class="badge {}">{}</span>').format(self.condition, self.condition)
+
+
+def host_view(
+    live: Mapping[str, Any] | None,
+    *,
+    health: str = "pending",
+    reason: str = "",
+    last_seen: dt.datetime | None = None,
+    tz: str = UTC,
+    now: dt.datetime | None = None,
+) -> HostView:
+    """The view of one host from its live snapshot (JSON); without one (no actor: removed,
+    refused, or the actor system is not running) from its stored ``health``/``last_seen``."""
+    now = now or dt.datetime.now(dt.UTC)
+    if live is None:
+        if last_seen is None or health == "pending":
+            return HostView("unknown", "never contacted", "no data yet", False)
+        return HostView(health, reason, f"last seen {age(last_seen, now)}", True, True)
+    condition = str(live.get("condition") or "unknown")
+    stale_at = parse_time(live.get("stale_after"))
+    health_as_of = parse_time(live.get("health_as_of"))
+    if condition in ("healthy", "degraded") and stale_at is not None and now > stale_at:
+        condition = "stale"
+    parts: list[str] = []
+    failing = parse_time(live.get("failing_since"))
+    if condition == "unknown":
+        parts.append("never contacted")
+    elif condition == "stale":
+        parts.append(f"no successful poll since {format_time(health_as_of, tz, now)}")
+    elif condition == "paused":
+        parts.append("paused: not polled")
+    if failing is not None and condition != "paused":
+        line = (
+            f"poll failing since {format_time(failing, tz, now)}"
+            f" ({live.get('retries_used', 0)} of {live.get('retries_total', 0)} retries"
+        )
+        next_at = live.get("next_attempt")
+        parts.append(line + (f", next {format_time(next_at, tz, now)})" if next_at else ")"))
+    since = live.get("health_since")
+    if condition in ("healthy", "degraded", "unreachable") and since:
+        parts.append(f"{condition} since {format_time(since, tz, now)}")
+    detail = str(live.get("health_reason") or "")
+    if not detail and failing is not None:
+        detail = str(live.get("last_error") or "")
+    if detail and condition != "healthy":
+        parts.append(detail)
+    ages = " · ".join(
+        f"{what} as of {age(live.get(key), now)}"
+        for what, key in (("health", "health_as_of"), ("patches", "patches_as_of"))
+    )
+    patches_known = parse_time(live.get("patches_as_of")) is not None
+    return HostView(condition, "; ".join(parts), ages, health_as_of is not None, patches_known)
+
+
+class UserZones:
+    """Each user's time zone (``users.time_zone``), read once per user and process and kept
+    current by ``set``: page rendering is synchronous, so the routes call ``ensure`` first."""
+
+    def __init__(self) -> None:
+        self._zones: dict[int, str] = {}
+
+    def get(self, user_id: int) -> str:
+        return self._zones.get(user_id, UTC)
+
+    async def ensure(self, db: Database, user_id: int) -> str:
+        if user_id not in self._zones and user_id:
+            self._zones[user_id] = await db.run(user_time_zone, user_id)
+        return self.get(user_id)
+
+    async def set(self, db: Database, who: Principal, name: str) -> None:
+        """Store ``name`` as ``who``'s zone (audited); ``InvalidInput`` for an unknown zone."""
+        if name not in zone_names():
+            raise InvalidInput("time_zone", "choose a time zone from the list")
+        before = self._zones.get(who.user_id, UTC)
+        await audit.audited(
+            db,
+            audit.entry(
+                who,
+                "user.time_zone.update",
+                f"user:{who.username}",
+                before={"time_zone": before},
+                after={"time_zone": name},
+            ),  # fmt: skip
+            set_user_time_zone,
+            who.user_id,
+            name,
+        )
+        self._zones[who.user_id] = name
