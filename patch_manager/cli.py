@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -34,8 +35,8 @@ from storage import (
 )
 from web import ListenError
 
-from . import __version__, audit_cli, enrol_cli, hosts_cli, logs, users_cli
-from .paths import default_conf_dir, default_data_dir
+from . import __version__, audit_cli, enrol_cli, hosts_cli, logs, paths, users_cli
+from .paths import database_data_dir, default_conf_dir, default_data_dir
 from .runtime import open_storage, record_certificates
 
 log = logging.getLogger("patch_manager")
@@ -171,8 +172,29 @@ def build_parser() -> argparse.ArgumentParser:
 # -- helpers ------------------------------------------------------------------------------------
 
 
+# Commands that choose their data directory themselves (a server announces itself) or use none.
+_OWN_DATA_DIR = ("serve", "demo", "check-config")
+
+
 def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
-    return (args.conf_dir or default_conf_dir(), args.data_dir or default_data_dir())
+    """The configuration and data directories. Without ``--data-dir``, every command but the
+    servers uses the running server's data directory (``paths.database_data_dir``) and says
+    which one in one line on stderr (once)."""
+    conf_dir = args.conf_dir or default_conf_dir()
+    if args.data_dir is not None or args.command in _OWN_DATA_DIR:
+        return conf_dir, args.data_dir or default_data_dir()
+    resolved = getattr(args, "resolved_data_dir", None)
+    if resolved is None:
+        try:
+            db = load(conf_dir).database
+            embedded = not (db.url or db.url_env)
+        except ConfigError:
+            embedded = True  # the command reports the error when it loads the configuration
+        resolved, note = database_data_dir(None, embedded=embedded)
+        args.resolved_data_dir = resolved
+        if note:
+            print(f"patch-manager: {note}", file=sys.stderr)
+    return conf_dir, resolved
 
 
 # The demo's simulated agents live on loopback, which the address policy refuses by default.
@@ -216,17 +238,47 @@ def _open_ca(data_dir: Path, args: argparse.Namespace) -> CertificateAuthority:
 # -- commands -----------------------------------------------------------------------------------
 
 
+def _run_server(
+    args: argparse.Namespace, data_dir: Path, run: Callable[[Callable[[Any], None]], Any]
+) -> None:
+    """Run a server. Once it is ready its banner is printed, framed so that it stands out of the
+    log lines, with the data directory the other commands use; one on the default data
+    directory announces itself while it runs (``paths.announce``) so that they find it."""
+    from .serve import ServerInfo, print_banner
+
+    def ready(info: ServerInfo) -> None:
+        implicit = args.data_dir is None
+        if implicit:
+            paths.announce(data_dir, info.urls[0] if info.urls else "")
+        rule = "=" * 78
+        print(f"\n{rule}", flush=True)
+        print_banner(info)
+        print(f"  data:     {data_dir}", flush=True)
+        if implicit:
+            print("  (while it runs, other patch-manager commands use this data directory; "
+                  f"afterwards pass --data-dir {data_dir})", flush=True)  # fmt: skip
+        print(f"{rule}\n", flush=True)
+        paths.bootstrap_marker(data_dir).unlink(missing_ok=True)  # its password has been shown
+
+    try:
+        trio.run(lambda: run(ready))
+    finally:
+        paths.withdraw()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import print_banner, run_server
+    from .serve import run_server
 
     store = _store(args)
     _, data_dir = _dirs(args)
-    trio.run(lambda: run_server(store, data_dir, bind=args.bind, on_ready=print_banner))
+    _run_server(
+        args, data_dir, lambda ready: run_server(store, data_dir, bind=args.bind, on_ready=ready)
+    )
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .serve import DemoSpec, print_banner, run_server
+    from .serve import DemoSpec, run_server
 
     store = _store(args, demo=True)
     _, data_dir = _dirs(args)
@@ -234,8 +286,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         data_dir = data_dir / "demo"  # keep the demo's hosts out of the real data directory
     demo = DemoSpec(count=args.count, time_scale=args.time_scale, base_address=args.base_address,
                     profile=args.profile)  # fmt: skip
-    trio.run(lambda: run_server(store, data_dir, bind=args.bind, on_ready=print_banner,
-                                demo=demo))  # fmt: skip
+    _run_server(args, data_dir, lambda ready: run_server(store, data_dir, bind=args.bind,
+                                                         on_ready=ready, demo=demo))  # fmt: skip
     return 0
 
 
@@ -520,15 +572,31 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a command killed by it
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader went away (``ca list | head``): stop quietly. What is still buffered for
+    stdout goes nowhere, so the interpreter's final flush raises nothing either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return status
     except KeyboardInterrupt:
         return 130
     except BaseException as exc:
         # Errors raised inside nurseries arrive grouped: report known ones as plain lines.
         leaves = _leaves(exc)
+        if all(isinstance(leaf, BrokenPipeError) for leaf in leaves):
+            return _quiet_broken_pipe()
         if not all(isinstance(leaf, _REPORTED) for leaf in leaves):
             raise
         for leaf in leaves:

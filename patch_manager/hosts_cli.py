@@ -8,8 +8,8 @@ simply wait in the database for the next start.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import re
 import ssl
 import sys
 from pathlib import Path
@@ -25,12 +25,15 @@ from ca import AgentPeerPolicy, CertificateAuthority, agent_client_context
 from settings import Config
 from storage import (
     Database,
+    HostFilter,
+    HostListItem,
     delete_host,
     get_host,
-    host_table,
     refused_agent_serials,
     request_host_refresh,
+    search_hosts,
 )
+from web.models import HostList
 
 
 class CommandError(Exception):
@@ -66,6 +69,33 @@ def _key(text: str) -> int | str:
     return int(text) if text.isdigit() else text.strip().lower()
 
 
+def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
+    """Digits compare as numbers: 127.0.0.2 before 127.0.0.10, web2 before web10."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part.lower())
+        for part in re.split(r"(\d+)", text)
+        if part
+    )
+
+
+async def all_hosts(db: Database) -> list[HostListItem]:
+    """Every host as the API lists it (``GET /api/v1/hosts``), natural-sorted by name."""
+    rows: list[HostListItem] = []
+    while True:
+        page, total = await db.run(search_hosts, HostFilter(limit=1000, offset=len(rows)))
+        rows += page
+        if not page or len(rows) >= total:
+            break
+    return sorted(rows, key=lambda r: (natural_key(r.name), r.id))
+
+
+def hosts_json(rows: list[HostListItem]) -> list[Any]:
+    """The API's host items (``HostList.hosts``): the same fields, types and time format."""
+    listing = HostList.model_construct(hosts=rows, total=len(rows), limit=len(rows), offset=0)
+    hosts: list[Any] = json.loads(listing.model_dump_json())["hosts"]  # as web.models_io.reply
+    return hosts
+
+
 async def hosts_command(args: argparse.Namespace, config: Config, db: Database) -> None:
     action = args.hosts_command
     if action == "add":
@@ -78,15 +108,15 @@ async def hosts_command(args: argparse.Namespace, config: Config, db: Database) 
             raise CommandError(str(exc)) from None
         print(f"registered host {row.id}: {row.name} ({row.address}:{row.port})")
     elif action == "list":
-        rows = await db.run(host_table)
+        rows = await all_hosts(db)
         if args.json:
-            print(json.dumps([dataclasses.asdict(r) for r in rows], default=str))
+            print(json.dumps(hosts_json(rows)))
             return
         print(f"{'ID':>5}  {'NAME':<28} {'HEALTH':<12} {'PATCHES':>7} {'SEC':>4}  REBOOT  GROUPS")
         for r in rows:
             reboot = "yes" if r.pending_reboot else ""
             print(f"{r.id:>5}  {r.name:<28} {r.health:<12} {r.pending_patches:>7} "
-                  f"{r.security_patches:>4}  {reboot:<6}  {r.groups}")  # fmt: skip
+                  f"{r.security_patches:>4}  {reboot:<6}  {','.join(r.groups)}")  # fmt: skip
         print(f"{len(rows)} host(s)")
     elif action == "remove":
         removed = await db.run(delete_host, _key(args.host))

@@ -35,8 +35,11 @@ from actors import (
     DatabaseSink,
     FleetHandle,
     FleetState,
+    HealthState,
     HostDirectory,
+    HostSnapshot,
     HostTarget,
+    Phase,
     Scheduler,
 )
 from actors.certificates import CertificateService, CertificateTimings
@@ -60,6 +63,7 @@ from storage import (
     count_users,
     create_user,
     get_user,
+    host_count,
     insert_host,
     list_hosts,
     set_password,
@@ -69,6 +73,7 @@ from web.tokens import Tokens
 
 from . import logs
 from .adapter import SystemAdapter
+from .paths import bootstrap_marker
 from .runtime import Storage, open_storage, record_certificates
 
 log = logging.getLogger(__name__)
@@ -160,11 +165,24 @@ async def reset_password(
     return password
 
 
-async def bootstrap_admin(db: Database, auth: Auth) -> str | None:
+async def bootstrap_admin(db: Database, auth: Auth, marker: Path | None = None) -> str | None:
     """Create the ``admin`` account on first start; return its one-time password (to be
-    replaced at the first login)."""
+    replaced at the first login). ``marker`` (``paths.bootstrap_marker``) is written before the
+    account and removed by whoever shows the password: while it exists and the account still
+    has its one-time password, every start sets and returns a new one (a first start that
+    failed after creating the account, e.g. on a port in use, never showed its password)."""
     if await db.run(count_users):
-        return None
+        if marker is None or not marker.exists():
+            return None
+        admin = await db.run(get_user, "admin")
+        if admin is None or not admin.must_change_password:
+            marker.unlink(missing_ok=True)  # chosen or reset meanwhile
+            return None
+        log.warning("the bootstrap account's password was never shown: a new one-time password"
+                    " is shown on stdout")  # fmt: skip
+        return await reset_password(db, auth, "admin", must_change=True)
+    if marker is not None:
+        marker.touch()
     password = generate_password()
     hashed = await auth.hash_password(password)
     await db.run(lambda c: create_user(c, "admin", hashed, "admin", must_change_password=True))
@@ -240,6 +258,29 @@ class ActorSystem:
     ramp: ConnectionRamp  # the fleet-wide limit on agent connections being opened
     certificates: CertificateService  # renewal, CRL re-signing, refused agent certificates
     retention: RetentionTask | None = None  # the daily pruning (R-9.2)
+
+
+# Start-up is logged until every host's first health poll: the banner waits for it (at most this).
+STARTUP_SETTLE_S = 10.0
+_NO_FIRST_POLL = (Phase.PAUSED, Phase.REFUSED, Phase.FAILED)
+
+
+async def wait_first_polls(
+    db: Database, fleet: FleetState, limit_s: float = STARTUP_SETTLE_S
+) -> None:
+    """Wait (at most ``limit_s``) until the actor of every registered host has finished its
+    first health poll (or failed it, or does not poll), so that the banner printed next is not
+    followed by a screenful of start-up lines (issue 16: the one-time password scrolled away)."""
+    expected = await db.run(host_count)
+
+    def settled(snapshots: list[HostSnapshot]) -> bool:
+        return len(snapshots) >= expected and all(
+            s.health is not HealthState.PENDING or s.last_error or s.phase in _NO_FIRST_POLL
+            for s in snapshots
+        )
+
+    with trio.move_on_after(limit_s):
+        await fleet.wait_until(settled)
 
 
 def bootstrap_token(env_name: str) -> str:
@@ -379,7 +420,7 @@ async def run_server(
             await record_certificates(storage.db, created)
             system = build_actor_system(store, storage, ca)
             auth = Auth(storage.db, secure_cookies=config.server.tls, settings=config.auth)
-            admin_password = await bootstrap_admin(storage.db, auth)
+            admin_password = await bootstrap_admin(storage.db, auth, bootstrap_marker(data_dir))
             if fleet is not None:
                 await register_demo_fleet(storage.db, fleet)
                 # The demo's printed password leads straight to the dashboard (no forced change).
@@ -416,6 +457,7 @@ async def run_server(
                 notifier = notifier_for(storage, ca, data_dir, config)
                 app.state.notifier = notifier  # the Settings page's test message and outbox
                 await inner.start(notifier.run)
+                await wait_first_polls(storage.db, system.fleet)  # the banner comes after
                 if on_ready is not None:
                     on_ready(ServerInfo(urls, storage.description, ca.root_cert_path,
                                         admin_password))  # fmt: skip

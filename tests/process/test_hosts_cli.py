@@ -77,7 +77,7 @@ async def test_hosts_commands_reach_the_running_server(
 
         listing = json.loads(text(await cli(server, "hosts", "list", "--json")))
         assert [(h["name"], h["health"], h["groups"]) for h in listing] == [
-            (agent.address, "healthy", "web")
+            (agent.address, "healthy", ["web"])
         ]
         assert listing[0]["pending_patches"] == len(agent.profile.upgradable)
 
