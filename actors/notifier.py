@@ -32,17 +32,20 @@ from typing import Any
 import trio
 
 from ca import Sealer, SealError
-from storage import Database, StorageError
+from maintenance import Interval, WindowRule, occurrences
+from storage import Database, StorageError, WindowRow, list_windows
 from storage.notifications import (
     EventRow,
     NotificationSettings,
     Subscriber,
     drop_excess_events,
+    enqueue_event,
     get_notification_settings,
     pending_events,
     record_due_events,
     subscribers,
     visible_hosts,
+    window_hosts,
 )
 from storage.outbox import (
     MessageRow,
@@ -222,7 +225,7 @@ def describe(event: EventRow, visible: set[int]) -> str:
         owner = f" (host {d['host']})" if d.get("host") else ""
         return f"Certificate {d.get('subject')}{owner} expires {d.get('not_after')}"
     if event.kind == "window_reminder":
-        return f"Window {d.get('name')} starts {d.get('starts_at')}"
+        return f"Window {d.get('name')} ({d.get('target')}) starts {d.get('starts_at')}"
     return str(d.get("text", event.kind))
 
 
@@ -247,6 +250,39 @@ def digest(subscriber: Subscriber, items: Sequence[tuple[EventRow, str]]) -> New
     body = "\n\n".join(text for _, text in items)
     body += "\n\n-- \nLinux Patch Manager; change your subscriptions on your profile page.\n"
     return NewMessage(subscriber.email, subject[:200], body, len(items))
+
+
+@dataclass(frozen=True)
+class Reminder:
+    dedupe_key: str
+    host_ids: tuple[int, ...]
+    details: dict[str, Any]
+
+
+def window_reminders(
+    windows: Sequence[WindowRow],
+    hosts_of: dict[int, list[int]],
+    now: dt.datetime,
+    lead: dt.timedelta,
+) -> list[Reminder]:
+    """A reminder for each occurrence of an enabled window that starts within ``lead`` from
+    ``now`` (one per occurrence: the dedupe key names the window and its start)."""
+    found = []
+    for window in windows:
+        if not window.enabled:
+            continue
+        rule = WindowRule.from_columns(window)
+        starts: list[Interval] = occurrences(rule, now, now + lead)
+        for piece in starts:
+            if not now < piece.start <= now + lead:
+                continue  # already open (or a piece after a blackout): no reminder
+            found.append(Reminder(
+                f"window:{window.id}:{piece.start.isoformat()}",
+                tuple(hosts_of.get(window.id, ())),
+                {"name": window.name, "target": window.target,
+                 "starts_at": piece.start.isoformat(), "ends_at": piece.end.isoformat()},
+            ))  # fmt: skip
+    return found
 
 
 # -- the sender -------------------------------------------------------------------------------
@@ -309,10 +345,28 @@ class Notifier:
             return 0
         now = self.clock()
         await self.db.run(record_due_events, settings, now)
+        await self.remind(settings, now)
         await self.db.run(drop_excess_events, settings.max_events)
         await self.db.run(drop_excess_messages, settings.max_messages)
         await self.dispatch()
         return await self.send_due(settings, now)
+
+    async def remind(self, settings: NotificationSettings, now: dt.datetime) -> int:
+        """Enqueue the reminders of windows starting within ``reminder_minutes``."""
+
+        def add(conn: Any) -> int:
+            reminders = window_reminders(
+                list_windows(conn), window_hosts(conn), now,
+                dt.timedelta(minutes=settings.reminder_minutes),
+            )  # fmt: skip
+            added = 0
+            with conn.transaction():
+                for r in reminders:
+                    added += enqueue_event(conn, "window_reminder", r.host_ids, r.details,
+                                           r.dedupe_key)  # fmt: skip
+            return added
+
+        return int(await self.db.run(add))
 
     async def dispatch(self) -> int:
         """Fan the pending events out as one digest per subscriber; returns the messages."""

@@ -240,3 +240,14 @@ def drop_excess_events(conn: psycopg.Connection[Any], keep: int) -> int:
             (keep,),
         )
     return max(dropped, 0)
+
+
+def window_hosts(conn: psycopg.Connection[Any]) -> dict[int, list[int]]:
+    """The hosts of each enabled maintenance window: its own host, or its group's members."""
+    rows = conn.execute(
+        "SELECT w.id, coalesce(array_agg(DISTINCT coalesce(w.host_id, hg.host_id))"
+        " FILTER (WHERE coalesce(w.host_id, hg.host_id) IS NOT NULL), '{}')"
+        " FROM maintenance_windows w LEFT JOIN host_groups hg ON hg.group_id = w.group_id"
+        " WHERE w.enabled GROUP BY w.id"
+    ).fetchall()
+    return {window_id: sorted(host_ids) for window_id, host_ids in rows}

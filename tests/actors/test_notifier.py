@@ -21,6 +21,7 @@ from storage import (
     get_host,
     insert_host,
     list_groups,
+    save_window,
 )
 from storage.notifications import (
     NotificationSettings,
@@ -287,3 +288,78 @@ async def test_a_full_outbox_drops_the_oldest_events_and_counts_them(db: Databas
 
 def test_mail_error_reads_as_kind_then_message() -> None:
     assert str(MailError("timeout", "no answer within 1 s")) == "timeout: no answer within 1 s"
+
+
+async def test_a_host_unreachable_longer_than_the_setting_is_told_once(
+    db: Database, pki: Pki, tmp_path: Path
+) -> None:
+    long_ago = await add_host(db, "down-long")
+    recent = await add_host(db, "down-briefly")
+
+    def unreachable(conn: Any) -> None:
+        for host_id, minutes in ((long_ago, 31), (recent, 10)):
+            conn.execute(
+                "UPDATE hosts SET health = 'unreachable', health_reason = 'connection refused',"
+                " health_changed_at = %s WHERE id = %s",
+                (NOW - dt.timedelta(minutes=minutes), host_id),
+            )
+
+    await db.run(unreachable)
+    with smtp_server(pki, tmp_path) as server:
+        await configure(db, plain(server.port, unreachable_minutes=30))
+        await subscribe(db, "alice")
+        sender = notifier(db)
+        assert await sender.cycle() == 1
+        assert await sender.cycle() == 0  # the same episode is not told again
+    [mail] = server.recorder.messages
+    assert "Host down-long unreachable since" in mail.get_payload()
+    assert "down-briefly" not in mail.get_payload()
+
+
+async def test_a_certificate_expiring_within_the_setting_is_told_to_those_who_see_everything(
+    db: Database, pki: Pki, tmp_path: Path
+) -> None:
+    await add_host(db, "web-1", ("web",))
+
+    def certificate(conn: Any) -> None:
+        conn.execute(
+            "INSERT INTO certificates (serial, kind, subject, not_before, not_after, cert_pem)"
+            " VALUES (4242, 'web_server', 'CN=manager', %s, %s, 'x')",
+            (NOW - dt.timedelta(days=300), NOW + dt.timedelta(days=10)),
+        )
+
+    await db.run(certificate)
+    with smtp_server(pki, tmp_path) as server:
+        await configure(db, plain(server.port, certificate_days=14))
+        await subscribe(db, "admin-all", events=("certificate_expiry",))
+        await subscribe(db, "web-op", "operator", ("web",), events=("certificate_expiry",))
+        assert await notifier(db).cycle() == 1
+    [mail] = server.recorder.messages
+    assert mail["To"] == "admin-all@example.test"
+    assert "Certificate CN=manager expires" in mail.get_payload()
+
+
+async def test_a_window_starting_within_the_reminder_time_is_reminded_to_its_groups_users(
+    db: Database, pki: Pki, tmp_path: Path
+) -> None:
+    await add_host(db, "web-1", ("web",))
+
+    def window(conn: Any) -> None:
+        group = next(g.id for g in list_groups(conn) if g.name == "web")
+        save_window(conn, {
+            "name": "nightly", "group_id": group, "recurrence": "daily",
+            "start_date": NOW.date(), "start_time": dt.time(12, 45), "duration_minutes": 60,
+            "timezone": "UTC", "weekdays": [], "enabled": True,
+        }, None, "test")  # fmt: skip
+
+    await db.run(window)
+    with smtp_server(pki, tmp_path) as server:
+        await configure(db, plain(server.port, reminder_minutes=60))
+        await subscribe(db, "web-op", "operator", ("web",), events=("window_reminder",))
+        await subscribe(db, "db-op", "operator", ("db",), events=("window_reminder",))
+        sender = notifier(db)
+        assert await sender.cycle() == 1
+        assert await sender.cycle() == 0
+    [mail] = server.recorder.messages
+    assert mail["To"] == "web-op@example.test"
+    assert "Window nightly (group web) starts 2026-11-30T12:45:00+00:00" in mail.get_payload()
