@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from storage import AuditBroken, Database, StorageError, prune_audit
+from storage import AuditBroken, AuditEntry, Database, StorageError, prune_audit, run_audited
 from storage.retention import (
     PRUNE_STEPS,
     finish_run,
@@ -135,7 +135,14 @@ class DatabaseRetention:
             with trio.move_on_after(5), contextlib.suppress(StorageError):
                 await self.db.run(finish_run, run_id, self.clock(), {}, str(exc))
             raise
-        await self.db.run(finish_run, run_id, self.clock(), summary.deleted)
+        # The run is an action of the system's: audited with its record, in one transaction.
+        entry = AuditEntry(
+            "system", "retention.run", f"retention_run:{run_id}",
+            after={"deleted": dict(summary.deleted),
+                   "operational_cutoff": cutoffs.operational.isoformat(),
+                   "audit_cutoff": cutoffs.audit.isoformat()},
+        ) if self.db.audit_key is not None else None  # fmt: skip
+        await run_audited(self.db, entry, finish_run, run_id, self.clock(), summary.deleted)
         return summary
 
 

@@ -58,6 +58,15 @@ PRUNE_STEPS: Mapping[str, str] = {
     " WHERE expires_at < %(now)s LIMIT %(limit)s)",
     "login_tokens": "DELETE FROM login_tokens WHERE token_hash IN (SELECT token_hash FROM"
     " login_tokens WHERE expires_at < %(now)s LIMIT %(limit)s)",
+    "notification_messages": "DELETE FROM notification_messages WHERE id IN (SELECT id FROM"
+    " notification_messages WHERE state IN ('sent', 'failed')"
+    " AND coalesce(sent_at, created_at) < %(cutoff)s LIMIT %(limit)s)",
+    "notification_events": "DELETE FROM notification_events WHERE id IN (SELECT id FROM"
+    " notification_events WHERE dispatched_at < %(cutoff)s LIMIT %(limit)s)",
+    "api_refresh_tokens": "DELETE FROM api_refresh_tokens WHERE id IN (SELECT id FROM"
+    " api_refresh_tokens WHERE expires_at < %(now)s LIMIT %(limit)s)",
+    "sso_logins": "DELETE FROM sso_logins WHERE browser_hash IN (SELECT browser_hash FROM"
+    " sso_logins WHERE expires_at < %(now)s LIMIT %(limit)s)",
     "removed_hosts": "DELETE FROM removed_hosts WHERE id IN (SELECT rh.id FROM removed_hosts rh"
     " WHERE rh.removed_at < %(cutoff)s"
     " AND NOT EXISTS (SELECT 1 FROM host_patches x WHERE x.host_id = rh.id)"

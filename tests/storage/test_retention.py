@@ -219,6 +219,40 @@ def ninety_days(conn: Any) -> None:
             "INSERT INTO login_tokens (token_hash, expires_at) VALUES (%s, %s)",
             (f"t{d}".encode(), at + dt.timedelta(hours=1)),
         )
+    api_token = one(
+        conn,
+        "INSERT INTO api_tokens (user_id, name, scope, token_hash, hint, expires_at)"
+        " VALUES (%s, 't', 'read', 'h', 'h', %s) RETURNING id",
+        (user, NOW + 365 * DAY),
+    )
+    for d in range(90):
+        at = NOW - d * DAY
+        conn.execute(
+            "INSERT INTO notification_messages (recipient, subject, body, state, created_at,"
+            " sent_at) VALUES ('a@example.org', 's', 'b', 'sent', %s, %s)",
+            (at, at),
+        )
+        conn.execute(
+            "INSERT INTO notification_events (kind, created_at, dispatched_at)"
+            " VALUES ('test', %s, %s)",
+            (at, at),
+        )
+        conn.execute(
+            "INSERT INTO api_refresh_tokens (token_hash, api_token_id, family_id, expires_at)"
+            " VALUES (%s, %s, gen_random_uuid(), %s)",
+            (f"r{d}".encode(), api_token, at + dt.timedelta(hours=1)),
+        )
+        conn.execute(
+            "INSERT INTO sso_logins (browser_hash, state, nonce, code_verifier, redirect_uri,"
+            " expires_at) VALUES (%s, 's', 'n', 'v', 'https://x', %s)",
+            (f"b{d}".encode(), at + dt.timedelta(hours=1)),
+        )
+    # a message still being retried is never pruned, however old
+    conn.execute(
+        "INSERT INTO notification_messages (recipient, subject, body, created_at)"
+        " VALUES ('a@example.org', 's', 'b', %s)",
+        (NOW - 89 * DAY,),
+    )
     # an open episode and an unfinished job are never pruned, however old
     conn.execute(
         "INSERT INTO host_patches (host_id, name, first_seen_at) VALUES (%s, 'old-open', %s)",
@@ -238,12 +272,14 @@ async def test_ninety_days_are_pruned_in_batches_and_the_newest_thirty_kept(db: 
     # days 31..89 (59 rows) of each table; day 30 is exactly at the cutoff and kept
     for table in ("host_health_history", "host_patches", "jobs", "job_hosts",
                   "job_host_attempts", "discovery_scans", "discovery_results",
-                  "window_changes"):  # fmt: skip
+                  "window_changes", "notification_messages",
+                  "notification_events"):  # fmt: skip
         assert summary.deleted[table] == 59, table
     # expired credentials go whatever their age: all but today's (not expired yet)
     assert summary.deleted["login_tokens"] == 89 and summary.deleted["sessions"] == 89
+    assert summary.deleted["api_refresh_tokens"] == 89 and summary.deleted["sso_logins"] == 89
     # bounded batches: 59 rows in batches of 7 take 9 DELETEs per table
-    assert summary.batches >= 8 * 9
+    assert summary.batches >= 10 * 9
 
     def remaining(conn: Any) -> dict[str, Any]:
         return {
@@ -251,11 +287,13 @@ async def test_ninety_days_are_pruned_in_batches_and_the_newest_thirty_kept(db: 
             "jobs": one(conn, "SELECT count(*) FROM jobs"),
             "open": one(conn, "SELECT count(*) FROM host_patches WHERE resolved_at IS NULL"),
             "scans": one(conn, "SELECT count(*) FROM discovery_scans"),
+            "messages": one(conn, "SELECT count(*) FROM notification_messages"),
         }
 
     left = await db.run(remaining)
     assert left["oldest_transition"] == NOW - 30 * DAY
     assert left["jobs"] == 31 + 1 and left["open"] == 1 and left["scans"] == 31
+    assert left["messages"] == 31 + 1
     # a second run finds nothing more
     again = await prune(db, cutoffs, batch=7)
     assert again.total == 0
@@ -277,7 +315,15 @@ async def test_audit_is_pruned_behind_a_checkpoint_and_still_verifies(db: Databa
     assert summary.deleted[AUDIT_TABLE] == 29  # days 61..89
     result = await db.run(verify, AUDIT_TEST_KEY)
     assert result.ok and result.checkpoint is not None, result.problem
-    assert await db.run(count_entries) == 61
+    # 61 kept, and the run itself: an action of the system's
+    assert await db.run(count_entries) == 62
+    run_entry = await db.run(
+        lambda c: c.execute(
+            "SELECT actor, action, after FROM audit_entries ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    )
+    assert run_entry[:2] == ("system", "retention.run")
+    assert run_entry[2]["deleted"][AUDIT_TABLE] == 29
     last = await db.run(last_finished_run)
     assert last is not None and last.deleted[AUDIT_TABLE] == 29
     assert await retention.last_run() == NOW
