@@ -53,6 +53,7 @@ from .report_pages import ReportPages
 from .reports_api import ReportsApi
 from .settings_pages import SettingsPages
 from .sso import OidcClient
+from .sso_api import SsoApi
 from .sso_pages import SsoPages
 from .tokens import Tokens
 from .tokens_api import TokensApi
@@ -235,6 +236,7 @@ def create_app(
         *PkiPages(pages).routes(),
         *SettingsPages(pages).routes(),
         *SsoPages(pages, sso_client or OidcClient(), sealer).routes(),
+        *SsoApi(pages.sys).routes(),
         *ReportsApi(handle, db, rules).routes(),
         *ReportPages(pages, rules).routes(),
         *TokensApi(tokens).routes(),

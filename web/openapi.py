@@ -18,6 +18,7 @@ from . import models as m
 from . import notifications_api as nta
 from . import pki_models as pki
 from . import report_models as rmo
+from . import sso_api as sso
 from . import tokens_api as tok
 
 _REPORT_FILES = ("text/csv", "application/pdf")
@@ -315,6 +316,22 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("get", "/api/v1/auth/jwks.json"): Operation(
         "Public keys that verify access JWTs (no session)", 200, tok.Jwks
+    ),
+    # -- single sign-on identities of a user (web.sso_api; admins) --
+    ("get", "/api/v1/users/{user_id}/sso-identities"): Operation(
+        "A user's SSO identities (admins)", 200, sso.SsoIdentities
+    ),
+    ("post", "/api/v1/users/{user_id}/sso-identities"): Operation(
+        "Link an SSO identity to a user (admins; never done by e-mail)",
+        201,
+        sso.SsoIdentityOut,
+        sso.SsoIdentityLink,
+    ),
+    ("post", "/api/v1/users/{user_id}/sso-identities/unlink"): Operation(
+        "Unlink an SSO identity from a user (admins)",
+        200,
+        sso.SsoIdentityUnlinked,
+        sso.SsoIdentityLink,
     ),
 }
 

@@ -95,9 +95,13 @@ class SsoPages:
     async def start(self, request: Request) -> Response:
         redirect_uri = str(request.url_for("sso_callback"))
         next_path = safe_next(request.query_params.get("next"))[:MAX_FIELD]
+        if any(c.isspace() or not c.isprintable() for c in next_path):
+            next_path = "/"  # a URL parser drops tabs and newlines: "/\t/x" would become "//x"
         try:
             started = await service.begin(self.sys, self.client, redirect_uri, next_path)
         except SsoError as exc:
+            if exc.status == 404:  # not enabled (any more): the login page has no button then
+                return RedirectResponse("/login", status_code=303)
             log.warning("sso: sign-in not started: %s", exc)
             return self._message(request, "Single sign-on unavailable", str(exc), exc.status)
         response = RedirectResponse(started.location, status_code=303)

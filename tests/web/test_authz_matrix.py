@@ -155,8 +155,8 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("GET", "/settings"): Entry(ADMIN),
     ("POST", "/settings/repo-configs"): Entry(ADMIN, form={"distro_id": "matrix"}),
     ("POST", "/settings/repo-configs/delete"): Entry(ADMIN, form={"distro_id": "bad id!"}),
-    # -- single sign-on: sign-in is public (off here: 404; no sign-in started: 400) ---------
-    ("GET", "/sso/login"): Entry(ALL, expect=frozenset({404})),
+    # -- single sign-on: sign-in is public (off here: back to /login; none started: 400) ----
+    ("GET", "/sso/login"): Entry(ALL, expect=frozenset({303})),
     ("GET", "/sso/callback"): Entry(ALL, expect=frozenset({400})),
     ("GET", "/settings/sso"): Entry(ADMIN),
     ("POST", "/settings/sso/save"): Entry(ADMIN, form={"preset": "oidc", "groups_claim": "groups"}),
@@ -168,6 +168,13 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ),
     ("POST", "/settings/sso/identities/delete"): Entry(
         ADMIN, form={"user_id": "0", "identity_id": "1"}, expect=REFUSED
+    ),
+    ("GET", "/api/v1/users/{user_id:int}/sso-identities"): Entry(ADMIN),
+    ("POST", "/api/v1/users/{user_id:int}/sso-identities"): Entry(
+        ADMIN, json={"issuer": "https://idp.example.com", "subject": "{new_name}"}
+    ),
+    ("POST", "/api/v1/users/{user_id:int}/sso-identities/unlink"): Entry(
+        ADMIN, json={"issuer": "https://idp.example.com", "subject": "not-linked"}
     ),
     ("GET", "/enrolments"): Entry(ADMIN),
     ("POST", "/enrolments/{enrolment_id:int}/approve"): Entry(ADMIN, form={}, fresh=True),

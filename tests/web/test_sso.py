@@ -17,7 +17,7 @@ from ca import Sealer
 from storage import Database, create_group, create_user, get_user
 from storage.sso import identities_of, load_sso_config
 
-from .conftest import WebRig, login
+from .conftest import WebRig, assert_envelope, login
 from .sso_provider import CLIENT_ID, CLIENT_SECRET, Provider, start_provider
 
 pytestmark = pytest.mark.timeout(120)
@@ -291,7 +291,7 @@ async def test_login_page_has_no_sso_button_while_disabled(sso_app: WebRig) -> N
         page = await anyone.get("/login")
         assert page.status_code == 200 and "sso-button" not in page.text
         start = await anyone.get("/sso/login")
-        assert start.status_code == 404 and "not enabled" in start.text
+        assert (start.status_code, start.headers["location"]) == (303, "/login")
 
 
 async def test_client_secret_is_stored_sealed(
@@ -354,3 +354,34 @@ async def test_settings_refuse_unusable_values_beside_the_fields(
         data={"preset": "entra", "tenant_id": "not a tenant/../x", "groups_claim": "groups"},
     )
     assert entra.status_code == 422 and "tenant" in entra.text
+    common = await client.post(
+        "/settings/sso/save",
+        data={"preset": "entra", "tenant_id": "common", "groups_claim": "groups"},
+    )
+    assert common.status_code == 422 and "use your directory&#39;s own tenant id" in common.text
+    entra_ok = await client.post(
+        "/settings/sso/save",
+        data={"preset": "entra", "tenant_id": "contoso.onmicrosoft.com", "groups_claim": "roles"},
+    )
+    assert entra_ok.status_code == 303
+
+
+async def test_identity_api_links_lists_and_unlinks_explicitly(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    bob = await web_rig.db.run(lambda c: create_user(c, "bob", "$argon2id$x", "operator"))
+    url = f"/api/v1/users/{bob.id}/sso-identities"
+    wanted = {"issuer": "https://login.example.com/t/v2.0", "subject": "bob-oid"}
+    linked = await client.post(url, json=wanted)
+    assert linked.status_code == 201, linked.text
+    assert linked.json()["identity"]["username"] == "bob"
+    listed = (await client.get(url)).json()["identities"]
+    assert [(i["issuer"], i["subject"]) for i in listed] == [(wanted["issuer"], "bob-oid")]
+    again = await client.post("/api/v1/users/1/sso-identities", json=wanted)
+    assert_envelope(again, 409, "conflict")
+    assert_envelope(await client.post(url, json={"issuer": "", "subject": "x"}), 422)
+    assert_envelope(await client.get("/api/v1/users/987654/sso-identities"), 404, "not_found")
+    gone = await client.post(url + "/unlink", json=wanted)
+    assert gone.status_code == 200 and gone.json() == {"unlinked": True}
+    assert (await client.get(url)).json()["identities"] == []
+    assert (await client.post(url + "/unlink", json=wanted)).json() == {"unlinked": False}

@@ -20,7 +20,7 @@ from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from ca import Sealer, SealError
-from storage import Conflict, LastAdmin, NotFound
+from storage import Conflict, LastAdmin, NotFound, get_user_by_id
 from storage.sso import (
     PendingLogin,
     SsoConfig,
@@ -61,6 +61,7 @@ from .base import Principal, System
 log = logging.getLogger(__name__)
 
 LOGIN_TTL = dt.timedelta(minutes=10)
+MULTI_TENANT = frozenset({"common", "organizations", "consumers"})
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,12 @@ async def save_settings(
     if data.preset not in ("oidc", "entra"):
         problems["preset"] = "choose Entra ID or another OpenID Connect provider"
     if data.preset == "entra":
-        if not _tenant_ok(data.tenant_id):
+        if data.tenant_id.lower() in MULTI_TENANT:
+            problems["tenant_id"] = (
+                "use your directory's own tenant id: with 'common', 'organizations' or "
+                "'consumers' the tokens' issuer is not known in advance"
+            )
+        elif not _tenant_ok(data.tenant_id):
             problems["tenant_id"] = "the directory (tenant) id: a GUID or a verified domain"
     elif data.discovery_url or data.enabled:
         problem = url_problem(data.discovery_url)
@@ -240,6 +246,13 @@ async def delete_claim_mapping(sys: System, who: Principal, claim_value: str) ->
     )
 
 
+async def require_user(sys: System, who: Principal, user_id: int) -> None:
+    """An admin asking about a user that exists (``Missing`` otherwise)."""
+    require(who, Action.MANAGE_USERS)
+    if await sys.db.run(get_user_by_id, user_id) is None:
+        raise Missing(f"no user with id {user_id}")
+
+
 async def identities(sys: System, who: Principal, user_id: int | None = None) -> list[SsoIdentity]:
     require(who, Action.MANAGE_USERS)
     return await sys.db.run(identities_of, user_id)
@@ -289,6 +302,23 @@ async def unlink(sys: System, who: Principal, user_id: int, identity_id: int) ->
         )
     except NotFound as exc:
         raise Missing(str(exc)) from None
+
+
+async def unlink_key(sys: System, who: Principal, user_id: int, issuer: str, subject: str) -> bool:
+    """Unlink (issuer, subject) from the user if linked to it; False when it was not."""
+    await require_user(sys, who, user_id)
+    linked = [
+        i
+        for i in await sys.db.run(identities_of, user_id)
+        if (i.issuer, i.subject) == (issuer, subject)
+    ]
+    if not linked:
+        return False
+    try:
+        await unlink(sys, who, user_id, linked[0].id)
+    except Missing:  # unlinked meanwhile
+        return False
+    return True
 
 
 # -- signing in --------------------------------------------------------------------------------
