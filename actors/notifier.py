@@ -209,7 +209,16 @@ _TITLES = {
 
 
 def describe(event: EventRow, visible: set[int]) -> str:
-    """One event as a few lines, naming only the hosts in ``visible``."""
+    """One event as a few lines, naming only the hosts in ``visible``. Details that cannot be
+    read (a row written by hand, an older shape) give one line saying so, never an error: one
+    bad event must not hold back the others."""
+    try:
+        return _describe(event, visible)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return f"Event #{event.id} ({event.kind}): its details cannot be read"
+
+
+def _describe(event: EventRow, visible: set[int]) -> str:
     d = event.details
     if event.kind in ("job_finished", "job_failed"):
         hosts = [h for h in d.get("hosts", []) if h.get("id") in visible]
@@ -293,6 +302,7 @@ class NotifierStats:
     cycles: int = 0
     sent: int = 0
     failed_attempts: int = 0
+    crashes: int = 0  # cycles ended by an unexpected error (logged with its traceback)
 
 
 class Notifier:
@@ -325,14 +335,20 @@ class Notifier:
         self._wake.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run cycles until cancelled. A database outage skips the cycle (logged); nothing else
-        is retried here: a send failure is the message's, recorded in the outbox."""
+        """Run cycles until cancelled. A database outage skips the cycle (logged); a send
+        failure is the message's, recorded in the outbox. Any other error of a cycle is logged
+        with its traceback and the next cycle runs as usual: notifications must never take
+        the server down (cancellation is never caught)."""
         task_status.started()
         while True:
             try:
                 await self.cycle()
             except StorageError as exc:
                 log.warning("notifications: cycle skipped, database unavailable: %s", exc)
+            except Exception:
+                self.stats.crashes += 1
+                log.exception("notifications: cycle failed; the next one runs in %gs",
+                              self.every_s)  # fmt: skip
             self._wake = trio.Event()
             with trio.move_on_after(self.every_s):
                 await self._wake.wait()

@@ -363,3 +363,18 @@ async def test_a_window_starting_within_the_reminder_time_is_reminded_to_its_gro
     [mail] = server.recorder.messages
     assert mail["To"] == "web-op@example.test"
     assert "Window nightly (group web) starts 2026-11-30T12:45:00+00:00" in mail.get_payload()
+
+
+async def test_an_unreadable_event_is_told_as_such_and_does_not_hold_back_the_others(
+    db: Database, pki: Pki, tmp_path: Path
+) -> None:
+    host = await add_host(db, "web-1")
+    with smtp_server(pki, tmp_path) as server:
+        await configure(db, plain(server.port))
+        await subscribe(db, "alice")
+        await db.run(enqueue_event, "job_failed", [host], {"job_id": 3, "hosts": "not a list"})
+        await db.run(enqueue_event, "host_unreachable", [host], {"host": "web-1"})
+        assert await notifier(db).cycle() == 1
+    body = server.recorder.messages[0].get_payload()
+    assert "(job_failed): its details cannot be read" in body
+    assert "Host web-1 unreachable" in body
