@@ -65,6 +65,8 @@ class DashboardPage(Base):
     sparkline: str = ""  # SVG built by reports.svg (values escaped)
     loaded_at: dt.datetime | None = None  # what the lists and bars below show is as of then
     certificate_warnings: list[str] = field(default_factory=list)  # admins: expiring soon
+    conditions: dict[str, int] = field(default_factory=dict)  # hosts by condition (freshness)
+    views: dict[int, HostView] = field(default_factory=dict)  # of the listed hosts
 
 
 @dataclass(frozen=True)
@@ -188,8 +190,19 @@ class Pages:
         upcoming = (await windows.upcoming_entries(self.sys, who, 14))[:6]
         running = [j for j, _ in await jobs.jobs(self.sys, who, "running")][:6]
         compliance = await self.compliance.get(self.sys, who, self.rules)
+        base = self.base(request, "Dashboard", "dashboard")
+        conditions = dict(counts.by_health)  # without live actors: the stored health
+        live = await hosts.actors(self.sys, who)
+        if live:
+            conditions = {}
+            for snapshot in live:
+                condition = host_view(to_json(snapshot), tz=base["tz"]).condition
+                key = "pending" if condition == "unknown" else condition
+                conditions[key] = conditions.get(key, 0) + 1
         page = DashboardPage(
-            **self.base(request, "Dashboard", "dashboard"),
+            **base,
+            conditions=conditions,
+            views=self.views([*top, *reboot], base["tz"]),
             counts=counts,
             top_hosts=top,
             reboot_hosts=reboot,

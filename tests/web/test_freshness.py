@@ -39,11 +39,17 @@ async def test_a_never_contacted_host_is_unknown_never_nothing_pending_or_no_reb
     page = (await client.get(f"/hosts/{host_id}")).text
     assert f'data-host-condition="{host_id}">unknown<' in page
     assert "never contacted" in page and "poll failing since" in page
-    assert "Nothing pending" not in page and "No patch data yet" in page
+    assert (
+        "Nothing pending" not in page
+        and "No current patch data: this host's patches have never" in html.unescape(page)
+    )
     assert cell(page, "Pending reboot") == "unknown (no data yet)"
     listing = (await client.get("/hosts")).text
     assert f'data-host-condition="{host_id}">unknown<' in listing
     assert ">0</span></td>" not in listing  # no pending count of 0 for a host never seen
+    dashboard = (await client.get("/")).text
+    assert re.search(r'data-count="pending">1<', dashboard)  # counted unknown, never healthy
+    assert re.search(r'data-count="healthy">0<', dashboard)
 
 
 async def test_a_host_going_down_shows_failing_with_its_retries_and_comes_back_by_itself(

@@ -114,8 +114,12 @@
   }
 
   function counts() {
-    const totals = { healthy: 0, degraded: 0, unreachable: 0, pending: 0 };
-    hosts.forEach(function (s) { totals[s.health] = (totals[s.health] || 0) + 1; });
+    // By condition (never-contacted hosts under "pending"): a failing or stale host is not healthy.
+    const totals = { healthy: 0, degraded: 0, failing: 0, stale: 0, unreachable: 0, pending: 0, paused: 0 };
+    hosts.forEach(function (s) {
+      const c = hostView(s).condition, key = c === "unknown" ? "pending" : c;
+      totals[key] = (totals[key] || 0) + 1;
+    });
     Object.keys(totals).forEach(function (k) {
       const el = document.querySelector('[data-count="' + k + '"]');
       if (el && hosts.size) el.textContent = totals[k];
@@ -236,7 +240,7 @@
     });
     window.addEventListener("pagehide", function () { leaving = true; });
     // Time passing publishes nothing: data ages grow and hosts turn stale here.
-    setInterval(function () { hosts.forEach(renderView); }, 5000);
+    setInterval(function () { hosts.forEach(renderView); counts(); }, 5000);
     if (csrf) connect();
   });
 })();
