@@ -165,7 +165,7 @@ class Provider:
             header = _b64(json.dumps({"alg": "none", "kid": "k1"}).encode())
             return f"{header}.{_b64(json.dumps(claims).encode())}."
         key = self.other_key if self.tamper == "wrong_key" else self.key
-        return jwt.encode({"alg": "RS256", "kid": "k1"}, claims, key)
+        return jwt.encode({"alg": "RS256", "kid": key.kid}, claims, key)
 
 
 async def start_provider(nursery: trio.Nursery) -> Provider:

@@ -12,9 +12,11 @@ import httpx2
 import pytest
 import trio
 from asgi_lifespan import LifespanManager
+from joserfc.jwk import RSAKey
 
 from ca import Sealer
 from storage import Database, create_group, create_user, get_user
+from storage.audit import AuditFilter, list_entries
 from storage.sso import identities_of, load_sso_config
 
 from .conftest import WebRig, assert_envelope, login
@@ -385,3 +387,38 @@ async def test_identity_api_links_lists_and_unlinks_explicitly(
     assert gone.status_code == 200 and gone.json() == {"unlinked": True}
     assert (await client.get(url)).json()["identities"] == []
     assert (await client.post(url + "/unlink", json=wanted)).json() == {"unlinked": False}
+
+
+async def test_provider_key_rotation_is_followed_by_fetching_the_keys_again(
+    web_rig: WebRig, client: httpx2.AsyncClient, provider: Provider
+) -> None:
+    await configure(client, provider, {"pm-operators": ("operator", [])})
+    async with browser(web_rig) as carol:
+        assert (await sign_in(carol)).status_code == 200  # the keys are cached now
+    provider.key = RSAKey.generate_key(2048, parameters={"kid": "k2"})  # rotated
+    async with browser(web_rig) as carol:
+        done = await sign_in(carol)
+        assert done.status_code == 200, done.text
+
+
+async def test_sign_ins_and_changes_are_audited(
+    web_rig: WebRig, client: httpx2.AsyncClient, provider: Provider
+) -> None:
+    await configure(client, provider, {"pm-operators": ("operator", [])})
+    async with browser(web_rig) as carol:
+        assert (await sign_in(carol)).status_code == 200
+    provider.tamper = "nonce"
+    async with browser(web_rig) as carol:
+        assert (await sign_in(carol)).status_code == 403
+    entries, _ = await web_rig.db.run(list_entries, AuditFilter(action="sso.", limit=20))
+    seen = [(e.action, e.actor, e.outcome) for e in reversed(entries)]
+    assert seen == [
+        ("sso.config.update", "user:admin", "ok"),
+        ("sso.mapping.save", "user:admin", "ok"),
+        ("sso.login", "user:carol.example.com", "ok"),
+        ("sso.login", "anonymous", "failed"),
+    ]
+    assert "nonce" in entries[0].detail
+    config_entry = entries[-1]
+    assert CLIENT_SECRET not in str(config_entry.after)
+    assert config_entry.after["client_secret"] == "replaced"
