@@ -364,7 +364,7 @@ class Notifier:
         await self.remind(settings, now)
         await self.db.run(drop_excess_events, settings.max_events)
         await self.db.run(drop_excess_messages, settings.max_messages)
-        await self.dispatch()
+        await self.dispatch(now)
         return await self.send_due(settings, now)
 
     async def remind(self, settings: NotificationSettings, now: dt.datetime) -> int:
@@ -384,8 +384,9 @@ class Notifier:
 
         return int(await self.db.run(add))
 
-    async def dispatch(self) -> int:
-        """Fan the pending events out as one digest per subscriber; returns the messages."""
+    async def dispatch(self, now: dt.datetime) -> int:
+        """Fan the pending events out as one digest per subscriber, due from ``now`` (the
+        cycle's time, so the same cycle sends them); returns the messages."""
 
         def fan_out(conn: Any) -> tuple[list[NewMessage], list[int]]:
             events = pending_events(conn)
@@ -408,7 +409,7 @@ class Notifier:
 
         messages, event_ids = await self.db.run(fan_out)
         if event_ids:
-            await self.db.run(queue_messages, messages, event_ids, self.clock())
+            await self.db.run(queue_messages, messages, event_ids, now)
         return len(messages)
 
     async def send_due(self, settings: NotificationSettings, now: dt.datetime) -> int:

@@ -378,3 +378,19 @@ async def test_an_unreadable_event_is_told_as_such_and_does_not_hold_back_the_ot
     body = server.recorder.messages[0].get_payload()
     assert "(job_failed): its details cannot be read" in body
     assert "Host web-1 unreachable" in body
+
+
+async def test_a_digest_is_sent_in_the_cycle_that_made_it_while_the_clock_moves_on(
+    db: Database, pki: Pki, tmp_path: Path
+) -> None:
+    host = await add_host(db, "web-1")
+    ticks = iter(NOW + dt.timedelta(seconds=n) for n in range(1000))  # every reading is later
+    with smtp_server(pki, tmp_path) as server:
+        await configure(db, plain(server.port))
+        await subscribe(db, "alice")
+        await db.run(enqueue_event, "host_unreachable", [host], {"host": "web-1"})
+        sender = Notifier(
+            db, sealer=None, ssl_context=ssl.create_default_context(), clock=lambda: next(ticks)
+        )
+        assert await sender.cycle() == 1
+    assert len(server.recorder.messages) == 1
