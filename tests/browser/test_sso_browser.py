@@ -1,6 +1,8 @@
 """Single sign-on in a real headless Chromium: the login page's "Sign in with …" button, the
 provider (a real OIDC provider on 127.0.0.1: tests.web.sso_provider), back to our callback and
-on to the dashboard, signed in as the mapped user; an unmapped person gets the refusal page.
+on to the dashboard, signed in as the mapped user; an admin signed in this way runs Settings →
+Single sign-on → Test configuration (every check ok, no console error: nothing the CSP
+blocks); an unmapped person gets the refusal page.
 
 The server runs in this process (Hypercorn over TLS on loopback); the provider is another site
 (plain http on another port), so the return from it is a cross-site navigation as with a real
@@ -38,17 +40,34 @@ def sign_in(base: str, provider: Provider) -> dict[str, str]:
             executable_path=str(CHROMIUM),
             args=["--no-sandbox", "--disable-gpu", "--no-first-run"],
         )
-        for person in ("dana", "stranger"):
+        errors: list[str] = []  # console errors (CSP violations among them) on erin's pages
+        for person in ("dana", "erin", "stranger"):
             context = browser.new_context(ignore_https_errors=True)
             context.set_default_timeout(20_000)
             page: Page = context.new_page()
             page.goto(base + "/login")
             button = page.locator("#sso-button")
             expect(button).to_have_text("Sign in with Test IdP")
+            if person == "erin":
+                provider.user = {
+                    "sub": "erin-oid",
+                    "email": "erin@example.com",
+                    "groups": ["pm-admins"],
+                }
             if person == "stranger":
                 provider.user = {"sub": "someone-else", "groups": ["sales"]}
             button.click()
-            if person == "dana":
+            if person == "erin":  # an SSO admin tests the configuration; no CSP violation
+                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+                page.wait_for_url(base + "/")
+                page.goto(base + "/settings")
+                page.click("#sso-settings-link")
+                page.click("#sso-test")
+                checks = page.locator("#sso-checks tbody tr")
+                expect(checks).to_have_count(6)
+                seen["checks"] = " | ".join(checks.all_inner_texts())
+                seen["console"] = " | ".join(errors)
+            elif person == "dana":
                 page.wait_for_url(base + "/")
                 seen["user"] = page.locator("header .user").inner_text()
                 seen["heading"] = page.locator("h1").first.inner_text()
@@ -94,6 +113,7 @@ async def test_sso_button_leads_through_the_provider_to_the_dashboard_in_chromiu
     await web_rig.db.run(
         lambda c: save_mapping(c, "pm-operators", "operator", (group.id,), by="test")
     )
+    await web_rig.db.run(lambda c: save_mapping(c, "pm-admins", "admin", (), by="test"))
     base, stop = await serve(nursery, web_rig, pki)
     with trio.fail_after(150):
         seen = await trio.to_thread.run_sync(sign_in, base.rstrip("/"), provider)
@@ -102,6 +122,8 @@ async def test_sso_button_leads_through_the_provider_to_the_dashboard_in_chromiu
     assert seen["heading"] == "Fleet"  # the dashboard
     assert seen["hosts"] == "200"
     assert "not given a role here" in seen["refusal"]
+    assert seen["checks"].count("\tok\t") == 6, seen["checks"]
+    assert seen["console"] == ""
     assert "/login" in seen["after_refusal"]
     user = await web_rig.db.run(get_user, "dana.example.com")
     assert user is not None
