@@ -95,6 +95,8 @@ class JobHostRow:
     uptime_before: int | None = None
     planned: dict[str, str] | None = None  # the plan's {package: version} for this host
     drift: str = ""  # how the host's pending list differed from the plan when it ran
+    display_name: str = ""  # the host's display name (its name when it has none)
+    address: str = ""
 
 
 _JOB_COLUMNS = (
@@ -106,7 +108,8 @@ _ROW_COLUMNS = (
     "r.id, r.job_id, r.host_id, r.batch, r.state, r.attempts, r.agent_job_id, r.dispatched_at,"
     " r.started_at, r.finished_at, r.progress, r.error_code, r.error_message, r.error_stderr,"
     " r.packages_before, r.packages_after, h.name, r.owner, r.sent_at, r.run_until,"
-    " r.agent_status, r.uptime_before, r.planned, r.drift"
+    " r.agent_status, r.uptime_before, r.planned, r.drift,"
+    " coalesce(nullif(h.display_name, ''), h.name), coalesce(host(h.address), '')"
 )
 
 
@@ -252,7 +255,8 @@ def job_rows(
     """The job's rows for the hosts within ``scope``."""
     query = sql.SQL(
         "SELECT {cols} FROM job_hosts r JOIN hosts h ON h.id = r.host_id"
-        " WHERE r.job_id = %s AND {c} ORDER BY r.batch, h.name"
+        " WHERE r.job_id = %s AND {c}"
+        " ORDER BY r.batch, natural_key(coalesce(nullif(h.display_name, ''), h.name)), h.address"
     ).format(cols=sql.SQL(_ROW_COLUMNS), c=scope_condition(scope, "r.host_id"))
     return [_row(r) for r in conn.execute(query, (job_id,)).fetchall()]
 
@@ -491,6 +495,19 @@ def row_attempts(conn: psycopg.Connection[Any], row_id: int) -> list[AttemptRow]
             (row_id,),
         ).fetchall()
     ]
+
+
+def job_attempts(conn: psycopg.Connection[Any], job_id: int) -> dict[int, list[AttemptRow]]:
+    """The earlier attempts of every row of a job, by row id (the job page's history)."""
+    found: dict[int, list[AttemptRow]] = {}
+    for r in conn.execute(
+        "SELECT a.row_id, a.attempt, a.agent_job_id, a.started_at, a.finished_at, a.outcome,"
+        " a.error_code, a.error_message FROM job_host_attempts a"
+        " JOIN job_hosts r ON r.id = a.row_id WHERE r.job_id = %s ORDER BY a.row_id, a.attempt",
+        (job_id,),
+    ).fetchall():
+        found.setdefault(int(r[0]), []).append(AttemptRow(*r))
+    return found
 
 
 # -- the coordinating side -------------------------------------------------------------------

@@ -203,3 +203,29 @@ class UserZones:
             name,
         )
         self._zones[who.user_id] = name
+
+
+def duration(start: Any, end: Any) -> str:
+    """``1 h 2 min``, ``3 min 5 s``, ``12 s`` between two instants (``—`` if either is none)."""
+    a, b = parse_time(start), parse_time(end)
+    if a is None or b is None:
+        return "—"
+    seconds = max(0, int((b - a).total_seconds()))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds} s"
+
+
+def version_changes(
+    before: Mapping[str, str] | None, after: Mapping[str, str] | None
+) -> list[tuple[str, str, str]]:
+    """``(package, version before, version after)`` for every package a job changed (``""``
+    for installed / removed), by name."""
+    if before is None or after is None:
+        return []
+    names = sorted(set(before) | set(after))
+    return [
+        (n, before.get(n, ""), after.get(n, "")) for n in names if before.get(n) != after.get(n)
+    ]

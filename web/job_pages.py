@@ -24,6 +24,7 @@ from storage import (
 
 from .authz import Action, require
 from .forms import blackout_form, fields, job_form, window_form
+from .freshness import version_changes
 from .handle import HandleError, Missing
 from .models import MAX_SELECTION, HostSelection
 from .models_io import given, path_id, split_list, validate
@@ -59,6 +60,8 @@ class JobPage(Base):
     rows: list[JobHostRow] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     rollback_refusals: dict[int, str] = field(default_factory=dict)  # host id → why not
+    attempts: dict[int, list[Any]] = field(default_factory=dict)  # row id → earlier attempts
+    changes: dict[int, list[tuple[str, str, str]]] = field(default_factory=dict)  # by row id
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,8 @@ class JobPages:
             rows=rows,
             counts=counts,
             rollback_refusals=await jobs.rollback_refusals(self.sys, rows),
+            attempts=await jobs.attempts(self.sys, rows, job.id),
+            changes={r.id: version_changes(r.packages_before, r.packages_after) for r in rows},
         )
         return self.p.render(request, "job.html", page)
 
@@ -367,7 +372,7 @@ class JobPages:
         return self.p.back("/windows", "Blackout removed")
 
     def routes(self) -> list[Route]:
-        return [
+        routes = [
             Route("/deploy", self.deploy, methods=["GET"]),
             Route("/deploy", self.create, methods=["POST"]),
             Route("/jobs", self.jobs, methods=["GET"]),
@@ -382,3 +387,4 @@ class JobPages:
             Route("/blackouts", self.add_blackout, methods=["POST"]),
             Route("/blackouts/{blackout_id:int}/delete", self.remove_blackout, methods=["POST"]),
         ]
+        return [Route(r.path, self.p.zoned(r.endpoint), methods=r.methods) for r in routes]

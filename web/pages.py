@@ -32,7 +32,15 @@ from storage import (
 from .auth import Auth
 from .authz import Action, allowed, require
 from .forms import fields, host_form, host_query
-from .freshness import HostView, UserZones, age, host_view, time_tag, zone_names
+from .freshness import (
+    HostView,
+    UserZones,
+    age,
+    duration,
+    host_view,
+    time_tag,
+    zone_names,
+)
 from .handle import HandleError, Missing, SystemHandle
 from .models import MAX_ID, DiscoveryStart, GroupCreate, GroupRename, HostIds, PackageQuery
 from .models_io import given, path_id, validate
@@ -125,6 +133,7 @@ class Pages:
         self.zones = UserZones()
         templates.env.filters["when"] = when
         templates.env.filters["ago"] = age
+        templates.env.globals["duration"] = duration
         templates.env.globals["zone_names"] = zone_names
 
     # -- helpers ----------------------------------------------------------------------------

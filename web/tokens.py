@@ -55,7 +55,6 @@ from .authz import (
 )
 from .handle import InvalidInput, Missing
 from .jwt_keys import ACCESS_LIFETIME, Clock, InvalidJwt, KeyRing, utc_now
-from .middleware import deny_websocket
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +171,9 @@ class Tokens:
         token's principal (no session, no CSRF) or gets its one-line refusal."""
         state = scope.setdefault("state", {})
         state["session"], state["session_token"] = None, ""
-        if scope["type"] != "http":  # the live relay is for browsers with a session
-            await deny_websocket(scope, send, 403, "insufficient_scope",
-                                 "bearer tokens are for the HTTP API")  # fmt: skip
+        if scope["type"] != "http":
+            await _refuse(scope, send, Refused(403, "insufficient_scope",
+                                               "bearer tokens are for the HTTP API"))  # fmt: skip
             return
         answer = (
             await self.resolve(credential, scope["method"], scope["path"])

@@ -3,15 +3,19 @@ severity, and times in the user's time zone (a profile setting) with UTC on hove
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 
 import httpx2
 import psycopg
+import trio
 
-from storage import Database, HostFilter, insert_host, search_hosts
+from simulator import Fleet
+from storage import Database, HostFilter, get_job, insert_host, search_hosts
 
 from .conftest import WebRig, form_token
+from .test_jobs_api import registered
 
 
 def names(db_rows: list[Any]) -> list[str]:
@@ -73,3 +77,36 @@ async def test_an_unknown_time_zone_is_refused_and_nothing_changes(
     assert refused.status_code == 303 and "not+changed" in refused.headers["location"]
     page = (await client.get("/hosts")).text
     assert '<meta name="time-zone" content="UTC">' in page
+
+
+async def test_job_page_shows_row_timings_versions_before_after_and_the_list_its_duration(
+    web_rig: WebRig, client: httpx2.AsyncClient, start_fleet: Any
+) -> None:
+    fleet: Fleet = await start_fleet(2)
+    await registered(web_rig, client, fleet)
+    package = sorted(fleet.agents[0].profile.upgradable)[0]
+    created = await client.post(
+        "/api/v1/jobs",
+        json={"group": "web", "schedule": "now", "selection": "all", "all_hosts": True},
+    )
+    assert created.status_code == 201, created.text
+    job_id = created.json()["job_id"]
+    with trio.fail_after(60):
+        while (await web_rig.db.run(get_job, job_id)).status in ("queued", "running"):
+            await web_rig.system.scheduler.jobs.wait_pass()  # type: ignore[union-attr]
+    page = html.unescape((await client.get(f"/jobs/{job_id}")).text)
+    for agent in fleet.agents:
+        assert agent.address in page  # the address beside the host's name
+    timings = re.findall(r'data-row-timing="\d+">(.*?)</td>', page, re.S)
+    assert len(timings) == 2
+    for timing in timings:
+        assert re.search(
+            r"queued <time[^>]*>[\d:-]+.*started <time.*finished <time.*took \d+", timing, re.S
+        )
+    versions = re.findall(r'data-row-versions="\d+">(.*?)</td>', page, re.S)
+    assert any(re.search(rf"{re.escape(package)} \S+ → \S+", v) for v in versions), versions
+    assert 'id="job-timing">created <time' in page and "by admin" in page
+    listing = html.unescape((await client.get("/jobs")).text)
+    row = re.search(rf'href="/jobs/{job_id}">#{job_id}</a>.*?</tr>', listing, re.S)
+    assert row is not None and "by admin" in row[0]
+    assert re.search(r"<td>\d+ (s|min \d+ s)</td>", row[0]), row[0]

@@ -24,6 +24,7 @@ from storage import (
     plan_hosts,
     search_hosts,
 )
+from storage.jobs import AttemptRow, job_attempts
 
 from ..authz import Action, require, scope_of
 from ..handle import InvalidInput, Missing
@@ -146,6 +147,13 @@ async def get(sys: System, who: Principal, job_id: int) -> tuple[JobRow, list[Jo
     except NotFound:
         raise Missing(f"no job {job_id}") from None
     return job, await sys.db.run(job_rows, job_id, scope)
+
+
+async def attempts(sys: System, rows: list[JobHostRow], job_id: int) -> dict[int, list[AttemptRow]]:
+    """The earlier attempts of ``rows`` (as ``get`` returned them: in scope), by row id."""
+    shown = {r.id for r in rows}
+    found = await sys.db.run(job_attempts, job_id)
+    return {row_id: a for row_id, a in found.items() if row_id in shown}
 
 
 async def _require_whole_job(sys: System, who: Principal, job_id: int) -> None:
