@@ -55,6 +55,7 @@ from .authz import (
 )
 from .handle import InvalidInput, Missing
 from .jwt_keys import ACCESS_LIFETIME, Clock, InvalidJwt, KeyRing, utc_now
+from .middleware import deny_websocket
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +153,9 @@ class Tokens:
                             use.token.username, problem)  # fmt: skip
             return Refused(401, "invalid_token", problem, use.token if use else None)
         assert use is not None
-        if use.must_change_password:
-            return Refused(403, "password_change_required", "the token's owner must change "
-                           "their password first", use.token)  # fmt: skip
+        # (An owner who must still change a one-time password keeps their tokens: a token is
+        # made by the owner after the change, or from the CLI by whoever runs the server, which
+        # is what first-time setup scripts do.)
         scope = TokenScope(use.token.scope)
         if not token_may_request(scope, method, path):
             log.warning("bearer token %d of %r refused: %s scope for %s %s", use.token.id,
@@ -171,9 +172,9 @@ class Tokens:
         token's principal (no session, no CSRF) or gets its one-line refusal."""
         state = scope.setdefault("state", {})
         state["session"], state["session_token"] = None, ""
-        if scope["type"] != "http":
-            await _refuse(scope, send, Refused(403, "insufficient_scope",
-                                               "bearer tokens are for the HTTP API"))  # fmt: skip
+        if scope["type"] != "http":  # the live relay is for browsers with a session
+            await deny_websocket(scope, send, 403, "insufficient_scope",
+                                 "bearer tokens are for the HTTP API")  # fmt: skip
             return
         answer = (
             await self.resolve(credential, scope["method"], scope["path"])
