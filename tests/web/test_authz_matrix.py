@@ -35,7 +35,10 @@ import trio_websocket
 from starlette.routing import Mount, Route, WebSocketRoute
 
 from storage import create_enrolment, create_user, list_sessions, set_user_groups
-from web.authz import Role
+from storage.tokens import create_token
+from web.auth import is_public
+from web.authz import Role, TokenScope, token_may_request
+from web.tokens import PREFIX, hash_secret, new_secret
 
 from ..conftest import Pki, fleet_addresses
 from .conftest import WebRig, login
@@ -292,6 +295,12 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("POST", "/api/v1/report-definitions"): Entry(WRITERS, json=DEFINITION),
     ("DELETE", "/api/v1/report-definitions/{definition_id:int}"): Entry(WRITERS, fresh=True),
     ("GET", "/api/v1/report-definitions/{definition_id:int}/download"): Entry(ALL),
+    # -- API tokens (a session's own; admins may revoke anyone's) and the JWT exchange -------
+    ("GET", "/api/v1/tokens"): Entry(ALL),
+    ("POST", "/api/v1/tokens"): Entry(ALL, json={"name": "matrix", "scope": "read"}),
+    ("DELETE", "/api/v1/tokens/{token_id:int}"): Entry(ALL),  # the caller's own token
+    ("POST", "/api/v1/auth/token"): Entry(ALL, json={"grant_type": "password"}, expect=REFUSED),
+    ("GET", "/api/v1/auth/jwks.json"): Entry(ALL),
 }
 
 WINDOW = {
@@ -595,6 +604,9 @@ async def test_authorization_matrix_every_route_role_and_scope(
                 if entry.fresh or side not in users:
                     users[side] = await world.logged_in_user()
                 ids["user_id"], ids["session_id"] = users[side]
+            if "{token_id" in key[1]:  # one's own token (not a host-scoped target)
+                own = await who.post("/api/v1/tokens", json={"name": "own", "scope": "read"})
+                ids["token_id"] = own.json()["item"]["id"]
             response = await send(who, key, entry, ids)
             status = response.status_code
             label = f"{role.value} {key[0]} {key[1]} ({side} of scope): {status}"
@@ -966,3 +978,106 @@ async def test_relay_forwards_nothing_of_a_host_that_left_the_scope_while_the_re
                 if json.loads(text) == {"type": "removed", "host_id": in_id}:
                     break
     stop.set()
+
+
+# -- the same routes with API tokens (R-7.6) ---------------------------------------------------
+
+
+def token_allows(key: tuple[str, str], entry: Entry, role: Role, scope: TokenScope) -> bool:
+    """What a token of ``scope`` owned by a ``role`` may do: public paths as for anyone (the
+    bearer header is not looked at); otherwise only what the scope reaches at all
+    (``authz.token_may_request``: the JSON API and /metrics) and what both the role (the
+    entry) and the scope allow: read = what every role may (VIEW), operate = + what operators
+    do (the WRITERS entries), metrics = /metrics; admin-only actions no scope has."""
+    method, path = key
+    if is_public(path):
+        return role in entry.allowed
+    if not token_may_request(scope, method, path) or role not in entry.allowed:
+        return False
+    if entry.allowed == ALL:
+        return True
+    if entry.allowed == WRITERS:
+        return scope is TokenScope.OPERATE
+    return path == "/metrics" and scope is TokenScope.METRICS
+
+
+async def token_client(
+    rig: WebRig, role: Role, group_ids: list[int], scope: TokenScope
+) -> httpx2.AsyncClient:
+    """A client with no session: only an API token of ``scope`` of a user of ``role``."""
+    if role is ADM:
+        user_id = 1
+    else:
+        name = f"{role.value}-{scope.value}-token"
+        user = await rig.db.run(create_user, name, "x", role.value)
+        await rig.db.run(set_user_groups, user.id, group_ids)
+        user_id = user.id
+    # Stored directly: the service refuses a scope the role lacks (a metrics token of an
+    # operator), but a demoted admin's tokens are exactly that.
+    secret = new_secret(PREFIX)
+    await rig.db.run(
+        lambda c: create_token(
+            c, user_id=user_id, name="matrix", scope=scope.value, token_hash=hash_secret(secret),
+            hint="pm_", expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=1),
+            group_ids=None, by="matrix",
+        )
+    )  # fmt: skip
+    transport = httpx2.ASGITransport(app=rig.app)
+    client = httpx2.AsyncClient(transport=transport, base_url="http://testserver")
+    client.headers["authorization"] = f"Bearer {secret}"
+    client.headers["x-csrf-token"] = ""  # form bodies carry an empty token: none is needed
+    return client
+
+
+@pytest.mark.parametrize("role", [ADM, OPR, AUD], ids=lambda r: r.value)
+async def test_token_matrix_every_route_each_scope_allows_only_scope_and_role(
+    web_rig: WebRig, client: httpx2.AsyncClient, role: Role
+) -> None:
+    """Every route with a token of each scope of a user of each role (no session): allowed
+    exactly when ``token_allows``; then the success answer (in scope) or the missing-id
+    answer (out of scope); refused with 403 otherwise (``insufficient_scope`` when the scope
+    never reaches the route, ``forbidden`` when the role's rights stop it)."""
+    world = await build_world(web_rig, client)
+    base = {"in": await world.targets("in"), "out": await world.targets("out")}
+    failures: list[str] = []
+    order = sorted(MATRIX.items(), key=lambda kv: (kv[1].last, kv[1].fresh))
+    for scope in TokenScope:
+        who = await token_client(web_rig, role, [world.group_ids["in"]], scope)
+        for key, entry in order:
+            if key[0] == "WS":
+                continue  # test_tokens: test_live_socket_refuses_a_bearer_token_over_tls
+            allowed = token_allows(key, entry, role, scope)
+            for side in ("in", "out") if allowed else ("in",):
+                targets = await world.targets(side) if entry.fresh else base[side]
+                ids = {
+                    **targets.ids,
+                    "new_address": world.address(),
+                    "new_name": world.name(),
+                    "scan_cidr": world.scan_cidr,
+                    "token_id": BOGUS,
+                }
+                owned = "{definition_id" in key[1]  # a definition is its creator's
+                if "{user_id" in key[1] or "{session_id" in key[1]:
+                    ids["user_id"], ids["session_id"] = await world.logged_in_user()
+                response = await send(who, key, entry, ids)
+                status = response.status_code
+                label = f"{role.value} {scope.value} token {key[0]} {key[1]} ({side}): {status}"
+                if status >= 500 or status == 401:
+                    failures.append(f"{label} {response.text[:200]}")
+                elif not allowed:
+                    if status != 403:
+                        failures.append(f"{label}, expected 403")
+                elif role is not ADM and (
+                    (side == "out" and scoped(key, entry)) or (owned and role is not ADM)
+                ):
+                    hidden = (*SCOPED_KEYS, "definition_id")
+                    missing = {k: BOGUS if k in hidden else v for k, v in ids.items()}
+                    like = await send(who, key, entry, missing)
+                    if (status, error_code(response)) != (like.status_code, error_code(like)):
+                        failures.append(f"{label}, but a missing id answers {like.status_code}")
+                elif status in (403, 404) and status not in entry.expect:
+                    failures.append(f"{label}, expected the request allowed")
+                elif status not in success(key, entry):
+                    failures.append(f"{label}, expected {sorted(success(key, entry))}")
+        await who.aclose()
+    assert failures == [], "\n".join(failures)

@@ -12,6 +12,7 @@ from typing import Any
 import httpx2
 import pytest
 import trio
+import trio_websocket
 from asgi_lifespan import LifespanManager
 
 from storage import PrincipalRow, create_user, load_principal, set_user_groups, update_user
@@ -330,3 +331,21 @@ async def test_token_create_revoke_and_refused_use_are_audited_without_the_secre
     ]
     assert all(secret not in repr(e) for e in entries)
     assert entries[-1].after["scope"] == "read"
+
+
+async def test_live_socket_refuses_a_bearer_token_over_tls(
+    nursery: trio.Nursery, web_rig: WebRig, pki: Pki
+) -> None:
+    secret = await token_for(web_rig, 1, "operate")
+    base, stop = await serve(nursery, web_rig, pki)
+    host, port = base.removeprefix("https://").split(":")
+    try:
+        with pytest.raises(trio_websocket.ConnectionRejected) as rejected:
+            async with trio_websocket.open_websocket(
+                host, int(port), "/api/v1/live", use_ssl=browser_context(pki),
+                extra_headers=[(b"authorization", f"Bearer {secret}".encode())],
+            ):  # fmt: skip
+                pass
+        assert rejected.value.status_code == 403
+    finally:
+        stop.set()
