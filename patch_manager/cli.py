@@ -35,7 +35,7 @@ from storage import (
 )
 from web import ListenError
 
-from . import __version__, audit_cli, enrol_cli, hosts_cli, logs, paths, users_cli
+from . import __version__, audit_cli, enrol_cli, hosts_cli, logs, paths, tokens_cli, users_cli
 from .paths import database_data_dir, default_conf_dir, default_data_dir
 from .runtime import open_storage, record_certificates
 
@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     hosts_cli.add_parsers(sub, _common)
     users_cli.add_parsers(sub, _common)
+    tokens_cli.add_parsers(sub, _common)
     enrol_cli.add_parsers(sub, _common)
     audit_cli.add_parsers(sub, _common)
 
@@ -521,6 +522,16 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tokens(args: argparse.Namespace) -> int:
+    config = _store(args).current
+
+    async def work(db: Database) -> None:
+        await tokens_cli.tokens_command(args, config, db)
+
+    _with_database(args, work)
+    return 0
+
+
 def cmd_users(args: argparse.Namespace) -> int:
     async def work(db: Database) -> None:
         await users_cli.users_command(args, db)
@@ -540,6 +551,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "audit": cmd_audit,
     "hosts": cmd_hosts,
+    "tokens": cmd_tokens,
     "users": cmd_users,
     "enroll": cmd_enroll,
     "discover": cmd_discover,

@@ -153,9 +153,9 @@ class Tokens:
                             use.token.username, problem)  # fmt: skip
             return Refused(401, "invalid_token", problem, use.token if use else None)
         assert use is not None
-        if use.must_change_password:
-            return Refused(403, "password_change_required", "the token's owner must change "
-                           "their password first", use.token)  # fmt: skip
+        # (An owner who must still change a one-time password keeps their tokens: a token is
+        # made by the owner after the change, or from the CLI by whoever runs the server, which
+        # is what first-time setup scripts do.)
         scope = TokenScope(use.token.scope)
         if not token_may_request(scope, method, path):
             log.warning("bearer token %d of %r refused: %s scope for %s %s", use.token.id,
