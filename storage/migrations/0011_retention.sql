@@ -57,7 +57,10 @@ ALTER TABLE jobs DROP CONSTRAINT jobs_rollback_of_fkey;
 ALTER TABLE jobs ADD CONSTRAINT jobs_rollback_of_fkey
     FOREIGN KEY (rollback_of) REFERENCES jobs (id) ON DELETE SET NULL;
 
--- Indexes for the pruning's range scans.
+-- Indexes for the pruning's range scans, and for the foreign keys a deleted job is checked
+-- against (without them each deleted job scanned jobs and window_runs: 2.6 s per 1,000 jobs).
+CREATE INDEX jobs_rollback_of_idx ON jobs (rollback_of) WHERE rollback_of IS NOT NULL;
+CREATE INDEX window_runs_job_idx ON window_runs (job_id) WHERE job_id IS NOT NULL;
 CREATE INDEX host_health_history_at_idx ON host_health_history (at);
 CREATE INDEX jobs_finished_idx ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX discovery_scans_started_idx ON discovery_scans (started_at);
