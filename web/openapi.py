@@ -80,9 +80,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "SMTP and notification settings (admins)", 200, nta.NotificationSettingsOut
     ),
     ("put", "/api/v1/admin/notifications"): Operation(
-        "Change the SMTP and notification settings (admins)", 200,
-        nta.NotificationSettingsOut, nta.NotificationSettingsIn,
-    ),  # fmt: skip
+        "Change the SMTP and notification settings (admins)",
+        200,
+        nta.NotificationSettingsOut,
+        nta.NotificationSettingsIn,
+    ),
     ("post", "/api/v1/admin/notifications/test"): Operation(
         "Send a test message now (admins)", 200, nta.TestResult, nta.TestMessage
     ),
