@@ -175,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that choose their data directory themselves (a server announces itself) or use none.
 _OWN_DATA_DIR = ("serve", "demo", "check-config")
+# Commands that use the data directory (CA files, control socket) but never the database.
+_NO_DATABASE = ("simulate", "sim-ctl")
 
 
 def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -191,6 +193,8 @@ def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
             embedded = not (db.url or db.url_env)
         except ConfigError:
             embedded = True  # the command reports the error when it loads the configuration
+        if args.command in _NO_DATABASE or getattr(args, "ca_command", "") == "export-root":
+            embedded = False  # no database is created: nothing to warn about
         resolved, note = database_data_dir(None, embedded=embedded)
         args.resolved_data_dir = resolved
         if note:

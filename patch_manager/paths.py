@@ -93,8 +93,9 @@ def running_server(*, check_alive: bool = True) -> RunningServer | None:
 
 def database_data_dir(explicit: Path | None, *, embedded: bool = True) -> tuple[Path, str]:
     """The data directory a command that needs the database uses, and one line to tell the user
-    which one it is and why ("" when ``--data-dir`` was given). ``embedded``: the database is
-    the embedded cluster in the data directory (not an external server)."""
+    which one it is and why ("" when ``--data-dir`` was given). ``embedded``: the command would
+    create the embedded cluster there (false for an external server or a command that opens no
+    database)."""
     if explicit is not None:
         return explicit, ""
     server = running_server()
