@@ -23,7 +23,7 @@ def test_job_page_reaches_the_outcome_through_the_relay_without_a_reload_loop(
     page.goto(demo.url + "deploy?host_ids=2")
     page.check("input[name=schedule][value=now]")
     page.once("dialog", lambda dialog: dialog.accept())
-    page.click("#deploy-form button[type=submit]")
+    page.click("#deploy-button")
     expect(page.locator(".notice")).to_contain_text("created for 1 host(s)")
     loads: list[str] = []
     page.on("load", lambda p: loads.append(p.url))
@@ -58,7 +58,7 @@ def test_a_job_cancelled_elsewhere_shows_as_cancelled_on_an_open_job_page(
     page.goto(demo.url + "deploy?host_ids=3")
     page.check("input[name=schedule][value=window]")
     page.once("dialog", lambda dialog: dialog.accept())
-    page.click("#deploy-form button[type=submit]")
+    page.click("#deploy-button")
     expect(page.locator(".notice")).to_contain_text("created for 1 host(s)")
     expect(page.locator("#job-status")).to_have_text("queued")
     other = page.context.new_page()

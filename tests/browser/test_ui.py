@@ -222,7 +222,7 @@ def test_deploy_in_a_window_then_roll_back_a_host(demo: Demo, page: Page) -> Non
     page.goto(demo.url + "deploy?host_ids=5")
     expect(page.locator("#host-count")).to_have_text("1")
     page.once("dialog", lambda dialog: dialog.accept())
-    page.click("#deploy-form button[type=submit]")
+    page.click("#deploy-button")
     expect(page.locator(".notice")).to_contain_text("created for 1 host(s)")
     badge = page.locator("[data-job-row]").first
     assert badge.inner_text() in ("queued", "waiting_window")
@@ -308,7 +308,7 @@ def test_every_page_works_under_the_csp_without_console_errors(demo: Demo, page:
     if page.locator("a[href^='/jobs/']").count() == 0:  # run alone: queue a job to look at
         page.goto(demo.url + "deploy?host_ids=1")
         page.once("dialog", lambda dialog: dialog.accept())
-        page.click("#deploy-form button[type=submit]")
+        page.click("#deploy-button")
         expect(page.locator(".notice")).to_contain_text("created for 1 host(s)")
         page.goto(demo.url + "jobs")
     job = page.locator("a[href^='/jobs/']").first.get_attribute("href")

@@ -1,5 +1,6 @@
-// The Deploy page: ticking a patch makes the job "only these packages"; only the Deploy button
-// asks for a confirmation ("Show the plan" just shows the page again with the plan).
+// The Deploy page: ticking a patch makes the job "only these packages"; after any change the
+// plan shown is marked as outdated until "Show the plan" computes it again (the job stores the
+// plan computed when it is created, shown on its page); only Deploy asks for a confirmation.
 (function () {
   "use strict";
   document.addEventListener("DOMContentLoaded", function () {
@@ -7,11 +8,13 @@
     if (!form) return;
     const selection = document.getElementById("selection");
     const deploy = document.getElementById("deploy-button");
-    // The plan shown is for the choices as they were: after a change, Deploy waits for it.
+    const summary = document.getElementById("plan-summary");
+    let outdated = false;
     const stale = function () {
-      if (!deploy || deploy.disabled) return;
-      deploy.disabled = true;
-      deploy.textContent = "Show the plan for the new choices first";
+      if (outdated || !summary) return;
+      outdated = true;
+      summary.classList.add("outdated");
+      summary.insertAdjacentText("afterbegin", "Outdated (the choices changed: show the plan again). ");
     };
     form.addEventListener("change", stale);
     document.querySelectorAll('input[name="patch"]').forEach(function (box) {
@@ -22,7 +25,9 @@
     });
     form.addEventListener("submit", function (event) {
       const button = event.submitter;
-      if (button && button.dataset.deployConfirm && !confirm(button.dataset.deployConfirm)) event.preventDefault();
+      if (!button || !button.dataset.deployConfirm) return;
+      const text = button.dataset.deployConfirm + (outdated ? " The plan shown is for earlier choices." : "");
+      if (!confirm(text)) event.preventDefault();
     });
   });
 })();
