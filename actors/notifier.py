@@ -17,6 +17,7 @@ config) is the one error ``send_mail`` raises.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import ipaddress
 import logging
@@ -24,7 +25,6 @@ import os
 import smtplib
 import ssl
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
@@ -91,7 +91,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class SmtpConfig:
     """Where and how to send. ``password`` is the clear text (unsealed or from the
     environment), never logged."""
@@ -238,6 +238,38 @@ def _describe(event: EventRow, visible: set[int]) -> str:
     return str(d.get("text", event.kind))
 
 
+def roll_up(states: Sequence[str]) -> str:
+    """A finished job's status over some of its rows (as ``storage.jobs`` rolls it up for a
+    scoped user): all succeeded, some, any failed, any cancelled, else failed."""
+    succeeded = sum(1 for s in states if s == "succeeded")
+    if states and succeeded == len(states):
+        return "succeeded"
+    if succeeded:
+        return "partially_failed"
+    if "failed" in states:
+        return "failed"
+    if "cancelled" in states:
+        return "cancelled"
+    return "failed"
+
+
+def as_seen(event: EventRow, visible: set[int], all_hosts: bool) -> EventRow:
+    """``event`` as a subscriber who sees ``visible`` of its hosts hears of it: a job that also
+    reached other hosts is judged over theirs only (a failure elsewhere is neither told nor
+    makes it a ``job_failed``)."""
+    if all_hosts or event.kind not in ("job_finished", "job_failed"):
+        return event
+    if set(event.host_ids) <= visible:
+        return event
+    try:
+        states = [h["state"] for h in event.details["hosts"] if h["id"] in visible]
+    except (KeyError, TypeError):
+        return event  # unreadable: ``describe`` says so
+    status = roll_up(states)
+    kind = "job_failed" if status in ("failed", "partially_failed") else "job_finished"
+    return dataclasses.replace(event, kind=kind, details=event.details | {"status": status})
+
+
 def visible_to(event: EventRow, subscriber_hosts: set[int], all_hosts: bool) -> bool:
     """Whether the subscriber hears of ``event``: one of its hosts is in their scope; an event
     about no host (the web server's certificate) only when they see everything."""
@@ -261,7 +293,7 @@ def digest(subscriber: Subscriber, items: Sequence[tuple[EventRow, str]]) -> New
     return NewMessage(subscriber.email, subject[:200], body, len(items))
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Reminder:
     dedupe_key: str
     host_ids: tuple[int, ...]
@@ -297,7 +329,7 @@ def window_reminders(
 # -- the sender -------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclasses.dataclass
 class NotifierStats:
     cycles: int = 0
     sent: int = 0
@@ -397,12 +429,14 @@ class Notifier:
             for subscriber in subscribers(conn, see_ungrouped=self.see_ungrouped):
                 seen = visible_hosts(conn, subscriber.scope, all_ids)
                 items = []
+                everything = subscriber.scope.all_hosts
                 for event in events:
-                    if event.kind not in subscriber.events:
-                        continue
                     mine = seen.intersection(event.host_ids)
-                    if visible_to(event, mine, subscriber.scope.all_hosts):
-                        items.append((event, describe(event, mine)))
+                    if not visible_to(event, mine, everything):
+                        continue
+                    heard = as_seen(event, mine, everything)
+                    if heard.kind in subscriber.events:
+                        items.append((heard, describe(heard, mine)))
                 if items:
                     messages.append(digest(subscriber, items))
             return messages, [e.id for e in events]

@@ -394,3 +394,29 @@ async def test_a_digest_is_sent_in_the_cycle_that_made_it_while_the_clock_moves_
         )
         assert await sender.cycle() == 1
     assert len(server.recorder.messages) == 1
+
+
+async def test_a_job_that_failed_elsewhere_is_a_success_for_a_user_who_sees_only_the_good_host(
+    db: Database, pki: Pki, tmp_path: Path
+) -> None:
+    web = await add_host(db, "web-1", ("web",))
+    dbh = await add_host(db, "db-1", ("db",))
+    job = {"job_id": 9, "status": "partially_failed", "hosts": [
+        {"id": web, "name": "web-1", "state": "succeeded", "error": ""},
+        {"id": dbh, "name": "db-1", "state": "failed", "error": "E2"}]}  # fmt: skip
+    with smtp_server(pki, tmp_path) as server:
+        await configure(db, plain(server.port))
+        await subscribe(db, "web-fails", "operator", ("web",), events=("job_failed",))
+        await subscribe(db, "web-all", "operator", ("web",), events=("job_finished",))
+        await subscribe(db, "db-fails", "operator", ("db",), events=("job_failed",))
+        await db.run(enqueue_event, "job_failed", [web, dbh], job)
+        assert await notifier(db).cycle() == 2
+    mails = {m["To"]: m for m in server.recorder.messages}
+    assert set(mails) == {"web-all@example.test", "db-fails@example.test"}
+    assert mails["web-all@example.test"]["Subject"] == (
+        "[patch-manager] Job finished: Job #9 succeeded (1 host(s))"
+    )
+    assert mails["db-fails@example.test"]["Subject"] == (
+        "[patch-manager] Job failed: Job #9 failed (1 host(s))"
+    )
+    assert "web-1" not in mails["db-fails@example.test"].get_payload()
