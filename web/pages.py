@@ -117,6 +117,8 @@ class DiscoveryPage(Base):
     scan: dict[str, Any] | None = None
     errors: dict[str, str] = field(default_factory=dict)
     cidr: str = ""
+    registered: dict[str, Any] = field(default_factory=dict)  # address → RegisteredAddress
+    history: list[Any] = field(default_factory=list)  # storage.display.ScanSummary, newest first
 
 
 class Pages:
@@ -405,11 +407,15 @@ class Pages:
             except Missing:
                 return self.not_found(request, "That scan is not known to this server.")
             scan = to_json(scan_json(found))
+        who = principal(request)
+        addresses = [str(f["address"]) for f in scan["found"]] if scan else []
         page = DiscoveryPage(
             **self.base(request, "Discovery", "discovery"),
             scan=scan,
             errors=errors or {},
             cidr=cidr,
+            registered=await discovery.registered(self.sys, who, addresses),
+            history=await discovery.history(self.sys, who),
         )
         return self.render(request, "discovery.html", page, status)
 

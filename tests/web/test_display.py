@@ -110,3 +110,31 @@ async def test_job_page_shows_row_timings_versions_before_after_and_the_list_its
     row = re.search(rf'href="/jobs/{job_id}">#{job_id}</a>.*?</tr>', listing, re.S)
     assert row is not None and "by admin" in row[0]
     assert re.search(r"<td>\d+ (s|min \d+ s)</td>", row[0]), row[0]
+
+
+async def test_discovery_marks_registered_agents_and_keeps_a_scan_history(
+    web_rig: WebRig, client: httpx2.AsyncClient, start_fleet: Any
+) -> None:
+    fleet: Fleet = await start_fleet(2)
+    known, new = fleet.agents
+    host_id = (await client.post("/api/v1/hosts", json={"name": known.address})).json()["id"]
+    prefix = known.address.rsplit(".", 1)[0]
+    response = await client.post("/api/v1/discovery", json={"cidr": f"{prefix}.0/29"})
+    assert response.status_code == 202, response.text
+    scan_id = response.json()["scan_id"]
+    with trio.fail_after(30):
+        while (progress := await web_rig.system.handle.wait_discovery_change(scan_id)) is not None:
+            if progress.done:
+                break
+    page = (await client.get(f"/discovery/{scan_id}")).text
+    marked = re.search(rf'data-registered="{re.escape(known.address)}">(.*?)</td>', page)
+    assert marked is not None and f'href="/hosts/{host_id}"' in marked[1]
+    unmarked = re.search(rf'data-registered="{re.escape(new.address)}">(.*?)</td>', page)
+    assert unmarked is not None and ">no<" in unmarked[1]
+    assert 'id="select-all-found"' in page
+    history = (await client.get("/discovery")).text
+    row = re.search(rf'href="/discovery/{scan_id}">#{scan_id}</a>.*?</tr>', history, re.S)
+    assert row is not None
+    assert f"{prefix}.0/29" in row[0] and "finished" in row[0]
+    assert re.search(r"2 of \d+ probed", row[0])
+    assert "<time datetime=" in row[0]

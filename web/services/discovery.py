@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from storage import HostRow
+from storage.display import RegisteredAddress, ScanSummary, recent_scans, registered_addresses
 
 from ..authz import Action, require, scope_changed
 from ..handle import InvalidInput, Missing
@@ -55,3 +56,17 @@ def scan_json(scan: Any) -> dict[str, Any]:
         "progress": scan.progress,
         "found": sorted(scan.found, key=lambda f: tuple(map(int, f.address.split(".")))),
     }
+
+
+async def registered(
+    sys: System, who: Principal, addresses: Sequence[str]
+) -> dict[str, RegisteredAddress]:
+    """Which of ``addresses`` are registered hosts already (the scan page marks them)."""
+    require(who, Action.DISCOVER)
+    return await sys.db.run(registered_addresses, list(addresses))
+
+
+async def history(sys: System, who: Principal, limit: int = 20) -> list[ScanSummary]:
+    """The latest scans, newest first (stored: they survive a restart)."""
+    require(who, Action.DISCOVER)
+    return await sys.db.run(recent_scans, limit)
