@@ -26,6 +26,7 @@ import trio
 from storage import AuditBroken, AuditEntry, Database, StorageError, prune_audit, run_audited
 from storage.retention import (
     PRUNE_STEPS,
+    PruneRefused,
     finish_run,
     last_finished_run,
     prune_batch,
@@ -64,6 +65,7 @@ class RetentionSummary:
     deleted: Mapping[str, int]
     batches: int
     duration_s: float
+    refused: Mapping[str, str] = field(default_factory=dict)  # step -> why the database refused
 
     @property
     def total(self) -> int:
@@ -95,10 +97,17 @@ async def prune(
     started = trio.current_time()
     deleted: dict[str, int] = {}
     batches = 0
+    refused: dict[str, str] = {}
     for step in steps:
         total = 0
         while True:
-            n = await db.run(prune_batch, step, cutoffs.operational, cutoffs.now, batch)
+            try:
+                n = await db.run(prune_batch, step, cutoffs.operational, cutoffs.now, batch)
+            except PruneRefused as exc:
+                # Retrying cannot help (a constraint, a trigger): said once, the rest goes on.
+                log.error("retention: %s not pruned: %s", step, exc.reason)
+                refused[step] = exc.reason
+                break
             batches += 1
             total += n
             if n < batch:
@@ -106,7 +115,7 @@ async def prune(
         deleted[step] = total
     if prune_audit is not None:
         deleted[AUDIT_TABLE] = await prune_audit(cutoffs.audit, batch)
-    return RetentionSummary(cutoffs, deleted, batches, trio.current_time() - started)
+    return RetentionSummary(cutoffs, deleted, batches, trio.current_time() - started, refused)
 
 
 class DatabaseRetention:
@@ -133,16 +142,17 @@ class DatabaseRetention:
         except StorageError as exc:
             # The outage may go on: then the run stays unfinished, which is as true.
             with trio.move_on_after(5), contextlib.suppress(StorageError):
-                await self.db.run(finish_run, run_id, self.clock(), {}, str(exc))
+                await self.db.run(finish_run, run_id, None, {}, str(exc))
             raise
         # The run is an action of the system's: audited with its record, in one transaction.
         entry = AuditEntry(
             "system", "retention.run", f"retention_run:{run_id}",
-            after={"deleted": dict(summary.deleted),
+            after={"deleted": dict(summary.deleted), "refused": dict(summary.refused),
                    "operational_cutoff": cutoffs.operational.isoformat(),
                    "audit_cutoff": cutoffs.audit.isoformat()},
         ) if self.db.audit_key is not None else None  # fmt: skip
-        await run_audited(self.db, entry, finish_run, run_id, self.clock(), summary.deleted)
+        error = "; ".join(f"{step}: {why}" for step, why in summary.refused.items())
+        await run_audited(self.db, entry, finish_run, run_id, self.clock(), summary.deleted, error)
         return summary
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from .errors import StorageError
 from .scope import HostScope, scope_condition
 
 _FINAL_JOB = "('succeeded', 'partially_failed', 'failed', 'cancelled')"
@@ -77,14 +78,31 @@ PRUNE_STEPS: Mapping[str, str] = {
 }
 
 
+class PruneRefused(StorageError):
+    """The database refused a step's DELETE itself (e.g. a row another table still refers to,
+    a trigger): retrying cannot help; the other steps can still run."""
+
+    def __init__(self, step: str, reason: str) -> None:
+        super().__init__(f"{step}: {reason}")
+        self.step = step
+        self.reason = reason
+
+
 def prune_batch(
     conn: psycopg.Connection[Any], step: str, cutoff: dt.datetime, now: dt.datetime, limit: int
 ) -> int:
     """Delete at most ``limit`` rows of ``step`` (a ``PRUNE_STEPS`` key) older than ``cutoff``;
     the number deleted (fewer than ``limit``: the step is done). One statement, one short
-    transaction."""
+    transaction. Raises ``PruneRefused`` when the database refuses the rows (an outage is
+    ``DatabaseUnavailable``, from ``Database.run``)."""
     query = PRUNE_STEPS[step]
-    cur = conn.execute(query, {"cutoff": cutoff, "now": now, "limit": limit})
+    try:
+        cur = conn.execute(query, {"cutoff": cutoff, "now": now, "limit": limit})
+    except psycopg.OperationalError:
+        raise
+    except psycopg.Error as exc:
+        lines = str(exc).strip().splitlines()
+        raise PruneRefused(step, lines[0] if lines else type(exc).__name__) from exc
     return max(cur.rowcount, 0)
 
 
@@ -120,10 +138,12 @@ def start_run(
 def finish_run(
     conn: psycopg.Connection[Any],
     run_id: int,
-    finished_at: dt.datetime,
+    finished_at: dt.datetime | None,
     deleted: Mapping[str, int],
     error: str = "",
 ) -> None:
+    """Record a run's outcome: ``finished_at`` None for a run that broke off (``error`` says
+    why); a finished run's ``error`` lists the steps the database refused, if any."""
     conn.execute(
         "UPDATE retention_runs SET finished_at = %s, deleted = %s, error = %s WHERE id = %s",
         (finished_at, json.dumps(dict(deleted)), error, run_id),
@@ -131,10 +151,10 @@ def finish_run(
 
 
 def last_finished_run(conn: psycopg.Connection[Any]) -> RetentionRun | None:
-    """The most recent run that completed (without error); ``None`` before the first."""
+    """The most recent run that completed; ``None`` before the first."""
     row = conn.execute(
         "SELECT id, started_at, finished_at, operational_cutoff, audit_cutoff, deleted, error"
-        " FROM retention_runs WHERE finished_at IS NOT NULL AND error = ''"
+        " FROM retention_runs WHERE finished_at IS NOT NULL"
         " ORDER BY finished_at DESC LIMIT 1"
     ).fetchone()
     if row is None:

@@ -332,3 +332,27 @@ async def test_audit_is_pruned_behind_a_checkpoint_and_still_verifies(db: Databa
 async def test_every_prune_step_runs_on_an_empty_database(db: Database) -> None:
     summary = await prune(db, Cutoffs.at(NOW, 30, 180), batch=10)
     assert set(summary.deleted) == set(PRUNE_STEPS) and summary.total == 0
+
+
+async def test_a_step_the_database_refuses_is_reported_and_the_others_still_run(
+    db: Database,
+) -> None:
+    def setup(conn: Any) -> None:
+        ninety_days(conn)
+        conn.execute(
+            "CREATE FUNCTION keep() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'window changes are kept here'; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER keep BEFORE DELETE ON window_changes FOR EACH ROW"
+            " EXECUTE FUNCTION keep()"
+        )
+
+    await db.run(setup)
+    retention = DatabaseRetention(db, lambda: NOW, batch=50)
+    summary = await retention.execute(Cutoffs.at(NOW, 30, 180))
+    assert summary.refused == {"window_changes": "window changes are kept here"}
+    assert summary.deleted["window_changes"] == 0 and summary.deleted["jobs"] == 59
+    last = await db.run(last_finished_run)
+    assert last is not None and last.error == "window_changes: window changes are kept here"
+    assert await retention.last_run() == NOW  # it ran: the next run is a day later
