@@ -422,3 +422,32 @@ async def test_sign_ins_and_changes_are_audited(
     config_entry = entries[-1]
     assert CLIENT_SECRET not in str(config_entry.after)
     assert config_entry.after["client_secret"] == "replaced"
+
+
+async def test_control_characters_are_refused_not_a_server_error(
+    web_rig: WebRig, client: httpx2.AsyncClient, provider: Provider
+) -> None:
+    page = await client.post(
+        "/settings/sso/save",
+        data={"preset": "oidc", "display_name": "a\x00b", "groups_claim": "groups"},
+    )
+    assert page.status_code == 422 and "no control characters" in page.text
+    mapping = await client.post(
+        "/settings/sso/mappings", data={"claim_value": "x\x00", "role": "admin"}
+    )
+    assert mapping.status_code == 422
+    gone = await client.post("/settings/sso/mappings/delete", data={"claim_value": "x\x00"})
+    assert gone.status_code == 303
+    url = "/api/v1/users/1/sso-identities"
+    assert_envelope(await client.post(url, json={"issuer": "i", "subject": "s\x00"}), 422)
+    assert_envelope(
+        await client.post(url + "/unlink", json={"issuer": "i\x00", "subject": "s"}), 422
+    )
+    await configure(client, provider, {"pm-operators": ("operator", [])})
+    provider.user["email"] = "carol\x00@example.com"  # left out, the sign-in goes on
+    async with browser(web_rig) as carol:
+        assert (await sign_in(carol)).status_code == 200
+    provider.user["sub"] = "bad\x00subject"
+    async with browser(web_rig) as carol:
+        refused = await sign_in(carol)
+        assert refused.status_code == 403 and "subject is not usable" in refused.text

@@ -140,6 +140,11 @@ async def save_settings(
         problems["client_id"] = "the application (client) id is needed to enable sign-in"
     if not data.groups_claim:
         problems["groups_claim"] = "name the claim that carries groups or roles (e.g. groups)"
+    for name in ("display_name", "discovery_url", "tenant_id", "client_id", "groups_claim"):
+        if not printable(getattr(data, name)):
+            problems[name] = "no control characters"
+    if not printable(data.client_secret):
+        problems["client_secret"] = "no control characters"
     old = await sys.db.run(load_sso_config)
     sealed = "" if data.clear_secret else old.client_secret_sealed
     if data.client_secret:
@@ -194,6 +199,11 @@ def _public(config: SsoConfig) -> dict[str, object]:
     }
 
 
+def printable(text: str) -> bool:
+    """No control characters (PostgreSQL cannot store NUL; none belongs in these values)."""
+    return text.isprintable()
+
+
 def _tenant_ok(tenant: str) -> bool:
     allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
     return 0 < len(tenant) <= 253 and set(tenant) <= allowed and tenant[0] not in ".-"
@@ -211,8 +221,8 @@ async def save_claim_mapping(
     sys: System, who: Principal, claim_value: str, role: str, group_ids: tuple[int, ...]
 ) -> None:
     require(who, Action.MANAGE_USERS)
-    if not 0 < len(claim_value) <= 256:
-        raise InvalidInput("claim_value", "a claim value of 1 to 256 characters")
+    if not 0 < len(claim_value) <= 256 or not printable(claim_value):
+        raise InvalidInput("claim_value", "a claim value of 1 to 256 printable characters")
     if role not in ("admin", "operator", "auditor"):
         raise InvalidInput("role", "admin, operator or auditor")
     try:
@@ -232,6 +242,8 @@ async def save_claim_mapping(
 
 async def delete_claim_mapping(sys: System, who: Principal, claim_value: str) -> bool:
     require(who, Action.MANAGE_USERS)
+    if not printable(claim_value):
+        return False  # no mapping has one (they are refused when saved)
     return await audit.audited(
         sys,
         lambda deleted: audit.entry(
@@ -262,9 +274,9 @@ async def link(sys: System, who: Principal, user_id: int, issuer: str, subject: 
     """An admin's explicit link of (issuer, subject) to an account."""
     require(who, Action.MANAGE_USERS)
     problems = {}
-    if not 0 < len(issuer) <= 512:
+    if not 0 < len(issuer) <= 512 or not printable(issuer):
         problems["issuer"] = "the provider's issuer (as in its id_tokens), 1 to 512 characters"
-    if not 0 < len(subject) <= 256:
+    if not 0 < len(subject) <= 256 or not printable(subject):
         problems["subject"] = "the identity's subject (sub, or oid for Entra), 1 to 256 characters"
     if problems:
         raise InvalidInput.of(problems)
@@ -422,6 +434,8 @@ async def _complete(
             "administrator to emit only the groups assigned to the application"
         )
     subject = subject_of(claims, config.preset)
+    if len(subject) > 256 or not printable(subject):
+        raise SsoError("the id_token's subject is not usable (over 256 or control characters)")
     mappings = await sys.db.run(list_mappings)
     mapped = map_claims(claims, config.groups_claim, mappings)
     if mapped is None:
@@ -438,6 +452,8 @@ async def _complete(
             "values is mapped); ask an administrator"
         )
     email = claims.get("email")
+    if not isinstance(email, str) or len(email) > 320 or not printable(email):
+        email = ""  # shown to admins only; a value the database cannot keep is left out
     try:
         login = await audit.audited(
             sys,
@@ -460,7 +476,7 @@ async def _complete(
                 role=mapped.role,
                 group_ids=mapped.group_ids,
                 name_hint=name_hint(claims),
-                email=email if isinstance(email, str) else "",
+                email=email,
             ),
         )
     except LastAdmin:
