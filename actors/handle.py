@@ -13,6 +13,7 @@ import trio
 
 from settings import EffectivePolicy
 from storage import (
+    AuditArg,
     Database,
     HostRow,
     JobHostRow,
@@ -21,6 +22,7 @@ from storage import (
     delete_host,
     job_rows,
     retry_failed_rows,
+    run_audited,
 )
 
 from .address_policy import AddressPolicy
@@ -92,8 +94,10 @@ class FleetHandle:
         display_name: str = "",
         groups: Sequence[str] = (),
         port: int | None = None,
+        audit: AuditArg = None,
     ) -> HostRow:
-        """Validate, resolve and store a host; its actor starts within a second.
+        """Validate, resolve and store a host; its actor starts within a second. ``audit``:
+        the audit entry written with the host (one transaction), as for every command here.
 
         Raises ``RegistrationError`` naming the field that is wrong: ``AddressRefused`` for an
         address or port the address policy refuses, ``HostAlreadyRegistered`` for a duplicate.
@@ -108,6 +112,7 @@ class FleetHandle:
             resolve_timeout=config.agents.resolve_timeout_s,
             display_name=display_name,
             groups=groups,
+            audit=audit,
         )
         log.info(
             "host registered: %s (%s:%d)",
@@ -119,16 +124,16 @@ class FleetHandle:
         await self._scheduler.reconcile_now()
         return row
 
-    async def remove_host(self, host_id: int) -> HostRow:
-        row = await self._db.run(delete_host, host_id)
+    async def remove_host(self, host_id: int, *, audit: AuditArg = None) -> HostRow:
+        row = await run_audited(self._db, audit, delete_host, host_id)
         log.info("host removed: %s", row.name, extra={"host": row.name})
         await self._scheduler.reconcile_now()
         return row
 
-    async def start_discovery(self, cidr: str) -> Scan:
+    async def start_discovery(self, cidr: str, *, audit: AuditArg = None) -> Scan:
         """Raises ``DiscoveryError`` for a range that cannot be scanned, ``DiscoveryBusy`` when
         ``discovery.max_concurrent_scans`` scans are running."""
-        return await self._scheduler.start_discovery(cidr)
+        return await self._scheduler.start_discovery(cidr, audit=audit)
 
     async def discovery(self, scan_id: int) -> ScanReport | None:
         """A scan: running ones from memory, finished ones from the database; None if unknown."""
@@ -143,12 +148,14 @@ class FleetHandle:
 
     # -- jobs -------------------------------------------------------------------------------
 
-    async def create_job(self, spec: JobSpec, host_ids: Sequence[int]) -> int:
+    async def create_job(
+        self, spec: JobSpec, host_ids: Sequence[int], *, audit: AuditArg = None
+    ) -> int:
         """Store a job and its host rows (one transaction); the coordinator starts it."""
         store = self._scheduler.job_store
         if store is None or self._scheduler.jobs is None:
             raise RuntimeError("this scheduler runs no jobs")
-        job_id: int = await store.create_job(spec, list(dict.fromkeys(host_ids)))
+        job_id: int = await store.create_job(spec, list(dict.fromkeys(host_ids)), audit=audit)
         log.info(
             "job %d created: %s on %d host(s), %s", job_id, spec.kind, len(host_ids), spec.schedule
         )
@@ -159,21 +166,26 @@ class FleetHandle:
         if self._scheduler.jobs is not None:
             self._scheduler.jobs.poke()
 
-    async def cancel_job(self, job_id: int) -> int:
-        count = await self._db.run(cancel_job, job_id)
+    async def cancel_job(self, job_id: int, *, audit: AuditArg = None) -> int:
+        count = await run_audited(self._db, audit, cancel_job, job_id)
         if self._scheduler.jobs is not None:
             self._scheduler.jobs.poke()
         return count
 
-    async def retry_failed(self, job_id: int) -> int:
+    async def retry_failed(self, job_id: int, *, audit: AuditArg = None) -> int:
         """Give the failed hosts of a finished or running job another go."""
-        count = await self._db.run(retry_failed_rows, job_id)
+        count = await run_audited(self._db, audit, retry_failed_rows, job_id)
         if self._scheduler.jobs is not None:
             self._scheduler.jobs.poke()
         return count
 
     async def rollback(
-        self, job_id: int, host_ids: Sequence[int] | None = None, *, created_by: str = ""
+        self,
+        job_id: int,
+        host_ids: Sequence[int] | None = None,
+        *,
+        created_by: str = "",
+        audit: AuditArg = None,
     ) -> int:
         """A new job reinstalling the versions the hosts had before ``job_id``; its creator is
         ``created_by`` (never empty: ``rollback of job N`` when no one is named)."""
@@ -192,17 +204,20 @@ class FleetHandle:
             rollback_of=job_id,
             created_by=created_by or f"rollback of job {job_id}",
         )
-        return await self.create_job(spec, sorted({s["host_id"] for s in specs}))
+        return await self.create_job(spec, sorted({s["host_id"] for s in specs}), audit=audit)
 
-    async def register_found(self, scan_id: int, addresses: Sequence[str]) -> list[HostRow]:
-        """Register agents a scan found; the address policy applies as to any host."""
+    async def register_found(
+        self, scan_id: int, addresses: Sequence[str], *, audit: AuditArg = None
+    ) -> list[HostRow]:
+        """Register agents a scan found; the address policy applies as to any host (one
+        audit entry per host: ``audit`` is called with each new row)."""
         report = await self._scheduler.discovery(scan_id)
         known = {f.address: f for f in report.found} if report else {}
         rows = []
         for address in addresses:
             found = known.get(address)
             name = found.hostname if found else ""
-            rows.append(await self.register_host(address, display_name=name))
+            rows.append(await self.register_host(address, display_name=name, audit=audit))
         return rows
 
 

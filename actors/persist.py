@@ -16,6 +16,8 @@ import trio
 
 from maintenance import Interval
 from storage import (
+    AuditArg,
+    AuditEntry,
     Database,
     DatabaseUnavailable,
     Decisions,
@@ -51,6 +53,7 @@ from storage import (
     load_patch_data,
     recorded_agent_jobs,
     renew_lease,
+    run_audited,
     take_over,
     update_row,
     update_scan,
@@ -295,8 +298,8 @@ class DatabaseDiscoveryStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create(self, cidr: str, total: int) -> int:
-        return await self.db.run(create_scan, cidr, total)
+    async def create(self, cidr: str, total: int, audit: AuditArg = None) -> int:
+        return await run_audited(self.db, audit, create_scan, cidr, total)
 
     async def progress(
         self, scan_id: int, progress: ScanProgress, status: str | None, error: str = ""
@@ -434,15 +437,29 @@ class DatabaseJobStore:
 
         return await self.db.run(read)
 
-    async def create_job(self, spec: JobSpec, host_ids: list[int]) -> int:
-        return await self.db.run(create_job, spec, batches_for(spec, host_ids))
+    async def create_job(self, spec: JobSpec, host_ids: list[int], audit: AuditArg = None) -> int:
+        return await run_audited(self.db, audit, create_job, spec, batches_for(spec, host_ids))
 
     async def create_window_job(
         self, window_id: int, occurrence: dt.datetime, spec: JobSpec, host_ids: list[int]
     ) -> int | None:
-        """Claim the occurrence, create its job and attach it: one transaction."""
-        return await self.db.run(
-            create_window_job, window_id, occurrence, spec, batches_for(spec, host_ids)
+        """Claim the occurrence, create its job and attach it: one transaction (with its audit
+        entry, by ``system``, when the database carries the audit key)."""
+
+        def entry(job_id: int | None) -> AuditEntry | None:
+            if job_id is None:
+                return None
+            after = {"window_id": window_id, "hosts": len(host_ids), "kind": spec.kind}
+            return AuditEntry("system", "job.create", f"job:{job_id}", after=after)
+
+        return await run_audited(
+            self.db,
+            entry if self.db.audit_key else None,
+            create_window_job,
+            window_id,
+            occurrence,
+            spec,
+            batches_for(spec, host_ids),
         )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from storage import Conflict, Database, HostRow, insert_host
+from storage import AuditArg, Conflict, Database, HostRow, insert_host, run_audited
 
 from .address_policy import AddressPolicy, canonical_ipv4
 
@@ -127,8 +127,10 @@ async def register(
     resolve_timeout: float = 5.0,
     display_name: str = "",
     groups: Sequence[str] = (),
+    audit: AuditArg = None,
 ) -> HostRow:
-    """Validate, check against ``policy``, resolve and store a host.
+    """Validate, check against ``policy``, resolve and store a host (and ``audit``'s entry,
+    in the same transaction).
 
     Raises ``RegistrationError`` naming the field: ``AddressRefused`` for a refused address or
     port, ``HostAlreadyRegistered`` for a duplicate.
@@ -139,7 +141,9 @@ async def register(
             raise RegistrationError("groups", f"{group!r} is not a valid group name")
     normalised, address = await checked_address(name, port, policy, resolve_timeout=resolve_timeout)
     try:
-        return await db.run(
+        return await run_audited(
+            db,
+            audit,
             lambda conn: insert_host(
                 conn,
                 name=normalised,
@@ -147,7 +151,7 @@ async def register(
                 port=port,
                 display_name=display_name.strip(),
                 groups=groups,
-            )
+            ),
         )
     except Conflict as exc:
         raise HostAlreadyRegistered(str(exc)) from None

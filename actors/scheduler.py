@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import trio
 
 from settings import Config, ConfigStore, EffectivePolicy, PollingPolicy, effective_policy
-from storage import HostRow
+from storage import AuditArg, HostRow
 
 from .address_policy import AddressPolicy
 from .discovery import (
@@ -56,7 +56,7 @@ class HostDirectoryPort(Protocol):
 
 
 class DiscoveryStore(Protocol):
-    async def create(self, cidr: str, total: int) -> int: ...
+    async def create(self, cidr: str, total: int, audit: AuditArg = None) -> int: ...
 
     async def progress(
         self, scan_id: int, progress: ScanProgress, status: str | None, error: str = ""
@@ -426,7 +426,7 @@ class Scheduler:
 
     # -- discovery --------------------------------------------------------------------------
 
-    async def start_discovery(self, cidr: str) -> Scan:
+    async def start_discovery(self, cidr: str, *, audit: AuditArg = None) -> Scan:
         """Validate and start a scan; returns at once with its live state.
 
         Raises ``DiscoveryError`` for a range that cannot be scanned (too large, not IPv4, every
@@ -450,7 +450,7 @@ class Scheduler:
             targets = await trio.to_thread.run_sync(addresses, network, policy)
             total = len(targets)
             scan_id = (
-                await self.discovery_store.create(str(network), total)
+                await self.discovery_store.create(str(network), total, audit)
                 if self.discovery_store is not None
                 else max(self.scans, default=0) + 1
             )

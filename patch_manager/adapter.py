@@ -22,7 +22,7 @@ from actors import (
     Scan,
 )
 from ca import CAError, CertificateAuthority, CertKind
-from storage import ClusterState, HostRow, record_certificate
+from storage import AuditArg, ClusterState, HostRow, record_certificate, run_audited
 from web import AlreadyExists, HandleError, HealthReport, InvalidInput, TooBusy
 
 from . import __version__
@@ -97,33 +97,41 @@ class SystemAdapter(FleetHandle):
         display_name: str = "",
         groups: Sequence[str] = (),
         port: int | None = None,
+        audit: AuditArg = None,
     ) -> HostRow:
         try:
             return await super().register_host(
-                name, display_name=display_name, groups=groups, port=port
+                name, display_name=display_name, groups=groups, port=port, audit=audit
             )
         except RegistrationError as exc:
             raise registration_refused(exc) from None
 
-    async def register_found(self, scan_id: int, addresses: Sequence[str]) -> list[HostRow]:
+    async def register_found(
+        self, scan_id: int, addresses: Sequence[str], *, audit: AuditArg = None
+    ) -> list[HostRow]:
         try:
-            return await super().register_found(scan_id, addresses)
+            return await super().register_found(scan_id, addresses, audit=audit)
         except RegistrationError as exc:
             raise registration_refused(exc) from None
 
-    async def start_discovery(self, cidr: str) -> Scan:
+    async def start_discovery(self, cidr: str, *, audit: AuditArg = None) -> Scan:
         try:
-            return await super().start_discovery(cidr)
+            return await super().start_discovery(cidr, audit=audit)
         except DiscoveryBusy as exc:
             raise TooBusy("cidr", str(exc)) from None
         except DiscoveryError as exc:
             raise InvalidInput("cidr", str(exc)) from None
 
     async def rollback(
-        self, job_id: int, host_ids: Sequence[int] | None = None, *, created_by: str = ""
+        self,
+        job_id: int,
+        host_ids: Sequence[int] | None = None,
+        *,
+        created_by: str = "",
+        audit: AuditArg = None,
     ) -> int:
         try:
-            return await super().rollback(job_id, host_ids, created_by=created_by)
+            return await super().rollback(job_id, host_ids, created_by=created_by, audit=audit)
         except ValueError as exc:  # nothing to roll back (the handle's documented refusal)
             raise InvalidInput("host_ids", str(exc)) from None
 
@@ -156,7 +164,7 @@ class SystemAdapter(FleetHandle):
         return self.certificates.auto_approval
 
     async def issue_agent_certificate(
-        self, names: Sequence[str], host_id: int | None
+        self, names: Sequence[str], host_id: int | None, *, audit: AuditArg = None
     ) -> tuple[int, str, str]:
         try:
             issued = await trio.to_thread.run_sync(self.ca.issue_agent, list(names))
@@ -171,7 +179,8 @@ class SystemAdapter(FleetHandle):
                 host_id=host_id,
             )  # fmt: skip
 
-        await self.storage.db.run(write)
+        entry = audit(r.serial) if callable(audit) else audit
+        await run_audited(self.storage.db, entry, write)
         return r.serial, r.cert_pem + self.ca.root_pem, issued.key_pem
 
 

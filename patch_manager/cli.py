@@ -26,12 +26,14 @@ from settings import (
 )
 from simulator import PROFILES, AgentListenError, ScenarioError
 from storage import (
+    AuditEntry,
     Database,
     StorageError,
     StoredCertificate,
     list_certificates,
     revoke_certificate,
     revoked_serials,
+    run_audited,
 )
 from web import ListenError
 
@@ -372,7 +374,13 @@ def _renew_agent(args: argparse.Namespace, ca: CertificateAuthority) -> int:
     issued = ca.issue_agent(list(old.sans) or [old.subject])
 
     async def save(db: Database) -> None:
-        await record_certificates(db, [issued.record])
+        entry = AuditEntry(
+            audit_cli.cli_actor(),
+            "certificate.issue",
+            f"certificate:{issued.record.serial_hex}",
+            after={"names": list(issued.record.sans), "reissue_of": f"{serial:x}"},
+        )
+        await record_certificates(db, [issued.record], entry)
 
     _with_database(args, save)
     directory = ca.write_agent_bundle(args.out / issued.record.subject, issued)
@@ -404,7 +412,13 @@ def cmd_ca(args: argparse.Namespace) -> int:
         )
 
         async def save(db: Database) -> None:
-            await record_certificates(db, created)
+            entry = AuditEntry(
+                audit_cli.cli_actor(),
+                "ca.init",
+                f"ca:{ca.directory}",
+                after={"created": [c.serial_hex for c in created]},
+            )
+            await record_certificates(db, created, entry if created else None)
 
         _with_database(args, save)
         print(f"CA ready in {ca.directory} ({len(created)} certificate(s) created)")
@@ -415,7 +429,14 @@ def cmd_ca(args: argparse.Namespace) -> int:
         bundles = [ca.issue_agent(names) for names in groups]
 
         async def save_agent(db: Database) -> None:
-            await record_certificates(db, [issued.record for issued in bundles])
+            for issued in bundles:
+                entry = AuditEntry(
+                    audit_cli.cli_actor(),
+                    "certificate.issue",
+                    f"certificate:{issued.record.serial_hex}",
+                    after={"names": list(issued.record.sans)},
+                )
+                await record_certificates(db, [issued.record], entry)
 
         _with_database(args, save_agent)
         for issued in bundles:
@@ -434,7 +455,14 @@ def cmd_ca(args: argparse.Namespace) -> int:
         renewed = [ca.renew(kind) for kind in kinds]
 
         async def save_renewed(db: Database) -> None:
-            await record_certificates(db, [issued.record for issued in renewed])
+            for issued in renewed:
+                entry = AuditEntry(
+                    audit_cli.cli_actor(),
+                    "certificate.renew",
+                    f"certificate:{issued.record.serial_hex}",
+                    after={"kind": issued.record.kind.value},
+                )
+                await record_certificates(db, [issued.record], entry)
 
         _with_database(args, save_renewed)
         for issued in renewed:
@@ -450,7 +478,10 @@ def cmd_ca(args: argparse.Namespace) -> int:
             raise CliError(f"{args.serial!r} is not a hexadecimal serial number") from None
 
         async def revoke(db: Database) -> int:
-            await db.run(revoke_certificate, serial)
+            entry = AuditEntry(
+                audit_cli.cli_actor(), "certificate.revoke", f"certificate:{serial:x}"
+            )
+            await run_audited(db, entry, revoke_certificate, serial)
             revoked = await db.run(revoked_serials)
             await trio.to_thread.run_sync(ca.write_crl, revoked)
             return len(revoked)

@@ -13,6 +13,7 @@ from actors import AddressPolicy, RegistrationError
 from actors.registration import register
 from settings import Config
 from storage import (
+    AuditEntry,
     Conflict,
     Database,
     NotFound,
@@ -20,8 +21,10 @@ from storage import (
     enrolled_host,
     get_enrolment,
     list_enrolments,
+    run_audited,
 )
 
+from .audit_cli import cli_actor
 from .hosts_cli import CommandError
 
 
@@ -78,16 +81,24 @@ async def enroll_command(args: argparse.Namespace, config: Config, db: Database)
                 host = await register(db, row.ip_address, port=config.agents.port,
                                       policy=AddressPolicy.from_config(config),
                                       resolve_timeout=config.agents.resolve_timeout_s,
-                                      display_name=row.fqdn, groups=groups)  # fmt: skip
+                                      display_name=row.fqdn, groups=groups,
+                                      audit=lambda h: AuditEntry(
+                                          cli_actor(), "host.add", f"host:{h.id}",
+                                          after={"name": h.name, "display_name": h.display_name},
+                                          detail=f"enrolment {args.id}"))  # fmt: skip
             except RegistrationError as exc:
                 raise CommandError(str(exc)) from None
             host_id = host.id
         try:
-            await db.run(
+            await run_audited(
+                db,
+                AuditEntry(cli_actor(), "enrolment.approve", f"enrolment:{args.id}",
+                           after={"fqdn": row.fqdn, "machine_id": row.machine_id,
+                                  "host_id": host_id, "group": args.group}),
                 lambda conn: decide_enrolment(
                     conn, args.id, approve=True, decided_by="cli", group_name=args.group,
                     host_id=host_id,
-                )
+                ),
             )  # fmt: skip
         except Conflict as exc:
             raise CommandError(str(exc)) from None
@@ -96,8 +107,10 @@ async def enroll_command(args: argparse.Namespace, config: Config, db: Database)
     elif action == "deny":
         await _pending(db, args.id)
         try:
-            await db.run(
-                lambda conn: decide_enrolment(conn, args.id, approve=False, decided_by="cli")
+            await run_audited(
+                db,
+                AuditEntry(cli_actor(), "enrolment.deny", f"enrolment:{args.id}"),
+                lambda conn: decide_enrolment(conn, args.id, approve=False, decided_by="cli"),
             )
         except Conflict as exc:
             raise CommandError(str(exc)) from None

@@ -14,7 +14,15 @@ import trio
 
 from ca import CertificateRecord, audit_key
 from settings import Config, ConfigError, Problem
-from storage import Database, EmbeddedPostgres, migrate, record_certificate, redact
+from storage import (
+    AuditArg,
+    Database,
+    EmbeddedPostgres,
+    migrate,
+    record_certificate,
+    redact,
+    run_audited,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +108,11 @@ async def open_storage(
             await db.close()
 
 
-async def record_certificates(db: Database, records: Sequence[CertificateRecord]) -> None:
-    """Store what the CA issued (the CA package itself never touches the database)."""
+async def record_certificates(
+    db: Database, records: Sequence[CertificateRecord], audit: AuditArg = None
+) -> None:
+    """Store what the CA issued (the CA package itself never touches the database), with
+    ``audit``'s entry in the same transaction."""
 
     def write(conn: Any) -> None:
         with conn.transaction():
@@ -112,4 +123,4 @@ async def record_certificates(db: Database, records: Sequence[CertificateRecord]
                 )  # fmt: skip
 
     if records:
-        await db.run(write)
+        await run_audited(db, audit, write)

@@ -73,6 +73,7 @@ from web.tokens import Tokens
 
 from . import logs
 from .adapter import SystemAdapter
+from .audit_cli import audit_config_reloads
 from .paths import bootstrap_marker
 from .runtime import Storage, open_storage, record_certificates
 
@@ -454,6 +455,7 @@ async def run_server(
                     await inner.start(system.retention.run)
                 inner.start_soon(auth.prune_periodically)
                 inner.start_soon(logs.follow_config, store)
+                inner.start_soon(audit_config_reloads, store, storage.db)
                 notifier = notifier_for(storage, ca, data_dir, config)
                 app.state.notifier = notifier  # the Settings page's test message and outbox
                 await inner.start(notifier.run)

@@ -14,6 +14,7 @@ from typing import Any
 
 from storage import (
     ROLES,
+    AuditEntry,
     Conflict,
     Database,
     NotFound,
@@ -26,9 +27,11 @@ from storage import (
     unlock_user,
     update_user,
 )
+from storage import run_audited as audited
 from storage.principals import notify_scope_changed
 from web import Auth, generate_password
 
+from .audit_cli import cli_actor
 from .hosts_cli import CommandError
 
 BY = "cli"
@@ -62,6 +65,11 @@ def add_parsers(sub: Any, common: Any) -> None:
         p = actions.add_parser(action, help=text)
         common(p)
         p.add_argument("name")
+
+
+def _entry(action: str, name: str, **kw: Any) -> AuditEntry:
+    """The audit entry of a command-line change (actor ``cli:USER@HOST``)."""
+    return AuditEntry(cli_actor(), action, f"user:{name.strip().lower()}", **kw)
 
 
 async def _user_id(db: Database, name: str) -> int:
@@ -112,7 +120,9 @@ async def _run(action: str, args: argparse.Namespace, db: Database) -> None:
         groups = await _group_ids(db, args.group)
         password = generate_password()
         hashed = await auth.hash_password(password)
-        user = await db.run(
+        user = await audited(
+            db,
+            _entry("user.create", args.name, after={"role": args.role, "groups": args.group}),
             lambda c: create_user(
                 c,
                 args.name.strip(),
@@ -121,7 +131,7 @@ async def _run(action: str, args: argparse.Namespace, db: Database) -> None:
                 must_change_password=True,
                 group_ids=groups,
                 created_by=BY,
-            )
+            ),
         )
         print(f"created {user.role} {user.username} (id {user.id})")
         print(f"one-time password: {password}")
@@ -130,23 +140,35 @@ async def _run(action: str, args: argparse.Namespace, db: Database) -> None:
     user_id = await _user_id(db, args.name)
     name = args.name.strip().lower()
     if action == "set-role":
-        ended = await db.run(lambda c: update_user(c, user_id, by=BY, role=args.role))
+        ended = await audited(
+            db, _entry("user.update", name, after={"role": args.role}),
+            lambda c: update_user(c, user_id, by=BY, role=args.role),
+        )  # fmt: skip
         print(f"{name} is now {args.role}; {ended} session(s) ended")
     elif action == "set-groups":
         groups = await _group_ids(db, args.groups)
-        ended = await db.run(lambda c: update_user(c, user_id, by=BY, group_ids=groups))
+        ended = await audited(
+            db, _entry("user.update", name, after={"groups": args.groups}),
+            lambda c: update_user(c, user_id, by=BY, group_ids=groups),
+        )  # fmt: skip
         print(f"{name} groups: {', '.join(args.groups) or 'none'}; {ended} session(s) ended")
     elif action in ("disable", "enable"):
         state = "disabled" if action == "disable" else "active"
-        ended = await db.run(lambda c: update_user(c, user_id, by=BY, state=state))
+        ended = await audited(
+            db, _entry("user.update", name, after={"state": state}),
+            lambda c: update_user(c, user_id, by=BY, state=state),
+        )  # fmt: skip
         print(f"{name} is {state}; {ended} session(s) ended")
     elif action == "unlock":
-        await db.run(lambda c: unlock_user(c, user_id, by=BY))
+        await audited(db, _entry("user.unlock", name), lambda c: unlock_user(c, user_id, by=BY))
         print(f"{name} unlocked")
     elif action == "reset-password":
         password = generate_password()
         hashed = await auth.hash_password(password)
-        await db.run(lambda c: set_password(c, name, hashed, must_change=True, by=BY))
+        await audited(
+            db, _entry("user.password.reset", name),
+            lambda c: set_password(c, name, hashed, must_change=True, by=BY),
+        )  # fmt: skip
         print(f"one-time password for {name}: {password}")
         print("(every session of this user has ended; to be changed at the next login)")
     else:

@@ -3,10 +3,12 @@ cluster. Imports nothing of ours.
 """
 
 from .audit import (
+    AuditArg,
     AuditBroken,
     AuditEntry,
     AuditFilter,
     AuditKeyMissing,
+    AuditWriteFailed,
     StoredEntry,
     Verification,
     prune_audit,
@@ -202,10 +204,12 @@ __all__ = [
     "WAITING_ROW_STATES",
     "WINDOW_FIELDS",
     "AttemptRow",
+    "AuditArg",
     "AuditBroken",
     "AuditEntry",
     "AuditFilter",
     "AuditKeyMissing",
+    "AuditWriteFailed",
     "BlackoutRow",
     "ClusterBusy",
     "ClusterState",

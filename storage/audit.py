@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
+from .errors import StorageError
+
 if TYPE_CHECKING:
     from .database import Database
 
@@ -43,6 +45,10 @@ _PAGE = 2000
 
 class AuditKeyMissing(RuntimeError):
     """An audited write on a ``Database`` built without the audit key: nothing is written."""
+
+
+class AuditWriteFailed(StorageError):
+    """The entry could not be written: the action it records is rolled back with it."""
 
 
 class AuditBroken(RuntimeError):
@@ -69,6 +75,11 @@ class AuditEntry:
     def but(self, **changes: Any) -> AuditEntry:
         """A copy with some fields changed (e.g. the target once the action made it)."""
         return replace(self, **changes)
+
+
+# What a writer is given to record: an entry, a function of the action's result that makes
+# one (the id of what it created; None: nothing to record), or None (nothing to record).
+AuditArg = AuditEntry | Callable[[Any], AuditEntry | None] | None
 
 
 @dataclass(frozen=True)
@@ -256,9 +267,13 @@ def append(
                 " last_mac = excluded.last_mac, mac = excluded.mac",
                 (stored.id, stored.mac, _head_mac(key, stored.id, stored.mac)),
             )
-    except Exception:
+    except psycopg.OperationalError:  # the database went away: DatabaseUnavailable upstream
         stats.add("failed")
         raise
+    except psycopg.Error as exc:
+        stats.add("failed")
+        reason = exc.diag.message_primary or str(exc)
+        raise AuditWriteFailed(f"the audit entry could not be written: {reason}") from exc
     stats.add("written")
     return stored
 
@@ -271,13 +286,14 @@ def _jsonb(value: Any) -> Any:
 
 async def run_audited(
     db: Database,
-    entry: AuditEntry | Callable[[T], AuditEntry] | None,
+    entry: AuditArg,
     fn: Callable[..., T],
     *args: Any,
 ) -> T:
     """Run ``fn(conn, *args)`` and append ``entry`` in ONE transaction; returns fn's result.
 
-    ``entry`` may be a function of that result (a target known only once the action made it).
+    ``entry`` may be a function of that result (a target known only once the action made it;
+    returning None records nothing, e.g. when the action turned out to change nothing).
     If the append fails, the action is rolled back and the error propagates. ``entry=None``
     runs ``fn`` alone (callers that have nothing to record, e.g. the scheduler's own writes).
     """
@@ -289,7 +305,8 @@ async def run_audited(
         with conn.transaction():
             result = fn(conn, *args)
             made = entry(result) if callable(entry) else entry
-            append(conn, key, made)
+            if made is not None:
+                append(conn, key, made)
             return result
 
     return await db.run(job)
@@ -307,9 +324,9 @@ async def record(db: Database, entry: AuditEntry) -> StoredEntry:
 
 def _entry(row: Sequence[Any]) -> StoredEntry:
     return StoredEntry(
-        id=int(row[0]), at=row[1], actor=row[2], source=row[3], request_id=row[4],
-        action=row[5], target=row[6], before=row[7], after=row[8], outcome=row[9],
-        detail=row[10], mac=row[11],
+        id=int(row[0]), at=row[1].astimezone(dt.UTC), actor=row[2], source=row[3],
+        request_id=row[4], action=row[5], target=row[6], before=row[7], after=row[8],
+        outcome=row[9], detail=row[10], mac=row[11],
     )  # fmt: skip
 
 
@@ -371,19 +388,23 @@ def list_entries(conn: psycopg.Connection[Any], f: AuditFilter) -> tuple[list[St
     return [_entry(r) for r in rows], total
 
 
-def iter_entries(conn: psycopg.Connection[Any], f: AuditFilter) -> Iterator[list[StoredEntry]]:
-    """Every matching entry, oldest first, in pages (for exports)."""
+def entries_after(
+    conn: psycopg.Connection[Any], f: AuditFilter, after_id: int, limit: int = _PAGE
+) -> list[StoredEntry]:
+    """Matching entries with an id above ``after_id``, oldest first (one page of an export)."""
     where, params = _where(f)
+    page_where = where + (" AND " if where else " WHERE ") + "id > %s"
+    rows = conn.execute(
+        f"SELECT {_ENTRY_COLUMNS} FROM audit_entries{page_where} ORDER BY id LIMIT %s",
+        [*params, after_id, limit],
+    ).fetchall()
+    return [_entry(r) for r in rows]
+
+
+def iter_entries(conn: psycopg.Connection[Any], f: AuditFilter) -> Iterator[list[StoredEntry]]:
+    """Every matching entry, oldest first, in pages (on one connection)."""
     after = 0
-    while True:
-        page_where = where + (" AND " if where else " WHERE ") + "id > %s"
-        rows = conn.execute(
-            f"SELECT {_ENTRY_COLUMNS} FROM audit_entries{page_where} ORDER BY id LIMIT %s",
-            [*params, after, _PAGE],
-        ).fetchall()
-        if not rows:
-            return
-        page = [_entry(r) for r in rows]
+    while page := entries_after(conn, f, after):
         yield page
         after = page[-1].id
 
@@ -556,6 +577,15 @@ def prune_audit(
             break
     stats.add("pruned", deleted)
     return deleted
+
+
+def last_of_action(conn: psycopg.Connection[Any], action: str) -> StoredEntry | None:
+    """The newest entry of ``action`` (e.g. the last "audit.verify": the page's status)."""
+    row = conn.execute(
+        f"SELECT {_ENTRY_COLUMNS} FROM audit_entries WHERE action = %s ORDER BY id DESC LIMIT 1",
+        (action,),
+    ).fetchone()
+    return _entry(row) if row else None
 
 
 def latest_checkpoint(conn: psycopg.Connection[Any]) -> Checkpoint | None:

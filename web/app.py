@@ -22,10 +22,12 @@ from starlette.types import ASGIApp
 
 from ca import Sealer
 from reports import ComplianceRules
-from storage import Database, Session, StorageError
+from storage import AuditWriteFailed, Database, Session, StorageError
 
-from . import metrics
+from . import audit, metrics
 from .api import Api
+from .audit_api import AuditApi
+from .audit_pages import AuditPages
 from .auth import SESSION_COOKIE, Auth, AuthMiddleware
 from .authz import Action, Forbidden, PrincipalMiddleware, may
 from .authz import load as load_principal
@@ -191,6 +193,7 @@ def create_app(
         """The service layer's typed refusals: 404 (a page for pages), 409/422/429 with the
         fields named in the envelope's details."""
         if isinstance(exc, Forbidden):
+            await audit.record_denied(db, request, exc)
             if wants_html(request) and request.scope.get("state", {}).get("session"):
                 context = {**pages.base(request, "Not allowed", ""), "status": 403,
                            "message": str(exc)}  # fmt: skip
@@ -219,6 +222,9 @@ def create_app(
     async def server_error(request: Request, exc: Exception) -> Response:
         return envelope(request, 500, "internal_error", "internal error; see the server log")
 
+    async def unaudited(request: Request, exc: Exception) -> Response:
+        return await audit.write_failed(request, exc)
+
     routes = [
         Route("/api/v1/health", health, methods=["GET"]),
         Route("/api/v1/openapi.json", openapi, methods=["GET"]),
@@ -239,6 +245,8 @@ def create_app(
         *SsoApi(pages.sys).routes(),
         *ReportsApi(handle, db, rules).routes(),
         *ReportPages(pages, rules).routes(),
+        *AuditApi(handle, db).routes(),
+        *AuditPages(pages).routes(),
         *TokensApi(tokens).routes(),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
@@ -250,12 +258,14 @@ def create_app(
             Middleware(DisconnectMiddleware),
             Middleware(AuthMiddleware, auth=auth, tokens=tokens),
             Middleware(PrincipalMiddleware, db=db, operators_see_ungrouped=operators_see_ungrouped),
+            Middleware(audit.AuditContextMiddleware),
         ],
         exception_handlers={
             ApiError: api_error_handler,
             HandleError: refused,
             Missing: refused,
             Forbidden: refused,
+            AuditWriteFailed: unaudited,
             HTTPException: http_error,
             Exception: server_error,
         },

@@ -14,17 +14,19 @@ request object. Actions are dotted ``domain.verb`` names (``host.remove``, ``job
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from storage import AuditEntry, Database, run_audited
+from storage import AuditArg, AuditEntry, Database, HostRow, JobSpec, run_audited
 from storage import audit as chain
 
 from .authz import Forbidden, Principal
+from .errors import envelope
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -109,7 +111,7 @@ def _db(sys_or_db: Any) -> Database:
 
 async def audited(
     sys_or_db: Any,
-    what: AuditEntry | Callable[[T], AuditEntry],
+    what: AuditArg,
     fn: Callable[..., T],
     *args: Any,
 ) -> T:
@@ -137,3 +139,43 @@ async def record_denied(db: Database, request: Request, exc: Forbidden) -> None:
         await record(db, what)
     except Exception as error:  # the refusal stands; the log says the entry is missing
         log.error("audit entry for a denied request not written: %s", error)
+
+
+def host_view(row: HostRow) -> dict[str, Any]:
+    """What an entry keeps of a host."""
+    return {
+        "name": row.name,
+        "address": row.address,
+        "port": row.port,
+        "display_name": row.display_name,
+        "paused": row.paused,
+        "groups": list(row.groups),
+    }
+
+
+def host_targets(host_ids: Sequence[int]) -> str:
+    """``host:1,host:2`` (the first 20, then ``…``); ``hosts:all`` for none given."""
+    if not host_ids:
+        return "hosts:all"
+    shown = ",".join(f"host:{i}" for i in host_ids[:20])
+    return shown + (" …" if len(host_ids) > 20 else "")
+
+
+def job_view(spec: JobSpec, host_ids: Sequence[int]) -> dict[str, Any]:
+    """What an entry keeps of a new job."""
+    return {
+        "kind": spec.kind,
+        "schedule": spec.schedule,
+        "selection": spec.selection,
+        "packages": list(spec.packages)[:100],
+        "allow_reboot": spec.allow_reboot,
+        "hosts": list(host_ids)[:200],
+        "host_count": len(host_ids),
+    }
+
+
+async def write_failed(request: Request, exc: Exception) -> Response:
+    """503: the action's audit entry could not be written, so the action was rolled back."""
+    log.error("%s %s refused: %s", request.method, request.url.path, exc)
+    message = "the audit log cannot be written, so nothing was changed; see the server log"
+    return envelope(request, 503, "unavailable", message)

@@ -6,7 +6,8 @@ Roles:
 - ``operator``: reads and acts on the hosts of their groups (plus ungrouped hosts when
   ``auth.operators_see_ungrouped`` is on): refresh hosts, deploy / cancel / retry / roll back
   jobs, manage maintenance windows of those hosts and groups.
-- ``auditor``: reads within their groups; every unsafe action is refused.
+- ``auditor``: reads within their groups and reads the (fleet-wide) audit log; every unsafe
+  action is refused (verifying the audit chain changes nothing but records the check).
 
 Two answers, used by every service call, page, API route and the live relay:
 
@@ -62,6 +63,7 @@ class Action(enum.Enum):
     OBSERVE = "observe"  # /metrics and the health details (fleet-wide figures)
     MANAGE_USERS = "manage_users"  # users, roles, user groups, others' sessions
     MANAGE_PKI = "manage_pki"  # certificates (list, renew, revoke) and agent enrolment
+    VIEW_AUDIT = "view_audit"  # the audit log: read, export, verify (admins and auditors)
     MANAGE_SETTINGS = "manage_settings"  # notification (SMTP) settings, run-time log level
 
 
@@ -70,7 +72,7 @@ _ALLOWED: dict[Role, frozenset[Action]] = {
     Role.OPERATOR: frozenset(
         {Action.VIEW, Action.REFRESH_HOSTS, Action.DEPLOY, Action.MANAGE_WINDOWS}
     ),
-    Role.AUDITOR: frozenset({Action.VIEW}),
+    Role.AUDITOR: frozenset({Action.VIEW, Action.VIEW_AUDIT}),
     Role.NONE: frozenset(),
 }
 
@@ -85,7 +87,7 @@ class TokenScope(enum.Enum):
 
 
 _TOKEN_ALLOWED: dict[TokenScope, frozenset[Action]] = {
-    TokenScope.READ: frozenset({Action.VIEW}),
+    TokenScope.READ: frozenset({Action.VIEW, Action.VIEW_AUDIT}),
     TokenScope.OPERATE: frozenset(
         {Action.VIEW, Action.REFRESH_HOSTS, Action.DEPLOY, Action.MANAGE_WINDOWS}
     ),

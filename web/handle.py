@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Protocol, Self
 import trio
 
 from settings import EffectivePolicy
-from storage import HostRow, JobSpec
+from storage import AuditArg, HostRow, JobSpec
 
 
 class HandleError(Exception):
@@ -105,15 +105,19 @@ class SystemHandle(Protocol):
         display_name: str = "",
         groups: Sequence[str] = (),
         port: int | None = None,
+        audit: AuditArg = None,
     ) -> HostRow:
-        """Raises ``InvalidInput`` (422) or ``AlreadyExists`` (409) naming the field."""
+        """Raises ``InvalidInput`` (422) or ``AlreadyExists`` (409) naming the field.
+
+        ``audit`` (every command that changes something takes one): the audit entry (or a
+        function of the result making it) written in the same transaction as the change."""
         ...
 
-    async def remove_host(self, host_id: int) -> HostRow: ...
+    async def remove_host(self, host_id: int, *, audit: AuditArg = None) -> HostRow: ...
 
     def effective_policy(self, host_id: int) -> EffectivePolicy | None: ...
 
-    async def start_discovery(self, cidr: str) -> Any:
+    async def start_discovery(self, cidr: str, *, audit: AuditArg = None) -> Any:
         """Raises ``InvalidInput`` (field ``cidr``) for a range that cannot be scanned and
         ``TooBusy`` when too many scans run already."""
         ...
@@ -129,17 +133,23 @@ class SystemHandle(Protocol):
         """The next progress of a running scan; a finished or unknown scan answers at once."""
         ...
 
-    async def register_found(self, scan_id: int, addresses: Sequence[str]) -> list[HostRow]:
+    async def register_found(
+        self, scan_id: int, addresses: Sequence[str], *, audit: AuditArg = None
+    ) -> list[HostRow]:
         """Raises ``InvalidInput`` / ``AlreadyExists`` like ``register_host``."""
         ...
 
-    async def create_job(self, spec: JobSpec, host_ids: Sequence[int]) -> int: ...
+    async def create_job(
+        self, spec: JobSpec, host_ids: Sequence[int], *, audit: AuditArg = None
+    ) -> int: ...
 
-    async def cancel_job(self, job_id: int) -> int: ...
+    async def cancel_job(self, job_id: int, *, audit: AuditArg = None) -> int: ...
 
-    async def retry_failed(self, job_id: int) -> int: ...
+    async def retry_failed(self, job_id: int, *, audit: AuditArg = None) -> int: ...
 
-    async def rollback(self, job_id: int, host_ids: Sequence[int] | None = None) -> int:
+    async def rollback(
+        self, job_id: int, host_ids: Sequence[int] | None = None, *, audit: AuditArg = None
+    ) -> int:
         """Raises ``InvalidInput`` (field ``host_ids``) when there is nothing to roll back."""
         ...
 
@@ -181,7 +191,7 @@ class SystemHandle(Protocol):
         ...
 
     async def issue_agent_certificate(
-        self, names: Sequence[str], host_id: int | None
+        self, names: Sequence[str], host_id: int | None, *, audit: AuditArg = None
     ) -> tuple[int, str, str]:
         """Issue and record an agent server certificate (SANs = ``names``); returns
         ``(serial, cert_pem, key_pem)``. The key is not kept anywhere."""

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from storage import Database
+from storage.audit import stats as audit_stats
 from storage.outbox import OutboxStats, outbox_stats
 
 from .authz import Action, require
@@ -106,6 +107,17 @@ def render(metrics: dict[str, Any], relay: Relay, outbox: OutboxStats | None = N
             "Duration of the last retention run in this process.",
         )
         out.append(_line("patchmgr_retention_last_run_seconds", retention["last_duration_s"] or 0))
+    audit = audit_stats
+    family("patchmgr_audit_writes_total", "counter", "Audit entries written, by outcome.")
+    out.append(_line("patchmgr_audit_writes_total", audit.written, {"outcome": "ok"}))
+    out.append(_line("patchmgr_audit_writes_total", audit.failed, {"outcome": "failed"}))
+    family("patchmgr_audit_verifications_total", "counter", "Audit chain checks, by result.")
+    out.append(_line("patchmgr_audit_verifications_total", audit.verified_ok, {"result": "ok"}))
+    out.append(
+        _line("patchmgr_audit_verifications_total", audit.verified_broken, {"result": "broken"})
+    )
+    family("patchmgr_audit_pruned_total", "counter", "Audit entries pruned (after a checkpoint).")
+    out.append(_line("patchmgr_audit_pruned_total", audit.pruned))
     if outbox is not None:
         family(
             "patchmgr_notification_outbox_depth",

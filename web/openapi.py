@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from . import audit_models as aud
 from . import models as m
 from . import notifications_api as nta
 from . import pki_models as pki
@@ -290,6 +291,27 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("delete", "/api/v1/report-definitions/{definition_id}"): Operation(
         "Delete a report definition", 204, None
+    ),
+    # -- the audit log (web.audit_api) --
+    ("get", "/api/v1/audit"): Operation(
+        "Audit entries, newest first (admins and auditors)",
+        200,
+        aud.AuditList,
+        query=aud.AuditQuery,
+    ),
+    ("get", "/api/v1/audit/export"): Operation(
+        "The matching audit entries as CSV, oldest first, streamed",
+        200,
+        None,
+        query=aud.AuditFilters,
+        files=("text/csv",),
+    ),
+    ("post", "/api/v1/audit/verify"): Operation(
+        "Verify the audit chain now (the first broken entry is named)",
+        200,
+        aud.AuditVerification,
+        aud.AuditVerify,
+        body_optional=True,
     ),
     ("get", "/api/v1/report-definitions/{definition_id}/download"): Operation(
         "Run a stored definition now (its report and format, the caller's scope)",

@@ -6,13 +6,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import psycopg
 import pytest
 import trio
 
 from storage import AuditBroken, AuditEntry, AuditKeyMissing, Database, run_audited
 from storage.audit import (
     AuditFilter,
+    AuditWriteFailed,
     append,
     count_entries,
     list_entries,
@@ -183,7 +183,7 @@ async def test_a_failing_audit_insert_fails_the_action_and_changes_nothing(db: D
     def action(conn: Any) -> None:
         conn.execute("INSERT INTO things VALUES (1)")
 
-    with pytest.raises(psycopg.errors.RaiseException, match="audit refused"):
+    with pytest.raises(AuditWriteFailed, match="audit refused"):
         await run_audited(db, _e(1), action)
     things = await db.run(lambda conn: conn.execute("SELECT count(*) FROM things").fetchone())
     assert things == (0,)

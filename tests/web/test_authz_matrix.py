@@ -52,6 +52,7 @@ ADM, OPR, AUD = Role.ADMIN, Role.OPERATOR, Role.AUDITOR
 ALL = frozenset({ADM, OPR, AUD})
 WRITERS = frozenset({ADM, OPR})
 ADMIN = frozenset({ADM})
+AUDITORS = frozenset({ADM, AUD})  # the audit log
 WRONG = {"current_password": "not the password", "new_password": "a-new-password-0042"}
 SCOPED_KEYS = ("host_id", "job_id", "window_id", "waiver_id")
 
@@ -288,6 +289,12 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("POST", "/api/v1/waivers"): Entry(WRITERS, json={"host_id": "{host_id}", **WAIVER}),
     ("POST", "/api/v1/waivers/{waiver_id:int}/revoke"): Entry(WRITERS, json={}, fresh=True),
     ("GET", "/reports"): Entry(ALL),
+    # -- the audit log (admins and auditors) ----------------------------------------------
+    ("GET", "/api/v1/audit"): Entry(AUDITORS),
+    ("GET", "/api/v1/audit/export"): Entry(AUDITORS),
+    ("POST", "/api/v1/audit/verify"): Entry(AUDITORS, json={}),
+    ("GET", "/audit"): Entry(AUDITORS),
+    ("POST", "/audit/verify"): Entry(AUDITORS, form={}),
     ("GET", "/waivers"): Entry(ALL),
     ("POST", "/waivers"): Entry(WRITERS, form={"host_id": "{host_id}", **WAIVER}),
     ("POST", "/waivers/{waiver_id:int}/revoke"): Entry(WRITERS, form={}, fresh=True),

@@ -24,6 +24,7 @@ from storage import (
     save_repo_config,
 )
 
+from .. import audit
 from ..authz import Action, may, require
 from ..handle import AlreadyExists, InvalidInput, Missing
 from .base import Principal, System
@@ -106,7 +107,7 @@ async def reissue_bundle(sys: System, who: Principal, serial_text: str) -> tuple
     host = (await hosts_of(sys, who, [view])).get(view.serial)
     names = list(old.sans)
     return f"{names[0]}-certificates.tar.gz", await _bundle(
-        sys, names, host.host_id if host else None
+        sys, names, host.host_id if host else None, who, reissue_of=serial
     )
 
 
@@ -115,7 +116,10 @@ async def renew(sys: System, who: Principal, kind: str) -> str:
     require(who, Action.MANAGE_PKI)
     if kind not in ("manager_client", "web_server"):
         raise InvalidInput("kind", "only manager_client and web_server are renewed here")
-    return await sys.handle.renew_certificate(kind)
+    serial = await sys.handle.renew_certificate(kind)
+    await audit.record(sys, audit.entry(who, "certificate.renew", f"certificate:{serial}",
+                                        after={"kind": kind, "serial": serial}))  # fmt: skip
+    return serial
 
 
 def parse_serial(text: str) -> int:
@@ -131,7 +135,10 @@ async def revoke(sys: System, who: Principal, serial_text: str) -> str:
     require(who, Action.MANAGE_PKI)
     serial = parse_serial(serial_text)
     try:
-        await sys.db.run(revoke_certificate, serial)  # refuses the manager's own (storage rule)
+        await audit.audited(  # refuses the manager's own (storage rule)
+            sys, audit.entry(who, "certificate.revoke", f"certificate:{serial:x}"),
+            revoke_certificate, serial,
+        )  # fmt: skip
     except NotFound as exc:
         raise Missing(str(exc)) from None
     except Conflict as exc:
@@ -168,7 +175,7 @@ async def host_bundle(sys: System, who: Principal, host_id: int) -> tuple[str, b
     if "." in fqdn and _DNS_NAME.match(fqdn) and not fqdn.rsplit(".", 1)[-1].isdigit():
         names.append(fqdn)  # an enrolled host: name = its address, display name = its FQDN
     names = list(dict.fromkeys(names))
-    return f"{host.name}-certificates.tar.gz", await _bundle(sys, names, host.id)
+    return f"{host.name}-certificates.tar.gz", await _bundle(sys, names, host.id, who)
 
 
 async def issue_bundle(sys: System, who: Principal, text: str) -> tuple[str, bytes]:
@@ -186,11 +193,19 @@ async def issue_bundle(sys: System, who: Principal, text: str) -> tuple[str, byt
                 raise InvalidInput(
                     "names", f"{name!r} is neither an IP address nor a DNS name"
                 ) from None
-    return f"{names[0]}-certificates.tar.gz", await _bundle(sys, names, None)
+    return f"{names[0]}-certificates.tar.gz", await _bundle(sys, names, None, who)
 
 
-async def _bundle(sys: System, names: list[str], host_id: int | None) -> bytes:
-    _, chain, key = await sys.handle.issue_agent_certificate(names, host_id)
+async def _bundle(
+    sys: System, names: list[str], host_id: int | None, who: Principal, reissue_of: int = 0
+) -> bytes:
+    after: dict[str, Any] = {"names": names, "host_id": host_id}
+    if reissue_of:
+        after["reissue_of"] = format(reissue_of, "x")
+    _, chain, key = await sys.handle.issue_agent_certificate(
+        names, host_id,
+        audit=lambda s: audit.entry(who, "certificate.issue", f"certificate:{s:x}", after=after),
+    )  # fmt: skip
     return _tar(
         {
             "ca.pem": (sys.handle.root_ca_pem(), 0o644),
@@ -220,13 +235,21 @@ async def list_repo_configs(sys: System, who: Principal) -> list[dict[str, Any]]
 
 async def save_repo(sys: System, who: Principal, value: dict[str, Any]) -> None:
     require(who, Action.MANAGE_PKI)
-    await sys.db.run(save_repo_config, value["distro_id"], value)
+    await audit.audited(
+        sys, audit.entry(who, "repo_config.save", f"repo_config:{value['distro_id']}",
+                         after=value),
+        save_repo_config, value["distro_id"], value,
+    )  # fmt: skip
 
 
 async def delete_repo(sys: System, who: Principal, distro_id: str) -> bool:
     """Idempotent: True when there was a configuration to delete."""
     require(who, Action.MANAGE_PKI)
-    deleted: bool = await sys.db.run(delete_repo_config, distro_id)
+    deleted: bool = await audit.audited(
+        sys, lambda d: audit.entry(who, "repo_config.delete", f"repo_config:{distro_id}")
+        if d else None,
+        delete_repo_config, distro_id,
+    )  # fmt: skip
     return deleted
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from storage import HostRow
 from storage.display import RegisteredAddress, ScanSummary, recent_scans, registered_addresses
 
+from .. import audit
 from ..authz import Action, require, scope_changed
 from ..handle import InvalidInput, Missing
 from .base import Principal, System
@@ -17,7 +18,10 @@ async def start(sys: System, who: Principal, cidr: str) -> Any:
     """Raises ``InvalidInput`` (field ``cidr``) or ``TooBusy``. Admins only: a scan probes
     networks and what it finds is not in anyone's groups yet."""
     require(who, Action.DISCOVER)
-    return await sys.handle.start_discovery(cidr)
+    return await sys.handle.start_discovery(
+        cidr, audit=lambda scan_id: audit.entry(who, "discovery.scan", f"scan:{scan_id}",
+                                                after={"cidr": cidr})
+    )  # fmt: skip
 
 
 async def get(sys: System, who: Principal, scan_id: int) -> Any:
@@ -30,7 +34,10 @@ async def get(sys: System, who: Principal, scan_id: int) -> Any:
 
 async def cancel(sys: System, who: Principal, scan_id: int) -> bool:
     await get(sys, who, scan_id)
-    return sys.handle.cancel_discovery(scan_id)
+    cancelled = sys.handle.cancel_discovery(scan_id)
+    if cancelled:
+        await audit.record(sys, audit.entry(who, "discovery.cancel", f"scan:{scan_id}"))
+    return cancelled
 
 
 async def register_found(
@@ -44,7 +51,11 @@ async def register_found(
         raise InvalidInput(
             "addresses", f"not found by discovery scan {scan_id}: {', '.join(strangers[:20])}"
         )
-    rows = await sys.handle.register_found(scan_id, addresses)
+    rows = await sys.handle.register_found(
+        scan_id, addresses,
+        audit=lambda r: audit.entry(who, "discovery.register", f"host:{r.id}",
+                                    after={**audit.host_view(r), "scan_id": scan_id}),
+    )  # fmt: skip
     scope_changed(sys.db)
     return rows
 

@@ -41,6 +41,7 @@ from storage import (
     repo_config,
 )
 
+from .. import audit
 from ..authz import Action, require
 from ..handle import AlreadyExists, HandleError, Missing, TooBusy
 from .base import Principal, System
@@ -143,8 +144,13 @@ async def status(sys: System, token: str) -> dict[str, Any]:
     if not await sys.db.run(claim_enrolment, row.id):
         return {"status": "notfound"}  # another poll got it first (one certificate per request)
     serial, cert_pem, key_pem = await sys.handle.issue_agent_certificate(
-        [row.fqdn, row.ip_address], row.host_id
-    )
+        [row.fqdn, row.ip_address], row.host_id,
+        audit=lambda s: audit.entry(
+            "system", "certificate.issue", f"certificate:{s:x}",
+            after={"names": [row.fqdn, row.ip_address], "host_id": row.host_id,
+                   "enrolment_id": row.id},
+        ),
+    )  # fmt: skip
     await sys.db.run(deliver_enrolment, row.id, serial)
     if row.host_id is not None:
         sys.handle.refresh([row.host_id])
@@ -215,18 +221,27 @@ async def approve(
 async def _approve(
     sys: System, row: EnrolmentRow, group: str | None, decided_by: str
 ) -> EnrolmentRow:
+    actor = "system" if decided_by == "auto-approval" else f"user:{decided_by}"
     host_id = await sys.db.run(enrolled_host, row.machine_id)
     if host_id is None:
         host = await sys.handle.register_host(
-            row.ip_address, display_name=row.fqdn, groups=[group] if group else []
-        )
+            row.ip_address, display_name=row.fqdn, groups=[group] if group else [],
+            audit=lambda r: audit.entry(actor, "host.add", f"host:{r.id}",
+                                        after=audit.host_view(r),
+                                        detail=f"enrolment {row.id}"),
+        )  # fmt: skip
         host_id = host.id
     try:
-        return await sys.db.run(
+        return await audit.audited(
+            sys,
+            audit.entry(actor, "enrolment.approve", f"enrolment:{row.id}",
+                        after={"fqdn": row.fqdn, "machine_id": row.machine_id,
+                               "host_id": host_id, "group": group},
+                        detail=decided_by),
             lambda conn: decide_enrolment(
                 conn, row.id, approve=True, decided_by=decided_by, group_name=group,
                 host_id=host_id,
-            )
+            ),
         )  # fmt: skip
     except Conflict as exc:
         raise AlreadyExists("id", str(exc)) from None
@@ -236,10 +251,12 @@ async def deny(sys: System, who: Principal, enrolment_id: int) -> EnrolmentRow:
     require(who, Action.MANAGE_PKI)
     await _pending(sys, enrolment_id)
     try:
-        return await sys.db.run(
+        return await audit.audited(
+            sys,
+            audit.entry(who, "enrolment.deny", f"enrolment:{enrolment_id}"),
             lambda conn: decide_enrolment(
                 conn, enrolment_id, approve=False, decided_by=who.username
-            )
+            ),
         )
     except Conflict as exc:
         raise AlreadyExists("id", str(exc)) from None

@@ -15,6 +15,7 @@ from storage import (
     rename_group,
 )
 
+from .. import audit
 from ..authz import Action, require, scope_changed, scope_of
 from ..handle import AlreadyExists, Missing
 from ..models import GroupCreate
@@ -29,7 +30,12 @@ async def all_groups(sys: System, who: Principal) -> list[GroupItem]:
 async def create(sys: System, who: Principal, data: GroupCreate) -> GroupItem:
     require(who, Action.MANAGE_GROUPS)
     try:
-        return await sys.db.run(create_group, data.name, data.description)
+        return await audit.audited(
+            sys,
+            lambda g: audit.entry(who, "group.create", f"group:{g.id}",
+                                  after={"name": data.name, "description": data.description}),
+            create_group, data.name, data.description,
+        )  # fmt: skip
     except Conflict as exc:
         raise AlreadyExists("name", str(exc)) from None
 
@@ -37,7 +43,10 @@ async def create(sys: System, who: Principal, data: GroupCreate) -> GroupItem:
 async def rename(sys: System, who: Principal, group_id: int, name: str) -> None:
     require(who, Action.MANAGE_GROUPS)
     try:
-        await sys.db.run(rename_group, group_id, name)
+        await audit.audited(
+            sys, audit.entry(who, "group.rename", f"group:{group_id}", after={"name": name}),
+            rename_group, group_id, name,
+        )  # fmt: skip
     except NotFound:
         raise Missing(f"no group with id {group_id}") from None
     except Conflict as exc:
@@ -47,7 +56,9 @@ async def rename(sys: System, who: Principal, group_id: int, name: str) -> None:
 async def delete(sys: System, who: Principal, group_id: int) -> None:
     require(who, Action.MANAGE_GROUPS)
     try:
-        await sys.db.run(delete_group, group_id)
+        await audit.audited(
+            sys, audit.entry(who, "group.delete", f"group:{group_id}"), delete_group, group_id
+        )
     except NotFound:
         raise Missing(f"no group with id {group_id}") from None
     scope_changed(sys.db)
@@ -60,7 +71,12 @@ async def assign(
     subscriptions learn of the change at once."""
     require(who, Action.MANAGE_GROUPS)
     try:
-        changed = await sys.db.run(assign_hosts, group_id, list(host_ids), member)
+        changed = await audit.audited(
+            sys,
+            audit.entry(who, "group.assign" if member else "group.unassign", f"group:{group_id}",
+                        after={"hosts": list(host_ids)[:200], "count": len(host_ids)}),
+            assign_hosts, group_id, list(host_ids), member,
+        )  # fmt: skip
     except NotFound:
         raise Missing(f"no group with id {group_id}") from None
     scope_changed(sys.db)

@@ -27,6 +27,7 @@ from storage import (
     visible_host_ids,
 )
 
+from .. import audit
 from ..authz import Action, require, scope_changed, scope_of
 from ..handle import Missing
 from ..models import HostCreate, HostQuery
@@ -94,8 +95,9 @@ async def register(sys: System, who: Principal, data: HostCreate) -> HostRow:
     """Raises ``InvalidInput`` / ``AlreadyExists`` naming the field."""
     require(who, Action.MANAGE_HOSTS)
     row = await sys.handle.register_host(
-        data.name, display_name=data.display_name, groups=data.groups, port=data.port
-    )
+        data.name, display_name=data.display_name, groups=data.groups, port=data.port,
+        audit=lambda r: audit.entry(who, "host.add", f"host:{r.id}", after=audit.host_view(r)),
+    )  # fmt: skip
     scope_changed(sys.db)
     return row
 
@@ -104,7 +106,11 @@ async def remove(sys: System, who: Principal, host_id: int) -> HostRow:
     require(who, Action.MANAGE_HOSTS)
     await get(sys, who, host_id)
     try:
-        row = await sys.handle.remove_host(host_id)
+        row = await sys.handle.remove_host(
+            host_id,
+            audit=lambda r: audit.entry(who, "host.remove", f"host:{host_id}",
+                                        before=audit.host_view(r)),
+        )  # fmt: skip
     except NotFound:
         raise Missing(f"no host with id {host_id}") from None
     scope_changed(sys.db)
@@ -123,7 +129,10 @@ async def refresh(sys: System, who: Principal, host_ids: Sequence[int]) -> int:
     """Ask the agents of in-scope hosts for fresh data; ``Missing`` for any other id."""
     require(who, Action.REFRESH_HOSTS)
     await require_in_scope(sys, who, host_ids)
-    return sys.handle.refresh(list(host_ids))
+    count = sys.handle.refresh(list(host_ids))
+    await audit.record(sys, audit.entry(who, "host.refresh", audit.host_targets(host_ids),
+                                        after={"hosts": len(host_ids)}))  # fmt: skip
+    return count
 
 
 async def patches(sys: System, who: Principal, host_id: int) -> list[PatchItem]:

@@ -26,6 +26,7 @@ from storage import (
 )
 from storage.jobs import AttemptRow, job_attempts
 
+from .. import audit
 from ..authz import Action, require, scope_of
 from ..handle import InvalidInput, Missing
 from ..models import MAX_SELECTION, HostSelection, JobCreate
@@ -104,9 +105,12 @@ async def create(sys: System, who: Principal, data: JobCreate) -> tuple[int, int
     if not found.host_ids:
         raise InvalidInput("hosts", "no host matches the selection")
     _confirm_everything(data, found)
+    spec = spec_of(data, who, await compute(sys, data, found.host_ids))
     job_id = await sys.handle.create_job(
-        spec_of(data, who, await compute(sys, data, found.host_ids)), found.host_ids
-    )
+        spec, found.host_ids,
+        audit=lambda j: audit.entry(who, "job.create", f"job:{j}",
+                                    after=audit.job_view(spec, found.host_ids)),
+    )  # fmt: skip
     return job_id, len(found.host_ids)
 
 
@@ -172,14 +176,20 @@ async def _require_whole_job(sys: System, who: Principal, job_id: int) -> None:
 async def cancel(sys: System, who: Principal, job_id: int) -> int:
     await _require_whole_job(sys, who, job_id)
     try:
-        return await sys.handle.cancel_job(job_id)
+        return await sys.handle.cancel_job(
+            job_id, audit=lambda n: audit.entry(who, "job.cancel", f"job:{job_id}",
+                                                after={"rows_cancelled": n})
+        )  # fmt: skip
     except NotFound:
         raise Missing(f"no job {job_id}") from None
 
 
 async def retry(sys: System, who: Principal, job_id: int) -> int:
     await _require_whole_job(sys, who, job_id)
-    return await sys.handle.retry_failed(job_id)
+    return await sys.handle.retry_failed(
+        job_id, audit=lambda n: audit.entry(who, "job.retry", f"job:{job_id}",
+                                            after={"rows_retried": n})
+    )  # fmt: skip
 
 
 async def rollback_refusals(sys: System, rows: Sequence[JobHostRow]) -> dict[int, str]:
@@ -230,4 +240,9 @@ async def rollback(sys: System, who: Principal, job_id: int, host_ids: Sequence[
     can (``rollback_refusals``); ``InvalidInput`` when nothing to do."""
     await _require_whole_job(sys, who, job_id)
     host_ids = await _rollback_hosts(sys, job_id, host_ids)
-    return await sys.handle.rollback(job_id, None if host_ids is None else list(host_ids))
+    return await sys.handle.rollback(
+        job_id, None if host_ids is None else list(host_ids),
+        audit=lambda j: audit.entry(who, "job.rollback", f"job:{j}",
+                                    after={"rollback_of": job_id,
+                                           "hosts": None if host_ids is None else list(host_ids)}),
+    )  # fmt: skip

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import trio
+from pydantic import BaseModel
 
 from reports import ComplianceRules, Context
 from reports import model as rm
@@ -26,6 +27,7 @@ from storage.reports import (
 from storage.reports import delete_definition as remove_definition
 from storage.reports import save_definition as store_definition
 
+from .. import audit
 from ..authz import Action, Role, require, scope_of
 from ..handle import InvalidInput, Missing
 from ..report_models import DefinitionCreate, EvidenceQuery, ReportQuery
@@ -122,6 +124,7 @@ async def open_csv(
     so before the response starts (an error reply, never a truncated 200)."""
     chunks = stream_csv(sys, who, rules, kind, q)
     first = [chunk async for chunk in _take(chunks, 2)]
+    await _downloaded(sys, who, kind, "csv", q)
 
     async def rest() -> AsyncIterator[str]:
         for chunk in first:
@@ -150,7 +153,9 @@ async def pdf(sys: System, who: Principal, rules: ComplianceRules, kind: str,
         "exposure": render.exposure_pdf,
         "reboots": render.reboot_pdf,
     }[kind]
-    return await trio.to_thread.run_sync(renderer, report, limiter=PDF_LIMITER)
+    data = await trio.to_thread.run_sync(renderer, report, limiter=PDF_LIMITER)
+    await _downloaded(sys, who, kind, "pdf", q)
+    return data
 
 
 async def evidence(sys: System, who: Principal, rules: ComplianceRules,
@@ -159,9 +164,19 @@ async def evidence(sys: System, who: Principal, rules: ComplianceRules,
     ctx, f = context(sys, who, rules, await about(sys, who)), report_filter(q)
     compliance = await rm.compliance_report(ctx, f)
     history = await rm.history_report(ctx, f)
-    return await trio.to_thread.run_sync(
+    pack = await trio.to_thread.run_sync(
         evidence_pack, compliance, history, f, rules, limiter=PDF_LIMITER
     )
+    await _downloaded(sys, who, "evidence", "zip", q)
+    return pack
+
+
+async def _downloaded(sys: System, who: Principal, kind: str, fmt: str, q: BaseModel) -> None:
+    """The audit entry of a report or export download (nothing else changes)."""
+    filters = q.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+    entry = audit.entry(who, "report.download", f"report:{kind}",
+                        after={"format": fmt, "filters": filters})  # fmt: skip
+    await audit.record(sys, entry)
 
 
 @dataclass(frozen=True)
@@ -227,7 +242,10 @@ async def definitions(sys: System, who: Principal) -> list[ReportDefinition]:
 async def save_definition(sys: System, who: Principal, data: DefinitionCreate) -> int:
     require(who, Action.DEPLOY)  # the roles that act on hosts (admins, operators)
     filters = data.filters.model_dump(mode="json", exclude_none=True) if data.filters else {}
-    return await sys.db.run(
+    return await audit.audited(
+        sys,
+        lambda d: audit.entry(who, "report_definition.create", f"report_definition:{d}",
+                              after=data.model_dump(mode="json")),
         store_definition, data.name, data.report, data.format, filters, data.recipients,
         data.schedule, who.username,
     )  # fmt: skip
@@ -236,7 +254,13 @@ async def save_definition(sys: System, who: Principal, data: DefinitionCreate) -
 async def delete_definition(sys: System, who: Principal, definition_id: int) -> None:
     require(who, Action.DEPLOY)
     try:
-        await sys.db.run(remove_definition, definition_id, owner_of(who))
+        await audit.audited(
+            sys,
+            audit.entry(who, "report_definition.delete", f"report_definition:{definition_id}"),
+            remove_definition,
+            definition_id,
+            owner_of(who),
+        )
     except NotFound as exc:
         raise Missing(str(exc)) from None
 

@@ -9,6 +9,8 @@ sessions close at once.
 
 from __future__ import annotations
 
+from typing import Any
+
 from storage import (
     Conflict,
     LastAdmin,
@@ -26,6 +28,7 @@ from storage import (
     update_user,
 )
 
+from .. import audit
 from ..auth import Auth, Busy, Outcome, generate_password
 from ..authz import Action, require, scope_changed
 from ..handle import AlreadyExists, HandleError, InvalidInput, Missing, TooBusy
@@ -39,6 +42,17 @@ class LastAdminRefused(HandleError):
 
     status = 409
     code = "last_admin"
+
+
+def _user_view(u: UserItem | None) -> dict[str, Any] | None:
+    """What an audit entry keeps of a user (never a password or its hash)."""
+    if u is None:
+        return None
+    return {"username": u.username, "role": u.role, "state": u.state, "groups": u.groups}
+
+
+def _user_target(u: UserItem | None, user_id: int) -> str:
+    return f"user:{u.username}" if u else f"user_id:{user_id}"
 
 
 async def all_users(sys: System, who: Principal) -> list[UserItem]:
@@ -69,7 +83,10 @@ async def create(sys: System, who: Principal, auth: Auth, data: UserCreate) -> t
     password = generate_password()
     hashed = await _hash(auth, password, "username")
     try:
-        user = await sys.db.run(
+        user = await audit.audited(
+            sys,
+            lambda u: audit.entry(who, "user.create", f"user:{u.username}",
+                                  after={"role": data.role, "group_ids": list(data.group_ids)}),
             lambda conn: create_user(
                 conn,
                 data.username,
@@ -78,8 +95,8 @@ async def create(sys: System, who: Principal, auth: Auth, data: UserCreate) -> t
                 must_change_password=True,
                 group_ids=tuple(data.group_ids),
                 created_by=who.username,
-            )
-        )
+            ),
+        )  # fmt: skip
     except Conflict as exc:
         raise AlreadyExists("username", str(exc)) from None
     except NotFound as exc:
@@ -91,12 +108,23 @@ async def update(sys: System, who: Principal, user_id: int, data: UserUpdate) ->
     """Change role, groups and/or state; the user's sessions end when anything changed."""
     require(who, Action.MANAGE_USERS)
     groups = None if data.group_ids is None else tuple(data.group_ids)
-    try:
-        ended = await sys.db.run(
-            lambda conn: update_user(
-                conn, user_id, by=who.username, role=data.role, state=data.state, group_ids=groups
-            )
+
+    def write(conn: Any) -> tuple[int, UserItem | None, UserItem | None]:
+        old = list_users(conn, user_id)
+        ended = update_user(
+            conn, user_id, by=who.username, role=data.role, state=data.state, group_ids=groups
         )
+        new = list_users(conn, user_id)
+        return ended, old[0] if old else None, new[0] if new else None
+
+    try:
+        ended, _, _ = await audit.audited(
+            sys,
+            lambda r: audit.entry(who, "user.update", _user_target(r[2], user_id),
+                                  before=_user_view(r[1]), after=_user_view(r[2]),
+                                  detail=f"{r[0]} session(s) ended"),
+            write,
+        )  # fmt: skip
     except LastAdmin as exc:
         raise LastAdminRefused("role" if data.role else "state", str(exc)) from None
     except NotFound as exc:
@@ -111,7 +139,10 @@ async def update(sys: System, who: Principal, user_id: int, data: UserUpdate) ->
 async def unlock(sys: System, who: Principal, user_id: int) -> UserItem:
     require(who, Action.MANAGE_USERS)
     try:
-        await sys.db.run(lambda conn: unlock_user(conn, user_id, by=who.username))
+        await audit.audited(
+            sys, audit.entry(who, "user.unlock", f"user_id:{user_id}"),
+            lambda conn: unlock_user(conn, user_id, by=who.username),
+        )  # fmt: skip
     except NotFound:
         raise Missing(f"no user with id {user_id}") from None
     return await get(sys, who, user_id)
@@ -125,9 +156,10 @@ async def reset_password(sys: System, who: Principal, auth: Auth, user_id: int) 
         raise Missing(f"no user with id {user_id}")
     password = generate_password()
     hashed = await _hash(auth, password, "password")
-    await sys.db.run(
-        lambda conn: set_password(conn, user.username, hashed, must_change=True, by=who.username)
-    )
+    await audit.audited(
+        sys, audit.entry(who, "user.password.reset", f"user:{user.username}"),
+        lambda conn: set_password(conn, user.username, hashed, must_change=True, by=who.username),
+    )  # fmt: skip
     scope_changed(sys.db)  # open relay sockets of the ended sessions close
     return password
 
@@ -164,10 +196,12 @@ async def change_password(
     if problem is not None:
         raise InvalidInput("new_password", problem)
     hashed = await _hash(auth, data.new_password, "new_password")
-    await sys.db.run(
+    await audit.audited(
+        sys,
+        audit.entry(who, "user.password.change", f"user:{user.username}"),
         lambda conn: set_password(
             conn, user.username, hashed, by=user.username, keep_family=keep_family
-        )
+        ),
     )
     scope_changed(sys.db)
 
@@ -184,7 +218,11 @@ async def revoke(sys: System, who: Principal, user_id: int, session_id: int) -> 
     if user_id != who.user_id:
         require(who, Action.MANAGE_USERS)
     try:
-        await sys.db.run(revoke_session, user_id, session_id)
+        await audit.audited(
+            sys, audit.entry(who, "session.revoke", f"session:{session_id}",
+                             detail=f"user_id {user_id}"),
+            revoke_session, user_id, session_id,
+        )  # fmt: skip
     except NotFound:
         raise Missing(f"no session with id {session_id}") from None
     scope_changed(sys.db)
@@ -194,6 +232,11 @@ async def revoke_all(sys: System, who: Principal, user_id: int) -> int:
     require(who, Action.MANAGE_USERS)
     if await sys.db.run(get_user_by_id, user_id) is None:
         raise Missing(f"no user with id {user_id}")
-    ended = await sys.db.run(revoke_sessions, user_id)
+    ended = await audit.audited(
+        sys,
+        lambda n: audit.entry(who, "session.revoke_all", f"user_id:{user_id}",
+                              after={"sessions_ended": n}),
+        revoke_sessions, user_id,
+    )  # fmt: skip
     scope_changed(sys.db)
     return ended

@@ -14,6 +14,7 @@ from storage.reports import (
     revoke_waiver,
 )
 
+from .. import audit
 from ..authz import Action, require
 from ..handle import InvalidInput, Missing
 from ..report_models import WaiverCreate
@@ -38,7 +39,9 @@ async def create(sys: System, who: Principal, data: WaiverCreate) -> tuple[int, 
         raise InvalidInput("expires_at", "must be within 10 years")
     package = data.package.strip()
     try:
-        waiver_id = await sys.db.run(
+        waiver_id = await audit.audited(
+            sys,
+            lambda w: audit.entry(who, "waiver.create", f"waiver:{w}", after=data.model_dump()),
             create_waiver, scope(who), data.host_id, package, data.cve,
             data.owner, data.reason, data.expires_at, who.username,
         )  # fmt: skip
@@ -58,6 +61,9 @@ async def create(sys: System, who: Principal, data: WaiverCreate) -> tuple[int, 
 async def revoke(sys: System, who: Principal, waiver_id: int) -> None:
     require(who, WAIVE)
     try:
-        await sys.db.run(revoke_waiver, scope(who), waiver_id, who.username)
+        await audit.audited(
+            sys, audit.entry(who, "waiver.revoke", f"waiver:{waiver_id}"),
+            revoke_waiver, scope(who), waiver_id, who.username,
+        )  # fmt: skip
     except NotFound as exc:
         raise Missing(str(exc)) from None

@@ -32,6 +32,7 @@ from storage import (
     window_visible,
 )
 
+from .. import audit
 from ..authz import Action, require, scope_of
 from ..handle import InvalidInput, Missing
 from ..models import BlackoutCreate, Window, WindowDraft
@@ -82,8 +83,19 @@ async def save(sys: System, who: Principal, data: Window, window_id: int | None 
         raise InvalidInput("group_id", f"no group with id {data.group_id}")
     if window_id is not None and not await sys.db.run(window_visible, window_id, scope):
         raise Missing(f"no window with id {window_id}")
+    columns = data.columns()
+
+    def write(conn: Any) -> tuple[int, dict[str, Any] | None]:
+        old = next((w for w in list_windows(conn) if w.id == window_id), None)
+        return save_window(conn, columns, window_id, who.username), _window_view(old)
+
     try:
-        saved = await sys.db.run(save_window, data.columns(), window_id, who.username)
+        saved, _ = await audit.audited(
+            sys,
+            lambda r: audit.entry(who, "window.update" if window_id else "window.create",
+                                  f"window:{r[0]}", before=r[1], after=columns),
+            write,
+        )  # fmt: skip
     except NotFound:
         raise Missing(f"no window with id {window_id}") from None
     sys.handle.poke_jobs()
@@ -95,10 +107,20 @@ async def delete(sys: System, who: Principal, window_id: int) -> None:
     if not await sys.db.run(window_visible, window_id, scope_of(who)):
         raise Missing(f"no window with id {window_id}")
     try:
-        await sys.db.run(delete_window, window_id, who.username)
+        await audit.audited(
+            sys, audit.entry(who, "window.delete", f"window:{window_id}"),
+            delete_window, window_id, who.username,
+        )  # fmt: skip
     except NotFound:
         raise Missing(f"no window with id {window_id}") from None
     sys.handle.poke_jobs()
+
+
+def _window_view(row: WindowRow | None) -> dict[str, Any] | None:
+    """A window as an audit entry keeps it (``before`` of an edit)."""
+    if row is None:
+        return None
+    return {f: getattr(row, f) for f in WINDOW_FIELDS}
 
 
 def upcoming(draft: WindowDraft, now: dt.datetime, count: int = 8) -> list[Interval]:
@@ -181,7 +203,11 @@ async def blackouts(sys: System, who: Principal) -> list[BlackoutRow]:
 
 async def add_blackout(sys: System, who: Principal, data: BlackoutCreate) -> int:
     require(who, Action.MANAGE_BLACKOUTS)
-    blackout_id = await sys.db.run(create_blackout, data.name, data.starts_at, data.ends_at)
+    blackout_id = await audit.audited(
+        sys,
+        lambda b: audit.entry(who, "blackout.create", f"blackout:{b}", after=data.model_dump()),
+        create_blackout, data.name, data.starts_at, data.ends_at,
+    )  # fmt: skip
     sys.handle.poke_jobs()
     return blackout_id
 
@@ -189,7 +215,10 @@ async def add_blackout(sys: System, who: Principal, data: BlackoutCreate) -> int
 async def remove_blackout(sys: System, who: Principal, blackout_id: int) -> None:
     require(who, Action.MANAGE_BLACKOUTS)
     try:
-        await sys.db.run(delete_blackout, blackout_id)
+        await audit.audited(
+            sys, audit.entry(who, "blackout.delete", f"blackout:{blackout_id}"),
+            delete_blackout, blackout_id,
+        )  # fmt: skip
     except NotFound:
         raise Missing(f"no blackout with id {blackout_id}") from None
     sys.handle.poke_jobs()
