@@ -164,3 +164,56 @@ async def test_window_preview_of_an_unusable_draft_answers_its_problems_not_an_e
     assert good.status_code == 200
     assert good.json()["problems"] == {}
     assert len(good.json()["occurrences"]) == 8
+
+
+def error_texts(page: str) -> list[str]:
+    """Every error message a page shows (beside fields, in summaries), as text."""
+    found = re.findall(
+        r'<(?:p|li|div)[^>]*class="error[^"]*"[^>]*>(.*?)</(?:p|li|div)>', page, re.S
+    )
+    return [html.unescape(re.sub("<[^>]+>", "", item)).strip() for item in found]
+
+
+NAME_RULE = "letters, digits, '.', '_' or '-', up to 64 characters"
+OTHER_FORMS = {
+    "/groups": ({"name": "bad name!"}, [NAME_RULE]),
+    "/users": (
+        {"username": "x y", "role": "boss"},
+        [NAME_RULE, "input should be 'admin', 'operator' or 'auditor'"],
+    ),
+    "/waivers": (
+        {"host_id": "abc", "owner": "", "reason": "", "expires_at": "nope"},
+        [
+            "must be a whole number",
+            "required",
+            "required",
+            "a date-time such as 2026-12-01T02:00:00Z",
+        ],
+    ),
+    "/settings/repo-configs": (
+        {"distro_id": "BAD ID", "keyring_path": "relative"},
+        [NAME_RULE, "an absolute file path under /etc/apt/keyrings/"],
+    ),
+    "/hosts/add": (
+        {"name": "db1.example.test", "port": "0", "groups": "b d", "display_name": "x" * 300},
+        [
+            "string should have at most 100 characters",
+            f"item 1: {NAME_RULE}",
+            "must be between 1 and 65535",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("path", sorted(OTHER_FORMS))
+async def test_other_forms_report_every_invalid_field_at_once(
+    client: httpx2.AsyncClient, path: str
+) -> None:
+    data, expected = OTHER_FORMS[path]
+    token = form_token((await client.get("/groups")).text)
+    page = await client.post(path, data={**data, "csrf_token": token})
+    assert page.status_code == 422
+    shown = error_texts(page.text)
+    assert len(shown) == len(expected), shown
+    for text, want in zip(shown, expected, strict=True):
+        assert text.startswith(want), (text, want)
