@@ -84,13 +84,17 @@ class SsoPages:
         return "; ".join(parts)
 
     def _message(self, request: Request, title: str, message: str, status: int) -> Response:
-        context = {"title": title, "message": message, "next": "", "retry": True}
+        context = {"title": title, "message": message, "next": ""}
         response = self.p.templates.TemplateResponse(
             request, "sso_message.html", context, status_code=status
         )
         response.headers.append("set-cookie", self._browser_cookie("", 0))
         response.headers["cache-control"] = "no-store"
         return response
+
+    def _unavailable(self, request: Request) -> Response:
+        message = "the database is not reachable; try again soon"
+        return self._message(request, "Sign-in failed", message, 503)
 
     async def start(self, request: Request) -> Response:
         redirect_uri = str(request.url_for("sso_callback"))
@@ -104,6 +108,8 @@ class SsoPages:
                 return RedirectResponse("/login", status_code=303)
             log.warning("sso: sign-in not started: %s", exc)
             return self._message(request, "Single sign-on unavailable", str(exc), exc.status)
+        except StorageError:
+            return self._unavailable(request)
         response = RedirectResponse(started.location, status_code=303)
         response.headers.append("set-cookie", self._browser_cookie(started.browser_token, 600))
         response.headers["cache-control"] = "no-store"
@@ -118,21 +124,22 @@ class SsoPages:
             log.warning("sso: sign-in refused: %s", exc)
             return self._message(request, "Sign-in refused", str(exc), exc.status)
         except StorageError:
-            return self._message(
-                request, "Sign-in failed", "the database is not reachable; try again soon", 503
-            )
+            return self._unavailable(request)
         user = done.login.user
         previous = request.cookies.get(SESSION_COOKIE, "")
-        if previous:  # the browser's earlier session (of whichever user) ends: a new family
-            await self.auth.end_session(previous)
         address = request.client.host if request.client else ""
         agent = request.headers.get("user-agent", "")[:512]
-        session_token, _ = await self.auth.start_session(
-            user,
-            address,
-            agent,
-            mfa=True,  # the provider's second factor, not ours
-        )
+        try:
+            if previous:  # the browser's earlier session (of whichever user) ends: a new family
+                await self.auth.end_session(previous)
+            session_token, _ = await self.auth.start_session(
+                user,
+                address,
+                agent,
+                mfa=True,  # the provider's second factor, not ours
+            )
+        except StorageError:
+            return self._unavailable(request)
         log.info(
             "sso: %s signed in as %s (%s)%s",
             done.subject,
@@ -145,7 +152,6 @@ class SsoPages:
             "title": "Signed in",
             "message": f"Signed in as {user.username}.",
             "next": target,
-            "retry": False,
         }
         response = self.p.templates.TemplateResponse(request, "sso_message.html", context)
         response.headers.append("set-cookie", self.auth.session_cookie(session_token))
