@@ -32,7 +32,6 @@ from storage import (
     FINAL_ROW_STATES,
     DatabaseUnavailable,
     HostState,
-    PatchRow,
     Transition,
 )
 
@@ -62,7 +61,7 @@ from .ports import (
     HostTarget,
     JobAgentPort,
     JobStore,
-    diff_patch_data,
+    digest_of_poll,
 )
 from .state import FleetState, HostSnapshot, Phase, stale_after
 from .timing import next_deadline, phase_offset, retry_delay
@@ -132,8 +131,9 @@ class HostActor:
         self._policy_changed = False
         self.tracker = HealthTracker()
         self._state: HostState | None = None
-        self._known_patches: dict[str, PatchRow] = {}
-        self._known_packages: dict[str, str] = {}
+        # The stored patch data as a digest only (lean actor: not the maps); a poll with the
+        # same digest writes nothing, a changed one is diffed against the database by the sink.
+        self._data_digest = b""
         self.snapshot = fleet.get(target.host_id) or HostSnapshot(target.host_id, target.name)
         self.polls = 0
 
@@ -210,8 +210,7 @@ class HostActor:
         log_host.set((self.target.host_id, self.target.name))
         stored = await self._wait_for_storage(lambda: self._sink.load(self.target.host_id))
         self._state = stored.state
-        self._known_patches = dict(stored.patches)
-        self._known_packages = dict(stored.packages)
+        self._data_digest = stored.data_digest()
         if stored.state is not None and stored.state.health != "pending":
             self.tracker = HealthTracker(base=HealthState(stored.state.health),
                                          base_reason=stored.state.health_reason)  # fmt: skip
@@ -497,10 +496,10 @@ class HostActor:
         if self._unwritten is None:
             return
         patches, packages, at = self._unwritten
-        diff = diff_patch_data(self._known_patches, self._known_packages, patches, packages)
-        if diff:
+        digest = digest_of_poll(patches, packages)
+        if digest != self._data_digest:
             try:
-                await self._sink.write_patches(self.target.host_id, diff, at)
+                await self._sink.write_patch_data(self.target.host_id, patches, packages, at)
             except DatabaseUnavailable as exc:
                 delay = STORAGE_RETRY_S[min(self._write_failures, len(STORAGE_RETRY_S) - 1)]
                 if self._write_failures == 0:
@@ -509,13 +508,7 @@ class HostActor:
                 self._write_failures += 1
                 self._next_write = trio.current_time() + delay
                 return
-            for row in diff.upserts:
-                self._known_patches[row.name] = row
-            for name in diff.resolved:
-                self._known_patches.pop(name, None)
-            self._known_packages.update(dict(diff.package_upserts))
-            for name in diff.package_deletes:
-                self._known_packages.pop(name, None)
+            self._data_digest = digest
         self._unwritten = None
         self._write_failures = 0
 

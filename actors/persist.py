@@ -62,9 +62,10 @@ from storage import (
     write_patch_changes,
 )
 
+from .agent_records import Package, PatchList
 from .discovery import Found, ScanProgress, ScanReport
 from .jobs import WindowSet, batches_for
-from .ports import PatchDiff, StoredHost
+from .ports import PatchDiff, StoredHost, data_digest, diff_patch_data
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class WriteStatistics:
     state_rows: int = 0
     transition_rows: int = 0
     patch_rows: int = 0
+    patch_writes: int = 0  # polls whose patch data was diffed against the database
     failed_flushes: int = 0
     dropped_rows: int = 0  # refused rows (e.g. of a host deleted meanwhile), queue overflow
 
@@ -105,9 +107,13 @@ class DatabaseSink:
         self._urgent = trio.Event()
 
     async def load(self, host_id: int) -> StoredHost:
+        """The host's state and the digest of its stored patch data (the maps stay here: an
+        actor keeps only the digest)."""
+
         def read(conn: Any) -> StoredHost:
             patches, packages = load_patch_data(conn, host_id)
-            return StoredHost(load_host_state(conn, host_id), patches, packages)
+            digest = data_digest(patches, packages)
+            return StoredHost(load_host_state(conn, host_id), digest=digest)
 
         return await self.db.run(read)
 
@@ -138,6 +144,33 @@ class DatabaseSink:
                 package_deletes=diff.package_deletes,
             )
         )
+        self.stats.patch_rows += rows
+        return rows
+
+    async def write_patch_data(
+        self, host_id: int, patches: PatchList, packages: tuple[Package, ...], now: dt.datetime
+    ) -> int:
+        """Diff a fresh poll against the stored data and write what changed: read, diff and
+        write in one transaction, in a worker thread (nothing of it on the event loop)."""
+
+        def write(conn: Any) -> int:
+            with conn.transaction():
+                known_patches, known_packages = load_patch_data(conn, host_id)
+                diff = diff_patch_data(known_patches, known_packages, patches, packages)
+                if not diff:
+                    return 0
+                return write_patch_changes(
+                    conn,
+                    host_id,
+                    now=now,
+                    upserts=diff.upserts,
+                    resolved=diff.resolved,
+                    package_upserts=diff.package_upserts,
+                    package_deletes=diff.package_deletes,
+                )
+
+        rows = await self.db.run(write)
+        self.stats.patch_writes += 1
         self.stats.patch_rows += rows
         return rows
 

@@ -7,7 +7,8 @@ plug in in-memory implementations (real I/O and virtual time do not mix).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -113,11 +114,17 @@ AgentFactory = Callable[[HostTarget, PollingPolicy], AgentPort]
 
 @dataclass
 class StoredHost:
-    """What the store remembers of a host when its actor starts."""
+    """What the store remembers of a host when its actor starts: its state, and its patch data
+    either as maps or (``DatabaseSink``) only as their ``data_digest``: an actor keeps the
+    digest, never the maps."""
 
     state: HostState | None = None
     patches: dict[str, PatchRow] = field(default_factory=dict)
     packages: dict[str, str] = field(default_factory=dict)
+    digest: bytes | None = None
+
+    def data_digest(self) -> bytes:
+        return self.digest if self.digest is not None else data_digest(self.patches, self.packages)
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,13 @@ class HostSink(Protocol):
         """Write a patch-data diff now; returns rows written."""
         ...
 
+    async def write_patch_data(
+        self, host_id: int, patches: PatchList, packages: tuple[Package, ...], now: dt.datetime
+    ) -> int:
+        """Diff a fresh poll against the stored patch data and write what changed (the
+        ``DatabaseSink`` reads, diffs and writes in a worker thread); returns rows written."""
+        ...
+
     def forget(self, host_id: int) -> None:
         """Drop queued writes of a removed host."""
         ...
@@ -156,17 +170,42 @@ def diff_patch_data(
     packages: tuple[Package, ...],
 ) -> PatchDiff:
     """What changed between the stored patch data and a fresh poll (pure)."""
-    fresh = {
-        p.name: PatchRow(p.name, p.current_version, p.available_version, p.severity,
-                         p.cve_ids, p.requires_reboot)
-        for p in patches.patches
-    }  # fmt: skip
+    fresh, installed = fresh_rows(patches, packages)
     upserts = tuple(row for name, row in sorted(fresh.items()) if known_patches.get(name) != row)
     resolved = tuple(sorted(set(known_patches) - set(fresh)))
-    installed = {p.name: p.version for p in packages if p.version}
     package_upserts = tuple(
         (name, version) for name, version in sorted(installed.items())
         if known_packages.get(name) != version
     )  # fmt: skip
     package_deletes = tuple(sorted(set(known_packages) - set(installed)))
     return PatchDiff(upserts, resolved, package_upserts, package_deletes)
+
+
+def fresh_rows(
+    patches: PatchList, packages: tuple[Package, ...]
+) -> tuple[dict[str, PatchRow], dict[str, str]]:
+    """A poll's patch data as it is stored: open patches by name, installed versions by name."""
+    rows = {
+        p.name: PatchRow(p.name, p.current_version, p.available_version, p.severity,
+                         tuple(p.cve_ids), p.requires_reboot)
+        for p in patches.patches
+    }  # fmt: skip
+    return rows, {p.name: p.version for p in packages if p.version}
+
+
+def data_digest(patches: Mapping[str, PatchRow], packages: Mapping[str, str]) -> bytes:
+    """A 16-byte digest of patch data (as ``fresh_rows`` or ``storage.load_patch_data`` give
+    it): equal digests mean ``diff_patch_data`` finds nothing to write."""
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(patches):
+        r = patches[name]
+        h.update(repr((r.name, r.current_version, r.available_version, r.severity,
+                       tuple(r.cve_ids), r.requires_reboot)).encode())  # fmt: skip
+        h.update(b"\n")
+    h.update(b"\0packages\0")
+    h.update("\n".join(f"{n}\0{packages[n]}" for n in sorted(packages)).encode())
+    return h.digest()
+
+
+def digest_of_poll(patches: PatchList, packages: tuple[Package, ...]) -> bytes:
+    return data_digest(*fresh_rows(patches, packages))

@@ -101,15 +101,17 @@ async def measure(system: Any, db: Database, count: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=2500)
+    parser.add_argument("--profile", choices=("small", "realistic"), default="realistic",
+                        help="simulated package lists (default realistic)")  # fmt: skip
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="pm-deploy-"))
     root.chmod(0o755)
-    simulator = start_simulator(root, args.count)
+    simulator = start_simulator(root, args.count, args.profile)
     keep = Path("/tmp/pm-deploy-simulator.log")
     try:
         result = trio.run(run, root, args.count)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"hosts: {args.count}, simulator time scale 0.01")
+        print(f"hosts: {args.count}, profile {args.profile}, simulator time scale 0.01")
         print(f"every agent job accepted (agent job id stored) after {result['dispatched']:.1f} s")
         print(f"job finished after {result['finished']:.1f} s; manager CPU {result['cpu']:.1f} s")
         print(f"peak RSS of the manager: {peak:.0f} MB")

@@ -52,11 +52,11 @@ def rss_mb() -> float:
     return 0.0
 
 
-def start_simulator(root: Path, count: int) -> subprocess.Popen[bytes]:
+def start_simulator(root: Path, count: int, profile: str = "realistic") -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [sys.executable, "-m", "patch_manager", "simulate", "--count", str(count),
          "--base-address", BASE, "--time-scale", "0.01", "--data-dir", str(root),
-         "--log-level", "warning"],
+         "--log-level", "warning", "--profile", profile],
         stdout=subprocess.PIPE, stderr=(root / "simulator.log").open("wb"),
     )  # fmt: skip
     assert process.stdout is not None
@@ -216,10 +216,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=2500)
     parser.add_argument("--deadline", type=float, default=600.0,
                         help="give up a sweep after this many seconds (and report)")  # fmt: skip
+    parser.add_argument("--profile", choices=("small", "realistic"), default="realistic",
+                        help="simulated package lists (default realistic)")  # fmt: skip
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="pm-sweep-"))
     root.chmod(0o755)
-    simulator = start_simulator(root, args.count)
+    simulator = start_simulator(root, args.count, args.profile)
     try:
         from simulator import FleetSpec
 
@@ -227,7 +229,8 @@ def main() -> None:
         result = trio.run(manager_sweep, root, args.count, addresses, args.deadline)
         ramp: ConnectionRamp = result["ramp"]
         n = args.count
-        print(f"hosts: {n}; connection ramp: {ramp.limit} handshakes at once ({ramp.opened} "
+        print(f"hosts: {n} (profile {args.profile}); connection ramp: {ramp.limit} "
+              f"handshakes at once ({ramp.opened} "
               f"connections opened, {ramp.waited} waited, peak {ramp.peak})")  # fmt: skip
         if not result["complete"]:
             print(f"INCOMPLETE after {result['first_sweep_s']:.1f} s: "

@@ -12,7 +12,7 @@ import trio
 
 from actors.agent_errors import AgentError
 from actors.agent_records import Health, Package, PackageStatus, Patch, PatchList, SystemInfo
-from actors.ports import HostTarget, PatchDiff, StoredHost
+from actors.ports import HostTarget, PatchDiff, StoredHost, diff_patch_data
 from settings import PollingPolicy
 from storage import HostRow, HostState, Transition
 
@@ -117,6 +117,24 @@ class MemorySink:
     async def write_patches(self, host_id: int, diff: PatchDiff, now: dt.datetime) -> int:
         self.diffs.append((host_id, diff))
         return 1
+
+    async def write_patch_data(
+        self, host_id: int, patches: PatchList, packages: tuple[Package, ...], now: dt.datetime
+    ) -> int:
+        """Like ``DatabaseSink``: diff against what is stored, write the diff, keep the result."""
+        stored = self.stored.setdefault(host_id, StoredHost())
+        diff = diff_patch_data(stored.patches, stored.packages, patches, packages)
+        if not diff:
+            return 0
+        rows = await self.write_patches(host_id, diff, now)
+        for row in diff.upserts:
+            stored.patches[row.name] = row
+        for name in diff.resolved:
+            stored.patches.pop(name, None)
+        stored.packages.update(dict(diff.package_upserts))
+        for name in diff.package_deletes:
+            stored.packages.pop(name, None)
+        return rows
 
     def forget(self, host_id: int) -> None:
         self.forgotten.append(host_id)

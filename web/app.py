@@ -59,7 +59,6 @@ from .sso_api import SsoApi
 from .sso_pages import SsoPages
 from .tokens import Tokens
 from .tokens_api import TokensApi
-from .tokens_pages import TokenPages
 from .user_pages import AccountPages
 from .users_api import UsersApi
 
@@ -249,7 +248,6 @@ def create_app(
         *AuditApi(handle, db).routes(),
         *AuditPages(pages).routes(),
         *TokensApi(tokens).routes(),
-        *TokenPages(pages, tokens).routes(),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
     app = WebApp(
