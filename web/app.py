@@ -125,10 +125,12 @@ def create_app(
     tokens: Tokens | None = None,
 ) -> Starlette:
     register_path_convertors()
-    # API tokens and access JWTs; without a sealer from the data directory the JWT signing
-    # keys are sealed with a key of this process only (tests): they do not outlive it.
+    # API tokens and access JWTs: the JWT signing keys are sealed with ``sealer``; without one
+    # (tests) with a key of this process only, so they do not outlive it.
     tokens = tokens or Tokens(
-        db, Sealer(secrets.token_bytes(32)), operators_see_ungrouped=operators_see_ungrouped
+        db,
+        sealer or Sealer(secrets.token_bytes(32)),
+        operators_see_ungrouped=operators_see_ungrouped,
     )
     rules = compliance or ComplianceRules()
     auth = auth or Auth(db)
