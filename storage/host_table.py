@@ -32,12 +32,13 @@ _HOST_TABLE = (
     " h.security_patches, h.pending_reboot, h.last_seen_at, h.os, h.display_name,"
     " coalesce(string_agg(g.name, ',' ORDER BY g.name), '')"
     " FROM hosts h LEFT JOIN host_groups hg ON hg.host_id = h.id"
-    " LEFT JOIN groups g ON g.id = hg.group_id GROUP BY h.id ORDER BY h.name"
+    " LEFT JOIN groups g ON g.id = hg.group_id GROUP BY h.id"
+    " ORDER BY natural_key(h.name), h.address"  # .2 before .10 (migration 0016)
 )
 
 
 def host_table(conn: psycopg.Connection[Any]) -> list[HostTableRow]:
-    """Every host by name, with its state and groups."""
+    """Every host in natural order of its name, with its state and groups."""
     return [HostTableRow(*row) for row in conn.execute(_HOST_TABLE).fetchall()]
 
 

@@ -13,6 +13,7 @@ import trio
 
 from simulator import Fleet
 from storage import Database, HostFilter, get_job, insert_host, search_hosts
+from storage.host_table import host_table
 
 from .conftest import WebRig, form_token
 from .test_jobs_api import registered
@@ -138,3 +139,10 @@ async def test_discovery_marks_registered_agents_and_keeps_a_scan_history(
     assert f"{prefix}.0/29" in row[0] and "finished" in row[0]
     assert re.search(r"2 of \d+ probed", row[0])
     assert "<time datetime=" in row[0]
+
+
+async def test_the_cli_host_table_sorts_names_naturally(db: Database) -> None:
+    for name in ("127.70.0.10", "127.70.0.9", "web10", "web9"):
+        await db.run(lambda c, n=name: insert_host(c, name=n, address=None))
+    rows = await db.run(host_table)
+    assert [r.name for r in rows] == ["127.70.0.9", "127.70.0.10", "web9", "web10"]
