@@ -72,10 +72,10 @@ class SsoError(Exception):
         self.status = status
 
 
-def discovery_url(config: SsoConfig) -> str:
+def discovery_url(config: SsoConfig, entra_authority: str = ENTRA_AUTHORITY) -> str:
     """The provider's discovery document: Entra's per tenant, or the URL the admin gave."""
     if config.preset == "entra":
-        return f"{ENTRA_AUTHORITY}/{config.tenant_id}/v2.0/.well-known/openid-configuration"
+        return f"{entra_authority}/{config.tenant_id}/v2.0/.well-known/openid-configuration"
     return config.discovery_url
 
 
@@ -199,8 +199,12 @@ class OidcClient:
     verify: Any = True  # an ssl.SSLContext (tests) or True (the system's trust store)
     clock: Callable[[], float] = time.time
     metadata_ttl: float = 3600.0
+    entra_authority: str = ENTRA_AUTHORITY  # an Entra-style provider elsewhere (tests)
     _metadata: dict[str, tuple[ProviderMetadata, float]] = field(default_factory=dict)
     _keys: dict[str, _Keys] = field(default_factory=dict)
+
+    def discovery_url(self, config: SsoConfig) -> str:
+        return discovery_url(config, self.entra_authority)
 
     async def _get_json(self, url: str, what: str) -> Any:
         try:
@@ -321,7 +325,7 @@ class OidcClient:
         """Check a configuration without signing anyone in: discovery, its endpoints, the key
         set. Each step's outcome is one ``Check``; a failed step ends the list."""
         checks: list[Check] = []
-        url = discovery_url(config)
+        url = self.discovery_url(config)
         if not config.client_id:
             checks.append(Check("client id", False, "no client id is configured"))
         else:

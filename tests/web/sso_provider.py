@@ -1,7 +1,9 @@
 """A real OpenID Connect provider for the SSO tests, served over HTTP on 127.0.0.1 by Hypercorn
 in the test's nursery: discovery, an authorization endpoint that signs in ``provider.user``
 at once (no login form), a token endpoint that checks the client's secret, the redirect URI and
-the PKCE verifier (S256) before issuing an RS256 id_token, and the key set.
+the PKCE verifier (S256) before issuing an RS256 id_token, and the key set. With a tenant it
+is Entra-style: discovery and issuer under ``/{tenant}/v2.0``, ``tid`` and ``ver`` claims (the
+test gives the user an ``oid``), so the Entra ID preset can be pointed at it.
 
 ``provider.tamper`` makes the next id_tokens wrong in one way, for the refusal tests:
 ``nonce``, ``aud``, ``iss``, ``expired``, ``none`` (unsigned), ``wrong_key`` (signed by a key
@@ -61,18 +63,21 @@ class Provider:
     token_requests: list[dict[str, str]] = field(default_factory=list)
     authorize_requests: list[dict[str, str]] = field(default_factory=list)
 
+    tenant: str = ""  # set: Entra-style (per-tenant discovery and issuer, tid and ver claims)
+
     @property
     def issuer(self) -> str:
-        return self.base
+        return f"{self.base}/{self.tenant}/v2.0" if self.tenant else self.base
 
     @property
     def discovery_url(self) -> str:
-        return f"{self.base}/.well-known/openid-configuration"
+        return f"{self.issuer}/.well-known/openid-configuration"
 
     def app(self) -> Starlette:
         return Starlette(
             routes=[
                 Route("/.well-known/openid-configuration", self.discovery),
+                Route("/{tenant}/v2.0/.well-known/openid-configuration", self.discovery),
                 Route("/authorize", self.authorize),
                 Route("/token", self.token, methods=["POST"]),
                 Route("/jwks", self.jwks),
@@ -80,6 +85,8 @@ class Provider:
         )
 
     async def discovery(self, request: Request) -> Response:
+        if request.path_params.get("tenant", "") != self.tenant:
+            return JSONResponse({"error": "invalid_tenant"}, status_code=400)
         return JSONResponse(
             {
                 "issuer": self.issuer,
@@ -153,6 +160,8 @@ class Provider:
             "nonce": grant.nonce,
             **grant.claims,
         }
+        if self.tenant:
+            claims |= {"tid": self.tenant, "ver": "2.0"}
         if self.tamper == "nonce":
             claims["nonce"] = "not-the-nonce"
         elif self.tamper == "aud":
@@ -168,9 +177,10 @@ class Provider:
         return jwt.encode({"alg": "RS256", "kid": key.kid}, claims, key)
 
 
-async def start_provider(nursery: trio.Nursery) -> Provider:
-    """A provider listening on 127.0.0.1 (a free port) until the nursery ends."""
-    provider = Provider()
+async def start_provider(nursery: trio.Nursery, tenant: str = "") -> Provider:
+    """A provider listening on 127.0.0.1 (a free port) until the nursery ends; with a
+    ``tenant``, Entra-style (``{base}/{tenant}/v2.0`` is its issuer)."""
+    provider = Provider(tenant=tenant)
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None

@@ -50,7 +50,6 @@ from ..sso import (
     Check,
     OidcClient,
     SsoError,
-    discovery_url,
     map_claims,
     name_hint,
     subject_of,
@@ -349,7 +348,7 @@ async def begin(sys: System, client: OidcClient, redirect_uri: str, next_path: s
     config = await sys.db.run(load_sso_config)
     if not config.enabled:
         raise SsoError("single sign-on is not enabled", 404)
-    meta = await client.metadata(discovery_url(config))
+    meta = await client.metadata(client.discovery_url(config))
     pending = PendingLogin(
         state=secrets.token_urlsafe(32),
         nonce=secrets.token_urlsafe(32),
@@ -420,7 +419,7 @@ async def _complete(
     config = await sys.db.run(load_sso_config)
     if not config.enabled:
         raise SsoError("single sign-on is not enabled", 404)
-    meta = await client.metadata(discovery_url(config))
+    meta = await client.metadata(client.discovery_url(config))
     secret = client_secret(config, sealer)
     token = await client.exchange(
         meta, config.client_id, secret, code, pending.code_verifier, pending.redirect_uri
