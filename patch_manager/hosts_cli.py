@@ -24,16 +24,21 @@ from actors.registration import register
 from ca import AgentPeerPolicy, CertificateAuthority, agent_client_context
 from settings import Config
 from storage import (
+    AuditEntry,
     Database,
     HostFilter,
     HostListItem,
+    HostRow,
     delete_host,
     get_host,
     refused_agent_serials,
     request_host_refresh,
+    run_audited,
     search_hosts,
 )
 from web.models import HostList
+
+from .audit_cli import cli_actor
 
 
 class CommandError(Exception):
@@ -67,6 +72,13 @@ def add_parsers(sub: Any, common: Any) -> None:
 
 def _key(text: str) -> int | str:
     return int(text) if text.isdigit() else text.strip().lower()
+
+
+def _entry(action: str, row: HostRow) -> AuditEntry:
+    """The audit entry of a command-line change to a host (actor ``cli:USER@HOST``)."""
+    view = {"name": row.name, "address": row.address, "port": row.port, "groups": list(row.groups)}
+    entry = AuditEntry(cli_actor(), action, f"host:{row.id}")
+    return entry.but(before=view) if action == "host.remove" else entry.but(after=view)
 
 
 def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
@@ -103,7 +115,8 @@ async def hosts_command(args: argparse.Namespace, config: Config, db: Database) 
             row = await register(db, args.name, port=args.port or config.agents.port,
                                  policy=AddressPolicy.from_config(config),
                                  resolve_timeout=config.agents.resolve_timeout_s,
-                                 display_name=args.display_name, groups=args.group)  # fmt: skip
+                                 display_name=args.display_name, groups=args.group,
+                                 audit=lambda r: _entry("host.add", r))  # fmt: skip
         except RegistrationError as exc:
             raise CommandError(str(exc)) from None
         print(f"registered host {row.id}: {row.name} ({row.address}:{row.port})")
@@ -119,11 +132,15 @@ async def hosts_command(args: argparse.Namespace, config: Config, db: Database) 
                   f"{r.security_patches:>4}  {reboot:<6}  {','.join(r.groups)}")  # fmt: skip
         print(f"{len(rows)} host(s)")
     elif action == "remove":
-        removed = await db.run(delete_host, _key(args.host))
+        removed = await run_audited(
+            db, lambda r: _entry("host.remove", r), delete_host, _key(args.host)
+        )
         print(f"removed host {removed.id}: {removed.name}")
     elif action == "refresh":
         ids = [(await db.run(get_host, _key(h))).id for h in args.hosts]
-        await db.run(request_host_refresh, ids)
+        what = AuditEntry(cli_actor(), "host.refresh", ",".join(f"host:{i}" for i in ids[:20])
+                          or "hosts:all", after={"hosts": len(ids)})  # fmt: skip
+        await run_audited(db, what, request_host_refresh, ids)
         print(f"asked the server to poll {len(ids) or 'all'} host(s) now")
 
 
@@ -152,7 +169,10 @@ async def discover_command(
     ctx, _ = await discovery_context(db, ca)
     store = DatabaseDiscoveryStore(db)
     total = len(addresses(network, policy))
-    scan_id = await store.create(str(network), total)
+    scan_id = await store.create(
+        str(network), total,
+        lambda s: AuditEntry(cli_actor(), "discovery.scan", f"scan:{s}", after={"cidr": args.cidr}),
+    )  # fmt: skip
     interactive = sys.stderr.isatty()
 
     def progress(p: ScanProgress) -> None:
@@ -177,7 +197,8 @@ async def discover_command(
         for f in found:
             try:
                 row = await register(db, f.address, port=config.agents.port, policy=policy,
-                                     display_name=f.hostname)  # fmt: skip
+                                     display_name=f.hostname,
+                                     audit=lambda r: _entry("discovery.register", r))  # fmt: skip
                 print(f"registered host {row.id}: {row.name}")
             except RegistrationError as exc:
                 print(f"skipped {f.address}: {exc}")

@@ -29,6 +29,10 @@ async def test_cli_changes_are_audited_and_verify_names_an_edited_entry(
 
         created = await cli(server, "users", "add", "ivy", "--role", "auditor")
         assert created.returncode == 0, created.stderr
+        added = await cli(server, "hosts", "add", "127.217.0.1")
+        assert added.returncode == 0, added.stderr
+        removed = await cli(server, "hosts", "remove", "127.217.0.1")
+        assert removed.returncode == 0, removed.stderr
         conf = server.data_dir.parent / "conf" / "patch-manager.toml"
         conf.write_text(conf.read_text() + "\n[polling]\nhealth_interval_s = 45\n")
         server.process.send_signal(signal.SIGHUP)
@@ -41,6 +45,10 @@ async def test_cli_changes_are_audited_and_verify_names_an_edited_entry(
 
         (user,) = await entries("user.create")
         assert (user["actor"], user["target"]) == (cli_actor(), "user:ivy")
+        (host,) = await entries("host.add")
+        (gone,) = await entries("host.remove")
+        assert host["actor"] == gone["actor"] == cli_actor()
+        assert host["target"] == gone["target"] and gone["before"]["name"] == "127.217.0.1"
         await server.wait_log("recorded in the audit log")  # by the running server
         (reload,) = await entries("config.reload")
         assert reload["actor"] == "system"
