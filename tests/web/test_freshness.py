@@ -50,6 +50,8 @@ async def test_a_never_contacted_host_is_unknown_never_nothing_pending_or_no_reb
     dashboard = (await client.get("/")).text
     assert re.search(r'data-count="pending">1<', dashboard)  # counted unknown, never healthy
     assert re.search(r'data-count="healthy">0<', dashboard)
+    badge = re.search(r'<span id="live-status"[^>]*>([^<]*)<', dashboard)
+    assert badge is not None and badge[1] == "connecting…"  # never a red "offline" on load
 
 
 async def test_a_host_going_down_shows_failing_with_its_retries_and_comes_back_by_itself(
