@@ -69,6 +69,7 @@ from storage import (
     set_password,
 )
 from web import Auth, WebListener, create_app, generate_password, serve_web
+from web.mfa import new_secret, otpauth_uri
 from web.tokens import Tokens
 
 from . import logs
@@ -120,6 +121,7 @@ class ServerInfo:
     database: str
     ca_root: Path
     admin_password: str | None = None  # set only on the very first start
+    admin_totp: str | None = None  # the demo admin's authenticator secret (demo only)
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,17 @@ async def reset_password(
     else:
         await db.run(lambda c: set_password(c, username, hashed, must_change=must_change))
     return password
+
+
+async def demo_totp(db: Database, auth: Auth, username: str = "admin") -> str:
+    """Enrol a fresh authenticator-app secret for the demo's admin (replacing any factor it
+    had); return the secret."""
+    user = await db.run(get_user, username)
+    assert user is not None
+    secret = new_secret()
+    await auth.mfa.reset(user.id, "demo")
+    await auth.mfa.enrol_known_totp(user.id, secret)
+    return secret
 
 
 async def bootstrap_admin(db: Database, auth: Auth, marker: Path | None = None) -> str | None:
@@ -420,12 +433,16 @@ async def run_server(
         async with open_storage(outer, config, data_dir) as storage:
             await record_certificates(storage.db, created)
             system = build_actor_system(store, storage, ca)
-            auth = Auth(storage.db, secure_cookies=config.server.tls, settings=config.auth)
+            auth = Auth(storage.db, secure_cookies=config.server.tls, settings=config.auth,
+                        sealer=Sealer.for_data_dir(data_dir))  # fmt: skip
             admin_password = await bootstrap_admin(storage.db, auth, bootstrap_marker(data_dir))
+            admin_totp = None
             if fleet is not None:
                 await register_demo_fleet(storage.db, fleet)
-                # The demo's printed password leads straight to the dashboard (no forced change).
+                # The demo's printed password and authenticator secret lead straight to the
+                # dashboard (no forced change, no enrolment); `serve` never does this.
                 admin_password = await reset_password(storage.db, auth)
+                admin_totp = await demo_totp(storage.db, auth)
             app = create_app(
                 SystemAdapter(storage, system, ca),
                 storage.db,
@@ -462,7 +479,7 @@ async def run_server(
                 await wait_first_polls(storage.db, system.fleet)  # the banner comes after
                 if on_ready is not None:
                     on_ready(ServerInfo(urls, storage.description, ca.root_cert_path,
-                                        admin_password))  # fmt: skip
+                                        admin_password, admin_totp))  # fmt: skip
                 await stop.wait()
                 system.scheduler.stop_admitting()
                 log.info("shutdown: no new work admitted; in-flight requests finishing")
@@ -503,3 +520,9 @@ def print_banner(info: ServerInfo) -> None:
     if info.admin_password:
         print(f"  log in as admin with password {info.admin_password}", flush=True)
         print("  (shown only now; `patch-manager reset-password` sets a new one)", flush=True)
+    if info.admin_totp:
+        print(f"  authenticator secret (TOTP) {info.admin_totp}", flush=True)
+        print(f"  add it to an authenticator app: {otpauth_uri(info.admin_totp, 'admin')}",
+              flush=True)  # fmt: skip
+        print(f"  or print the current code: python -c \"import pyotp; "
+              f"print(pyotp.TOTP('{info.admin_totp}').now())\"", flush=True)  # fmt: skip

@@ -120,6 +120,9 @@ class AuthSettings:
     idle_minutes: int = 60
     operators_see_ungrouped: bool = False
     token_max_days: int = 90
+    reauth_reboot_hosts: int = 10
+    webauthn_rp_id: str = ""
+    webauthn_origin: str = ""
 
 
 class Source(enum.Enum):

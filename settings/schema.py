@@ -257,6 +257,26 @@ SECTIONS: dict[str, tuple[Key, ...]] = {
             "Operators also see and act on hosts that belong to no group (read at start).",
         ),
         Key("token_max_days", "int", 90, "Longest lifetime of an API token, in days.", 1, 3650),
+        Key(
+            "reauth_reboot_hosts",
+            "int",
+            10,
+            "A reboot-now job for more hosts than this needs a second factor within 5 minutes.",
+            0,
+            100_000,
+        ),
+        Key(
+            "webauthn_rp_id",
+            "str",
+            "",
+            "WebAuthn relying-party id (a host name); empty: the host the browser addressed.",
+        ),
+        Key(
+            "webauthn_origin",
+            "str",
+            "",
+            "WebAuthn origin, e.g. https://pm.example.com; empty: the origin the browser used.",
+        ),
     ),
     "pki": (
         Key(

@@ -73,6 +73,7 @@ class Session:
     id: int = 0
     family_id: str = ""
     rotated: bool = False
+    mfa_at: dt.datetime | None = None  # when it last proved a second factor (None: never)
 
 
 @dataclass(frozen=True)
@@ -348,12 +349,14 @@ def create_session(
     expires_at: dt.datetime,
     address: str = "",
     user_agent: str = "",
+    *,
+    mfa: bool = False,
 ) -> None:
-    """A new session in a new family (a login)."""
+    """A new session in a new family (a login); ``mfa``: a second factor was just proven."""
     conn.execute(
-        "INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at, address, user_agent)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
-        (token_hash, user_id, csrf_token, expires_at, address[:100], user_agent[:300]),
+        "INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at, address, user_agent,"
+        " mfa_at) VALUES (%s, %s, %s, %s, %s, %s, CASE WHEN %s THEN now() END)",
+        (token_hash, user_id, csrf_token, expires_at, address[:100], user_agent[:300], mfa),
     )
 
 
@@ -367,15 +370,16 @@ def rotate_session(
         row = conn.execute(
             "UPDATE sessions SET rotated_at = now() WHERE token_hash = %s"
             " AND rotated_at IS NULL AND expires_at > now()"
-            " RETURNING user_id, family_id, expires_at, address, user_agent, created_at",
+            " RETURNING user_id, family_id, expires_at, address, user_agent, created_at, mfa_at",
             (old_hash, ),
         ).fetchone()  # fmt: skip
         if row is None:
             return False
         conn.execute(
             "INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at, family_id,"
-            " address, user_agent, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            (new_hash, row[0], csrf_token, row[2], row[1], row[3], row[4], row[5]),
+            " address, user_agent, created_at, mfa_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (new_hash, row[0], csrf_token, row[2], row[1], row[3], row[4], row[5], row[6]),
         )
     return True
 
@@ -396,7 +400,7 @@ def load_session(
         " coalesce((SELECT array_agg(ug.group_id ORDER BY ug.group_id) FROM user_groups ug"
         " WHERE ug.user_id = u.id), '{}'),"
         " s.csrf_token, s.expires_at, s.last_seen_at, s.last_seen_at < now() - %s,"
-        " s.id, s.family_id::text, s.rotated_at IS NOT NULL FROM sessions s"
+        " s.id, s.family_id::text, s.rotated_at IS NOT NULL, s.mfa_at FROM sessions s"
         " JOIN users u ON u.id = s.user_id"
         " WHERE s.token_hash = %s AND s.expires_at > now()"
         " AND (s.rotated_at IS NOT NULL OR s.last_seen_at > now() - %s)"
@@ -408,7 +412,9 @@ def load_session(
     if row[10] and not row[13]:
         conn.execute("UPDATE sessions SET last_seen_at = now() WHERE token_hash = %s",
                      (token_hash,))  # fmt: skip
-    return Session(_user(row), row[7], row[8], row[9], int(row[11]), row[12], bool(row[13]))
+    return Session(
+        _user(row), row[7], row[8], row[9], int(row[11]), row[12], bool(row[13]), row[14]
+    )
 
 
 def revoke_family(conn: psycopg.Connection[Any], family_id: str) -> int:

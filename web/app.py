@@ -35,6 +35,7 @@ from .errors import ApiError, api_error_handler, envelope
 from .handle import HandleError, Missing, SystemHandle
 from .job_pages import JobPages
 from .jobs_api import JobsApi
+from .mfa_pages import MfaPages
 from .middleware import (
     DEFAULT_MAX_BODY_BYTES,
     BodyLimitMiddleware,
@@ -120,6 +121,8 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     operators_see_ungrouped: bool = False,
     compliance: ComplianceRules | None = None,
+    webauthn_rp_id: str = "",
+    webauthn_origin: str = "",
     sealer: Sealer | None = None,
     sso_client: OidcClient | None = None,
     tokens: Tokens | None = None,
@@ -163,6 +166,7 @@ def create_app(
         if (
             session is not None
             and not session.user.must_change_password  # a one-time password proves little
+            and session.mfa_at is not None  # nor does a password without its second factor
             and await _observer(db, session, operators_see_ungrouped)
         ):
             body |= {"database": report.database, "scheduler": report.scheduler}
@@ -239,6 +243,7 @@ def create_app(
         *NotificationPages(pages).routes(),
         *pages.routes(),
         *AccountPages(pages).routes(),
+        *MfaPages(pages, rp_id=webauthn_rp_id, origin=webauthn_origin).routes(),
         *UsersApi(handle, db, auth).routes(),
         *JobPages(pages).routes(),
         *PkiPages(pages).routes(),

@@ -8,6 +8,15 @@ only as a SHA-256 hash. State-changing requests must carry the session's CSRF to
 upgrades must come from our own origin. A user who must change their password reaches only the
 change-password page (and log out) until they have.
 
+Second factor (R-7.2, ``web.mfa``): a correct password of a user with a factor does not start a
+session; it starts a *pending login* (cookie ``pm_mfa``, path /login, five minutes, single use,
+``MAX_CODE_ATTEMPTS`` codes, each wrong one counted on the address's throttle like a wrong
+password) that the second step (a TOTP code, a recovery code or a WebAuthn assertion) turns into
+a session. A user without a factor gets a session that reaches only the enrolment pages
+(``ENROL_PATHS``) until one is enrolled. A session remembers when it last proved a factor
+(``Session.mfa_at``); dangerous actions need that within ``REAUTH_WITHIN``
+(``require_recent_mfa``: 403 ``reauth_required`` otherwise).
+
 Logins (``Auth.login``) pass two gates before any Argon2 work: the source address's turn (one
 attempt at a time per address, at most ``MAX_WAITING_PER_ADDRESS`` waiting; after failures an
 exponential delay (failures decay one per five minutes; a successful login does not clear
@@ -26,19 +35,22 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import argon2
 import trio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ca import Sealer
 from settings import AuthSettings
 from storage import (
     Database,
@@ -56,9 +68,23 @@ from storage import (
     record_login,
     revoke_family,
     rotate_session,
+    run_audited,
 )
-from storage.users import family_address
+from storage.mfa import (
+    PendingLogin,
+    attempt_pending,
+    consume_pending,
+    create_pending,
+    load_pending,
+    mark_session_mfa,
+    prune_pending,
+    set_pending_challenge,
+)
+from storage.users import family_address, get_user_by_id
 
+from . import audit
+from .handle import HandleError
+from .mfa import Mfa
 from .middleware import deny_websocket
 from .tokens import Tokens, bearer_of
 
@@ -68,12 +94,13 @@ T = TypeVar("T")
 
 SESSION_COOKIE = "pm_session"
 LOGIN_COOKIE = "pm_login"
+MFA_COOKIE = "pm_mfa"
 # The CRL and enrolment are for agents, which have no session (agent-api §7.1, §7.3; issue 14).
 PUBLIC_PREFIXES = ("/static/", "/api/v1/enroll/status/")
 PUBLIC_PATHS = frozenset(
     {
         "/api/v1/health", "/login", "/favicon.ico", "/api/v1/pki/crl.pem", "/api/v1/enroll",
-        "/api/v1/pki/repo-config",
+        "/api/v1/pki/repo-config", "/login/mfa", "/login/webauthn/options", "/login/webauthn",
         # API token → access JWT exchange and its public keys (web.tokens_api): no session
         "/api/v1/auth/token", "/api/v1/auth/jwks.json",
         "/sso/login", "/sso/callback",  # single sign-on (web.sso_pages): no session yet
@@ -81,6 +108,24 @@ PUBLIC_PATHS = frozenset(
 )  # fmt: skip
 # What a user who must change their password may still reach.
 CHANGE_PATHS = frozenset({"/password", "/logout", "/api/v1/profile/password"})
+# What a user without a second factor may still reach (besides CHANGE_PATHS).
+ENROL_PATHS = CHANGE_PATHS | frozenset(
+    {"/mfa/setup", "/mfa/totp", "/mfa/webauthn/options", "/mfa/webauthn"}
+)
+PENDING_LIFETIME = dt.timedelta(minutes=5)
+MAX_CODE_ATTEMPTS = 5
+REAUTH_WITHIN = dt.timedelta(minutes=5)
+# Dangerous requests that need a second factor proven within REAUTH_WITHIN (besides reboots of
+# many hosts at once, which the jobs service checks with ``require_recent_mfa``): user and role
+# changes, resetting a user's password or factors, revoking a certificate.
+REAUTH_ROUTES = re.compile(
+    r"^(POST|PATCH) (/api/v1)?/users(/\d+(/reset-password|/reset-mfa)?)?$"
+    r"|^POST (/api/v1)?/certificates/revoke$"
+)
+# Whether the current request's session proved a second factor within REAUTH_WITHIN, and
+# ``auth.reauth_reboot_hosts`` (set by AuthMiddleware; requests without a session pass: bearer
+# tokens have their own rules).
+_recent_mfa: ContextVar[tuple[bool, int]] = ContextVar("recent_mfa", default=(True, 0))
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_FORM = 1024 * 1024
 MAX_WAITING_PER_ADDRESS = 4
@@ -270,6 +315,48 @@ class LoginResult:
     locked_until: dt.datetime | None = None
 
 
+class ReauthRequired(HandleError):
+    """A dangerous action without a second factor proven in the last five minutes: 403."""
+
+    status = 403
+    code = "reauth_required"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "reauth", "confirm with your authenticator code first (POST /reauth), then retry"
+        )
+
+
+def recent_mfa(session: Session | None) -> bool:
+    if session is None:
+        return True
+    at = session.mfa_at
+    return at is not None and dt.datetime.now(dt.UTC) - at <= REAUTH_WITHIN
+
+
+def require_recent_mfa(*, reboot_hosts: int | None = None) -> None:
+    """``ReauthRequired`` unless the current request's session proved a second factor within
+    ``REAUTH_WITHIN`` (services call this; requests without a session pass). With
+    ``reboot_hosts``: only when that is more than ``auth.reauth_reboot_hosts``."""
+    recent, reboot_limit = _recent_mfa.get()
+    if reboot_hosts is not None and reboot_hosts <= reboot_limit:
+        return
+    if not recent:
+        raise ReauthRequired
+
+
+@dataclass(frozen=True)
+class SecondStep:
+    """The outcome of a second-factor attempt on a pending login."""
+
+    ok: bool
+    message: str = ""
+    user: User | None = None
+    next_path: str = "/"
+    kind: str = ""  # totp, recovery or webauthn
+    expired: bool = False  # the pending login is gone: the password must be given again
+
+
 def _verify(stored: str, password: str) -> bool:
     try:
         return _hasher.verify(stored, password)
@@ -286,8 +373,12 @@ class Auth:
         *,
         secure_cookies: bool = True,
         settings: AuthSettings | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
+        """``sealer`` seals TOTP secrets (``ca.Sealer.for_data_dir``); without one a key lives
+        only as long as this object (tests)."""
         self.db = db
+        self.mfa = Mfa(db, sealer or Sealer(secrets.token_bytes(32)))
         self.secure_cookies = secure_cookies
         self.settings = settings = settings or AuthSettings()
         self.session_lifetime = dt.timedelta(hours=settings.session_hours)
@@ -302,7 +393,9 @@ class Auth:
     async def verify_password(self, user: User, password: str) -> bool:
         return await self.hashing.run(_verify, user.password_hash, password)
 
-    async def login(self, username: str, password: str, address: str) -> LoginResult:
+    async def login(
+        self, username: str, password: str, address: str, *, action: str = "auth.login"
+    ) -> LoginResult:
         """Check a login. Waits for the address's turn, then for a hashing slot; raises
         ``Busy`` instead of waiting when either queue is full. A locked or disabled account is
         reported only after its correct password (no user enumeration); wrong passwords count
@@ -311,6 +404,7 @@ class Auth:
         async with self.throttle.turn(address) as source:
             record = await self.db.run(login_record, name)
             stored = record.user.password_hash if record else _DUMMY_HASH  # same work either way
+            was_locked = record.locked_until if record else None
             suspect = source.failures > 0
             ok = await self.hashing.run(_verify, stored, password, suspect=suspect)
             if record is None or not ok:
@@ -320,15 +414,39 @@ class Auth:
                 # The same statement for an unknown user (an id no row has: it updates
                 # nothing), so both answers cost the same database round trip.
                 user_id = record.user.id if record is not None else 0
-                until = await self.db.run(record_failed_login, user_id, threshold, lock_for)
+                until = await audit.audited(
+                    self.db,
+                    lambda until: audit.entry(
+                        "anonymous", action, f"user:{name[:64]}", outcome="failed",
+                        detail="wrong user name or password" + _locked_note(until, was_locked),
+                    ),
+                    record_failed_login, user_id, threshold, lock_for,
+                )  # fmt: skip
                 if until is not None and until > dt.datetime.now(dt.UTC):
                     log.warning("login: account %r locked until %s", name, until)
                 return LoginResult(Outcome.WRONG)
             # A success does not clear the address's failures: they decay with time.
         user = record.user
+        target = f"user:{user.username}"
         if user.state != "active":
+            await audit.record(
+                self.db,
+                audit.entry(
+                    "anonymous", action, target, outcome="denied", detail="account disabled"
+                ),
+            )
             return LoginResult(Outcome.DISABLED, user)
         if record.locked_until is not None and record.locked_until > dt.datetime.now(dt.UTC):
+            await audit.record(
+                self.db,
+                audit.entry(
+                    "anonymous",
+                    action,
+                    target,
+                    outcome="denied",
+                    detail=f"account locked until {record.locked_until:%Y-%m-%d %H:%M:%S%z}",
+                ),
+            )
             return LoginResult(Outcome.LOCKED, user, record.locked_until)
         await self.db.run(record_login, user.id)
         return LoginResult(Outcome.OK, user)
@@ -339,7 +457,9 @@ class Auth:
         when unknown), and a wrong one counts towards the address's delay and the account's
         lockout; a locked account is refused even with the right password."""
         address = await self.db.run(family_address, family_id) if family_id else ""
-        result = await self.login(user.username, password, address or f"user:{user.id}")
+        result = await self.login(
+            user.username, password, address or f"user:{user.id}", action="auth.password_check"
+        )
         return result.outcome
 
     async def check_password(self, username: str, password: str) -> User | None:
@@ -348,15 +468,90 @@ class Auth:
         return result.user if result.outcome is Outcome.OK else None
 
     async def start_session(
-        self, user: User, address: str = "", user_agent: str = ""
+        self,
+        user: User,
+        address: str = "",
+        user_agent: str = "",
+        *,
+        mfa: bool = False,
+        audit_detail: str | None = None,
     ) -> tuple[str, str]:
-        """A new session (a new family): (token, csrf token)."""
+        """A new session (a new family): (token, csrf token). ``mfa``: a second factor was
+        proven for it (the login's second step, or an SSO identity provider's); without,
+        the session reaches only the enrolment pages. ``audit_detail``: audit the login
+        (``auth.login`` ok) in the session's transaction."""
         token = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
         expires = dt.datetime.now(dt.UTC) + self.session_lifetime
-        await self.db.run(create_session, hash_token(token), user.id, csrf, expires, address,
-                          user_agent)  # fmt: skip
+        what = None
+        if audit_detail is not None:
+            what = audit.entry(f"user:{user.username}", "auth.login", f"user:{user.username}",
+                               detail=audit_detail)  # fmt: skip
+        await run_audited(
+            self.db,
+            what,
+            lambda c: create_session(
+                c, hash_token(token), user.id, csrf, expires, address, user_agent, mfa=mfa
+            ),
+        )
         return token, csrf
+
+    async def mark_mfa(self, token: str) -> None:
+        """The session of ``token`` has just proved a second factor."""
+        await self.db.run(mark_session_mfa, hash_token(token))
+
+    # -- the second step of a login ---------------------------------------------------------
+
+    async def begin_pending(self, user: User, address: str, user_agent: str, next_path: str) -> str:
+        """A pending login after a correct password; returns its token (cookie ``pm_mfa``)."""
+        token = secrets.token_urlsafe(32)
+        expires = dt.datetime.now(dt.UTC) + PENDING_LIFETIME
+        await self.db.run(lambda c: create_pending(c, hash_token(token), user.id, expires,
+                                                   address=address, user_agent=user_agent,
+                                                   next_path=next_path))  # fmt: skip
+        return token
+
+    async def pending(self, token: str) -> PendingLogin | None:
+        return await self.db.run(load_pending, hash_token(token)) if token else None
+
+    async def set_challenge(self, token: str, challenge: bytes) -> bool:
+        return await self.db.run(set_pending_challenge, hash_token(token), challenge)
+
+    async def second_step(self, token: str, code: str, address: str) -> SecondStep:
+        """Check a code against a pending login (in the address's throttle turn; a wrong code
+        counts like a wrong password). On success the pending login is consumed."""
+        if not token:
+            return SecondStep(False, "The login expired; please log in again.", expired=True)
+        async with self.throttle.turn(address) as source:
+            pending = await self.db.run(attempt_pending, hash_token(token), MAX_CODE_ATTEMPTS)
+            if pending is None:
+                return SecondStep(False, "The login expired or had too many wrong codes; "
+                                  "please log in again.", expired=True)  # fmt: skip
+            kind = await self.mfa.check_code(pending.user_id, code)
+            if kind is None:
+                self.throttle.failed(source)
+                log.warning("login: wrong second-factor code for user %d", pending.user_id)
+                await audit.record(self.db, audit.entry(
+                    "anonymous", "auth.login", f"user_id:{pending.user_id}", outcome="failed",
+                    detail="wrong or replayed second-factor code"))  # fmt: skip
+                left = MAX_CODE_ATTEMPTS - pending.attempts
+                if left <= 0:
+                    await self.db.run(consume_pending, hash_token(token))
+                    return SecondStep(False, "Wrong code, and no attempts left; please log in "
+                                      "again.", expired=True)  # fmt: skip
+                return SecondStep(False, f"Wrong or already used code ({left} attempt(s) left).")
+        return await self.finish_second_step(token, kind)
+
+    async def finish_second_step(self, token: str, kind: str) -> SecondStep:
+        """Consume the pending login (single use) once its second factor was proven."""
+        pending = await self.db.run(consume_pending, hash_token(token))
+        if pending is None:
+            return SecondStep(False, "The login expired; please log in again.", expired=True)
+        user = await self.db.run(get_user_by_id, pending.user_id)
+        if user is None or user.state != "active":
+            return SecondStep(False, "This account is disabled; ask an administrator.",
+                              expired=True)  # fmt: skip
+        return SecondStep(True, user=user, next_path=pending.next_path, kind=kind)
 
     async def rotate(self, token: str) -> str | None:
         """Replace ``token`` by a new one of the same family (after a privilege change); None
@@ -397,6 +592,7 @@ class Auth:
         return bool(token) and await self.db.run(consume_login_token, hash_token(token))
 
     async def prune(self) -> int:
+        await self.db.run(prune_pending)
         return await self.db.run(prune_sessions, self.idle_timeout)
 
     async def prune_periodically(
@@ -424,6 +620,13 @@ class Auth:
         parts = [f"{SESSION_COOKIE}={token}", "Path=/", "HttpOnly", "SameSite=Strict"]
         if max_age is not None:
             parts.append(f"Max-Age={max_age}")
+        if self.secure_cookies:
+            parts.append("Secure")
+        return "; ".join(parts)
+
+    def mfa_cookie(self, value: str, *, max_age: int = 300) -> str:
+        parts = [f"{MFA_COOKIE}={value}", "Path=/login", "HttpOnly", "SameSite=Strict",
+                 f"Max-Age={max_age}"]  # fmt: skip
         if self.secure_cookies:
             parts.append("Secure")
         return "; ".join(parts)
@@ -499,7 +702,11 @@ class AuthMiddleware:
             if session is None:
                 await deny_websocket(scope, send, 401, "unauthorized", "log in first")
                 return
-            if session.user.must_change_password or not _same_origin(scope):
+            if (
+                session.user.must_change_password
+                or session.mfa_at is None
+                or not _same_origin(scope)
+            ):
                 await deny_websocket(
                     scope, send, 403, "forbidden", "same-origin session with a changed password"
                 )
@@ -512,12 +719,23 @@ class AuthMiddleware:
         if session.user.must_change_password and path not in CHANGE_PATHS:
             await _refuse_until_changed(scope, send)
             return
+        if session.mfa_at is None and path not in ENROL_PATHS:
+            await _refuse_until_enrolled(scope, send)
+            return
         if scope["method"] in UNSAFE:
             checked = await self._check_csrf(scope, receive, send, session)
             if checked is None:
                 return
             receive = checked
-        await self.app(scope, receive, send)
+        recent = recent_mfa(session)
+        if not recent and REAUTH_ROUTES.match(f"{scope['method']} {path}"):
+            await _refuse_until_reauth(scope, send)
+            return
+        reset = _recent_mfa.set((recent, self.auth.settings.reauth_reboot_hosts))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _recent_mfa.reset(reset)
 
     async def _check_csrf(
         self, scope: Scope, receive: Receive, send: Send, session: Session
@@ -592,6 +810,50 @@ async def _refuse_until_changed(scope: Scope, send: Send) -> None:
     await send({"type": "http.response.start", "status": 303,
                 "headers": [(b"location", b"/password")]})  # fmt: skip
     await send({"type": "http.response.body", "body": b""})
+
+
+async def _refuse_until_enrolled(scope: Scope, send: Send) -> None:
+    if scope["path"].startswith("/api/") or scope["path"] == "/metrics":
+        await _send_json(scope, send, 403, "mfa_enrolment_required",
+                         "set up a second factor first (/mfa/setup)")  # fmt: skip
+        return
+    await send({"type": "http.response.start", "status": 303,
+                "headers": [(b"location", b"/mfa/setup")]})  # fmt: skip
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _refuse_until_reauth(scope: Scope, send: Send) -> None:
+    if scope["path"].startswith("/api/"):
+        await _send_json(scope, send, 403, "reauth_required",
+                         "confirm with your second factor first (POST /reauth with a code), "
+                         "then retry")  # fmt: skip
+        return
+    back = safe_next(_referer_path(scope))
+    target = "/security?" + urlencode({"next": back, "notice": REAUTH_NOTICE})
+    await send({"type": "http.response.start", "status": 303,
+                "headers": [(b"location", target.encode())]})  # fmt: skip
+    await send({"type": "http.response.body", "body": b""})
+
+
+REAUTH_NOTICE = "Confirm it is you with a code (needed within 5 minutes for this), then retry"
+
+
+def _referer_path(scope: Scope) -> str:
+    referer = header(scope, b"referer")
+    if not referer:
+        return "/"
+    parts = urlsplit(referer)
+    if parts.netloc and parts.netloc != header(scope, b"host"):
+        return "/"
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _locked_note(until: dt.datetime | None, before: dt.datetime | None) -> str:
+    """'; account locked until …' when this failure started a lock."""
+    now = dt.datetime.now(dt.UTC)
+    if until is None or until <= now or (before is not None and before > now):
+        return ""
+    return f"; account locked until {until:%Y-%m-%d %H:%M:%S%z}"
 
 
 def _rid(scope: Scope) -> str:

@@ -228,6 +228,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("post", "/api/v1/users/{user_id}/reset-password"): Operation(
         "Set a one-time password (sessions end)", 200, m.PasswordReset
     ),
+    ("post", "/api/v1/users/{user_id}/reset-mfa"): Operation(
+        "Remove a user's second factors (sessions end; the next login enrols again)",
+        200,
+        m.SessionsRevoked,
+    ),
     ("get", "/api/v1/users/{user_id}/sessions"): Operation(
         "Live sessions (admins, or oneself)", 200, m.Sessions
     ),

@@ -13,9 +13,18 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from storage import GroupItem, SessionItem, UserItem
+from storage import GroupItem, SessionItem, UserItem, delete_session
 
-from .auth import LOGIN_COOKIE, SESSION_COOKIE, Busy, Outcome, safe_next, same_token
+from . import audit
+from .auth import (
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    Busy,
+    Outcome,
+    hash_token,
+    safe_next,
+    same_token,
+)
 from .authz import Action, require, scope_changed
 from .forms import fields
 from .handle import HandleError, Missing
@@ -139,10 +148,19 @@ class AccountPages:
                 403,
             )
         agent = request.headers.get("user-agent", "")
+        if await self.auth.mfa.has_factor(result.user.id):  # the second step, then a session
+            pending = await self.auth.begin_pending(
+                result.user, address, agent, safe_next(form.get("next"))
+            )
+            response = RedirectResponse("/login/mfa", status_code=303)
+            response.headers.append("set-cookie", self.auth.mfa_cookie(pending))
+            return response
         previous = request.cookies.get(SESSION_COOKIE, "")
         if previous:  # the browser's earlier session (of whichever user) ends: a new family
             await self.auth.end_session(previous)
-        token, _ = await self.auth.start_session(result.user, address, agent)
+        token, _ = await self.auth.start_session(
+            result.user, address, agent, audit_detail="no second factor yet: enrolment only"
+        )
         target = safe_next(form.get("next"))
         if result.user.must_change_password:
             target = "/password"
@@ -153,7 +171,10 @@ class AccountPages:
     async def logout(self, request: Request) -> Response:
         token = request.scope["state"].get("session_token", "")
         if token:
-            await self.auth.end_session(token)
+            session = request.scope["state"]["session"]
+            name = f"user:{session.user.username}"
+            await audit.audited(self.sys.db, audit.entry(name, "auth.logout", name),
+                                delete_session, hash_token(token))  # fmt: skip
             scope_changed(self.sys.db)  # the session's relay sockets close
         response = RedirectResponse("/login", status_code=303)
         response.headers.append("set-cookie", self.auth.session_cookie("", max_age=0))

@@ -48,6 +48,12 @@ class UsersApi:
         )
         return reply(m.PasswordReset, password=password)
 
+    async def reset_mfa(self, request: Request) -> Response:
+        _, ended = await users.reset_mfa(
+            self.sys, principal(request), self.auth, path_id(request, "user_id")
+        )
+        return reply(m.SessionsRevoked, revoked=ended)
+
     async def list_sessions(self, request: Request) -> Response:
         found = await users.sessions(self.sys, principal(request), path_id(request, "user_id"))
         return reply(m.Sessions, sessions=found)
@@ -88,6 +94,7 @@ class UsersApi:
             Route(one, self.update_user, methods=["PATCH"]),
             Route(one + "/unlock", self.unlock_user, methods=["POST"]),
             Route(one + "/reset-password", self.reset_password, methods=["POST"]),
+            Route(one + "/reset-mfa", self.reset_mfa, methods=["POST"]),
             Route(one + "/sessions", self.list_sessions, methods=["GET"]),
             Route(one + "/sessions", self.revoke_sessions, methods=["DELETE"]),
             Route(one + "/sessions/{session_id:int}", self.revoke_session, methods=["DELETE"]),

@@ -22,6 +22,7 @@ from simulator.catalog import generate_profile
 from simulator.enrol import enrol, enrolled_agent
 
 from ..conftest import make_tmp_dir
+from .login import log_in, read_banner
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
@@ -75,7 +76,7 @@ class EnrollingAgent:
 
 
 @pytest.fixture(scope="module")
-def demo() -> Iterator[tuple[str, str]]:
+def demo() -> Iterator[tuple[str, str, str]]:
     root = make_tmp_dir("pm-enrol-ui-")
     (root / "conf").mkdir()
     (root / "conf" / "patch-manager.toml").write_text(CONF)
@@ -86,17 +87,10 @@ def demo() -> Iterator[tuple[str, str]]:
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
         env={**os.environ, "PATCH_MANAGER_PG_FAST": "1"},
     )  # fmt: skip
-    url = password = ""
     assert process.stdout is not None
-    for line in process.stdout:
-        if "is running at " in line:
-            url = line.split("is running at ", 1)[1].strip()
-        if "with password " in line:
-            password = line.split("with password ", 1)[1].strip()
-            break
-    assert url and password, "the demo did not start"
+    url, password, secret = read_banner(process.stdout)
     try:
-        yield url, password
+        yield url, password, secret
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0
@@ -117,16 +111,13 @@ def page() -> Iterator[Page]:
 
 
 def test_an_agent_enrols_is_approved_in_the_browser_and_is_polled_healthy(
-    demo: tuple[str, str], page: Page, tmp_path: Path
+    demo: tuple[str, str, str], page: Page, tmp_path: Path
 ) -> None:
-    url, password = demo
+    url, password, secret = demo
     agent = EnrollingAgent(url.rstrip("/"), tmp_path / "agent")
     agent.thread.start()
     try:
-        page.goto(url + "login")
-        page.fill("#username", "admin")
-        page.fill("#password", password)
-        page.click("button[type=submit]")
+        log_in(page, url, "admin", password, secret)
         page.goto(url + "enrolments")
         row = page.locator("tr", has_text="browser-agent.example.com")
         for _ in range(50):  # the agent's request arrives within moments

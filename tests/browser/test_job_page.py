@@ -7,6 +7,7 @@ import datetime as dt
 
 from playwright.sync_api import Page, expect
 
+from .login import log_in
 from .test_ui import Demo, demo, page  # noqa: F401  (the demo process and the browser page)
 
 
@@ -16,9 +17,7 @@ def test_job_page_reaches_the_outcome_through_the_relay_without_a_reload_loop(
 ) -> None:
     page.goto(demo.url)
     if "/login" in page.url:
-        page.fill("#username", "admin")
-        page.fill("#password", demo.password)
-        page.click("button[type=submit]")
+        log_in(page, demo.url, "admin", demo.password, demo.totp)
         expect(page.locator("h1")).to_have_text("Fleet")
     page.goto(demo.url + "deploy?host_ids=2")
     page.check("input[name=schedule][value=now]")
@@ -39,9 +38,7 @@ def test_a_job_cancelled_elsewhere_shows_as_cancelled_on_an_open_job_page(
     """No row of this job changes (nothing ran): only the pushed roll-up can tell the page."""
     page.goto(demo.url)
     if "/login" in page.url:  # run alone
-        page.fill("#username", "admin")
-        page.fill("#password", demo.password)
-        page.click("button[type=submit]")
+        log_in(page, demo.url, "admin", demo.password, demo.totp)
         expect(page.locator("h1")).to_have_text("Fleet")
     # A one-time window for host 3 opening tomorrow: the deployment waits for it.
     opens = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=1)

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
 import trio
 from playwright.sync_api import Page, WebSocket, expect, sync_playwright
@@ -22,11 +23,13 @@ from web.handle import SystemHandle
 
 from ..web.conftest import WebRig, web_rig  # noqa: F401  (the in-process application)
 from ..web.test_relay import serve
+from .login import log_in
 
 pytestmark = pytest.mark.timeout(180)
 
 CHROMIUM = Path("/usr/bin/chromium")
 PASSWORD = "operator-browser-password-1"
+SECRET = pyotp.random_base32()  # operator1's authenticator app
 PAGES = ["/", "/hosts", "/jobs", "/windows", "/groups", "/deploy"]
 
 
@@ -51,11 +54,7 @@ def browse_as_operator(
             ws.on("framereceived", lambda f: frames.append(str(f)))
 
         page.on("websocket", opened)
-        page.goto(base + "/login")
-        page.fill("#username", "operator1")
-        page.fill("#password", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(lambda url: "/login" not in url)
+        log_in(page, base, "operator1", PASSWORD, SECRET)
         for path in [*PAGES, *(f"/hosts/{h['id']}" for h in mine)]:
             response = page.goto(base + path)
             assert response is not None
@@ -142,6 +141,7 @@ async def test_operator_sees_only_their_groups_hosts_on_every_page_and_in_live_e
     hashed = await web_rig.auth.hash_password(PASSWORD)
     user = await web_rig.db.run(create_user, "operator1", hashed, "operator")
     await web_rig.db.run(set_user_groups, user.id, [mine_group.id])
+    await web_rig.auth.mfa.enrol_known_totp(user.id, SECRET)
     base, stop = await serve(nursery, web_rig, pki)
     token = trio.lowlevel.current_trio_token()
     every = [h["id"] for side in hosts.values() for h in side]

@@ -13,6 +13,7 @@ from typing import Any
 import pypdf
 from playwright.sync_api import Page, expect
 
+from .login import log_in as log_in_as
 from .test_ui import CSP_RECORDER, Demo, demo, page, shot
 
 __all__ = ["demo", "page"]  # the module-scoped fixtures of test_ui, shared
@@ -21,9 +22,7 @@ __all__ = ["demo", "page"]  # the module-scoped fixtures of test_ui, shared
 def log_in(demo: Demo, page: Page) -> None:
     page.goto(demo.url)
     if "/login" in page.url:
-        page.fill("#username", "admin")
-        page.fill("#password", demo.password)
-        page.click("button[type=submit]")
+        log_in_as(page, demo.url, "admin", demo.password, demo.totp)
         expect(page.locator("h1")).to_have_text("Fleet")
 
 

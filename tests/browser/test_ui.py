@@ -22,6 +22,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from simulator import control
 
 from ..conftest import make_tmp_dir
+from .login import log_in, read_banner
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
@@ -49,6 +50,7 @@ class Demo:
     password: str
     data_dir: Path
     process: subprocess.Popen[str]
+    totp: str = ""  # the demo admin's authenticator secret (printed in the banner)
 
 
 @pytest.fixture(scope="module")
@@ -81,17 +83,10 @@ def demo() -> Iterator[Demo]:
         cwd=REPO,
         env={**os.environ, "PATCH_MANAGER_PG_FAST": "1"},
     )
-    url = password = ""
     assert process.stdout is not None
-    for line in process.stdout:  # the banner: URL first, then the one-time password
-        if "is running at " in line:
-            url = line.split("is running at ", 1)[1].strip()
-        if "with password " in line:
-            password = line.split("with password ", 1)[1].strip()
-            break
-    assert url and password, "the demo did not start"
+    url, password, secret = read_banner(process.stdout)  # URL, password, TOTP secret
     try:
-        yield Demo(url, password, root / "data", process)
+        yield Demo(url, password, root / "data", process, secret)
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0
@@ -132,9 +127,7 @@ def test_login_and_dashboard_with_the_demo_fleet(demo: Demo, page: Page) -> None
     page.fill("#password", "wrong password")
     page.click("button[type=submit]")
     expect(page.locator(".error")).to_contain_text("Wrong user name or password")
-    page.fill("#username", "admin")
-    page.fill("#password", demo.password)
-    page.click("button[type=submit]")
+    log_in(page, demo.url, "admin", demo.password, demo.totp)
     expect(page.locator("h1")).to_have_text("Fleet")
     expect(page.locator("#live-status")).to_have_text("live")
     expect(page.locator('[data-count="healthy"]')).to_have_text("8", timeout=30_000)
@@ -279,9 +272,7 @@ def test_every_page_works_under_the_csp_without_console_errors(demo: Demo, page:
 
     page.goto(demo.url)
     if "/login" in page.url:  # run alone
-        page.fill("#username", "admin")
-        page.fill("#password", demo.password)
-        page.click("button[type=submit]")
+        log_in(page, demo.url, "admin", demo.password, demo.totp)
         expect(page.locator("h1")).to_have_text("Fleet")
     visit("/")
     expect(page.locator("#live-status")).to_have_text("live")  # the WebSocket under the CSP

@@ -26,6 +26,7 @@ class ServerProcess:
         self.data_dir = data_dir
         self.url = ""
         self.admin_password = ""  # printed on the first start only
+        self.totp_secret = ""  # the admin's authenticator app (tests.process.sessions)
         self.logs: list[dict[str, Any]] = []
         self._log_event = trio.Event()
         self._ready = trio.Event()

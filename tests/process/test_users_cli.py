@@ -10,7 +10,7 @@ import httpx2
 import pytest
 import trio
 
-from .sessions import logged_in
+from .sessions import enrol_totp, logged_in
 from .test_hosts_cli import cli, text
 
 pytestmark = pytest.mark.timeout(120)
@@ -70,6 +70,8 @@ async def test_operator_created_from_the_cli_changes_password_and_sees_only_thei
                 },
             )
             assert changed.status_code == 303, changed.text
+            assert (await oli.get("api/v1/hosts")).status_code == 403  # no second factor yet
+            await enrol_totp(oli)
             hosts = (await oli.get("api/v1/hosts")).json()["hosts"]
             assert [h["name"] for h in hosts] == ["127.216.0.1"]
 

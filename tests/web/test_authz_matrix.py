@@ -89,6 +89,25 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("POST", "/password"): Entry(ALL, form=WRONG, expect=REFUSED),
     ("POST", "/api/v1/profile/password"): Entry(ALL, json=WRONG, expect=REFUSED),
     ("GET", "/profile"): Entry(ALL),
+    # -- second factor: the login's second step is public (no login in progress here: back to
+    # the password, 400 for the JSON ceremonies); enrolment, Security and re-authentication
+    # are every user's own
+    ("GET", "/login/mfa"): Entry(ALL, expect=frozenset({303})),
+    ("POST", "/login/mfa"): Entry(ALL, form={"code": "000000"}),
+    ("POST", "/login/webauthn/options"): Entry(ALL, json={}, expect=frozenset({400})),
+    ("POST", "/login/webauthn"): Entry(ALL, json={}, expect=frozenset({400})),
+    ("GET", "/mfa/setup"): Entry(ALL),
+    ("POST", "/mfa/totp"): Entry(ALL, form={"code": "000000"}, expect=REFUSED),
+    ("POST", "/mfa/webauthn/options"): Entry(ALL, json={}),
+    ("POST", "/mfa/webauthn"): Entry(ALL, json={}, expect=REFUSED),
+    ("GET", "/security"): Entry(ALL),
+    ("POST", "/security/recovery-codes"): Entry(ALL, form={}, expect=frozenset({200})),
+    # the only factor: refused (a second factor is mandatory)
+    ("POST", "/security/totp/remove"): Entry(ALL, form={}, expect=frozenset({409})),
+    ("POST", "/security/webauthn/remove"): Entry(
+        ALL, form={"credential_id": "1"}, expect=frozenset({409})
+    ),
+    ("POST", "/reauth"): Entry(ALL, form={"code": "000000"}, expect=REFUSED),
     # someone else's session id: "that session had ended already" (only one's own are revoked)
     ("POST", "/profile/sessions/{session_id:int}/revoke"): Entry(ALL, form={}),
     ("POST", "/profile/time-zone"): Entry(ALL, form={"time_zone": "Europe/Berlin"}),
@@ -99,6 +118,7 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("PATCH", "/api/v1/users/{user_id:int}"): Entry(ADMIN, json={"role": "auditor"}, fresh=True),
     ("POST", "/api/v1/users/{user_id:int}/unlock"): Entry(ADMIN, json={}, fresh=True),
     ("POST", "/api/v1/users/{user_id:int}/reset-password"): Entry(ADMIN, json={}, fresh=True),
+    ("POST", "/api/v1/users/{user_id:int}/reset-mfa"): Entry(ADMIN, json={}, fresh=True),
     ("GET", "/api/v1/users/{user_id:int}/sessions"): Entry(ADMIN),
     ("DELETE", "/api/v1/users/{user_id:int}/sessions"): Entry(ADMIN, fresh=True),
     ("DELETE", "/api/v1/users/{user_id:int}/sessions/{session_id:int}"): Entry(ADMIN, fresh=True),
@@ -112,6 +132,7 @@ MATRIX: dict[tuple[str, str], Entry] = {
         ADMIN, form={}, fresh=True, expect=frozenset({200})
     ),  # the page with the one-time password
     ("POST", "/users/{user_id:int}/revoke-sessions"): Entry(ADMIN, form={}, fresh=True),
+    ("POST", "/users/{user_id:int}/reset-mfa"): Entry(ADMIN, form={}, fresh=True),
     ("POST", "/users/{user_id:int}/sessions/{session_id:int}/revoke"): Entry(
         ADMIN, form={}, fresh=True
     ),

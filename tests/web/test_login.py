@@ -13,7 +13,7 @@ import trio
 
 from web.auth import SESSION_COOKIE, Busy, HashLimiter, Throttle, throttle_delay
 
-from .conftest import WebRig, assert_envelope, login
+from .conftest import WebRig, assert_envelope, enrol_totp, login, second_step
 
 STRONG = "violet otter jumps quietly 42"
 
@@ -52,8 +52,9 @@ async def make_user(admin: httpx2.AsyncClient, name: str, role: str = "operator"
 
 
 async def first_login(client: httpx2.AsyncClient, name: str, one_time: str) -> str:
-    """Log in with a one-time password and choose ``STRONG``; returns the CSRF token."""
-    response = await post_login(client, name, one_time)
+    """Log in with a one-time password, choose ``STRONG`` and enrol an authenticator app (a
+    second factor is mandatory); returns the CSRF token."""
+    response = await second_step(client, await post_login(client, name, one_time), name)
     assert response.status_code == 303 and response.headers["location"] == "/password"
     page = await client.get("/password")
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
@@ -63,6 +64,8 @@ async def first_login(client: httpx2.AsyncClient, name: str, one_time: str) -> s
         data={"csrf_token": csrf[1], "current_password": one_time, "new_password": STRONG},
     )
     assert changed.status_code == 303, changed.text
+    if (await client.get("/")).headers.get("location") == "/mfa/setup":
+        await enrol_totp(client, name)
     return csrf[1]
 
 
@@ -144,6 +147,9 @@ async def test_forced_change_blocks_everything_until_the_password_is_changed(
     assert done.status_code == 303
     new_token = browser.cookies[SESSION_COOKIE]
     assert new_token != old_token  # rotated at the privilege change
+    # Then the second factor: nothing else until one is enrolled.
+    assert_envelope(await browser.get("/api/v1/hosts"), 403, "mfa_enrolment_required")
+    await enrol_totp(browser, "newbie")
     assert (await browser.get("/api/v1/hosts")).status_code == 200
 
 
@@ -182,7 +188,7 @@ async def test_a_login_gets_a_new_token_and_ends_the_browsers_earlier_session(
     web_rig: WebRig, client: httpx2.AsyncClient, clients: list[httpx2.AsyncClient]
 ) -> None:
     earlier = client.cookies[SESSION_COOKIE]
-    again = await post_login(client, "admin", web_rig.password)
+    again = await second_step(client, await post_login(client, "admin", web_rig.password), "admin")
     assert again.status_code == 303
     assert client.cookies[SESSION_COOKIE] != earlier
     clients[0].cookies.set(SESSION_COOKIE, earlier)
@@ -201,6 +207,7 @@ async def test_reusing_a_rotated_session_token_revokes_the_whole_family(
     assert csrf is not None
     change = {"csrf_token": csrf[1], "current_password": one_time, "new_password": STRONG}
     await browser.post("/password", data=change)
+    await enrol_totp(browser, "rotor")
     assert (await browser.get("/api/v1/hosts")).status_code == 200
     thief.cookies.set(SESSION_COOKIE, stolen)
     assert (await thief.get("/api/v1/hosts")).status_code == 401
@@ -219,6 +226,7 @@ async def test_reusing_a_rotated_token_hours_later_after_a_prune_still_revokes_t
     assert csrf is not None
     change = {"csrf_token": csrf[1], "current_password": one_time, "new_password": STRONG}
     await browser.post("/password", data=change)
+    await enrol_totp(browser, "rotor2")
     # Hours pass: the rotated row was last seen at its rotation, far beyond the idle timeout.
     await web_rig.db.run(
         lambda c: c.execute(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import ssl
 from functools import partial
 from typing import Any
@@ -19,7 +18,7 @@ from simulator import Fleet
 from web import WebListener, serve_web
 
 from ..conftest import Pki, fleet_addresses
-from .conftest import CONF, WebRig
+from .conftest import CONF, WebRig, login
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,13 +38,7 @@ async def serve(nursery: trio.Nursery, rig: WebRig, pki: Pki) -> tuple[str, trio
 
 async def session_cookie(base: str, rig: WebRig, pki: Pki) -> str:
     async with httpx2.AsyncClient(verify=browser_context(pki), base_url=base) as http:
-        page = await http.get("/login")
-        token = re.search(r'name="login_token" value="([^"]+)"', page.text)
-        assert token is not None
-        response = await http.post(
-            "/login", data={"username": "admin", "password": rig.password, "login_token": token[1]}
-        )
-        assert response.status_code == 303
+        await login(http, rig.password)
         return str(http.cookies["pm_session"])
 
 

@@ -25,7 +25,7 @@ from storage import insert_host
 from web import WebListener, serve_web
 
 from ..conftest import Pki
-from .conftest import WebRig
+from .conftest import WebRig, login
 from .test_relay import browser_context
 
 pytestmark = pytest.mark.timeout(120)
@@ -52,17 +52,8 @@ NOT_HERE = ("get_health",)
 async def logged_in(base: str, rig: WebRig, pki: Pki) -> tuple[str, str]:
     """A session cookie and its CSRF token, through the login form."""
     async with httpx2.AsyncClient(verify=browser_context(pki), base_url=base) as http:
-        page = await http.get("/login")
-        token = re.search(r'name="login_token" value="([^"]+)"', page.text)
-        assert token is not None
-        response = await http.post(
-            "/login", data={"username": "admin", "password": rig.password, "login_token": token[1]}
-        )
-        assert response.status_code == 303
-        dashboard = await http.get("/")
-        csrf = re.search(r'name="csrf-token" content="([^"]+)"', dashboard.text)
-        assert csrf is not None
-        return str(http.cookies["pm_session"]), csrf[1]
+        csrf = await login(http, rig.password)
+        return str(http.cookies["pm_session"]), csrf
 
 
 async def seed(base: str, pki: Pki, cookie: str, csrf: str) -> None:

@@ -27,6 +27,7 @@ from storage import (
 from storage.jobs import AttemptRow, job_attempts
 
 from .. import audit
+from ..auth import require_recent_mfa
 from ..authz import Action, require, scope_of
 from ..handle import InvalidInput, Missing
 from ..models import MAX_SELECTION, HostSelection, JobCreate
@@ -104,6 +105,8 @@ async def create(sys: System, who: Principal, data: JobCreate) -> tuple[int, int
     found = await resolve(sys, who, data)
     if not found.host_ids:
         raise InvalidInput("hosts", "no host matches the selection")
+    if data.schedule == "now" and (data.kind == "reboot" or data.allow_reboot):
+        require_recent_mfa(reboot_hosts=len(found.host_ids))  # many at once: reauth_required
     _confirm_everything(data, found)
     spec = spec_of(data, who, await compute(sys, data, found.host_ids))
     job_id = await sys.handle.create_job(

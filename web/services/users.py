@@ -240,3 +240,19 @@ async def revoke_all(sys: System, who: Principal, user_id: int) -> int:
     )  # fmt: skip
     scope_changed(sys.db)
     return ended
+
+
+async def reset_mfa(sys: System, who: Principal, auth: Auth, user_id: int) -> tuple[UserItem, int]:
+    """Remove every second factor of a user (admins): the user's sessions end and the next
+    login enrols again. Returns the user and the number of sessions ended."""
+    require(who, Action.MANAGE_USERS)
+    before = await sys.db.run(get_user_by_id, user_id)
+    target = f"user:{before.username}" if before else f"user_id:{user_id}"
+    try:
+        ended = await auth.mfa.reset(
+            user_id, who.username, audit.entry(who, "user.mfa.reset", target)
+        )
+    except NotFound as exc:
+        raise Missing(str(exc)) from None
+    scope_changed(sys.db)
+    return await get(sys, who, user_id), ended
