@@ -117,6 +117,16 @@ class HostView:
         return Markup('<span class="badge {}">{}</span>').format(self.condition, self.condition)
 
 
+def current_condition(condition: str, stale_after: Any, now: dt.datetime) -> str:
+    """A snapshot's ``condition`` as of ``now``: ``healthy``/``degraded`` data past its
+    ``stale_after`` is ``stale`` (cheap: the dashboard counts thousands of hosts with it)."""
+    if condition in ("healthy", "degraded"):
+        at = parse_time(stale_after)
+        if at is not None and now > at:
+            return "stale"
+    return condition or "unknown"
+
+
 def host_view(
     live: Mapping[str, Any] | None,
     *,
@@ -133,11 +143,8 @@ def host_view(
         if last_seen is None or health == "pending":
             return HostView("unknown", "never contacted", "no data yet", False)
         return HostView(health, reason, f"last seen {age(last_seen, now)}", True, True)
-    condition = str(live.get("condition") or "unknown")
-    stale_at = parse_time(live.get("stale_after"))
+    condition = current_condition(str(live.get("condition") or ""), live.get("stale_after"), now)
     health_as_of = parse_time(live.get("health_as_of"))
-    if condition in ("healthy", "degraded") and stale_at is not None and now > stale_at:
-        condition = "stale"
     parts: list[str] = []
     failing = parse_time(live.get("failing_since"))
     if condition == "unknown":

@@ -36,6 +36,7 @@ from .freshness import (
     HostView,
     UserZones,
     age,
+    current_condition,
     duration,
     host_view,
     time_tag,
@@ -206,8 +207,9 @@ class Pages:
         live = await hosts.actors(self.sys, who)
         if live:
             conditions = {}
+            now = dt.datetime.now(dt.UTC)
             for snapshot in live:
-                condition = host_view(to_json(snapshot), tz=base["tz"]).condition
+                condition = current_condition(snapshot.condition, snapshot.stale_after, now)
                 key = "pending" if condition == "unknown" else condition
                 conditions[key] = conditions.get(key, 0) + 1
         page = DashboardPage(

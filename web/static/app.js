@@ -41,9 +41,14 @@
   }
 
   // A host as every page shows it: mirrors web/freshness.py host_view (keep them in step).
+  function conditionOf(s) { // web/freshness.py current_condition
+    const condition = s.condition || "unknown";
+    if ((condition === "healthy" || condition === "degraded") && s.stale_after && Date.now() > Date.parse(s.stale_after)) return "stale";
+    return condition;
+  }
+
   function hostView(s) {
-    let condition = s.condition || "unknown";
-    if ((condition === "healthy" || condition === "degraded") && s.stale_after && Date.now() > Date.parse(s.stale_after)) condition = "stale";
+    const condition = conditionOf(s);
     const parts = [];
     if (condition === "unknown") parts.push("never contacted");
     else if (condition === "stale") parts.push("no successful poll since " + fmtClock(s.health_as_of));
@@ -63,14 +68,17 @@
   }
 
   function renderView(s) {
+    const id = s.host_id;
+    const els = document.querySelectorAll('[data-host-condition="' + id + '"], [data-host-why="' + id + '"], [data-host-ages="' + id + '"]');
+    if (!els.length) return; // not on this page: nothing to compute
     const v = hostView(s);
-    document.querySelectorAll('[data-host-condition="' + s.host_id + '"]').forEach(function (el) {
+    els.forEach(function (el) {
+      if (el.hasAttribute("data-host-why")) { if (el.textContent !== v.why) el.textContent = v.why; return; }
+      if (el.hasAttribute("data-host-ages")) { if (el.textContent !== v.ages) el.textContent = v.ages; return; }
       if (el.textContent === v.condition) return;
       el.textContent = v.condition; el.className = "badge " + v.condition;
       el.classList.remove("flash"); void el.offsetWidth; el.classList.add("flash");
     });
-    document.querySelectorAll('[data-host-why="' + s.host_id + '"]').forEach(function (el) { if (el.textContent !== v.why) el.textContent = v.why; });
-    document.querySelectorAll('[data-host-ages="' + s.host_id + '"]').forEach(function (el) { if (el.textContent !== v.ages) el.textContent = v.ages; });
   }
 
   function fmtDuration(value) {
@@ -117,7 +125,7 @@
     // By condition (never-contacted hosts under "pending"): a failing or stale host is not healthy.
     const totals = { healthy: 0, degraded: 0, failing: 0, stale: 0, unreachable: 0, pending: 0, paused: 0 };
     hosts.forEach(function (s) {
-      const c = hostView(s).condition, key = c === "unknown" ? "pending" : c;
+      const c = conditionOf(s), key = c === "unknown" ? "pending" : c;
       totals[key] = (totals[key] || 0) + 1;
     });
     Object.keys(totals).forEach(function (k) {
@@ -131,9 +139,9 @@
     if (!list || !previous) return;
     // Only what an operator acts on: a host's condition or its job's state changed (not every
     // poll's phase), each with its time.
-    const before = hostView(previous), now = hostView(snapshot);
     const jobMoved = snapshot.job_row && (snapshot.job_row !== previous.job_row || snapshot.job_state !== previous.job_state);
-    if (before.condition === now.condition && !jobMoved) return;
+    if (conditionOf(previous) === conditionOf(snapshot) && !jobMoved) return;
+    const before = hostView(previous), now = hostView(snapshot);
     if (list.firstElementChild && list.firstElementChild.classList.contains("muted")) list.innerHTML = "";
     const li = document.createElement("li");
     const at = new Date().toISOString();
@@ -264,7 +272,12 @@
     });
     window.addEventListener("pagehide", function () { leaving = true; });
     // Time passing publishes nothing: data ages grow and hosts turn stale here.
-    setInterval(function () { hosts.forEach(renderView); counts(); }, 5000);
+    setInterval(function () {
+      document.querySelectorAll("[data-host-condition]").forEach(function (el) {
+        const s = hosts.get(Number(el.dataset.hostCondition)); if (s) renderView(s);
+      });
+      counts();
+    }, 5000);
     if (csrf) connect();
   });
 })();
