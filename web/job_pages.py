@@ -387,4 +387,6 @@ class JobPages:
             Route("/blackouts", self.add_blackout, methods=["POST"]),
             Route("/blackouts/{blackout_id:int}/delete", self.remove_blackout, methods=["POST"]),
         ]
-        return [Route(r.path, self.p.zoned(r.endpoint), methods=r.methods) for r in routes]
+        return [
+            Route(r.path, self.p.zoned(r.endpoint), methods=r.methods, name=r.name) for r in routes
+        ]

@@ -502,7 +502,9 @@ class Pages:
             Route("/ca/root.crt", self.root_ca, methods=["GET"]),
             Route("/profile/time-zone", self.save_time_zone, methods=["POST"]),
         ]
-        return [Route(r.path, self.zoned(r.endpoint), methods=r.methods) for r in routes]
+        return [
+            Route(r.path, self.zoned(r.endpoint), methods=r.methods, name=r.name) for r in routes
+        ]
 
 
 @pass_context
