@@ -4,8 +4,15 @@ On connect the client gets ``{"type": "snapshot", "hosts": [...]}``, then one
 ``{"type": "change", "host": {...}}`` or ``{"type": "removed", "host_id": N}`` per change.
 A client may ask ``{"action": "watch_scan", "scan_id": N}`` to get ``{"type": "scan", ...}``
 progress messages; a socket follows one scan at a time (a new ``watch_scan`` replaces the
-previous one, so a client cannot pile up followers). A client that cannot keep up is
-disconnected (close code 1013) and reconnects for a fresh snapshot; it never slows the actors.
+previous one, so a client cannot pile up followers).
+
+Coalescing: a socket never holds a queue of changes. Each keeps the latest change per host not
+yet sent (a dirty set) and sends it at most every ``flush_every`` seconds, so a slow browser gets
+fewer, newer updates instead of falling behind; it never slows the actors. Should a burst
+outrun even the collecting task (the fleet's subscription buffer overflows), the socket
+subscribes again and sends one fresh ``snapshot`` (the page replaces its state), without a
+reconnect. Each host's JSON is serialised once per state for every socket (``_host_text``).
+Only a socket whose send blocks for ``SEND_TIMEOUT`` is closed (1013, "too slow").
 At shutdown ``close_all()`` ends every socket with a close frame (1001, going away), so that
 browsers reconnect instead of seeing a dropped connection.
 
@@ -51,6 +58,31 @@ GOING_AWAY = 1001
 NOT_ALLOWED = 4403
 LOGGED_OUT = 4401  # the socket's session ended (logout, revoked, expired, rotated)
 RECHECK_EVERY = 30.0  # seconds: a socket re-checks its session and scope at least this often
+FLUSH_EVERY = 0.1  # seconds: a socket sends its coalesced changes at most this often
+
+
+class _Dirty:
+    """The changes a socket has not sent yet: the latest one per host (newer replace older),
+    or ``resync``: send a whole fresh snapshot instead."""
+
+    def __init__(self) -> None:
+        self.latest: dict[int, Any] = {}
+        self.resync = False
+        self.ready = trio.Event()
+
+    def put(self, change: Any) -> None:
+        self.latest[change.snapshot.host_id] = change
+        self.ready.set()
+
+    def start_over(self) -> None:
+        self.latest.clear()
+        self.resync = True
+        self.ready.set()
+
+    def take(self) -> tuple[list[Any], bool]:
+        batch, resync = list(self.latest.values()), self.resync
+        self.latest, self.resync, self.ready = {}, False, trio.Event()
+        return batch, resync
 
 
 class _Subscriber:
@@ -90,7 +122,10 @@ class Relay:
         self.operators_see_ungrouped = operators_see_ungrouped
         self.buffer = buffer
         self.connected = 0
-        self.dropped = 0
+        self.dropped = 0  # sockets closed because a send blocked for SEND_TIMEOUT
+        self.resyncs = 0  # fresh snapshots sent after a burst outran a socket's collector
+        self.flush_every = FLUSH_EVERY
+        self._texts: dict[int, tuple[Any, str]] = {}  # host id -> (state, its JSON)
         self.followers = 0  # scan followers running, over every socket
         self._closing = trio.Event()
         self._disconnected = trio.Event()
@@ -123,40 +158,21 @@ class Relay:
             generation = authz.scope_generation(self.db)
             token = websocket.scope.get("state", {}).get("session_token", "")
             sub = _Subscriber(who, token, generation)
-            with self.handle.subscribe(self.buffer) as changes:
+            with self.handle.subscribe(self._subscription_buffer()) as changes:
                 await self._load_visible(sub)
-                snapshots = [s for s in self.handle.snapshots() if sub.sees(s.host_id)]
-                await websocket.send_text(
-                    json.dumps({"type": "snapshot", "hosts": to_json(snapshots)})
-                )
+                await websocket.send_text(self._snapshot_text(sub))
+                dirty = _Dirty()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._listen, websocket, nursery, sub)
                     nursery.start_soon(self._follow_scope, websocket, sub, generation, nursery)
+                    nursery.start_soon(self._collect, changes, dirty)
                     with trio.CancelScope() as forwarding:
                         nursery.start_soon(self._forward_until_closing, forwarding)
-                        async for change in changes:
-                            # A scope change was announced and its re-read is pending: wait
-                            # for it, so that a host that just left is not forwarded.
-                            while authz.scope_generation(self.db) != sub.generation:
-                                await sub.reloaded.wait()
-                            host_id = change.snapshot.host_id
-                            if not sub.sees(host_id):
-                                continue
-                            if change.removed and sub.visible is not None:
-                                sub.visible.discard(host_id)
-                            message = (
-                                {"type": "removed", "host_id": host_id}
-                                if change.removed
-                                else {"type": "change", "host": to_json(change.snapshot)}
-                            )
-                            with trio.move_on_after(SEND_TIMEOUT) as scope:
-                                await websocket.send_text(json.dumps(message))
-                            if scope.cancelled_caught:
-                                break
+                        await self._forward(websocket, sub, dirty)
                     if forwarding.cancelled_caught:  # shutting down
                         with trio.move_on_after(SEND_TIMEOUT):
                             await websocket.close(code=GOING_AWAY, reason="server shutting down")
-                    else:  # the subscription ended: this client lagged too far behind
+                    else:  # a send blocked for SEND_TIMEOUT: the client is gone or stuck
                         self.dropped += 1
                         await websocket.close(code=1013, reason="too slow; reconnect")
                     nursery.cancel_scope.cancel()
@@ -166,6 +182,72 @@ class Relay:
             self.connected -= 1
             self._disconnected.set()
             self._disconnected = trio.Event()
+
+    def _subscription_buffer(self) -> int:
+        """Room for two changes of every host between two runs of a socket's collector (a
+        channel's buffer costs memory only while it holds changes)."""
+        return max(self.buffer, 2 * len(self.handle.snapshots()))
+
+    def _host_text(self, snapshot: Any) -> str:
+        """A host state's JSON, serialised once for every socket (states are immutable: a
+        new state is a new object)."""
+        cached = self._texts.get(snapshot.host_id)
+        if cached is not None and cached[0] is snapshot:
+            return cached[1]
+        text = json.dumps(to_json(snapshot))
+        self._texts[snapshot.host_id] = (snapshot, text)
+        return text
+
+    def _snapshot_text(self, sub: _Subscriber) -> str:
+        snapshots = self.handle.snapshots()
+        current = {s.host_id for s in snapshots}
+        for host_id in [h for h in self._texts if h not in current]:
+            del self._texts[host_id]  # removed hosts
+        hosts = ", ".join(self._host_text(s) for s in snapshots if sub.sees(s.host_id))
+        return '{"type": "snapshot", "hosts": [' + hosts + "]}"
+
+    async def _collect(self, changes: trio.MemoryReceiveChannel[Any], dirty: _Dirty) -> None:
+        """Fold every change into the socket's dirty set (never waits for the socket). If the
+        subscription ends (a burst overflowed its buffer before this task ran), subscribe
+        again and have a fresh snapshot sent."""
+        async for change in changes:
+            dirty.put(change)
+        while True:
+            self.resyncs += 1
+            with self.handle.subscribe(self._subscription_buffer()) as again:
+                dirty.start_over()
+                async for change in again:
+                    dirty.put(change)
+
+    async def _forward(self, websocket: WebSocket, sub: _Subscriber, dirty: _Dirty) -> None:
+        """Send the dirty set at most every ``flush_every`` seconds; return if a send blocks
+        for ``SEND_TIMEOUT``."""
+        while True:
+            await dirty.ready.wait()
+            # A scope change was announced and its re-read is pending: wait for it, so that
+            # a host that just left is not forwarded.
+            while authz.scope_generation(self.db) != sub.generation:
+                await sub.reloaded.wait()
+            batch, resync = dirty.take()
+            texts = [self._snapshot_text(sub)] if resync else []
+            for change in [] if resync else batch:
+                host_id = change.snapshot.host_id
+                if not sub.sees(host_id):
+                    continue
+                if change.removed:
+                    self._texts.pop(host_id, None)
+                    if sub.visible is not None:
+                        sub.visible.discard(host_id)
+                    texts.append(json.dumps({"type": "removed", "host_id": host_id}))
+                else:
+                    host = self._host_text(change.snapshot)
+                    texts.append('{"type": "change", "host": ' + host + "}")
+            for text in texts:
+                with trio.move_on_after(SEND_TIMEOUT) as scope:
+                    await websocket.send_text(text)
+                if scope.cancelled_caught:
+                    return
+            await trio.sleep(self.flush_every)
 
     async def watch_notifications(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
