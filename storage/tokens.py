@@ -306,3 +306,8 @@ def add_signing_key(conn: psycopg.Connection[Any], key: SigningKey) -> None:
         (key.kid, key.public_pem, key.private_sealed, key.created_at, key.sign_until,
          key.retire_at),
     )  # fmt: skip
+
+
+def delete_retired_keys(conn: psycopg.Connection[Any], now: dt.datetime) -> int:
+    """Forget keys retired before ``now`` (nothing they signed verifies any more)."""
+    return conn.execute("DELETE FROM jwt_signing_keys WHERE retire_at <= %s", (now,)).rowcount

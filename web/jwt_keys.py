@@ -27,7 +27,7 @@ from jwt.algorithms import ECAlgorithm
 from ca import Sealer
 from ca.keys import SealError
 from storage import Database
-from storage.tokens import SigningKey, add_signing_key, signing_keys
+from storage.tokens import SigningKey, add_signing_key, delete_retired_keys, signing_keys
 
 ISSUER = "patch-manager"
 AUDIENCE = "patch-manager-api"
@@ -102,6 +102,7 @@ class KeyRing:
         key = SigningKey(kid, public.decode(), self.sealer.seal(pem), now, now + SIGN_FOR,
                          now + SIGN_FOR + OVERLAP)  # fmt: skip
         await self.db.run(add_signing_key, key)
+        await self.db.run(delete_retired_keys, now)
         await self._keys()
         return kid, private
 

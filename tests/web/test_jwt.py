@@ -171,6 +171,12 @@ async def test_old_signing_key_verifies_until_it_retires_after_rotation(
     assert claims["exp"] < clock.now.timestamp()
     with pytest.raises(InvalidJwt, match="unknown or retired signing key"):
         await tokens.keys.verify(late["access_token"])
+    # the next rotation forgets retired keys
+    await tokens.keys.rotate()
+    stored = await web_rig.db.run(
+        lambda c: [r[0] for r in c.execute("SELECT kid FROM jwt_signing_keys").fetchall()]
+    )
+    assert old_kid not in stored and new_kid in stored
 
 
 async def test_refresh_token_rotates_on_use_and_a_reused_one_revokes_the_whole_family(
