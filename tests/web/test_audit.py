@@ -272,3 +272,44 @@ async def test_the_audit_page_shows_entries_and_the_verify_button_reports(
     assert "verifies" in done.headers["location"]
     again = await client.get("/audit")
     assert 'id="verify-status" class="healthy"' in again.text
+
+
+async def test_certificate_and_enrolment_actions_are_recorded_with_their_actors(
+    web_rig: WebRig, client: httpx2.AsyncClient, pki: Any
+) -> None:
+    from patch_manager.runtime import record_certificates
+
+    from .test_pki_enrol import agent_client, request_for
+
+    issued = pki.ca.issue_agent(["audit1.example.com"])
+    await record_certificates(web_rig.db, [issued.record])
+    serial = issued.record.serial_hex
+    await ok(await client.post("/api/v1/certificates/revoke", json={"serial": serial}))
+    renewed = await ok(await client.post("/api/v1/certificates/renew", json={"kind": "web_server"}))
+    tokens, ids = [], []
+    for n, machine in enumerate(("m-audit-1", "m-audit-2")):
+        async with agent_client(web_rig, f"127.0.0.{60 + n}") as agent:
+            asked = await agent.post(
+                "/api/v1/enroll", json=request_for(fleet_addresses(1), machine)
+            )
+            assert asked.status_code == 202, asked.text
+            tokens.append(asked.json()["polling_token"])
+    pending = (await ok(await client.get("/api/v1/enrolments")))["enrolments"]
+    ids = sorted(e["id"] for e in pending)
+    approved = await ok(await client.post(f"/api/v1/enrolments/{ids[0]}/approve"))
+    await ok(await client.post(f"/api/v1/enrolments/{ids[1]}/deny"))
+    async with agent_client(web_rig, "127.0.0.70") as agent:
+        bundle = (await agent.get(f"/api/v1/enroll/status/{tokens[0]}")).json()
+    assert bundle["status"] == "approved"
+
+    def of(action: str, got: list[Any]) -> list[tuple[str, str]]:
+        return [(e.actor, e.target) for e in got if e.action == action]
+
+    got = await entries(web_rig)
+    assert of("certificate.revoke", got) == [("user:admin", f"certificate:{serial}")]
+    assert of("certificate.renew", got) == [("user:admin", f"certificate:{renewed['serial']}")]
+    assert of("enrolment.approve", got) == [("user:admin", f"enrolment:{ids[0]}")]
+    assert of("enrolment.deny", got) == [("user:admin", f"enrolment:{ids[1]}")]
+    assert of("host.add", got) == [("user:admin", f"host:{approved['host_id']}")]
+    (issue,) = [e for e in got if e.action == "certificate.issue"]
+    assert issue.actor == "system" and issue.after["enrolment_id"] == ids[0]
