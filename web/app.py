@@ -60,6 +60,7 @@ from .sso_api import SsoApi
 from .sso_pages import SsoPages
 from .tokens import Tokens
 from .tokens_api import TokensApi
+from .tokens_pages import TokenPages
 from .user_pages import AccountPages
 from .users_api import UsersApi
 
@@ -255,6 +256,7 @@ def create_app(
         *AuditApi(handle, db).routes(),
         *AuditPages(pages).routes(),
         *TokensApi(tokens).routes(),
+        *TokenPages(pages, tokens).routes(),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
     app = WebApp(

@@ -329,6 +329,11 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("DELETE", "/api/v1/tokens/{token_id:int}"): Entry(ALL),  # the caller's own token
     ("POST", "/api/v1/auth/token"): Entry(ALL, json={"grant_type": "password"}, expect=REFUSED),
     ("GET", "/api/v1/auth/jwks.json"): Entry(ALL),
+    ("GET", "/tokens"): Entry(ALL),
+    ("POST", "/tokens"): Entry(
+        ALL, form={"name": "matrix", "scope": "read"}, expect=frozenset({201})
+    ),  # the page with the new token, shown once
+    ("POST", "/tokens/{token_id:int}/revoke"): Entry(ALL, form={}),  # the caller's own token
 }
 
 WINDOW = {

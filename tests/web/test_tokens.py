@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from web.handle import InvalidInput
 from web.tokens import Tokens
 
 from ..conftest import Pki
-from .conftest import WebRig, login
+from .conftest import WebRig, form_token, login
 from .test_relay import browser_context, serve
 
 pytestmark = pytest.mark.timeout(120)
@@ -349,3 +350,38 @@ async def test_live_socket_refuses_a_bearer_token_over_tls(
         assert rejected.value.status_code == 403
     finally:
         stop.set()
+
+
+async def test_tokens_page_creates_shows_the_secret_once_lists_and_revokes(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    profile = await client.get("/profile")
+    assert 'href="/tokens"' in profile.text
+    page = await client.get("/tokens")
+    assert page.status_code == 200
+    csrf = form_token(page.text)
+    unnamed = await client.post("/tokens", data={"csrf_token": csrf, "name": "", "scope": "read"})
+    assert unnamed.status_code == 422
+    assert 'id="token-name-error">' in unnamed.text
+    bad = await client.post(
+        "/tokens", data={"csrf_token": csrf, "name": "x", "scope": "read", "expires_days": "999"}
+    )
+    assert bad.status_code == 422
+    assert 'id="token-days-error">between 1 and 90 days' in bad.text
+    assert 'value="x"' in bad.text  # the input is kept
+    created = await client.post(
+        "/tokens",
+        data={"csrf_token": csrf, "name": "grafana", "scope": "read", "expires_days": "10"},
+    )
+    assert created.status_code == 201, created.text
+    secret = re.search(r'id="token-secret">(pm_[^<]+)<', created.text)
+    assert secret is not None
+    listed = await client.get("/tokens")
+    assert secret[1] not in listed.text
+    assert "grafana" in listed.text and secret[1][:9] in listed.text
+    (item,) = (await client.get("/api/v1/tokens")).json()["tokens"]
+    async with bearer(web_rig.app, secret[1]) as http:
+        assert (await http.get("/api/v1/hosts")).status_code == 200
+        revoked = await client.post(f"/tokens/{item['id']}/revoke", data={"csrf_token": csrf})
+        assert revoked.status_code == 303
+        assert (await http.get("/api/v1/hosts")).status_code == 401
