@@ -54,3 +54,32 @@ def test_a_host_going_down_turns_failing_live_and_comes_back_without_a_refresh(
     expect(why).not_to_contain_text("poll failing")
     assert loads == []  # no reload, no Refresh: the live update turned it back
     assert "offline" not in page.locator("#live-status").inner_text()
+
+
+def test_the_dashboard_activity_feed_names_hosts_by_display_name_with_a_time(
+    demo: Demo,  # noqa: F811
+    page: Page,  # noqa: F811
+) -> None:
+    page.goto(demo.url)
+    if "/login" in page.url:  # run alone
+        log_in(page, demo.url, "admin", demo.password, demo.totp)
+    expect(page.locator("h1")).to_have_text("Fleet")
+    expect(page.locator("#live-status")).to_have_text("live")
+    sock = demo.data_dir / "simulator.sock"
+    agent = next(a for a in control.request(sock, {"action": "status"})["agents"]
+                 if a["address"].endswith(".2"))  # fmt: skip
+    control.request(sock, {"action": "faults", "target": agent["address"], "set": {"down": True}})
+    try:
+        csrf = page.locator('meta[name="csrf-token"]').get_attribute("content")
+        refreshed = page.request.post(
+            demo.url + "api/v1/hosts/2/refresh", headers={"x-csrf-token": csrf or ""}
+        )
+        assert refreshed.status == 202, refreshed.text()
+        entry = page.locator("#activity li", has_text="failing").first
+        expect(entry).to_contain_text(agent["hostname"], timeout=30_000)  # not the address
+        expect(entry).to_contain_text(agent["address"])  # beside it
+        expect(entry.locator("time")).to_have_attribute("title", re.compile(r" UTC$"))
+    finally:
+        control.request(
+            sock, {"action": "faults", "target": agent["address"], "set": {"down": False}}
+        )

@@ -134,6 +134,18 @@
     });
   }
 
+  // A host's display name and address (the snapshot has its name only): asked once per host.
+  const labels = new Map();
+  function hostLabel(id) {
+    if (!labels.has(id)) {
+      labels.set(id, fetch("/api/v1/hosts/" + id, { headers: { accept: "application/json" } })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (h) { return h ? { name: h.display_name || h.name, address: h.address || "" } : null; })
+        .catch(function () { return null; }));
+    }
+    return labels.get(id);
+  }
+
   function activity(snapshot, previous) {
     const list = document.getElementById("activity");
     if (!list || !previous) return;
@@ -150,8 +162,17 @@
     li.appendChild(t); li.appendChild(document.createTextNode(" "));
     const a = document.createElement("a");
     a.href = "/hosts/" + snapshot.host_id;
-    a.textContent = snapshot.display_name || snapshot.name;
+    a.textContent = snapshot.name;
     li.appendChild(a);
+    hostLabel(snapshot.host_id).then(function (label) {
+      if (!label) return;
+      a.textContent = label.name;
+      if (label.address && label.address !== label.name) {
+        const small = document.createElement("span");
+        small.className = "muted small"; small.textContent = " " + label.address;
+        a.after(small);
+      }
+    });
     const what = before.condition !== now.condition ? now.condition + (now.why ? " · " + now.why : "")
       : snapshot.job + " " + snapshot.job_state;
     li.appendChild(document.createTextNode(" " + what));
