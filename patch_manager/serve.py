@@ -42,6 +42,7 @@ from actors import (
     Phase,
     Scheduler,
 )
+from actors.agent_client import AgentTransport
 from actors.certificates import CertificateService, CertificateTimings
 from actors.notifier import Notifier
 from actors.retention import RetentionTask
@@ -58,6 +59,7 @@ from reports import ComplianceRules, Context, backfill, take_snapshot
 from settings import Config, ConfigStore, PollingPolicy, effective_policy
 from simulator import Fleet, FleetSpec, serve_control
 from storage import (
+    AuditEntry,
     Database,
     HostScope,
     count_users,
@@ -66,6 +68,7 @@ from storage import (
     host_count,
     insert_host,
     list_hosts,
+    run_audited,
     set_password,
 )
 from web import Auth, WebListener, create_app, generate_password, serve_web
@@ -153,18 +156,33 @@ async def register_demo_fleet(db: Database, fleet: Fleet) -> None:
 
 
 async def reset_password(
-    db: Database, auth: Auth, username: str = "admin", *, must_change: bool = False
+    db: Database,
+    auth: Auth,
+    username: str = "admin",
+    *,
+    must_change: bool = False,
+    actor: str = "system",
 ) -> str:
     """Give ``username`` a new random password (every session of it ends; ``must_change``:
-    to be replaced at the next login); return it. A missing user is created as an admin."""
+    to be replaced at the next login); return it. A missing user is created as an admin.
+    Audited as ``actor`` (the command line passes ``cli:USER@HOST``)."""
     password = generate_password()
     hashed = await auth.hash_password(password)
+    keyed = db.audit_key is not None  # (benchmarks open a database without the audit key)
     if await db.run(get_user, username) is None:
-        await db.run(
-            lambda c: create_user(c, username, hashed, "admin", must_change_password=must_change)
+        await run_audited(
+            db,
+            AuditEntry(actor, "user.create", f"user:{username}", after={"role": "admin"})
+            if keyed
+            else None,
+            lambda c: create_user(c, username, hashed, "admin", must_change_password=must_change),
         )
     else:
-        await db.run(lambda c: set_password(c, username, hashed, must_change=must_change))
+        await run_audited(
+            db,
+            AuditEntry(actor, "user.password.reset", f"user:{username}") if keyed else None,
+            lambda c: set_password(c, username, hashed, must_change=must_change),
+        )
     return password
 
 
@@ -317,6 +335,8 @@ def build_actor_system(
         ca.root_cert_path, ca.client_cert_path, ca.client_key_path, policy
     )
     ramp = ConnectionRamp.for_this_machine(store.current.agents.max_new_connections)
+    # One agent transport for every host: one httpx client, a connection pool per host.
+    transport = AgentTransport(ssl_context, ramp=ramp)
 
     def agent_factory(target: HostTarget, policy: PollingPolicy) -> AgentClient:
         return AgentClient(
@@ -327,7 +347,7 @@ def build_actor_system(
             request_timeout=policy.request_timeout_s,
             connect_timeout=policy.connect_timeout_s,
             max_connections=policy.max_connections,
-            ramp=ramp,
+            transport=transport,
         )
 
     fleet = FleetState()
@@ -451,6 +471,8 @@ async def run_server(
                 compliance=compliance_rules(config),
                 operators_see_ungrouped=config.auth.operators_see_ungrouped,
                 sealer=Sealer.for_data_dir(data_dir),  # the OIDC client secret (web.sso)
+                webauthn_rp_id=config.auth.webauthn_rp_id,
+                webauthn_origin=config.auth.webauthn_origin,
                 tokens=Tokens(
                     storage.db,
                     Sealer.for_data_dir(data_dir),

@@ -28,6 +28,7 @@ from storage import (
     update_user,
 )
 from storage import run_audited as audited
+from storage.mfa import reset_factors
 from storage.principals import notify_scope_changed
 from web import Auth, generate_password
 
@@ -61,6 +62,7 @@ def add_parsers(sub: Any, common: Any) -> None:
         ("enable", "enable a disabled user"),
         ("unlock", "unlock a user locked after wrong passwords"),
         ("reset-password", "set a one-time password (their sessions end)"),
+        ("reset-mfa", "remove a user's second factors (sessions end; enrol again at next login)"),
     ):
         p = actions.add_parser(action, help=text)
         common(p)
@@ -171,6 +173,12 @@ async def _run(action: str, args: argparse.Namespace, db: Database) -> None:
         )  # fmt: skip
         print(f"one-time password for {name}: {password}")
         print("(every session of this user has ended; to be changed at the next login)")
+    elif action == "reset-mfa":
+        ended = await audited(
+            db, _entry("user.mfa.reset", name), lambda c: reset_factors(c, user_id, by=BY)
+        )
+        print(f"second factors of {name} removed; {ended} session(s) ended")
+        print("(the next login sets up a new one)")
     else:
         raise CommandError(f"unknown users action {action}")
     # A running server's open relay sockets of this user re-check their session and scope now.

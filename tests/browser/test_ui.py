@@ -293,6 +293,8 @@ def test_every_page_works_under_the_csp_without_console_errors(demo: Demo, page:
         "/settings",
         "/users",
         "/profile",
+        "/security",
+        "/mfa/setup",
     ]:
         visit(path)
     page.goto(demo.url + "jobs")

@@ -31,6 +31,7 @@ class ServerProcess:
         self._log_event = trio.Event()
         self._ready = trio.Event()
         self._password_shown = trio.Event()
+        self._totp_shown = trio.Event()
 
     async def _read_stdout(self) -> None:
         assert self.process.stdout is not None
@@ -38,6 +39,9 @@ class ServerProcess:
             if "log in as admin with password " in line:
                 self.admin_password = line.rsplit(" ", 1)[1].strip()
                 self._password_shown.set()
+            if "authenticator secret (TOTP) " in line:  # the demo's admin
+                self.totp_secret = line.rsplit(" ", 1)[1].strip()
+                self._totp_shown.set()
             if "is running at " in line:
                 self.url = line.split("is running at ", 1)[1].strip()
                 self._ready.set()
@@ -60,6 +64,11 @@ class ServerProcess:
         """The bootstrap password the first start prints (after the URL)."""
         await self._password_shown.wait()
         return self.admin_password
+
+    async def wait_totp_secret(self) -> str:
+        """The admin's TOTP secret a demo prints (after the password)."""
+        await self._totp_shown.wait()
+        return self.totp_secret
 
     async def wait_log(self, fragment: str, start: int = 0) -> int:
         """Wait for a log line containing ``fragment``; returns its index."""

@@ -81,6 +81,19 @@ async def test_operator_created_from_the_cli_changes_password_and_sees_only_thei
             assert "1 session(s) ended" in text(demoted)
             assert (await oli.get("api/v1/hosts")).status_code == 401
 
+            # An admin resets oli's factors from the shell: the next login enrols again.
+            reset = await cli(server, "users", "reset-mfa", "oli")
+            assert reset.returncode == 0, reset.stderr
+            assert "second factors of oli removed" in text(reset)
+            form = await oli.get("login")
+            token = re.search(r'name="login_token" value="([^"]+)"', form.text)
+            assert token is not None
+            again = await oli.post(
+                "login", data={"username": "oli", "password": CHOSEN, "login_token": token[1]}
+            )
+            assert again.headers["location"] == "/"  # no second step: no factor any more
+            assert (await oli.get("")).headers["location"] == "/mfa/setup"
+
         last = await cli(server, "users", "disable", "admin")
         assert last.returncode == 1
         assert "last active admin" in last.stderr.decode()

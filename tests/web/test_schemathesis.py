@@ -40,6 +40,7 @@ OFF_LIMITS: tuple[str, ...] = ("post_hosts", "post_discovery", "post_discovery_s
 SESSION_ENDING: tuple[str, ...] = (
     "patch_users_user_id",
     "post_users_user_id_reset_password",
+    "post_users_user_id_reset_mfa",
     "delete_users_user_id_sessions",
     "delete_users_user_id_sessions_session_id",
     "post_profile_password",
