@@ -28,7 +28,9 @@ async def test_every_route_needs_a_session(web_rig: WebRig, anonymous: httpx2.As
               "/api/v1/pki/repo-config",
               "/api/v1/enroll/status/{token}",
               # the login's second step: it needs the pending login's cookie (test_mfa.py)
-              "/login/mfa", "/login/webauthn/options", "/login/webauthn"}  # fmt: skip
+              "/login/mfa", "/login/webauthn/options", "/login/webauthn",
+              # single sign-on: the redirect to the provider and its return (test_sso.py)
+              "/sso/login", "/sso/callback"}  # fmt: skip
     checked = 0
     for route in web_rig.app.routes:
         if isinstance(route, Mount | WebSocketRoute):
