@@ -304,7 +304,9 @@ def cmd_reset_password(args: argparse.Namespace) -> int:
     from .serve import reset_password
 
     async def work(db: Database) -> str:
-        return await reset_password(db, Auth(db), args.user.strip().lower(), must_change=True)
+        return await reset_password(
+            db, Auth(db), args.user.strip().lower(), must_change=True, actor=audit_cli.cli_actor()
+        )
 
     password = _with_database(args, work)
     print(f"new password for {args.user}: {password}")
