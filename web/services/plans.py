@@ -113,13 +113,25 @@ def _pending(host: PlanHost) -> list[Pending]:
 
 
 async def _windows(
-    sys: System, host_ids: Sequence[int]
-) -> tuple[dict[int, list[WindowRule]], list[Interval]]:
-    """Each host's enabled window rules (its own and its groups'), and the blackouts."""
+    sys: System, host_ids: Sequence[int], now: dt.datetime
+) -> dict[int, Interval | None]:
+    """Each host's window occurrence open now or next (within ``NO_WINDOW_HORIZON``) over its
+    enabled windows (its own and its groups'), blackouts cut out; computed once per distinct
+    set of windows (hosts of one group share it)."""
     by_host = await sys.db.run(host_window_map)
     rules = {w.id: WindowRule.from_columns(w) for w in await sys.db.run(list_windows) if w.enabled}
     shut = [Interval(b.starts_at, b.ends_at) for b in await sys.db.run(list_blackouts)]
-    return {h: [rules[w] for w in by_host.get(h, []) if w in rules] for h in host_ids}, shut
+    found: dict[tuple[int, ...], Interval | None] = {}
+    result: dict[int, Interval | None] = {}
+    for host_id in host_ids:
+        key = tuple(sorted(w for w in by_host.get(host_id, []) if w in rules))
+        if key not in found:
+            chosen_rules = [rules[w] for w in key]
+            found[key] = open_window(chosen_rules, now, shut) or next_window(
+                chosen_rules, now, shut, NO_WINDOW_HORIZON
+            )
+        result[host_id] = found[key]
+    return result
 
 
 async def compute(
@@ -136,7 +148,7 @@ async def compute(
         batch_percent=data.batch_percent,
         canary=data.canary,
     )
-    rules, shut = await _windows(sys, host_ids) if data.schedule == "window" else ({}, [])
+    windows = await _windows(sys, host_ids, now) if data.schedule == "window" else {}
     names = [p if isinstance(p, str) else p.name for p in data.packages]
     plans: list[HostPlan] = []
     for host, batch in zip(hosts, numbers, strict=True):
@@ -161,9 +173,7 @@ async def compute(
             )  # fmt: skip
         skip, start, end = "", None, None
         if data.schedule == "window":
-            found = open_window(rules[host.id], now, shut) or next_window(
-                rules[host.id], now, shut, NO_WINDOW_HORIZON
-            )
+            found = windows[host.id]
             if found is None:
                 skip = NO_WINDOW
                 reason = f"no enabled maintenance window in the next {NO_WINDOW_HORIZON.days} days"
