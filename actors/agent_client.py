@@ -255,8 +255,86 @@ def map_transport_error(host: str, exc: Exception) -> AgentError:
     return TransportError(host, f"transport failure: {exc}")
 
 
+PoolKey = tuple[str, int, int]  # address, port, connections at most
+
+
+class _PerHostTransport(httpx2.AsyncBaseTransport):
+    """Dispatches each request to its host's own connection pool (so a host's connection
+    errors and its connection limit stay its own)."""
+
+    def __init__(self, pools: dict[PoolKey, httpx2.AsyncHTTPTransport]) -> None:
+        self.pools = pools
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        key = request.extensions.get("pool")
+        if key is None or key not in self.pools:
+            raise httpx2.ConnectError("no connection pool for this agent", request=request)
+        return await self.pools[key].handle_async_request(request)
+
+
+class AgentTransport:
+    """The one agent transport of a manager: a single httpx client over connection pools
+    keyed by host (address, port and its per-host connection limit), all with one mTLS
+    context and the fleet-wide connection ramp. ``AgentClient``s made with it share it; a
+    host's pool is opened by its first client and closed when its last one is closed (a
+    policy change replaces the client, not the connections)."""
+
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext,
+        *,
+        ramp: ConnectionRamp | None = None,
+        keepalive_expiry: float = 10.0,  # below the agent's 15 s keep-alive
+    ) -> None:
+        self.ssl_context = ssl_context
+        self.ramp = ramp
+        self.keepalive_expiry = keepalive_expiry
+        self._pools: dict[PoolKey, httpx2.AsyncHTTPTransport] = {}
+        self._users: dict[PoolKey, int] = {}
+        self.client = httpx2.AsyncClient(
+            transport=_PerHostTransport(self._pools),
+            headers={"user-agent": USER_AGENT},
+            trust_env=False,
+        )
+
+    @property
+    def pools(self) -> int:
+        return len(self._pools)
+
+    def attach(self, key: PoolKey) -> None:
+        if key not in self._pools:
+            limits = httpx2.Limits(max_connections=key[2], max_keepalive_connections=key[2],
+                                   keepalive_expiry=self.keepalive_expiry)  # fmt: skip
+            self._pools[key] = httpx2.AsyncHTTPTransport(
+                verify=self.ssl_context, limits=limits, trust_env=False
+            )
+        self._users[key] = self._users.get(key, 0) + 1
+
+    async def detach(self, key: PoolKey) -> None:
+        users = self._users.get(key, 0) - 1
+        if users > 0:
+            self._users[key] = users
+            return
+        self._users.pop(key, None)
+        pool = self._pools.pop(key, None)
+        if pool is not None:
+            await pool.aclose()
+
+    async def aclose(self) -> None:
+        pools = list(self._pools.values())
+        self._pools.clear()
+        self._users.clear()
+        for pool in pools:
+            await pool.aclose()
+        await self.client.aclose()
+
+
 class AgentClient:
     """One agent, reached at ``address:port`` and identified in errors as ``host``.
+
+    With ``transport`` the client uses the manager's shared ``AgentTransport`` (its host's
+    pool; ``ssl_context`` and ``ramp`` are then the transport's); without, it has its own
+    httpx client.
 
     Construct it inside a trio task; call ``aclose()`` (or use ``async with``) to release its
     connections. Connections are kept alive between calls (the agent keeps them 15 s).
@@ -273,17 +351,27 @@ class AgentClient:
         connect_timeout: float = 10.0,
         max_connections: int = 2,
         ramp: ConnectionRamp | None = None,
+        transport: AgentTransport | None = None,
     ) -> None:
         self.host = host
-        self.ramp = ramp
+        self.ramp = ramp if transport is None else transport.ramp
         self.address = address
         self.port = port
-        self.ssl_context = ssl_context
+        self.ssl_context = ssl_context if transport is None else transport.ssl_context
         self.connect_timeout = connect_timeout
         try:
             literal = f"[{address}]" if ipaddress.ip_address(address).version == 6 else address
         except ValueError:
             literal = address
+        self._transport = transport
+        self._pool: PoolKey = (address, port, max_connections)
+        self._base = f"https://{literal}:{port}"
+        self._timeout = httpx2.Timeout(request_timeout, connect=connect_timeout)
+        self._closed = False
+        if transport is not None:
+            transport.attach(self._pool)
+            self._client = transport.client
+            return
         self._client = httpx2.AsyncClient(
             base_url=f"https://{literal}:{port}",
             verify=ssl_context,
@@ -304,7 +392,11 @@ class AgentClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._transport is None:
+            await self._client.aclose()
+        elif not self._closed:
+            self._closed = True
+            await self._transport.detach(self._pool)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -323,11 +415,18 @@ class AgentClient:
             content = json.dumps(body).encode()
             headers["content-type"] = "application/json"
         slot = None if self.ramp is None else _RampSlot(self.ramp)
+        extensions: dict[str, Any] = {} if slot is None else {"trace": slot.trace}
         try:
-            response = await self._client.request(
-                method, path, content=content, headers=headers, params=params,
-                extensions=None if slot is None else {"trace": slot.trace},
-            )  # fmt: skip
+            if self._transport is None:
+                response = await self._client.request(
+                    method, path, content=content, headers=headers, params=params,
+                    extensions=extensions or None,
+                )  # fmt: skip
+            else:
+                response = await self._client.request(
+                    method, self._base + path, content=content, headers=headers, params=params,
+                    timeout=self._timeout, extensions={**extensions, "pool": self._pool},
+                )  # fmt: skip
         except httpx2.HTTPError as exc:
             raise map_transport_error(self.host, exc) from exc
         finally:
