@@ -15,6 +15,9 @@ says how many hosts were never polled) instead of crashing the benchmark.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import gc
 import resource
 import shutil
 import signal
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -70,8 +74,17 @@ def polled_once(snaps: list[Any], count: int) -> bool:
     return len(snaps) == count and all(s.last_success is not None for s in snaps)
 
 
+def at_rest_rss_mb() -> float:
+    """RSS after a full collection and handing freed heap pages back (glibc ``malloc_trim``):
+    the memory still held, not the garbage of the sweep's parsed responses."""
+    gc.collect()
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return rss_mb()
+
+
 async def manager_sweep(
-    root: Path, count: int, addresses: list[str], deadline: float
+    root: Path, count: int, addresses: list[str], deadline: float, trace: bool = False
 ) -> dict[str, Any]:
     conf = root / "conf"
     conf.mkdir()
@@ -97,7 +110,11 @@ async def manager_sweep(
         ca = CertificateAuthority(root / "ca")
         system = build_actor_system(store, Storage(db, cluster, "bench"), ca)
         await nursery.start(system.sink.run)
-        rss_before, cpu_before, t0 = rss_mb(), cpu_seconds(), time.perf_counter()
+        if trace:
+            tracemalloc.start()
+        traced_before = tracemalloc.get_traced_memory()[0] if trace else 0
+        before_trace = tracemalloc.take_snapshot() if trace else None
+        rss_before, cpu_before, t0 = at_rest_rss_mb(), cpu_seconds(), time.perf_counter()
         await nursery.start(system.scheduler.run)
 
         def swept(snaps: list[Any]) -> bool:
@@ -127,7 +144,15 @@ async def manager_sweep(
         await system.sink.flush()
         rows_first = (system.sink.stats.state_rows + system.sink.stats.transition_rows
                       + system.sink.stats.patch_rows)  # fmt: skip
-        at_rest = (rss_mb() - rss_before) * 1024 / count
+        at_rest = (at_rest_rss_mb() - rss_before) * 1024 / count
+        if trace and before_trace is not None:
+            gc.collect()
+            traced = (tracemalloc.get_traced_memory()[0] - traced_before) / 1024 / count
+            print(f"traced Python memory per actor at rest: {traced:.0f} KB; top sites:")
+            top = tracemalloc.take_snapshot().compare_to(before_trace, "lineno")[:15]
+            for stat in top:
+                print(f"  {stat.size_diff / 1024 / count:7.1f} KB/actor  {stat.traceback}")
+            tracemalloc.stop()
 
         # Second sweep: the same data again (nothing new to store).
         polls = {h: r.actor.polls for h, r in system.scheduler.hosts.items() if r.actor}
@@ -218,6 +243,8 @@ def main() -> None:
                         help="give up a sweep after this many seconds (and report)")  # fmt: skip
     parser.add_argument("--profile", choices=("small", "realistic"), default="realistic",
                         help="simulated package lists (default realistic)")  # fmt: skip
+    parser.add_argument("--trace-memory", action="store_true",
+                        help="also trace Python allocations at rest (slower)")  # fmt: skip
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="pm-sweep-"))
     root.chmod(0o755)
@@ -226,7 +253,9 @@ def main() -> None:
         from simulator import FleetSpec
 
         addresses = FleetSpec(count=args.count, base_address=BASE).address_list()
-        result = trio.run(manager_sweep, root, args.count, addresses, args.deadline)
+        result = trio.run(
+            manager_sweep, root, args.count, addresses, args.deadline, args.trace_memory
+        )
         ramp: ConnectionRamp = result["ramp"]
         n = args.count
         print(f"hosts: {n} (profile {args.profile}); connection ramp: {ramp.limit} "
