@@ -67,9 +67,10 @@ MAX_BODY = 512 * 1024  # discovery documents and key sets are small
 class SsoError(Exception):
     """A sign-in or configuration check that failed; ``str()`` is one line for people."""
 
-    def __init__(self, message: str, status: int = 403) -> None:
+    def __init__(self, message: str, status: int = 403, identity: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.identity = identity  # "issuer subject" once the id_token proved who it is
 
 
 def discovery_url(config: SsoConfig, entra_authority: str = ENTRA_AUTHORITY) -> str:

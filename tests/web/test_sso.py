@@ -210,6 +210,10 @@ async def test_unmapped_user_is_refused_with_a_clear_page(
         assert "not given a role here" in done.text and "ask an administrator" in done.text
         assert (await carol.get("/")).status_code == 303
     assert await user_named(web_rig.db, "carol.example.com") is None
+    [refusal], _ = await web_rig.db.run(
+        list_entries, AuditFilter(action="sso.login", outcome="failed")
+    )
+    assert refusal.target == f"sso:{provider.issuer} subject-1"  # who was refused
 
 
 async def test_role_and_groups_follow_the_claims_at_every_sign_in(

@@ -393,7 +393,14 @@ async def complete(
         return await _complete(sys, client, sealer, browser_token, params)
     except SsoError as exc:
         await audit.record(
-            sys, audit.entry("anonymous", "sso.login", "sso", outcome="failed", detail=str(exc))
+            sys,
+            audit.entry(
+                "anonymous",
+                "sso.login",
+                f"sso:{exc.identity}" if exc.identity else "sso",
+                outcome="failed",
+                detail=str(exc),
+            ),
         )
         raise
 
@@ -448,7 +455,8 @@ async def _complete(
         )
         raise SsoError(
             f"your account is not given a role here (none of its '{config.groups_claim}' "
-            "values is mapped); ask an administrator"
+            "values is mapped); ask an administrator",
+            identity=f"{meta.issuer} {subject}",
         )
     email = claims.get("email")
     if not isinstance(email, str) or len(email) > 320 or not printable(email):
@@ -480,10 +488,13 @@ async def _complete(
         )
     except LastAdmin:
         raise SsoError(
-            "signing in would demote the last active admin; another admin must exist first", 409
+            "signing in would demote the last active admin; another admin must exist first",
+            409,
+            identity=f"{meta.issuer} {subject}",
         ) from None
     except Conflict as exc:
-        raise SsoError(f"{exc}; ask an administrator", 403) from None
+        who = f"{meta.issuer} {subject}"
+        raise SsoError(f"{exc}; ask an administrator", 403, identity=who) from None
     except NotFound:  # a mapped group deleted between reading the mapping and now
         raise SsoError("a group your role maps to no longer exists; try again", 409) from None
     if not login.created and login.role_before != login.user.role:
