@@ -454,7 +454,10 @@ def verify(
         return _verify(conn, key, since)
 
 
-def _verify(conn: psycopg.Connection[Any], key: bytes, since: dt.datetime | None) -> Verification:
+def _verify(
+    conn: psycopg.Connection[Any], key: bytes, since: dt.datetime | None, upto: int | None = None
+) -> Verification:
+    """``upto``: check the entries up to that id only (they must all be there), not the head."""
     prev_id, prev_mac, checkpoint = 0, "", None
     cp_prev = ""
     for c in _checkpoints(conn):
@@ -478,8 +481,9 @@ def _verify(conn: psycopg.Connection[Any], key: bytes, since: dt.datetime | None
     checked = 0
     while True:
         rows = conn.execute(
-            f"SELECT {_ENTRY_COLUMNS} FROM audit_entries WHERE id > %s ORDER BY id LIMIT %s",
-            (prev_id, _PAGE),
+            f"SELECT {_ENTRY_COLUMNS} FROM audit_entries WHERE id > %s AND id <= %s"
+            " ORDER BY id LIMIT %s",
+            (prev_id, upto if upto is not None else 2**62, _PAGE),
         ).fetchall()
         if not rows:
             break
@@ -496,8 +500,14 @@ def _verify(conn: psycopg.Connection[Any], key: bytes, since: dt.datetime | None
                                "reordered)", checkpoint)  # fmt: skip
             prev_id, prev_mac = e.id, e.mac
             checked += 1
-    head = conn.execute("SELECT last_id, last_mac, mac FROM audit_head").fetchone()
     last = prev_id if checked else None
+    if upto is not None:
+        if prev_id < upto:
+            return _broken(checked, first, last, prev_id + 1,
+                           f"entry {prev_id + 1} is missing (deleted)", checkpoint)  # fmt: skip
+        stats.add("verified_ok")
+        return Verification(True, checked, first, last, None, "", checkpoint)
+    head = conn.execute("SELECT last_id, last_mac, mac FROM audit_head").fetchone()
     if head is None:
         if prev_id:
             return _broken(checked, first, last, prev_id, "the chain head is missing", checkpoint)
@@ -527,10 +537,15 @@ def prune_audit(
     transactions of at most ``batch`` rows. Returns the number deleted. Raises ``AuditBroken``
     (and deletes nothing) when the chain up to the cut does not verify."""
     key = _check_key(key)
+    # 1. Plan and verify in one snapshot WITHOUT the chain's lock (writers only ever add entries
+    #    after the head; the entries up to the cut are older than the cutoff and never change).
+    fresh = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+        if fresh:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         checkpoints = _checkpoints(conn)
-        base = checkpoints[-1].last_id if checkpoints else 0
+        prev = checkpoints[-1] if checkpoints else None
+        base = prev.last_id if prev else 0
         row = conn.execute(
             "SELECT min(id) FROM audit_entries WHERE at >= %s AND id > %s", (cutoff, base)
         ).fetchone()
@@ -539,20 +554,31 @@ def prune_audit(
         else:
             top = conn.execute("SELECT max(id) FROM audit_entries").fetchone()
             cut = int(top[0]) if top and top[0] is not None else base
+        cut_mac = ""
         if cut > base:
-            result = _verify(conn, key, None)
-            if not result.ok and (result.broken_id or 0) <= cut + 1:
+            result = _verify(conn, key, None, upto=cut)
+            if not result.ok:
                 raise AuditBroken(f"not pruning a broken chain: {result.problem}")
             last = get_entry(conn, cut)
             if last is None:  # verified above; cannot happen
                 raise AuditBroken(f"entry {cut} is missing")
-            prev = checkpoints[-1] if checkpoints else None
+            cut_mac = last.mac
+    # 2. Under the lock only long enough to see that nothing moved and write the checkpoint.
+    if cut > base:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+            now = _checkpoints(conn)
+            if (now[-1].id if now else 0) != (prev.id if prev else 0):
+                raise AuditBroken("another prune wrote a checkpoint meanwhile; not pruning")
+            last = get_entry(conn, cut)
+            if last is None or not hmac.compare_digest(last.mac, cut_mac):
+                raise AuditBroken(f"entry {cut} changed while it was verified; not pruning")
             cp = Checkpoint(
                 id=(prev.id + 1) if prev else 1,
                 at=dt.datetime.now(dt.UTC),
                 cutoff=cutoff.astimezone(dt.UTC),
                 last_id=cut,
-                last_mac=last.mac,
+                last_mac=cut_mac,
                 count=cut,
                 mac="",
             )
@@ -562,8 +588,8 @@ def prune_audit(
                 " VALUES (%s, %s, %s, %s, %s, %s, %s)",
                 (cp.id, cp.at, cp.cutoff, cp.last_id, cp.last_mac, cp.count, cp.mac),
             )
-        # Also finish a prune interrupted after its checkpoint (rows up to the last cut).
-        cut = max(cut, base)
+    # Also finish a prune interrupted after its checkpoint (rows up to the last cut).
+    cut = max(cut, base)
     deleted = 0
     while True:
         with conn.transaction():

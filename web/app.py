@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import sys
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from starlette.types import ASGIApp
 
 from ca import Sealer
 from reports import ComplianceRules
-from storage import AuditWriteFailed, Database, Session, StorageError
+from storage import AuditWriteFailed, Database, DatabaseUnavailable, Session, StorageError
 
 from . import audit, metrics
 from .api import Api
@@ -66,6 +67,8 @@ from .users_api import UsersApi
 
 ROOT = Path(__file__).resolve().parent.parent
 RETRY_AFTER_S = 30  # seconds a 429 asks the client to wait
+UNAVAILABLE_RETRY_S = 10  # seconds a 503 (the database cannot answer) asks it to wait
+log = logging.getLogger(__name__)
 
 register_path_convertors()  # before any route is built: {id:int} is a bounded database id
 
@@ -232,6 +235,22 @@ def create_app(
     async def unaudited(request: Request, exc: Exception) -> Response:
         return await audit.write_failed(request, exc)
 
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        """503 + Retry-After: the database could not answer (down, or a statement timed out or
+        was cancelled); nothing the request tried to change was committed."""
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        message = "the database is not reachable; try again soon"
+        response: Response
+        if wants_html(request) and request.scope.get("state", {}).get("session"):
+            context = {**pages.base(request, "Unavailable", ""), "status": 503,
+                       "message": message}  # fmt: skip
+            response = templates.TemplateResponse(request, "error.html", context,
+                                                  status_code=503)  # fmt: skip
+        else:
+            response = envelope(request, 503, "unavailable", message)
+        response.headers["retry-after"] = str(UNAVAILABLE_RETRY_S)
+        return response
+
     routes = [
         Route("/api/v1/health", health, methods=["GET"]),
         Route("/api/v1/openapi.json", openapi, methods=["GET"]),
@@ -275,6 +294,7 @@ def create_app(
             Missing: refused,
             Forbidden: refused,
             AuditWriteFailed: unaudited,
+            DatabaseUnavailable: unavailable,
             HTTPException: http_error,
             Exception: server_error,
         },

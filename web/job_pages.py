@@ -64,6 +64,9 @@ class JobPage(Base):
     changes: dict[int, list[tuple[str, str, str]]] = field(default_factory=dict)  # by row id
 
 
+HOST_PICKER = 200  # hosts listed in a page's host <select> (search for the others)
+
+
 @dataclass(frozen=True)
 class WindowsPage(Base):
     windows: list[WindowRow] = field(default_factory=list)
@@ -75,7 +78,9 @@ class WindowsPage(Base):
     prev_month: str = ""
     next_month: str = ""
     cal_target: str = ""
-    hosts: list[HostListItem] = field(default_factory=list)
+    hosts: list[HostListItem] = field(default_factory=list)  # the pickers' hosts (searched)
+    host_query: str = ""  # ?hosts=TEXT: the pickers list hosts matching it
+    hosts_limited: bool = False  # more hosts match than the pickers list
     groups: list[GroupItem] = field(default_factory=list)
     form: dict[str, str] = field(default_factory=dict)
     weekdays: list[str] = field(default_factory=list)  # the editor's ticked weekdays
@@ -296,6 +301,9 @@ class JobPages:
             errors["cal_target"] = exc.fields.get("target", exc.message)
             cal_target = ""
             weeks = await windows.month(self.sys, who, year, month)
+        host_query = params.get("hosts", "").strip()[:200]
+        picker, limited = await self._host_picker(who, host_query, (form or {}).get("target", ""),
+                                                  cal_target)  # fmt: skip
         page = WindowsPage(
             **self.p.base(request, "Maintenance windows", "windows"),
             windows=items,
@@ -307,7 +315,9 @@ class JobPages:
             prev_month=shift_month(year, month, -1),
             next_month=shift_month(year, month, 1),
             cal_target=cal_target,
-            hosts=await host_service.find(self.sys, who, HostFilter(limit=MAX_SELECTION)),
+            hosts=picker,
+            host_query=host_query,
+            hosts_limited=limited,
             groups=await groups.all_groups(self.sys, who),
             form=form or {},
             weekdays=weekdays if weekdays is not None else ([] if form else ["1"]),
@@ -316,6 +326,29 @@ class JobPages:
             today=now.date().isoformat(),
         )
         return self.p.render(request, "windows.html", page, status)
+
+    async def _host_picker(
+        self, who: Any, text: str, *selected: str
+    ) -> tuple[list[HostListItem], bool]:
+        """The hosts a page's <select> lists: at most ``HOST_PICKER`` matching ``text`` (the
+        search is server-side: no 10,000-option select), plus the hosts already selected;
+        and whether more match."""
+        found = await host_service.find(self.sys, who, HostFilter(text=text, limit=HOST_PICKER + 1))
+        limited = len(found) > HOST_PICKER
+        hosts = found[:HOST_PICKER]
+        for value in selected:
+            kind, _, raw = value.partition(":")
+            if kind != "host" or not raw.isdigit() or len(raw) > 18:
+                continue
+            if any(h.id == int(raw) for h in hosts):
+                continue
+            try:
+                row = await host_service.get(self.sys, who, int(raw))
+            except Missing:
+                continue
+            same = await host_service.find(self.sys, who, HostFilter(text=row.name, limit=50))
+            hosts.extend(h for h in same if h.id == row.id)
+        return hosts, limited
 
     async def save_window(self, request: Request) -> Response:
         raw = await request.form()
