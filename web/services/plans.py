@@ -179,7 +179,7 @@ async def compute(
                 reason = f"no enabled maintenance window in the next {NO_WINDOW_HORIZON.days} days"
             else:
                 start, end = found.start, found.end
-        if host.paused:
+        if _paused(sys, host):
             skip, reason = PAUSED, "the host is paused"
         elif host.health == "unreachable" and data.schedule == "now":
             skip = UNREACHABLE
@@ -207,6 +207,13 @@ async def compute(
         sum(1 for h in plans if h.reboot == "reboots"),
         sum(1 for h in plans if h.skip),
     )
+
+
+def _paused(sys: System, host: PlanHost) -> bool:
+    """Paused from the UI (the host row) or by the configuration (its effective policy, as
+    the coordinator sees it)."""
+    effective = sys.handle.effective_policy(host.id)
+    return host.paused or (effective is not None and effective.policy.paused)
 
 
 def _batches(plans: list[HostPlan]) -> list[BatchPlan]:
