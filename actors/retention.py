@@ -9,7 +9,10 @@ Timing: at start the last finished run is read from the database; if it is a day
 there is none) a run starts at once, else the first run waits until it is a day old. Afterwards a
 run every ``every_s`` (drift-free, ``trio.sleep_until``). A database outage is waited out
 (``retry_s``) and the run is retried whole (each batch is committed, so a retry resumes where it
-stopped). Cancellation stops between batches; a batch in flight is cancelled on the server by
+stopped). A step the database refuses (a trigger, a constraint; the audit log's too) or that
+hits the statement timeout is recorded in the run's ``error`` and skipped until the next run;
+any other error is logged and counted (``failures``) and the next run happens as planned: the
+task never ends the server. Cancellation stops between batches; a batch in flight is cancelled on the server by
 ``Database.run``.
 """
 
@@ -23,12 +26,14 @@ from dataclasses import dataclass, field
 
 import trio
 
-from storage import AuditBroken, AuditEntry, Database, StorageError, prune_audit, run_audited
+from storage import AuditBroken, AuditEntry, Database, StorageError, run_audited
 from storage.retention import (
+    AUDIT_STEP,
     PRUNE_STEPS,
     PruneRefused,
     finish_run,
     last_finished_run,
+    prune_audit_entries,
     prune_batch,
     start_run,
 )
@@ -36,7 +41,7 @@ from storage.retention import (
 log = logging.getLogger(__name__)
 
 DAY_S = 86_400.0
-AUDIT_TABLE = "audit_entries"
+AUDIT_TABLE = AUDIT_STEP
 
 PruneAudit = Callable[[dt.datetime, int], Awaitable[int]]
 
@@ -114,7 +119,12 @@ async def prune(
                 break
         deleted[step] = total
     if prune_audit is not None:
-        deleted[AUDIT_TABLE] = await prune_audit(cutoffs.audit, batch)
+        try:
+            deleted[AUDIT_TABLE] = await prune_audit(cutoffs.audit, batch)
+        except PruneRefused as exc:
+            log.error("retention: %s not pruned: %s", AUDIT_TABLE, exc.reason)
+            refused[AUDIT_TABLE] = exc.reason
+            deleted[AUDIT_TABLE] = 0
     return RetentionSummary(cutoffs, deleted, batches, trio.current_time() - started, refused)
 
 
@@ -139,10 +149,10 @@ class DatabaseRetention:
         run_id = await self.db.run(start_run, cutoffs.now, cutoffs.operational, cutoffs.audit)
         try:
             summary = await prune(self.db, cutoffs, batch=self.batch, prune_audit=self.prune_audit)
-        except StorageError as exc:
+        except Exception as exc:
             # The outage may go on: then the run stays unfinished, which is as true.
             with trio.move_on_after(5), contextlib.suppress(StorageError):
-                await self.db.run(finish_run, run_id, None, {}, str(exc))
+                await self.db.run(finish_run, run_id, None, {}, str(exc) or type(exc).__name__)
             raise
         # The run is an action of the system's: audited with its record, in one transaction.
         entry = AuditEntry(
@@ -190,11 +200,11 @@ class RetentionTask:
         key = db.audit_key
 
         async def audit(cutoff: dt.datetime, batch: int) -> int:
+            assert key is not None
             try:
-                return await db.run(prune_audit, key, cutoff, batch)
-            except AuditBroken as exc:
-                log.error("retention: audit log not pruned: %s", exc)
-                return 0
+                return await db.run(prune_audit_entries, key, cutoff, batch)
+            except AuditBroken as exc:  # refused like a step the database refuses
+                raise PruneRefused(AUDIT_TABLE, str(exc)) from exc
 
         database = DatabaseRetention(db, clock, prune_audit=audit if key is not None else None)
         return cls(database.last_run, database.execute, clock, operational_days, audit_days)
@@ -254,5 +264,9 @@ class RetentionTask:
             deadline += max(0.0, self.every_s - age)
         while True:
             await trio.sleep_until(deadline)
-            await self.run_once()
+            try:
+                await self.run_once()
+            except Exception:  # a bug, not an outage: never end the server; next run as planned
+                self.failures += 1
+                log.exception("retention run failed; the next one is in %.0f s", self.every_s)
             deadline += self.every_s

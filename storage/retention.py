@@ -14,21 +14,25 @@ host delete, migration 0011) keeps its name and groups until retention removes b
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from .audit import prune_audit
 from .errors import StorageError
 from .scope import HostScope, scope_condition
 
 _FINAL_JOB = "('succeeded', 'partially_failed', 'failed', 'cancelled')"
 _OLD_JOB = f"j.finished_at < %(cutoff)s AND j.status IN {_FINAL_JOB}"
 _OLD_SCAN = "s.status <> 'running' AND coalesce(s.finished_at, s.started_at) < %(cutoff)s"
+
+AUDIT_STEP = "audit_entries"  # the audit log's step (prune_audit_entries), after PRUNE_STEPS
 
 # step name -> DELETE of at most %(limit)s rows. %(cutoff)s is the operational cutoff, %(now)s
 # the current time (expired credentials go whatever their age).
@@ -96,14 +100,43 @@ def prune_batch(
     transaction. Raises ``PruneRefused`` when the database refuses the rows (an outage is
     ``DatabaseUnavailable``, from ``Database.run``)."""
     query = PRUNE_STEPS[step]
-    try:
+    with _refusals(step):
         cur = conn.execute(query, {"cutoff": cutoff, "now": now, "limit": limit})
+    return max(cur.rowcount, 0)
+
+
+class PruneTimedOut(PruneRefused):
+    """A step's statement hit the statement timeout (or was cancelled on the server): not an
+    outage, so not retried every few minutes; recorded, and the next run tries again."""
+
+
+@contextlib.contextmanager
+def _refusals(step: str) -> Iterator[None]:
+    """psycopg errors of ``step`` as ``PruneRefused`` / ``PruneTimedOut``; an outage (any
+    other ``OperationalError``) propagates (``Database.run`` makes it DatabaseUnavailable)."""
+    try:
+        yield
+    except psycopg.errors.QueryCanceled as exc:
+        raise PruneTimedOut(step, f"statement timeout: {_first_line(exc)}") from exc
     except psycopg.OperationalError:
         raise
     except psycopg.Error as exc:
-        lines = str(exc).strip().splitlines()
-        raise PruneRefused(step, lines[0] if lines else type(exc).__name__) from exc
-    return max(cur.rowcount, 0)
+        raise PruneRefused(step, _first_line(exc)) from exc
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def prune_audit_entries(
+    conn: psycopg.Connection[Any], key: bytes, cutoff: dt.datetime, limit: int
+) -> int:
+    """``storage.audit.prune_audit`` as a retention step (``AUDIT_STEP``): a delete the database
+    refuses (a trigger, a permission) is ``PruneRefused``, a timeout ``PruneTimedOut``;
+    ``AuditBroken`` (the chain does not verify up to the cut) propagates."""
+    with _refusals(AUDIT_STEP):
+        return prune_audit(conn, key, cutoff, limit)
 
 
 # -- runs ----------------------------------------------------------------------------------------
