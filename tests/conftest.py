@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import ssl
 import tempfile
 import threading
@@ -106,7 +107,8 @@ class StoppableCluster:
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[EmbeddedPostgres]:
     """The session's PostgreSQL. A cluster that cannot start fails the run (never a skip)."""
-    thread = ClusterThread(make_tmp_dir("pm-test-pg-") / "pg")
+    root = make_tmp_dir("pm-test-pg-")
+    thread = ClusterThread(root / "pg")
     thread.start()
     try:
         with psycopg.connect(thread.cluster.admin_conninfo, autocommit=True) as conn:
@@ -118,6 +120,7 @@ def pg_cluster() -> Iterator[EmbeddedPostgres]:
         yield thread.cluster
     finally:
         thread.stop()
+        shutil.rmtree(root, ignore_errors=True)  # 70-230 MB per run: never left behind
 
 
 @pytest.fixture
