@@ -59,7 +59,9 @@ def text(row: WindowRow, today: dt.date | None = None) -> str:
 
 async def set_enabled(sys: System, who: Principal, window_id: int, enabled: bool) -> None:
     """Disable (or enable again) a window: the same replacement as an edit, so it is recorded
-    and checked like one; ``Missing`` for a window the principal cannot see."""
+    and checked like one; ``Forbidden`` for a role that may not change windows (whatever the
+    window), ``Missing`` for a window the principal cannot see."""
+    require(who, Action.MANAGE_WINDOWS)
     row = await window(sys, who, window_id)
     values: dict[str, Any] = {f: getattr(row, f) for f in WINDOW_FIELDS}
     values["weekdays"] = list(row.weekdays)
