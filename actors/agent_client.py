@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import ipaddress
 import json
+import logging
 import os
 import ssl
 import time
@@ -60,6 +61,9 @@ from .agent_records import (
     parse_ws_message,
     without_nul,
 )
+
+log = logging.getLogger(__name__)
+KEEPALIVE_EXPIRY = 10.0  # seconds an idle agent connection is kept: below the agent's 15 s
 
 ADMISSION_CODES = frozenset(
     {
@@ -277,20 +281,29 @@ class AgentTransport:
     keyed by host (address, port and its per-host connection limit), all with one mTLS
     context and the fleet-wide connection ramp. ``AgentClient``s made with it share it; a
     host's pool is opened by its first client and closed when its last one is closed (a
-    policy change replaces the client, not the connections)."""
+    policy change replaces the client, not the connections).
+
+    Idle connections are closed: every ``keepalive_expiry`` seconds a background task closes
+    the connections of hosts without a request for that long (an open TLS connection holds
+    about 100 KB; hosts are polled minutes apart and the agent drops them after 15 s)."""
 
     def __init__(
         self,
         ssl_context: ssl.SSLContext,
         *,
         ramp: ConnectionRamp | None = None,
-        keepalive_expiry: float = 10.0,  # below the agent's 15 s keep-alive
+        keepalive_expiry: float = KEEPALIVE_EXPIRY,
     ) -> None:
         self.ssl_context = ssl_context
         self.ramp = ramp
         self.keepalive_expiry = keepalive_expiry
         self._pools: dict[PoolKey, httpx2.AsyncHTTPTransport] = {}
         self._users: dict[PoolKey, int] = {}
+        self._busy: dict[PoolKey, int] = {}  # requests in flight per pool
+        self._used: dict[PoolKey, float] = {}  # last request end of pools with connections
+        self._sweeping = False
+        self._closed = False
+        self.idle_closed = 0  # pools whose idle connections were closed
         self.client = httpx2.AsyncClient(
             transport=_PerHostTransport(self._pools),
             headers={"user-agent": USER_AGENT},
@@ -301,14 +314,53 @@ class AgentTransport:
     def pools(self) -> int:
         return len(self._pools)
 
+    def _new_pool(self, key: PoolKey) -> httpx2.AsyncHTTPTransport:
+        limits = httpx2.Limits(max_connections=key[2], max_keepalive_connections=key[2],
+                               keepalive_expiry=self.keepalive_expiry)  # fmt: skip
+        return httpx2.AsyncHTTPTransport(verify=self.ssl_context, limits=limits, trust_env=False)
+
     def attach(self, key: PoolKey) -> None:
         if key not in self._pools:
-            limits = httpx2.Limits(max_connections=key[2], max_keepalive_connections=key[2],
-                                   keepalive_expiry=self.keepalive_expiry)  # fmt: skip
-            self._pools[key] = httpx2.AsyncHTTPTransport(
-                verify=self.ssl_context, limits=limits, trust_env=False
-            )
+            self._pools[key] = self._new_pool(key)
         self._users[key] = self._users.get(key, 0) + 1
+        if not self._sweeping:
+            self._sweeping = True
+            trio.lowlevel.spawn_system_task(self._sweep_idle, name="agent transport idle sweep")
+
+    def begin(self, key: PoolKey) -> None:
+        self._busy[key] = self._busy.get(key, 0) + 1
+
+    def end(self, key: PoolKey) -> None:
+        busy = self._busy.get(key, 0) - 1
+        if busy > 0:
+            self._busy[key] = busy
+        else:
+            self._busy.pop(key, None)
+        self._used[key] = trio.current_time()
+
+    async def close_idle(self) -> int:
+        """Close the connections of every host without a request for ``keepalive_expiry``
+        seconds (its pool is replaced by an empty one); returns how many pools."""
+        now = trio.current_time()
+        idle = [k for k, at in self._used.items()
+                if now - at >= self.keepalive_expiry and k not in self._busy]  # fmt: skip
+        for key in idle:
+            del self._used[key]
+            old = self._pools.get(key)
+            if old is None:
+                continue
+            self._pools[key] = self._new_pool(key)
+            await old.aclose()
+        self.idle_closed += len(idle)
+        return len(idle)
+
+    async def _sweep_idle(self) -> None:
+        while not self._closed:
+            await trio.sleep(max(1.0, self.keepalive_expiry))
+            try:
+                await self.close_idle()
+            except Exception:  # never end the sweeping (nor the process) over one pool
+                log.exception("closing idle agent connections failed")
 
     async def detach(self, key: PoolKey) -> None:
         users = self._users.get(key, 0) - 1
@@ -316,11 +368,13 @@ class AgentTransport:
             self._users[key] = users
             return
         self._users.pop(key, None)
+        self._used.pop(key, None)
         pool = self._pools.pop(key, None)
         if pool is not None:
             await pool.aclose()
 
     async def aclose(self) -> None:
+        self._closed = True
         pools = list(self._pools.values())
         self._pools.clear()
         self._users.clear()
@@ -423,10 +477,15 @@ class AgentClient:
                     extensions=extensions or None,
                 )  # fmt: skip
             else:
-                response = await self._client.request(
-                    method, self._base + path, content=content, headers=headers, params=params,
-                    timeout=self._timeout, extensions={**extensions, "pool": self._pool},
-                )  # fmt: skip
+                self._transport.begin(self._pool)
+                try:
+                    response = await self._client.request(
+                        method, self._base + path, content=content, headers=headers,
+                        params=params, timeout=self._timeout,
+                        extensions={**extensions, "pool": self._pool},
+                    )  # fmt: skip
+                finally:
+                    self._transport.end(self._pool)
         except httpx2.HTTPError as exc:
             raise map_transport_error(self.host, exc) from exc
         finally:

@@ -34,6 +34,7 @@ import httpx2
 import trio
 
 from actors import ConnectionRamp, HealthState
+from actors.agent_client import KEEPALIVE_EXPIRY
 from ca import CertificateAuthority, agent_client_context
 from patch_manager.runtime import Storage
 from patch_manager.serve import build_actor_system
@@ -144,6 +145,9 @@ async def manager_sweep(
         await system.sink.flush()
         rows_first = (system.sink.stats.state_rows + system.sink.stats.transition_rows
                       + system.sink.stats.patch_rows)  # fmt: skip
+        # At rest: once the idle agent connections are closed (the transport closes those
+        # unused for its keep-alive expiry, checking as often; an open one holds ~100 KB).
+        await trio.sleep(2 * KEEPALIVE_EXPIRY + 1)
         at_rest = (at_rest_rss_mb() - rss_before) * 1024 / count
         if trace and before_trace is not None:
             gc.collect()

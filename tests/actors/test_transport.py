@@ -82,3 +82,22 @@ async def test_a_replaced_client_keeps_the_hosts_connections_for_its_successor(
     assert ramp.opened == 1
     await new.aclose()
     await transport.aclose()
+
+
+async def test_idle_connections_are_closed_and_the_next_request_opens_a_new_one(
+    pki: Pki, start_fleet: Any
+) -> None:
+    fleet: Fleet = await start_fleet(2)
+    ramp = ConnectionRamp(8)
+    transport = AgentTransport(pki.client_context(), ramp=ramp, keepalive_expiry=0.0)
+    idle, busy = (shared_client(transport, a) for a in fleet.agents)
+    await idle.health()
+    await busy.health()
+    assert await transport.close_idle() == 2  # both unused for keepalive_expiry (0 s here)
+    assert await transport.close_idle() == 0  # nothing used since
+    assert transport.pools == 2  # the hosts keep their (empty) pools
+    await idle.health()
+    assert ramp.opened == 3  # a new connection for the host whose connection was closed
+    await idle.aclose()
+    await busy.aclose()
+    await transport.aclose()
