@@ -41,6 +41,7 @@ from storage.notifications import (
     drop_excess_events,
     enqueue_event,
     get_notification_settings,
+    password_env_problem,
     pending_events,
     record_due_events,
     subscribers,
@@ -121,6 +122,8 @@ def smtp_config(
         raise MailError("config", "security 'none' is allowed only for a loopback SMTP server")
     password = ""
     if settings.password_env:
+        if problem := password_env_problem(settings.password_env):  # stored before the rule
+            raise MailError("config", f"password_env {settings.password_env!r}: {problem}")
         password = environ(settings.password_env) or ""
         if not password:
             raise MailError("config", f"environment variable {settings.password_env} is not set")

@@ -11,6 +11,7 @@ and ``visible_hosts`` filters an event's hosts by that scope with ``scope_condit
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -29,6 +30,30 @@ EVENT_KINDS = (
     "window_reminder",
 )
 SECURITIES = ("starttls", "tls", "none")
+# The one rule for ``password_env``: a variable of this prefix only, so that a settings change
+# can never make the sender put another secret the process holds (PM_AUDIT_KEY,
+# PM_SEALING_KEY, PM_OIDC_CLIENT_SECRET, the database URL ...) into SMTP AUTH.
+PASSWORD_ENV_PREFIX = "PM_SMTP_"
+_ENV_NAME = re.compile(r"PM_SMTP_[A-Z0-9_]{1,56}")
+# The one rule for an e-mail address (subscriptions, from-address, the test message's "to").
+MAX_ADDRESS = 254
+_ADDRESS = re.compile(r"[^@\s<>\x00-\x1f\x7f]+@[^@\s<>\x00-\x1f\x7f]+\.[^@\s<>\x00-\x1f\x7f]+")
+
+
+def password_env_problem(name: str) -> str | None:
+    """Why ``name`` cannot be the SMTP password's variable (None: it can)."""
+    if _ENV_NAME.fullmatch(name):
+        return None
+    return f"a variable named {PASSWORD_ENV_PREFIX}NAME (A-Z, 0-9, _), e.g. PM_SMTP_PASSWORD"
+
+
+def address_problem(address: str) -> str | None:
+    """Why ``address`` is no e-mail address we send to (None: it is one)."""
+    if len(address) > MAX_ADDRESS:
+        return f"at most {MAX_ADDRESS} characters"
+    if not _ADDRESS.fullmatch(address):
+        return "not an e-mail address"
+    return None
 
 
 @dataclass(frozen=True)

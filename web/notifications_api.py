@@ -1,6 +1,7 @@
 """The JSON API of notifications and the run-time log level (R-9.3, R-9.4).
 
-- ``GET/PUT /api/v1/admin/notifications`` (admins): SMTP and notification settings; the
+- ``GET/PUT /api/v1/admin/notifications`` (admins): SMTP and notification settings (a PUT
+  changes only the fields it sends; ``password_env`` must name a ``PM_SMTP_`` variable); the
   password is write-only (``password``: a new one to seal, "" to remove it).
 - ``POST /api/v1/admin/notifications/test`` (admins): send a test message now; the answer
   says whether it went and why not (refused, timeout, auth, tls, config ...).
@@ -38,7 +39,11 @@ class NotificationSettingsIn(Body):
     security: Security = "starttls"
     username: str = Field("", max_length=200)
     password: str | None = Field(None, max_length=500, description="write-only; '' removes it")
-    password_env: str = Field("", max_length=64, description="or: the variable holding it")
+    password_env: str = Field(
+        "",
+        max_length=64,
+        description="or: the variable holding it (PM_SMTP_..., e.g. PM_SMTP_PASSWORD)",
+    )
     from_address: str = Field("", max_length=254)
     timeout_s: int = Field(20, ge=1, le=300)
     unreachable_minutes: int = Field(30, ge=1, le=10080)
@@ -129,7 +134,8 @@ class NotificationsApi:
 
     async def put_settings(self, request: Request) -> Response:
         data = await body(request, NotificationSettingsIn)
-        changes = data.model_dump(exclude={"password"})
+        # Only the fields sent: a partial PUT keeps every other setting as stored.
+        changes = data.model_dump(exclude={"password"}, exclude_unset=True)
         values = await svc.save_settings(
             self.db, principal(request), _sender(request), changes, data.password
         )

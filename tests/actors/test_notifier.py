@@ -214,11 +214,11 @@ async def test_starttls_with_a_certificate_of_our_ca_and_a_login_delivers(
     host = await add_host(db, "web-1")
     with smtp_server(pki, tmp_path, starttls=True, login=("pm", "s3cret")) as server:
         await configure(
-            db, plain(server.port, security="starttls", username="pm", password_env="PM_T_SMTP")
+            db, plain(server.port, security="starttls", username="pm", password_env="PM_SMTP_T")
         )
         await subscribe(db, "alice")
         await db.run(enqueue_event, "host_unreachable", [host], {"host": "web-1"})
-        sender = notifier(db, server.client_context, environ={"PM_T_SMTP": "s3cret"}.get)
+        sender = notifier(db, server.client_context, environ={"PM_SMTP_T": "s3cret"}.get)
         assert await sender.cycle() == 1
     [mail] = server.recorder.messages
     assert mail["Subject"].startswith("[patch-manager] Host unreachable: Host web-1")
@@ -229,9 +229,9 @@ async def test_a_wrong_smtp_password_is_reported_as_auth_failed(
 ) -> None:
     with smtp_server(pki, tmp_path, starttls=True, login=("pm", "s3cret")) as server:
         await configure(
-            db, plain(server.port, security="starttls", username="pm", password_env="PM_T_SMTP")
+            db, plain(server.port, security="starttls", username="pm", password_env="PM_SMTP_T")
         )
-        sender = notifier(db, server.client_context, environ={"PM_T_SMTP": "wrong"}.get)
+        sender = notifier(db, server.client_context, environ={"PM_SMTP_T": "wrong"}.get)
         ok, result = await sender.send_test("alice@example.test")
     assert (ok, result) == (False, "auth: login refused (535)")
     assert server.recorder.messages == []

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import re
 from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
@@ -18,8 +17,10 @@ from storage.notifications import (
     EVENT_KINDS,
     NotificationSettings,
     Subscription,
+    address_problem,
     get_notification_settings,
     get_subscription,
+    password_env_problem,
     save_notification_settings,
     save_subscription,
 )
@@ -30,8 +31,6 @@ from ..authz import Action, Principal, require
 from ..handle import InvalidInput
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-_ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+")
-_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
 
 
 class Sender(Protocol):
@@ -67,10 +66,10 @@ async def save_settings(
     old = await db.run(get_notification_settings)
     new = replace(old, **changes)
     problems: dict[str, str] = {}
-    if new.from_address and not _ADDRESS.fullmatch(new.from_address):
-        problems["from_address"] = "not an e-mail address"
-    if new.password_env and not _ENV_NAME.fullmatch(new.password_env):
-        problems["password_env"] = "an environment variable name (A-Z, 0-9, _)"
+    if new.from_address and (problem := address_problem(new.from_address)):
+        problems["from_address"] = problem
+    if new.password_env and (problem := password_env_problem(new.password_env)):
+        problems["password_env"] = problem
     if new.security == "none" and new.smtp_host and not _loopback(new.smtp_host):
         problems["security"] = "'none' (no TLS) is allowed only for a loopback SMTP server"
     if new.enabled and (not new.smtp_host or not new.from_address):
@@ -108,8 +107,8 @@ async def send_test(
 ) -> tuple[bool, str]:
     """Send a test message now; (ok, one-line result: refused, timeout, auth, tls ...)."""
     require(who, Action.MANAGE_SETTINGS)
-    if not _ADDRESS.fullmatch(to):
-        raise InvalidInput("to", "not an e-mail address")
+    if problem := address_problem(to):
+        raise InvalidInput("to", problem)
     if sender is None:
         return False, "the notification sender is not running"
     ok, result = await sender.send_test(to)
@@ -135,8 +134,8 @@ async def subscribe(
 ) -> Subscription:
     """Set the caller's own address and events ("" address: no e-mail at all)."""
     problems = {}
-    if email and not _ADDRESS.fullmatch(email):
-        problems["email"] = "not an e-mail address"
+    if email and (problem := address_problem(email)):
+        problems["email"] = problem
     unknown = sorted(set(events) - set(EVENT_KINDS))
     if unknown:
         problems["events"] = f"unknown event(s): {', '.join(unknown)}"
