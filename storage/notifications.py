@@ -4,7 +4,8 @@ An event is a row in ``notification_events``: a job's end inserts one from a tri
 transaction as the job's final state (migration 0012); the periodic checks (a host unreachable
 for long, a certificate about to expire, a window about to start) insert theirs with a dedupe
 key, so each episode is told once. Subscribers are read with the scope their role gives them
-(admins: every host; operators and auditors: their groups, plus ungrouped hosts when allowed),
+(admins: every host; operators and auditors: their groups; operators also ungrouped hosts when
+``auth.operators_see_ungrouped``),
 and ``visible_hosts`` filters an event's hosts by that scope with ``scope_condition``.
 """
 
@@ -145,7 +146,7 @@ class Subscriber:
 
 def subscribers(conn: psycopg.Connection[Any], *, see_ungrouped: bool) -> list[Subscriber]:
     """Active users with an e-mail address and at least one subscribed event, each with the
-    host scope their role gives them (as ``web.authz.scope_of`` decides it)."""
+    host scope their role gives them (``role_scope``, as ``web.authz.scope_of`` decides it)."""
     rows = conn.execute(
         "SELECT u.id, u.username, s.email, s.events, u.role,"
         " coalesce(array_agg(ug.group_id) FILTER (WHERE ug.group_id IS NOT NULL), '{}')"
@@ -156,14 +157,22 @@ def subscribers(conn: psycopg.Connection[Any], *, see_ungrouped: bool) -> list[S
     ).fetchall()
     result = []
     for user_id, username, email, events, role, group_ids in rows:
-        if role == "admin":
-            scope = HostScope.everything()
-        elif role in ("operator", "auditor"):
-            scope = HostScope(group_ids=frozenset(group_ids), ungrouped=see_ungrouped)
-        else:
-            scope = HostScope()
+        scope = role_scope(role, frozenset(group_ids), operators_see_ungrouped=see_ungrouped)
         result.append(Subscriber(user_id, username, email, frozenset(events), scope))
     return result
+
+
+def role_scope(role: str, group_ids: frozenset[int], *, operators_see_ungrouped: bool) -> HostScope:
+    """The hosts a user of ``role`` sees (no API token): admins every host; operators and
+    auditors their groups, and ungrouped hosts for OPERATORS only when
+    ``operators_see_ungrouped``; any other role nothing. The same rule as
+    ``web.authz.scope_of`` (tests/storage/test_subscriber_scope.py holds them equal)."""
+    if role == "admin":
+        return HostScope.everything()
+    if role in ("operator", "auditor"):
+        ungrouped = operators_see_ungrouped and role == "operator"
+        return HostScope(group_ids=group_ids, ungrouped=ungrouped)
+    return HostScope()
 
 
 def visible_hosts(
