@@ -227,7 +227,9 @@ def record_due_events(
 ) -> int:
     """Insert the events the periodic checks find (each episode once): hosts unreachable for
     longer than ``unreachable_minutes``; valid certificates expiring within
-    ``certificate_days``. Returns how many were new."""
+    ``certificate_days`` that no newer valid certificate of the same kind for the same host
+    has replaced (a renewal leaves the old one valid until it expires). Returns how many were
+    new."""
     added = conn.execute(
         "INSERT INTO notification_events (kind, dedupe_key, host_ids, details)"
         " SELECT 'host_unreachable', 'unreachable:' || h.id || ':' || h.health_changed_at,"
@@ -247,6 +249,10 @@ def record_due_events(
         " FROM certificates c LEFT JOIN hosts h ON h.id = c.host_id"
         " WHERE c.status = 'valid' AND c.not_after > %s"
         " AND c.not_after <= %s + make_interval(days => %s)"
+        # renewed: a newer valid certificate of the same kind for the same host replaces it
+        " AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.status = 'valid'"
+        " AND n.kind = c.kind AND n.host_id IS NOT DISTINCT FROM c.host_id"
+        " AND n.not_after > c.not_after)"
         " ON CONFLICT (dedupe_key) DO NOTHING",
         (now, now, settings.certificate_days),
     ).rowcount
