@@ -507,11 +507,13 @@ def waivers_version(conn: psycopg.Connection[Any]) -> tuple[int, ...]:
 def list_waivers(
     conn: psycopg.Connection[Any], scope: HostScope, include_revoked: bool = True
 ) -> list[WaiverRow]:
-    where: list[sql.Composable] = [scope_condition(scope, "w.host_id")]
+    # A removed host's waivers stay (history): named through known_hosts, scoped by the groups
+    # it was in (history_scope).
+    where: list[sql.Composable] = [history_scope(scope, "w.host_id")]
     if not include_revoked:
         where.append(sql.SQL("w.revoked_at IS NULL"))
     query = sql.SQL(
-        "SELECT " + _WAIVER_COLUMNS + " FROM risk_waivers w JOIN hosts h ON h.id = w.host_id"
+        "SELECT " + _WAIVER_COLUMNS + " FROM risk_waivers w JOIN known_hosts h ON h.id = w.host_id"
         " WHERE {} ORDER BY w.expires_at, w.id"
     ).format(sql.SQL(" AND ").join(where))
     return [WaiverRow(*r) for r in conn.execute(query)]

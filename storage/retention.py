@@ -72,12 +72,15 @@ PRUNE_STEPS: Mapping[str, str] = {
     " api_refresh_tokens WHERE expires_at < %(now)s LIMIT %(limit)s)",
     "sso_logins": "DELETE FROM sso_logins WHERE browser_hash IN (SELECT browser_hash FROM"
     " sso_logins WHERE expires_at < %(now)s LIMIT %(limit)s)",
+    "risk_waivers": "DELETE FROM risk_waivers WHERE id IN (SELECT id FROM risk_waivers"
+    " WHERE coalesce(revoked_at, expires_at) < %(cutoff)s LIMIT %(limit)s)",
     "removed_hosts": "DELETE FROM removed_hosts WHERE id IN (SELECT rh.id FROM removed_hosts rh"
     " WHERE rh.removed_at < %(cutoff)s"
     " AND NOT EXISTS (SELECT 1 FROM host_patches x WHERE x.host_id = rh.id)"
     " AND NOT EXISTS (SELECT 1 FROM host_health_history x WHERE x.host_id = rh.id)"
     " AND NOT EXISTS (SELECT 1 FROM job_hosts x WHERE x.host_id = rh.id)"
     " AND NOT EXISTS (SELECT 1 FROM job_host_attempts x WHERE x.host_id = rh.id)"
+    " AND NOT EXISTS (SELECT 1 FROM risk_waivers x WHERE x.host_id = rh.id)"
     " LIMIT %(limit)s)",
 }
 
