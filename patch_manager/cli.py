@@ -301,12 +301,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_reset_password(args: argparse.Namespace) -> int:
     from web import Auth
 
-    from .serve import reset_password
+    from .serve import UnknownUser, reset_password
 
     async def work(db: Database) -> str:
-        return await reset_password(
-            db, Auth(db), args.user.strip().lower(), must_change=True, actor=audit_cli.cli_actor()
-        )
+        try:
+            return await reset_password(
+                db, Auth(db), args.user.strip().lower(), must_change=True,
+                actor=audit_cli.cli_actor(),
+            )  # fmt: skip
+        except UnknownUser as exc:  # a typo never creates an admin
+            raise CliError(f"{exc}; create users with 'patch-manager users add'") from None
 
     password = _with_database(args, work)
     print(f"new password for {args.user}: {password}")

@@ -154,6 +154,11 @@ async def register_demo_fleet(db: Database, fleet: Fleet) -> None:
         log.info("demo: registered %d simulated agents", added)
 
 
+class UnknownUser(LookupError):
+    """``reset_password`` of a user that does not exist (never created: a typo must not make
+    a new admin)."""
+
+
 async def reset_password(
     db: Database,
     auth: Auth,
@@ -163,11 +168,16 @@ async def reset_password(
     actor: str = "system",
 ) -> str:
     """Give ``username`` a new random password (every session of it ends; ``must_change``:
-    to be replaced at the next login); return it. A missing user is created as an admin.
-    Audited as ``actor`` (the command line passes ``cli:USER@HOST``)."""
+    to be replaced at the next login); return it. Audited as ``actor`` (the command line passes
+    ``cli:USER@HOST``). A missing user is ``UnknownUser``, except the bootstrap "admin" while
+    no user exists at all, which is created as an admin."""
+    keyed = db.audit_key is not None  # (benchmarks open a database without the audit key)
+    if await db.run(get_user, username) is None:
+        users: int = await db.run(count_users)
+        if username != "admin" or users:
+            raise UnknownUser(f"no user named {username!r}")
     password = generate_password()
     hashed = await auth.hash_password(password)
-    keyed = db.audit_key is not None  # (benchmarks open a database without the audit key)
     if await db.run(get_user, username) is None:
         await run_audited(
             db,
