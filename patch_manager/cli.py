@@ -250,11 +250,17 @@ def _run_server(
 ) -> None:
     """Run a server. Once it is ready its banner is printed, framed so that it stands out of the
     log lines, with the data directory the other commands use; one on the default data
-    directory announces itself while it runs (``paths.announce``) so that they find it."""
+    directory announces itself while it runs (``paths.announce``) so that they find it: from
+    before it opens its database (initdb, the first polls can take a while), then again with
+    its URL once it serves."""
     from .serve import ServerInfo, print_banner
 
+    implicit = args.data_dir is None
+    if implicit:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        paths.announce(data_dir, "")
+
     def ready(info: ServerInfo) -> None:
-        implicit = args.data_dir is None
         if implicit:
             paths.announce(data_dir, info.urls[0] if info.urls else "")
         rule = "=" * 78

@@ -100,18 +100,24 @@ def database_data_dir(explicit: Path | None, *, embedded: bool = True) -> tuple[
         return explicit, ""
     server = running_server()
     if server is not None:
+        where = f"running at {server.url}" if server.url else "starting"
         return server.data_dir, (
-            f"using the data directory of the server running at {server.url} (pid {server.pid}):"
+            f"using the data directory of the server {where} (pid {server.pid}):"
             f" {server.data_dir} (--data-dir chooses another)"
         )
     default = default_data_dir()
-    if embedded and not (default / "postgres").exists():
+    if not embedded:
+        return default, ""
+    if not (default / "postgres").exists():
         return default, (
             f"no server is running on the default data directory and {default} holds no"
             " database yet: creating one there (--data-dir chooses another, e.g. DATA_DIR/demo"
             " of a stopped demo)"
         )
-    return default, ""
+    return default, (
+        f"using the default data directory {default}: no server announced there (a server"
+        " started with --data-dir is not; pass the same --data-dir to reach it)"
+    )
 
 
 def bootstrap_marker(data_dir: Path) -> Path:
