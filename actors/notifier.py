@@ -33,7 +33,7 @@ import trio
 
 from ca import Sealer, SealError
 from maintenance import Interval, WindowRule, occurrences
-from storage import Database, StorageError, WindowRow, list_windows
+from storage import Database, StorageError, WindowRow, list_blackouts, list_windows
 from storage.notifications import (
     EventRow,
     NotificationSettings,
@@ -308,18 +308,22 @@ def window_reminders(
     hosts_of: dict[int, list[int]],
     now: dt.datetime,
     lead: dt.timedelta,
+    blackouts: Sequence[Interval] = (),
 ) -> list[Reminder]:
-    """A reminder for each occurrence of an enabled window that starts within ``lead`` from
-    ``now`` (one per occurrence: the dedupe key names the window and its start)."""
+    """A reminder for each occurrence of an enabled window that opens within ``lead`` from
+    ``now`` (one per opening: the dedupe key names the window and its start), with the
+    ``blackouts`` cut out as the coordinator cuts them: an occurrence blacked out entirely is
+    not told; one whose start is blacked out is told with the time it really opens."""
     found = []
     for window in windows:
         if not window.enabled:
             continue
         rule = WindowRule.from_columns(window)
-        starts: list[Interval] = occurrences(rule, now, now + lead)
+        # (pieces that open by now + lead; a blackout may move an opening to exactly then)
+        starts: list[Interval] = occurrences(rule, now, now + lead + rule.duration, blackouts)
         for piece in starts:
             if not now < piece.start <= now + lead:
-                continue  # already open (or a piece after a blackout): no reminder
+                continue  # already open: no reminder
             found.append(Reminder(
                 f"window:{window.id}:{piece.start.isoformat()}",
                 tuple(hosts_of.get(window.id, ())),
@@ -406,9 +410,10 @@ class Notifier:
         """Enqueue the reminders of windows starting within ``reminder_minutes``."""
 
         def add(conn: Any) -> int:
+            blackouts = [Interval(b.starts_at, b.ends_at) for b in list_blackouts(conn)]
             reminders = window_reminders(
                 list_windows(conn), window_hosts(conn), now,
-                dt.timedelta(minutes=settings.reminder_minutes),
+                dt.timedelta(minutes=settings.reminder_minutes), blackouts,
             )  # fmt: skip
             added = 0
             with conn.transaction():

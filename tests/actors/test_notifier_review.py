@@ -1,11 +1,18 @@
 """The notification sender: review F13b findings (#3: a stored password_env naming another of
-the process's secrets is never read nor sent)."""
+the process's secrets is never read nor sent; #7: window reminders respect blackouts)."""
 
 from __future__ import annotations
 
-from storage import Database
+import datetime as dt
+from typing import Any
 
-from .test_notifier import configure, notifier, plain
+import pytest
+
+from storage import Database, list_groups, save_window
+from storage.jobs import create_blackout
+from storage.notifications import pending_events
+
+from .test_notifier import NOW, add_host, configure, notifier, plain
 
 
 async def test_a_stored_password_env_outside_pm_smtp_is_refused_and_never_read(
@@ -23,3 +30,32 @@ async def test_a_stored_password_env_outside_pm_smtp_is_refused_and_never_read(
     assert not ok
     assert result.startswith("config: password_env 'PM_AUDIT_KEY'")
     assert read == []
+
+
+def _window_at_12_45(conn: Any) -> None:
+    group = next(g.id for g in list_groups(conn) if g.name == "web")
+    save_window(conn, {
+        "name": "nightly", "group_id": group, "recurrence": "daily",
+        "start_date": NOW.date(), "start_time": dt.time(12, 45), "duration_minutes": 60,
+        "timezone": "UTC", "weekdays": [], "enabled": True,
+    }, None, "test")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("blackout", "starts"),
+    [
+        ((dt.time(12, 0), dt.time(14, 0)), []),  # the whole occurrence blacked out: no reminder
+        ((dt.time(12, 30), dt.time(13, 0)), ["2026-11-30T13:00:00+00:00"]),  # opens at 13:00
+    ],
+)
+async def test_window_reminders_tell_only_what_blackouts_leave_of_an_occurrence(
+    db: Database, blackout: tuple[dt.time, dt.time], starts: list[str]
+) -> None:
+    await add_host(db, "web-1", ("web",))
+    await db.run(_window_at_12_45)
+    begin, end = (dt.datetime.combine(NOW.date(), t, dt.UTC) for t in blackout)
+    await db.run(create_blackout, "freeze", begin, end)
+    await configure(db, plain(2525, reminder_minutes=60))
+    await notifier(db).remind(plain(2525, reminder_minutes=60), NOW)
+    events = await db.run(pending_events)
+    assert [e.details["starts_at"] for e in events if e.kind == "window_reminder"] == starts
