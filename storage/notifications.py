@@ -3,7 +3,8 @@
 An event is a row in ``notification_events``: a job's end inserts one from a trigger in the same
 transaction as the job's final state (migration 0012); the periodic checks (a host unreachable
 for long, a certificate about to expire, a window about to start) insert theirs with a dedupe
-key, so each episode is told once. Subscribers are read with the scope their role gives them
+key recorded in ``notification_told`` (migration 0018) until the episode ends, so each episode
+is told once even after retention or the outbox bound deleted its event. Subscribers are read with the scope their role gives them
 (admins: every host; operators and auditors: their groups; operators also ungrouped hosts when
 ``auth.operators_see_ungrouped``),
 and ``visible_hosts`` filters an event's hosts by that scope with ``scope_condition``.
@@ -203,14 +204,45 @@ def enqueue_event(
     details: dict[str, Any] | None = None,
     dedupe_key: str | None = None,
 ) -> bool:
-    """Insert one event (a cheap insert, never waits for the sender); False when an event with
-    ``dedupe_key`` is already there."""
-    cur = conn.execute(
-        "INSERT INTO notification_events (kind, dedupe_key, host_ids, details)"
-        " VALUES (%s, %s, %s, %s) ON CONFLICT (dedupe_key) DO NOTHING",
-        (kind, dedupe_key, list(host_ids), Jsonb(details or {})),
-    )
+    """Insert one event (a cheap insert, never waits for the sender); False when the episode
+    ``dedupe_key`` names was told already (``notification_told``: kept after the event itself
+    is pruned, until the episode ends)."""
+    with conn.transaction():
+        if dedupe_key is not None:
+            told = conn.execute(
+                "INSERT INTO notification_told (dedupe_key) VALUES (%s) ON CONFLICT DO NOTHING",
+                (dedupe_key,),
+            ).rowcount
+            if told != 1:
+                return False
+        cur = conn.execute(
+            "INSERT INTO notification_events (kind, dedupe_key, host_ids, details)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (dedupe_key) DO NOTHING",
+            (kind, dedupe_key, list(host_ids), Jsonb(details or {})),
+        )
     return cur.rowcount == 1
+
+
+# An episode's key, as the periodic checks write it (and _forget_ended_episodes matches it).
+_UNREACHABLE_KEY = "'unreachable:' || h.id || ':' || h.health_changed_at"
+_CERTIFICATE_KEY = "'certificate:' || c.serial || ':' || c.not_after"
+
+
+def _forget_ended_episodes(conn: psycopg.Connection[Any], now: dt.datetime) -> None:
+    """Drop the told-records of episodes that ended: the host is no longer unreachable since
+    that time, the certificate is no longer valid and unexpired, the occurrence has started."""
+    conn.execute(
+        "DELETE FROM notification_told t WHERE"
+        " (t.dedupe_key LIKE 'unreachable:%%' AND NOT EXISTS (SELECT 1 FROM hosts h"
+        " WHERE h.health = 'unreachable' AND h.health_changed_at IS NOT NULL"
+        f" AND {_UNREACHABLE_KEY} = t.dedupe_key))"
+        " OR (t.dedupe_key LIKE 'certificate:%%' AND NOT EXISTS (SELECT 1 FROM certificates c"
+        " WHERE c.status = 'valid' AND c.not_after > %(now)s"
+        f" AND {_CERTIFICATE_KEY} = t.dedupe_key))"
+        " OR (t.dedupe_key ~ '^window:[0-9]+:' AND"
+        " substring(t.dedupe_key from '^window:[0-9]+:(.*)$')::timestamptz <= %(now)s)",
+        {"now": now},
+    )
 
 
 def pending_events(conn: psycopg.Connection[Any], limit: int = 1000) -> list[EventRow]:
@@ -230,33 +262,51 @@ def record_due_events(
     ``certificate_days`` that no newer valid certificate of the same kind for the same host
     has replaced (a renewal leaves the old one valid until it expires). Returns how many were
     new."""
+    with conn.transaction():
+        _forget_ended_episodes(conn, now)
+        added = _record_due(conn, settings, now)
+    return max(added, 0)
+
+
+def _record_due(
+    conn: psycopg.Connection[Any], settings: NotificationSettings, now: dt.datetime
+) -> int:
+    # Each: the due episodes; those not told yet are recorded as told and become events.
     added = conn.execute(
-        "INSERT INTO notification_events (kind, dedupe_key, host_ids, details)"
-        " SELECT 'host_unreachable', 'unreachable:' || h.id || ':' || h.health_changed_at,"
-        " ARRAY[h.id], jsonb_build_object('host', h.name, 'since', h.health_changed_at,"
-        " 'reason', h.health_reason)"
+        "WITH due AS (SELECT " + _UNREACHABLE_KEY + " AS key, ARRAY[h.id] AS host_ids,"
+        " jsonb_build_object('host', h.name, 'since', h.health_changed_at,"
+        " 'reason', h.health_reason) AS details"
         " FROM hosts h WHERE h.health = 'unreachable' AND h.health_changed_at IS NOT NULL"
-        " AND h.health_changed_at <= %s - make_interval(mins => %s)"
+        " AND h.health_changed_at <= %s - make_interval(mins => %s)),"
+        " told AS (INSERT INTO notification_told (dedupe_key, told_at) SELECT key, %s FROM due"
+        " ON CONFLICT DO NOTHING RETURNING dedupe_key)"
+        " INSERT INTO notification_events (kind, dedupe_key, host_ids, details)"
+        " SELECT 'host_unreachable', due.key, due.host_ids, due.details"
+        " FROM due JOIN told ON told.dedupe_key = due.key"
         " ON CONFLICT (dedupe_key) DO NOTHING",
-        (now, settings.unreachable_minutes),
+        (now, settings.unreachable_minutes, now),
     ).rowcount
     added += conn.execute(
-        "INSERT INTO notification_events (kind, dedupe_key, host_ids, details)"
-        " SELECT 'certificate_expiry', 'certificate:' || c.serial || ':' || c.not_after,"
-        " CASE WHEN c.host_id IS NULL THEN '{}'::bigint[] ELSE ARRAY[c.host_id] END,"
+        "WITH due AS (SELECT " + _CERTIFICATE_KEY + " AS key,"
+        " CASE WHEN c.host_id IS NULL THEN '{}'::bigint[] ELSE ARRAY[c.host_id] END AS host_ids,"
         " jsonb_build_object('subject', c.subject, 'kind', c.kind, 'not_after', c.not_after,"
-        " 'host', h.name)"
+        " 'host', h.name) AS details"
         " FROM certificates c LEFT JOIN hosts h ON h.id = c.host_id"
         " WHERE c.status = 'valid' AND c.not_after > %s"
         " AND c.not_after <= %s + make_interval(days => %s)"
         # renewed: a newer valid certificate of the same kind for the same host replaces it
         " AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.status = 'valid'"
         " AND n.kind = c.kind AND n.host_id IS NOT DISTINCT FROM c.host_id"
-        " AND n.not_after > c.not_after)"
+        " AND n.not_after > c.not_after)),"
+        " told AS (INSERT INTO notification_told (dedupe_key, told_at) SELECT key, %s FROM due"
+        " ON CONFLICT DO NOTHING RETURNING dedupe_key)"
+        " INSERT INTO notification_events (kind, dedupe_key, host_ids, details)"
+        " SELECT 'certificate_expiry', due.key, due.host_ids, due.details"
+        " FROM due JOIN told ON told.dedupe_key = due.key"
         " ON CONFLICT (dedupe_key) DO NOTHING",
-        (now, now, settings.certificate_days),
+        (now, now, settings.certificate_days, now),
     ).rowcount
-    return max(added, 0)
+    return added
 
 
 def drop_excess_events(conn: psycopg.Connection[Any], keep: int) -> int:
