@@ -369,6 +369,7 @@ class Notifier:
         self.limiter = trio.CapacityLimiter(1)
         self.stats = NotifierStats()
         self._wake = trio.Event()
+        self.cycled = trio.Event()  # set after each cycle of ``run`` (then replaced)
 
     def wake(self) -> None:
         self._wake.set()
@@ -380,6 +381,9 @@ class Notifier:
         the server down (cancellation is never caught)."""
         task_status.started()
         while True:
+            # A fresh event BEFORE the cycle: a wake during the cycle (settings saved, a new
+            # event) starts the next one at once instead of being lost.
+            self._wake = trio.Event()
             try:
                 await self.cycle()
             except StorageError as exc:
@@ -388,7 +392,8 @@ class Notifier:
                 self.stats.crashes += 1
                 log.exception("notifications: cycle failed; the next one runs in %gs",
                               self.every_s)  # fmt: skip
-            self._wake = trio.Event()
+            done, self.cycled = self.cycled, trio.Event()
+            done.set()
             with trio.move_on_after(self.every_s):
                 await self._wake.wait()
 

@@ -7,6 +7,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
+import trio
 
 from storage import Database, list_groups, save_window
 from storage.jobs import create_blackout
@@ -59,3 +60,15 @@ async def test_window_reminders_tell_only_what_blackouts_leave_of_an_occurrence(
     await notifier(db).remind(plain(2525, reminder_minutes=60), NOW)
     events = await db.run(pending_events)
     assert [e.details["starts_at"] for e in events if e.kind == "window_reminder"] == starts
+
+
+async def test_a_wake_during_a_cycle_starts_the_next_cycle_at_once(db: Database) -> None:
+    sender = notifier(db, every_s=3600)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sender.run)
+        assert sender.stats.cycles == 1  # the first cycle is under way (reading the settings)
+        sender.wake()  # e.g. the settings saved meanwhile
+        with trio.fail_after(10):  # not the hour until the next timed cycle
+            while sender.stats.cycles < 2:
+                await sender.cycled.wait()
+        nursery.cancel_scope.cancel()
