@@ -70,6 +70,22 @@ PRUNE_STEPS: Mapping[str, str] = {
     " notification_events WHERE dispatched_at < %(cutoff)s LIMIT %(limit)s)",
     "api_refresh_tokens": "DELETE FROM api_refresh_tokens WHERE id IN (SELECT id FROM"
     " api_refresh_tokens WHERE expires_at < %(now)s LIMIT %(limit)s)",
+    # Expired or revoked before the cutoff (their groups, refresh tokens, families go along).
+    "api_tokens": "DELETE FROM api_tokens WHERE id IN (SELECT id FROM api_tokens"
+    " WHERE expires_at < %(cutoff)s OR revoked_at < %(cutoff)s LIMIT %(limit)s)",
+    # A family with no refresh token left: its access JWTs (refused without the row) ended
+    # with the last refresh token's hour, long before the cutoff; revoked ones after it.
+    "api_token_families": "DELETE FROM api_token_families f WHERE family_id IN (SELECT"
+    " f2.family_id FROM api_token_families f2 WHERE NOT EXISTS (SELECT 1 FROM"
+    " api_refresh_tokens r WHERE r.family_id = f2.family_id)"
+    " AND (f2.revoked_at IS NULL OR f2.revoked_at < %(cutoff)s) LIMIT %(limit)s)",
+    "window_runs": "DELETE FROM window_runs WHERE (window_id, occurrence_start) IN (SELECT"
+    " window_id, occurrence_start FROM window_runs WHERE occurrence_start < %(cutoff)s"
+    " LIMIT %(limit)s)",
+    # Runs started before the cutoff, finished or not (a failure repeated every retry_s
+    # leaves an unfinished row each time).
+    "retention_runs": "DELETE FROM retention_runs WHERE id IN (SELECT id FROM retention_runs"
+    " WHERE started_at < %(cutoff)s LIMIT %(limit)s)",
     "sso_logins": "DELETE FROM sso_logins WHERE browser_hash IN (SELECT browser_hash FROM"
     " sso_logins WHERE expires_at < %(now)s LIMIT %(limit)s)",
     "risk_waivers": "DELETE FROM risk_waivers WHERE id IN (SELECT id FROM risk_waivers"
