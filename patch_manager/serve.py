@@ -283,6 +283,47 @@ async def _start_service(nursery: trio.Nursery, run: Callable[..., Any]) -> _Ser
     return service
 
 
+RESTART_DELAYS_S = (1.0, 5.0, 30.0, 60.0, 300.0)  # a supervised task's restarts, then every 300 s
+HEALTHY_RUN_S = 600.0  # a task that ran this long before failing starts the delays afresh
+
+
+async def _supervised(
+    name: str,
+    run: Callable[..., Any],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run ``run`` (a task for ``nursery.start``) for as long as the server runs: when it fails
+    (or returns), log it with the traceback and start it again after ``RESTART_DELAYS_S``; it
+    never ends the server. Started once the first start succeeded or failed (a failing first
+    start does not hold the server back). Cancellation is never caught."""
+    started = False
+    failures = 0
+    while True:
+        began = trio.current_time()
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(run)
+                if not started:
+                    started = True
+                    task_status.started()
+            problem = "ended"
+        except Exception:
+            problem = "failed"
+        if trio.current_time() - began >= HEALTHY_RUN_S:
+            failures = 0
+        delay = RESTART_DELAYS_S[min(failures, len(RESTART_DELAYS_S) - 1)]
+        failures += 1
+        if problem == "failed":
+            log.exception("%s failed; restarting it in %g s", name, delay)
+        else:
+            log.error("%s ended; restarting it in %g s", name, delay)
+        if not started:
+            started = True
+            task_status.started()
+        await trio.sleep(delay)
+
+
 async def _close_relay(app: Any, timeout: float) -> None:
     relay = getattr(app.state, "relay", None)
     if relay is not None:
@@ -487,6 +528,10 @@ async def run_server(
                     max_days=config.auth.token_max_days,
                 ),
             )
+            # The sender exists before the web serves: the page's test message and outbox
+            # find it from the first request.
+            notifier = notifier_for(storage, ca, data_dir, config)
+            app.state.notifier = notifier
             async with trio.open_nursery() as inner:
                 sink = await _start_service(inner, system.sink.run)
                 actors = await _start_service(inner, system.scheduler.run)
@@ -498,13 +543,11 @@ async def run_server(
                 snapshots = snapshot_task(config, storage, SystemAdapter(storage, system, ca))
                 await inner.start(snapshots.run)
                 if system.retention is not None:
-                    await inner.start(system.retention.run)
+                    await inner.start(_supervised, "retention", system.retention.run)
                 inner.start_soon(auth.prune_periodically)
                 inner.start_soon(logs.follow_config, store)
                 inner.start_soon(audit_config_reloads, store, storage.db)
-                notifier = notifier_for(storage, ca, data_dir, config)
-                app.state.notifier = notifier  # the Settings page's test message and outbox
-                await inner.start(notifier.run)
+                await inner.start(_supervised, "notifications", notifier.run)
                 await wait_first_polls(storage.db, system.fleet)  # the banner comes after
                 if on_ready is not None:
                     on_ready(ServerInfo(urls, storage.description, ca.root_cert_path,
