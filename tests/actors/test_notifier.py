@@ -191,7 +191,7 @@ async def test_a_message_is_marked_failed_after_the_last_attempt(
 
 
 async def test_a_hung_server_times_out_and_is_retried_later_while_events_still_enqueue(
-    db: Database,
+    db: Database, pki: Pki, tmp_path: Path
 ) -> None:
     host = await add_host(db, "web-1")
     with hung_server() as port:
@@ -206,6 +206,19 @@ async def test_a_hung_server_times_out_and_is_retried_later_while_events_still_e
     [row] = await db.run(recent_messages)
     assert (row.state, row.attempts) == ("pending", 1)
     assert row.last_error == "timeout: no answer within 1 s"
+    # The server answers again: not retried before its backoff, then retried and delivered.
+    with smtp_server(pki, tmp_path) as server:
+        await configure(db, plain(server.port))
+        retry = row.next_attempt_at
+        assert retry > NOW
+        early = retry - dt.timedelta(seconds=1)
+        assert await notifier(db).send_due(plain(server.port), early) == 0
+        assert server.recorder.messages == []
+        assert await notifier(db).send_due(plain(server.port), retry) == 1
+    [row] = await db.run(recent_messages)
+    assert row.state == "sent"
+    [mail] = server.recorder.messages
+    assert "Host web-1 unreachable" in mail.get_payload()
 
 
 async def test_starttls_with_a_certificate_of_our_ca_and_a_login_delivers(
