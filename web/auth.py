@@ -117,14 +117,15 @@ MAX_CODE_ATTEMPTS = 5
 REAUTH_WITHIN = dt.timedelta(minutes=5)
 # Dangerous requests that need a second factor proven within REAUTH_WITHIN (besides reboots of
 # many hosts at once, which the jobs service checks with ``require_recent_mfa``): user and role
-# changes, resetting a user's password or factors, revoking a certificate.
+# changes, resetting a user's password or factors, revoking a certificate, creating an API token.
 REAUTH_ROUTES = re.compile(
     r"^(POST|PATCH) (/api/v1)?/users(/\d+(/reset-password|/reset-mfa)?)?$"
     r"|^POST (/api/v1)?/certificates/revoke$"
+    r"|^POST (/api/v1)?/tokens$"
 )
 # Whether the current request's session proved a second factor within REAUTH_WITHIN, and
-# ``auth.reauth_reboot_hosts`` (set by AuthMiddleware; requests without a session pass: bearer
-# tokens have their own rules).
+# ``auth.reauth_reboot_hosts`` (set by AuthMiddleware; requests without a session pass; a
+# bearer credential never counts as a recent second factor).
 _recent_mfa: ContextVar[tuple[bool, int]] = ContextVar("recent_mfa", default=(True, 0))
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_FORM = 1024 * 1024
@@ -691,7 +692,12 @@ class AuthMiddleware:
         # -- bearer hook (API tokens, access JWTs): no cookie, no CSRF; web.tokens decides --
         credential = bearer_of(scope) if self.tokens is not None else None
         if credential is not None and self.tokens is not None:
-            await self.tokens.admit(scope, receive, send, self.app, credential)
+            # a token proves no second factor: what needs a recent one is refused to it
+            bearer = _recent_mfa.set((False, self.auth.settings.reauth_reboot_hosts))
+            try:
+                await self.tokens.admit(scope, receive, send, self.app, credential)
+            finally:
+                _recent_mfa.reset(bearer)
             return
         # -- end of bearer hook --
         token = cookies_of(scope).get(SESSION_COOKIE, "")

@@ -189,6 +189,10 @@ async def cancel(sys: System, who: Principal, job_id: int) -> int:
 
 async def retry(sys: System, who: Principal, job_id: int) -> int:
     await _require_whole_job(sys, who, job_id)
+    job, rows = await get(sys, who, job_id)
+    if job.schedule == "now" and (job.kind == "reboot" or job.allow_reboot):
+        # retrying reboots them at once: as many as a new job would need a second factor
+        require_recent_mfa(reboot_hosts=sum(r.state == "failed" for r in rows))
     return await sys.handle.retry_failed(
         job_id, audit=lambda n: audit.entry(who, "job.retry", f"job:{job_id}",
                                             after={"rows_retried": n})

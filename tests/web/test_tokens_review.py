@@ -1,0 +1,71 @@
+"""Review findings on API tokens, access JWTs and single sign-on (issue 12 points 2-3): a bearer
+credential never stands in for a fresh second factor, dangerous SSO changes need one, a token
+never outlives its owner's standing, and a session is not broken by someone else's Authorization
+header."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import httpx2
+import pytest
+
+from ..conftest import fleet_addresses
+from .conftest import WebRig, assert_envelope, form_token
+from .test_mfa import stale_second_factor
+from .test_tokens import bearer, token_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def two_hosts(client: httpx2.AsyncClient) -> list[int]:
+    base = fleet_addresses(2).rsplit(".", 1)[0]
+    ids = []
+    for last in (1, 2):
+        made = await client.post("/api/v1/hosts", json={"name": f"{base}.{last}"})
+        assert made.status_code == 201, made.text
+        ids.append(made.json()["id"])
+    return ids
+
+
+async def test_a_stale_session_cannot_create_a_token_through_the_api_or_the_page(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    page = await client.get("/tokens")
+    await stale_second_factor(web_rig, client)
+    api = await client.post("/api/v1/tokens", json={"name": "x", "scope": "operate"})
+    assert_envelope(api, 403, "reauth_required")
+    form = await client.post(
+        "/tokens",
+        data={"csrf_token": form_token(page.text), "name": "x", "scope": "operate",
+              "expires_days": "7"},
+        headers={"referer": "http://testserver/tokens"},
+    )  # fmt: skip
+    assert form.status_code == 303 and form.headers["location"].startswith("/security?next=")
+    assert (await client.get("/api/v1/tokens")).json()["tokens"] == []
+
+
+async def test_a_token_reboots_now_no_more_hosts_than_the_limit_and_retries_no_more(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    web_rig.auth.settings = dataclasses.replace(web_rig.auth.settings, reauth_reboot_hosts=1)
+    ids = await two_hosts(client)
+    job = {"kind": "reboot", "schedule": "now", "host_ids": ids}
+    secret = await token_for(web_rig, 1, "operate")
+    async with bearer(web_rig.app, secret) as http:
+        assert_envelope(await http.post("/api/v1/jobs", json=job), 403, "reauth_required")
+        one = await http.post("/api/v1/jobs", json=job | {"host_ids": ids[:1]})
+        assert one.status_code == 201, one.text  # within the limit
+    # a reboot-now job of both hosts (made with a fresh second factor), stopped, then failed on both
+    made = await client.post("/api/v1/jobs", json=job)
+    assert made.status_code == 201, made.text
+    job_id = made.json()["job_id"]
+    assert (await client.post(f"/api/v1/jobs/{job_id}/cancel")).status_code == 200
+    await web_rig.db.run(
+        lambda c: c.execute("UPDATE job_hosts SET state = 'failed' WHERE job_id = %s", (job_id,))
+    )
+    async with bearer(web_rig.app, secret) as http:
+        retried = await http.post(f"/api/v1/jobs/{job_id}/retry")
+        assert_envelope(retried, 403, "reauth_required")
+    await stale_second_factor(web_rig, client)
+    assert_envelope(await client.post(f"/api/v1/jobs/{job_id}/retry"), 403, "reauth_required")
