@@ -42,6 +42,7 @@ from actors import (
     Phase,
     Scheduler,
 )
+from actors.agent_client import AgentTransport
 from actors.certificates import CertificateService, CertificateTimings
 from actors.notifier import Notifier
 from actors.retention import RetentionTask
@@ -385,6 +386,8 @@ def build_actor_system(
         ca.root_cert_path, ca.client_cert_path, ca.client_key_path, policy
     )
     ramp = ConnectionRamp.for_this_machine(store.current.agents.max_new_connections)
+    # One agent transport for every host: one httpx client, a connection pool per host.
+    transport = AgentTransport(ssl_context, ramp=ramp)
 
     def agent_factory(target: HostTarget, policy: PollingPolicy) -> AgentClient:
         return AgentClient(
@@ -395,7 +398,7 @@ def build_actor_system(
             request_timeout=policy.request_timeout_s,
             connect_timeout=policy.connect_timeout_s,
             max_connections=policy.max_connections,
-            ramp=ramp,
+            transport=transport,
         )
 
     fleet = FleetState()
