@@ -63,7 +63,7 @@ class Action(enum.Enum):
     OBSERVE = "observe"  # /metrics and the health details (fleet-wide figures)
     MANAGE_USERS = "manage_users"  # users, roles, user groups, others' sessions
     MANAGE_PKI = "manage_pki"  # certificates (list, renew, revoke) and agent enrolment
-    VIEW_AUDIT = "view_audit"  # the audit log: read, export, verify (admins and auditors)
+    VIEW_AUDIT = "view_audit"  # the audit log: read, export, verify (see _reads_whole_log)
     MANAGE_SETTINGS = "manage_settings"  # notification (SMTP) settings, run-time log level
 
 
@@ -155,7 +155,18 @@ def _actions(who: Principal) -> frozenset[Action]:
     actions = _ALLOWED[who.role]
     if who.token_scope is not None:
         actions &= _TOKEN_ALLOWED[who.token_scope]
+    if Action.VIEW_AUDIT in actions and not _reads_whole_log(who):
+        actions -= {Action.VIEW_AUDIT}
     return actions
+
+
+def _reads_whole_log(who: Principal) -> bool:
+    """The audit log names every host (and every user), so only a principal restricted to no
+    groups reads it: an admin (not through a token restricted to groups) or an auditor who is
+    a member of no group."""
+    if who.token_groups is not None:
+        return False
+    return who.role is Role.ADMIN or (who.role is Role.AUDITOR and not who.group_ids)
 
 
 def may(who: Principal, action: Action) -> bool:

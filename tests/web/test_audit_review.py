@@ -1,0 +1,83 @@
+"""The audit log's review findings (F13a): who may read it (scope), actions whose audit write
+fails, system certificate renewals, numbers the chain must hash as the database returns them,
+and logout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+import pytest
+
+from storage import AuditFilter, create_user, set_user_groups
+from storage.audit import list_entries
+
+from .conftest import WebRig, login
+
+pytestmark = pytest.mark.timeout(120)
+
+PASSWORD = "audit-review-password-1"
+
+
+async def entries(rig: WebRig, **kw: Any) -> list[Any]:
+    page, _ = await rig.db.run(list_entries, AuditFilter(limit=1000, **kw))
+    return list(reversed(page))  # oldest first
+
+
+async def as_user(rig: WebRig, name: str, role: str, groups: list[int]) -> httpx2.AsyncClient:
+    hashed = await rig.auth.hash_password(PASSWORD)
+    user = await rig.db.run(create_user, name, hashed, role)
+    await rig.db.run(set_user_groups, user.id, groups)
+    transport = httpx2.ASGITransport(app=rig.app, client=("127.0.0.9", 4711))
+    c = httpx2.AsyncClient(transport=transport, base_url="http://testserver")
+    c.headers["x-csrf-token"] = await login(c, PASSWORD, name)
+    return c
+
+
+async def refuse_audit_writes(rig: WebRig) -> None:
+    def refuse(conn: Any) -> None:
+        with conn.transaction():
+            conn.execute(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN RAISE EXCEPTION 'audit refused'; END $$"
+            )
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON audit_entries"
+                " FOR EACH ROW EXECUTE FUNCTION refuse()"
+            )
+
+    await rig.db.run(refuse)
+
+
+# -- H4: the audit log names every host, so only principals who see every host read it -------
+
+
+async def test_a_group_scoped_auditor_and_a_group_restricted_token_may_not_read_the_audit_log(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    group = (await client.post("/api/v1/groups", json={"name": "mine"})).json()["id"]
+    scoped = await as_user(web_rig, "scopedaud", "auditor", [group])
+    unscoped = await as_user(web_rig, "wideaud", "auditor", [])
+    try:
+        assert (await scoped.get("/api/v1/audit")).status_code == 403
+        assert (await scoped.get("/api/v1/audit/export")).status_code == 403
+        assert (await scoped.get("/audit")).status_code == 403
+        assert (await unscoped.get("/api/v1/audit")).status_code == 200
+    finally:
+        await scoped.aclose()
+        await unscoped.aclose()
+    made = await client.post(
+        "/api/v1/tokens",
+        json={"name": "ro", "scope": "read", "expires_days": 5, "group_ids": [group]},
+    )
+    restricted = made.json()["token"]
+    made = await client.post(
+        "/api/v1/tokens", json={"name": "ro-all", "scope": "read", "expires_days": 5}
+    )
+    whole = made.json()["token"]
+    transport = httpx2.ASGITransport(app=web_rig.app, client=("127.0.0.9", 1))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as t:
+        t.headers["authorization"] = f"Bearer {restricted}"
+        assert (await t.get("/api/v1/audit")).status_code == 403
+        t.headers["authorization"] = f"Bearer {whole}"
+        assert (await t.get("/api/v1/audit")).status_code == 200
