@@ -69,3 +69,32 @@ async def test_a_token_reboots_now_no_more_hosts_than_the_limit_and_retries_no_m
         assert_envelope(retried, 403, "reauth_required")
     await stale_second_factor(web_rig, client)
     assert_envelope(await client.post(f"/api/v1/jobs/{job_id}/retry"), 403, "reauth_required")
+
+
+async def test_sso_settings_mappings_and_identity_links_need_a_recent_second_factor(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    page = await client.get("/settings/sso")
+    csrf = form_token(page.text)
+    await stale_second_factor(web_rig, client)
+    forms = {
+        "/settings/sso/save": {"enabled": "on", "preset": "oidc", "client_id": "c",
+                               "discovery_url": "https://127.0.0.1:9/x", "groups_claim": "g"},
+        "/settings/sso/mappings": {"claim_value": "evil", "role": "admin"},
+        "/settings/sso/mappings/delete": {"claim_value": "evil"},
+        "/settings/sso/identities": {"user_id": "1", "issuer": "https://127.0.0.1:9",
+                                     "subject": "me"},
+        "/settings/sso/identities/delete": {"identity_id": "1"},
+    }  # fmt: skip
+    for path, data in forms.items():
+        refused = await client.post(
+            path, data={"csrf_token": csrf, **data},
+            headers={"referer": "http://testserver/settings/sso"},
+        )  # fmt: skip
+        assert refused.status_code == 303, (path, refused.text)
+        assert refused.headers["location"].startswith("/security?next="), path
+    link = {"issuer": "https://127.0.0.1:9", "subject": "me"}
+    api = await client.post("/api/v1/users/1/sso-identities", json=link)
+    assert_envelope(api, 403, "reauth_required")
+    unlink = await client.post("/api/v1/users/1/sso-identities/unlink", json=link)
+    assert_envelope(unlink, 403, "reauth_required")
