@@ -38,11 +38,14 @@ from ca import (
     renewal_due,
 )
 from storage import (
+    AuditArg,
+    AuditEntry,
     Database,
     StorageError,
     record_certificate,
     refused_agent_serials,
     revoked_serials,
+    run_audited,
     soonest_agent_expiry,
 )
 
@@ -138,8 +141,11 @@ class CertificateService:
         await self.refresh_policy()
         await self.resign_crl()
 
-    async def renew(self, kind: CertKind) -> CertificateRecord:
-        """Renew the manager's client or web certificate now and start using it."""
+    async def renew(self, kind: CertKind, *, audit: AuditArg = None) -> CertificateRecord:
+        """Renew the manager's client or web certificate now and start using it. The new
+        record is stored with ``audit``'s entry (a function of the new serial, an entry, or
+        None: recorded as the system's renewal) in one transaction; the files on disk are
+        already renewed and in use when that fails."""
         async with self._lock:
             issued = await trio.to_thread.run_sync(lambda: self.ca.renew(kind))
             record = issued.record
@@ -151,8 +157,10 @@ class CertificateService:
             old = self._current.get(kind)
             self._current[kind] = record
             self.renewals += 1
-        await self._record(record)
-        await self.refresh_policy()
+        try:
+            await self._record(record, audit)
+        finally:
+            await self.refresh_policy()
         log.info(
             "renewed the %s certificate: serial %s valid until %s (the old one, %s, stays valid "
             "until %s for connections made with it)",
@@ -161,14 +169,21 @@ class CertificateService:
         )  # fmt: skip
         return record
 
-    async def _record(self, r: CertificateRecord) -> None:
+    async def _record(self, r: CertificateRecord, audit: AuditArg = None) -> None:
         def write(conn: Any) -> None:
             record_certificate(
                 conn, serial=r.serial, kind=r.kind.value, subject=r.subject, sans=r.sans,
                 not_before=r.not_before, not_after=r.not_after, cert_pem=r.cert_pem,
             )  # fmt: skip
 
-        await self.db.run(write)
+        if audit is None:
+            entry: AuditEntry | None = AuditEntry(
+                "system", "certificate.renew", f"certificate:{r.serial_hex}",
+                after={"kind": r.kind.value, "serial": r.serial_hex},
+            )  # fmt: skip
+        else:
+            entry = audit(r.serial_hex) if callable(audit) else audit
+        await run_audited(self.db, entry, write)
 
     async def _pick_up_files(self) -> None:
         """Use a certificate renewed on disk by another process (``patch-manager ca renew``)."""

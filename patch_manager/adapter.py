@@ -144,13 +144,13 @@ class SystemAdapter(FleetHandle):
     def certificate_expiry(self) -> dict[str, float]:
         return self.certificates.expiry()
 
-    async def renew_certificate(self, kind: str) -> str:
+    async def renew_certificate(self, kind: str, *, audit: AuditArg = None) -> str:
         try:
             cert_kind = CertKind(kind)
         except ValueError:
             raise InvalidInput("kind", f"{kind!r} is not a certificate kind") from None
         try:
-            return (await self.certificates.renew(cert_kind)).serial_hex
+            return (await self.certificates.renew(cert_kind, audit=audit)).serial_hex
         except CAError as exc:
             raise InvalidInput("kind", str(exc)) from None
 

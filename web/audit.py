@@ -174,8 +174,17 @@ def job_view(spec: JobSpec, host_ids: Sequence[int]) -> dict[str, Any]:
     }
 
 
+class DoneNotRecorded(chain.AuditWriteFailed):
+    """An action that cannot be rolled back (a certificate renewed on disk) was done, but its
+    audit entry could not be written."""
+
+
 async def write_failed(request: Request, exc: Exception) -> Response:
-    """503: the action's audit entry could not be written, so the action was rolled back."""
+    """503: the action's audit entry could not be written, so the action was rolled back (or,
+    for ``DoneNotRecorded``, it was done and is not recorded)."""
     log.error("%s %s refused: %s", request.method, request.url.path, exc)
-    message = "the audit log cannot be written, so nothing was changed; see the server log"
+    if isinstance(exc, DoneNotRecorded):
+        message = f"{exc}; the audit log cannot be written, so it is not recorded"
+    else:
+        message = "the audit log cannot be written, so nothing was changed; see the server log"
     return envelope(request, 503, "unavailable", message)

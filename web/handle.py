@@ -172,9 +172,11 @@ class SystemHandle(Protocol):
         """Seconds to expiry of the manager's own certificates and the CRL, by kind."""
         ...
 
-    async def renew_certificate(self, kind: str) -> str:
+    async def renew_certificate(self, kind: str, *, audit: AuditArg = None) -> str:
         """Renew the manager's ``manager_client`` or ``web_server`` certificate now and start
-        using it; returns the new serial (hex)."""
+        using it; returns the new serial (hex). ``audit`` (a function of the new serial in
+        hex) is written with the new certificate's record; the renewal itself (files on disk,
+        in use) is not undone when that write fails."""
         ...
 
     async def certificates_revoked(self) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import httpx2
 import pytest
 
+from ca import CertKind
 from storage import AuditFilter, create_user, set_user_groups
 from storage.audit import list_entries
 
@@ -81,3 +82,25 @@ async def test_a_group_scoped_auditor_and_a_group_restricted_token_may_not_read_
         assert (await t.get("/api/v1/audit")).status_code == 403
         t.headers["authorization"] = f"Bearer {whole}"
         assert (await t.get("/api/v1/audit")).status_code == 200
+
+
+# -- H3 / H6: certificate renewals ---------------------------------------------------------
+
+
+async def test_a_system_certificate_renewal_is_recorded_as_the_system(web_rig: WebRig) -> None:
+    record_ = await web_rig.system.certificates.renew(CertKind.WEB_SERVER)
+    renewals = await entries(web_rig, action="certificate.renew")
+    assert [(e.actor, e.target) for e in renewals] == [
+        ("system", f"certificate:{record_.serial_hex}")
+    ]
+
+
+async def test_a_renewal_whose_audit_write_fails_says_it_was_done_but_not_recorded(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    await refuse_audit_writes(web_rig)
+    response = await client.post("/api/v1/certificates/renew", json={"kind": "web_server"})
+    assert response.status_code == 503
+    message = response.json()["error"]["message"]
+    assert "nothing was changed" not in message
+    assert "not recorded" in message

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage import (
+    AuditWriteFailed,
     Conflict,
     NotFound,
     StoredCertificate,
@@ -116,10 +117,15 @@ async def renew(sys: System, who: Principal, kind: str) -> str:
     require(who, Action.MANAGE_PKI)
     if kind not in ("manager_client", "web_server"):
         raise InvalidInput("kind", "only manager_client and web_server are renewed here")
-    serial = await sys.handle.renew_certificate(kind)
-    await audit.record(sys, audit.entry(who, "certificate.renew", f"certificate:{serial}",
-                                        after={"kind": kind, "serial": serial}))  # fmt: skip
-    return serial
+    try:
+        return await sys.handle.renew_certificate(kind, audit=lambda serial: audit.entry(
+            who, "certificate.renew", f"certificate:{serial}",
+            after={"kind": kind, "serial": serial},
+        ))  # fmt: skip
+    except AuditWriteFailed as exc:
+        raise audit.DoneNotRecorded(
+            f"the {kind} certificate was renewed and is in use (see the server log)"
+        ) from exc
 
 
 def parse_serial(text: str) -> int:
