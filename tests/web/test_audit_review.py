@@ -104,3 +104,16 @@ async def test_a_renewal_whose_audit_write_fails_says_it_was_done_but_not_record
     message = response.json()["error"]["message"]
     assert "nothing was changed" not in message
     assert "not recorded" in message
+
+
+# -- M4: logout ---------------------------------------------------------------------------
+
+
+async def test_logout_ends_the_session_even_when_its_audit_write_fails(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    await refuse_audit_writes(web_rig)
+    response = await client.post("/logout", data={"csrf_token": client.headers["x-csrf-token"]})
+    assert response.status_code == 303
+    after = await client.get("/api/v1/hosts")
+    assert after.status_code == 401
