@@ -23,6 +23,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -150,7 +151,21 @@ def _clean(value: Any) -> Any:
     if value is None:
         return None
     text = json.dumps(value, default=str, ensure_ascii=False).replace("\\u0000", "\\ufffd")
-    return json.loads(text)
+    return _numbers(json.loads(text))
+
+
+def _numbers(value: Any) -> Any:
+    """Floats as jsonb's numeric gives them back: an integral float is an integer (1e16 comes
+    back as 10000000000000000), a non-finite one (which jsonb cannot hold) its text."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return int(value) if value.is_integer() else value
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    return value
 
 
 def _text(value: str) -> str:

@@ -11,8 +11,10 @@ import pytest
 
 from ca import CertKind
 from storage import AuditFilter, create_user, set_user_groups
-from storage.audit import list_entries
+from storage.audit import list_entries, record, verify
 
+from ..conftest import AUDIT_TEST_KEY
+from ..storage.test_audit import _e
 from .conftest import WebRig, login
 
 pytestmark = pytest.mark.timeout(120)
@@ -117,3 +119,14 @@ async def test_logout_ends_the_session_even_when_its_audit_write_fails(
     assert response.status_code == 303
     after = await client.get("/api/v1/hosts")
     assert after.status_code == 401
+
+
+# -- H7: numbers as jsonb returns them -------------------------------------------------------
+
+
+async def test_large_integral_floats_and_non_finite_numbers_verify(web_rig: WebRig) -> None:
+    for value in (1e16, 1.5e20, 0.1, 1e-7, float("nan"), float("inf"), -0.0):
+        await record(web_rig.db, _e(0).but(after={"v": value, "list": [value]}))
+    result = await web_rig.db.run(lambda conn: verify(conn, AUDIT_TEST_KEY))
+    assert result.ok, result.problem
+    assert result.checked >= 7  # and the rig's own entries
