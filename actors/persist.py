@@ -231,7 +231,8 @@ class DatabaseSink:
         for host_id, error in result.refused:
             rows = (host_id in states) + len(by_host.get(host_id, []))
             self.stats.dropped_rows += rows
-            log.error("dropped %d unwritable state row(s) of host %d: %s", rows, host_id, error)
+            log.error("dropped %d unwritable state row(s) of host %d: %s", rows, host_id, error,
+                      extra={"host_id": host_id})  # fmt: skip
         if result.outage:
             done = set(result.written) | {h for h, _ in result.refused}
             self._requeue({h: s for h, s in states.items() if h not in done},

@@ -320,11 +320,12 @@ class Scheduler:
         if refusal is None:
             if self.refused.pop(row.id, None) is not None:
                 log.info("host address permitted again: starting its actor",
-                         extra={"host": row.name})  # fmt: skip
+                         extra={"host_id": row.id, "host": row.name})  # fmt: skip
             return False
         reason = f"address refused by the address policy: {refusal}"
         if row.id in self.hosts:
-            log.warning("%s: stopping its actor", reason, extra={"host": row.name})
+            log.warning("%s: stopping its actor", reason,
+                        extra={"host_id": row.id, "host": row.name})  # fmt: skip
             self._stop(row.id)
         if self.refused.get(row.id) != reason:
             self.refused[row.id] = reason
