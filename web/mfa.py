@@ -32,7 +32,7 @@ from webauthn.helpers.structs import (
 )
 
 from ca import Sealer
-from storage import AuditEntry, Database, run_audited
+from storage import AuditEntry, Database, get_user_by_id, run_audited
 from storage import mfa as store
 from storage.mfa import Credential, Factors
 
@@ -185,14 +185,20 @@ class Mfa:
         recovery code (used up now). None when it is neither."""
         code = code.strip()[:64]
         if looks_like_recovery(code):
-            if await self.db.run(store.use_recovery_code, user_id, hash_recovery(code)):
+
+            def use(conn: Any) -> str | None:  # the user's name when the code was unused
+                if not store.use_recovery_code(conn, user_id, hash_recovery(code)):
+                    return None
+                user = get_user_by_id(conn, user_id)
+                return user.username if user is not None else f"#{user_id}"
+
+            def used(name: str | None) -> AuditEntry | None:
+                who = f"user:{name}"
+                return None if name is None else audit.entry(who, "auth.mfa.recovery_used", who)
+
+            # Used up only together with its entry: a failed audit write keeps the code.
+            if await run_audited(self.db, used, use) is not None:
                 log.info("mfa: user %d used a recovery code", user_id)
-                await audit.record(
-                    self.db,
-                    audit.entry(
-                        f"user_id:{user_id}", "auth.mfa.recovery_used", f"user_id:{user_id}"
-                    ),
-                )
                 return "recovery"
             return None
         current = await self.db.run(store.totp_secret, user_id)

@@ -16,10 +16,10 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from storage import Conflict, NotFound, User
-from storage.mfa import Credential
+from storage.mfa import Credential, mark_session_mfa
 
 from . import audit
-from .auth import MFA_COOKIE, SESSION_COOKIE, Busy, SecondStep, safe_next
+from .auth import MFA_COOKIE, SESSION_COOKIE, Busy, SecondStep, hash_token, safe_next
 from .authz import scope_changed
 from .errors import envelope
 from .forms import fields
@@ -355,8 +355,10 @@ class MfaPages:
                 ),
             )
             return await self.security(request, "Wrong or already used code.", 422)
-        await self.auth.mark_mfa(request.scope["state"].get("session_token", ""))
-        await audit.record(self.sys.db, _entry(session.user, "auth.reauth", detail=kind))
+        token = hash_token(request.scope["state"].get("session_token", ""))
+        await audit.audited(  # confirmed only together with its entry
+            self.sys.db, _entry(session.user, "auth.reauth", detail=kind), mark_session_mfa, token
+        )
         target = safe_next(form.get("next", "")) if form.get("next") else "/security"
         return self.pages.back(target, "Confirmed: you may go on for five minutes")
 

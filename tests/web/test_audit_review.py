@@ -10,12 +10,13 @@ import httpx2
 import pytest
 
 from ca import CertKind
-from storage import AuditFilter, create_user, set_user_groups
+from storage import AuditFilter, AuditWriteFailed, create_user, get_user, set_user_groups
 from storage.audit import list_entries, record, verify
 
 from ..conftest import AUDIT_TEST_KEY
 from ..storage.test_audit import _e
-from .conftest import WebRig, login
+from .conftest import WebRig, assert_envelope, form_token, login, totp_code
+from .test_mfa import stale_second_factor
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -130,3 +131,38 @@ async def test_large_integral_floats_and_non_finite_numbers_verify(web_rig: WebR
     result = await web_rig.db.run(lambda conn: verify(conn, AUDIT_TEST_KEY))
     assert result.ok, result.problem
     assert result.checked >= 7  # and the rig's own entries
+
+
+# -- H3 / M2: a recovery code is used up only with its entry, named by the user --------------
+
+
+async def test_a_recovery_code_is_not_used_up_when_its_entry_cannot_be_written(
+    web_rig: WebRig,
+) -> None:
+    admin = await web_rig.db.run(get_user, "admin")
+    assert admin is not None
+    codes = await web_rig.auth.mfa.new_recovery_codes(admin.id)
+    await refuse_audit_writes(web_rig)
+    with pytest.raises(AuditWriteFailed):
+        await web_rig.auth.mfa.check_code(admin.id, codes[0])
+    await web_rig.db.run(lambda c: c.execute("DROP TRIGGER refuse ON audit_entries"))
+    assert await web_rig.auth.mfa.check_code(admin.id, codes[0]) == "recovery"
+    used = await entries(web_rig, action="auth.mfa.recovery_used")
+    assert [(e.actor, e.target) for e in used] == [("user:admin", "user:admin")]
+
+
+async def test_a_reauthentication_whose_entry_cannot_be_written_confirms_nothing(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    await stale_second_factor(web_rig, client)
+    await refuse_audit_writes(web_rig)
+    page = await client.get("/security")
+    refused = await client.post(
+        "/reauth",
+        data={"csrf_token": form_token(page.text), "code": totp_code(web_rig.totp),
+              "next": "/users"},
+    )  # fmt: skip
+    assert refused.status_code == 503
+    await web_rig.db.run(lambda c: c.execute("DROP TRIGGER refuse ON audit_entries"))
+    still = await client.post("/api/v1/users", json={"username": "later", "role": "auditor"})
+    assert_envelope(still, 403, "reauth_required")
