@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from .errors import Conflict, NotFound
+from .tokens import revoke_user_tokens
 from .users import LastAdmin, User, _end_sessions, _other_active_admins, _write_groups
 
 NO_PASSWORD = "!sso"  # not an Argon2 hash: no password verifies against it
@@ -246,16 +247,32 @@ def unlink_identity(conn: psycopg.Connection[Any], user_id: int, identity_id: in
     return _identity(found)
 
 
-def end_unmapped_sessions(conn: psycopg.Connection[Any], issuer: str, subject: str) -> int:
+@dataclass(frozen=True)
+class Unmapped:
+    """What an unmapped sign-in ended for an SSO-only user."""
+
+    user_id: int
+    username: str
+    sessions_ended: int
+    tokens_revoked: int
+
+
+def unmap_sso_user(conn: psycopg.Connection[Any], issuer: str, subject: str) -> Unmapped | None:
     """The identity signed in without any mapped claim: when its user exists only through
-    single sign-on, that user's sessions end (the provider no longer grants a role). Returns
-    the number of sessions ended."""
-    row = conn.execute(
-        "SELECT u.id FROM sso_identities i JOIN users u ON u.id = i.user_id"
-        " WHERE i.issuer = %s AND i.subject = %s AND u.sso_only",
-        (issuer, subject),
-    ).fetchone()
-    return 0 if row is None else _end_sessions(conn, int(row[0]))
+    single sign-on, the provider no longer grants a role, so that user's sessions end and their
+    API tokens (with their refresh families) are revoked. None when there is no such user."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT u.id, u.username FROM sso_identities i JOIN users u ON u.id = i.user_id"
+            " WHERE i.issuer = %s AND i.subject = %s AND u.sso_only FOR UPDATE OF u",
+            (issuer, subject),
+        ).fetchone()
+        if row is None:
+            return None
+        user_id = int(row[0])
+        sessions = _end_sessions(conn, user_id)
+        tokens = revoke_user_tokens(conn, user_id, by="sso")
+    return Unmapped(user_id, row[1], sessions, tokens)
 
 
 _NAME_BAD = re.compile(r"[^a-z0-9._-]+")

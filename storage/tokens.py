@@ -10,6 +10,7 @@ clock; the database's clock only stamps creation.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import uuid
@@ -59,6 +60,7 @@ class TokenUse:
     owner_group_ids: frozenset[int]
     must_change_password: bool
     family_revoked: bool = False
+    sso_off: bool = False  # the owner signs in only through single sign-on, which is off
 
 
 def _item(row: Any) -> TokenItem:
@@ -154,17 +156,49 @@ def revoke_token(
     return item
 
 
+def revoke_user_tokens(conn: psycopg.Connection[Any], user_id: int, *, by: str) -> int:
+    """Revoke every live API token of ``user_id`` with their refresh tokens and families (the
+    access JWTs of those families stop too); returns how many tokens were live."""
+    with conn.transaction():
+        revoked = conn.execute(
+            "UPDATE api_tokens SET revoked_at = now(), revoked_by = %s"
+            " WHERE user_id = %s AND revoked_at IS NULL",
+            (by, user_id),
+        ).rowcount
+        revoke_user_families(conn, user_id)
+    return int(revoked)
+
+
+def revoke_user_families(conn: psycopg.Connection[Any], user_id: int) -> int:
+    """End every refresh family of ``user_id``'s tokens (their refresh tokens and access JWTs
+    stop; the API tokens themselves stay); returns how many families were live."""
+    with conn.transaction():
+        conn.execute(
+            "UPDATE api_refresh_tokens SET revoked_at = coalesce(revoked_at, now())"
+            " WHERE api_token_id IN (SELECT id FROM api_tokens WHERE user_id = %s)",
+            (user_id,),
+        )
+        ended = conn.execute(
+            "UPDATE api_token_families SET revoked_at = now() WHERE revoked_at IS NULL"
+            " AND api_token_id IN (SELECT id FROM api_tokens WHERE user_id = %s)",
+            (user_id,),
+        ).rowcount
+    return int(ended)
+
+
 def _use_where(conn: psycopg.Connection[Any], where: str, args: tuple[Any, ...]) -> TokenUse | None:
     row = conn.execute(
         f"SELECT {TOKEN_COLUMNS}, u.role, u.state,"
         " coalesce((SELECT array_agg(ug.group_id) FROM user_groups ug"
-        " WHERE ug.user_id = u.id), '{}'), u.must_change_password"
+        " WHERE ug.user_id = u.id), '{}'), u.must_change_password,"
+        " u.sso_only AND NOT coalesce((SELECT enabled FROM sso_config), false)"
         f" FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE {where}",
         args,
     ).fetchone()
     if row is None:
         return None
-    return TokenUse(_item(row), row[13], row[14], frozenset(int(g) for g in row[15]), bool(row[16]))
+    return TokenUse(_item(row), row[13], row[14], frozenset(int(g) for g in row[15]),
+                    bool(row[16]), sso_off=bool(row[17]))  # fmt: skip
 
 
 def token_use(conn: psycopg.Connection[Any], token_hash: bytes) -> TokenUse | None:
@@ -187,8 +221,7 @@ def token_use_by_id(
         (family_id, token_id),
     ).fetchone()
     revoked = row is None or bool(row[0])
-    return TokenUse(use.token, use.owner_role, use.owner_state, use.owner_group_ids,
-                    use.must_change_password, revoked)  # fmt: skip
+    return dataclasses.replace(use, family_revoked=revoked)
 
 
 def touch_token(conn: psycopg.Connection[Any], token_id: int, now: dt.datetime) -> None:

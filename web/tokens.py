@@ -130,6 +130,8 @@ class Tokens:
             return "the token has expired"
         if use.owner_state != "active" or Role.of(use.owner_role) is Role.NONE:
             return "the token's owner is disabled"
+        if use.sso_off:
+            return "the token's owner signs in only through single sign-on, which is turned off"
         if use.family_revoked:
             return "the refresh family of this access token has been revoked"
         return ""

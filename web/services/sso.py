@@ -28,7 +28,6 @@ from storage.sso import (
     SsoLogin,
     SsoMapping,
     delete_mapping,
-    end_unmapped_sessions,
     identities_of,
     link_identity,
     list_mappings,
@@ -39,6 +38,7 @@ from storage.sso import (
     start_login,
     take_login,
     unlink_identity,
+    unmap_sso_user,
 )
 
 from .. import audit
@@ -445,7 +445,25 @@ async def _complete(
     mappings = await sys.db.run(list_mappings)
     mapped = map_claims(claims, config.groups_claim, mappings)
     if mapped is None:
-        if await sys.db.run(end_unmapped_sessions, meta.issuer, subject):
+        issuer = meta.issuer
+        ended = await audit.audited(
+            sys,
+            lambda done: (
+                None
+                if done is None
+                else audit.entry(
+                    f"sso:{issuer} {subject}",
+                    "sso.unmapped",
+                    f"user:{done.username}",
+                    after={
+                        "sessions_ended": done.sessions_ended,
+                        "tokens_revoked": done.tokens_revoked,
+                    },
+                )
+            ),  # fmt: skip
+            lambda conn: unmap_sso_user(conn, issuer, subject),
+        )
+        if ended is not None and ended.sessions_ended:
             scope_changed(sys.db)  # its open live sockets close too
         log.info(
             "sso: %s %s refused: no mapped value in claim %r",

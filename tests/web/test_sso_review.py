@@ -1,0 +1,78 @@
+"""Review findings on single sign-on (issue 12 point 3): an SSO user's API tokens and refresh
+families do not outlive the provider's decision, nor single sign-on being turned off."""
+
+from __future__ import annotations
+
+import httpx2
+import pytest
+
+from storage.audit import AuditFilter, list_entries
+
+from .conftest import WebRig, assert_envelope
+from .sso_provider import CLIENT_ID, CLIENT_SECRET, Provider
+from .test_sso import browser, client, configure, provider, sign_in, sso_app, user_named
+from .test_tokens import bearer, token_for
+
+__all__ = ["client", "provider", "sso_app"]  # fixtures of test_sso, used here
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def signed_in_user_with_token(
+    rig: WebRig, admin: httpx2.AsyncClient, provider: Provider
+) -> tuple[int, str, dict[str, str]]:
+    """carol signs in through the provider (operator); her operate token and its JWT grant."""
+    await configure(admin, provider, {"pm-operators": ("operator", [])})
+    async with browser(rig) as carol:
+        assert (await sign_in(carol)).status_code == 200
+    user = await user_named(rig.db, "carol.example.com")
+    secret = await token_for(rig, user.id, "operate")
+    async with bearer(rig.app, "") as http:
+        http.headers.pop("authorization")
+        grant = await http.post(
+            "/api/v1/auth/token", json={"grant_type": "api_token", "token": secret}
+        )
+        assert grant.status_code == 200, grant.text
+    async with bearer(rig.app, secret) as http:
+        assert (await http.get("/api/v1/hosts")).status_code == 200
+    return int(user.id), secret, grant.json()
+
+
+async def test_an_unmapped_sign_in_revokes_the_sso_users_tokens_and_refresh_families(
+    sso_app: WebRig, client: httpx2.AsyncClient, provider: Provider
+) -> None:
+    _, secret, grant = await signed_in_user_with_token(sso_app, client, provider)
+    provider.user["groups"] = []  # removed from the provider's group
+    async with browser(sso_app) as carol:
+        assert (await sign_in(carol)).status_code == 403
+    async with bearer(sso_app.app, secret) as http:
+        assert_envelope(await http.get("/api/v1/hosts"), 401, "invalid_token")
+    async with bearer(sso_app.app, grant["access_token"]) as http:
+        assert_envelope(await http.get("/api/v1/hosts"), 401, "invalid_token")
+        http.headers.pop("authorization")
+        refreshed = await http.post(
+            "/api/v1/auth/token",
+            json={"grant_type": "refresh_token", "refresh_token": grant["refresh_token"]},
+        )
+        assert refreshed.status_code == 401, refreshed.text
+    [entry], _ = await sso_app.db.run(list_entries, AuditFilter(action="sso.unmapped"))
+    assert entry.target == "user:carol.example.com"
+    assert entry.after["tokens_revoked"] == 1
+
+
+async def test_tokens_of_sso_only_users_are_refused_while_single_sign_on_is_off(
+    sso_app: WebRig, client: httpx2.AsyncClient, provider: Provider
+) -> None:
+    _, secret, _ = await signed_in_user_with_token(sso_app, client, provider)
+    local = await token_for(sso_app, 1, "read")  # the local admin's
+    off = await client.post(
+        "/settings/sso/save",
+        data={"preset": "oidc", "discovery_url": provider.discovery_url, "client_id": CLIENT_ID,
+              "client_secret": CLIENT_SECRET, "groups_claim": "groups"},
+    )  # fmt: skip
+    assert off.status_code == 303, off.text
+    async with bearer(sso_app.app, secret) as http:
+        refused = assert_envelope(await http.get("/api/v1/hosts"), 401, "invalid_token")
+        assert "single sign-on" in refused["message"]
+    async with bearer(sso_app.app, local) as http:
+        assert (await http.get("/api/v1/hosts")).status_code == 200
