@@ -15,7 +15,9 @@ apply to every response, including 500s and the 413/401 answered before any hand
   500 answer to nobody, no error log.
 - Body limit: a request body over ``max_bytes`` is answered ``413`` before it is buffered: at
   once from ``Content-Length``, or, for a chunked body, as soon as the bytes received pass the
-  limit (chunked bodies are read into memory up to the limit, then replayed to the app).
+  limit (chunked bodies are read into memory up to the limit, then replayed to the app). An
+  answer sent before a declared body was fully read (401, 403, 415 from the headers) carries
+  ``connection: close``, so the client does not wait on a connection Hypercorn no longer reads.
 """
 
 from __future__ import annotations
@@ -156,7 +158,10 @@ class BodyLimitMiddleware:
             if int(length) > self.max_bytes:
                 await self._too_large(scope, send)
                 return
-            await self.app(scope, receive, send)  # h11 enforces the declared length
+            if int(length) == 0:
+                await self.app(scope, receive, send)
+                return
+            await _closing_unless_read(self.app, scope, receive, send)  # h11 enforces the length
             return
         if _header(scope, b"transfer-encoding") is None:
             await self.app(scope, receive, send)  # no body
@@ -194,6 +199,34 @@ class BodyLimitMiddleware:
             f"the request body is larger than {self.max_bytes} bytes (server.max_body_bytes)",
             close=True,
         )
+
+
+async def _closing_unless_read(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run ``app``; if it answers before the request body was fully received (a 401, 403 or 415
+    decided from the headers), the answer carries ``connection: close``: Hypercorn would never
+    read that connection again, so the client's next request on it would hang. Draining the body
+    after the answer does not help; closing does."""
+    received = False
+
+    async def tracked_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            received = True
+        return message
+
+    async def closing_send(message: Message) -> None:
+        if message["type"] == "http.response.start" and not received:
+            headers = [
+                (name, value)
+                for name, value in message.get("headers", [])
+                if name.lower() != b"connection"
+            ]
+            headers.append((b"connection", b"close"))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    await app(scope, tracked_receive, closing_send)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
