@@ -33,11 +33,12 @@ async def get(sys: System, who: Principal, scan_id: int) -> Any:
 
 
 async def cancel(sys: System, who: Principal, scan_id: int) -> bool:
-    await get(sys, who, scan_id)
-    cancelled = sys.handle.cancel_discovery(scan_id)
-    if cancelled:
-        await audit.record(sys, audit.entry(who, "discovery.cancel", f"scan:{scan_id}"))
-    return cancelled
+    scan = await get(sys, who, scan_id)
+    if scan.progress.done:  # nothing to cancel, nothing to record
+        return False
+    # Recorded first: a cancel cannot be rolled back, so a failed write cancels nothing.
+    await audit.record(sys, audit.entry(who, "discovery.cancel", f"scan:{scan_id}"))
+    return sys.handle.cancel_discovery(scan_id)
 
 
 async def register_found(

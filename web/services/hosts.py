@@ -129,10 +129,10 @@ async def refresh(sys: System, who: Principal, host_ids: Sequence[int]) -> int:
     """Ask the agents of in-scope hosts for fresh data; ``Missing`` for any other id."""
     require(who, Action.REFRESH_HOSTS)
     await require_in_scope(sys, who, host_ids)
-    count = sys.handle.refresh(list(host_ids))
+    # Recorded first: asking the agents cannot be rolled back, so a failed write asks nothing.
     await audit.record(sys, audit.entry(who, "host.refresh", audit.host_targets(host_ids),
                                         after={"hosts": len(host_ids)}))  # fmt: skip
-    return count
+    return sys.handle.refresh(list(host_ids))
 
 
 async def patches(sys: System, who: Principal, host_id: int) -> list[PatchItem]:
