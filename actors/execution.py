@@ -458,7 +458,7 @@ class Executor:
                 names = (
                     await self._db(lambda: self.store.security_patches(self.host_id))
                     if job.selection == "security"
-                    else [str(p) for p in job.packages]
+                    else _patch_names(job)
                 )
                 if pending_now is not None and job.selection == "list":
                     # The plan's chosen patches that are pending here: naming one that is not
@@ -761,11 +761,17 @@ def _install_specs(job: JobRow, host_id: int) -> list[tuple[str, str | None]]:
     return specs
 
 
+def _patch_names(job: JobRow) -> list[str]:
+    """The packages a "list" patch job names: a name, or the name of a {"name", "version"}
+    object (a patch applies the pending version, as the plan shows)."""
+    return [str(p["name"]) if isinstance(p, dict) else str(p) for p in job.packages]
+
+
 def _request_names(job: JobRow, host_id: int) -> list[str]:
     if job.kind in ("install", "rollback"):
         return [name for name, _ in _install_specs(job, host_id)]
     if job.kind == "patch" and job.selection == "list":
-        return [str(p) for p in job.packages]
+        return _patch_names(job)
     if job.kind in ("update", "remove") and job.packages:
         return [str(job.packages[0])]
     return []

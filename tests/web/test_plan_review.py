@@ -4,15 +4,20 @@ F16b), plus the keep-alive hang after an early answer to a large body."""
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import httpx2
 import pytest
 import trio
 
+from simulator import Fleet
+from storage import job_rows
 from web import WebListener, serve_web
 
 from ..conftest import Pki
 from .conftest import WebRig, login
+from .test_jobs_api import registered
+from .test_plan import finished
 from .test_relay import browser_context
 
 pytestmark = pytest.mark.timeout(120)
@@ -44,3 +49,27 @@ async def test_a_keep_alive_connection_answers_again_after_a_large_body_was_refu
                 again = await http.get("/api/v1/hosts")
             assert again.status_code == 200
     stop.set()
+
+
+async def test_a_patch_job_naming_a_package_with_a_version_applies_that_package(
+    web_rig: WebRig, client: httpx2.AsyncClient, start_fleet: Any
+) -> None:
+    fleet: Fleet = await start_fleet(1)
+    [host_id] = await registered(web_rig, client, fleet)
+    agent = fleet.agents[0]
+    name = sorted(agent.profile.upgradable)[0]
+    target = agent.profile.upgradable[name]
+    draft = {
+        "host_ids": [host_id],
+        "schedule": "now",
+        "selection": "list",
+        "packages": [{"name": name, "version": target}],
+    }
+    plan = (await client.post("/api/v1/jobs/plan", json=draft)).json()
+    assert [c["name"] for c in plan["hosts"][0]["changes"]] == [name]
+    created = await client.post("/api/v1/jobs", json=draft)
+    assert created.status_code == 201, created.text
+    await finished(web_rig, created.json()["job_id"])
+    [row] = await web_rig.db.run(job_rows, created.json()["job_id"])
+    assert row.state == "succeeded", (row.error_code, row.error_message)
+    assert (row.packages_after or {}).get(name) == target
