@@ -98,3 +98,21 @@ async def test_sso_settings_mappings_and_identity_links_need_a_recent_second_fac
     assert_envelope(api, 403, "reauth_required")
     unlink = await client.post("/api/v1/users/1/sso-identities/unlink", json=link)
     assert_envelope(unlink, 403, "reauth_required")
+
+
+async def test_a_token_never_lists_or_ends_sessions_not_even_its_owners_own(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    mine = (await client.get("/api/v1/users/1/sessions")).json()["sessions"]
+    assert mine
+    for scope in ("read", "operate"):
+        secret = await token_for(web_rig, 1, scope)
+        async with bearer(web_rig.app, secret) as http:
+            listed = await http.get("/api/v1/users/1/sessions")
+            assert listed.status_code == 403, (scope, listed.text)
+            for gone in (
+                await http.delete(f"/api/v1/users/1/sessions/{mine[0]['id']}"),
+                await http.delete("/api/v1/users/1/sessions"),
+            ):
+                assert gone.status_code == 403, (scope, gone.text)
+    assert (await client.get("/api/v1/hosts")).status_code == 200  # the session lives on

@@ -206,7 +206,24 @@ async def change_password(
     scope_changed(sys.db)
 
 
+class SessionsNotForTokens(HandleError):
+    """403: sessions are managed with a session, never with an API token (not even the
+    owner's own: a token must not end the browser sessions of its owner)."""
+
+    status = 403
+    code = "insufficient_scope"
+
+    def __init__(self) -> None:
+        super().__init__("authorization", "an API token never reaches sessions; use the web UI")
+
+
+def _no_token(who: Principal) -> None:
+    if who.token_scope is not None:
+        raise SessionsNotForTokens
+
+
 async def sessions(sys: System, who: Principal, user_id: int) -> list[SessionItem]:
+    _no_token(who)
     if user_id != who.user_id:
         require(who, Action.MANAGE_USERS)
     if await sys.db.run(get_user_by_id, user_id) is None:
@@ -215,6 +232,7 @@ async def sessions(sys: System, who: Principal, user_id: int) -> list[SessionIte
 
 
 async def revoke(sys: System, who: Principal, user_id: int, session_id: int) -> None:
+    _no_token(who)
     if user_id != who.user_id:
         require(who, Action.MANAGE_USERS)
     try:
@@ -229,6 +247,7 @@ async def revoke(sys: System, who: Principal, user_id: int, session_id: int) -> 
 
 
 async def revoke_all(sys: System, who: Principal, user_id: int) -> int:
+    _no_token(who)
     require(who, Action.MANAGE_USERS)
     if await sys.db.run(get_user_by_id, user_id) is None:
         raise Missing(f"no user with id {user_id}")
