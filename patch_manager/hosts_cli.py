@@ -8,6 +8,7 @@ simply wait in the database for the next start.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import re
 import ssl
@@ -21,11 +22,13 @@ from actors import AddressPolicy, DiscoveryError, RegistrationError
 from actors.discovery import Found, ScanProgress, addresses, parse_range, scan
 from actors.persist import DatabaseDiscoveryStore
 from actors.registration import register
+from actors.state import STALE_FACTOR
 from ca import AgentPeerPolicy, CertificateAuthority, agent_client_context
 from settings import Config
 from storage import (
     AuditEntry,
     Database,
+    HostEntry,
     HostFilter,
     HostListItem,
     HostRow,
@@ -37,6 +40,7 @@ from storage import (
     search_hosts,
 )
 from web.models import HostList
+from web.services.hosts import entry
 
 from .audit_cli import cli_actor
 
@@ -90,18 +94,32 @@ def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
     )
 
 
-async def all_hosts(db: Database) -> list[HostListItem]:
-    """Every host as the API lists it (``GET /api/v1/hosts``), natural-sorted by name."""
+async def all_hosts(
+    db: Database, *, stale_s: float | None = None, now: dt.datetime | None = None
+) -> list[HostEntry]:
+    """Every host as the API lists it (``GET /api/v1/hosts``), natural-sorted by name, with its
+    condition from the stored health: ``stale`` once its last poll is older than ``stale_s``
+    (the command line sees no live actor)."""
     rows: list[HostListItem] = []
     while True:
         page, total = await db.run(search_hosts, HostFilter(limit=1000, offset=len(rows)))
         rows += page
         if not page or len(rows) >= total:
             break
-    return sorted(rows, key=lambda r: (natural_key(r.name), r.id))
+    now = now or dt.datetime.now(dt.UTC)
+    rows.sort(key=lambda r: (natural_key(r.name), r.id))
+    return [entry(r, None, stale_s=stale_s, now=now) for r in rows]
 
 
-def hosts_json(rows: list[HostListItem]) -> list[Any]:
+def stale_window(config: Config) -> float:
+    """Seconds after a successful poll when the host's data is stale (as the actors' rule:
+    two health intervals plus one poll's deadlines), from the global polling policy."""
+    p = config.polling
+    grace = p.connect_timeout_s + 2 * p.request_timeout_s
+    return p.health_interval_s * STALE_FACTOR + grace
+
+
+def hosts_json(rows: list[HostEntry]) -> list[Any]:
     """The API's host items (``HostList.hosts``): the same fields, types and time format."""
     listing = HostList.model_construct(hosts=rows, total=len(rows), limit=len(rows), offset=0)
     hosts: list[Any] = json.loads(listing.model_dump_json())["hosts"]  # as web.models_io.reply
@@ -121,14 +139,16 @@ async def hosts_command(args: argparse.Namespace, config: Config, db: Database) 
             raise CommandError(str(exc)) from None
         print(f"registered host {row.id}: {row.name} ({row.address}:{row.port})")
     elif action == "list":
-        rows = await all_hosts(db)
+        rows = await all_hosts(db, stale_s=stale_window(config))
         if args.json:
             print(json.dumps(hosts_json(rows)))
             return
-        print(f"{'ID':>5}  {'NAME':<28} {'HEALTH':<12} {'PATCHES':>7} {'SEC':>4}  REBOOT  GROUPS")
+        print(
+            f"{'ID':>5}  {'NAME':<28} {'CONDITION':<12} {'PATCHES':>7} {'SEC':>4}  REBOOT  GROUPS"
+        )
         for r in rows:
             reboot = "yes" if r.pending_reboot else ""
-            print(f"{r.id:>5}  {r.name:<28} {r.health:<12} {r.pending_patches:>7} "
+            print(f"{r.id:>5}  {r.name:<28} {r.condition:<12} {r.pending_patches:>7} "
                   f"{r.security_patches:>4}  {reboot:<6}  {','.join(r.groups)}")  # fmt: skip
         print(f"{len(rows)} host(s)")
     elif action == "remove":

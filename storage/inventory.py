@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -34,6 +34,18 @@ class HostListItem:
     last_seen_at: dt.datetime | None
     paused: bool
     groups: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HostEntry(HostListItem):
+    """A listed host with its condition as of now (``web.freshness``): what the API and the CLI
+    list, the same as the pages show."""
+
+    condition: str
+    why: str
+    health_as_of: dt.datetime | None
+    patches_as_of: dt.datetime | None
+    stale_after: dt.datetime | None
 
 
 @dataclass(frozen=True)
@@ -150,21 +162,39 @@ def _count(conn: psycopg.Connection[Any], condition: sql.Composable, params: lis
     return int(row[0]) if row else 0
 
 
+CONDITIONS = ("unknown", "stale", "failing", "halted", "paused", "healthy", "degraded",
+              "unreachable")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class FleetCounts:
-    by_health: dict[str, int]
+    by_health: dict[str, int]  # the stored health of the last poll
     reboot_needed: int
     pending_by_severity: dict[str, int]
     hosts: int
+    # What the data supports as of now (web.freshness): the service fills it from the live
+    # snapshots; here the stored health (pending = unknown, paused hosts paused).
+    by_condition: dict[str, int] = field(default_factory=dict)
 
 
-def fleet_counts(conn: psycopg.Connection[Any], scope: HostScope = EVERYTHING) -> FleetCounts:
-    """Counts over the hosts within ``scope``."""
-    c = scope_condition(scope, "h.id")
+def fleet_counts(
+    conn: psycopg.Connection[Any],
+    scope: HostScope = EVERYTHING,
+    without: Sequence[int] = (),
+) -> FleetCounts:
+    """Counts over the hosts within ``scope``, leaving out the hosts ``without``."""
+    c: sql.Composable = scope_condition(scope, "h.id")
+    if without:
+        c = sql.SQL("{c} AND NOT h.id = ANY({ids})").format(c=c, ids=sql.Literal(list(without)))
     by_health = {state: 0 for state in HEALTH_STATES}
-    query = sql.SQL("SELECT health, count(*) FROM hosts h WHERE {c} GROUP BY 1").format(c=c)
-    for state, count in conn.execute(query).fetchall():
-        by_health[state] = int(count)
+    by_condition = {condition: 0 for condition in CONDITIONS}
+    query = sql.SQL("SELECT health, paused, count(*) FROM hosts h WHERE {c} GROUP BY 1, 2").format(
+        c=c
+    )
+    for state, paused, count in conn.execute(query).fetchall():
+        by_health[state] = by_health.get(state, 0) + int(count)
+        condition = "paused" if paused else "unknown" if state == "pending" else state
+        by_condition[condition] = by_condition.get(condition, 0) + int(count)
     reboot = conn.execute(
         sql.SQL("SELECT count(*) FROM hosts h WHERE pending_reboot AND {c}").format(c=c)
     ).fetchone()
@@ -177,7 +207,7 @@ def fleet_counts(conn: psycopg.Connection[Any], scope: HostScope = EVERYTHING) -
     ).fetchall():
         severities[severity] = int(count)
     return FleetCounts(by_health, int(reboot[0]) if reboot else 0, severities,
-                       sum(by_health.values()))  # fmt: skip
+                       sum(by_health.values()), by_condition)  # fmt: skip
 
 
 @dataclass(frozen=True)

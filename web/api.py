@@ -34,7 +34,7 @@ def host_detail(detail: HostDetail) -> Response:
         m.HostDetail,
         **record(detail.row),
         state=detail.state,
-        live=detail.live,
+        live=hosts.live_json(detail.live),
         policy=None
         if policy is None
         else m.Policy(values=record(policy.policy), origins=dict(policy.origins)),
@@ -100,7 +100,7 @@ class Api:
         )
 
     async def actors(self, request: Request) -> Response:
-        return reply(m.Actors, actors=await hosts.actors(self.sys, principal(request)))
+        return reply(m.Actors, actors=await hosts.actors_json(self.sys, principal(request)))
 
     async def summary(self, request: Request) -> Response:
         counts = await hosts.summary(self.sys, principal(request))

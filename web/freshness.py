@@ -176,6 +176,55 @@ def host_view(
     return HostView(condition, "; ".join(parts), ages, health_as_of is not None, patches_known)
 
 
+@dataclass(frozen=True)
+class Freshness:
+    """A host's condition as of now, with its reason and the instants behind it: what the API,
+    the CLI and the summary say (the same rule as the pages' ``host_view``)."""
+
+    condition: str
+    why: str
+    health_as_of: dt.datetime | None
+    patches_as_of: dt.datetime | None
+    stale_after: dt.datetime | None
+
+
+def freshness(
+    live: Mapping[str, Any] | None,
+    *,
+    health: str = "pending",
+    reason: str = "",
+    last_seen: dt.datetime | None = None,
+    stale_s: float | None = None,
+    tz: str = UTC,
+    now: dt.datetime | None = None,
+) -> Freshness:
+    """``host_view``'s condition and reason with the instants. Without a live snapshot (the
+    CLI, or no actor) the stored health counts as of ``last_seen`` and, given ``stale_s`` (the
+    host's stale window), turns ``stale`` once that has passed."""
+    now = now or dt.datetime.now(dt.UTC)
+    if live is None:
+        limit = (
+            last_seen + dt.timedelta(seconds=stale_s)
+            if last_seen is not None and stale_s is not None
+            else None
+        )
+        view = host_view(None, health=health, reason=reason, last_seen=last_seen, tz=tz, now=now)
+        condition = view.condition
+        why = view.why
+        if condition != "unknown" and limit is not None and now > limit:
+            condition = "stale"
+            why = f"no successful poll since {format_time(last_seen, tz, now)}"
+        return Freshness(condition, why, last_seen, last_seen, limit)
+    view = host_view(live, tz=tz, now=now)
+    return Freshness(
+        view.condition,
+        view.why,
+        parse_time(live.get("health_as_of")),
+        parse_time(live.get("patches_as_of")),
+        parse_time(live.get("stale_after")),
+    )
+
+
 class UserZones:
     """Each user's time zone (``users.time_zone``), read once per user and process and kept
     current by ``set``: page rendering is synchronous, so the routes call ``ensure`` first."""

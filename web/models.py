@@ -33,7 +33,7 @@ from storage import (
     BlackoutRow,
     FleetCounts,
     GroupItem,
-    HostListItem,
+    HostEntry,
     HostRow,
     HostState,
     JobHostRow,
@@ -437,7 +437,7 @@ class Policy(Reply):
 
 
 class HostList(Reply):
-    hosts: list[HostListItem]
+    hosts: list[HostEntry]
     total: int
     limit: int
     offset: int

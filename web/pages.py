@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -80,7 +80,7 @@ class DashboardPage(Base):
 
 @dataclass(frozen=True)
 class HostsPage(Base):
-    hosts: list[HostListItem] = field(default_factory=list)
+    hosts: Sequence[HostListItem] = field(default_factory=list)
     total: int = 0
     page: int = 1
     pages: int = 1
@@ -166,7 +166,7 @@ class Pages:
 
         return with_zone
 
-    def views(self, items: list[HostListItem], tz: str) -> dict[int, HostView]:
+    def views(self, items: Sequence[HostListItem], tz: str) -> dict[int, HostView]:
         """Each listed host's condition, reason and data age (from its live snapshot)."""
         return {
             h.id: host_view(

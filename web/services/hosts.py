@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from settings import EffectivePolicy
 from storage import (
     FleetCounts,
+    HostEntry,
     HostFilter,
     HostListItem,
     HostRow,
@@ -29,8 +31,10 @@ from storage import (
 
 from .. import audit
 from ..authz import Action, require, scope_changed, scope_of
+from ..freshness import current_condition, freshness
 from ..handle import Missing
 from ..models import HostCreate, HostQuery
+from ..serialize import to_json
 from .base import Principal, System
 
 
@@ -50,13 +54,47 @@ def host_filter(q: HostQuery) -> HostFilter:
     )
 
 
+def entry(
+    item: HostListItem,
+    live: Any,
+    *,
+    stale_s: float | None = None,
+    now: dt.datetime | None = None,
+) -> HostEntry:
+    """``item`` with its condition from its live snapshot (``None``: from the stored health,
+    stale after ``stale_s`` when given)."""
+    fresh = freshness(
+        to_json(live) if live is not None else None,
+        health=item.health,
+        reason=item.health_reason,
+        last_seen=item.last_seen_at,
+        stale_s=stale_s,
+        now=now,
+    )
+    values = {f.name: getattr(item, f.name) for f in fields(HostListItem)}
+    return HostEntry(**values, **{f.name: getattr(fresh, f.name) for f in fields(fresh)})
+
+
+def live_json(snapshot: Any, now: dt.datetime | None = None) -> Any:
+    """A live snapshot as JSON with its condition as of ``now`` (``stale`` once due)."""
+    if snapshot is None:
+        return None
+    data = to_json(snapshot)
+    data["condition"] = current_condition(
+        snapshot.condition, snapshot.stale_after, now or dt.datetime.now(dt.UTC)
+    )
+    return data
+
+
 async def search(
     sys: System, who: Principal, q: HostQuery
-) -> tuple[list[HostListItem], int, HostFilter]:
-    """One page of matching hosts, the number of matches and the filter used."""
+) -> tuple[list[HostEntry], int, HostFilter]:
+    """One page of matching hosts with their conditions, the number of matches and the
+    filter used."""
     f = host_filter(q)
     items, total = await sys.db.run(search_hosts, f, scope_of(who))
-    return items, total, f
+    now = dt.datetime.now(dt.UTC)
+    return [entry(h, sys.handle.snapshot(h.id), now=now) for h in items], total, f
 
 
 async def find(sys: System, who: Principal, f: HostFilter) -> list[HostListItem]:
@@ -154,7 +192,29 @@ async def history(sys: System, who: Principal, host_id: int) -> list[Transition]
 
 
 async def summary(sys: System, who: Principal) -> FleetCounts:
-    return await sys.db.run(fleet_counts, scope_of(who))
+    """The fleet's counts; ``by_condition`` from the live snapshots as of now (a host without
+    one counts by its stored health: ``unknown`` while pending)."""
+    counts = await sys.db.run(fleet_counts, scope_of(who))
+    live = {s.host_id: s for s in await actors(sys, who)}
+    if not live:
+        return counts
+    now = dt.datetime.now(dt.UTC)
+    by_condition = {c: 0 for c in counts.by_condition}
+    for snapshot in live.values():
+        condition = current_condition(snapshot.condition, snapshot.stale_after, now)
+        by_condition[condition] = by_condition.get(condition, 0) + 1
+    missing = counts.hosts - len(live)
+    if missing > 0:  # hosts without a snapshot yet (starting, refused): their stored health
+        stored = await sys.db.run(fleet_counts, scope_of(who), list(live))
+        for condition, count in stored.by_condition.items():
+            by_condition[condition] = by_condition.get(condition, 0) + count
+    return replace(counts, by_condition=by_condition)
+
+
+async def actors_json(sys: System, who: Principal) -> list[Any]:
+    """``actors`` as JSON, each condition as of now."""
+    now = dt.datetime.now(dt.UTC)
+    return [live_json(s, now) for s in await actors(sys, who)]
 
 
 async def actors(sys: System, who: Principal) -> list[Any]:

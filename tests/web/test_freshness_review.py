@@ -1,0 +1,91 @@
+"""Review F16a: the API, the summary, the actors list and the CLI say the same condition as the
+pages (never a stored all-clear for a stale or failing host); a crashed actor is never healthy;
+the host list filters and sorts by the condition shown."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+import httpx2
+import trio
+
+from actors.state import HostSnapshot, Phase
+from patch_manager.hosts_cli import all_hosts, hosts_json
+from simulator.fleet import Fleet
+
+from .conftest import WebRig
+
+
+async def healthy_host(web_rig: WebRig, client: httpx2.AsyncClient, fleet: Fleet) -> int:
+    agent = fleet.agents[0]
+    host_id: int = (await client.post("/api/v1/hosts", json={"name": agent.address})).json()["id"]
+    with trio.fail_after(30):
+        await web_rig.system.fleet.wait_until(
+            lambda snaps: any(
+                s.host_id == host_id
+                and s.condition == "healthy"
+                and s.patches_as_of is not None  # both first polls done: it publishes no more
+                and s.phase is Phase.IDLE
+                for s in snaps
+            )
+        )
+    return host_id
+
+
+def overdue(snapshot: HostSnapshot | None) -> HostSnapshot:
+    """The same snapshot once its ``stale_after`` has passed (time passing publishes nothing)."""
+    assert snapshot is not None
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    return dataclasses.replace(snapshot, stale_after=past)
+
+
+async def test_api_list_detail_actors_and_summary_say_stale_once_stale_after_has_passed(
+    web_rig: WebRig, client: httpx2.AsyncClient, start_fleet: Any
+) -> None:
+    host_id = await healthy_host(web_rig, client, await start_fleet(1))
+    fleet_state = web_rig.system.fleet
+    fleet_state.publish(overdue(fleet_state.get(host_id)))
+    listing = (await client.get("/api/v1/hosts")).json()
+    item = next(h for h in listing["hosts"] if h["id"] == host_id)
+    assert item["condition"] == "stale"
+    assert item["why"].startswith("no successful poll since ")
+    assert item["health_as_of"] and item["patches_as_of"] and item["stale_after"]
+    detail = (await client.get(f"/api/v1/hosts/{host_id}")).json()
+    assert detail["live"]["condition"] == "stale"
+    actors = (await client.get("/api/v1/actors")).json()["actors"]
+    assert [a["condition"] for a in actors if a["host_id"] == host_id] == ["stale"]
+    summary = (await client.get("/api/v1/fleet/summary")).json()
+    assert summary["by_condition"]["stale"] == 1
+    assert summary["by_condition"]["healthy"] == 0
+
+
+async def test_api_host_list_says_failing_for_a_host_whose_poll_fails(
+    web_rig: WebRig, client: httpx2.AsyncClient, start_fleet: Any
+) -> None:
+    fleet: Fleet = await start_fleet(1)
+    host_id = await healthy_host(web_rig, client, fleet)
+    fleet.apply_faults(fleet.agents[0].address, {"down": True})
+    assert (await client.post("/api/v1/hosts/refresh", json={"host_ids": [host_id]})).is_success
+    with trio.fail_after(30):
+        await web_rig.system.fleet.wait_until(
+            lambda snaps: any(s.condition == "failing" for s in snaps)
+        )
+    item = (await client.get("/api/v1/hosts")).json()["hosts"][0]
+    assert item["condition"] == "failing" and "poll failing since" in item["why"]
+
+
+async def test_cli_host_list_says_stale_for_stored_health_older_than_the_stale_window(
+    web_rig: WebRig, client: httpx2.AsyncClient, start_fleet: Any
+) -> None:
+    host_id = await healthy_host(web_rig, client, await start_fleet(1))
+    await web_rig.system.sink.flush()  # the stored health the command line reads
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)  # test config: hourly polls
+    rows = await all_hosts(web_rig.db, stale_s=7200, now=later)
+    (item,) = hosts_json(rows)
+    assert item["id"] == host_id and item["health"] == "healthy"
+    assert item["condition"] == "stale"
+    assert item["why"].startswith("no successful poll since ")
+    fresh = hosts_json(await all_hosts(web_rig.db, stale_s=7200))
+    assert fresh[0]["condition"] == "healthy"
