@@ -74,13 +74,15 @@ def hash_secret(secret: str) -> bytes:
 
 
 def bearer_of(scope: Scope) -> str | None:
-    """The credential of an ``Authorization: Bearer`` header ("" for a malformed one), or None
-    when the request has none."""
+    """The credential of an ``Authorization: Bearer`` header ("" for one without a token), or
+    None when the request has none (another scheme, e.g. Basic added by a reverse proxy, is not
+    ours: the request goes on with its session cookie, if any)."""
     for key, value in scope.get("headers", []):
         if key == b"authorization":
             text = value.decode("latin-1").strip()
             kind, _, credential = text.partition(" ")
-            return credential.strip() if kind.lower() == "bearer" else ""
+            if kind.lower() == "bearer":
+                return credential.strip()
     return None
 
 

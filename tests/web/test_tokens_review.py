@@ -116,3 +116,13 @@ async def test_a_token_never_lists_or_ends_sessions_not_even_its_owners_own(
             ):
                 assert gone.status_code == 403, (scope, gone.text)
     assert (await client.get("/api/v1/hosts")).status_code == 200  # the session lives on
+
+
+async def test_a_session_works_beside_an_authorization_header_of_another_scheme(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    basic = {"authorization": "Basic dXNlcjpwYXNz"}  # e.g. added by a reverse proxy
+    assert (await client.get("/api/v1/hosts", headers=basic)).status_code == 200
+    assert (await client.get("/hosts", headers=basic)).status_code == 200
+    empty = await client.get("/api/v1/hosts", headers={"authorization": "Bearer"})
+    assert_envelope(empty, 401, "invalid_token")  # a Bearer header without a token is refused
