@@ -73,7 +73,7 @@ class HostSnapshot:
     next_attempt: dt.datetime | None = None
     health_since: dt.datetime | None = None  # the last health transition this actor saw
     summary: str = field(init=False, default="")
-    condition: str = field(init=False, default="")
+    condition: str = field(init=False, default="")  # see condition_of
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "summary", describe(self))
@@ -89,6 +89,7 @@ _PARKED = {
 }
 
 
+HALTED = frozenset({Phase.FAILED, Phase.RESTARTING, Phase.WAITING_FOR_DATABASE})
 STALE_FACTOR = 2.0  # a host is stale after this many health intervals without a success
 
 
@@ -106,7 +107,10 @@ def condition_of(snapshot: HostSnapshot) -> str:
     """What a host is as far as its data supports, without the clock: ``unknown`` (never
     polled successfully), ``paused``, ``failing`` (its health poll fails but the host is not yet
     unreachable) or its health. Readers turn ``healthy``/``degraded`` into ``stale`` once
-    ``stale_after`` has passed (time passing publishes nothing)."""
+    ``stale_after`` has passed (time passing publishes nothing). An actor that crashed, is
+    restarting or waits for the database polls nothing: ``halted``, whatever its last data."""
+    if snapshot.phase in HALTED:
+        return "halted"
     if snapshot.health_as_of is None and snapshot.health is HealthState.PENDING:
         return "unknown"
     if snapshot.phase is Phase.PAUSED:

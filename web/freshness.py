@@ -107,7 +107,7 @@ def age(value: Any, now: dt.datetime | None = None) -> str:
 class HostView:
     """A host as every page shows it."""
 
-    condition: str  # unknown | stale | failing | paused | healthy | degraded | unreachable
+    condition: str  # unknown|stale|failing|halted|paused|healthy|degraded|unreachable
     why: str  # one line: the reason for the condition
     ages: str  # "health as of 1 min ago · patches as of 4 min ago"
     trusted: bool  # the system facts (reboot flag) come from a successful poll
@@ -153,7 +153,11 @@ def host_view(
         parts.append(f"no successful poll since {format_time(health_as_of, tz, now)}")
     elif condition == "paused":
         parts.append("paused: not polled")
-    if failing is not None and condition != "paused":
+    elif condition == "halted":  # the actor crashed / restarts / waits: its error, nothing else
+        said = str(live.get("summary") or "halted").split(" · ")[0]
+        error = str(live.get("last_error") or "")
+        parts.append(f"{said}: {error}" if error else said)
+    if failing is not None and condition not in ("paused", "halted"):
         line = (
             f"poll failing since {format_time(failing, tz, now)}"
             f" ({live.get('retries_used', 0)} of {live.get('retries_total', 0)} retries"
@@ -166,7 +170,7 @@ def host_view(
     detail = str(live.get("health_reason") or "")
     if not detail and failing is not None:
         detail = str(live.get("last_error") or "")
-    if detail and condition != "healthy":
+    if detail and condition not in ("healthy", "halted"):
         parts.append(detail)
     ages = " · ".join(
         f"{what} as of {age(live.get(key), now)}"

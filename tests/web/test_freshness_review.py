@@ -9,11 +9,15 @@ import datetime as dt
 from typing import Any
 
 import httpx2
+import pytest
 import trio
 
+from actors.health import HealthState
 from actors.state import HostSnapshot, Phase
 from patch_manager.hosts_cli import all_hosts, hosts_json
 from simulator.fleet import Fleet
+from web.freshness import host_view
+from web.serialize import to_json
 
 from .conftest import WebRig
 
@@ -89,3 +93,32 @@ async def test_cli_host_list_says_stale_for_stored_health_older_than_the_stale_w
     assert item["why"].startswith("no successful poll since ")
     fresh = hosts_json(await all_hosts(web_rig.db, stale_s=7200))
     assert fresh[0]["condition"] == "healthy"
+
+
+NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("phase", "said"),
+    [
+        (Phase.FAILED, "failed (crashed too often)"),
+        (Phase.RESTARTING, "restarting after a crash"),
+        (Phase.WAITING_FOR_DATABASE, "waiting for the database"),
+    ],
+)
+def test_a_crashed_or_parked_actor_with_healthy_data_is_halted_with_its_error_never_healthy(
+    phase: Phase, said: str
+) -> None:
+    snapshot = HostSnapshot(
+        1,
+        "web1",
+        phase=phase,
+        health=HealthState.HEALTHY,
+        health_as_of=NOW - dt.timedelta(minutes=1),
+        stale_after=NOW + dt.timedelta(hours=1),
+        last_error="RuntimeError: boom",
+    )
+    assert snapshot.condition == "halted"
+    view = host_view(to_json(snapshot), now=NOW)
+    assert view.condition == "halted"
+    assert view.why == f"{said}: RuntimeError: boom"

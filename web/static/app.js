@@ -53,7 +53,11 @@
     if (condition === "unknown") parts.push("never contacted");
     else if (condition === "stale") parts.push("no successful poll since " + fmtClock(s.health_as_of));
     else if (condition === "paused") parts.push("paused: not polled");
-    if (s.failing_since && condition !== "paused") {
+    else if (condition === "halted") {
+      const said = String(s.summary || "halted").split(" · ")[0];
+      parts.push(s.last_error ? said + ": " + s.last_error : said);
+    }
+    if (s.failing_since && condition !== "paused" && condition !== "halted") {
       parts.push("poll failing since " + fmtClock(s.failing_since) + " (" + (s.retries_used || 0) + " of " +
         (s.retries_total || 0) + " retries" + (s.next_attempt ? ", next " + fmtClock(s.next_attempt) + ")" : ")"));
     }
@@ -62,7 +66,7 @@
     }
     let detail = s.health_reason || "";
     if (!detail && s.failing_since) detail = s.last_error || "";
-    if (detail && condition !== "healthy") parts.push(detail);
+    if (detail && condition !== "healthy" && condition !== "halted") parts.push(detail);
     const ages = "health as of " + ago(s.health_as_of) + " · patches as of " + ago(s.patches_as_of);
     return { condition: condition, why: parts.join("; "), ages: ages };
   }
