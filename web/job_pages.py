@@ -126,6 +126,15 @@ def window_values(row: WindowRow) -> tuple[dict[str, str], list[str]]:
     return values, [str(d) for d in row.weekdays]
 
 
+def _option_errors(form: dict[str, str], ticked: list[str]) -> dict[str, str]:
+    """The problems of the Deploy form as a job (``job_form``), beside their fields."""
+    try:
+        job_form(form, ticked)
+    except HandleError as exc:
+        return dict(exc.fields)
+    return {}
+
+
 class JobPages:
     def __init__(self, pages: Pages) -> None:
         self.p = pages
@@ -143,6 +152,7 @@ class JobPages:
         """The hosts the selection resolves to right now, their pending patches (each with a
         checkbox: deploy only the ticked ones) and the plan of the job as the form stands
         (``services.plans``: what Deploy then stores and runs)."""
+        posted = form is not None  # "Show the plan" or a refused Deploy: the options count
         if form is None:
             form = dict(request.query_params.items())
             ticked = request.query_params.getlist("patch")
@@ -169,6 +179,15 @@ class JobPages:
                 plan = await self._plan(request, form, ticked, errors)
         except HandleError as exc:
             errors = {**exc.fields, **errors}
+            status = 422
+        if plan is None and (posted or values):
+            # The options are checked even when the hosts are not (or none are chosen), so
+            # every invalid field is named at once.
+            for key, message in _option_errors(form, ticked).items():
+                errors.setdefault(key, message)
+        if "host_ids" in errors:
+            errors.pop("hosts", None)  # "choose hosts" beside a host list that is invalid
+        if errors:
             status = 422
         page = DeployPage(
             **self.p.base(request, "Deploy", "deploy"),

@@ -11,11 +11,12 @@ import pytest
 import trio
 
 from simulator import Fleet
-from storage import job_rows
+from storage import insert_host, job_rows
 from web import WebListener, serve_web
 
 from ..conftest import Pki
-from .conftest import WebRig, login
+from .conftest import WebRig, form_token, login
+from .test_form_errors import shown_errors
 from .test_jobs_api import registered
 from .test_plan import finished
 from .test_relay import browser_context
@@ -73,3 +74,29 @@ async def test_a_patch_job_naming_a_package_with_a_version_applies_that_package(
     [row] = await web_rig.db.run(job_rows, created.json()["job_id"])
     assert row.state == "succeeded", (row.error_code, row.error_message)
     assert (row.packages_after or {}).get(name) == target
+
+
+async def test_show_the_plan_names_every_invalid_field_with_or_without_hosts(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    row = await web_rig.db.run(
+        lambda conn: insert_host(conn, name="h0.example.test", address="127.0.0.1", groups=["g"])
+    )
+    token = form_token((await client.get("/deploy", params={"host_ids": str(row.id)})).text)
+    options = {"csrf_token": token, "batch_percent": "0", "reboot_delay_s": "-1"}
+    wrong = {
+        "batch_percent": "must be between 1 and 100",
+        "reboot_delay_s": "must be between 0 and 86400",
+    }
+    expected = {
+        "": {"hosts": "choose hosts: a list, a group or a filter", **wrong},
+        "abc": {"host_ids": "item 1: must be a whole number", **wrong},
+        str(row.id): wrong,
+    }
+    for hosts, errors in expected.items():
+        for action in ("plan", "deploy"):
+            shown = await client.post(
+                "/deploy", data={**options, "host_ids": hosts, "action": action}
+            )
+            assert shown.status_code == 422, (hosts, action)
+            assert shown_errors(shown.text) == errors, (hosts, action)
