@@ -230,6 +230,10 @@ def create_app(
         return response
 
     async def server_error(request: Request, exc: Exception) -> Response:
+        # A database outage in a middleware (the session lookup) reaches only this handler.
+        leaves = exc.exceptions if isinstance(exc, BaseExceptionGroup) else (exc,)
+        if leaves and all(isinstance(leaf, DatabaseUnavailable) for leaf in leaves):
+            return await unavailable(request, leaves[0])  # type: ignore[arg-type]
         return envelope(request, 500, "internal_error", "internal error; see the server log")
 
     async def unaudited(request: Request, exc: Exception) -> Response:

@@ -72,3 +72,43 @@ async def test_a_page_post_the_database_cannot_finish_is_a_503_error_page(
     assert answer.headers["content-type"].startswith("text/html")
     assert "database is not reachable" in answer.text
     assert int(answer.headers["retry-after"]) > 0
+
+
+CANCEL_A_SESSIONS_READER = """
+DO $$ DECLARE p int; BEGIN
+  LOOP
+    SELECT l.pid INTO p FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+      WHERE c.relname = 'sessions' AND NOT l.granted LIMIT 1;
+    EXIT WHEN p IS NOT NULL;
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+  PERFORM pg_cancel_backend(p);
+END $$
+"""
+
+
+def _lock_sessions_and_cancel(
+    conn: psycopg.Connection[Any], locked: trio.Event, token: trio.lowlevel.TrioToken
+) -> None:
+    with conn.transaction():
+        conn.execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+        trio.from_thread.run_sync(locked.set, trio_token=token)
+        conn.execute(CANCEL_A_SESSIONS_READER)
+
+
+async def test_a_session_lookup_the_database_cannot_answer_is_503_not_500(
+    client: httpx2.AsyncClient, web_rig: WebRig
+) -> None:
+    locked = trio.Event()
+    answers: list[httpx2.Response] = []
+
+    async def send() -> None:
+        await locked.wait()
+        answers.append(await client.get("/api/v1/hosts"))
+
+    async with trio.open_nursery() as nursery:
+        token = trio.lowlevel.current_trio_token()
+        nursery.start_soon(web_rig.db.run, _lock_sessions_and_cancel, locked, token)
+        nursery.start_soon(send)
+    assert_envelope(answers[0], 503, "unavailable")
+    assert int(answers[0].headers["retry-after"]) > 0
