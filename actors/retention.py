@@ -12,8 +12,8 @@ run every ``every_s`` (drift-free, ``trio.sleep_until``). A database outage is w
 stopped). A step the database refuses (a trigger, a constraint; the audit log's too) or that
 hits the statement timeout is recorded in the run's ``error`` and skipped until the next run;
 any other error is logged and counted (``failures``) and the next run happens as planned: the
-task never ends the server. Cancellation stops between batches; a batch in flight is cancelled on the server by
-``Database.run``.
+task never ends the server. Cancellation stops between batches; a batch in flight is cancelled
+on the server by ``Database.run``.
 """
 
 from __future__ import annotations

@@ -4,10 +4,10 @@ An event is a row in ``notification_events``: a job's end inserts one from a tri
 transaction as the job's final state (migration 0012); the periodic checks (a host unreachable
 for long, a certificate about to expire, a window about to start) insert theirs with a dedupe
 key recorded in ``notification_told`` (migration 0018) until the episode ends, so each episode
-is told once even after retention or the outbox bound deleted its event. Subscribers are read with the scope their role gives them
-(admins: every host; operators and auditors: their groups; operators also ungrouped hosts when
-``auth.operators_see_ungrouped``),
-and ``visible_hosts`` filters an event's hosts by that scope with ``scope_condition``.
+is told once even after retention or the outbox bound deleted its event. Subscribers are read
+with the scope their role gives them (``role_scope``: admins every host; operators and auditors
+their groups; operators also ungrouped hosts when ``auth.operators_see_ungrouped``), and
+``visible_hosts`` filters an event's hosts by that scope with ``scope_condition``.
 """
 
 from __future__ import annotations
