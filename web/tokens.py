@@ -79,7 +79,7 @@ def bearer_of(scope: Scope) -> str | None:
     ours: the request goes on with its session cookie, if any)."""
     for key, value in scope.get("headers", []):
         if key == b"authorization":
-            text = value.decode("latin-1").strip()
+            text: str = value.decode("latin-1").strip()
             kind, _, credential = text.partition(" ")
             if kind.lower() == "bearer":
                 return credential.strip()

@@ -6,14 +6,17 @@ header."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import httpx2
 import pytest
 
+from storage.audit import AuditFilter, list_entries
+
 from ..conftest import fleet_addresses
 from .conftest import WebRig, assert_envelope, form_token
 from .test_mfa import stale_second_factor
-from .test_tokens import bearer, token_for
+from .test_tokens import bearer, make_user, token_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -126,3 +129,52 @@ async def test_a_session_works_beside_an_authorization_header_of_another_scheme(
     assert (await client.get("/hosts", headers=basic)).status_code == 200
     empty = await client.get("/api/v1/hosts", headers={"authorization": "Bearer"})
     assert_envelope(empty, 401, "invalid_token")  # a Bearer header without a token is refused
+
+
+async def grant_of(app: Any, secret: str) -> dict[str, Any]:
+    async with bearer(app, secret) as http:
+        http.headers.pop("authorization")
+        grant = await http.post(
+            "/api/v1/auth/token", json={"grant_type": "api_token", "token": secret}
+        )
+    assert grant.status_code == 200, grant.text
+    return dict(grant.json())
+
+
+async def refreshes(app: Any, grant: dict[str, Any]) -> int:
+    async with bearer(app, grant["access_token"]) as http:
+        if (await http.get("/api/v1/hosts")).status_code != 200:
+            return 401
+        http.headers.pop("authorization")
+        again = await http.post(
+            "/api/v1/auth/token",
+            json={"grant_type": "refresh_token", "refresh_token": grant["refresh_token"]},
+        )
+    return again.status_code
+
+
+async def test_a_password_change_ends_refresh_families_and_admin_resets_revoke_tokens(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    mine = await token_for(web_rig, 1, "read")
+    grant = await grant_of(web_rig.app, mine)
+    changed = await client.post(
+        "/api/v1/profile/password",
+        json={"current_password": web_rig.password,
+              "new_password": "a-brand-new-passphrase-for-the-boss-7"},
+    )  # fmt: skip
+    assert changed.status_code in (200, 204), changed.text
+    assert await refreshes(web_rig.app, grant) == 401  # the family ended with the password
+    async with bearer(web_rig.app, mine) as http:  # the API token itself stays (own change)
+        assert (await http.get("/api/v1/hosts")).status_code == 200
+    for reset in ("reset-password", "reset-mfa"):
+        user_id = await make_user(web_rig, f"op-{reset}", "operator", [])
+        theirs = await token_for(web_rig, user_id, "read")
+        done = await client.post(f"/api/v1/users/{user_id}/{reset}")
+        assert done.status_code == 200, done.text
+        async with bearer(web_rig.app, theirs) as http:
+            assert_envelope(await http.get("/api/v1/hosts"), 401, "invalid_token")
+        [entry], _ = await web_rig.db.run(
+            list_entries, AuditFilter(target=f"user:op-{reset}", action="user.")
+        )
+        assert entry.after["tokens_revoked"] == 1, entry

@@ -27,6 +27,8 @@ from storage import (
     unlock_user,
     update_user,
 )
+from storage.mfa import reset_factors
+from storage.tokens import revoke_user_families, revoke_user_tokens
 
 from .. import audit
 from ..auth import Auth, Busy, Outcome, generate_password
@@ -156,9 +158,15 @@ async def reset_password(sys: System, who: Principal, auth: Auth, user_id: int) 
         raise Missing(f"no user with id {user_id}")
     password = generate_password()
     hashed = await _hash(auth, password, "password")
+
+    def reset(conn: Any) -> int:  # the password, and every API token with it
+        set_password(conn, user.username, hashed, must_change=True, by=who.username)
+        return revoke_user_tokens(conn, user.id, by=who.username)
+
     await audit.audited(
-        sys, audit.entry(who, "user.password.reset", f"user:{user.username}"),
-        lambda conn: set_password(conn, user.username, hashed, must_change=True, by=who.username),
+        sys, lambda n: audit.entry(who, "user.password.reset", f"user:{user.username}",
+                                   after={"tokens_revoked": n}),
+        reset,
     )  # fmt: skip
     scope_changed(sys.db)  # open relay sockets of the ended sessions close
     return password
@@ -196,13 +204,17 @@ async def change_password(
     if problem is not None:
         raise InvalidInput("new_password", problem)
     hashed = await _hash(auth, data.new_password, "new_password")
+
+    def change(conn: Any) -> int:  # the password, and the refresh families of the API tokens
+        set_password(conn, user.username, hashed, by=user.username, keep_family=keep_family)
+        return revoke_user_families(conn, user.id)
+
     await audit.audited(
         sys,
-        audit.entry(who, "user.password.change", f"user:{user.username}"),
-        lambda conn: set_password(
-            conn, user.username, hashed, by=user.username, keep_family=keep_family
-        ),
-    )
+        lambda n: audit.entry(who, "user.password.change", f"user:{user.username}",
+                              after={"refresh_families_ended": n}),
+        change,
+    )  # fmt: skip
     scope_changed(sys.db)
 
 
@@ -267,10 +279,19 @@ async def reset_mfa(sys: System, who: Principal, auth: Auth, user_id: int) -> tu
     require(who, Action.MANAGE_USERS)
     before = await sys.db.run(get_user_by_id, user_id)
     target = f"user:{before.username}" if before else f"user_id:{user_id}"
-    try:
-        ended = await auth.mfa.reset(
-            user_id, who.username, audit.entry(who, "user.mfa.reset", target)
+
+    def reset(conn: Any) -> tuple[int, int]:  # the factors, and every API token with them
+        return reset_factors(conn, user_id, by=who.username), revoke_user_tokens(
+            conn, user_id, by=who.username
         )
+
+    try:
+        ended, _ = await audit.audited(
+            sys,
+            lambda done: audit.entry(who, "user.mfa.reset", target,
+                                     after={"tokens_revoked": done[1]}),
+            reset,
+        )  # fmt: skip
     except NotFound as exc:
         raise Missing(str(exc)) from None
     scope_changed(sys.db)
