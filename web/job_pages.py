@@ -89,18 +89,22 @@ class WindowsPage(Base):
     today: str = ""
 
 
+FIRST_YEAR, LAST_YEAR = 1900, 9998  # the calendar months shown
+
+
 def month_of(text: str) -> tuple[int, int] | None:
-    """``YYYY-MM`` → (year, month), None unless it is a month between 0001-01 and 9998-12."""
+    """``YYYY-MM`` → (year, month), None unless it is a month between 1900-01 and 9998-12
+    (the grid's weeks and a window's look-back before the 1st stay within dates Python has)."""
     year, dash, month = text.partition("-")
     if not (dash and len(year) == 4 and year.isdigit() and len(month) == 2 and month.isdigit()):
         return None
-    if not (1 <= int(year) <= 9998 and 1 <= int(month) <= 12):
+    if not (FIRST_YEAR <= int(year) <= LAST_YEAR and 1 <= int(month) <= 12):
         return None
     return int(year), int(month)
 
 
 def shift_month(year: int, month: int, by: int) -> str:
-    index = min(max(year * 12 + month - 1 + by, 12), 9998 * 12 + 11)
+    index = min(max(year * 12 + month - 1 + by, FIRST_YEAR * 12), LAST_YEAR * 12 + 11)
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
@@ -310,7 +314,7 @@ class JobPages:
         if wanted:
             parsed = month_of(wanted)
             if parsed is None:
-                errors["month"] = "a month such as 2026-12"
+                errors["month"] = f"a month between {FIRST_YEAR}-01 and {LAST_YEAR}-12"
             else:
                 year, month = parsed
         cal_target = params.get("target", "")

@@ -100,3 +100,22 @@ async def test_show_the_plan_names_every_invalid_field_with_or_without_hosts(
             )
             assert shown.status_code == 422, (hosts, action)
             assert shown_errors(shown.text) == errors, (hosts, action)
+
+
+async def test_a_month_far_in_the_past_or_future_is_a_month_error_not_a_500(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    await web_rig.db.run(
+        lambda conn: insert_host(conn, name="h0.example.test", address="127.0.0.1", groups=["g"])
+    )
+    [group] = (await client.get("/api/v1/groups")).json()["groups"]
+    window = {"name": "nightly", "recurrence": "daily", "start_time": "03:00"}
+    made = await client.post("/api/v1/windows", json={**window, "group_id": group["id"]})
+    assert made.status_code == 201, made.text
+    for month in ("0001-01", "0001-02", "1899-12", "9999-01"):
+        page = await client.get("/windows", params={"month": month})
+        assert page.status_code == 200, month
+        assert shown_errors(page.text) == {"month": "a month between 1900-01 and 9998-12"}, month
+    page = await client.get("/windows", params={"month": "1900-01"})
+    assert (page.status_code, shown_errors(page.text)) == (200, {})
+    assert 'href="/windows?month=1900-01' in page.text  # the previous month stays in range

@@ -147,6 +147,6 @@ async def test_month_grid_shows_blackouts_and_windows_per_group_or_host(
     assert "dbw" not in cell(for_host, "2030-12-02") and "webw" in cell(for_host, "2030-12-02")
     wrong = (await client.get("/windows?month=2030-13&target=group:987654321")).text
     assert shown_errors(wrong) == {
-        "month": "a month such as 2026-12",
+        "month": "a month between 1900-01 and 9998-12",
         "cal_target": "no group with id 987654321",
     }
