@@ -36,6 +36,17 @@ class HostListItem:
     groups: tuple[str, ...]
 
 
+CONDITIONS = ("unknown", "stale", "failing", "halted", "paused", "healthy", "degraded",
+              "unreachable")  # fmt: skip
+# Worst first: what "sort by condition" means.
+CONDITION_ORDER = ("unreachable", "failing", "halted", "stale", "degraded", "unknown", "paused",
+                   "healthy")  # fmt: skip
+# A host without a live snapshot: its stored health as a condition.
+STORED_CONDITION = (
+    "CASE WHEN h.paused THEN 'paused' WHEN h.health = 'pending' THEN 'unknown' ELSE h.health END"
+)
+
+
 @dataclass(frozen=True)
 class HostEntry(HostListItem):
     """A listed host with its condition as of now (``web.freshness``): what the API and the CLI
@@ -60,6 +71,10 @@ class HostFilter:
     descending: bool = False
     limit: int = 50
     offset: int = 0
+    # What the data supports as of now (``condition`` filter, ``sort="condition"``): the
+    # service passes the live hosts' conditions; a host without one counts by stored health.
+    condition: str = ""
+    live: tuple[tuple[int, str], ...] = ()
 
 
 SORTS = {
@@ -69,6 +84,7 @@ SORTS = {
     "pending": "h.pending_patches",
     "security": "h.security_patches",
     "last_seen": "h.last_seen_at",
+    "condition": "",  # by CONDITION_ORDER: see search_hosts
 }
 HEALTH_STATES = ("pending", "healthy", "degraded", "unreachable")
 
@@ -95,6 +111,13 @@ def search_hosts(
     if f.health:
         where.append(sql.SQL("h.health = %s"))
         params.append(f.health)
+    live_ids = [host_id for host_id, _ in f.live]
+    if f.condition:
+        matching = [host_id for host_id, condition in f.live if condition == f.condition]
+        where.append(sql.SQL("(h.id = ANY(%s) OR (NOT h.id = ANY(%s) AND {stored} = %s))").format(
+            stored=sql.SQL(STORED_CONDITION)
+        ))  # fmt: skip
+        params += [matching, live_ids, f.condition]
     if f.os:
         where.append(sql.SQL("h.os ILIKE %s ESCAPE '\\'"))
         params.append(contains(f.os))
@@ -112,6 +135,13 @@ def search_hosts(
     condition = sql.SQL(" AND ").join(where)
     direction = sql.SQL("DESC NULLS LAST" if f.descending else "ASC NULLS LAST")
     key = SORTS.get(f.sort, SORTS["name"])
+    join, join_params = sql.SQL(""), []
+    if f.sort == "condition":
+        rank = {condition: index for index, condition in enumerate(CONDITION_ORDER)}
+        join = sql.SQL(" LEFT JOIN unnest(%s::bigint[], %s::int[]) AS c(id, rank) ON c.id = h.id")
+        join_params = [live_ids, [rank.get(condition, 99) for _, condition in f.live]]
+        stored = " ".join(f"WHEN '{c}' THEN {i}" for i, c in enumerate(CONDITION_ORDER))
+        key = f"coalesce(min(c.rank), CASE {STORED_CONDITION} {stored} ELSE 99 END)"
     # Equal names (or the other columns' ties) fall back to the address, numerically.
     order = sql.SQL("{key} {direction}, h.address").format(key=sql.SQL(key), direction=direction)
     query = sql.SQL(
@@ -121,11 +151,11 @@ def search_hosts(
         " coalesce(array_agg(g.name ORDER BY g.name) FILTER (WHERE g.name IS NOT NULL), '{{}}'),"
         " count(*) OVER ()"
         " FROM hosts h LEFT JOIN host_groups hg ON hg.host_id = h.id"
-        " LEFT JOIN groups g ON g.id = hg.group_id"
+        " LEFT JOIN groups g ON g.id = hg.group_id{join}"
         " WHERE {condition} GROUP BY h.id ORDER BY {order}, h.id"
         " LIMIT %s OFFSET %s"
-    ).format(condition=condition, order=order)
-    rows = conn.execute(query, [*params, f.limit, f.offset]).fetchall()
+    ).format(condition=condition, order=order, join=join)
+    rows = conn.execute(query, [*join_params, *params, f.limit, f.offset]).fetchall()
     total = int(rows[0][15]) if rows else _count(conn, condition, params)
     items = [HostListItem(*r[:14], tuple(r[14])) for r in rows]  # type: ignore[call-arg]
     return items, total
@@ -160,10 +190,6 @@ def _count(conn: psycopg.Connection[Any], condition: sql.Composable, params: lis
         sql.SQL("SELECT count(*) FROM hosts h WHERE {c}").format(c=condition), params
     ).fetchone()
     return int(row[0]) if row else 0
-
-
-CONDITIONS = ("unknown", "stale", "failing", "halted", "paused", "healthy", "degraded",
-              "unreachable")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -140,12 +140,17 @@ class GroupRename(Body):
 
 class HostQuery(Query):
     group: str = Field("", max_length=64)
-    health: Literal["", "pending", "healthy", "degraded", "unreachable"] = ""
+    health: Literal["", "pending", "healthy", "degraded", "unreachable"] = Field(
+        "", description="the stored health of the last poll"
+    )
+    condition: Literal[
+        "", "unknown", "stale", "failing", "halted", "paused", "healthy", "degraded", "unreachable"
+    ] = Field("", description="what the data supports as of now (as every page shows)")
     os: str = Field("", max_length=64)
     min_pending: int = Field(0, ge=0, le=100_000)
     reboot: Literal["", "yes", "no", "true", "false"] = ""
     q: str = Field("", max_length=200, description="literal text in name, address or hostname")
-    sort: Literal["name", "health", "os", "pending", "security", "last_seen"] = "name"
+    sort: Literal["name", "health", "condition", "os", "pending", "security", "last_seen"] = "name"
     order: Literal["asc", "desc"] = "asc"
     limit: int = Field(50, ge=1, le=500)
     page: int = Field(1, ge=1, le=1_000_000)

@@ -36,7 +36,6 @@ from .freshness import (
     HostView,
     UserZones,
     age,
-    current_condition,
     duration,
     host_view,
     time_tag,
@@ -203,15 +202,10 @@ class Pages:
         running = [j for j, _ in await jobs.jobs(self.sys, who, "running")][:6]
         compliance = await self.compliance.get(self.sys, who, self.rules)
         base = self.base(request, "Dashboard", "dashboard")
-        conditions = dict(counts.by_health)  # without live actors: the stored health
-        live = await hosts.actors(self.sys, who)
-        if live:
-            conditions = {}
-            now = dt.datetime.now(dt.UTC)
-            for snapshot in live:
-                condition = current_condition(snapshot.condition, snapshot.stale_after, now)
-                key = "pending" if condition == "unknown" else condition
-                conditions[key] = conditions.get(key, 0) + 1
+        # By condition as of now (services.hosts.summary): never-contacted hosts under "pending"
+        conditions = {
+            ("pending" if k == "unknown" else k): v for k, v in counts.by_condition.items()
+        }
         page = DashboardPage(
             **base,
             conditions=conditions,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 from typing import Any
 
 import httpx2
@@ -122,3 +123,39 @@ def test_a_crashed_or_parked_actor_with_healthy_data_is_halted_with_its_error_ne
     view = host_view(to_json(snapshot), now=NOW)
     assert view.condition == "halted"
     assert view.why == f"{said}: RuntimeError: boom"
+
+
+async def test_host_list_filters_and_sorts_by_the_condition_shown_and_dashboard_cards_link_there(
+    web_rig: WebRig, client: httpx2.AsyncClient, start_fleet: Any
+) -> None:
+    fleet: Fleet = await start_fleet(2)
+    up, down = fleet.agents
+    up_id = (await client.post("/api/v1/hosts", json={"name": up.address})).json()["id"]
+    down_id = (await client.post("/api/v1/hosts", json={"name": down.address})).json()["id"]
+    fleet_state = web_rig.system.fleet
+    with trio.fail_after(30):
+        await fleet_state.wait_until(
+            lambda snaps: len([s for s in snaps if s.condition == "healthy"]) == 2
+        )
+    fleet.apply_faults(down.address, {"down": True})
+    assert (await client.post("/api/v1/hosts/refresh", json={"host_ids": [down_id]})).is_success
+    with trio.fail_after(30):
+        await fleet_state.wait_until(lambda snaps: any(s.condition == "failing" for s in snaps))
+
+    def ids(reply: httpx2.Response) -> list[int]:
+        assert reply.status_code == 200, reply.text
+        return [h["id"] for h in reply.json()["hosts"]]
+
+    assert ids(await client.get("/api/v1/hosts?condition=failing")) == [down_id]
+    assert ids(await client.get("/api/v1/hosts?condition=healthy")) == [up_id]
+    for condition in ("stale", "paused", "unknown", "halted"):
+        assert ids(await client.get(f"/api/v1/hosts?condition={condition}")) == []
+    assert ids(await client.get("/api/v1/hosts?sort=condition")) == [down_id, up_id]
+    assert ids(await client.get("/api/v1/hosts?sort=condition&order=desc")) == [up_id, down_id]
+    page = (await client.get("/hosts?condition=failing")).text
+    assert f'data-host-condition="{down_id}">failing<' in page
+    assert f'data-host-condition="{up_id}"' not in page
+    dashboard = (await client.get("/")).text
+    assert 'href="/hosts?condition=failing"' in dashboard
+    assert re.search(r'data-count="failing">1<', dashboard)
+    assert 'href="/hosts?condition=healthy"' in dashboard

@@ -48,6 +48,7 @@ def host_filter(q: HostQuery) -> HostFilter:
         reboot=reboot,
         text=q.q.strip(),
         sort=q.sort,
+        condition=q.condition,
         descending=q.order == "desc",
         limit=q.limit,
         offset=q.offset if q.offset is not None else (q.page - 1) * q.limit,
@@ -86,14 +87,24 @@ def live_json(snapshot: Any, now: dt.datetime | None = None) -> Any:
     return data
 
 
+def conditions(sys: System, now: dt.datetime) -> tuple[tuple[int, str], ...]:
+    """Each live host's condition as of ``now`` (for filtering and sorting by it)."""
+    return tuple(
+        (s.host_id, current_condition(s.condition, s.stale_after, now))
+        for s in sys.handle.snapshots()
+    )
+
+
 async def search(
     sys: System, who: Principal, q: HostQuery
 ) -> tuple[list[HostEntry], int, HostFilter]:
     """One page of matching hosts with their conditions, the number of matches and the
     filter used."""
     f = host_filter(q)
-    items, total = await sys.db.run(search_hosts, f, scope_of(who))
     now = dt.datetime.now(dt.UTC)
+    if f.condition or f.sort == "condition":
+        f = replace(f, live=conditions(sys, now))
+    items, total = await sys.db.run(search_hosts, f, scope_of(who))
     return [entry(h, sys.handle.snapshot(h.id), now=now) for h in items], total, f
 
 

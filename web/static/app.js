@@ -127,7 +127,7 @@
 
   function counts() {
     // By condition (never-contacted hosts under "pending"): a failing or stale host is not healthy.
-    const totals = { healthy: 0, degraded: 0, failing: 0, stale: 0, unreachable: 0, pending: 0, paused: 0 };
+    const totals = { healthy: 0, degraded: 0, failing: 0, halted: 0, stale: 0, unreachable: 0, pending: 0, paused: 0 };
     hosts.forEach(function (s) {
       const c = conditionOf(s), key = c === "unknown" ? "pending" : c;
       totals[key] = (totals[key] || 0) + 1;
