@@ -308,11 +308,12 @@ def sso_login(
     identity's first login) gets ``role`` and ``group_ids`` as the claims map them now.
     Raises ``LastAdmin`` when that would demote the last active admin, ``Conflict`` for a
     disabled user (its state is the admin's decision, not the provider's)."""
+    find = "SELECT user_id FROM sso_identities WHERE issuer = %s AND subject = %s FOR UPDATE"
     with conn.transaction():
-        row = conn.execute(
-            "SELECT user_id FROM sso_identities WHERE issuer = %s AND subject = %s FOR UPDATE",
-            (issuer, subject),
-        ).fetchone()
+        row = conn.execute(find, (issuer, subject)).fetchone()
+        if row is None:  # a first sign-in: one at a time (the same identity, or the same name)
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('pm:sso-first-sign-in'))")
+            row = conn.execute(find, (issuer, subject)).fetchone()  # made while we waited?
         if row is None:
             base = username_for(name_hint)
             name = base

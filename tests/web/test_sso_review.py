@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import httpx2
 import pytest
+import trio
 
+from storage import list_users
 from storage.audit import AuditFilter, list_entries
 
 from .conftest import WebRig, assert_envelope
@@ -76,3 +78,27 @@ async def test_tokens_of_sso_only_users_are_refused_while_single_sign_on_is_off(
         assert "single sign-on" in refused["message"]
     async with bearer(sso_app.app, local) as http:
         assert (await http.get("/api/v1/hosts")).status_code == 200
+
+
+async def test_two_simultaneous_first_sign_ins_of_one_identity_make_one_user(
+    sso_app: WebRig, client: httpx2.AsyncClient, provider: Provider
+) -> None:
+    await configure(client, provider, {"pm-operators": ("operator", [])})
+    async with browser(sso_app) as a, browser(sso_app) as b:
+        backs = []
+        for who in (a, b):
+            start = await who.get("/sso/login")
+            async with httpx2.AsyncClient() as idp:
+                back = await idp.get(start.headers["location"])
+            backs.append((who, back.headers["location"]))
+        results: list[int] = []
+
+        async def finish(who: httpx2.AsyncClient, url: str) -> None:
+            results.append((await who.get(url)).status_code)
+
+        async with trio.open_nursery() as nursery:
+            for who, url in backs:
+                nursery.start_soon(finish, who, url)
+    assert results == [200, 200]
+    users = await sso_app.db.run(list_users)
+    assert [u.username for u in users if u.username.startswith("carol")] == ["carol.example.com"]
