@@ -3,6 +3,7 @@ F16b), plus the keep-alive hang after an early answer to a large body."""
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import partial
 from typing import Any
 
@@ -119,3 +120,31 @@ async def test_a_month_far_in_the_past_or_future_is_a_month_error_not_a_500(
     page = await client.get("/windows", params={"month": "1900-01"})
     assert (page.status_code, shown_errors(page.text)) == (200, {})
     assert 'href="/windows?month=1900-01' in page.text  # the previous month stays in range
+
+
+async def test_a_later_batch_is_planned_in_a_window_not_before_the_previous_batch_starts(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    ids = []
+    for n in range(2):
+        row = await web_rig.db.run(
+            lambda conn, n=n: insert_host(
+                conn, name=f"h{n}.example.test", address=f"127.0.0.{n + 1}", groups=["g"]
+            )
+        )
+        ids.append(row.id)
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).date().isoformat()
+    first = {"name": "once", "recurrence": "once", "start_date": later, "start_time": "03:00"}
+    daily = {"name": "daily", "recurrence": "daily", "start_time": "03:00"}
+    for host_id, window in zip(ids, (first, daily), strict=True):
+        made = await client.post("/api/v1/windows", json={**window, "host_id": host_id})
+        assert made.status_code == 201, made.text
+    draft = {"host_ids": ids, "schedule": "window", "batch_size": 1}
+    plan = (await client.post("/api/v1/jobs/plan", json=draft)).json()
+    by_host = {h["host_id"]: h for h in plan["hosts"]}
+    assert [by_host[i]["batch"] for i in ids] == [0, 1]
+    opens = dt.datetime.fromisoformat(by_host[ids[0]]["window_start"])
+    assert opens.date().isoformat() == later
+    assert dt.datetime.fromisoformat(by_host[ids[1]]["window_start"]) >= opens
+    starts = [dt.datetime.fromisoformat(b["starts"]) for b in plan["batches"]]
+    assert starts[1] >= starts[0]

@@ -113,24 +113,34 @@ def _pending(host: PlanHost) -> list[Pending]:
 
 
 async def _windows(
-    sys: System, host_ids: Sequence[int], now: dt.datetime
+    sys: System, hosts: Sequence[PlanHost], numbers: Sequence[int], now: dt.datetime
 ) -> dict[int, Interval | None]:
-    """Each host's window occurrence open now or next (within ``NO_WINDOW_HORIZON``) over its
-    enabled windows (its own and its groups'), blackouts cut out; computed once per distinct
-    set of windows (hosts of one group share it)."""
+    """Each host's window occurrence over its enabled windows (its own and its groups'),
+    blackouts cut out, within ``NO_WINDOW_HORIZON``. The coordinator starts batch k only once
+    batch k-1 is final, so batch 0 gets the window open now or next, and batch k the one open
+    at or next after the latest window start of batch k-1 (not before it). Computed once per
+    distinct set of windows and instant (hosts of one group share it)."""
     by_host = await sys.db.run(host_window_map)
     rules = {w.id: WindowRule.from_columns(w) for w in await sys.db.run(list_windows) if w.enabled}
     shut = [Interval(b.starts_at, b.ends_at) for b in await sys.db.run(list_blackouts)]
-    found: dict[tuple[int, ...], Interval | None] = {}
+    found: dict[tuple[tuple[int, ...], dt.datetime], Interval | None] = {}
     result: dict[int, Interval | None] = {}
-    for host_id in host_ids:
-        key = tuple(sorted(w for w in by_host.get(host_id, []) if w in rules))
-        if key not in found:
-            chosen_rules = [rules[w] for w in key]
-            found[key] = open_window(chosen_rules, now, shut) or next_window(
-                chosen_rules, now, shut, NO_WINDOW_HORIZON
-            )
-        result[host_id] = found[key]
+    after = now
+    for number in sorted(set(numbers)):
+        latest = after
+        for host, batch in zip(hosts, numbers, strict=True):
+            if batch != number:
+                continue
+            key = (tuple(sorted(w for w in by_host.get(host.id, []) if w in rules)), after)
+            if key not in found:
+                chosen_rules = [rules[w] for w in key[0]]
+                found[key] = open_window(chosen_rules, after, shut) or next_window(
+                    chosen_rules, after, shut, NO_WINDOW_HORIZON
+                )
+            result[host.id] = window = found[key]
+            if window is not None and not _paused(sys, host):
+                latest = max(latest, window.start)
+        after = latest
     return result
 
 
@@ -148,7 +158,7 @@ async def compute(
         batch_percent=data.batch_percent,
         canary=data.canary,
     )
-    windows = await _windows(sys, host_ids, now) if data.schedule == "window" else {}
+    windows = await _windows(sys, hosts, numbers, now) if data.schedule == "window" else {}
     names = [p if isinstance(p, str) else p.name for p in data.packages]
     plans: list[HostPlan] = []
     for host, batch in zip(hosts, numbers, strict=True):
