@@ -77,6 +77,8 @@ async def audit_command(args: argparse.Namespace, db: Database) -> int:
             span = f" (entries {result.first_id} to {result.last_id})" if result.checked else ""
             origin = f", from checkpoint {result.checkpoint}" if result.checkpoint else ""
             print(f"audit chain verified: {result.checked} entries{span}{origin}")
+        elif result.broken_id is None:  # not one entry: the key
+            print(f"audit chain BROKEN: {result.problem}")
         else:
             print(f"audit chain BROKEN at entry {result.broken_id}: {result.problem}")
         return 0 if result.ok else EXIT_BROKEN

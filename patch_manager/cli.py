@@ -16,6 +16,7 @@ import trio
 from actors import RegistrationError
 from actors.registration import normalise_name, valid_group
 from ca import CAError, CertificateAuthority, CertKind, passphrase_from
+from ca.keys import AUDIT_KEY_ENV, AUDIT_KEY_FILE
 from settings import (
     ConfigError,
     ConfigStore,
@@ -588,6 +589,13 @@ def cmd_users(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    _, data_dir = _dirs(args)
+    if not os.environ.get(AUDIT_KEY_ENV) and not (data_dir / AUDIT_KEY_FILE).exists():
+        # Never made here: a new key would only make every entry look edited.
+        raise hosts_cli.CommandError(
+            f"no audit key: {data_dir / AUDIT_KEY_FILE} is missing and {AUDIT_KEY_ENV} is not set"
+        )
+
     async def work(db: Database) -> int:
         return await audit_cli.audit_command(args, db)
 

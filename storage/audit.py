@@ -52,6 +52,10 @@ class AuditWriteFailed(StorageError):
     """The entry could not be written: the action it records is rolled back with it."""
 
 
+class AuditWrongKey(AuditWriteFailed):
+    """The key is not the one the chain was written with: nothing is appended with it."""
+
+
 class AuditBroken(RuntimeError):
     """The chain does not verify where an operation needs it to (e.g. before pruning)."""
 
@@ -219,6 +223,18 @@ def _checkpoint_mac(key: bytes, prev_mac: str, c: Checkpoint) -> str:
     return _mac(key, "checkpoint:" + prev_mac, payload)
 
 
+def key_check(key: bytes) -> str:
+    """What ``audit_head.key_check`` holds for ``key``: it names the key without revealing it."""
+    return hmac.new(key, b"patch-manager audit key check", hashlib.sha256).hexdigest()
+
+
+def _wrong_key(conn: psycopg.Connection[Any], key: bytes) -> bool:
+    row = conn.execute("SELECT key_check FROM audit_head").fetchone()
+    if row is None or not row[0]:
+        return False  # no entry yet, or a head older than the key check
+    return not hmac.compare_digest(str(row[0]), key_check(key))
+
+
 def _check_key(key: bytes | None) -> bytes:
     if not key or len(key) != KEY_BYTES:
         raise AuditKeyMissing(f"the audit key must be {KEY_BYTES} bytes; nothing was written")
@@ -250,7 +266,12 @@ def append(
     try:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
-            head = conn.execute("SELECT last_id, last_mac FROM audit_head").fetchone()
+            head = conn.execute("SELECT last_id, last_mac, key_check FROM audit_head").fetchone()
+            if head and head[2] and not hmac.compare_digest(str(head[2]), key_check(key)):
+                raise AuditWrongKey(
+                    "wrong audit key: the audit log was written with another key (audit.key or "
+                    "PM_AUDIT_KEY); nothing was written"
+                )
             prev_id, prev_mac = (int(head[0]), str(head[1])) if head else (0, "")
             stored = StoredEntry(
                 id=prev_id + 1,
@@ -277,12 +298,14 @@ def append(
                 ),
             )  # fmt: skip
             conn.execute(
-                "INSERT INTO audit_head (one, last_id, last_mac, mac) VALUES (true, %s, %s, %s)"
+                "INSERT INTO audit_head (one, last_id, last_mac, mac, key_check)"
+                " VALUES (true, %s, %s, %s, %s)"
                 " ON CONFLICT (one) DO UPDATE SET last_id = excluded.last_id,"
-                " last_mac = excluded.last_mac, mac = excluded.mac",
-                (stored.id, stored.mac, _head_mac(key, stored.id, stored.mac)),
+                " last_mac = excluded.last_mac, mac = excluded.mac,"
+                " key_check = excluded.key_check",
+                (stored.id, stored.mac, _head_mac(key, stored.id, stored.mac), key_check(key)),
             )
-    except psycopg.OperationalError:  # the database went away: DatabaseUnavailable upstream
+    except (psycopg.OperationalError, AuditWrongKey):  # went away: DatabaseUnavailable upstream
         stats.add("failed")
         raise
     except psycopg.Error as exc:
@@ -450,7 +473,7 @@ def _checkpoints(conn: psycopg.Connection[Any]) -> list[Checkpoint]:
 # -- verifying ---------------------------------------------------------------------------------
 
 
-def _broken(checked: int, first: int | None, last: int | None, broken: int, problem: str,
+def _broken(checked: int, first: int | None, last: int | None, broken: int | None, problem: str,
             checkpoint: int | None) -> Verification:  # fmt: skip
     stats.add("verified_broken")
     return Verification(False, checked, first, last, broken, problem, checkpoint)
@@ -473,6 +496,9 @@ def _verify(
     conn: psycopg.Connection[Any], key: bytes, since: dt.datetime | None, upto: int | None = None
 ) -> Verification:
     """``upto``: check the entries up to that id only (they must all be there), not the head."""
+    if _wrong_key(conn, key):
+        problem = "wrong key: the audit log was written with another key (audit.key or "
+        return _broken(0, None, None, None, problem + "PM_AUDIT_KEY); no entry was checked", None)
     prev_id, prev_mac, checkpoint = 0, "", None
     cp_prev = ""
     for c in _checkpoints(conn):

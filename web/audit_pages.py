@@ -74,7 +74,8 @@ class AuditPages:
         if result.ok:
             notice = f"The audit chain verifies: {result.checked} entries checked."
         else:
-            notice = f"The audit chain is BROKEN at entry {result.broken_id}: {result.problem}"
+            at = f" at entry {result.broken_id}" if result.broken_id is not None else ""
+            notice = f"The audit chain is BROKEN{at}: {result.problem}"
         return self.p.back("/audit", notice)
 
     def routes(self) -> list[Route]:

@@ -71,3 +71,28 @@ async def test_cli_changes_are_audited_and_verify_names_an_edited_entry(
         bad = await cli(server, "audit", "verify", "--since", "yesterday")
         assert bad.returncode == 2
         assert "is not a date" in bad.stderr.decode()
+
+
+async def test_verify_with_no_key_or_another_key_says_so_and_creates_no_key_file(
+    start_server: Any,
+) -> None:
+    with trio.fail_after(130):
+        server = await start_server()
+        await server.wait_ready()
+        added = await cli(server, "hosts", "add", "127.217.0.2")
+        assert added.returncode == 0, added.stderr
+        key_file = server.data_dir / "audit.key"
+        kept = key_file.read_bytes()
+        key_file.unlink()
+        missing = await cli(server, "audit", "verify")
+        assert missing.returncode != 0
+        assert "no audit key" in missing.stderr.decode()
+        assert not key_file.exists()
+        key_file.write_bytes(bytes(32))
+        key_file.chmod(0o600)
+        wrong = await cli(server, "audit", "verify")
+        assert wrong.returncode == 1
+        assert text(wrong).strip().startswith("audit chain BROKEN: wrong key")
+        key_file.write_bytes(kept)
+        again = await cli(server, "audit", "verify")
+        assert again.returncode == 0, again.stderr
