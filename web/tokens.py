@@ -86,6 +86,20 @@ def bearer_of(scope: Scope) -> str | None:
     return None
 
 
+MAX_NAME = 100
+
+
+def name_problem(name: str) -> dict[str, str]:
+    """Why ``name`` cannot name a token (the one rule of the API, the page and the CLI)."""
+    if not name.strip():
+        return {"name": "name the token (what uses it)"}
+    if len(name.strip()) > MAX_NAME:
+        return {"name": f"at most {MAX_NAME} characters"}
+    if not name.isprintable():
+        return {"name": "no control characters (tabs, escapes, line breaks)"}
+    return {}
+
+
 @dataclass(frozen=True)
 class Refused:
     status: int
@@ -255,8 +269,7 @@ class Tokens:
             require(who, Action.MANAGE_USERS)
         role = Role.of(owner.role) if owner.state == "active" else Role.NONE
         problems = self._check_request(who, role, owner.group_ids, scope, days, group_ids)
-        if not name.strip():
-            problems["name"] = "name the token (what uses it)"
+        problems.update(name_problem(name))
         if problems:
             raise InvalidInput.of(problems)
         secret = new_secret(PREFIX)

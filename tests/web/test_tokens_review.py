@@ -12,11 +12,13 @@ import httpx2
 import pytest
 
 from storage.audit import AuditFilter, list_entries
+from web.authz import Principal
+from web.handle import InvalidInput
 
 from ..conftest import fleet_addresses
 from .conftest import WebRig, assert_envelope, form_token
 from .test_mfa import stale_second_factor
-from .test_tokens import bearer, make_user, token_for
+from .test_tokens import bearer, make_user, owner, token_for, tokens_of
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -178,3 +180,19 @@ async def test_a_password_change_ends_refresh_families_and_admin_resets_revoke_t
             list_entries, AuditFilter(target=f"user:op-{reset}", action="user.")
         )
         assert entry.after["tokens_revoked"] == 1, entry
+
+
+async def test_token_names_over_100_characters_or_with_control_characters_are_refused(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    row = await owner(web_rig, 1)
+    me = Principal.of(row, operators_see_ungrouped=False)
+    for name in ("x" * 101, "a\x01b", "tab\tname"):
+        with pytest.raises(InvalidInput) as refused:  # the one rule of the API and the CLI
+            await tokens_of(web_rig).create(
+                me, owner=row, name=name, scope="read", days=7, group_ids=None
+            )
+        assert "name" in refused.value.fields, name
+    api = await client.post("/api/v1/tokens", json={"name": "a\u001bb", "scope": "read"})
+    assert_envelope(api, 422, "validation_error")
+    assert (await client.get("/api/v1/tokens")).json()["tokens"] == []
