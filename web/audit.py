@@ -65,13 +65,13 @@ class AuditContextMiddleware:
 
 
 def actor_of(who: Principal | str) -> str:
-    """``user:NAME``, ``token:ID:NAME`` (a principal carrying ``token_id``/``token_name``),
+    """``user:NAME``, ``token:ID:NAME@OWNER`` (a principal carrying ``token_id``/``token_name``),
     or ``anonymous``; a string is taken as the actor itself (``system``, ``cli:...``)."""
     if isinstance(who, str):
         return who or "anonymous"
     token_id = getattr(who, "token_id", None)
     if token_id:
-        return f"token:{token_id}:{getattr(who, 'token_name', '') or who.username}"
+        return f"token:{token_id}:{getattr(who, 'token_name', '')}@{who.username}"
     if who.username:
         return f"user:{who.username}"
     return "anonymous"

@@ -51,7 +51,9 @@ class AuditQuery(AuditFilters):
 class AuditEntryOut(BaseModel):
     id: int
     at: dt.datetime
-    actor: str = Field(description='"user:NAME", "token:ID:NAME", "cli:USER@HOST", "system"...')
+    actor: str = Field(
+        description='"user:NAME", "token:ID:NAME@OWNER", "cli:USER@HOST", "system"...'
+    )
     source: str = Field(description="client address")
     request_id: str = Field(description="X-Request-Id of the request")
     action: str

@@ -535,8 +535,10 @@ class Auth:
             if kind is None:
                 self.throttle.failed(source)
                 log.warning("login: wrong second-factor code for user %d", pending.user_id)
+                named = await self.db.run(get_user_by_id, pending.user_id)
+                target = f"user:{named.username}" if named else f"user_id:{pending.user_id}"
                 await audit.record(self.db, audit.entry(
-                    "anonymous", "auth.login", f"user_id:{pending.user_id}", outcome="failed",
+                    "anonymous", "auth.login", target, outcome="failed",
                     detail="wrong or replayed second-factor code"))  # fmt: skip
                 left = MAX_CODE_ATTEMPTS - pending.attempts
                 if left <= 0:

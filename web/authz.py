@@ -124,7 +124,7 @@ class Principal:
     see_ungrouped: bool = False  # operators also see hosts of no group (the setting)
     token_scope: TokenScope | None = None  # set when the request came with a bearer token
     token_groups: frozenset[int] | None = None  # the token's group restriction, if any
-    token_id: int = 0  # the API token (audit actor "token:ID:NAME")
+    token_id: int = 0  # the API token (audit actor "token:ID:NAME@OWNER")
     token_name: str = ""
 
     @classmethod

@@ -306,12 +306,14 @@ class Mfa:
             )
         except webauthn_errors.InvalidAuthenticationResponse as exc:
             if "sign count" in str(exc).lower():
+                named = await self.db.run(get_user_by_id, user_id)
+                who = f"user:{named.username}" if named else f"user_id:{user_id}"
                 await audit.record(
                     self.db,
                     audit.entry(
-                        f"user_id:{user_id}",
+                        who,
                         "auth.webauthn",
-                        f"user_id:{user_id}",
+                        who,
                         outcome="denied",
                         detail=f"authenticator {found.name!r}: sign count went back (cloned?)",
                     ),

@@ -12,6 +12,8 @@ import pytest
 from ca import CertKind
 from storage import AuditFilter, AuditWriteFailed, create_user, get_user, set_user_groups
 from storage.audit import list_entries, record, verify
+from web import audit
+from web.authz import Principal, Role, TokenScope
 
 from ..conftest import AUDIT_TEST_KEY
 from ..storage.test_audit import _e
@@ -166,3 +168,30 @@ async def test_a_reauthentication_whose_entry_cannot_be_written_confirms_nothing
     await web_rig.db.run(lambda c: c.execute("DROP TRIGGER refuse ON audit_entries"))
     still = await client.post("/api/v1/users", json={"username": "later", "role": "auditor"})
     assert_envelope(still, 403, "reauth_required")
+
+
+# -- M2: one way to name users and tokens ---------------------------------------------------
+
+
+def test_a_token_actor_names_the_token_and_its_owner() -> None:
+    who = Principal("alice", 3, Role.ADMIN, token_scope=TokenScope.READ, token_id=5,
+                    token_name="ci")  # fmt: skip
+    assert audit.actor_of(who) == "token:5:ci@alice"
+
+
+async def test_a_wrong_second_factor_unlock_and_revoke_all_target_user_name(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    admin = await web_rig.db.run(get_user, "admin")
+    assert admin is not None
+    pending = await web_rig.auth.begin_pending(admin, "127.0.0.9", "test", "/")
+    await web_rig.auth.second_step(pending, "000000", "127.0.0.9")
+    (failed,) = await entries(web_rig, action="auth.login", outcome="failed")
+    assert failed.target == "user:admin"
+    made = await client.post("/api/v1/users", json={"username": "dora", "role": "auditor"})
+    dora = made.json()["user"]["id"]
+    assert (await client.post(f"/api/v1/users/{dora}/unlock")).status_code == 200
+    assert (await client.delete(f"/api/v1/users/{dora}/sessions")).status_code in (200, 204)
+    for action in ("user.unlock", "session.revoke_all"):
+        (done,) = await entries(web_rig, action=action)
+        assert done.target == "user:dora", action

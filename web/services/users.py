@@ -140,11 +140,14 @@ async def update(sys: System, who: Principal, user_id: int, data: UserUpdate) ->
 
 async def unlock(sys: System, who: Principal, user_id: int) -> UserItem:
     require(who, Action.MANAGE_USERS)
+
+    def write(conn: Any) -> str:
+        unlock_user(conn, user_id, by=who.username)
+        user = get_user_by_id(conn, user_id)
+        return f"user:{user.username}" if user is not None else f"user_id:{user_id}"
+
     try:
-        await audit.audited(
-            sys, audit.entry(who, "user.unlock", f"user_id:{user_id}"),
-            lambda conn: unlock_user(conn, user_id, by=who.username),
-        )  # fmt: skip
+        await audit.audited(sys, lambda target: audit.entry(who, "user.unlock", target), write)
     except NotFound:
         raise Missing(f"no user with id {user_id}") from None
     return await get(sys, who, user_id)
@@ -261,11 +264,12 @@ async def revoke(sys: System, who: Principal, user_id: int, session_id: int) -> 
 async def revoke_all(sys: System, who: Principal, user_id: int) -> int:
     _no_token(who)
     require(who, Action.MANAGE_USERS)
-    if await sys.db.run(get_user_by_id, user_id) is None:
+    user = await sys.db.run(get_user_by_id, user_id)
+    if user is None:
         raise Missing(f"no user with id {user_id}")
     ended = await audit.audited(
         sys,
-        lambda n: audit.entry(who, "session.revoke_all", f"user_id:{user_id}",
+        lambda n: audit.entry(who, "session.revoke_all", f"user:{user.username}",
                               after={"sessions_ended": n}),
         revoke_sessions, user_id,
     )  # fmt: skip
