@@ -27,6 +27,8 @@ from .models_io import body, path_id, query, reply
 from .services import principal
 from .tokens import Refused, Tokens
 
+DEFAULT_DAYS = 90  # a token's life when the request names none (at most token_max_days)
+
 # -- models -----------------------------------------------------------------------------------
 
 TokenScopeName = Literal["read", "operate", "metrics"]
@@ -35,9 +37,10 @@ TokenScopeName = Literal["read", "operate", "metrics"]
 class TokenCreate(Body):
     name: str = Field(min_length=1, max_length=100, description="what uses the token")
     scope: TokenScopeName
-    expires_days: int = Field(
-        90, ge=1, le=3650, description="at most auth.token_max_days (default 90)"
-    )
+    expires_days: int | None = Field(
+        None, ge=1, le=3650,
+        description="at most auth.token_max_days (default 90, or that maximum when lower)",
+    )  # fmt: skip
     group_ids: list[Id] | None = Field(
         None, max_length=1000, description="only these groups' hosts (within the owner's)"
     )
@@ -104,7 +107,8 @@ class TokensApi:
         if owner is None:
             raise Missing("no such user")
         item, secret = await self.tokens.create(
-            who, owner=owner, name=data.name, scope=data.scope, days=data.expires_days,
+            who, owner=owner, name=data.name, scope=data.scope,
+            days=data.expires_days or min(DEFAULT_DAYS, self.tokens.max_days),
             group_ids=data.group_ids,
         )  # fmt: skip
         return reply(TokenCreated, 201, token=secret, item=item)

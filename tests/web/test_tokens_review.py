@@ -6,6 +6,7 @@ header."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from typing import Any
 
 import httpx2
@@ -196,3 +197,17 @@ async def test_token_names_over_100_characters_or_with_control_characters_are_re
     api = await client.post("/api/v1/tokens", json={"name": "a\u001bb", "scope": "read"})
     assert_envelope(api, 422, "validation_error")
     assert (await client.get("/api/v1/tokens")).json()["tokens"] == []
+
+
+async def test_a_token_without_expires_days_gets_90_days_or_the_configured_maximum(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    tokens_of(web_rig).max_days = 30
+    made = await client.post("/api/v1/tokens", json={"name": "ci", "scope": "read"})
+    assert made.status_code == 201, made.text
+    expires = dt.datetime.fromisoformat(made.json()["item"]["expires_at"])
+    assert expires - dt.datetime.now(dt.UTC) <= dt.timedelta(days=30)
+    tokens_of(web_rig).max_days = 365
+    made = await client.post("/api/v1/tokens", json={"name": "ci", "scope": "read"})
+    expires = dt.datetime.fromisoformat(made.json()["item"]["expires_at"])
+    assert dt.timedelta(days=89) < expires - dt.datetime.now(dt.UTC) <= dt.timedelta(days=90)
