@@ -459,6 +459,13 @@ def _scalar(conn: psycopg.Connection[Any], sql: str, params: Sequence[Any] = ())
     return int(row[0]) if row and row[0] is not None else 0
 
 
+def head_id(conn: psycopg.Connection[Any]) -> int:
+    """The id of the newest entry ever written (0 before the first): /metrics exports it so a
+    monitor outside the database notices when it goes backwards or the log is emptied."""
+    row = conn.execute("SELECT last_id FROM audit_head").fetchone()
+    return int(row[0]) if row else 0
+
+
 def count_entries(conn: psycopg.Connection[Any]) -> int:
     return _scalar(conn, "SELECT count(*) FROM audit_entries")
 

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from storage import Database
+from storage.audit import head_id as audit_head_id
 from storage.audit import stats as audit_stats
 from storage.outbox import OutboxStats, outbox_stats
 
@@ -31,7 +32,12 @@ def _line(name: str, value: float, labels: dict[str, str] | None = None) -> str:
     return f"{name} {_number(value)}"
 
 
-def render(metrics: dict[str, Any], relay: Relay, outbox: OutboxStats | None = None) -> str:
+def render(
+    metrics: dict[str, Any],
+    relay: Relay,
+    outbox: OutboxStats | None = None,
+    audit_head: int | None = None,
+) -> str:
     out: list[str] = []
 
     def family(name: str, kind: str, doc: str) -> None:
@@ -118,6 +124,13 @@ def render(metrics: dict[str, Any], relay: Relay, outbox: OutboxStats | None = N
     )
     family("patchmgr_audit_pruned_total", "counter", "Audit entries pruned (after a checkpoint).")
     out.append(_line("patchmgr_audit_pruned_total", audit.pruned))
+    if audit_head is not None:
+        family(
+            "patchmgr_audit_head_id",
+            "gauge",
+            "Id of the newest audit entry ever written: alert when it goes backwards.",
+        )
+        out.append(_line("patchmgr_audit_head_id", audit_head))
     if outbox is not None:
         family(
             "patchmgr_notification_outbox_depth",
@@ -162,8 +175,9 @@ def endpoint(handle: SystemHandle, relay: Relay, db: Database | None = None) -> 
         """Fleet-wide figures: only for roles that may observe the system (admins)."""
         require(principal(request), Action.OBSERVE)
         outbox = await db.run(outbox_stats) if db is not None else None
+        head = await db.run(audit_head_id) if db is not None else None
         return PlainTextResponse(
-            render(handle.metrics(), relay, outbox), media_type="text/plain; version=0.0.4"
+            render(handle.metrics(), relay, outbox, head), media_type="text/plain; version=0.0.4"
         )
 
     return metrics

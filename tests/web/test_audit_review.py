@@ -195,3 +195,15 @@ async def test_a_wrong_second_factor_unlock_and_revoke_all_target_user_name(
     for action in ("user.unlock", "session.revoke_all"):
         (done,) = await entries(web_rig, action=action)
         assert done.target == "user:dora", action
+
+
+# -- H2: the newest entry's id for monitoring outside the database ---------------------------
+
+
+async def test_metrics_show_the_id_of_the_newest_audit_entry(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    await client.post("/api/v1/groups", json={"name": "counted"})
+    newest = (await entries(web_rig))[-1].id
+    text = (await client.get("/metrics")).text
+    assert f"patchmgr_audit_head_id {newest}\n" in text
