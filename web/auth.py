@@ -118,13 +118,16 @@ REAUTH_WITHIN = dt.timedelta(minutes=5)
 # Dangerous requests that need a second factor proven within REAUTH_WITHIN (besides reboots of
 # many hosts at once, which the jobs service checks with ``require_recent_mfa``): user and role
 # changes, resetting a user's password or factors, revoking a certificate, creating an API token,
-# changing single sign-on (provider, claim mappings, identity links).
+# changing single sign-on (provider, claim mappings, identity links), new recovery codes or
+# removing a factor (adding one is checked by web.mfa_pages when the user has one already).
 REAUTH_ROUTES = re.compile(
     r"^(POST|PATCH) (/api/v1)?/users(/\d+(/reset-password|/reset-mfa)?)?$"
     r"|^POST (/api/v1)?/certificates/revoke$"
     r"|^POST (/api/v1)?/tokens$"
     r"|^POST /settings/sso/(save|mappings(/delete)?|identities(/delete)?)$"
     r"|^POST /api/v1/users/\d+/sso-identities(/unlink)?$"
+    # own factors: fresh recovery codes would pass /reauth; removing one (F12m #1)
+    r"|^POST /security/(recovery-codes|totp/remove|webauthn/remove)$"
 )
 # Whether the current request's session proved a second factor within REAUTH_WITHIN, and
 # ``auth.reauth_reboot_hosts`` (set by AuthMiddleware; requests without a session pass; a

@@ -10,6 +10,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -19,7 +20,17 @@ from storage import Conflict, NotFound, User
 from storage.mfa import Credential, mark_session_mfa
 
 from . import audit
-from .auth import MFA_COOKIE, SESSION_COOKIE, Busy, SecondStep, hash_token, safe_next
+from .auth import (
+    MFA_COOKIE,
+    REAUTH_NOTICE,
+    SESSION_COOKIE,
+    Busy,
+    ReauthRequired,
+    SecondStep,
+    hash_token,
+    recent_mfa,
+    safe_next,
+)
 from .authz import scope_changed
 from .errors import envelope
 from .forms import fields
@@ -202,9 +213,18 @@ class MfaPages:
         )
         return self.pages.render(request, "mfa_setup.html", page, status)
 
+    async def _stale(self, request: Request) -> bool:
+        """Whether adding a factor needs a reauth first: the user has a factor already and the
+        session did not prove one within REAUTH_WITHIN (a first enrolment needs none)."""
+        session = self._session(request)
+        return not recent_mfa(session) and await self.mfa.has_factor(session.user.id)
+
     async def confirm_totp(self, request: Request) -> Response:
         form = fields(await request.form())
         session = self._session(request)
+        if await self._stale(request):
+            target = "/security?" + urlencode({"next": "/mfa/setup", "notice": REAUTH_NOTICE})
+            return RedirectResponse(target, status_code=303)
         what = _entry(session.user, "auth.mfa.enrol", after={"factor": "totp"})
         if not await self.mfa.confirm_totp(session.user.id, form.get("code", ""), what):
             return await self.setup(
@@ -233,6 +253,8 @@ class MfaPages:
 
     async def webauthn_options(self, request: Request) -> Response:
         session = self._session(request)
+        if await self._stale(request):
+            raise ReauthRequired
         self._forget_old_challenges()
         options, challenge = await self.mfa.registration_options(
             self._rp(request), session.user.id, session.user.username
@@ -242,6 +264,8 @@ class MfaPages:
 
     async def webauthn_register(self, request: Request) -> Response:
         session = self._session(request)
+        if await self._stale(request):
+            raise ReauthRequired
         body = await _json_text(request)
         try:
             data = json.loads(body or "")

@@ -1,0 +1,80 @@
+"""Review findings on the mandatory second factor (F12m): a session whose second factor is
+stale cannot mint recovery codes or change factors, a password-only session ends once its
+user enrols, the last factor stays even under concurrent removals, unlocking needs reauth."""
+
+from __future__ import annotations
+
+import re
+
+import httpx2
+
+from storage import get_user
+from storage.mfa import add_credential, factors
+from web.auth import SESSION_COOKIE, hash_token
+
+from .conftest import WebRig, assert_envelope, form_token
+
+CODE = re.compile(r"\b[a-z2-9]{4}-[a-z2-9]{4}-[a-z2-9]{4}\b")
+
+
+def another(rig: WebRig, n: int) -> httpx2.AsyncClient:
+    transport = httpx2.ASGITransport(app=rig.app, client=(f"10.0.12.{n}", 4000))
+    return httpx2.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+async def stale(rig: WebRig, client: httpx2.AsyncClient) -> None:
+    token = client.cookies[SESSION_COOKIE]
+    await rig.db.run(
+        lambda c: c.execute(
+            "UPDATE sessions SET mfa_at = now() - interval '1 hour' WHERE token_hash = %s",
+            (hash_token(token),),
+        )
+    )
+
+
+async def test_a_stale_session_cannot_mint_recovery_codes_to_pass_reauth(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    await stale(web_rig, client)
+    page = await client.get("/security")
+    csrf = form_token(page.text)
+    minted = await client.post("/security/recovery-codes", data={"csrf_token": csrf})
+    assert minted.status_code == 303 and minted.headers["location"].startswith("/security?")
+    assert not CODE.findall(minted.text)
+    assert_envelope(
+        await client.post("/api/v1/users", json={"username": "evil", "role": "admin"}),
+        403,
+        "reauth_required",
+    )
+
+
+async def test_a_stale_session_cannot_add_or_remove_factors(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    admin = await web_rig.db.run(get_user, "admin")
+    assert admin is not None
+    key = await web_rig.db.run(add_credential, admin.id, b"\x01" * 16, b"\x02" * 32, 0, "k1")
+    await stale(web_rig, client)
+    csrf = form_token((await client.get("/security")).text)
+    headers = {"x-csrf-token": csrf}
+    assert_envelope(
+        await client.post("/mfa/webauthn/options", json={}, headers=headers),
+        403,
+        "reauth_required",
+    )
+    assert_envelope(
+        await client.post("/mfa/webauthn", json={"name": "k", "credential": {}}, headers=headers),
+        403,
+        "reauth_required",
+    )
+    totp = await client.post("/mfa/totp", data={"csrf_token": csrf, "code": "123456"})
+    assert totp.status_code == 303 and totp.headers["location"].startswith("/security?")
+    for path, data in (
+        ("/security/totp/remove", {}),
+        ("/security/webauthn/remove", {"credential_id": str(key.id)}),
+    ):
+        removed = await client.post(path, data={"csrf_token": csrf} | data)
+        assert removed.status_code == 303, path
+        assert removed.headers["location"].startswith("/security?"), path
+    left = await web_rig.db.run(factors, admin.id)
+    assert left.totp and len(left.credentials) == 1
