@@ -36,6 +36,7 @@ class HealthTracker:
     last_request_error: str = ""
     health_request_failures: int = 0  # of health (+ system info) polls
     last_health_request_error: str = ""
+    patch_problem: str = ""  # a patch poll's unfixable error: only a successful patch poll clears
 
     def _repeated_error(self) -> str | None:
         if self.base is not HealthState.HEALTHY:
@@ -46,9 +47,14 @@ class HealthTracker:
             return self.last_request_error
         return None
 
+    def _patch_problem(self) -> str | None:
+        return (
+            self.patch_problem if self.patch_problem and self.base is HealthState.HEALTHY else None
+        )
+
     @property
     def state(self) -> HealthState:
-        if self._repeated_error() is not None:
+        if self._repeated_error() is not None or self._patch_problem() is not None:
             return HealthState.DEGRADED
         return self.base
 
@@ -57,6 +63,9 @@ class HealthTracker:
         error = self._repeated_error()
         if error is not None:
             return f"repeated errors: {error}"
+        problem = self._patch_problem()
+        if problem is not None:
+            return f"patch poll failing: {problem}"
         return self.base_reason
 
 
@@ -77,8 +86,13 @@ def after_transport_failure(tracker: HealthTracker, message: str) -> HealthTrack
     return replace(tracker, transport_failures=failures)
 
 
-def after_agent_problem(tracker: HealthTracker, reason: str) -> HealthTracker:
-    """Reached, but unusable in a way retrying cannot fix (certificate, whitelist, protocol)."""
+def after_agent_problem(
+    tracker: HealthTracker, reason: str, *, patch_poll: bool = False
+) -> HealthTracker:
+    """Reached, but unusable in a way retrying cannot fix (certificate, whitelist, protocol).
+    A patch poll's problem is kept apart: the next health poll must not lift it."""
+    if patch_poll:
+        return replace(tracker, patch_problem=reason, transport_failures=0)
     return replace(tracker, base=HealthState.DEGRADED, base_reason=reason, transport_failures=0)
 
 
@@ -94,4 +108,5 @@ def after_request_failure(
 
 
 def after_request_success(tracker: HealthTracker) -> HealthTracker:
-    return replace(tracker, request_failures=0, last_request_error="")
+    """A patch poll answered."""
+    return replace(tracker, request_failures=0, last_request_error="", patch_problem="")

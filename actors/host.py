@@ -343,8 +343,11 @@ class HostActor:
         """``stale_after`` for the current data and polling interval (the grace covers one
         health poll: a connect and two requests)."""
         grace = self.policy.connect_timeout_s + 2 * self.policy.request_timeout_s
-        self._stage(stale_after=stale_after(self.snapshot.health_as_of,
-                                              self.policy.health_interval_s, grace))  # fmt: skip
+        due = stale_after(self.snapshot.health_as_of, self.policy.health_interval_s, grace,
+                          patches_as_of=self.snapshot.patches_as_of,
+                          patch_interval_s=self.policy.patch_interval_s)  # fmt: skip
+        by_health = stale_after(self.snapshot.health_as_of, self.policy.health_interval_s, grace)
+        self._stage(stale_after=due, stale_by_patches=due != by_health)
 
     # -- one poll of each kind --------------------------------------------------------------
 
@@ -386,7 +389,7 @@ class HostActor:
         elif isinstance(exc, AgentRequestError) and exc.transient:
             self.tracker = after_request_failure(self.tracker, message, health_poll=health_poll)
         else:
-            self.tracker = after_agent_problem(self.tracker, message)
+            self.tracker = after_agent_problem(self.tracker, message, patch_poll=not health_poll)
         now = self._wall()
         self._record(last_error=message, last_error_at=now)
         log.warning("poll failed: %s", message, extra={"host": self.target.name})
@@ -536,6 +539,7 @@ class HostActor:
             self._stage(health_since=transition.at)
         if new.last_patch_poll_at is not None:
             self._stage(patches_as_of=new.last_patch_poll_at)
+            self._stage_freshness()  # stale_after also depends on the patch data's age
         self._publish(
             health=self.tracker.state, health_reason=self.tracker.reason,
             last_success=new.last_seen_at, last_error=new.last_error,

@@ -67,6 +67,7 @@ class HostSnapshot:
     health_as_of: dt.datetime | None = None  # last successful health poll
     patches_as_of: dt.datetime | None = None  # last successful patch poll
     stale_after: dt.datetime | None = None  # health data older than this is stale
+    stale_by_patches: bool = False  # stale_after comes from the patch data's age
     failing_since: dt.datetime | None = None  # first failure of the current failing streak
     retries_used: int = 0
     retries_total: int = 0
@@ -94,13 +95,24 @@ STALE_FACTOR = 2.0  # a host is stale after this many health intervals without a
 
 
 def stale_after(
-    health_as_of: dt.datetime | None, interval_s: float, grace_s: float
+    health_as_of: dt.datetime | None,
+    interval_s: float,
+    grace_s: float,
+    *,
+    patches_as_of: dt.datetime | None = None,
+    patch_interval_s: float = 0,
 ) -> dt.datetime | None:
     """When data polled at ``health_as_of`` becomes stale: two missed polls (a re-anchored
-    cadence can leave up to two intervals between polls) plus ``grace_s`` for the poll itself."""
+    cadence can leave up to two intervals between polls) plus ``grace_s`` for the poll itself;
+    sooner if the patch data (``patches_as_of``) is older than two of its intervals plus grace
+    (patch polls failing while health polls pass)."""
     if health_as_of is None:
         return None
-    return health_as_of + dt.timedelta(seconds=interval_s * STALE_FACTOR + grace_s)
+    due = health_as_of + dt.timedelta(seconds=interval_s * STALE_FACTOR + grace_s)
+    if patches_as_of is not None and patch_interval_s:
+        due = min(due, patches_as_of + dt.timedelta(seconds=patch_interval_s * STALE_FACTOR
+                                                     + grace_s))  # fmt: skip
+    return due
 
 
 def condition_of(snapshot: HostSnapshot) -> str:

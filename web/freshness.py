@@ -149,6 +149,9 @@ def host_view(
     failing = parse_time(live.get("failing_since"))
     if condition == "unknown":
         parts.append("never contacted")
+    elif condition == "stale" and live.get("stale_by_patches"):
+        patches_as_of = live.get("patches_as_of")
+        parts.append(f"no successful patch poll since {format_time(patches_as_of, tz, now)}")
     elif condition == "stale":
         parts.append(f"no successful poll since {format_time(health_as_of, tz, now)}")
     elif condition == "paused":

@@ -13,8 +13,15 @@ import httpx2
 import pytest
 import trio
 
-from actors.health import HealthState
-from actors.state import HostSnapshot, Phase
+from actors.agent_records import Health
+from actors.health import (
+    HealthState,
+    HealthTracker,
+    after_agent_problem,
+    after_health,
+    after_request_success,
+)
+from actors.state import HostSnapshot, Phase, stale_after
 from patch_manager.hosts_cli import all_hosts, hosts_json
 from simulator.fleet import Fleet
 from web.freshness import host_view
@@ -159,3 +166,37 @@ async def test_host_list_filters_and_sorts_by_the_condition_shown_and_dashboard_
     assert 'href="/hosts?condition=failing"' in dashboard
     assert re.search(r'data-count="failing">1<', dashboard)
     assert 'href="/hosts?condition=healthy"' in dashboard
+
+
+GOOD = Health("healthy", 60, "1", None, None, None, None, None, None, None, None, None)
+
+
+def test_a_patch_poll_problem_keeps_the_host_degraded_until_a_patch_poll_succeeds() -> None:
+    tracker = after_health(HealthTracker(), GOOD)
+    tracker = after_agent_problem(tracker, "protocol error: bad JSON", patch_poll=True)
+    tracker = after_health(tracker, GOOD)  # the health polls keep passing
+    assert tracker.state is HealthState.DEGRADED
+    assert tracker.reason == "patch poll failing: protocol error: bad JSON"
+    assert after_request_success(tracker).state is HealthState.HEALTHY
+
+
+def test_data_is_stale_once_the_patch_data_is_older_than_two_patch_intervals_and_grace() -> None:
+    health_as_of = NOW - dt.timedelta(minutes=1)
+    patches_as_of = NOW - dt.timedelta(hours=5)
+    due = stale_after(health_as_of, 300, 50, patches_as_of=patches_as_of, patch_interval_s=3600)
+    assert due == patches_as_of + dt.timedelta(seconds=2 * 3600 + 50)
+    assert stale_after(health_as_of, 300, 50) == health_as_of + dt.timedelta(seconds=650)
+
+
+def test_host_view_says_which_poll_is_missing_when_the_patch_data_made_it_stale() -> None:
+    view = host_view(
+        {
+            "condition": "healthy",
+            "health_as_of": (NOW - dt.timedelta(minutes=1)).isoformat(),
+            "patches_as_of": "2026-11-30T07:00:00+00:00",
+            "stale_after": (NOW - dt.timedelta(minutes=5)).isoformat(),
+            "stale_by_patches": True,
+        },
+        now=NOW,
+    )
+    assert view.condition == "stale" and view.why == "no successful patch poll since 07:00"

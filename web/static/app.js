@@ -51,6 +51,7 @@
     const condition = conditionOf(s);
     const parts = [];
     if (condition === "unknown") parts.push("never contacted");
+    else if (condition === "stale" && s.stale_by_patches) parts.push("no successful patch poll since " + fmtClock(s.patches_as_of));
     else if (condition === "stale") parts.push("no successful poll since " + fmtClock(s.health_as_of));
     else if (condition === "paused") parts.push("paused: not polled");
     else if (condition === "halted") {
