@@ -63,6 +63,7 @@ PREFIX = "pm_"  # API tokens
 REFRESH_PREFIX = "pmr_"  # refresh tokens of the JWT exchange
 REFRESH_LIFETIME = dt.timedelta(hours=1)  # sliding: each use gives a new one an hour out
 DEFAULT_MAX_DAYS = 90
+DEFAULT_DAYS = 90  # a token's life when its creator names none (at most max_days)
 
 
 def new_secret(prefix: str) -> str:
@@ -256,7 +257,7 @@ class Tokens:
         owner: PrincipalRow,
         name: str,
         scope: str,
-        days: int,
+        days: int | None,
         group_ids: Sequence[int] | None,
         actor: str = "",
         by: str = "",
@@ -267,6 +268,8 @@ class Tokens:
             raise Forbidden(who, Action.VIEW)  # a token never mints tokens
         if owner.user_id != who.user_id:
             require(who, Action.MANAGE_USERS)
+        if days is None:  # not named: 90 days, or the maximum when that is lower
+            days = min(DEFAULT_DAYS, self.max_days)
         role = Role.of(owner.role) if owner.state == "active" else Role.NONE
         problems = self._check_request(who, role, owner.group_ids, scope, days, group_ids)
         problems.update(name_problem(name))

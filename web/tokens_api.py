@@ -27,8 +27,6 @@ from .models_io import body, path_id, query, reply
 from .services import principal
 from .tokens import Refused, Tokens
 
-DEFAULT_DAYS = 90  # a token's life when the request names none (at most token_max_days)
-
 # -- models -----------------------------------------------------------------------------------
 
 TokenScopeName = Literal["read", "operate", "metrics"]
@@ -108,7 +106,7 @@ class TokensApi:
             raise Missing("no such user")
         item, secret = await self.tokens.create(
             who, owner=owner, name=data.name, scope=data.scope,
-            days=data.expires_days or min(DEFAULT_DAYS, self.tokens.max_days),
+            days=data.expires_days,
             group_ids=data.group_ids,
         )  # fmt: skip
         return reply(TokenCreated, 201, token=secret, item=item)
