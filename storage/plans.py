@@ -32,6 +32,7 @@ class PlanHost:
     os: str
     last_patch_poll_at: dt.datetime | None
     pending: tuple[PlanPatch, ...]
+    pending_reboot: bool = False  # the host's reboot-required marker (last health poll)
 
 
 def plan_hosts(conn: psycopg.Connection[Any], host_ids: Sequence[int]) -> list[PlanHost]:
@@ -58,10 +59,12 @@ def plan_hosts(conn: psycopg.Connection[Any], host_ids: Sequence[int]) -> list[P
             os=row[7],
             last_patch_poll_at=row[8],
             pending=tuple(patches.get(row[0], ())),
+            pending_reboot=row[9],
         )
         for row in conn.execute(
             "SELECT id, name, display_name, coalesce(host(address), ''), paused, health,"
-            " health_reason, os, last_patch_poll_at FROM hosts WHERE id = ANY(%s)",
+            " health_reason, os, last_patch_poll_at, pending_reboot FROM hosts"
+            " WHERE id = ANY(%s)",
             (ids,),
         ).fetchall()
     }

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from simulator import Fleet
+from simulator.catalog import requires_reboot
 from storage import insert_host, job_rows
 from web import WebListener, serve_web
 
@@ -38,7 +39,7 @@ async def test_a_keep_alive_connection_answers_again_after_a_large_body_was_refu
         timeout=10,
     ) as http:
         csrf = await login(http, web_rig.password)
-        body = b'{"packages":["' + b"0" * 600_000 + b'"]}'
+        body = b'{"packages":["' + b"0" * 200_000 + b'"]}'
         early = [
             ({"authorization": "Bearer junk", "content-type": "application/json"}, 401),
             ({"x-csrf-token": csrf, "content-type": "text/plain"}, 415),
@@ -148,3 +149,23 @@ async def test_a_later_batch_is_planned_in_a_window_not_before_the_previous_batc
     assert dt.datetime.fromisoformat(by_host[ids[1]]["window_start"]) >= opens
     starts = [dt.datetime.fromisoformat(b["starts"]) for b in plan["batches"]]
     assert starts[1] >= starts[0]
+
+
+async def test_the_plan_predicts_a_reboot_of_a_host_already_waiting_for_one(
+    web_rig: WebRig, client: httpx2.AsyncClient, start_fleet: Any
+) -> None:
+    fleet: Fleet = await start_fleet(1)
+    agent = fleet.agents[0]
+    agent.pending_reboot = True
+    [host_id] = await registered(web_rig, client, fleet)
+    with trio.fail_after(30):
+        await web_rig.system.fleet.wait_until(lambda s: all(x.pending_reboot for x in s))
+    await web_rig.system.sink.flush()
+    quiet = [n for n in sorted(agent.profile.upgradable) if not requires_reboot(n)][:1]
+    assert quiet
+    draft = {"host_ids": [host_id], "schedule": "now", "selection": "list", "packages": quiet}
+    for allow, expected in ((True, "reboots"), (False, "needs a reboot (not allowed")):
+        plan = (
+            await client.post("/api/v1/jobs/plan", json={**draft, "allow_reboot": allow})
+        ).json()
+        assert plan["hosts"][0]["reboot"].startswith(expected), allow

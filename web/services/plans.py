@@ -175,7 +175,14 @@ async def compute(
                 reason = "patches not known yet (never polled): it gets what is pending then"
             elif not picked:
                 reason = "nothing selected is pending (at the last poll)"
-        needs_reboot = any(c.requires_reboot for c in changes) or data.kind == "reboot"
+        # The agent reboots after patching when a patch needs it or the host's reboot marker
+        # is already set (agent API §3.11), so a host waiting for a reboot reboots too.
+        patches = data.kind == "patch" and (bool(changes) or host.last_patch_poll_at is None)
+        needs_reboot = (
+            any(c.requires_reboot for c in changes)
+            or data.kind == "reboot"
+            or (patches and host.pending_reboot)
+        )
         reboot = ""
         if needs_reboot:
             reboot = "reboots" if data.allow_reboot or data.kind == "reboot" else (
