@@ -85,31 +85,54 @@ def drift(planned: Mapping[str, str], now: Iterable[Pending], selection: str) ->
 
 
 # The agent picks its backend by the binaries present and does not report it (agent-api §6);
-# the manager infers it from the OS name the agent reports.
+# the manager infers it from the OS name and version the agent reports.
 _FAMILIES = (
     ("apt", ("ubuntu", "debian", "mint", "raspbian", "pop!_os", "kali")),
-    ("dnf", ("rocky", "fedora", "alma", "red hat", "rhel", "centos stream", "oracle")),
-    ("yum", ("centos", "amazon")),
+    ("dnf", ("rocky", "fedora", "alma", "centos stream")),
     ("apk", ("alpine",)),
     ("pacman", ("arch", "manjaro")),
 )
+# Distributions whose backend changed with a release: yum up to the given major version (RHEL,
+# Oracle Linux and CentOS 7; Amazon Linux 2), dnf after it (8+, Amazon Linux 2023).
+_BY_VERSION = (("red hat", 7), ("rhel", 7), ("oracle", 7), ("centos", 7), ("amazon", 2))
 
 
-def package_manager(os_name: str) -> str:
-    """The agent's backend for an OS name ("" when it cannot be told)."""
+def _major(os_name: str, os_version: str) -> int | None:
+    """The major release number: from ``os_version``, else the first number in the name."""
+    for text in (os_version, os_name):
+        digits = ""
+        for char in text:
+            if char.isdigit():
+                digits += char
+            elif digits:
+                break
+        if digits:
+            return int(digits[:6])
+    return None
+
+
+def package_manager(os_name: str, os_version: str = "") -> str:
+    """The agent's backend for an OS name and version ("" when it cannot be told)."""
     lowered = os_name.lower()
     for family, names in _FAMILIES:
         if any(name in lowered for name in names):
             return family
+    for name, last_yum in _BY_VERSION:
+        if name in lowered:
+            major = _major(os_name, os_version)
+            if major is None:
+                return ""
+            return "yum" if major <= last_yum else "dnf"
     return ""
 
 
-def downgrade_refusal(os_name: str) -> str:
-    """Why the agent on a host of ``os_name`` cannot install an older version of a package
-    (what a rollback of an upgrade asks), or "" when it can: apt runs ``apt-get install -y``
-    without ``--allow-downgrades`` and refuses; yum's install does not downgrade; pacman's
-    install takes no version. dnf and apk install the version asked for."""
-    family = package_manager(os_name)
+def downgrade_refusal(os_name: str, os_version: str = "") -> str:
+    """Why the agent on a host of ``os_name`` (``os_version``) cannot install an older version
+    of a package (what a rollback of an upgrade asks), or "" when it can: apt runs
+    ``apt-get install -y`` without ``--allow-downgrades`` and refuses; yum's install does not
+    downgrade; pacman's install takes no version. dnf and apk install the version asked for
+    (apk only while the older version is still in the repository)."""
+    family = package_manager(os_name, os_version)
     if family == "apt":
         return ("apt hosts cannot go back to an older version: the agent installs without "
                 "--allow-downgrades, so apt refuses")  # fmt: skip
@@ -120,7 +143,8 @@ def downgrade_refusal(os_name: str) -> str:
     if not os_name:
         return "the host's package manager is not known yet (never polled)"
     if not family:
-        return f"the host's package manager cannot be told from its OS ({os_name})"
+        shown = f"{os_name} {os_version}".strip()
+        return f"the host's package manager cannot be told from its OS ({shown})"
     return ""
 
 

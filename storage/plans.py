@@ -33,6 +33,7 @@ class PlanHost:
     last_patch_poll_at: dt.datetime | None
     pending: tuple[PlanPatch, ...]
     pending_reboot: bool = False  # the host's reboot-required marker (last health poll)
+    os_version: str = ""
 
 
 def plan_hosts(conn: psycopg.Connection[Any], host_ids: Sequence[int]) -> list[PlanHost]:
@@ -60,10 +61,11 @@ def plan_hosts(conn: psycopg.Connection[Any], host_ids: Sequence[int]) -> list[P
             last_patch_poll_at=row[8],
             pending=tuple(patches.get(row[0], ())),
             pending_reboot=row[9],
+            os_version=row[10],
         )
         for row in conn.execute(
             "SELECT id, name, display_name, coalesce(host(address), ''), paused, health,"
-            " health_reason, os, last_patch_poll_at, pending_reboot FROM hosts"
+            " health_reason, os, last_patch_poll_at, pending_reboot, os_version FROM hosts"
             " WHERE id = ANY(%s)",
             (ids,),
         ).fetchall()

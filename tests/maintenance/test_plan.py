@@ -53,3 +53,22 @@ def test_downgrade_support_by_package_manager() -> None:
     assert "never polled" in downgrade_refusal("")
     assert is_downgrade({"curl": "8.0"}, {"curl": "8.1"})
     assert not is_downgrade({"curl": "8.0"}, {})  # removed: putting it back is no downgrade
+
+
+def test_the_package_manager_follows_the_os_version_where_the_os_name_does_not_tell() -> None:
+    cases = [
+        ("Red Hat Enterprise Linux Server", "7.9", "yum"),
+        ("Red Hat Enterprise Linux", "9.4", "dnf"),
+        ("Oracle Linux Server", "7.9", "yum"),
+        ("Oracle Linux Server", "8.10", "dnf"),
+        ("CentOS Linux", "7", "yum"),
+        ("CentOS Linux", "8", "dnf"),
+        ("CentOS Stream", "9", "dnf"),
+        ("Amazon Linux", "2", "yum"),
+        ("Amazon Linux", "2023", "dnf"),
+        ("Rocky Linux 9.4 (Blue Onyx)", "", "dnf"),
+    ]
+    for name, version, family in cases:
+        assert package_manager(name, version) == family, (name, version)
+    assert downgrade_refusal("Amazon Linux", "2023") == ""
+    assert downgrade_refusal("CentOS Linux", "7").startswith("yum hosts cannot go back")

@@ -213,7 +213,8 @@ async def rollback_refusals(sys: System, rows: Sequence[JobHostRow]) -> dict[int
     hosts = {h.id: h for h in await sys.db.run(plan_hosts, [r.host_id for r in needing])}
     found = {}
     for r in needing:
-        why = downgrade_refusal(hosts[r.host_id].os if r.host_id in hosts else "")
+        host = hosts.get(r.host_id)
+        why = downgrade_refusal(host.os, host.os_version) if host else downgrade_refusal("")
         if why:
             found[r.host_id] = why
     return found
