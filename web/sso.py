@@ -102,6 +102,9 @@ def url_problem(url: str) -> str | None:
     return "must be an https URL"
 
 
+WELL_KNOWN = "/.well-known/openid-configuration"
+
+
 @dataclass(frozen=True)
 class ProviderMetadata:
     issuer: str
@@ -122,6 +125,16 @@ class ProviderMetadata:
             if key != "issuer" and (problem := url_problem(value)):
                 raise SsoError(f"the provider's {key} {value!r} {problem}", 502)
             values[key] = value
+        # OpenID Connect Discovery 1.0 §4.3: the issuer is the URL the document was found under
+        issuer = values["issuer"].rstrip("/")
+        expected = url.removesuffix(WELL_KNOWN).rstrip("/")
+        same = issuer == expected if url.endswith(WELL_KNOWN) else url.startswith(issuer)
+        if not same:
+            raise SsoError(
+                f"the discovery document at {url} names the issuer {values['issuer']!r}, not "
+                f"{expected!r} (a document must name the issuer it was found under)",
+                502,
+            )
         methods = document.get("token_endpoint_auth_methods_supported")
         if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
             methods = ["client_secret_basic"]  # the default of OpenID Connect Discovery 1.0

@@ -9,6 +9,7 @@ import trio
 
 from storage import list_users
 from storage.audit import AuditFilter, list_entries
+from web.sso import ProviderMetadata, SsoError
 
 from .conftest import WebRig, assert_envelope
 from .sso_provider import CLIENT_ID, CLIENT_SECRET, Provider
@@ -102,3 +103,16 @@ async def test_two_simultaneous_first_sign_ins_of_one_identity_make_one_user(
     assert results == [200, 200]
     users = await sso_app.db.run(list_users)
     assert [u.username for u in users if u.username.startswith("carol")] == ["carol.example.com"]
+
+
+def test_a_discovery_document_naming_another_issuer_is_refused() -> None:
+    url = "https://idp.example.com/tenant-a/.well-known/openid-configuration"
+    document = {
+        "authorization_endpoint": "https://idp.example.com/authorize",
+        "token_endpoint": "https://idp.example.com/token",
+        "jwks_uri": "https://idp.example.com/jwks",
+    }
+    assert ProviderMetadata.parse(document | {"issuer": "https://idp.example.com/tenant-a"}, url)
+    for other in ("https://idp.example.com/tenant-b", "https://evil.example.com/tenant-a"):
+        with pytest.raises(SsoError, match="issuer"):
+            ProviderMetadata.parse(document | {"issuer": other}, url)
