@@ -59,7 +59,7 @@ class ReportsApi:
         if q.format == "pdf":
             data = await service.pdf(self.sys, who, self.rules, kind, q)
             return Response(data, media_type="application/pdf", headers=_attachment(f"{name}.pdf"))
-        return report_reply(kind, await service.build(self.sys, who, self.rules, kind, q))
+        return report_reply(kind, await service.download_json(self.sys, who, self.rules, kind, q))
 
     async def evidence(self, request: Request) -> Response:
         q = query(request, rmo.EvidenceQuery)

@@ -207,3 +207,15 @@ async def test_metrics_show_the_id_of_the_newest_audit_entry(
     newest = (await entries(web_rig))[-1].id
     text = (await client.get("/metrics")).text
     assert f"patchmgr_audit_head_id {newest}\n" in text
+
+
+# -- M1: what was not recorded ----------------------------------------------------------------
+
+
+async def test_a_json_report_download_is_recorded(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    response = await client.get("/api/v1/reports/compliance")
+    assert response.status_code == 200, response.text
+    (download,) = await entries(web_rig, action="report.download")
+    assert (download.target, download.after["format"]) == ("report:compliance", "json")

@@ -102,6 +102,15 @@ async def build(
     return await rm.reboot_report(ctx, f)
 
 
+async def download_json(
+    sys: System, who: Principal, rules: ComplianceRules, kind: str, q: ReportQuery
+) -> Report:
+    """``build`` for the JSON API: a download, recorded like the CSV and PDF ones."""
+    report = await build(sys, who, rules, kind, q)
+    await _downloaded(sys, who, kind, "json", q)
+    return report
+
+
 def stream_csv(
     sys: System, who: Principal, rules: ComplianceRules, kind: str, q: ReportQuery
 ) -> AsyncIterator[str]:
