@@ -196,6 +196,9 @@ class Check:
     detail: str
 
 
+KEYS_TTL = 24 * 3600.0  # a provider's key set is fetched again at least once a day
+
+
 @dataclass
 class _Keys:
     keys: KeySet
@@ -249,8 +252,10 @@ class OidcClient:
         return found
 
     async def keys(self, jwks_uri: str, *, fresh: bool = False) -> KeySet:
+        """The provider's signing keys (cached for ``KEYS_TTL`` seconds of ``clock``; fetched
+        again at once when an id_token names an unknown key: ``fresh``)."""
         cached = self._keys.get(jwks_uri)
-        if cached is not None and not fresh:
+        if cached is not None and not fresh and self.clock() - cached.fetched < KEYS_TTL:
             return cached.keys
         document = await self._get_json(jwks_uri, "key set (JWKS)")
         try:
@@ -259,7 +264,7 @@ class OidcClient:
             raise SsoError(
                 f"the key set at {jwks_uri} cannot be read: {_short(exc)}", 502
             ) from None
-        self._keys[jwks_uri] = _Keys(keys, trio.current_time())
+        self._keys[jwks_uri] = _Keys(keys, self.clock())
         return keys
 
     async def exchange(

@@ -6,10 +6,11 @@ from __future__ import annotations
 import httpx2
 import pytest
 import trio
+from joserfc.jwk import RSAKey
 
 from storage import list_users
 from storage.audit import AuditFilter, list_entries
-from web.sso import ProviderMetadata, SsoError
+from web.sso import KEYS_TTL, OidcClient, ProviderMetadata, SsoError
 
 from .conftest import WebRig, assert_envelope
 from .sso_provider import CLIENT_ID, CLIENT_SECRET, Provider
@@ -116,3 +117,16 @@ def test_a_discovery_document_naming_another_issuer_is_refused() -> None:
     for other in ("https://idp.example.com/tenant-b", "https://evil.example.com/tenant-a"):
         with pytest.raises(SsoError, match="issuer"):
             ProviderMetadata.parse(document | {"issuer": other}, url)
+
+
+async def test_provider_keys_are_fetched_again_once_a_day(provider: Provider) -> None:
+    now = [1_000_000.0]
+    oidc = OidcClient(clock=lambda: now[0])
+    jwks_uri = f"{provider.base}/jwks"
+    first = await oidc.keys(jwks_uri)
+    provider.key = RSAKey.generate_key(2048, parameters={"kid": "k2"})  # rotated
+    now[0] += 3600
+    assert (await oidc.keys(jwks_uri)).as_dict() == first.as_dict()  # cached within the day
+    now[0] += KEYS_TTL
+    again = await oidc.keys(jwks_uri)
+    assert [k.kid for k in again.keys] == ["k2"]
