@@ -84,14 +84,35 @@ def begin_totp(conn: psycopg.Connection[Any], user_id: int, sealed: str) -> None
         raise Conflict("an authenticator app is enrolled already; remove it first")
 
 
-def confirm_totp(conn: psycopg.Connection[Any], user_id: int) -> bool:
-    return (
+def confirm_totp(
+    conn: psycopg.Connection[Any], user_id: int, session_hash: bytes | None = None
+) -> bool:
+    """The TOTP secret becomes a factor; the user's password-only sessions end (but
+    ``session_hash``'s, which counts as proven) in the same transaction."""
+    confirmed = (
         conn.execute(
             "UPDATE mfa_totp SET confirmed_at = now() WHERE user_id = %s AND confirmed_at IS NULL",
             (user_id,),
         ).rowcount
         == 1
     )
+    if confirmed:
+        _end_password_only_sessions(conn, user_id, session_hash)
+    return confirmed
+
+
+def _end_password_only_sessions(
+    conn: psycopg.Connection[Any], user_id: int, session_hash: bytes | None
+) -> None:
+    """A factor was added: the enrolling session (``session_hash``) counts as proven; every
+    other session of the user without a proven factor ends (it could enrol a factor of its
+    own or change the password)."""
+    if session_hash is not None:
+        conn.execute(
+            "UPDATE sessions SET mfa_at = now() WHERE token_hash = %s AND user_id = %s",
+            (session_hash, user_id),
+        )
+    conn.execute("DELETE FROM sessions WHERE user_id = %s AND mfa_at IS NULL", (user_id,))
 
 
 def enrol_totp(conn: psycopg.Connection[Any], user_id: int, sealed: str) -> None:
@@ -181,8 +202,10 @@ def add_credential(
     public_key: bytes,
     sign_count: int,
     name: str,
+    session_hash: bytes | None = None,
 ) -> Credential:
-    """``Conflict`` when the name (for this user) or the credential is registered already."""
+    """``Conflict`` when the name (for this user) or the credential is registered already.
+    The user's password-only sessions end but ``session_hash``'s (see ``confirm_totp``)."""
     try:
         with conn.transaction():
             row = conn.execute(
@@ -195,6 +218,7 @@ def add_credential(
     except psycopg.errors.UniqueViolation:
         raise Conflict("this authenticator or its name is registered already") from None
     assert row is not None
+    _end_password_only_sessions(conn, user_id, session_hash)
     return _credential(row)
 
 

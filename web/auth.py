@@ -730,6 +730,12 @@ class AuthMiddleware:
         if session is None:
             await _refuse_unauthenticated(scope, send)
             return
+        if session.mfa_at is None and await self.auth.mfa.has_factor(session.user.id):
+            # a password-only session outlived its user's enrolment (elsewhere): it ends, or
+            # it could register a factor of its own or change the password (F12m #2)
+            await self.auth.end_session(token)
+            await _refuse_unauthenticated(scope, send)
+            return
         if session.user.must_change_password and path not in CHANGE_PATHS:
             await _refuse_until_changed(scope, send)
             return

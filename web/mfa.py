@@ -153,15 +153,22 @@ class Mfa:
         uri = otpauth_uri(secret, username)
         return TotpEnrolment(secret, uri, qr_svg(uri))
 
-    async def confirm_totp(self, user_id: int, code: str, what: AuditEntry | None = None) -> bool:
+    async def confirm_totp(
+        self,
+        user_id: int,
+        code: str,
+        what: AuditEntry | None = None,
+        session_hash: bytes | None = None,
+    ) -> bool:
         """The first code of an enrolment: the secret becomes a factor (``what`` audited in
-        the same transaction)."""
+        the same transaction, the user's other password-only sessions end: see
+        ``storage.mfa.confirm_totp``)."""
         current = await self.db.run(store.totp_secret, user_id)
         if current is None or current[1]:
             return False
         if not await self._accept_totp(user_id, current[0], code):
             return False
-        return await run_audited(self.db, what, store.confirm_totp, user_id)
+        return await run_audited(self.db, what, store.confirm_totp, user_id, session_hash)
 
     async def enrol_known_totp(self, user_id: int, secret: str) -> None:
         """A confirmed TOTP with a given secret (the demo's admin; test rigs)."""
@@ -253,6 +260,7 @@ class Mfa:
         credential: Any,
         name: str,
         what: AuditEntry | None = None,
+        session_hash: bytes | None = None,
     ) -> Credential:
         try:
             verified = webauthn.verify_registration_response(
@@ -272,6 +280,7 @@ class Mfa:
             verified.credential_public_key,
             verified.sign_count,
             name,
+            session_hash,
         )
 
     async def authentication_options(self, rp: RelyingParty, user_id: int) -> tuple[str, bytes]:

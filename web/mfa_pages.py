@@ -226,7 +226,8 @@ class MfaPages:
             target = "/security?" + urlencode({"next": "/mfa/setup", "notice": REAUTH_NOTICE})
             return RedirectResponse(target, status_code=303)
         what = _entry(session.user, "auth.mfa.enrol", after={"factor": "totp"})
-        if not await self.mfa.confirm_totp(session.user.id, form.get("code", ""), what):
+        token = hash_token(request.scope["state"].get("session_token", ""))
+        if not await self.mfa.confirm_totp(session.user.id, form.get("code", ""), what, token):
             return await self.setup(
                 request, "That code is wrong or used already: enter the current code.", 422
             )
@@ -282,8 +283,9 @@ class MfaPages:
             what = _entry(
                 session.user, "auth.mfa.enrol", after={"factor": "webauthn", "name": name}
             )
+            token = hash_token(request.scope["state"].get("session_token", ""))
             await self.mfa.register(self._rp(request), session.user.id, challenge, credential,
-                                    name, what)  # fmt: skip
+                                    name, what, token)  # fmt: skip
         except WebAuthnRefused as exc:
             return envelope(request, 422, "webauthn_refused", str(exc))
         except Conflict as exc:

@@ -12,7 +12,8 @@ from storage import get_user
 from storage.mfa import add_credential, factors
 from web.auth import SESSION_COOKIE, hash_token
 
-from .conftest import WebRig, assert_envelope, form_token
+from .conftest import WebRig, assert_envelope, enrol_totp, form_token
+from .test_login import STRONG, make_user, post_login
 
 CODE = re.compile(r"\b[a-z2-9]{4}-[a-z2-9]{4}-[a-z2-9]{4}\b")
 
@@ -78,3 +79,60 @@ async def test_a_stale_session_cannot_add_or_remove_factors(
         assert removed.headers["location"].startswith("/security?"), path
     left = await web_rig.db.run(factors, admin.id)
     assert left.totp and len(left.credentials) == 1
+
+
+async def test_a_password_only_session_ends_when_its_user_enrols_elsewhere(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    one_time = await make_user(client, "twice")
+    b = another(web_rig, 1)
+    assert (await post_login(b, "twice", one_time)).headers["location"] == "/password"
+    page = await b.get("/password")
+    changed = await b.post(
+        "/password",
+        data={"csrf_token": form_token(page.text), "current_password": one_time,
+              "new_password": STRONG},
+    )  # fmt: skip
+    assert changed.status_code == 303
+    setup = await b.get("/mfa/setup")
+    b_csrf = re.search(r'name="csrf-token" content="([^"]+)"', setup.text)
+    assert b_csrf is not None
+    a = another(web_rig, 2)
+    await post_login(a, "twice", STRONG)
+    await enrol_totp(a, "twice")
+    headers = {"x-csrf-token": b_csrf[1]}
+    assert (await b.get("/mfa/setup")).headers["location"].startswith("/login")
+    options = await b.post("/mfa/webauthn/options", json={}, headers=headers)
+    assert options.status_code == 303 and options.headers["location"].startswith("/login")
+    changed = await b.post(
+        "/api/v1/profile/password",
+        json={"current_password": STRONG, "new_password": STRONG + " x"},
+        headers=headers,
+    )
+    assert changed.status_code == 401
+    assert (await a.get("/api/v1/hosts")).status_code == 200
+
+
+async def test_a_second_password_only_session_is_deleted_by_the_first_enrolment(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    one_time = await make_user(client, "pair")
+    user = await web_rig.db.run(get_user, "pair")
+    assert user is not None
+    b = another(web_rig, 3)
+    await post_login(b, "pair", one_time)
+    page = await b.get("/password")
+    await b.post(
+        "/password",
+        data={"csrf_token": form_token(page.text), "current_password": one_time,
+              "new_password": STRONG},
+    )  # fmt: skip
+    a = another(web_rig, 4)
+    await post_login(a, "pair", STRONG)
+    await enrol_totp(a, "pair")
+    rows = await web_rig.db.run(
+        lambda c: c.execute(
+            "SELECT count(*) FROM sessions WHERE user_id = %s AND mfa_at IS NULL", (user.id,)
+        ).fetchone()
+    )
+    assert rows is not None and rows[0] == 0
