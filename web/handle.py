@@ -53,6 +53,13 @@ class AlreadyExists(HandleError):
     code = "conflict"
 
 
+class Stale(HandleError):
+    """409: what the user confirmed (e.g. a deployment plan) changed since it was shown."""
+
+    status = 409
+    code = "conflict"
+
+
 class TooBusy(HandleError):
     """429: too much of this is running already (e.g. discovery scans); try again later."""
 

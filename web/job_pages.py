@@ -191,7 +191,7 @@ class JobPages:
                 errors.setdefault(key, message)
         if "host_ids" in errors:
             errors.pop("hosts", None)  # "choose hosts" beside a host list that is invalid
-        if errors:
+        if errors and status < 400:
             status = 422
         page = DeployPage(
             **self.p.base(request, "Deploy", "deploy"),
@@ -227,9 +227,10 @@ class JobPages:
             return await self.deploy(request, None, form, 200, ticked)
         try:
             data = job_form(form, ticked)
-            job_id, count = await jobs.create(self.sys, principal(request), data)
+            seen = form.get("plan_digest", "")[:64]
+            job_id, count = await jobs.create(self.sys, principal(request), data, seen)
         except HandleError as exc:
-            return await self.deploy(request, exc.fields, form, 422, ticked)
+            return await self.deploy(request, exc.fields, form, exc.status, ticked)
         return self.p.back(f"/jobs/{job_id}", f"Job {job_id} created for {count} host(s)")
 
     async def jobs(self, request: Request) -> Response:

@@ -4,6 +4,8 @@ F16b), plus the keep-alive hang after an early answer to a large body."""
 from __future__ import annotations
 
 import datetime as dt
+import html
+import re
 from functools import partial
 from typing import Any
 
@@ -13,7 +15,7 @@ import trio
 
 from simulator import Fleet
 from simulator.catalog import requires_reboot
-from storage import insert_host, job_rows
+from storage import insert_host, job_rows, list_jobs, set_paused
 from web import WebListener, serve_web
 
 from ..conftest import Pki
@@ -169,3 +171,25 @@ async def test_the_plan_predicts_a_reboot_of_a_host_already_waiting_for_one(
             await client.post("/api/v1/jobs/plan", json={**draft, "allow_reboot": allow})
         ).json()
         assert plan["hosts"][0]["reboot"].startswith(expected), allow
+
+
+async def test_deploy_refuses_with_409_when_the_plan_changed_since_it_was_shown(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    row = await web_rig.db.run(
+        lambda conn: insert_host(conn, name="h0.example.test", address="127.0.0.1", groups=["g"])
+    )
+    query = {"host_ids": str(row.id), "schedule": "now", "selection": "all"}
+    page = await client.get("/deploy", params=query)
+    digest = re.search(r'name="plan_digest" form="deploy-form" value="([0-9a-f]+)"', page.text)
+    assert digest
+    form = {**query, "csrf_token": form_token(page.text), "action": "deploy"}
+    await web_rig.db.run(set_paused, row.id, True)  # the plan now skips the host
+    refused = await client.post("/deploy", data={**form, "plan_digest": digest[1]})
+    assert refused.status_code == 409
+    assert "the plan changed since you saw it" in html.unescape(refused.text)
+    assert await web_rig.db.run(list_jobs) == []
+    fresh = re.search(r'name="plan_digest" form="deploy-form" value="([0-9a-f]+)"', refused.text)
+    assert fresh and fresh[1] != digest[1]
+    created = await client.post("/deploy", data={**form, "plan_digest": fresh[1]})
+    assert created.status_code == 303, shown_errors(created.text)

@@ -29,7 +29,7 @@ from storage.jobs import AttemptRow, job_attempts
 from .. import audit
 from ..auth import require_recent_mfa
 from ..authz import Action, require, scope_of
-from ..handle import InvalidInput, Missing
+from ..handle import InvalidInput, Missing, Stale
 from ..models import MAX_SELECTION, HostSelection, JobCreate
 from .base import Principal, System
 from .plans import Plan, compute
@@ -99,8 +99,11 @@ def spec_of(data: JobCreate, who: Principal, plan: Plan | None = None) -> JobSpe
     )
 
 
-async def create(sys: System, who: Principal, data: JobCreate) -> tuple[int, int]:
-    """Store the job; returns (job id, number of hosts)."""
+async def create(
+    sys: System, who: Principal, data: JobCreate, seen_plan: str = ""
+) -> tuple[int, int]:
+    """Store the job; returns (job id, number of hosts). ``seen_plan``: the digest of the plan
+    the user confirmed (the Deploy page); ``Stale`` (409) when the plan is another now."""
     require(who, Action.DEPLOY)
     found = await resolve(sys, who, data)
     if not found.host_ids:
@@ -108,7 +111,10 @@ async def create(sys: System, who: Principal, data: JobCreate) -> tuple[int, int
     if data.schedule == "now" and (data.kind == "reboot" or data.allow_reboot):
         require_recent_mfa(reboot_hosts=len(found.host_ids))  # many at once: reauth_required
     _confirm_everything(data, found)
-    spec = spec_of(data, who, await compute(sys, data, found.host_ids))
+    computed = await compute(sys, data, found.host_ids)
+    if seen_plan and computed.digest() != seen_plan:
+        raise Stale("plan", "the plan changed since you saw it: check the new plan, then deploy")
+    spec = spec_of(data, who, computed)
     job_id = await sys.handle.create_job(
         spec, found.host_ids,
         audit=lambda j: audit.entry(who, "job.create", f"job:{j}",

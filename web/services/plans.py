@@ -8,6 +8,8 @@ is what the job is made of (the job stores it; rows of skipped hosts start skipp
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,6 +96,12 @@ class Plan:
                 for h in self.hosts
             ]
         }
+
+    def digest(self) -> str:
+        """A short fingerprint of the plan (what the Deploy form confirms): job creation
+        refuses when the plan it computes has another one."""
+        text = json.dumps(self.stored(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def planned(self) -> dict[int, dict[str, str]]:
         """Host id → {package: version} for the rows of hosts that run (patch jobs)."""
