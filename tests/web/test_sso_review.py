@@ -3,9 +3,16 @@ families do not outlive the provider's decision, nor single sign-on being turned
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+import time
+
 import httpx2
 import pytest
 import trio
+from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from storage import list_users
@@ -130,3 +137,26 @@ async def test_provider_keys_are_fetched_again_once_a_day(provider: Provider) ->
     now[0] += KEYS_TTL
     again = await oidc.keys(jwks_uri)
     assert [k.kid for k in again.keys] == ["k2"]
+
+
+async def test_an_id_token_signed_with_hs256_using_the_providers_public_key_is_refused(
+    provider: Provider,
+) -> None:
+    meta = ProviderMetadata(provider.issuer, f"{provider.base}/authorize",
+                            f"{provider.base}/token", f"{provider.base}/jwks")  # fmt: skip
+    now = int(time.time())
+    claims = {"iss": provider.issuer, "aud": CLIENT_ID, "iat": now, "exp": now + 300,
+              "nonce": "n-1", "sub": "subject-1"}  # fmt: skip
+    oidc = OidcClient()
+    genuine = jwt.encode({"alg": "RS256", "kid": "k1"}, claims, provider.key)
+    assert (await oidc.validate_id_token(genuine, meta, CLIENT_ID, "n-1"))["sub"] == "subject-1"
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    public = provider.key.as_pem(private=False)  # what an attacker can fetch from the JWKS
+    signed = b64(json.dumps({"alg": "HS256", "kid": "k1"}).encode()) + "."
+    signed += b64(json.dumps(claims).encode())
+    forged = signed + "." + b64(hmac.new(public, signed.encode(), hashlib.sha256).digest())
+    with pytest.raises(SsoError):
+        await oidc.validate_id_token(forged, meta, CLIENT_ID, "n-1")
