@@ -33,6 +33,7 @@ from .auth import SESSION_COOKIE, Auth, AuthMiddleware
 from .authz import Action, Forbidden, PrincipalMiddleware, may
 from .authz import load as load_principal
 from .errors import ApiError, api_error_handler, envelope
+from .freshness import ZoneMiddleware
 from .handle import HandleError, Missing, SystemHandle
 from .job_pages import JobPages
 from .jobs_api import JobsApi
@@ -291,6 +292,7 @@ def create_app(
             Middleware(AuthMiddleware, auth=auth, tokens=tokens),
             Middleware(PrincipalMiddleware, db=db, operators_see_ungrouped=operators_see_ungrouped),
             Middleware(audit.AuditContextMiddleware),
+            Middleware(ZoneMiddleware, zones=pages.zones, db=db),
         ],
         exception_handlers={
             ApiError: api_error_handler,

@@ -22,6 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from markupsafe import Markup
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from storage import Database
 from storage.display import set_user_time_zone, user_time_zone
@@ -242,6 +243,10 @@ class UserZones:
     def get(self, user_id: int) -> str:
         return self._zones.get(user_id, UTC)
 
+    def clear(self) -> None:
+        """Forget every zone read (they are read again on the next request)."""
+        self._zones.clear()
+
     async def ensure(self, db: Database, user_id: int) -> str:
         if user_id not in self._zones and user_id:
             self._zones[user_id] = await db.run(user_time_zone, user_id)
@@ -266,6 +271,23 @@ class UserZones:
             name,
         )
         self._zones[who.user_id] = name
+
+
+class ZoneMiddleware:
+    """Reads the session user's time zone before the endpoint runs, for every page (one place:
+    page rendering is synchronous, and a zone not read yet would show UTC). Runs after
+    ``AuthMiddleware`` has loaded the session."""
+
+    def __init__(self, app: ASGIApp, zones: UserZones, db: Database) -> None:
+        self.app = app
+        self.zones = zones
+        self.db = db
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        session = scope.get("state", {}).get("session") if scope["type"] == "http" else None
+        if session is not None:
+            await self.zones.ensure(self.db, session.user.id)
+        await self.app(scope, receive, send)
 
 
 def duration(start: Any, end: Any) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import gc
 import re
 from typing import Any
 
@@ -24,7 +25,9 @@ from actors.health import (
 from actors.state import HostSnapshot, Phase, stale_after
 from patch_manager.hosts_cli import all_hosts, hosts_json
 from simulator.fleet import Fleet
-from web.freshness import host_view
+from storage import get_user
+from storage.display import set_user_time_zone
+from web.freshness import UserZones, host_view
 from web.serialize import to_json
 
 from .conftest import WebRig
@@ -200,3 +203,17 @@ def test_host_view_says_which_poll_is_missing_when_the_patch_data_made_it_stale(
         now=NOW,
     )
     assert view.condition == "stale" and view.why == "no successful patch poll since 07:00"
+
+
+async def test_every_page_has_the_users_time_zone_after_a_restart(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    user = await web_rig.db.run(get_user, "admin")
+    assert user is not None
+    await web_rig.db.run(set_user_time_zone, user.id, "Asia/Kolkata")
+    for zones in (o for o in gc.get_objects() if isinstance(o, UserZones)):
+        zones.clear()  # what a restart does: nothing cached, the zone is in the database
+    for path in ("/profile", "/audit", "/reports", "/users", "/certificates", "/notifications"):
+        page = (await client.get(path)).text
+        zone = re.search(r'<meta name="time-zone" content="([^"]+)">', page)
+        assert zone is not None and zone[1] == "Asia/Kolkata", path
