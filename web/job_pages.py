@@ -115,7 +115,7 @@ def window_values(row: WindowRow) -> tuple[dict[str, str], list[str]]:
         "target": f"host:{row.host_id}" if row.host_id is not None else f"group:{row.group_id}",
         "recurrence": row.recurrence,
         "start_date": row.start_date.isoformat(),
-        "start_time": row.start_time.strftime("%H:%M"),
+        "start_time": row.start_time.strftime("%H:%M:%S" if row.start_time.second else "%H:%M"),
         "duration_minutes": str(row.duration_minutes),
         "timezone": row.timezone,
         "day_of_month": str(row.day_of_month),

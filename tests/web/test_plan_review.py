@@ -193,3 +193,17 @@ async def test_deploy_refuses_with_409_when_the_plan_changed_since_it_was_shown(
     assert fresh and fresh[1] != digest[1]
     created = await client.post("/deploy", data={**form, "plan_digest": fresh[1]})
     assert created.status_code == 303, shown_errors(created.text)
+
+
+async def test_the_window_editor_keeps_the_seconds_of_a_start_time(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    await web_rig.db.run(
+        lambda conn: insert_host(conn, name="h0.example.test", address="127.0.0.1", groups=["g"])
+    )
+    [group] = (await client.get("/api/v1/groups")).json()["groups"]
+    window = {"name": "w", "recurrence": "daily", "start_time": "03:00:30"}
+    made = await client.post("/api/v1/windows", json={**window, "group_id": group["id"]})
+    assert made.status_code == 201, made.text
+    page = await client.get("/windows", params={"edit": str(made.json()["id"])})
+    assert 'name="start_time" type="time" step="1" value="03:00:30"' in page.text
