@@ -143,7 +143,28 @@ def use_totp_step(conn: psycopg.Connection[Any], user_id: int, step: int) -> boo
 
 
 def remove_totp(conn: psycopg.Connection[Any], user_id: int) -> bool:
-    return conn.execute("DELETE FROM mfa_totp WHERE user_id = %s", (user_id,)).rowcount == 1
+    """Delete the user's authenticator app; ``LastFactor`` (nothing deleted) when it was the
+    user's last factor (see ``_keep_one``)."""
+    _lock_user(conn, user_id)
+    removed = conn.execute("DELETE FROM mfa_totp WHERE user_id = %s", (user_id,)).rowcount == 1
+    _keep_one(conn, user_id)
+    return removed
+
+
+class LastFactor(Conflict):
+    """Removing this factor would leave the user without one (a second factor is mandatory)."""
+
+
+def _lock_user(conn: psycopg.Connection[Any], user_id: int) -> None:
+    """Serialise the user's factor removals: each waits for the user's row."""
+    conn.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (user_id,))
+
+
+def _keep_one(conn: psycopg.Connection[Any], user_id: int) -> None:
+    """After a removal under ``_lock_user``: ``LastFactor`` (the caller's transaction rolls
+    back) when no factor is left."""
+    if not has_factor(conn, user_id):
+        raise LastFactor("add another factor first: a second factor is mandatory")
 
 
 # -- recovery codes -------------------------------------------------------------------------
@@ -237,13 +258,16 @@ def update_sign_count(
 
 
 def remove_credential(conn: psycopg.Connection[Any], user_id: int, credential_row: int) -> str:
-    """Delete one authenticator of the user; returns its name (``NotFound``)."""
+    """Delete one authenticator of the user; returns its name (``NotFound``; ``LastFactor``
+    when it was the user's last factor)."""
+    _lock_user(conn, user_id)
     row = conn.execute(
         "DELETE FROM webauthn_credentials WHERE id = %s AND user_id = %s RETURNING name",
         (credential_row, user_id),
     ).fetchone()
     if row is None:
         raise NotFound(f"no authenticator with id {credential_row}")
+    _keep_one(conn, user_id)
     return str(row[0])
 
 

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from storage import Conflict, NotFound, User
-from storage.mfa import Credential, mark_session_mfa
+from storage.mfa import Credential, LastFactor, mark_session_mfa
 
 from . import audit
 from .auth import (
@@ -42,6 +42,7 @@ from .services import principal, users
 
 CHALLENGE_LIFETIME_S = 300.0
 MAX_JSON = 64 * 1024
+LAST_FACTOR = "Add another factor first: a second factor is mandatory."
 
 
 @dataclass(frozen=True)
@@ -319,33 +320,19 @@ class MfaPages:
         page = CodesPage(**self.pages.base(request, "Recovery codes", "profile"), codes=codes)
         return self.pages.render(request, "mfa_codes.html", page)
 
-    async def _others_left(self, user_id: int, dropping: str) -> bool:
-        factors = await self.mfa.factors(user_id)
-        left = (
-            len(factors.credentials)
-            - (dropping == "webauthn")
-            + int(factors.totp)
-            - (dropping == "totp")
-        )
-        return left > 0
-
     async def remove_totp(self, request: Request) -> Response:
         session = self._session(request)
-        if not await self._others_left(session.user.id, "totp"):
-            return await self.security(
-                request, "Add another factor first: a second factor is mandatory.", 409
+        try:  # refused in the removal's transaction, under the user's row lock
+            await self.mfa.remove_totp(
+                session.user.id,
+                _entry(session.user, "auth.mfa.remove", before={"factor": "totp"}),
             )
-        await self.mfa.remove_totp(
-            session.user.id, _entry(session.user, "auth.mfa.remove", before={"factor": "totp"})
-        )
+        except LastFactor:
+            return await self.security(request, LAST_FACTOR, 409)
         return self.pages.back("/security", "Authenticator app removed")
 
     async def remove_credential(self, request: Request) -> Response:
         session = self._session(request)
-        if not await self._others_left(session.user.id, "webauthn"):
-            return await self.security(
-                request, "Add another factor first: a second factor is mandatory.", 409
-            )
         form = fields(await request.form())
         wanted = form.get("credential_id", "")
         if not wanted.isdigit() or not 1 <= int(wanted) < 2**63:
@@ -354,6 +341,8 @@ class MfaPages:
             what = _entry(session.user, "auth.mfa.remove",
                           before={"factor": "webauthn", "id": int(wanted)})  # fmt: skip
             name = await self.mfa.remove_credential(session.user.id, int(wanted), what)
+        except LastFactor:
+            return await self.security(request, LAST_FACTOR, 409)
         except NotFound:
             return self.pages.back("/security", "That authenticator was removed already")
         return self.pages.back("/security", f"Security key {name} removed")

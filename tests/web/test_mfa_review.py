@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import httpx2
+import trio
 
 from storage import get_user
 from storage.mfa import add_credential, factors
@@ -136,3 +137,27 @@ async def test_a_second_password_only_session_is_deleted_by_the_first_enrolment(
         ).fetchone()
     )
     assert rows is not None and rows[0] == 0
+
+
+async def test_two_concurrent_removals_leave_one_factor(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    admin = await web_rig.db.run(get_user, "admin")
+    assert admin is not None
+    key = await web_rig.db.run(add_credential, admin.id, b"\x01" * 16, b"\x02" * 32, 0, "k1")
+    csrf = form_token((await client.get("/security")).text)
+    answers: list[int] = []
+
+    async def remove(path: str, data: dict[str, str]) -> None:
+        answer = await client.post(path, data={"csrf_token": csrf} | data)
+        answers.append(answer.status_code)
+
+    for _ in range(3):  # the race needs both checks before either delete
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(remove, "/security/totp/remove", {})
+            nursery.start_soon(remove, "/security/webauthn/remove", {"credential_id": str(key.id)})
+        left = await web_rig.db.run(factors, admin.id)
+        assert left.any, answers
+        if not left.totp:
+            break
+    assert sorted(answers[:2]) == [303, 409]
