@@ -329,9 +329,13 @@ class Scheduler:
             self._stop(row.id)
         if self.refused.get(row.id) != reason:
             self.refused[row.id] = reason
-            self.fleet.publish(HostSnapshot(row.id, row.name, phase=Phase.REFUSED,
-                                            health_reason=reason, last_error=reason,
-                                            last_error_at=self.wall()))  # fmt: skip
+            before = self.fleet.get(row.id)  # polled before: its data's age stays known
+            refused = HostSnapshot(row.id, row.name, phase=Phase.REFUSED, health_reason=reason,
+                                   last_error=reason, last_error_at=self.wall())  # fmt: skip
+            if before is not None:
+                refused = replace(refused, health_as_of=before.health_as_of,
+                                  patches_as_of=before.patches_as_of)  # fmt: skip
+            self.fleet.publish(refused)
         return True
 
     async def _watch_directory(

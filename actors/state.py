@@ -90,7 +90,7 @@ _PARKED = {
 }
 
 
-HALTED = frozenset({Phase.FAILED, Phase.RESTARTING, Phase.WAITING_FOR_DATABASE})
+HALTED = frozenset({Phase.FAILED, Phase.RESTARTING, Phase.WAITING_FOR_DATABASE, Phase.REFUSED})
 STALE_FACTOR = 2.0  # a host is stale after this many health intervals without a success
 
 
@@ -120,7 +120,8 @@ def condition_of(snapshot: HostSnapshot) -> str:
     polled successfully), ``paused``, ``failing`` (its health poll fails but the host is not yet
     unreachable) or its health. Readers turn ``healthy``/``degraded`` into ``stale`` once
     ``stale_after`` has passed (time passing publishes nothing). An actor that crashed, is
-    restarting or waits for the database polls nothing: ``halted``, whatever its last data."""
+    restarting or waits for the database, or a host whose address is refused, polls nothing:
+    ``halted``, whatever its last data."""
     if snapshot.phase in HALTED:
         return "halted"
     if snapshot.health_as_of is None and snapshot.health is HealthState.PENDING:

@@ -160,7 +160,7 @@ def host_view(
     elif condition == "halted":  # the actor crashed / restarts / waits: its error, nothing else
         said = str(live.get("summary") or "halted").split(" · ")[0]
         error = str(live.get("last_error") or "")
-        parts.append(f"{said}: {error}" if error else said)
+        parts.append(f"{said}: {error}" if error and error not in said else said)
     if failing is not None and condition not in ("paused", "halted"):
         line = (
             f"poll failing since {format_time(failing, tz, now)}"

@@ -217,3 +217,11 @@ async def test_every_page_has_the_users_time_zone_after_a_restart(
         page = (await client.get(path)).text
         zone = re.search(r'<meta name="time-zone" content="([^"]+)">', page)
         assert zone is not None and zone[1] == "Asia/Kolkata", path
+
+
+def test_a_host_whose_address_is_refused_says_not_polled_never_never_contacted() -> None:
+    reason = "address refused by the address policy: outside agents.allow_addresses"
+    snapshot = HostSnapshot(1, "web1", phase=Phase.REFUSED, health_reason=reason, last_error=reason)
+    assert snapshot.condition == "halted"
+    view = host_view(to_json(snapshot), now=NOW)
+    assert view.why == f"not polled: {reason}"

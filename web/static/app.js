@@ -56,7 +56,7 @@
     else if (condition === "paused") parts.push("paused: not polled");
     else if (condition === "halted") {
       const said = String(s.summary || "halted").split(" · ")[0];
-      parts.push(s.last_error ? said + ": " + s.last_error : said);
+      parts.push(s.last_error && said.indexOf(s.last_error) < 0 ? said + ": " + s.last_error : said);
     }
     if (s.failing_since && condition !== "paused" && condition !== "halted") {
       parts.push("poll failing since " + fmtClock(s.failing_since) + " (" + (s.retries_used || 0) + " of " +
