@@ -106,9 +106,9 @@ async def test_every_state_changing_api_action_is_recorded_with_the_acting_user(
         ("discovery.scan", f"scan:{scan['scan_id']}"),
         ("user.create", "user:carol"),
         ("user.update", "user:carol"),
-        ("user.unlock", f"user_id:{uid}"),
+        ("user.unlock", "user:carol"),
         ("user.password.reset", "user:carol"),
-        ("session.revoke_all", f"user_id:{uid}"),
+        ("session.revoke_all", "user:carol"),
         ("host.remove", f"host:{host}"),
         ("group.delete", f"group:{group}"),
     ]

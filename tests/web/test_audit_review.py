@@ -219,3 +219,18 @@ async def test_a_json_report_download_is_recorded(
     assert response.status_code == 200, response.text
     (download,) = await entries(web_rig, action="report.download")
     assert (download.target, download.after["format"]) == ("report:compliance", "json")
+
+
+async def test_an_enrolment_request_is_recorded_from_its_source(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    from ..conftest import fleet_addresses
+    from .test_pki_enrol import agent_client, request_for
+
+    async with agent_client(web_rig, "127.0.0.70") as agent:
+        asked = await agent.post("/api/v1/enroll", json=request_for(fleet_addresses(1), "m-rv"))
+        assert asked.status_code == 202, asked.text
+    (requested,) = await entries(web_rig, action="enrolment.request")
+    assert (requested.actor, requested.source) == ("anonymous", "127.0.0.70")
+    assert requested.target.startswith("enrolment:")
+    assert requested.after["machine_id"] == "m-rv"

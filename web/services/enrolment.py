@@ -106,13 +106,19 @@ async def request(
     gate.admit(source, rate_s)
     token = secrets.token_urlsafe(32)
     try:
-        await sys.db.run(
+        await audit.audited(
+            sys,
+            lambda enrolment_id: audit.entry(
+                "anonymous", "enrolment.request", f"enrolment:{enrolment_id}",
+                after={"machine_id": machine_id, "fqdn": fqdn.lower(), "ip_address": ip_address,
+                       "hostname": hostname},
+            ),
             lambda conn: create_enrolment(
                 conn, token_sha256=_digest(token), machine_id=machine_id, fqdn=fqdn.lower(),
                 ip_address=ip_address, hostname=hostname, os_details=os_details,
                 source_address=source,
                 expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=hours),
-            )
+            ),
         )  # fmt: skip
     except Conflict as exc:
         raise AlreadyExists("machine_id", str(exc)) from None
