@@ -90,6 +90,7 @@ class WindowsPage(Base):
 
 
 FIRST_YEAR, LAST_YEAR = 1900, 9998  # the calendar months shown
+MAX_DEPLOY_FIELDS = 5000
 
 
 def month_of(text: str) -> tuple[int, int] | None:
@@ -220,7 +221,9 @@ class JobPages:
             return None
 
     async def create(self, request: Request) -> Response:
-        raw = await request.form()
+        # Above the 1,000 packages a job may name, so too many ticked patches is an error
+        # beside the packages (not Starlette's bare 400 "Too many fields").
+        raw = await request.form(max_fields=MAX_DEPLOY_FIELDS)
         form = fields(raw)
         ticked = [str(v) for v in raw.getlist("patch")]
         if form.get("action") == "plan":  # "Show the plan": the page again, nothing created

@@ -207,3 +207,16 @@ async def test_the_window_editor_keeps_the_seconds_of_a_start_time(
     assert made.status_code == 201, made.text
     page = await client.get("/windows", params={"edit": str(made.json()["id"])})
     assert 'name="start_time" type="time" step="1" value="03:00:30"' in page.text
+
+
+async def test_more_than_a_thousand_ticked_patches_is_a_packages_error_not_a_bare_400(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    row = await web_rig.db.run(
+        lambda conn: insert_host(conn, name="h0.example.test", address="127.0.0.1", groups=["g"])
+    )
+    token = form_token((await client.get("/deploy", params={"host_ids": str(row.id)})).text)
+    many = {"csrf_token": token, "host_ids": str(row.id), "action": "plan"}
+    shown = await client.post("/deploy", data={**many, "patch": [f"p{i}" for i in range(1200)]})
+    assert shown.status_code == 422
+    assert "at most 1000" in shown_errors(shown.text)["packages"]
