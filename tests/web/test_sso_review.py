@@ -160,3 +160,18 @@ async def test_an_id_token_signed_with_hs256_using_the_providers_public_key_is_r
     forged = signed + "." + b64(hmac.new(public, signed.encode(), hashlib.sha256).digest())
     with pytest.raises(SsoError):
         await oidc.validate_id_token(forged, meta, CLIENT_ID, "n-1")
+
+
+async def test_a_sign_in_asks_for_a_recent_authentication_and_refuses_an_old_one(
+    sso_app: WebRig, client: httpx2.AsyncClient, provider: Provider
+) -> None:
+    await configure(client, provider, {"pm-operators": ("operator", [])})
+    provider.user["auth_time"] = int(time.time()) - 3600  # the provider's own session is old
+    async with browser(sso_app) as carol:
+        refused = await sign_in(carol)
+        assert refused.status_code == 403, refused.text
+        assert "authenticat" in refused.text and "pm_session" not in carol.cookies
+    assert provider.authorize_requests[-1]["max_age"] == "300"
+    provider.user["auth_time"] = int(time.time()) - 30  # signed in at the provider just now
+    async with browser(sso_app) as carol:
+        assert (await sign_in(carol)).status_code == 200

@@ -343,6 +343,10 @@ class Started:
     browser_token: str
 
 
+MAX_AUTH_AGE = 300  # seconds: asked of the provider (max_age) and checked (auth_time)
+AUTH_TIME_LEEWAY = 60
+
+
 async def begin(sys: System, client: OidcClient, redirect_uri: str, next_path: str) -> Started:
     """Start a sign-in: a fresh state, nonce and PKCE verifier remembered for this browser."""
     config = await sys.db.run(load_sso_config)
@@ -368,6 +372,7 @@ async def begin(sys: System, client: OidcClient, redirect_uri: str, next_path: s
         nonce=pending.nonce,
         code_challenge=create_s256_code_challenge(pending.code_verifier),
         code_challenge_method="S256",
+        max_age=MAX_AUTH_AGE,  # the provider re-authenticates an older session of its own
     )
     return Started(location, token)
 
@@ -442,6 +447,15 @@ async def _complete(
     subject = subject_of(claims, config.preset)
     if len(subject) > 256 or not printable(subject):
         raise SsoError("the id_token's subject is not usable (over 256 or control characters)")
+    auth_time = claims.get("auth_time")  # a session here counts as a fresh second factor
+    if not isinstance(auth_time, int | float) or isinstance(auth_time, bool):
+        auth_time = None  # none sent: the provider is trusted to have honoured max_age
+    if auth_time is not None and client.clock() - auth_time > MAX_AUTH_AGE + AUTH_TIME_LEEWAY:
+        raise SsoError(
+            "the provider did not authenticate you within the last 5 minutes (its auth_time "
+            "is older); sign out at the provider or sign in there again, then retry",
+            identity=f"{meta.issuer} {subject}",
+        )
     mappings = await sys.db.run(list_mappings)
     mapped = map_claims(claims, config.groups_claim, mappings)
     if mapped is None:
