@@ -130,7 +130,11 @@ class SsoPages:
         address = request.client.host if request.client else ""
         agent = request.headers.get("user-agent", "")[:512]
         try:
-            if previous:  # the browser's earlier session (of whichever user) ends: a new family
+            # The browser's earlier session ends, when the request carries it: a real browser
+            # does not here (the callback comes from the provider's site and the session cookie
+            # is SameSite=Strict); the new cookie then replaces it and the old session is left
+            # to expire (idle or absolute timeout) with no browser holding it.
+            if previous:
                 await self.auth.end_session(previous)
             session_token, _ = await self.auth.start_session(
                 user,
