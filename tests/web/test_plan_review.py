@@ -15,7 +15,7 @@ import trio
 
 from simulator import Fleet
 from simulator.catalog import requires_reboot
-from storage import insert_host, job_rows, list_jobs, set_paused
+from storage import create_user, insert_host, job_rows, list_jobs, set_paused
 from web import WebListener, serve_web
 
 from ..conftest import Pki
@@ -24,6 +24,7 @@ from .test_form_errors import shown_errors
 from .test_jobs_api import registered
 from .test_plan import finished
 from .test_relay import browser_context
+from .test_windows_page import cell
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -220,3 +221,32 @@ async def test_more_than_a_thousand_ticked_patches_is_a_packages_error_not_a_bar
     shown = await client.post("/deploy", data={**many, "patch": [f"p{i}" for i in range(1200)]})
     assert shown.status_code == 422
     assert "at most 1000" in shown_errors(shown.text)["packages"]
+
+
+async def test_a_host_calendar_shows_the_windows_of_its_groups_outside_the_users_scope(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    host = await web_rig.db.run(
+        lambda c: insert_host(c, name="ab.example.test", address="127.0.0.3", groups=["ga", "gb"])
+    )
+    gid = {g["name"]: g["id"] for g in (await client.get("/api/v1/groups")).json()["groups"]}
+    made = await client.post(
+        "/api/v1/windows",
+        json={
+            "name": "secret-gb",
+            "group_id": gid["gb"],
+            "recurrence": "daily",
+            "start_time": "03:00",
+        },
+    )
+    assert made.status_code == 201, made.text
+    password = "Operator-pass-123456"
+    hashed = await web_rig.auth.hash_password(password)
+    await web_rig.db.run(lambda c: create_user(c, "op", hashed, "operator", group_ids=(gid["ga"],)))
+    transport = httpx2.ASGITransport(app=web_rig.app, client=("127.0.0.8", 4711))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as op:
+        await login(op, password, "op")
+        page = await op.get("/windows", params={"target": f"host:{host.id}", "month": "2030-12"})
+    assert page.status_code == 200
+    assert "window of another group" in cell(page.text, "2030-12-02")
+    assert "secret-gb" not in page.text

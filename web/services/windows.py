@@ -170,6 +170,7 @@ async def month(
     windows, "host:ID" the windows that apply to the host (its own and its groups'); an
     unknown or out-of-scope target is an ``InvalidInput`` naming ``target``."""
     items = [w for w in await windows(sys, who) if w.enabled]
+    labels = {w.id: w.name or w.target for w in items}
     kind, _, raw = target.partition(":")
     if target:
         if kind not in ("host", "group") or not raw.isdigit() or len(raw) > 18:
@@ -179,7 +180,9 @@ async def month(
             if not await sys.db.run(existing_host_ids, [wanted], scope_of(who)):
                 raise InvalidInput("target", f"no host with id {wanted}")
             applies = set((await sys.db.run(host_window_map)).get(wanted, []))
-            items = [w for w in items if w.id in applies]
+            # Every window that applies to the host, also those of its groups outside the
+            # user's scope (their name withheld): they decide when the host is patched.
+            items = [w for w in await sys.db.run(list_windows) if w.enabled and w.id in applies]
         else:
             scope = scope_of(who)
             if not (scope.all_hosts or wanted in scope.group_ids) or not await sys.db.run(
@@ -191,7 +194,7 @@ async def month(
     shut = await sys.db.run(list_blackouts)
     cut = [Interval(b.starts_at, b.ends_at) for b in shut]
     marked = [
-        Marked(w.name or w.target, piece)
+        Marked(labels.get(w.id, "window of another group"), piece)
         for w in items
         for piece in occurrences(WindowRule.from_columns(w), start, end, cut)
     ]
