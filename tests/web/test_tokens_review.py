@@ -12,7 +12,9 @@ from typing import Any
 import httpx2
 import pytest
 
+from storage import create_group
 from storage.audit import AuditFilter, list_entries
+from storage.reports import save_definition
 from web.authz import Principal
 from web.handle import InvalidInput
 
@@ -214,3 +216,20 @@ async def test_a_token_without_expires_days_gets_90_days_or_the_configured_maxim
     made = await client.post("/api/v1/tokens", json={"name": "ci", "scope": "read"})
     expires = dt.datetime.fromisoformat(made.json()["item"]["expires_at"])
     assert dt.timedelta(days=89) < expires - dt.datetime.now(dt.UTC) <= dt.timedelta(days=90)
+
+
+async def test_a_group_restricted_admin_token_lists_only_its_owners_report_definitions(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    group = await web_rig.db.run(create_group, "web")
+    for name, by in (("mine", "admin"), ("theirs", "someone-else")):
+        await web_rig.db.run(save_definition, name, "compliance", "json", {}, [], "0 6 * * 1", by)
+    restricted = await token_for(web_rig, 1, "read", groups=[group.id])
+    async with bearer(web_rig.app, restricted) as http:
+        listed = await http.get("/api/v1/report-definitions")
+        assert listed.status_code == 200, listed.text
+        assert [d["name"] for d in listed.json()["definitions"]] == ["mine"]
+    everything = await token_for(web_rig, 1, "read")
+    async with bearer(web_rig.app, everything) as http:
+        listed = await http.get("/api/v1/report-definitions")
+        assert sorted(d["name"] for d in listed.json()["definitions"]) == ["mine", "theirs"]

@@ -238,9 +238,10 @@ async def dashboard(sys: System, who: Principal, rules: ComplianceRules) -> Dash
 
 
 def owner_of(who: Principal) -> str | None:
-    """Whose definitions ``who`` may see and delete: an admin everybody's, others their own
-    (a definition carries its creator's filters and recipients)."""
-    return None if who.role is Role.ADMIN else who.username
+    """Whose definitions ``who`` may see and delete: an admin everybody's, others (and an
+    admin's group-restricted token) their own (a definition carries its creator's filters and
+    recipients, which may name any host)."""
+    return None if who.role is Role.ADMIN and who.token_groups is None else who.username
 
 
 async def definitions(sys: System, who: Principal) -> list[ReportDefinition]:
