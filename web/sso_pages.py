@@ -96,8 +96,14 @@ class SsoPages:
         message = "the database is not reachable; try again soon"
         return self._message(request, "Sign-in failed", message, 503)
 
+    def _redirect_uri(self, request: Request) -> str:
+        """Our callback's URL: under the configured public origin (``auth.webauthn_origin``)
+        when set, else under the host the browser addressed (the Host header)."""
+        origin = self.auth.settings.webauthn_origin.strip().rstrip("/")
+        return f"{origin}/sso/callback" if origin else str(request.url_for("sso_callback"))
+
     async def start(self, request: Request) -> Response:
-        redirect_uri = str(request.url_for("sso_callback"))
+        redirect_uri = self._redirect_uri(request)
         next_path = safe_next(request.query_params.get("next"))[:MAX_FIELD]
         if any(c.isspace() or not c.isprintable() for c in next_path):
             next_path = "/"  # a URL parser drops tabs and newlines: "/\t/x" would become "//x"
@@ -183,7 +189,7 @@ class SsoPages:
             users=await users.all_users(self.sys, who),
             groups=await group_service.all_groups(self.sys, who),
             checks=checks or [],
-            redirect_uri=str(request.url_for("sso_callback")),
+            redirect_uri=self._redirect_uri(request),
             secret_from_env=bool(os.environ.get(CLIENT_SECRET_ENV)),
             errors=errors or {},
             form=form or {},

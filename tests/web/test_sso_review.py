@@ -4,10 +4,12 @@ families do not outlive the provider's decision, nor single sign-on being turned
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
@@ -175,3 +177,19 @@ async def test_a_sign_in_asks_for_a_recent_authentication_and_refuses_an_old_one
     provider.user["auth_time"] = int(time.time()) - 30  # signed in at the provider just now
     async with browser(sso_app) as carol:
         assert (await sign_in(carol)).status_code == 200
+
+
+async def test_the_redirect_uri_is_the_configured_public_origin_not_the_host_header(
+    sso_app: WebRig, client: httpx2.AsyncClient, provider: Provider
+) -> None:
+    await configure(client, provider, {"pm-operators": ("operator", [])})
+    sso_app.auth.settings = dataclasses.replace(
+        sso_app.auth.settings, webauthn_origin="https://pm.example.com"
+    )
+    async with browser(sso_app) as carol:
+        start = await carol.get("/sso/login", headers={"host": "attacker.example.net"})
+    assert start.status_code == 303, start.text
+    query = parse_qs(urlsplit(start.headers["location"]).query)
+    assert query["redirect_uri"] == ["https://pm.example.com/sso/callback"]
+    page = await client.get("/settings/sso")
+    assert "https://pm.example.com/sso/callback" in page.text
