@@ -250,3 +250,22 @@ async def test_a_host_calendar_shows_the_windows_of_its_groups_outside_the_users
     assert page.status_code == 200
     assert "window of another group" in cell(page.text, "2030-12-02")
     assert "secret-gb" not in page.text
+
+
+async def test_a_paused_host_of_an_in_window_job_is_not_skipped_at_creation(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    row = await web_rig.db.run(
+        lambda conn: insert_host(conn, name="h0.example.test", address="127.0.0.1", groups=["g"])
+    )
+    window = {"name": "daily", "recurrence": "daily", "start_time": "03:00", "host_id": row.id}
+    assert (await client.post("/api/v1/windows", json=window)).status_code == 201
+    await web_rig.db.run(set_paused, row.id, True)
+    draft = {"host_ids": [row.id], "schedule": "window"}
+    [planned] = (await client.post("/api/v1/jobs/plan", json=draft)).json()["hosts"]
+    assert planned["skip"] == ""
+    assert planned["reason"].startswith("paused now")
+    created = await client.post("/api/v1/jobs", json=draft)
+    assert created.status_code == 201, created.text
+    [job_row] = await web_rig.db.run(job_rows, created.json()["job_id"])
+    assert job_row.state != "skipped"

@@ -204,7 +204,11 @@ async def compute(
                 reason = f"no enabled maintenance window in the next {NO_WINDOW_HORIZON.days} days"
             else:
                 start, end = found.start, found.end
-        if _paused(sys, host):
+        if _paused(sys, host) and data.schedule == "window":
+            # The coordinator checks a pause when the window is open: resumed in time, it runs.
+            if not skip:
+                reason = "paused now: it runs only if resumed before its window closes"
+        elif _paused(sys, host):
             skip, reason = PAUSED, "the host is paused"
         elif host.health == "unreachable" and data.schedule == "now":
             skip = UNREACHABLE
