@@ -601,11 +601,13 @@ def create_window_job(
 
 def retry_failed_rows(conn: psycopg.Connection[Any], job_id: int) -> int:
     """A manual retry: the job's failed rows queue again (attempts counted afresh, no permit:
-    the coordinator gives one), and the job runs again; returns how many rows."""
+    the coordinator gives one; the last try's times and progress cleared: its history keeps
+    them), and the job runs again; returns how many rows."""
     with conn.transaction():
         changed = conn.execute(
             "UPDATE job_hosts SET state = 'queued', attempts = 0, run_until = NULL,"
-            " error_code = '', error_message = '', error_stderr = '', updated_at = now()"
+            " error_code = '', error_message = '', error_stderr = '', updated_at = now(),"
+            " dispatched_at = NULL, started_at = NULL, finished_at = NULL, progress = 0"
             " WHERE job_id = %s AND state = 'failed'"
             " AND EXISTS (SELECT 1 FROM hosts h WHERE h.id = job_hosts.host_id)",  # not removed
             (job_id,),
