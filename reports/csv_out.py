@@ -12,15 +12,20 @@ from storage.reports import HistoryRow
 
 from .model import ExposureItem, HostCompliance, RebootItem
 
+_FORMULA = ("=", "+", "@", "|", "-", "\t", "\r")  # the first four also behind blanks
+
 
 def cell(value: object) -> object:
     """One CSV value: instants in UTC ISO form, tuples space-separated, and text a spreadsheet
-    would evaluate as a formula (=, +, -, @, tab, CR) prefixed with '."""
+    would evaluate as a formula (=, +, -, @, tab, CR, or |, also behind leading blanks and
+    line breaks) prefixed with '."""
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.UTC).isoformat()
     if isinstance(value, tuple):
         return " ".join(str(v) for v in value)
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+    if isinstance(value, str) and (
+        value[:1] in _FORMULA or value.lstrip(" \t\r\n")[:1] in _FORMULA[:4]
+    ):
         return "'" + value  # a spreadsheet must not evaluate a host-supplied formula
     return value
 
