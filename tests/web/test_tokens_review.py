@@ -233,3 +233,24 @@ async def test_a_group_restricted_admin_token_lists_only_its_owners_report_defin
     async with bearer(web_rig.app, everything) as http:
         listed = await http.get("/api/v1/report-definitions")
         assert sorted(d["name"] for d in listed.json()["definitions"]) == ["mine", "theirs"]
+
+
+async def test_a_window_reboot_job_of_hosts_whose_window_is_open_now_needs_reauth_like_now(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    web_rig.auth.settings = dataclasses.replace(web_rig.auth.settings, reauth_reboot_hosts=1)
+    ids = await two_hosts(client)
+    now = dt.datetime.now(dt.UTC)
+    for host_id in ids:  # a daily window that opened an hour ago and lasts three hours
+        window = {"name": f"open-{host_id}", "recurrence": "daily", "timezone": "UTC",
+                  "start_date": (now - dt.timedelta(days=2)).date().isoformat(),
+                  "start_time": (now - dt.timedelta(hours=1)).strftime("%H:%M"),
+                  "duration_minutes": 180, "host_id": host_id}  # fmt: skip
+        made = await client.post("/api/v1/windows", json=window)
+        assert made.status_code == 201, made.text
+    job = {"kind": "reboot", "schedule": "window", "host_ids": ids}
+    secret = await token_for(web_rig, 1, "operate")
+    async with bearer(web_rig.app, secret) as http:
+        assert_envelope(await http.post("/api/v1/jobs", json=job), 403, "reauth_required")
+        one = await http.post("/api/v1/jobs", json=job | {"host_ids": ids[:1]})
+        assert one.status_code == 201, one.text  # within the limit

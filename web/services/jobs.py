@@ -3,6 +3,7 @@ listing, cancel, retry, rollback."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -108,10 +109,17 @@ async def create(
     found = await resolve(sys, who, data)
     if not found.host_ids:
         raise InvalidInput("hosts", "no host matches the selection")
-    if data.schedule == "now" and (data.kind == "reboot" or data.allow_reboot):
+    reboots = data.kind == "reboot" or data.allow_reboot
+    if data.schedule == "now" and reboots:
         require_recent_mfa(reboot_hosts=len(found.host_ids))  # many at once: reauth_required
     _confirm_everything(data, found)
     computed = await compute(sys, data, found.host_ids)
+    if data.schedule != "now" and reboots:  # hosts whose window is open now reboot at once too
+        at = dt.datetime.now(dt.UTC)
+        hosts = computed.hosts
+        opened = [h for h in hosts if not h.skip and h.window_start and h.window_start <= at]
+        if opened:
+            require_recent_mfa(reboot_hosts=len(opened))
     if seen_plan and computed.digest() != seen_plan:
         raise Stale("plan", "the plan changed since you saw it: check the new plan, then deploy")
     spec = spec_of(data, who, computed)
