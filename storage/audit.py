@@ -378,6 +378,7 @@ class AuditFilter:
     outcome: str = ""
     limit: int = 100
     before_id: int | None = None  # keyset paging: entries with a smaller id (newest first)
+    count_cap: int = 10_000  # count matches up to this; more answers count_cap + 1 ("more than")
 
 
 def _prefix_or_exact(column: str, value: str, where: list[str], params: list[Any]) -> None:
@@ -412,9 +413,14 @@ def _where(f: AuditFilter) -> tuple[str, list[Any]]:
 
 
 def list_entries(conn: psycopg.Connection[Any], f: AuditFilter) -> tuple[list[StoredEntry], int]:
-    """One page of matching entries, newest first, and the number of matches."""
+    """One page of matching entries, newest first, and the number of matches up to
+    ``f.count_cap`` (``count_cap + 1`` means more: a count never scans the whole log)."""
     where, params = _where(f)
-    total = _scalar(conn, f"SELECT count(*) FROM audit_entries{where}", params)
+    total = _scalar(
+        conn,
+        f"SELECT count(*) FROM (SELECT 1 FROM audit_entries{where} LIMIT %s) AS capped",
+        [*params, f.count_cap + 1],
+    )
     page_where, page_params = where, list(params)
     if f.before_id is not None:
         page_where += (" AND " if where else " WHERE ") + "id < %s"

@@ -67,7 +67,9 @@ class AuditEntryOut(BaseModel):
 
 class AuditList(Reply):
     entries: list[AuditEntryOut]
-    total: int = Field(description="entries matching the filters")
+    total: int = Field(
+        description="entries matching the filters, counted up to 10000 (10001 means more)"
+    )
     next_before_id: int | None = Field(description="before_id of the next page; null: last page")
 
 
