@@ -234,3 +234,19 @@ async def test_an_enrolment_request_is_recorded_from_its_source(
     assert (requested.actor, requested.source) == ("anonymous", "127.0.0.70")
     assert requested.target.startswith("enrolment:")
     assert requested.after["machine_id"] == "m-rv"
+
+
+# -- L3: what a rename or delete changed --------------------------------------------------
+
+
+async def test_a_group_rename_and_delete_record_what_was_there_before(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    group = (await client.post("/api/v1/groups", json={"name": "old-name"})).json()["id"]
+    renamed = await client.patch(f"/api/v1/groups/{group}", json={"name": "new-name"})
+    assert renamed.status_code in (200, 204), renamed.text
+    assert (await client.delete(f"/api/v1/groups/{group}")).status_code in (200, 204)
+    (rename,) = await entries(web_rig, action="group.rename")
+    (delete,) = await entries(web_rig, action="group.delete")
+    assert (rename.before, rename.after) == ({"name": "old-name"}, {"name": "new-name"})
+    assert delete.before == {"name": "new-name"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from storage import (
     Conflict,
@@ -40,12 +41,23 @@ async def create(sys: System, who: Principal, data: GroupCreate) -> GroupItem:
         raise AlreadyExists("name", str(exc)) from None
 
 
+def _name_of(conn: Any, group_id: int) -> str | None:
+    return next((g.name for g in list_groups(conn) if g.id == group_id), None)
+
+
 async def rename(sys: System, who: Principal, group_id: int, name: str) -> None:
     require(who, Action.MANAGE_GROUPS)
+
+    def write(conn: Any) -> str | None:  # the old name
+        old = _name_of(conn, group_id)
+        rename_group(conn, group_id, name)
+        return old
+
     try:
         await audit.audited(
-            sys, audit.entry(who, "group.rename", f"group:{group_id}", after={"name": name}),
-            rename_group, group_id, name,
+            sys, lambda old: audit.entry(who, "group.rename", f"group:{group_id}",
+                                         before={"name": old}, after={"name": name}),
+            write,
         )  # fmt: skip
     except NotFound:
         raise Missing(f"no group with id {group_id}") from None
@@ -55,10 +67,12 @@ async def rename(sys: System, who: Principal, group_id: int, name: str) -> None:
 
 async def delete(sys: System, who: Principal, group_id: int) -> None:
     require(who, Action.MANAGE_GROUPS)
+    old = await sys.db.run(_name_of, group_id)
     try:
         await audit.audited(
-            sys, audit.entry(who, "group.delete", f"group:{group_id}"), delete_group, group_id
-        )
+            sys, audit.entry(who, "group.delete", f"group:{group_id}", before={"name": old}),
+            delete_group, group_id,
+        )  # fmt: skip
     except NotFound:
         raise Missing(f"no group with id {group_id}") from None
     scope_changed(sys.db)
