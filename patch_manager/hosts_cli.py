@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import re
 import ssl
 import sys
 from pathlib import Path
@@ -85,21 +84,12 @@ def _entry(action: str, row: HostRow) -> AuditEntry:
     return entry.but(before=view) if action == "host.remove" else entry.but(after=view)
 
 
-def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
-    """Digits compare as numbers: 127.0.0.2 before 127.0.0.10, web2 before web10."""
-    return tuple(
-        (0, int(part)) if part.isdigit() else (1, part.lower())
-        for part in re.split(r"(\d+)", text)
-        if part
-    )
-
-
 async def all_hosts(
     db: Database, *, stale_s: float | None = None, now: dt.datetime | None = None
 ) -> list[HostEntry]:
-    """Every host as the API lists it (``GET /api/v1/hosts``), natural-sorted by name, with its
-    condition from the stored health: ``stale`` once its last poll is older than ``stale_s``
-    (the command line sees no live actor)."""
+    """Every host as the API lists it (``GET /api/v1/hosts``: the same SQL, in its order, the
+    shown name natural-sorted), with its condition from the stored health: ``stale`` once its
+    last poll is older than ``stale_s`` (the command line sees no live actor)."""
     rows: list[HostListItem] = []
     while True:
         page, total = await db.run(search_hosts, HostFilter(limit=1000, offset=len(rows)))
@@ -107,7 +97,6 @@ async def all_hosts(
         if not page or len(rows) >= total:
             break
     now = now or dt.datetime.now(dt.UTC)
-    rows.sort(key=lambda r: (natural_key(r.name), r.id))
     return [entry(r, None, stale_s=stale_s, now=now) for r in rows]
 
 
@@ -119,10 +108,17 @@ def stale_window(config: Config) -> float:
     return p.health_interval_s * STALE_FACTOR + grace
 
 
-def hosts_json(rows: list[HostEntry]) -> list[Any]:
-    """The API's host items (``HostList.hosts``): the same fields, types and time format."""
+def hosts_listing(rows: list[HostEntry]) -> dict[str, Any]:
+    """The API's reply (``HostList``: hosts, total, limit, offset) for every host: the same
+    fields, types and time format as ``GET /api/v1/hosts``."""
     listing = HostList.model_construct(hosts=rows, total=len(rows), limit=len(rows), offset=0)
-    hosts: list[Any] = json.loads(listing.model_dump_json())["hosts"]  # as web.models_io.reply
+    reply: dict[str, Any] = json.loads(listing.model_dump_json())  # as web.models_io.reply
+    return reply
+
+
+def hosts_json(rows: list[HostEntry]) -> list[Any]:
+    """The API's host items (``HostList.hosts``)."""
+    hosts: list[Any] = hosts_listing(rows)["hosts"]
     return hosts
 
 
@@ -141,14 +137,14 @@ async def hosts_command(args: argparse.Namespace, config: Config, db: Database) 
     elif action == "list":
         rows = await all_hosts(db, stale_s=stale_window(config))
         if args.json:
-            print(json.dumps(hosts_json(rows)))
+            print(json.dumps(hosts_listing(rows)))
             return
         print(
             f"{'ID':>5}  {'NAME':<28} {'CONDITION':<12} {'PATCHES':>7} {'SEC':>4}  REBOOT  GROUPS"
         )
         for r in rows:
-            reboot = "yes" if r.pending_reboot else ""
-            print(f"{r.id:>5}  {r.name:<28} {r.condition:<12} {r.pending_patches:>7} "
+            reboot, shown = "yes" if r.pending_reboot else "", r.display_name or r.name
+            print(f"{r.id:>5}  {shown:<28} {r.condition:<12} {r.pending_patches:>7} "
                   f"{r.security_patches:>4}  {reboot:<6}  {','.join(r.groups)}")  # fmt: skip
         print(f"{len(rows)} host(s)")
     elif action == "remove":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 import trio
 
-from storage import HostListItem
+from storage import HostEntry
 
 from ..conftest import fleet_addresses
 from .conftest import REPO, _lines
@@ -94,16 +95,19 @@ async def test_without_data_dir_commands_use_the_running_demos_data_directory(
             note = listed.stderr.decode().strip()
             assert note.startswith("patch-manager: using the data directory of the server running")
             assert str(home / "demo") in note and len(note.splitlines()) == 1
-            hosts = json.loads(listed.stdout)
+            hosts = json.loads(listed.stdout)["hosts"]  # the API's reply: hosts, total, ...
             prefix = base.rsplit(".", 1)[0]
-            assert [h["name"] for h in hosts] == [f"{prefix}.{n}" for n in range(1, count + 1)]
+            assert {h["name"] for h in hosts} == {f"{prefix}.{n}" for n in range(1, count + 1)}
+            shown = [h["display_name"] or h["name"] for h in hosts]  # the API's order
+            parts = [[int(p) if p.isdigit() else p for p in re.split(r"(\d+)", t)] for t in shown]
+            assert parts == sorted(parts)
             # the API's host items: the same fields, groups a list
-            assert set(hosts[0]) == set(HostListItem.__dataclass_fields__)
+            assert set(hosts[0]) == set(HostEntry.__dataclass_fields__)
             assert isinstance(hosts[0]["groups"], list) and hosts[0]["groups"]
 
             table = await run(command("hosts", "list", "--conf-dir", str(conf)), env)
             rows = table.stdout.decode().splitlines()[1:-1]
-            assert [r.split()[1] for r in rows] == [h["name"] for h in hosts]
+            assert [r.split()[1] for r in rows] == shown  # the NAME column: the shown name
             assert not (home / "postgres").exists()  # no empty database beside the demo's
         finally:
             process.send_signal(signal.SIGINT)

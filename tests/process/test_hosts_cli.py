@@ -75,7 +75,7 @@ async def test_hosts_commands_reach_the_running_server(
         assert result.returncode == 1
         assert "name:" in result.stderr.decode()
 
-        listing = json.loads(text(await cli(server, "hosts", "list", "--json")))
+        listing = json.loads(text(await cli(server, "hosts", "list", "--json")))["hosts"]
         assert [(h["name"], h["health"], h["groups"]) for h in listing] == [
             (agent.address, "healthy", ["web"])
         ]
@@ -120,7 +120,7 @@ async def test_hosts_add_refuses_loopback_names_and_odd_spellings_in_one_line(
         assert result.returncode == 1
         assert "port: 22 is not the agent port 12443" in result.stderr.decode()
         listing = json.loads(text(await cli(server, "hosts", "list", "--json")))
-        assert listing == []
+        assert listing == {"hosts": [], "total": 0, "limit": 0, "offset": 0}
         result = await cli(server, "discover", "169.254.169.0/24")
         assert result.returncode == 1
         assert result.stderr.decode().strip() == (

@@ -6,9 +6,9 @@ from typing import Any
 
 import psycopg
 
-from storage import Database, retry_failed_rows
+from storage import Database, get_row, retry_failed_rows
 
-from .test_job_rows import get_row, setup
+from .test_job_rows import setup
 
 
 async def test_a_manual_retry_clears_the_rows_dispatched_started_and_finished_times(

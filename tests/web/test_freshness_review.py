@@ -23,7 +23,7 @@ from actors.health import (
     after_request_success,
 )
 from actors.state import HostSnapshot, Phase, stale_after
-from patch_manager.hosts_cli import all_hosts, hosts_json
+from patch_manager.hosts_cli import all_hosts, hosts_json, hosts_listing
 from simulator.fleet import Fleet
 from storage import get_user
 from storage.display import set_user_time_zone
@@ -225,3 +225,21 @@ def test_a_host_whose_address_is_refused_says_not_polled_never_never_contacted()
     assert snapshot.condition == "halted"
     view = host_view(to_json(snapshot), now=NOW)
     assert view.why == f"not polled: {reason}"
+
+
+async def test_cli_host_list_json_is_the_apis_reply_in_the_apis_order(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    for name, shown in (
+        ("127.70.201.1", "web10"),
+        ("127.70.201.2", "web9"),
+        ("127.70.201.3", "db1"),
+    ):
+        created = await client.post("/api/v1/hosts", json={"name": name, "display_name": shown})
+        assert created.status_code == 201, created.text
+    api = (await client.get("/api/v1/hosts?limit=500")).json()
+    cli = hosts_listing(await all_hosts(web_rig.db))
+    assert set(cli) == {"hosts", "total", "limit", "offset"} and cli["total"] == 3
+    assert [h["id"] for h in cli["hosts"]] == [h["id"] for h in api["hosts"]]
+    assert [h["display_name"] for h in cli["hosts"]] == ["db1", "web9", "web10"]
+    assert set(cli["hosts"][0]) == set(api["hosts"][0])
