@@ -249,7 +249,8 @@ class UserZones:
 
     async def ensure(self, db: Database, user_id: int) -> str:
         if user_id not in self._zones and user_id:
-            self._zones[user_id] = await db.run(user_time_zone, user_id)
+            name = await db.run(user_time_zone, user_id)
+            self._zones[user_id] = name if name in zone_names() else UTC  # unknown here: UTC
         return self.get(user_id)
 
     async def set(self, db: Database, who: Principal, name: str) -> None:

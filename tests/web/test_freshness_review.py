@@ -243,3 +243,16 @@ async def test_cli_host_list_json_is_the_apis_reply_in_the_apis_order(
     assert [h["id"] for h in cli["hosts"]] == [h["id"] for h in api["hosts"]]
     assert [h["display_name"] for h in cli["hosts"]] == ["db1", "web9", "web10"]
     assert set(cli["hosts"][0]) == set(api["hosts"][0])
+
+
+async def test_a_stored_zone_this_system_does_not_know_is_served_as_utc(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    user = await web_rig.db.run(get_user, "admin")
+    assert user is not None
+    await web_rig.db.run(set_user_time_zone, user.id, "Mars/Olympus")  # e.g. tzdata removed
+    for zones in (o for o in gc.get_objects() if isinstance(o, UserZones)):
+        zones.clear()
+    page = (await client.get("/hosts")).text
+    zone = re.search(r'<meta name="time-zone" content="([^"]+)">', page)
+    assert zone is not None and zone[1] == "UTC"  # app.js's Intl.DateTimeFormat would throw

@@ -20,8 +20,12 @@
 
   // The one time format (web/freshness.py format_time): the user's zone, HH:MM today,
   // else YYYY-MM-DD HH:MM; UTC on hover (utcText).
-  const clock = new Intl.DateTimeFormat("sv-SE", { timeZone: TZ, year: "numeric", month: "2-digit",
-    day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false });
+  function clockIn(zone) {
+    return new Intl.DateTimeFormat("sv-SE", { timeZone: zone, year: "numeric", month: "2-digit",
+      day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false });
+  }
+  let clock;
+  try { clock = clockIn(TZ); } catch (e) { clock = clockIn("UTC"); } // a zone this browser lacks: UTC, never a dead script
   function fmtClock(value) {
     if (!value) return "—";
     const text = clock.format(new Date(value)), today = clock.format(new Date()).slice(0, 10);
