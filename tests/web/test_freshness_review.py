@@ -25,7 +25,7 @@ from actors.health import (
 from actors.state import HostSnapshot, Phase, stale_after
 from patch_manager.hosts_cli import all_hosts, hosts_json, hosts_listing
 from simulator.fleet import Fleet
-from storage import get_user
+from storage import create_scan, get_user
 from storage.display import set_user_time_zone
 from web.freshness import UserZones, host_view
 from web.serialize import to_json
@@ -256,3 +256,13 @@ async def test_a_stored_zone_this_system_does_not_know_is_served_as_utc(
     page = (await client.get("/hosts")).text
     zone = re.search(r'<meta name="time-zone" content="([^"]+)">', page)
     assert zone is not None and zone[1] == "UTC"  # app.js's Intl.DateTimeFormat would throw
+
+
+async def test_a_scan_interrupted_by_a_restart_reads_failed_interrupted_in_the_history(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    scan_id = await web_rig.db.run(create_scan, "127.70.202.0/29", 6)  # running, in no process
+    page = (await client.get("/discovery")).text
+    row = re.search(rf'href="/discovery/{scan_id}">#{scan_id}</a>.*?</tr>', page, re.S)
+    assert row is not None
+    assert "<td>failed (interrupted)</td>" in row[0] and "<td>running</td>" not in row[0]

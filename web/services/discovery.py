@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from storage import HostRow
@@ -79,6 +80,15 @@ async def registered(
 
 
 async def history(sys: System, who: Principal, limit: int = 20) -> list[ScanSummary]:
-    """The latest scans, newest first (stored: they survive a restart)."""
+    """The latest scans, newest first (stored: they survive a restart). One stored as running
+    that this process does not run was interrupted: ``failed (interrupted)``."""
     require(who, Action.DISCOVER)
-    return await sys.db.run(recent_scans, limit)
+    scans = await sys.db.run(recent_scans, limit)
+    shown = []
+    for scan in scans:
+        if scan.status == "running":
+            report = await sys.handle.discovery(scan.id)
+            if report is None or report.progress.failed:
+                scan = replace(scan, status="failed (interrupted)")
+        shown.append(scan)
+    return shown
