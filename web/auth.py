@@ -117,11 +117,12 @@ MAX_CODE_ATTEMPTS = 5
 REAUTH_WITHIN = dt.timedelta(minutes=5)
 # Dangerous requests that need a second factor proven within REAUTH_WITHIN (besides reboots of
 # many hosts at once, which the jobs service checks with ``require_recent_mfa``): user and role
-# changes, resetting a user's password or factors, revoking a certificate, creating an API token,
-# changing single sign-on (provider, claim mappings, identity links), new recovery codes or
-# removing a factor (adding one is checked by web.mfa_pages when the user has one already).
+# changes, resetting a user's password or factors, unlocking a user, revoking a certificate,
+# creating an API token, changing single sign-on (provider, claim mappings, identity links),
+# new recovery codes or removing a factor (adding one is checked by web.mfa_pages when the
+# user has one already).
 REAUTH_ROUTES = re.compile(
-    r"^(POST|PATCH) (/api/v1)?/users(/\d+(/reset-password|/reset-mfa)?)?$"
+    r"^(POST|PATCH) (/api/v1)?/users(/\d+(/reset-password|/reset-mfa|/unlock)?)?$"
     r"|^POST (/api/v1)?/certificates/revoke$"
     r"|^POST (/api/v1)?/tokens$"
     r"|^POST /settings/sso/(save|mappings(/delete)?|identities(/delete)?)$"

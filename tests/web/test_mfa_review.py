@@ -161,3 +161,16 @@ async def test_two_concurrent_removals_leave_one_factor(
         if not left.totp:
             break
     assert sorted(answers[:2]) == [303, 409]
+
+
+async def test_unlocking_a_user_needs_a_recent_second_factor(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    await make_user(client, "locked")
+    user = await web_rig.db.run(get_user, "locked")
+    assert user is not None
+    await stale(web_rig, client)
+    assert_envelope(await client.post(f"/api/v1/users/{user.id}/unlock"), 403, "reauth_required")
+    page = await client.get("/users")
+    form = await client.post(f"/users/{user.id}/unlock", data={"csrf_token": form_token(page.text)})
+    assert form.status_code == 303 and form.headers["location"].startswith("/security?")
