@@ -561,6 +561,11 @@ class Auth:
         if user is None or user.state != "active":
             return SecondStep(False, "This account is disabled; ask an administrator.",
                               expired=True)  # fmt: skip
+        record = await self.db.run(login_record, user.username)  # locked meanwhile (F12m #8)
+        until = record.locked_until if record is not None else None
+        if until is not None and until > dt.datetime.now(dt.UTC):
+            return SecondStep(False, "This account is locked; try again later.",
+                              expired=True)  # fmt: skip
         return SecondStep(True, user=user, next_path=pending.next_path, kind=kind)
 
     async def rotate(self, token: str) -> str | None:

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from storage import Conflict, NotFound, User
+from storage import Conflict, NotFound, User, get_user_by_id
 from storage.mfa import Credential, LastFactor, mark_session_mfa
 
 from . import audit
@@ -183,6 +183,11 @@ class MfaPages:
                 except WebAuthnRefused as exc:
                     self.auth.throttle.failed(source)
                     await self.auth.set_challenge(token, secrets.token_bytes(32))  # used up
+                    named = await self.sys.db.run(get_user_by_id, pending.user_id)
+                    target = f"user:{named.username}" if named else f"user_id:{pending.user_id}"
+                    await audit.record(self.sys.db, audit.entry(
+                        "anonymous", "auth.login", target, outcome="failed",
+                        detail=f"security key refused: {exc}"))  # fmt: skip
                     return envelope(request, 401, "webauthn_refused", str(exc))
         except Busy as exc:
             return envelope(
@@ -241,7 +246,7 @@ class MfaPages:
         factors = await self.mfa.factors(session.user.id)
         if factors.recovery_left:
             return self.pages.back("/security", f"Added {what}")
-        codes = await self.mfa.new_recovery_codes(session.user.id)
+        codes = await self.mfa.new_recovery_codes(session.user.id, _first_codes(session.user))
         page = CodesPage(
             **self.pages.base(request, "Recovery codes", "profile"), codes=codes, first=True
         )
@@ -295,7 +300,7 @@ class MfaPages:
         factors = await self.mfa.factors(session.user.id)
         codes: list[str] = []
         if not factors.recovery_left:
-            codes = await self.mfa.new_recovery_codes(session.user.id)
+            codes = await self.mfa.new_recovery_codes(session.user.id, _first_codes(session.user))
         return JSONResponse({"name": name, "recovery_codes": codes}, status_code=201)
 
     # -- Profile → Security -----------------------------------------------------------------
@@ -408,6 +413,10 @@ class MfaPages:
             Route("/reauth", self.reauth, methods=["POST"]),
             Route("/users/{user_id:int}/reset-mfa", self.reset_user, methods=["POST"]),
         ]
+
+
+def _first_codes(user: User) -> audit.AuditEntry:
+    return _entry(user, "auth.mfa.recovery_codes", detail="first codes generated")
 
 
 def _entry(user: User, action: str, **kwargs: Any) -> audit.AuditEntry:

@@ -5,16 +5,18 @@ user enrols, the last factor stays even under concurrent removals, unlocking nee
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import httpx2
 import trio
 
 from storage import get_user
+from storage.audit import AuditFilter, list_entries
 from storage.mfa import add_credential, factors
 from web.auth import SESSION_COOKIE, hash_token
 
-from .conftest import WebRig, assert_envelope, enrol_totp, form_token
-from .test_login import STRONG, make_user, post_login
+from .conftest import WebRig, assert_envelope, enrol_totp, form_token, totp_code
+from .test_login import STRONG, first_login, make_user, post_login
 
 CODE = re.compile(r"\b[a-z2-9]{4}-[a-z2-9]{4}-[a-z2-9]{4}\b")
 
@@ -174,3 +176,44 @@ async def test_unlocking_a_user_needs_a_recent_second_factor(
     page = await client.get("/users")
     form = await client.post(f"/users/{user.id}/unlock", data={"csrf_token": form_token(page.text)})
     assert form.status_code == 303 and form.headers["location"].startswith("/security?")
+
+
+async def audit_of(rig: WebRig, **kw: Any) -> list[Any]:
+    page, _ = await rig.db.run(list_entries, AuditFilter(limit=1000, **kw))
+    return list(page)
+
+
+async def test_a_refused_security_key_login_is_audited(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    c = another(web_rig, 5)
+    assert (await post_login(c, "admin", web_rig.password)).headers["location"] == "/login/mfa"
+    assert (await c.post("/login/webauthn/options")).status_code == 200
+    refused = await c.post("/login/webauthn", content=b"{}")
+    assert refused.status_code == 401
+    failed = await audit_of(web_rig, action="auth.login", outcome="failed", target="user:admin")
+    assert any("security key" in e.detail for e in failed), failed
+
+
+async def test_the_first_recovery_codes_are_audited(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    one_time = await make_user(client, "codes")
+    c = another(web_rig, 6)
+    await first_login(c, "codes", one_time)
+    shown = await audit_of(web_rig, action="auth.mfa.recovery_codes", target="user:codes")
+    assert len(shown) == 1
+
+
+async def test_a_locked_account_is_refused_at_the_second_step(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    c = another(web_rig, 7)
+    assert (await post_login(c, "admin", web_rig.password)).headers["location"] == "/login/mfa"
+    await web_rig.db.run(
+        lambda conn: conn.execute(
+            "UPDATE users SET locked_until = now() + interval '1 hour' WHERE username = 'admin'"
+        )
+    )
+    done = await c.post("/login/mfa", data={"code": totp_code(web_rig.totp)})
+    assert done.headers["location"] == "/login" and SESSION_COOKIE not in c.cookies
