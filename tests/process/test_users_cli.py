@@ -88,10 +88,10 @@ async def test_operator_created_from_the_cli_changes_password_and_sees_only_thei
             form = await oli.get("login")
             token = re.search(r'name="login_token" value="([^"]+)"', form.text)
             assert token is not None
-            again = await oli.post(
+            relogin = await oli.post(
                 "login", data={"username": "oli", "password": CHOSEN, "login_token": token[1]}
             )
-            assert again.headers["location"] == "/"  # no second step: no factor any more
+            assert relogin.headers["location"] == "/"  # no second step: no factor any more
             assert (await oli.get("")).headers["location"] == "/mfa/setup"
 
         last = await cli(server, "users", "disable", "admin")
