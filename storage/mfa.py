@@ -112,7 +112,12 @@ def _end_password_only_sessions(
             "UPDATE sessions SET mfa_at = now() WHERE token_hash = %s AND user_id = %s",
             (session_hash, user_id),
         )
-    conn.execute("DELETE FROM sessions WHERE user_id = %s AND mfa_at IS NULL", (user_id,))
+    # the enrolling session's family keeps its rotated tokens: reusing one still revokes it
+    conn.execute(
+        "DELETE FROM sessions WHERE user_id = %s AND mfa_at IS NULL AND family_id IS DISTINCT"
+        " FROM (SELECT family_id FROM sessions WHERE token_hash = %s)",
+        (user_id, session_hash),
+    )
 
 
 def enrol_totp(conn: psycopg.Connection[Any], user_id: int, sealed: str) -> None:
