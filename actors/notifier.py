@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import ipaddress
 import logging
 import os
 import smtplib
@@ -41,6 +40,7 @@ from storage.notifications import (
     drop_excess_events,
     enqueue_event,
     get_notification_settings,
+    is_loopback,
     password_env_problem,
     pending_events,
     record_due_events,
@@ -81,15 +81,6 @@ class MailError(Exception):
 def backoff_delay(attempts: int, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_MAX_S) -> float:
     """Seconds before the next try after ``attempts`` failed ones (1, 2, ...): base·2^(n-1)."""
     return float(min(cap, base * 2 ** max(0, attempts - 1)))
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclasses.dataclass(frozen=True)

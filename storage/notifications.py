@@ -13,6 +13,7 @@ their groups; operators also ungrouped hosts when ``auth.operators_see_ungrouped
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -40,6 +41,17 @@ _ENV_NAME = re.compile(r"PM_SMTP_[A-Z0-9_]{1,56}")
 # The one rule for an e-mail address (subscriptions, from-address, the test message's "to").
 MAX_ADDRESS = 254
 _ADDRESS = re.compile(r"[^@\s<>\x00-\x1f\x7f]+@[^@\s<>\x00-\x1f\x7f]+\.[^@\s<>\x00-\x1f\x7f]+")
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses: the only SMTP servers reached without TLS
+    (the one rule, checked when settings are saved and again before each send)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def password_env_problem(name: str) -> str | None:

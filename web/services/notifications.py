@@ -5,7 +5,6 @@ is stored."""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Awaitable, Sequence
 from dataclasses import replace
@@ -20,6 +19,7 @@ from storage.notifications import (
     address_problem,
     get_notification_settings,
     get_subscription,
+    is_loopback,
     password_env_problem,
     save_notification_settings,
     save_subscription,
@@ -70,7 +70,7 @@ async def save_settings(
         problems["from_address"] = problem
     if new.password_env and (problem := password_env_problem(new.password_env)):
         problems["password_env"] = problem
-    if new.security == "none" and new.smtp_host and not _loopback(new.smtp_host):
+    if new.security == "none" and new.smtp_host and not is_loopback(new.smtp_host):
         problems["security"] = "'none' (no TLS) is allowed only for a loopback SMTP server"
     if new.enabled and (not new.smtp_host or not new.from_address):
         problems["enabled"] = "set the SMTP host and from-address first"
@@ -91,15 +91,6 @@ async def save_settings(
     if sender is not None:
         sender.wake()
     return _public(new)
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 async def send_test(
