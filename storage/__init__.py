@@ -159,7 +159,7 @@ from .principals import (
     user_group_ids,
     visible_host_ids,
 )
-from .scope import HostScope, scope_condition
+from .scope import HostScope, role_scope, scope_condition
 from .users import (
     ROLES,
     USER_STATES,
@@ -351,6 +351,7 @@ __all__ = [
     "revoke_session",
     "revoke_sessions",
     "revoked_serials",
+    "role_scope",
     "rotate_session",
     "row_attempts",
     "run_audited",

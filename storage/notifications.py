@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from .scope import HostScope, scope_condition
+from .scope import HostScope, role_scope, scope_condition
 
 EVENT_KINDS = (
     "job_finished",
@@ -173,19 +173,6 @@ def subscribers(conn: psycopg.Connection[Any], *, see_ungrouped: bool) -> list[S
         scope = role_scope(role, frozenset(group_ids), operators_see_ungrouped=see_ungrouped)
         result.append(Subscriber(user_id, username, email, frozenset(events), scope))
     return result
-
-
-def role_scope(role: str, group_ids: frozenset[int], *, operators_see_ungrouped: bool) -> HostScope:
-    """The hosts a user of ``role`` sees (no API token): admins every host; operators and
-    auditors their groups, and ungrouped hosts for OPERATORS only when
-    ``operators_see_ungrouped``; any other role nothing. The same rule as
-    ``web.authz.scope_of`` (tests/storage/test_subscriber_scope.py holds them equal)."""
-    if role == "admin":
-        return HostScope.everything()
-    if role in ("operator", "auditor"):
-        ungrouped = operators_see_ungrouped and role == "operator"
-        return HostScope(group_ids=group_ids, ungrouped=ungrouped)
-    return HostScope()
 
 
 def visible_hosts(

@@ -55,3 +55,16 @@ def scope_condition(scope: HostScope, host_id: sql.Composable | str = "h.id") ->
     if not parts:
         return sql.Composed([sql.SQL("FALSE")])
     return sql.Composed([sql.SQL("("), sql.SQL(" OR ").join(parts), sql.SQL(")")])
+
+
+def role_scope(role: str, group_ids: frozenset[int], *, operators_see_ungrouped: bool) -> HostScope:
+    """The hosts a user of ``role`` sees (no API token): admins every host; operators and
+    auditors their groups, and ungrouped hosts for OPERATORS only when
+    ``operators_see_ungrouped``; any other role nothing. ``web.authz.scope_of`` uses it for
+    every session user; the notifier for every subscriber."""
+    if role == "admin":
+        return HostScope.everything()
+    if role in ("operator", "auditor"):
+        ungrouped = operators_see_ungrouped and role == "operator"
+        return HostScope(group_ids=group_ids, ungrouped=ungrouped)
+    return HostScope()

@@ -33,7 +33,7 @@ from typing import Any
 import trio
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from storage import Database, HostScope, PrincipalRow, User, load_principal
+from storage import Database, HostScope, PrincipalRow, User, load_principal, role_scope
 
 
 class Role(enum.Enum):
@@ -187,16 +187,16 @@ def require(who: Principal, action: Action) -> None:
 
 
 def scope_of(who: Principal) -> HostScope:
-    """The hosts ``who`` may see and act on: all for admins; the user's groups (plus ungrouped
-    hosts when allowed) for operators and auditors; nothing for anyone else."""
+    """The hosts ``who`` may see and act on: all for admins; the user's groups for operators
+    and auditors (plus ungrouped hosts for operators when the setting allows:
+    ``storage.role_scope``, the rule the notifier uses too); nothing for anyone else. A token
+    restricted to groups narrows that to its groups."""
     if who.role is Role.NONE:
         return HostScope()
     if who.token_groups is not None:  # a token restricted to groups: those hosts only
         groups = who.token_groups if who.role is Role.ADMIN else who.token_groups & who.group_ids
         return HostScope(group_ids=groups)
-    if who.role is Role.ADMIN:
-        return HostScope.everything()
-    return HostScope(group_ids=who.group_ids, ungrouped=who.see_ungrouped)
+    return role_scope(who.role.value, who.group_ids, operators_see_ungrouped=who.see_ungrouped)
 
 
 # -- scope change notifications ---------------------------------------------------------------
