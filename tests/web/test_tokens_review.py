@@ -12,6 +12,7 @@ from typing import Any
 import httpx2
 import pytest
 
+from actors.rollout import MAX_ATTEMPTS
 from storage import create_group
 from storage.audit import AuditFilter, list_entries
 from storage.reports import save_definition
@@ -72,7 +73,11 @@ async def test_a_token_reboots_now_no_more_hosts_than_the_limit_and_retries_no_m
 
     def failed_now(c: Any) -> None:
         c.execute("UPDATE jobs SET schedule = 'now' WHERE id = %s", (job_id,))
-        c.execute("UPDATE job_hosts SET state = 'failed' WHERE job_id = %s", (job_id,))
+        # both tries spent: the coordinator's automatic retry (rollout.MAX_ATTEMPTS) leaves them
+        c.execute(
+            "UPDATE job_hosts SET state = 'failed', attempts = %s WHERE job_id = %s",
+            (MAX_ATTEMPTS, job_id),
+        )
 
     await web_rig.db.run(failed_now)
     async with bearer(web_rig.app, secret) as http:
