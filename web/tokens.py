@@ -29,6 +29,7 @@ from ca import Sealer
 from storage import Database, NotFound, PrincipalRow
 from storage.tokens import (
     Refresh,
+    Rotated,
     TokenItem,
     TokenUse,
     create_token,
@@ -101,6 +102,29 @@ def name_problem(name: str) -> dict[str, str]:
     return {}
 
 
+class RefusalWindow:
+    """Audit entries for unknown bearer credentials: at most one per source address per
+    ``window`` (each append takes the audit chain's lock: an anonymous flood must not queue
+    every audited action behind it). ``admit`` answers None (do not record) or how many were
+    left out since the last recorded one. At most ``size`` addresses are remembered."""
+
+    def __init__(self, window: dt.timedelta = dt.timedelta(minutes=1), size: int = 10_000) -> None:
+        self.window = window
+        self.size = size
+        self._seen: dict[str, tuple[dt.datetime, int]] = {}
+
+    def admit(self, source: str, now: dt.datetime) -> int | None:
+        last = self._seen.get(source)
+        if last is not None and now - last[0] < self.window:
+            self._seen[source] = (last[0], last[1] + 1)
+            return None
+        if last is None and len(self._seen) >= self.size:  # forget the oldest address
+            del self._seen[next(iter(self._seen))]
+        self._seen.pop(source, None)
+        self._seen[source] = (now, 0)
+        return last[1] if last is not None else 0
+
+
 @dataclass(frozen=True)
 class Refused:
     status: int
@@ -126,6 +150,7 @@ class Tokens:
         self.operators_see_ungrouped = operators_see_ungrouped
         self.max_days = max_days
         self.clock = clock
+        self._refusals = RefusalWindow()
 
     # -- the principal of a token ---------------------------------------------------------
 
@@ -219,6 +244,13 @@ class Tokens:
         )  # fmt: skip
         if refused.token is not None:
             what = what.but(actor=f"token:{refused.token.id}:{refused.token.name}")
+        else:  # an unknown credential: anyone can send those, so one entry a minute per address
+            left_out = self._refusals.admit(what.source, self.clock())
+            if left_out is None:
+                return
+            if left_out:
+                more = f" (and {left_out} more from this address, not recorded one by one)"
+                what = what.but(detail=what.detail + more)
         try:
             await audit.record(self.db, what)
         except Exception as exc:  # the refusal stands; the log says the entry is missing
@@ -335,9 +367,12 @@ class Tokens:
             return Refused(401, "invalid_token", problem)
         assert use is not None
         refresh = new_secret(REFRESH_PREFIX)
-        family = await self.db.run(
-            start_family, use.token.id, hash_secret(refresh), self.clock() + REFRESH_LIFETIME
-        )
+        family = await audit.audited(
+            self.db,
+            lambda family: audit.entry(self.principal_of(use), "token.exchange",
+                                       f"token:{use.token.id}", after={"family": family}),
+            start_family, use.token.id, hash_secret(refresh), self.clock() + REFRESH_LIFETIME,
+        )  # fmt: skip
         await self.db.run(touch_token, use.token.id, self.clock())
         return await self._grant(use, family, refresh)
 
@@ -346,9 +381,9 @@ class Tokens:
         up). A refresh token presented a second time revokes its whole family."""
         successor = new_secret(REFRESH_PREFIX)
         now = self.clock()
-        rotated = await self.db.run(
-            rotate_refresh, hash_secret(refresh_token), hash_secret(successor), now,
-            now + REFRESH_LIFETIME,
+        rotated = await audit.audited(
+            self.db, _rotation_entry, rotate_refresh, hash_secret(refresh_token),
+            hash_secret(successor), now, now + REFRESH_LIFETIME,
         )  # fmt: skip
         if rotated.outcome is Refresh.REUSED:
             log.warning("a used refresh token of API token %d was presented again: its family "
@@ -380,6 +415,22 @@ class Tokens:
             "refresh_expires_in": int(REFRESH_LIFETIME.total_seconds()),
             "scope": use.token.scope,
         }
+
+
+def _rotation_entry(rotated: Rotated) -> AuditEntry | None:
+    """A refresh rotation (``token.refresh``) or a reused refresh token, which revoked its
+    family (``token.refresh.reuse``, denied) — written with the change; an unknown or expired
+    refresh token changed nothing and is not recorded (anonymous floods stay out of the log)."""
+    target = f"token:{rotated.api_token_id}"
+    if rotated.outcome is Refresh.OK:
+        return audit.entry(
+            "anonymous", "token.refresh", target, after={"family": rotated.family_id}
+        )
+    if rotated.outcome is Refresh.REUSED:
+        return audit.entry("anonymous", "token.refresh.reuse", target, outcome="denied",
+                           detail=f"refresh token presented again: family {rotated.family_id} "
+                                  "revoked")  # fmt: skip
+    return None
 
 
 def _audit_view(item: TokenItem) -> dict[str, Any]:
