@@ -11,6 +11,10 @@
     const summary = document.getElementById("plan-summary");
     let outdated = false;
     const stale = function () {
+      // The digest binds Deploy to the plan shown; that plan is for earlier choices now, so
+      // the confirmation below (which says so) is the check instead of a refusal.
+      const digest = document.querySelector('input[name="plan_digest"]');
+      if (digest) digest.value = "";
       if (outdated || !summary) return;
       outdated = true;
       summary.classList.add("outdated");
