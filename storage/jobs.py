@@ -46,6 +46,9 @@ class JobSpec:
     plan: Mapping[str, Any] | None = None
     planned: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
     skipped: Mapping[int, tuple[str, str]] = field(default_factory=dict)
+    # host id → (code, reason): rows that start succeeded with nothing to do (NOTHING_PENDING:
+    # nothing selected was pending at the last poll; no request is sent).
+    nothing: Mapping[int, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class JobHostRow:
     drift: str = ""  # how the host's pending list differed from the plan when it ran
     display_name: str = ""  # the host's display name (its name when it has none)
     address: str = ""
+    queued_at: dt.datetime | None = None  # when the row was queued: created, or retried
 
 
 _JOB_COLUMNS = (
@@ -109,7 +113,7 @@ _ROW_COLUMNS = (
     " r.started_at, r.finished_at, r.progress, r.error_code, r.error_message, r.error_stderr,"
     " r.packages_before, r.packages_after, h.name, r.owner, r.sent_at, r.run_until,"
     " r.agent_status, r.uptime_before, r.planned, r.drift,"
-    " coalesce(nullif(h.display_name, ''), h.name), coalesce(host(h.address), '')"
+    " coalesce(nullif(h.display_name, ''), h.name), coalesce(host(h.address), ''), r.queued_at"
 )
 
 
@@ -163,12 +167,13 @@ def create_job(
                 "INSERT INTO job_hosts (job_id, host_id, batch, planned) VALUES (%s, %s, %s, %s)",
                 [(job_id, host_id, batch, _planned(spec, host_id)) for host_id, batch in batches],
             )
-            for host_id, (code, reason) in spec.skipped.items():
-                cur.execute(
-                    "UPDATE job_hosts SET state = 'skipped', finished_at = now(),"
-                    " error_code = %s, error_message = %s WHERE job_id = %s AND host_id = %s",
-                    (code, reason, job_id, host_id),
-                )
+            for state, ended in (("skipped", spec.skipped), ("succeeded", spec.nothing)):
+                for host_id, (code, reason) in ended.items():
+                    cur.execute(
+                        "UPDATE job_hosts SET state = %s, finished_at = now(), error_code = %s,"
+                        " error_message = %s WHERE job_id = %s AND host_id = %s",
+                        (state, code, reason, job_id, host_id),
+                    )
     return job_id
 
 
@@ -538,8 +543,8 @@ def apply_decisions(conn: psycopg.Connection[Any], d: Decisions) -> None:
             )
         if d.retry:
             conn.execute(
-                "UPDATE job_hosts SET state = 'queued', updated_at = now()"
-                " WHERE id = ANY(%s) AND state = 'failed'",
+                "UPDATE job_hosts SET state = 'queued', updated_at = now(), queued_at = now(),"
+                " drift = '' WHERE id = ANY(%s) AND state = 'failed'",
                 (list(d.retry),),
             )
         by_until: dict[dt.datetime, list[int]] = {}
@@ -607,8 +612,8 @@ def retry_failed_rows(conn: psycopg.Connection[Any], job_id: int) -> int:
         changed = conn.execute(
             "UPDATE job_hosts SET state = 'queued', attempts = 0, run_until = NULL,"
             " error_code = '', error_message = '', error_stderr = '', updated_at = now(),"
-            " dispatched_at = NULL, started_at = NULL, finished_at = NULL, progress = 0"
-            " WHERE job_id = %s AND state = 'failed'"
+            " dispatched_at = NULL, started_at = NULL, finished_at = NULL, progress = 0,"
+            " queued_at = now(), drift = '' WHERE job_id = %s AND state = 'failed'"
             " AND EXISTS (SELECT 1 FROM hosts h WHERE h.id = job_hosts.host_id)",  # not removed
             (job_id,),
         ).rowcount
