@@ -1,5 +1,5 @@
 """What the pages need to show things the same way everywhere (issue 16): each user's time zone,
-the natural sort key of host names (migration 0016's ``natural_key``), which discovered
+the natural sort key of host names (``hosts.name_key``, stored by migration 0021), which discovered
 addresses are registered hosts, and the discovery scan history. Functions take a connection."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import psycopg
 from .errors import NotFound
 
 # The order of a host list's "Host" column: its display name (or name) naturally (the list
-# adds the address to every order). Health sorts by severity: hosts that need a look first.
-HOST_NAME_ORDER = "natural_key(coalesce(nullif(h.display_name, ''), h.name))"
+# adds the address to every order): migration 0021's stored natural_key of the shown name,
+# indexed with the address. Health sorts by severity: hosts that need a look first.
+HOST_NAME_ORDER = "h.name_key"
 HEALTH_ORDER = (
     "CASE h.health WHEN 'unreachable' THEN 0 WHEN 'degraded' THEN 1 WHEN 'pending' THEN 2"
     " ELSE 3 END"
