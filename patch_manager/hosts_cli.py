@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from pydantic import BaseModel
 
 from actors import AddressPolicy, DiscoveryError, RegistrationError
 from actors.discovery import Found, ScanProgress, addresses, parse_range, scan
@@ -108,12 +109,18 @@ def stale_window(config: Config) -> float:
     return p.health_interval_s * STALE_FACTOR + grace
 
 
-def hosts_listing(rows: list[HostEntry]) -> dict[str, Any]:
-    """The API's reply (``HostList``: hosts, total, limit, offset) for every host: the same
-    fields, types and time format as ``GET /api/v1/hosts``."""
-    listing = HostList.model_construct(hosts=rows, total=len(rows), limit=len(rows), offset=0)
-    reply: dict[str, Any] = json.loads(listing.model_dump_json())  # as web.models_io.reply
+def api_reply(model: type[BaseModel], **fields: Any) -> dict[str, Any]:
+    """What the API answers with ``model`` and ``fields`` (serialised as
+    ``web.models_io.reply`` does): every ``--json`` output of the command line is an API reply,
+    with the same fields, types and time format."""
+    reply: dict[str, Any] = json.loads(model.model_construct(**fields).model_dump_json())
     return reply
+
+
+def hosts_listing(rows: list[HostEntry]) -> dict[str, Any]:
+    """The API's reply (``HostList``: hosts, total, limit, offset) for every host, as
+    ``GET /api/v1/hosts``."""
+    return api_reply(HostList, hosts=rows, total=len(rows), limit=len(rows), offset=0)
 
 
 def hosts_json(rows: list[HostEntry]) -> list[Any]:

@@ -1,7 +1,8 @@
 """`patch-manager tokens …`: API tokens from the command line (automation, first-time setup).
 
 ``tokens create USER --scope read|operate|metrics [--expires-days N] [--name NAME] [--group G]``
-prints the new token once (stored only as its SHA-256); ``tokens list [USER] [--json]``;
+prints the new token once (stored only as its SHA-256); ``tokens list [USER] [--json]`` (the
+JSON is the API's reply to ``GET /api/v1/tokens``);
 ``tokens revoke ID``. The rules are the web layer's (``web.tokens``): a scope the user's role
 has no rights in is refused, the expiry is at most ``auth.token_max_days``, a group restriction
 only within the user's own groups (admins: any group). Creation and revocation are audited with
@@ -23,9 +24,10 @@ from storage.tokens import TokenItem, list_tokens
 from web.authz import Principal
 from web.handle import HandleError, Missing
 from web.tokens import Tokens
+from web.tokens_api import TokenList
 
 from .audit_cli import cli_actor
-from .hosts_cli import CommandError
+from .hosts_cli import CommandError, api_reply
 
 SCOPES = ("read", "operate", "metrics")
 
@@ -63,16 +65,6 @@ def _line(t: TokenItem) -> str:
             f"  {state}, {used}")  # fmt: skip
 
 
-def _json(t: TokenItem) -> dict[str, Any]:
-    return {
-        "id": t.id, "user": t.username, "name": t.name, "scope": t.scope, "hint": t.hint,
-        "groups": list(t.group_ids) if t.restricted else None,
-        "created_at": t.created_at.isoformat(), "expires_at": t.expires_at.isoformat(),
-        "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
-        "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
-    }  # fmt: skip
-
-
 async def tokens_command(args: argparse.Namespace, config: Config, db: Database) -> None:
     # Creating and revoking never signs a JWT: the sealer of the signing keys is not needed.
     tokens = Tokens(db, Sealer(secrets.token_bytes(32)), max_days=config.auth.token_max_days)
@@ -84,7 +76,7 @@ async def tokens_command(args: argparse.Namespace, config: Config, db: Database)
             user_id = await _user_id(db, args.user) if args.user else None
             found = await db.run(list_tokens, user_id)
             if args.json:
-                print(json.dumps([_json(t) for t in found], indent=2))
+                print(json.dumps(api_reply(TokenList, tokens=found), indent=2))  # the API's
             else:
                 for t in found:
                     print(_line(t))

@@ -30,10 +30,12 @@ from storage import (
 from storage import run_audited as audited
 from storage.mfa import reset_factors
 from storage.principals import notify_scope_changed
+from storage.tokens import revoke_user_tokens
 from web import Auth, generate_password
+from web.models import Users
 
 from .audit_cli import cli_actor
-from .hosts_cli import CommandError
+from .hosts_cli import CommandError, api_reply
 
 BY = "cli"
 
@@ -113,7 +115,7 @@ async def _run(action: str, args: argparse.Namespace, db: Database) -> None:
     if action == "list":
         users = await db.run(list_users)
         if args.json:
-            print(json.dumps([_json(u) for u in users], indent=2))
+            print(json.dumps(api_reply(Users, users=users), indent=2))  # GET /api/v1/users
         else:
             for u in users:
                 print(_line(u))
@@ -167,32 +169,31 @@ async def _run(action: str, args: argparse.Namespace, db: Database) -> None:
     elif action == "reset-password":
         password = generate_password()
         hashed = await auth.hash_password(password)
-        await audited(
-            db, _entry("user.password.reset", name),
-            lambda c: set_password(c, name, hashed, must_change=True, by=BY),
+
+        def reset_password(conn: Any) -> int:  # as the web's: every API token goes with it
+            set_password(conn, name, hashed, must_change=True, by=BY)
+            return revoke_user_tokens(conn, user_id, by=BY)
+
+        revoked = await audited(
+            db, lambda n: _entry("user.password.reset", name, after={"tokens_revoked": n}),
+            reset_password,
         )  # fmt: skip
         print(f"one-time password for {name}: {password}")
-        print("(every session of this user has ended; to be changed at the next login)")
+        print(f"(every session of this user has ended, {revoked} API token(s) revoked;"
+              " to be changed at the next login)")  # fmt: skip
     elif action == "reset-mfa":
-        ended = await audited(
-            db, _entry("user.mfa.reset", name), lambda c: reset_factors(c, user_id, by=BY)
-        )
-        print(f"second factors of {name} removed; {ended} session(s) ended")
+
+        def reset_mfa(conn: Any) -> tuple[int, int]:  # as the web's: API tokens too
+            return reset_factors(conn, user_id, by=BY), revoke_user_tokens(conn, user_id, by=BY)
+
+        ended, revoked = await audited(
+            db, lambda done: _entry("user.mfa.reset", name, after={"tokens_revoked": done[1]}),
+            reset_mfa,
+        )  # fmt: skip
+        print(f"second factors of {name} removed; {ended} session(s) ended,"
+              f" {revoked} API token(s) revoked")  # fmt: skip
         print("(the next login sets up a new one)")
     else:
         raise CommandError(f"unknown users action {action}")
     # A running server's open relay sockets of this user re-check their session and scope now.
     await db.run(notify_scope_changed)
-
-
-def _json(u: UserItem) -> dict[str, Any]:
-    return {
-        "id": u.id,
-        "username": u.username,
-        "role": u.role,
-        "state": u.state,
-        "groups": u.groups,
-        "must_change_password": u.must_change_password,
-        "failed_logins": u.failed_logins,
-        "locked_until": u.locked_until.isoformat() if u.locked_until else None,
-    }
