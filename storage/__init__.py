@@ -48,7 +48,6 @@ from .errors import (
     SchemaTooNew,
     StorageError,
 )
-from .host_table import HostTableRow, host_table, request_host_refresh
 from .host_writes import (
     EachWritten,
     HostChangeListener,
@@ -75,6 +74,7 @@ from .hosts import (
     list_hosts,
     load_host_state,
     load_patch_data,
+    request_host_refresh,
     scan_results,
     set_paused,
     update_scan,
@@ -233,7 +233,6 @@ __all__ = [
     "HostRow",
     "HostScope",
     "HostState",
-    "HostTableRow",
     "JobHostRow",
     "JobRow",
     "JobSpec",
@@ -304,7 +303,6 @@ __all__ = [
     "health_history",
     "host_count",
     "host_security_patches",
-    "host_table",
     "host_window_map",
     "hosts_outside",
     "insert_host",

@@ -121,6 +121,13 @@ def set_paused(conn: psycopg.Connection[Any], host_id: int, paused: bool) -> Non
         raise NotFound(f"no host {host_id}")
 
 
+def request_host_refresh(conn: psycopg.Connection[Any], host_ids: Sequence[int]) -> None:
+    """Ask a running server to poll these hosts now (every host when empty): a ``host_refresh``
+    notification, delivered when the connection's transaction commits (``hosts refresh``)."""
+    payload = ",".join(str(int(i)) for i in host_ids)
+    conn.execute("SELECT pg_notify('host_refresh', %s)", (payload,))
+
+
 # -- state written by the host actors -----------------------------------------------------------
 
 

@@ -4,7 +4,9 @@ severity, and times in the user's time zone (a profile setting) with UTC on hove
 from __future__ import annotations
 
 import html
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -13,9 +15,9 @@ import trio
 
 from simulator import Fleet
 from storage import Database, HostFilter, get_job, insert_host, search_hosts
-from storage.host_table import host_table
 
 from .conftest import WebRig, form_token
+from .test_cli_shapes import run_cli
 from .test_jobs_api import registered
 
 
@@ -141,8 +143,11 @@ async def test_discovery_marks_registered_agents_and_keeps_a_scan_history(
     assert "<time datetime=" in row[0]
 
 
-async def test_the_cli_host_table_sorts_names_naturally(db: Database) -> None:
+async def test_the_cli_hosts_list_sorts_names_naturally(
+    db: Database, db_conninfo: str, tmp_path: Path
+) -> None:
     for name in ("127.70.0.10", "127.70.0.9", "web10", "web9"):
         await db.run(lambda c, n=name: insert_host(c, name=n, address=None))
-    rows = await db.run(host_table)
-    assert [r.name for r in rows] == ["127.70.0.9", "127.70.0.10", "web9", "web10"]
+    listed = await run_cli(db_conninfo, tmp_path, "hosts", "list", "--json")
+    shown = [h["name"] for h in json.loads(listed.stdout)["hosts"]]
+    assert shown == ["127.70.0.9", "127.70.0.10", "web9", "web10"]
