@@ -471,8 +471,9 @@ class Pages:
         form = fields(await request.form())
         try:
             await self.zones.set(self.db, principal(request), form.get("time_zone", ""))
-        except HandleError as exc:
-            return self.back("/profile", f"Time zone not changed: {exc.message}")
+        except HandleError as exc:  # in the banner, and next to the field (profile.html)
+            notice = {"notice": f"Time zone not changed: {exc.message}", "time_zone": "refused"}
+            return RedirectResponse(f"/profile?{urlencode(notice)}", status_code=303)
         return self.back("/profile", "Time zone saved")
 
     def routes(self) -> list[Route]:

@@ -82,6 +82,27 @@ async def test_an_unknown_time_zone_is_refused_and_nothing_changes(
     assert '<meta name="time-zone" content="UTC">' in page
 
 
+async def test_an_unknown_time_zone_is_reported_next_to_the_time_zone_field(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    profile = await client.get("/profile")
+    refused = await client.post(
+        "/profile/time-zone",
+        data={"csrf_token": form_token(profile.text), "time_zone": "Mars/Olympus"},
+    )
+    page = (await client.get(refused.headers["location"])).text
+    field = re.search(r'<select id="time-zone"[^>]*>', page)
+    assert field is not None
+    assert 'aria-invalid="true"' in field[0] and 'aria-describedby="time-zone-error"' in field[0]
+    error = re.search(r'<p class="error" id="time-zone-error">([^<]*)</p>', page)
+    assert error is not None and "choose a time zone from the list" in error[1].lower()
+    # The error sits in the time zone form, after its field (not only in the banner on top).
+    form = page[page.index('action="/profile/time-zone"') :]
+    assert form.index('id="time-zone-error"') < form.index("</form>")
+    plain = (await client.get("/profile")).text
+    assert 'id="time-zone-error"' not in plain
+
+
 async def test_job_page_shows_row_timings_versions_before_after_and_the_list_its_duration(
     web_rig: WebRig, client: httpx2.AsyncClient, start_fleet: Any
 ) -> None:
