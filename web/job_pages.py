@@ -24,14 +24,14 @@ from storage import (
 
 from .authz import Action, require
 from .forms import blackout_form, fields, job_form, window_form
-from .freshness import version_changes
+from .freshness import version_changes, zone
 from .handle import HandleError, Missing
 from .models import MAX_SELECTION, HostSelection
 from .models_io import given, path_id, split_list, validate
 from .pages import Base, Pages
 from .services import groups, jobs, principal, windows
 from .services import hosts as host_service
-from .services.plans import Plan
+from .services.plans import Plan, StoredHost, versus
 
 UTC = dt.UTC
 
@@ -62,6 +62,9 @@ class JobPage(Base):
     rollback_refusals: dict[int, str] = field(default_factory=dict)  # host id → why not
     attempts: dict[int, list[Any]] = field(default_factory=dict)  # row id → earlier attempts
     changes: dict[int, list[tuple[str, str, str]]] = field(default_factory=dict)  # by row id
+    plan: dict[int, StoredHost] = field(default_factory=dict)  # the stored plan, by host id
+    rollback_blocked: str = ""  # why "Roll back this job" cannot work ("" when it can)
+    versus: dict[int, str] = field(default_factory=dict)  # row id → what it did vs the plan
 
 
 HOST_PICKER = 200  # hosts listed in a page's host <select> (search for the others)
@@ -255,14 +258,20 @@ class JobPages:
         counts: dict[str, int] = {}
         for r in rows:
             counts[r.state] = counts.get(r.state, 0) + 1
+        refusals = await jobs.rollback_refusals(self.sys, rows)
+        changes = {r.id: version_changes(r.packages_before, r.packages_after) for r in rows}
+        plan = await jobs.stored_plan(self.sys, job.id, rows)
         page = JobPage(
             **self.p.base(request, f"Job {job.id}", "jobs"),
             job=job,
             rows=rows,
             counts=counts,
-            rollback_refusals=await jobs.rollback_refusals(self.sys, rows),
+            rollback_refusals=refusals,
             attempts=await jobs.attempts(self.sys, rows, job.id),
-            changes={r.id: version_changes(r.packages_before, r.packages_after) for r in rows},
+            changes=changes,
+            plan=plan,
+            versus={r.id: versus(plan.get(r.host_id), r.state, changes[r.id]) for r in rows},
+            rollback_blocked=jobs.rollback_blocked(rows, refusals),
         )
         return self.p.render(request, "job.html", page)
 
@@ -305,7 +314,8 @@ class JobPages:
         params = request.query_params
         items = await windows.windows(self.sys, who)
         blackouts = await windows.blackouts(self.sys, who)
-        now = dt.datetime.now(UTC)
+        base = self.p.base(request, "Maintenance windows", "windows")
+        now = dt.datetime.now(UTC).astimezone(zone(base["tz"]))  # the user's today and month
         if editing is None and params.get("edit", "").isdigit() and len(params["edit"]) < 19:
             editing = int(params["edit"])
         edited = next((w for w in items if w.id == editing), None)
@@ -323,16 +333,16 @@ class JobPages:
                 year, month = parsed
         cal_target = params.get("target", "")
         try:
-            weeks = await windows.month(self.sys, who, year, month, cal_target)
+            weeks = await windows.month(self.sys, who, year, month, cal_target, base["tz"])
         except HandleError as exc:
             errors["cal_target"] = exc.fields.get("target", exc.message)
             cal_target = ""
-            weeks = await windows.month(self.sys, who, year, month)
+            weeks = await windows.month(self.sys, who, year, month, zone=base["tz"])
         host_query = params.get("hosts", "").strip()[:200]
         picker, limited = await self._host_picker(who, host_query, (form or {}).get("target", ""),
                                                   cal_target)  # fmt: skip
         page = WindowsPage(
-            **self.p.base(request, "Maintenance windows", "windows"),
+            **base,
             windows=items,
             blackouts=blackouts,
             texts={w.id: windows.text(w, now.date()) for w in items},

@@ -32,7 +32,7 @@ from storage import (
     window_visible,
 )
 
-from .. import audit
+from .. import audit, freshness
 from ..authz import Action, require, scope_of
 from ..handle import InvalidInput, Missing
 from ..models import BlackoutCreate, Window, WindowDraft
@@ -163,12 +163,14 @@ async def upcoming_entries(
 
 
 async def month(
-    sys: System, who: Principal, year: int, month: int, target: str = ""
+    sys: System, who: Principal, year: int, month: int, target: str = "", zone: str = "UTC"
 ) -> list[list[CalendarDay]]:
     """The month's grid (weeks Monday first) with every enabled window's occurrences (blackouts
-    cut out) and the blackout periods, in UTC. ``target`` "group:ID" shows that group's
-    windows, "host:ID" the windows that apply to the host (its own and its groups'); an
-    unknown or out-of-scope target is an ``InvalidInput`` naming ``target``."""
+    cut out) and the blackout periods, in the time zone ``zone`` (the user's: days start at
+    local midnight, times are local; UTC for a name this system does not know). ``target``
+    "group:ID" shows that group's windows, "host:ID" the windows that apply to the host (its
+    own and its groups'); an unknown or out-of-scope target is an ``InvalidInput`` naming
+    ``target``."""
     items = [w for w in await windows(sys, who) if w.enabled]
     labels = {w.id: w.name or w.target for w in items}
     kind, _, raw = target.partition(":")
@@ -190,7 +192,8 @@ async def month(
             ):
                 raise InvalidInput("target", f"no group with id {wanted}")
             items = [w for w in items if w.group_id == wanted]
-    start, end = month_bounds(year, month)
+    local = freshness.zone(zone)
+    start, end = month_bounds(year, month, local)
     shut = await sys.db.run(list_blackouts)
     cut = [Interval(b.starts_at, b.ends_at) for b in shut]
     marked = [
@@ -199,7 +202,7 @@ async def month(
         for piece in occurrences(WindowRule.from_columns(w), start, end, cut)
     ]
     blacked = [Marked(b.name or "blackout", Interval(b.starts_at, b.ends_at)) for b in shut]
-    return month_grid(year, month, marked, blacked)
+    return month_grid(year, month, marked, blacked, local)
 
 
 async def blackouts(sys: System, who: Principal) -> list[BlackoutRow]:

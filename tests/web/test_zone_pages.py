@@ -1,0 +1,173 @@
+"""Issue 16 point 4 and 6 on the pages that were left in UTC: every time shown in the user's time
+zone (profile) with UTC on hover, the month calendar drawn in that zone, and the host display
+name (address as secondary text) in reports, waivers, audit targets and windows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import re
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx2
+import psycopg
+
+from maintenance import Interval, Marked, month_grid
+from storage import insert_host
+from storage.certificates import create_enrolment, record_certificate
+from storage.outbox import NewMessage, queue_messages, record_error
+
+from .conftest import WebRig, form_token
+
+KOLKATA = ZoneInfo("Asia/Kolkata")  # +05:30: a minute offset shows
+TIME_TAG = re.compile(r'<time datetime="([^"]+)" title="([^"]+) UTC">([^<]+)</time>')
+
+
+async def use_zone(client: httpx2.AsyncClient, zone: str) -> None:
+    profile = await client.get("/profile")
+    saved = await client.post(
+        "/profile/time-zone", data={"csrf_token": form_token(profile.text), "time_zone": zone}
+    )
+    assert saved.status_code == 303, saved.text
+
+
+def assert_zoned(page: str, at_least: int = 1) -> int:
+    """Every ``<time>`` of ``page`` reads in Kolkata time with its UTC instant on hover, and no
+    time is shown as text labelled UTC. Returns how many times were checked."""
+    tags = TIME_TAG.findall(page)
+    assert len(tags) >= at_least, page
+    for iso, hover, text in tags:
+        at = dt.datetime.fromisoformat(iso)
+        at = at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+        assert hover == at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"), (iso, hover)
+        local = at.astimezone(KOLKATA)
+        assert text in (local.strftime("%H:%M"), local.strftime("%Y-%m-%d %H:%M")), (iso, text)
+    visible = re.sub(r"<[^>]*>", " ", re.sub(r"<script.*?</script>", "", page, flags=re.S))
+    labelled = re.findall(r"\d{2}:\d{2}(?::\d{2})?\s*UTC\b", html.unescape(visible))
+    assert not labelled, labelled
+    return len(tags)
+
+
+async def seed(web_rig: WebRig, client: httpx2.AsyncClient) -> int:
+    """A host, a waiver, a window, a blackout, a locked user, an outbox message with an error,
+    a pending enrolment and an API token: something with a time on every page."""
+    db = web_rig.db
+    host_id = await db.run(
+        lambda c: insert_host(c, name="127.90.0.5", address="127.90.0.5", display_name="db-05").id
+    )
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
+    waiver = await client.post(
+        "/api/v1/waivers",
+        json={"host_id": host_id, "owner": "ops", "reason": "vendor fix pending",
+              "expires_at": soon.isoformat()},
+    )  # fmt: skip
+    assert waiver.status_code == 201, waiver.text
+    blackout = await client.post(
+        "/api/v1/blackouts",
+        json={"name": "freeze", "starts_at": soon.isoformat(),
+              "ends_at": (soon + dt.timedelta(hours=5)).isoformat()},
+    )  # fmt: skip
+    assert blackout.status_code == 201, blackout.text
+    user = await client.post("/api/v1/users", json={"username": "carol", "role": "operator"})
+    assert user.status_code == 201, user.text
+    token = await client.post("/api/v1/tokens", json={"name": "ci", "scope": "read"})
+    assert token.status_code == 201, token.text
+
+    def write(conn: psycopg.Connection[Any]) -> None:
+        conn.execute(
+            "UPDATE users SET locked_until = now() + interval '2 hours' WHERE username = 'carol'"
+        )
+        queue_messages(conn, [NewMessage("ops@example.com", "hi", "body", 1)], [], soon)
+        record_error(conn, "connection refused")
+        create_enrolment(
+            conn, token_sha256="ab" * 32, machine_id="m-zone", fqdn="new.example.com",
+            ip_address="127.90.0.9", hostname="new", os_details={}, source_address="127.0.0.1",
+            expires_at=soon,
+        )  # fmt: skip
+        record_certificate(
+            conn, serial=424242, kind="agent_server", subject="CN=db-05", sans=["127.90.0.5"],
+            not_before=soon - dt.timedelta(days=30), not_after=soon + dt.timedelta(days=300),
+            cert_pem="-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+        )  # fmt: skip
+
+    await db.run(write)
+    return host_id
+
+
+async def test_every_page_showing_times_shows_them_in_the_users_zone_with_utc_on_hover(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    await seed(web_rig, client)
+    await use_zone(client, "Asia/Kolkata")
+    verified = await client.post(
+        "/audit/verify", data={"csrf_token": client.headers["x-csrf-token"]}
+    )
+    assert verified.status_code == 303
+    pages = {
+        "/audit": 3,
+        "/reports?kind=compliance": 2,  # as of, the waiver's expiry
+        "/reports?kind=patch-history": 1,
+        "/reports?kind=exposure": 1,
+        "/reports?kind=reboots": 1,
+        "/windows": 2,  # the blackout's start and end
+        "/waivers": 2,  # as of, the expiry
+        "/users": 1,  # carol's lock
+        "/notifications": 2,  # the last error, the message
+        "/enrolments": 1,
+        "/certificates": 1,
+        "/tokens": 2,
+        "/discovery": 0,
+    }
+    for path, at_least in pages.items():
+        response = await client.get(path)
+        assert response.status_code == 200, (path, response.text)
+        assert_zoned(response.text, at_least)
+
+
+async def test_the_month_calendar_days_start_at_the_users_local_midnight(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    # 17:30-19:30 UTC on 2026-12-10 is 23:00-01:00 in Kolkata: two local days.
+    host_id = await web_rig.db.run(lambda c: insert_host(c, name="127.90.0.6", address=None).id)
+    window = await client.post(
+        "/api/v1/windows",
+        json={"name": "late", "recurrence": "once", "start_date": "2026-12-10",
+              "start_time": "17:30", "duration_minutes": 120, "timezone": "UTC",
+              "weekdays": [], "enabled": True, "host_id": host_id},
+    )  # fmt: skip
+    assert window.status_code == 201, window.text
+    await use_zone(client, "Asia/Kolkata")
+    page = (await client.get("/windows?month=2026-12")).text
+    assert "(Asia/Kolkata)" in page
+    assert "23:00\u201324:00 late" in day_cell(page, "2026-12-10")
+    assert "00:00\u201301:00 late" in day_cell(page, "2026-12-11")
+    assert "17:30" not in day_cell(page, "2026-12-10")
+
+
+def day_cell(page: str, date: str) -> str:
+    found = re.search(rf'data-date="{date}">(.*?)</td>', page, re.S)
+    assert found is not None, date
+    return found[1]
+
+
+def test_month_grid_in_a_zone_splits_a_window_at_local_midnight() -> None:
+    start = dt.datetime(2026, 12, 10, 17, 30, tzinfo=dt.UTC)
+    marked = [Marked("late", Interval(start, start + dt.timedelta(hours=2)))]
+    weeks = month_grid(2026, 12, marked, [], KOLKATA)
+    days = {d.date: d for week in weeks for d in week}
+    assert [(p.start, p.end) for p in days[dt.date(2026, 12, 10)].windows] == [("23:00", "24:00")]
+    assert [(p.start, p.end) for p in days[dt.date(2026, 12, 11)].windows] == [("00:00", "01:00")]
+
+
+def test_month_grid_in_a_zone_with_a_dst_change_has_a_23_hour_day() -> None:
+    berlin = ZoneInfo("Europe/Berlin")  # 2026-03-29: clocks go from 02:00 to 03:00
+    start = dt.datetime(2026, 3, 28, 22, 0, tzinfo=dt.UTC)  # 23:00 in Berlin
+    marked = [Marked("all day", Interval(start, start + dt.timedelta(hours=48)))]
+    weeks = month_grid(2026, 3, marked, [], berlin)
+    days = {d.date: d for week in weeks for d in week}
+    assert [(p.start, p.end) for p in days[dt.date(2026, 3, 29)].windows] == [("00:00", "24:00")]
+    # 48 hours from 23:00 on the 28th end at local midnight after the 30th (one hour was skipped).
+    assert [(p.start, p.end) for p in days[dt.date(2026, 3, 28)].windows] == [("23:00", "24:00")]
+    assert [(p.start, p.end) for p in days[dt.date(2026, 3, 30)].windows] == [("00:00", "24:00")]
+    assert days[dt.date(2026, 3, 31)].windows == ()
