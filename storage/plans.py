@@ -71,3 +71,9 @@ def plan_hosts(conn: psycopg.Connection[Any], host_ids: Sequence[int]) -> list[P
         ).fetchall()
     }
     return [found[i] for i in ids if i in found]
+
+
+def job_plan(conn: psycopg.Connection[Any], job_id: int) -> dict[str, Any] | None:
+    """The plan job ``job_id`` was created from (``jobs.plan``), None for jobs without one."""
+    row = conn.execute("SELECT plan FROM jobs WHERE id = %s", (job_id,)).fetchone()
+    return None if row is None or row[0] is None else dict(row[0])

@@ -41,7 +41,21 @@ class JobsApi:
 
     async def get(self, request: Request) -> Response:
         job, rows = await jobs.get(self.sys, principal(request), path_id(request, "job_id"))
-        return reply(m.JobDetail, **record(job), rows=rows)
+        stored = await jobs.stored_plan(self.sys, job.id, rows)
+        plan = None
+        if stored:
+            hosts = [
+                m.JobPlanHost(
+                    **{k: v for k, v in asdict(h).items() if k != "changes"},
+                    changes=[
+                        m.JobPlanChange(name=n, from_version=a, to_version=b)
+                        for n, a, b in h.changes
+                    ],
+                )
+                for h in stored.values()
+            ]
+            plan = m.JobPlan(hosts=hosts)
+        return reply(m.JobDetail, **record(job), rows=rows, plan=plan)
 
     async def cancel(self, request: Request) -> Response:
         count = await jobs.cancel(self.sys, principal(request), path_id(request, "job_id"))

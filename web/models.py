@@ -521,7 +521,37 @@ class JobCreated(Reply):
 
 
 JobListItem = record_model(JobRow, "JobListItem", hosts=(dict[str, int], ...))
-JobDetail = record_model(JobRow, "JobDetail", rows=(list[JobHostRow], ...))
+
+
+class JobPlanChange(Reply):
+    name: str
+    from_version: str = Field(description="installed at the last poll before the job")
+    to_version: str = Field(description="what the plan brings it to")
+
+
+class JobPlanHost(Reply):
+    host_id: int
+    batch: int
+    skip: str = Field(description="PAUSED, NO_WINDOW or NOTHING_PENDING (the row starts so)")
+    reason: str
+    reboot: str
+    window_start: dt.datetime | None = Field(description="the window occurrence planned")
+    changes: list[JobPlanChange]
+
+
+class JobPlan(Reply):
+    """The plan the job was created from (what the Deploy page or POST /jobs/plan showed),
+    for the hosts the caller may see; compare with each row's packages_before/after."""
+
+    hosts: list[JobPlanHost]
+
+
+JobDetail = record_model(
+    JobRow,
+    "JobDetail",
+    rows=(list[JobHostRow], ...),
+    plan=(JobPlan | None, Field(description="the stored plan; null for jobs without one")),
+)
 
 
 class Jobs(Reply):
@@ -568,7 +598,7 @@ class PlanHost(Reply):
     batch: int
     changes: list[PlanChange]
     reboot: str = Field(description='"reboots", "needs a reboot (not allowed: …)" or ""')
-    skip: str = Field(description="PAUSED, NO_WINDOW or HOST_UNREACHABLE: no request is sent")
+    skip: str = Field(description="PAUSED, NO_WINDOW or NOTHING_PENDING: no request is sent")
     reason: str
     window_start: dt.datetime | None = Field(description="the window occurrence it runs in")
     window_end: dt.datetime | None

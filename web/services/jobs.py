@@ -26,6 +26,7 @@ from storage import (
     search_hosts,
 )
 from storage.jobs import AttemptRow, job_attempts
+from storage.plans import job_plan
 
 from .. import audit
 from ..auth import require_recent_mfa
@@ -33,7 +34,7 @@ from ..authz import Action, require, scope_of
 from ..handle import InvalidInput, Missing, Stale
 from ..models import MAX_SELECTION, HostSelection, JobCreate
 from .base import Principal, System
-from .plans import Plan, compute
+from .plans import Plan, StoredHost, compute, stored_hosts
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ def spec_of(data: JobCreate, who: Principal, plan: Plan | None = None) -> JobSpe
         plan=None if plan is None else plan.stored(),
         planned={} if plan is None or data.kind != "patch" else plan.planned(),
         skipped={} if plan is None else plan.skips(),
+        nothing={} if plan is None else plan.nothing(),
     )
 
 
@@ -170,6 +172,14 @@ async def get(sys: System, who: Principal, job_id: int) -> tuple[JobRow, list[Jo
     return job, await sys.db.run(job_rows, job_id, scope)
 
 
+async def stored_plan(
+    sys: System, job_id: int, rows: Sequence[JobHostRow]
+) -> dict[int, StoredHost]:
+    """The job's stored plan for ``rows`` (as ``get`` returned them: in scope), by host id."""
+    plan = await sys.db.run(job_plan, job_id)
+    return stored_hosts(plan, {r.host_id for r in rows})
+
+
 async def attempts(sys: System, rows: list[JobHostRow], job_id: int) -> dict[int, list[AttemptRow]]:
     """The earlier attempts of ``rows`` (as ``get`` returned them: in scope), by row id."""
     shown = {r.id for r in rows}
@@ -234,6 +244,31 @@ async def rollback_refusals(sys: System, rows: Sequence[JobHostRow]) -> dict[int
     return found
 
 
+def _changed(rows: Sequence[JobHostRow]) -> list[JobHostRow]:
+    """The rows a rollback would undo: succeeded, with packages changed."""
+    return [r for r in rows if r.state == "succeeded" and r.packages_before != r.packages_after]
+
+
+def _refused_text(rows: Sequence[JobHostRow], refused: dict[int, str]) -> str:
+    """Each reason with the display names of the hosts it holds for."""
+    by_reason: dict[str, list[str]] = {}
+    for r in rows:
+        if r.host_id in refused:
+            by_reason.setdefault(refused[r.host_id], []).append(r.display_name or r.host_name)
+    return "; ".join(f"{why} ({', '.join(names)})" for why, names in sorted(by_reason.items()))
+
+
+def rollback_blocked(rows: Sequence[JobHostRow], refused: dict[int, str]) -> str:
+    """Why rolling back the whole job cannot work ("" when some host can be rolled back):
+    no host changed anything, or no changed host's package manager can go back."""
+    changed = _changed(rows)
+    if not changed:
+        return "no host of this job changed a package (nothing to roll back)"
+    if all(r.host_id in refused for r in changed):
+        return _refused_text(changed, refused)
+    return ""
+
+
 async def _rollback_hosts(
     sys: System, job_id: int, host_ids: Sequence[int] | None
 ) -> list[int] | None:
@@ -243,17 +278,10 @@ async def _rollback_hosts(
     refused = await rollback_refusals(sys, rows)
     if not refused:
         return None if host_ids is None else list(host_ids)
-    changed = [
-        r.host_id
-        for r in rows
-        if r.state == "succeeded"
-        and r.packages_before != r.packages_after
-        and (host_ids is None or r.host_id in host_ids)
-    ]
-    able = [h for h in changed if h not in refused]
+    changed = [r for r in _changed(rows) if host_ids is None or r.host_id in host_ids]
+    able = [r.host_id for r in changed if r.host_id not in refused]
     if not able:
-        reasons = sorted({refused[h] for h in changed if h in refused})
-        raise InvalidInput("host_id", "; ".join(reasons) or "nothing to roll back")
+        raise InvalidInput("host_id", _refused_text(changed, refused) or "nothing to roll back")
     return able
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import heapq
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +22,7 @@ from maintenance import (
     WindowRule,
     assign_batches,
     chosen,
-    next_window,
-    open_window,
+    occurrences,
 )
 from storage import (
     PlanHost,
@@ -38,7 +38,10 @@ from .base import System
 # Why a host gets no request (its row starts skipped): the codes the coordinator uses too.
 PAUSED = "PAUSED"
 NO_WINDOW = "NO_WINDOW"
-UNREACHABLE = "HOST_UNREACHABLE"
+# Nothing the job selects was pending at the host's last poll: no request is sent and its row
+# starts *succeeded* (nothing to do is not a failure: a job whose every host had nothing to do
+# finishes succeeded). The plan lists it as skipped with this code; the row keeps the code.
+NOTHING_PENDING = "NOTHING_PENDING"
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class HostPlan:
     batch: int
     changes: list[Change] = field(default_factory=list)
     reboot: str = ""  # "reboots" | "needs a reboot (not allowed)" | ""
-    skip: str = ""  # PAUSED | NO_WINDOW | HOST_UNREACHABLE, or "" when the host runs
+    skip: str = ""  # PAUSED | NO_WINDOW | NOTHING_PENDING, or "" when the host runs
     reason: str = ""  # one line: why skipped, or what to know (never polled, nothing pending)
     window_start: dt.datetime | None = None  # the window occurrence it runs in (window jobs)
     window_end: dt.datetime | None = None
@@ -110,7 +113,68 @@ class Plan:
         }
 
     def skips(self) -> dict[int, tuple[str, str]]:
-        return {h.host_id: (h.skip, h.reason) for h in self.hosts if h.skip}
+        """Host id → (code, reason) of the rows that start skipped."""
+        return {
+            h.host_id: (h.skip, h.reason)
+            for h in self.hosts
+            if h.skip and h.skip != NOTHING_PENDING
+        }
+
+    def nothing(self) -> dict[int, tuple[str, str]]:
+        """Host id → (NOTHING_PENDING, reason): the rows that start succeeded."""
+        return {h.host_id: (h.skip, h.reason) for h in self.hosts if h.skip == NOTHING_PENDING}
+
+
+@dataclass(frozen=True)
+class StoredHost:
+    """One host of a job's stored plan (``Plan.stored``), as the job page and API show it."""
+
+    host_id: int
+    batch: int
+    skip: str
+    reason: str
+    reboot: str
+    window_start: dt.datetime | None
+    changes: list[tuple[str, str, str]]  # (package, from version, to version)
+
+
+def stored_hosts(plan: Mapping[str, Any] | None, host_ids: set[int]) -> dict[int, StoredHost]:
+    """The hosts of ``host_ids`` (the rows the viewer may see) in a stored plan, by id."""
+    found: dict[int, StoredHost] = {}
+    for h in (plan or {}).get("hosts", []):
+        if h.get("host_id") not in host_ids:
+            continue
+        start = h.get("window_start")
+        found[h["host_id"]] = StoredHost(
+            h["host_id"],
+            int(h.get("batch", 0)),
+            str(h.get("skip", "")),
+            str(h.get("reason", "")),
+            str(h.get("reboot", "")),
+            dt.datetime.fromisoformat(start) if start else None,
+            [(str(c[0]), str(c[1]), str(c[2])) for c in h.get("changes", [])],
+        )
+    return found
+
+
+def versus(planned: StoredHost | None, state: str, done: Sequence[tuple[str, str, str]]) -> str:
+    """What a finished row did against its plan, in one line: "as planned", or how it
+    differs (a planned change not made, made to another version, or a change not planned);
+    "" when there is no plan or the row has not succeeded."""
+    if planned is None or state != "succeeded":
+        return ""
+    wanted = {name: new for name, _, new in planned.changes}
+    got = {name: new for name, _, new in done}
+    notes = []
+    for name, version in sorted(wanted.items()):
+        if name not in got:
+            notes.append(f"{name} not changed")
+        elif got[name] != version:
+            notes.append(f"{name} went to {got[name] or '(removed)'}, not {version}")
+    notes += [f"{name} also changed" for name in sorted(set(got) - set(wanted))]
+    if not notes:
+        return "as planned" + (" (nothing to do)" if not wanted and not got else "")
+    return "differs from the plan: " + "; ".join(notes)
 
 
 def _pending(host: PlanHost) -> list[Pending]:
@@ -123,30 +187,94 @@ def _pending(host: PlanHost) -> list[Pending]:
 async def _windows(
     sys: System, hosts: Sequence[PlanHost], numbers: Sequence[int], now: dt.datetime
 ) -> dict[int, Interval | None]:
-    """Each host's window occurrence over its enabled windows (its own and its groups'),
-    blackouts cut out, within ``NO_WINDOW_HORIZON``. The coordinator starts batch k only once
-    batch k-1 is final, so batch 0 gets the window open now or next, and batch k the one open
-    at or next after the latest window start of batch k-1 (not before it). Computed once per
-    distinct set of windows and instant (hosts of one group share it)."""
+    """Each host's window occurrence (``host_windows``) from the stored windows and blackouts."""
     by_host = await sys.db.run(host_window_map)
     rules = {w.id: WindowRule.from_columns(w) for w in await sys.db.run(list_windows) if w.enabled}
     shut = [Interval(b.starts_at, b.ends_at) for b in await sys.db.run(list_blackouts)]
+    members = [tuple(w for w in by_host.get(h.id, []) if w in rules) for h in hosts]
+    paused = [_paused(sys, h) for h in hosts]
+    found = host_windows(members, numbers, paused, rules, shut, now)
+    return {h.id: window for h, window in zip(hosts, found, strict=True)}
+
+
+# How far ahead each try looks for a window before looking further (the last is the horizon):
+# most hosts have a window within days, so their search stops there.
+_REACH = (dt.timedelta(days=1), dt.timedelta(days=8), NO_WINDOW_HORIZON)
+
+
+class _Windows:
+    """Window occurrences computed once per window and search range (not per host), with only
+    the blackouts that meet the range."""
+
+    def __init__(self, rules: Mapping[int, WindowRule], blackouts: Sequence[Interval]) -> None:
+        self.rules = rules
+        self.blackouts = sorted(blackouts)
+        self.longest = max((r.duration for r in rules.values()), default=dt.timedelta(0))
+        self.pieces: dict[tuple[int, dt.datetime, dt.datetime], list[Interval]] = {}
+        self.cut: dict[tuple[dt.datetime, dt.datetime], list[Interval]] = {}
+
+    def of(self, window_id: int, start: dt.datetime, end: dt.datetime) -> list[Interval]:
+        key = (window_id, start, end)
+        if key not in self.pieces:
+            rule = self.rules[window_id]
+            near = self.cut.get((start, end))
+            if near is None:
+                low = start - self.longest
+                near = [b for b in self.blackouts if b.end > low and b.start < end]
+                self.cut[(start, end)] = near
+            self.pieces[key] = occurrences(rule, start - rule.duration, end, near)
+        return self.pieces[key]
+
+    def first(self, window_ids: Sequence[int], after: dt.datetime) -> Interval | None:
+        """The union of the windows' occurrences open at ``after``, or else the first to
+        start after it, within ``NO_WINDOW_HORIZON`` (what ``open_window`` then
+        ``next_window`` give); the search widens only while nothing is found."""
+        for reach in _REACH:
+            end = after + reach
+            pieces = heapq.merge(*(self.of(w, after, end) for w in window_ids))
+            current: Interval | None = None
+            for piece in pieces:
+                if current is not None and piece.start <= current.end:
+                    current = Interval(current.start, max(current.end, piece.end))
+                    continue
+                if current is not None and (current.contains(after) or current.start > after):
+                    break
+                current = piece
+            if current is None or not (current.contains(after) or current.start > after):
+                continue
+            if current.end < end or reach == _REACH[-1]:
+                return current  # not cut short by the end of the range searched
+        return None
+
+
+def host_windows(
+    members: Sequence[Sequence[int]],
+    numbers: Sequence[int],
+    paused: Sequence[bool],
+    rules: Mapping[int, WindowRule],
+    blackouts: Sequence[Interval],
+    now: dt.datetime,
+) -> list[Interval | None]:
+    """Each host's window occurrence over its enabled windows (``members``: its own and its
+    groups'), blackouts cut out, within ``NO_WINDOW_HORIZON``. The coordinator starts batch
+    k only once batch k-1 is final, so batch 0 gets the window open now or next, and batch k
+    the one open at or next after the latest window start of batch k-1 (not before it).
+    Occurrences are computed once per window (``_Windows``), the union once per distinct set
+    of windows and instant (hosts of one group share it)."""
+    windows = _Windows(rules, blackouts)
     found: dict[tuple[tuple[int, ...], dt.datetime], Interval | None] = {}
-    result: dict[int, Interval | None] = {}
+    result: list[Interval | None] = [None] * len(numbers)
     after = now
     for number in sorted(set(numbers)):
         latest = after
-        for host, batch in zip(hosts, numbers, strict=True):
+        for index, batch in enumerate(numbers):
             if batch != number:
                 continue
-            key = (tuple(sorted(w for w in by_host.get(host.id, []) if w in rules)), after)
+            key = (tuple(sorted(set(members[index]))), after)
             if key not in found:
-                chosen_rules = [rules[w] for w in key[0]]
-                found[key] = open_window(chosen_rules, after, shut) or next_window(
-                    chosen_rules, after, shut, NO_WINDOW_HORIZON
-                )
-            result[host.id] = window = found[key]
-            if window is not None and not _paused(sys, host):
+                found[key] = windows.first(key[0], after) if key[0] else None
+            result[index] = window = found[key]
+            if window is not None and not paused[index]:
                 latest = max(latest, window.start)
         after = latest
     return result
@@ -182,7 +310,10 @@ async def compute(
             if host.last_patch_poll_at is None:
                 reason = "patches not known yet (never polled): it gets what is pending then"
             elif not picked:
-                reason = "nothing selected is pending (at the last poll)"
+                reason = (
+                    "nothing selected is pending (at the last poll): no request is sent,"
+                    " it ends succeeded with nothing to do"
+                )
         # The agent reboots after patching when a patch needs it or the host's reboot marker
         # is already set (agent API §3.11), so a host waiting for a reboot reboots too.
         patches = data.kind == "patch" and (bool(changes) or host.last_patch_poll_at is None)
@@ -197,22 +328,32 @@ async def compute(
                 "needs a reboot (not allowed: it stays pending)"
             )  # fmt: skip
         skip, start, end = "", None, None
-        if data.schedule == "window":
+        if data.kind == "patch" and host.last_patch_poll_at is not None and not changes:
+            skip = NOTHING_PENDING  # whatever else holds, nothing would be sent
+        elif data.schedule == "window":
             found = windows[host.id]
             if found is None:
                 skip = NO_WINDOW
                 reason = f"no enabled maintenance window in the next {NO_WINDOW_HORIZON.days} days"
             else:
                 start, end = found.start, found.end
-        if _paused(sys, host) and data.schedule == "window":
+        if skip == NOTHING_PENDING:
+            pass
+        elif _paused(sys, host) and data.schedule == "window":
             # The coordinator checks a pause when the window is open: resumed in time, it runs.
             if not skip:
                 reason = "paused now: it runs only if resumed before its window closes"
         elif _paused(sys, host):
             skip, reason = PAUSED, "the host is paused"
         elif host.health == "unreachable" and data.schedule == "now":
-            skip = UNREACHABLE
-            reason = "unreachable" + (f": {host.health_reason}" if host.health_reason else "")
+            # Re-checked when the job runs (the host's runner asks the agent first, along the
+            # host's backoff ladder): back by then, it runs; still down, the row fails
+            # HOST_UNREACHABLE.
+            reason = (
+                "unreachable at its last poll"
+                + (f" ({host.health_reason})" if host.health_reason else "")
+                + ": tried again when the job runs; fails HOST_UNREACHABLE if still unreachable"
+            )
         elif host.health == "unreachable" and not skip:
             reason = "unreachable now; tried when its window opens"
         plans.append(
