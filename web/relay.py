@@ -1,7 +1,10 @@
 """The live relay: one WebSocket per browser tab carrying actor state (R-3.4).
 
-On connect the client gets ``{"type": "snapshot", "hosts": [...]}``, then one
-``{"type": "change", "host": {...}}`` or ``{"type": "removed", "host_id": N}`` per change.
+On connect the client gets the hosts it may see in pages of at most ``PAGE_SIZE``:
+``{"type": "snapshot", "page": 1, "pages": N, "hosts": [...]}`` (the page replaces its state),
+then ``{"type": "snapshot_page", "page": 2, "pages": N, "hosts": [...]}`` up to page N (added),
+then one ``{"type": "change", "host": {...}}`` or ``{"type": "removed", "host_id": N}`` per
+change. Changes made while the pages go out are sent after the last one.
 A client may ask ``{"action": "watch_scan", "scan_id": N}`` to get ``{"type": "scan", ...}``
 progress messages; a socket follows one scan at a time (a new ``watch_scan`` replaces the
 previous one, so a client cannot pile up followers).
@@ -12,6 +15,13 @@ fewer, newer updates instead of falling behind; it never slows the actors. Shoul
 outrun even the collecting task (the fleet's subscription buffer overflows), the socket
 subscribes again and sends one fresh ``snapshot`` (the page replaces its state), without a
 reconnect. Each host's JSON is serialised once per state for every socket (``_host_text``).
+
+The snapshot never blocks the event loop for the whole fleet: each page is built (at most
+``PAGE_SIZE`` hosts serialised) and sent before the next is started, with a checkpoint in
+between. Pages of the whole fleet are kept (``_pages``) with the states they were built from: a
+socket that sees every host and connects while those states are current reuses them as they
+are (``pages_reused``), a scoped socket reuses the per-host texts; ``serialised`` counts host
+states serialised.
 Only a socket whose send blocks for ``SEND_TIMEOUT`` is closed (1013, "too slow").
 At shutdown ``close_all()`` ends every socket with a close frame (1001, going away), so that
 browsers reconnect instead of seeing a dropped connection.
@@ -36,6 +46,7 @@ import logging
 from typing import Any
 
 import trio
+import trio.lowlevel
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from storage import Database, DatabaseUnavailable, session_active, visible_host_ids
@@ -59,6 +70,23 @@ NOT_ALLOWED = 4403
 LOGGED_OUT = 4401  # the socket's session ended (logout, revoked, expired, rotated)
 RECHECK_EVERY = 30.0  # seconds: a socket re-checks its session and scope at least this often
 FLUSH_EVERY = 0.1  # seconds: a socket sends its coalesced changes at most this often
+PAGE_SIZE = 500  # hosts per snapshot page
+
+
+class _Page:
+    """One page of the whole fleet's snapshot: the host states it was built from (in host id
+    order) and their JSON objects joined with ", " (the inside of the page's array)."""
+
+    __slots__ = ("hosts", "states")
+
+    def __init__(self, states: list[Any], hosts: str) -> None:
+        self.states = states
+        self.hosts = hosts
+
+    def built_from(self, states: list[Any]) -> bool:
+        return len(states) == len(self.states) and all(
+            a is b for a, b in zip(states, self.states, strict=True)
+        )
 
 
 class _Dirty:
@@ -94,6 +122,7 @@ class _Subscriber:
         self.visible: set[int] | None = None
         self.generation = generation  # the scope generation ``visible`` was read for
         self.reloaded = trio.Event()  # set (and replaced) after each re-read
+        self.first_page_sent = trio.Event()  # scope-change messages wait for the first page
 
     def reloaded_for(self, generation: int) -> None:
         self.generation = generation
@@ -124,6 +153,12 @@ class Relay:
         self.connected = 0
         self.dropped = 0  # sockets closed because a send blocked for SEND_TIMEOUT
         self.resyncs = 0  # fresh snapshots sent after a burst outran a socket's collector
+        self.snapshots_sent = 0  # snapshots (first and resyncs) sent, each in pages
+        self.snapshot_pages = 0  # snapshot pages sent
+        self.pages_reused = 0  # whole-fleet pages sent as built for an earlier socket
+        self.serialised = 0  # host states serialised to JSON
+        self.page_size = PAGE_SIZE
+        self._pages: list[_Page] = []  # the whole fleet's latest pages (for unscoped sockets)
         self.flush_every = FLUSH_EVERY
         self._texts: dict[int, tuple[Any, str]] = {}  # host id -> (state, its JSON)
         self.followers = 0  # scan followers running, over every socket
@@ -160,8 +195,8 @@ class Relay:
             sub = _Subscriber(who, token, generation)
             with self.handle.subscribe(self._subscription_buffer()) as changes:
                 await self._load_visible(sub)
-                await websocket.send_text(self._snapshot_text(sub))
                 dirty = _Dirty()
+                dirty.start_over()  # the first thing sent: the snapshot, in pages
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._listen, websocket, nursery, sub)
                     nursery.start_soon(self._follow_scope, websocket, sub, generation, nursery)
@@ -180,6 +215,8 @@ class Relay:
             pass
         finally:
             self.connected -= 1
+            if not self.connected:
+                self._pages = []  # nobody to reuse them
             self._disconnected.set()
             self._disconnected = trio.Event()
 
@@ -195,16 +232,55 @@ class Relay:
         if cached is not None and cached[0] is snapshot:
             return cached[1]
         text = json.dumps(to_json(snapshot))
+        self.serialised += 1
         self._texts[snapshot.host_id] = (snapshot, text)
         return text
 
-    def _snapshot_text(self, sub: _Subscriber) -> str:
+    def _fleet_page(self, index: int, states: list[Any]) -> str:
+        """The inside of page ``index`` of the whole fleet, built from ``states``: the page
+        kept from an earlier socket when it was built from the very same states."""
+        if index < len(self._pages) and self._pages[index].built_from(states):
+            self.pages_reused += 1
+            return self._pages[index].hosts
+        page = _Page(states, ", ".join(self._host_text(s) for s in states))
+        if index < len(self._pages):
+            self._pages[index] = page
+        else:
+            self._pages.append(page)
+        return page.hosts
+
+    async def _send_snapshot(self, websocket: WebSocket, sub: _Subscriber) -> bool:
+        """Send the hosts ``sub`` may see as they are now, in pages of ``page_size``, building
+        each page just before sending it and yielding to other tasks between pages. Returns
+        False if a send blocked for ``SEND_TIMEOUT``."""
         snapshots = self.handle.snapshots()
         current = {s.host_id for s in snapshots}
         for host_id in [h for h in self._texts if h not in current]:
             del self._texts[host_id]  # removed hosts
-        hosts = ", ".join(self._host_text(s) for s in snapshots if sub.sees(s.host_id))
-        return '{"type": "snapshot", "hosts": [' + hosts + "]}"
+        everything = sub.visible is None
+        visible = snapshots if everything else [s for s in snapshots if sub.sees(s.host_id)]
+        size = self.page_size
+        pages = max(1, -(-len(visible) // size))
+        self.snapshots_sent += 1
+        for index in range(pages):
+            states = visible[index * size : (index + 1) * size]
+            if everything:
+                hosts = self._fleet_page(index, states)
+            else:
+                hosts = ", ".join(self._host_text(s) for s in states if sub.sees(s.host_id))
+            kind = "snapshot" if index == 0 else "snapshot_page"
+            text = (f'{{"type": "{kind}", "page": {index + 1}, "pages": {pages}, '
+                    f'"hosts": [{hosts}]}}')  # fmt: skip
+            with trio.move_on_after(SEND_TIMEOUT) as scope:
+                await websocket.send_text(text)
+            if scope.cancelled_caught:
+                return False
+            self.snapshot_pages += 1
+            sub.first_page_sent.set()
+            await trio.lowlevel.checkpoint()
+        if everything:
+            del self._pages[pages:]  # the fleet shrank
+        return True
 
     async def _collect(self, changes: trio.MemoryReceiveChannel[Any], dirty: _Dirty) -> None:
         """Fold every change into the socket's dirty set (never waits for the socket). If the
@@ -229,7 +305,9 @@ class Relay:
             while authz.scope_generation(self.db) != sub.generation:
                 await sub.reloaded.wait()
             batch, resync = dirty.take()
-            texts = [self._snapshot_text(sub)] if resync else []
+            if resync and not await self._send_snapshot(websocket, sub):
+                return
+            texts = []
             for change in [] if resync else batch:
                 host_id = change.snapshot.host_id
                 if not sub.sees(host_id):
@@ -317,6 +395,7 @@ class Relay:
             after = sub.visible
             if before == after:
                 continue
+            await sub.first_page_sent.wait()  # never before the snapshot's first page
             everything = {s.host_id for s in self.handle.snapshots()}
             old = everything if before is None else before
             new = everything if after is None else after
@@ -325,8 +404,8 @@ class Relay:
             for host_id in sorted(new - old):
                 snapshot = self.handle.snapshot(host_id)
                 if snapshot is not None:
-                    message = {"type": "change", "host": to_json(snapshot)}
-                    await websocket.send_text(json.dumps(message))
+                    host = self._host_text(snapshot)
+                    await websocket.send_text('{"type": "change", "host": ' + host + "}")
 
     async def _listen(self, websocket: WebSocket, nursery: trio.Nursery, sub: _Subscriber) -> None:
         follower = trio.CancelScope()

@@ -257,6 +257,10 @@
         hosts.clear();
         message.hosts.forEach(function (s) { hosts.set(s.host_id, s); render(s); });
         counts();
+      } else if (message.type === "snapshot_page") {
+        // the snapshot's further pages (the first one, "snapshot", replaced the state)
+        message.hosts.forEach(function (s) { hosts.set(s.host_id, s); render(s); });
+        counts();
       } else if (message.type === "change") {
         const previous = hosts.get(message.host.host_id);
         hosts.set(message.host.host_id, message.host);
