@@ -21,12 +21,13 @@ from storage import (
     JobRow,
     WindowRow,
 )
+from storage.inventory import CONDITIONS
 
 from .authz import Action, require
 from .forms import blackout_form, fields, job_form, window_form
 from .freshness import version_changes, zone
-from .handle import HandleError, Missing
-from .models import MAX_SELECTION, HostSelection
+from .handle import HandleError, InvalidInput, Missing
+from .models import HostSelection
 from .models_io import given, path_id, split_list, validate
 from .pages import Base, Pages
 from .services import groups, jobs, principal, windows
@@ -38,7 +39,12 @@ UTC = dt.UTC
 
 @dataclass(frozen=True)
 class DeployPage(Base):
-    hosts: list[HostListItem] = field(default_factory=list)
+    selected: int = 0  # how many hosts the selection reaches (never all listed)
+    shown: list[tuple[int, str]] = field(default_factory=list)  # the first ones: (id, name)
+    found: list[HostListItem] = field(default_factory=list)  # the host search's matches
+    more_found: bool = False  # more hosts match the search than are listed
+    conditions: tuple[str, ...] = CONDITIONS
+    plan_rows: int = 0  # the plan's host rows shown (the rest counted, not rendered)
     groups: list[GroupItem] = field(default_factory=list)
     patches: list[dict[str, Any]] = field(default_factory=list)
     form: dict[str, str] = field(default_factory=dict)
@@ -68,6 +74,9 @@ class JobPage(Base):
 
 
 HOST_PICKER = 200  # hosts listed in a page's host <select> (search for the others)
+SHOWN_HOSTS = 12  # the selected hosts named on the Deploy page (the others counted)
+HOST_SEARCH = 50  # hosts the Deploy page's search lists
+PLAN_ROWS = 500  # the plan's host rows the Deploy page renders (the others counted)
 
 
 @dataclass(frozen=True)
@@ -164,14 +173,20 @@ class JobPages:
         if form is None:
             form = dict(request.query_params.items())
             ticked = request.query_params.getlist("patch")
+            picked = [p for p in request.query_params.getlist("pick") if p]
+            form.pop("pick", None)
+            if picked:  # hosts ticked in the search's list: the selection is those hosts
+                form["host_ids"] = ",".join(picked)
         ticked = ticked or []
         who = principal(request)
         require(who, Action.DEPLOY)
         errors = dict(errors or {})
-        values = given({k: v for k, v in form.items() if k in ("group", "filter", "host_ids")})
+        chosen = await self._by_condition(request, form, errors)
+        values = given({k: v for k, v in chosen.items() if k in ("group", "filter", "host_ids")})
         if "host_ids" in values:
             values["host_ids"] = split_list(values["host_ids"])
-        hosts: list[HostListItem] = []
+        selected = 0
+        shown: list[tuple[int, str]] = []
         patches: list[dict[str, Any]] = []
         everything = False
         plan: Plan | None = None
@@ -179,12 +194,11 @@ class JobPages:
             selection = validate(HostSelection, values)
             if values:
                 found = await jobs.preview(self.sys, who, selection)
-                wanted = set(found.hosts)
+                selected = len(found.hosts)
+                shown = await jobs.names(self.sys, found.hosts[:SHOWN_HOSTS])
                 everything = found.everything
                 patches = found.patches
-                listed = await host_service.find(self.sys, who, HostFilter(limit=MAX_SELECTION))
-                hosts = [h for h in listed if h.id in wanted]
-                plan = await self._plan(request, form, ticked, errors)
+                plan = await self._plan(request, chosen, ticked, errors)
         except HandleError as exc:
             errors = {**exc.fields, **errors}
             status = 422
@@ -197,9 +211,17 @@ class JobPages:
             errors.pop("hosts", None)  # "choose hosts" beside a host list that is invalid
         if errors and status < 400:
             status = 422
+        text = form.get("q", "").strip()[:200]
+        listed = await host_service.find(
+            self.sys, who, HostFilter(text=text, limit=HOST_SEARCH + 1)
+        )
         page = DeployPage(
             **self.p.base(request, "Deploy", "deploy"),
-            hosts=hosts,
+            selected=selected,
+            shown=shown,
+            found=listed[:HOST_SEARCH] if text else [],
+            more_found=len(listed) > HOST_SEARCH,
+            plan_rows=PLAN_ROWS,
             groups=await groups.all_groups(self.sys, who),
             patches=patches,
             form=form,
@@ -209,6 +231,27 @@ class JobPages:
             ticked=ticked,
         )
         return self.p.render(request, "deploy.html", page, status)
+
+    async def _by_condition(
+        self, request: Request, form: dict[str, str], errors: dict[str, str]
+    ) -> dict[str, str]:
+        """The form with a selection by ``condition`` (of the group / filter) made the hosts
+        in that condition now (``jobs.condition_hosts``); the form as it is otherwise."""
+        condition = form.get("condition", "")
+        if not condition or form.get("host_ids"):
+            return form
+        try:
+            ids = await jobs.condition_hosts(
+                self.sys, principal(request), form.get("group", ""), form.get("filter", ""),
+                condition,
+            )  # fmt: skip
+        except HandleError as exc:
+            errors.update(exc.fields)
+            return {k: v for k, v in form.items() if k not in ("group", "filter")}
+        if not ids:
+            errors.setdefault("condition", f"no host of this selection is {condition} now")
+        rest = {k: v for k, v in form.items() if k not in ("group", "filter")}
+        return {**rest, "host_ids": ",".join(map(str, ids))}
 
     async def _plan(
         self, request: Request, form: dict[str, str], ticked: list[str], errors: dict[str, str]
@@ -232,7 +275,10 @@ class JobPages:
         if form.get("action") == "plan":  # "Show the plan": the page again, nothing created
             return await self.deploy(request, None, form, 200, ticked)
         try:
-            data = job_form(form, ticked)
+            errors: dict[str, str] = {}
+            data = job_form(await self._by_condition(request, form, errors), ticked)
+            if errors:
+                raise InvalidInput("condition", errors["condition"])
             seen = form.get("plan_digest", "")[:64]
             job_id, count = await jobs.create(self.sys, principal(request), data, seen)
         except HandleError as exc:

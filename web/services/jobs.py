@@ -25,6 +25,7 @@ from storage import (
     plan_hosts,
     search_hosts,
 )
+from storage.inventory import CONDITIONS
 from storage.jobs import AttemptRow, job_attempts
 from storage.plans import job_plan
 
@@ -34,6 +35,7 @@ from ..authz import Action, require, scope_of
 from ..handle import InvalidInput, Missing, Stale
 from ..models import MAX_SELECTION, HostSelection, JobCreate
 from .base import Principal, System
+from .hosts import conditions
 from .plans import Plan, StoredHost, compute, stored_hosts
 
 
@@ -145,6 +147,30 @@ class Preview:
     hosts: list[int]
     everything: bool
     patches: list[dict[str, Any]]
+
+
+async def condition_hosts(
+    sys: System, who: Principal, group: str, text: str, condition: str
+) -> list[int]:
+    """The Deploy page's selection by condition (the live one, as the hosts list shows it):
+    the ids of the hosts of ``group`` / matching ``text`` that are in ``condition`` now
+    (at most ``MAX_SELECTION``); ``InvalidInput`` naming ``condition`` for an unknown one.
+    The job then names these hosts (a condition changes: the plan shows who it is now)."""
+    require(who, Action.DEPLOY)
+    if condition not in CONDITIONS:
+        raise InvalidInput("condition", f"one of {', '.join(CONDITIONS)}")
+    now = dt.datetime.now(dt.UTC)
+    f = HostFilter(
+        group=group, text=text.strip(), condition=condition, limit=MAX_SELECTION,
+        live=conditions(sys, now),
+    )  # fmt: skip
+    items, _ = await sys.db.run(search_hosts, f, scope_of(who))
+    return [h.id for h in items]
+
+
+async def names(sys: System, host_ids: Sequence[int]) -> list[tuple[int, str]]:
+    """(id, display name) of ``host_ids`` (already in the principal's scope), in that order."""
+    return [(h.id, h.display_name or h.name) for h in await sys.db.run(plan_hosts, host_ids)]
 
 
 async def preview(sys: System, who: Principal, sel: HostSelection) -> Preview:
