@@ -37,13 +37,15 @@ def _chunk(rows: Iterable[Sequence[object]]) -> str:
     return buffer.getvalue()
 
 
-COMPLIANCE_HEADER = ("host_id", "host", "groups", "status", "label", "reason", "past_sla",
-                     "waived", "pending", "last_patch_poll_at")  # fmt: skip
-HISTORY_HEADER = ("job_id", "kind", "created_by", "host_id", "host", "outcome", "started_at",
-                  "finished_at", "duration_s", "what", "error_code", "error_message")  # fmt: skip
-EXPOSURE_HEADER = ("host_id", "host", "package", "severity", "cve_ids", "first_seen_at",
-                   "age_days", "waived")  # fmt: skip
-REBOOT_HEADER = ("host_id", "host", "groups", "health", "last_boot_at", "pending_patches")
+COMPLIANCE_HEADER = ("host_id", "host", "address", "groups", "status", "label", "reason",
+                     "past_sla", "waived", "pending", "last_patch_poll_at")  # fmt: skip
+HISTORY_HEADER = ("job_id", "kind", "created_by", "host_id", "host", "address", "outcome",
+                  "started_at", "finished_at", "duration_s", "what", "error_code",
+                  "error_message")  # fmt: skip
+EXPOSURE_HEADER = ("host_id", "host", "address", "package", "severity", "cve_ids",
+                   "first_seen_at", "age_days", "waived")  # fmt: skip
+REBOOT_HEADER = ("host_id", "host", "address", "groups", "health", "last_boot_at",
+                 "pending_patches")  # fmt: skip
 
 
 async def compliance_csv(pages: AsyncIterator[list[HostCompliance]]) -> AsyncIterator[str]:
@@ -52,7 +54,8 @@ async def compliance_csv(pages: AsyncIterator[list[HostCompliance]]) -> AsyncIte
         yield _chunk(
             (
                 h.host_id,
-                h.name,
+                h.display_name or h.name,
+                h.address,
                 h.groups,
                 h.status,
                 h.label,
@@ -76,6 +79,7 @@ async def history_csv(pages: AsyncIterator[list[HistoryRow]]) -> AsyncIterator[s
                 r.created_by,
                 r.host_id,
                 r.host,
+                r.address,
                 r.state,
                 r.started_at,
                 r.finished_at,
@@ -95,6 +99,7 @@ async def exposure_csv(pages: AsyncIterator[list[ExposureItem]]) -> AsyncIterato
             (
                 i.host_id,
                 i.host,
+                i.address,
                 i.package,
                 i.severity,
                 i.cve_ids,
@@ -110,5 +115,6 @@ async def reboot_csv(pages: AsyncIterator[list[RebootItem]]) -> AsyncIterator[st
     yield _chunk([REBOOT_HEADER])
     async for page in pages:
         yield _chunk(
-            (i.host_id, i.host, i.groups, i.health, i.last_boot_at, i.pending_patches) for i in page
+            (i.host_id, i.host, i.address, i.groups, i.health, i.last_boot_at, i.pending_patches)
+            for i in page
         )

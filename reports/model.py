@@ -86,6 +86,8 @@ class HostCompliance:
     waived: int
     pending: int
     last_patch_poll_at: dt.datetime | None
+    display_name: str = ""  # as every page names the host (its display name, else ``name``)
+    address: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ def host_compliance(row: HostFactsRow, a: Assessment) -> HostCompliance:
         len(a.waived),
         row.pending,
         row.last_patch_poll_at,
+        row.display_name or row.name,
+        row.address,
     )
 
 
@@ -155,14 +159,15 @@ def cutoffs(ctx: Context) -> dict[str, dt.datetime]:
 
 
 async def fact_pages(ctx: Context, f: ReportFilter) -> AsyncIterator[list[HostFactsRow]]:
-    after = 0
+    """The hosts in the natural order of their shown names, in pages."""
+    after = ("", 0)
     limits = cutoffs(ctx)
     while True:
         rows = await ctx.db.run(host_facts_page, ctx.scope, f, after, PAGE, limits)
         if not rows:
             return
         yield rows
-        after = rows[-1].id
+        after = (rows[-1].name_key, rows[-1].id)
         if len(rows) < PAGE:
             return
 
@@ -292,6 +297,7 @@ class ExposureItem:
     first_seen_at: dt.datetime
     age_days: int
     waived: bool
+    address: str = ""  # ``host`` is the display name (else the name); the address beside it
 
 
 AGE_BUCKETS = ((7, "0-7 d"), (30, "8-30 d"), (90, "31-90 d"), (None, "over 90 d"))
@@ -305,19 +311,28 @@ def age_bucket(days: int) -> str:
 
 
 async def exposure_pages(ctx: Context, f: ReportFilter) -> AsyncIterator[list[ExposureItem]]:
+    """Every open security patch (by host in the natural order of names, then patch), in
+    pages."""
+    async for page in _exposure_rows(ctx, f):
+        yield [item for _, item in page]
+
+
+async def _exposure_rows(
+    ctx: Context, f: ReportFilter
+) -> AsyncIterator[list[tuple[ExposureRow, ExposureItem]]]:
     waivers = await active_waivers(ctx)
-    after = 0
+    after = ("", 0, 0)
     while True:
         rows: list[ExposureRow] = await ctx.db.run(exposure_page, ctx.scope, f, after, PAGE)
         if not rows:
             return
-        items = []
+        items: list[tuple[ExposureRow, ExposureItem]] = []
         for r in rows:
             patch = PendingPatch(r.package, r.severity, r.first_seen_at, r.cve_ids)
             waived = any(w.covers(r.host_id, patch, ctx.now) for w in waivers)
             age = max(0, (ctx.now - r.first_seen_at).days)
             items.append(
-                ExposureItem(
+                (r, ExposureItem(
                     r.host_id,
                     r.host,
                     r.package,
@@ -326,10 +341,11 @@ async def exposure_pages(ctx: Context, f: ReportFilter) -> AsyncIterator[list[Ex
                     r.first_seen_at,
                     age,
                     waived,
-                )  # fmt: skip
-            )
+                    r.address,
+                ))
+            )  # fmt: skip
         yield items
-        after = rows[-1].patch_id
+        after = (rows[-1].name_key, rows[-1].host_id, rows[-1].patch_id)
         if len(rows) < PAGE:
             return
 
@@ -346,10 +362,15 @@ class ExposureReport:
 
 
 async def exposure_report(ctx: Context, f: ReportFilter) -> ExposureReport:
-    items: list[ExposureItem] = []
-    async for page in exposure_pages(ctx, f):
-        items.extend(page)
-    items.sort(key=lambda i: (severity_rank(i.severity), -i.age_days, i.host, i.package))
+    found: list[tuple[ExposureRow, ExposureItem]] = []
+    async for page in _exposure_rows(ctx, f):
+        found.extend(page)
+    # Hosts in the natural order of their shown names (the SQL natural_key, as every list).
+    found.sort(
+        key=lambda p: (severity_rank(p[1].severity), -p[1].age_days, p[0].name_key,
+                       p[1].host_id, p[1].package)
+    )  # fmt: skip
+    items = [item for _, item in found]
     table = {
         s: {label: 0 for _, label in AGE_BUCKETS} for s in ("critical", "high", "medium", "low")
     }
@@ -374,12 +395,21 @@ class RebootItem:
     health: str
     last_boot_at: dt.datetime | None
     pending_patches: int
+    address: str = ""  # ``host`` is the display name (else the name); the address beside it
 
 
 async def reboot_pages(ctx: Context, f: ReportFilter) -> AsyncIterator[list[RebootItem]]:
     async for rows in fact_pages(ctx, f):
         yield [
-            RebootItem(r.id, r.name, r.groups, r.health, r.last_boot_at, r.pending)
+            RebootItem(
+                r.id,
+                r.display_name or r.name,
+                r.groups,
+                r.health,
+                r.last_boot_at,
+                r.pending,
+                r.address,
+            )  # fmt: skip
             for r in rows
             if r.pending_reboot
         ]

@@ -231,11 +231,22 @@ def compliance_pdf(report: ComplianceReport, progress: Progress | None = None) -
     doc.add_page()
     doc.heading("Hosts")
     doc.grid(
-        ["Host", "Groups", "Status", "Past SLA", "Waived", "Pending", "Last patch poll", "Reason"],
-        [55, 40, 30, 16, 16, 16, 30, 70],
+        [
+            "Host",
+            "Address",
+            "Groups",
+            "Status",
+            "Past SLA",
+            "Waived",
+            "Pending",
+            "Last patch poll",
+            "Reason",
+        ],
+        [45, 30, 35, 28, 16, 16, 16, 30, 57],
         [
             (
-                h.name,
+                h.display_name or h.name,
+                h.address,
                 ",".join(h.groups),
                 h.status,
                 h.breaches,
@@ -252,11 +263,12 @@ def compliance_pdf(report: ComplianceReport, progress: Progress | None = None) -
         doc.add_page()
         doc.heading("Risk waivers (shown separately, never hidden)")
         doc.grid(
-            ["Host", "Package", "CVE", "Owner", "Expires", "State", "Reason"],
-            [45, 35, 30, 30, 30, 20, 83],
+            ["Host", "Address", "Package", "CVE", "Owner", "Expires", "State", "Reason"],
+            [40, 28, 32, 28, 28, 30, 20, 67],
             [
                 (
                     w.host,
+                    w.address,
                     w.package or "*",
                     w.cve or "*",
                     w.owner,
@@ -288,14 +300,26 @@ def history_pdf(report: HistoryReport, progress: Progress | None = None) -> byte
     doc.add_page()
     doc.heading("Host jobs")
     doc.grid(
-        ["Job", "Kind", "Who", "Host", "Outcome", "Started", "Duration s", "What", "Error"],
-        [14, 18, 25, 45, 22, 30, 20, 40, 59],
+        [
+            "Job",
+            "Kind",
+            "Who",
+            "Host",
+            "Address",
+            "Outcome",
+            "Started",
+            "Duration s",
+            "What",
+            "Error",
+        ],
+        [14, 18, 22, 38, 26, 20, 30, 16, 36, 53],
         [
             (
                 r.job_id,
                 r.kind,
                 r.created_by,
                 r.host,
+                r.address,
                 r.state,
                 r.started_at,
                 "" if r.duration_s is None else round(r.duration_s),
@@ -323,11 +347,12 @@ def exposure_pdf(report: ExposureReport, progress: Progress | None = None) -> by
     doc.add_page()
     doc.heading("Pending security patches")
     doc.grid(
-        ["Host", "Package", "Severity", "CVE ids", "First seen", "Age d", "Waived"],
-        [55, 45, 20, 80, 30, 15, 20],
+        ["Host", "Address", "Package", "Severity", "CVE ids", "First seen", "Age d", "Waived"],
+        [45, 28, 40, 20, 67, 30, 15, 20],
         [
             (
                 i.host,
+                i.address,
                 i.package,
                 i.severity,
                 " ".join(i.cve_ids),
@@ -349,10 +374,10 @@ def reboot_pdf(report: RebootReport, progress: Progress | None = None) -> bytes:
     doc.add_page()
     doc.heading("Hosts needing a reboot")
     doc.grid(
-        ["Host", "Groups", "Health", "Last boot", "Pending patches"],
-        [70, 70, 30, 40, 30],
+        ["Host", "Address", "Groups", "Health", "Last boot", "Pending patches"],
+        [55, 35, 60, 30, 35, 25],
         [
-            (i.host, ",".join(i.groups), i.health, i.last_boot_at, i.pending_patches)
+            (i.host, i.address, ",".join(i.groups), i.health, i.last_boot_at, i.pending_patches)
             for i in report.items
         ],
         progress,

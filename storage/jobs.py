@@ -695,7 +695,8 @@ def window_scope_condition(scope: HostScope) -> sql.Composable:
 def list_windows(conn: psycopg.Connection[Any], scope: HostScope = EVERYTHING) -> list[WindowRow]:
     """The windows visible within ``scope``, in id order."""
     query = sql.SQL(
-        "SELECT w.id, {cols}, coalesce(h.name, 'group ' || g.name) FROM maintenance_windows w"
+        "SELECT w.id, {cols}, coalesce(nullif(h.display_name, ''), h.name, 'group ' || g.name)"
+        " FROM maintenance_windows w"
         " LEFT JOIN hosts h ON h.id = w.host_id LEFT JOIN groups g ON g.id = w.group_id"
         " WHERE {v} ORDER BY w.id"
     ).format(cols=sql.SQL(", ".join("w." + f for f in WINDOW_FIELDS)),

@@ -50,6 +50,9 @@ class HostFactsRow:
     last_boot_at: dt.datetime | None
     pending: int  # every pending patch
     patches: tuple[OpenPatch, ...]  # the pending patches first seen before their cutoff
+    display_name: str = ""  # as every page names the host: its display name, else its name
+    address: str = ""  # shown beside it
+    name_key: str = ""  # natural_key(display_name): the report's order (and its page cursor)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class HistoryRow:
     packages: str
     error_code: str
     error_message: str
+    address: str = ""  # ``host`` is the display name (else the name); the address beside it
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,8 @@ class ExposureRow:
     severity: str
     cve_ids: tuple[str, ...]
     first_seen_at: dt.datetime
+    address: str = ""  # ``host`` is the display name (else the name); the address beside it
+    name_key: str = ""  # natural_key(host), for ordering
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,7 @@ class WaiverRow:
     created_at: dt.datetime
     revoked_at: dt.datetime | None
     revoked_by: str
+    address: str = ""  # ``host`` is the display name (else the name); the address beside it
 
 
 @dataclass(frozen=True)
@@ -183,6 +190,26 @@ def _host_conditions(
     return where
 
 
+# How every page names a host (its display name, else its registered name), its address as text
+# and the natural order of that name (migration 0016), for a row ``h`` of hosts or known_hosts.
+SHOWN_NAME = "COALESCE(NULLIF(h.display_name, ''), h.name)"
+SHOWN_ADDRESS = "COALESCE(host(h.address), '')"
+NAME_KEY = "natural_key(" + SHOWN_NAME + ")"
+
+
+def host_labels(
+    conn: psycopg.Connection[Any], host_ids: Sequence[int]
+) -> dict[int, tuple[str, str]]:
+    """host id → (shown name, address) of the hosts among ``host_ids`` that still exist."""
+    if not host_ids:
+        return {}
+    rows = conn.execute(
+        "SELECT h.id, " + SHOWN_NAME + ", " + SHOWN_ADDRESS + " FROM hosts h WHERE h.id = ANY(%s)",
+        (list(host_ids),),
+    ).fetchall()
+    return {int(r[0]): (r[1], r[2]) for r in rows}
+
+
 def _day_start(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), dt.UTC)
 
@@ -199,15 +226,20 @@ def host_facts_page(
     conn: psycopg.Connection[Any],
     scope: HostScope,
     f: ReportFilter,
-    after_id: int = 0,
+    after: tuple[str, int] = ("", 0),
     limit: int = 1000,
     cutoffs: Mapping[str, dt.datetime] | None = None,
 ) -> list[HostFactsRow]:
-    """Up to ``limit`` hosts with id > ``after_id`` (by id), with their open patches; with
+    """Up to ``limit`` hosts after ``after`` (a row's ``(name_key, id)``) in the natural order
+    of their shown names (then id), with their open patches; with
     ``cutoffs`` (severity → instant; others use medium's) only the patches first seen before
     their severity's cutoff (those past an SLA: the only ones that can change a verdict)."""
     where = _host_conditions(scope, f, "h.id")
-    where.append(sql.SQL("h.id > {}").format(sql.Literal(after_id)))
+    where.append(
+        sql.SQL("(" + NAME_KEY + ", h.id) > ({}, {})").format(
+            sql.Literal(after[0]), sql.Literal(after[1])
+        )
+    )
     overdue: sql.Composable = sql.SQL("TRUE")
     if cutoffs is not None:
         overdue = sql.SQL(
@@ -221,13 +253,18 @@ def host_facts_page(
         " h.pending_patches,"
         " COALESCE((SELECT json_agg(json_build_array(p.name, p.severity, p.first_seen_at,"
         " p.cve_ids, p.available_version) ORDER BY p.name) FROM host_patches p"
-        " WHERE p.host_id = h.id AND p.resolved_at IS NULL AND {}), '[]'::json)"
-        " FROM hosts h WHERE {} ORDER BY h.id LIMIT {}"
+        " WHERE p.host_id = h.id AND p.resolved_at IS NULL AND {}), '[]'::json),"
+        " " + SHOWN_NAME + ", " + SHOWN_ADDRESS + ", " + NAME_KEY + ""
+        " FROM hosts h WHERE {} ORDER BY " + NAME_KEY + ", h.id LIMIT {}"
     ).format(overdue, sql.SQL(" AND ").join(where), sql.Literal(limit))
     out = []
     for r in conn.execute(query).fetchall():
         patches = tuple(OpenPatch(p[0], p[1], _ts(p[2]), tuple(p[3]), p[4]) for p in r[8])
-        out.append(HostFactsRow(r[0], r[1], tuple(r[2]), r[3], r[4], r[5], r[6], r[7], patches))
+        out.append(
+            HostFactsRow(
+                r[0], r[1], tuple(r[2]), r[3], r[4], r[5], r[6], r[7], patches, r[9], r[10], r[11]
+            )  # fmt: skip
+        )
     return out
 
 
@@ -316,20 +353,34 @@ def history_page(
         end = _day_start(f.until + dt.timedelta(days=1))
         where.append(sql.SQL("j.created_at < {}").format(sql.Literal(end)))
     query = sql.SQL(
-        "SELECT jh.id, j.id, j.kind, j.created_by, h.id, h.name, jh.state, jh.started_at,"
+        "SELECT jh.id, j.id, j.kind, j.created_by, h.id, " + SHOWN_NAME + ", jh.state,"
+        " jh.started_at,"
         " jh.finished_at, EXTRACT(EPOCH FROM jh.finished_at - COALESCE(jh.started_at,"
         " jh.dispatched_at, jh.sent_at))::float8, CASE WHEN j.selection = 'list'"
         " THEN (SELECT string_agg(CASE jsonb_typeof(x) WHEN 'string' THEN x #>> '{{}}'"
         " ELSE concat_ws('=', x->>'name', NULLIF(x->>'version', '')) END, ' ' ORDER BY n)"
         " FROM jsonb_array_elements(j.packages) WITH ORDINALITY AS e(x, n))"
-        " ELSE j.selection END, jh.error_code, jh.error_message"
+        " ELSE j.selection END, jh.error_code, jh.error_message, " + SHOWN_ADDRESS + ""
         " FROM job_hosts jh JOIN jobs j ON j.id = jh.job_id"
         " JOIN known_hosts h ON h.id = jh.host_id"
         " WHERE {} ORDER BY jh.id LIMIT {}"
     ).format(sql.SQL(" AND ").join(where), sql.Literal(limit))
     return [
         HistoryRow(
-            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10] or "", r[11], r[12]
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            r[7],
+            r[8],
+            r[9],
+            r[10] or "",
+            r[11],
+            r[12],
+            r[13],
         )  # fmt: skip
         for r in conn.execute(query)
     ]
@@ -366,26 +417,30 @@ def exposure_page(
     conn: psycopg.Connection[Any],
     scope: HostScope,
     f: ReportFilter,
-    after_id: int = 0,
+    after: tuple[str, int, int] = ("", 0, 0),
     limit: int = 1000,
 ) -> list[ExposureRow]:
     """Open security patches (critical or high, or naming a CVE) at or above the filter's
-    severity, by patch id."""
+    severity, by host (the natural order of its shown name, then id) and patch id, after
+    ``after`` (a row's ``(name_key, host_id, patch_id)``)."""
     where = _host_conditions(scope, f, "p.host_id")
     where += [
         sql.SQL("p.resolved_at IS NULL"),
-        sql.SQL("p.id > {}").format(sql.Literal(after_id)),
+        sql.SQL("(" + NAME_KEY + ", h.id, p.id) > ({}, {}, {})").format(*map(sql.Literal, after)),
         sql.SQL("(p.severity IN ('critical', 'high') OR cardinality(p.cve_ids) > 0)"),
         sql.SQL("{} = ANY({})").format(
             severity_sql("p.severity"), sql.Literal(_at_or_above(f.severity))
         ),
     ]
+    columns = f"p.id, h.id, {SHOWN_NAME}, p.name, {{}}, p.cve_ids, p.first_seen_at, {SHOWN_ADDRESS}"
     query = sql.SQL(
-        "SELECT p.id, h.id, h.name, p.name, {}, p.cve_ids, p.first_seen_at"
-        " FROM host_patches p JOIN hosts h ON h.id = p.host_id WHERE {} ORDER BY p.id LIMIT {}"
+        "SELECT " + columns + ", " + NAME_KEY + " FROM host_patches p"
+        " JOIN hosts h ON h.id = p.host_id WHERE {} ORDER BY " + NAME_KEY + ", h.id, p.id"
+        " LIMIT {}"
     ).format(severity_sql("p.severity"), sql.SQL(" AND ").join(where), sql.Literal(limit))
     return [
-        ExposureRow(r[0], r[1], r[2], r[3], r[4], tuple(r[5]), r[6]) for r in conn.execute(query)
+        ExposureRow(r[0], r[1], r[2], r[3], r[4], tuple(r[5]), r[6], r[7], r[8])
+        for r in conn.execute(query)
     ]
 
 
@@ -491,8 +546,8 @@ def trend(conn: psycopg.Connection[Any], scope: HostScope, f: ReportFilter) -> l
 
 
 _WAIVER_COLUMNS = (
-    "w.id, w.host_id, h.name, w.package, w.cve, w.owner, w.reason, w.expires_at, w.created_by,"
-    " w.created_at, w.revoked_at, w.revoked_by"
+    "w.id, w.host_id, " + SHOWN_NAME + ", w.package, w.cve, w.owner, w.reason, w.expires_at,"
+    " w.created_by, w.created_at, w.revoked_at, w.revoked_by, " + SHOWN_ADDRESS
 )
 
 

@@ -32,6 +32,7 @@ class AuditPage(Base):
     next_page: str = ""  # the query string of the next (older) page; "" on the last
     export_query: str = ""
     last_verify: StoredEntry | None = None
+    hosts: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # entry id → targets
 
 
 class AuditPages:
@@ -66,6 +67,7 @@ class AuditPages:
             next_page=next_page,
             export_query=urlencode(given(filters)),
             last_verify=last,
+            hosts=await service.target_hosts(self.sys, found),
         )
         return self.p.render(request, "audit.html", page, 422 if errors else 200)
 

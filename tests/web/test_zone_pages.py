@@ -171,3 +171,117 @@ def test_month_grid_in_a_zone_with_a_dst_change_has_a_23_hour_day() -> None:
     assert [(p.start, p.end) for p in days[dt.date(2026, 3, 28)].windows] == [("23:00", "24:00")]
     assert [(p.start, p.end) for p in days[dt.date(2026, 3, 30)].windows] == [("00:00", "24:00")]
     assert days[dt.date(2026, 3, 31)].windows == ()
+
+
+# -- one display name everywhere, natural order (points 3 and 4) -------------------------------
+
+SHOWN = ["127.90.1.3", "web2", "web10"]  # natural order of the shown names
+ADDRESSES = ["127.90.1.3", "127.90.1.2", "127.90.1.10"]
+PAIRS = list(zip(SHOWN, ADDRESSES, strict=True))
+
+
+async def hosts_out_of_order(db: Any) -> list[int]:
+    """Three hosts whose ids run opposite to the natural order of their shown names, each with
+    a pending reboot and one open critical patch; their ids in the order of ``SHOWN``."""
+    ids: dict[str, int] = {}
+    for address, display in (("127.90.1.10", "web10"), ("127.90.1.2", "web2"), ("127.90.1.3", "")):
+        row = await db.run(
+            lambda c, a=address, d=display: insert_host(c, name=a, address=a, display_name=d)
+        )
+        ids[display or address] = row.id
+
+    def mark(conn: psycopg.Connection[Any]) -> None:
+        conn.execute(
+            "UPDATE hosts SET pending_reboot = true WHERE id = ANY(%s)", (list(ids.values()),)
+        )
+        for host_id in ids.values():
+            conn.execute(
+                "INSERT INTO host_patches (host_id, name, severity, cve_ids, first_seen_at)"
+                " VALUES (%s, 'openssl', 'critical', '{CVE-2026-0001}', now() - interval '3 days')",
+                (host_id,),
+            )
+
+    await db.run(mark)
+    return [ids[name] for name in SHOWN]
+
+
+async def test_reports_show_display_names_with_addresses_in_natural_order(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    await hosts_out_of_order(web_rig.db)
+    compliance = (await client.get("/api/v1/reports/compliance?format=json")).json()
+    assert [h["display_name"] for h in compliance["hosts"]] == SHOWN
+    assert [h["address"] for h in compliance["hosts"]] == ADDRESSES
+    reboots = (await client.get("/api/v1/reports/reboots?format=json")).json()
+    assert [(i["host"], i["address"]) for i in reboots["items"]] == PAIRS
+    exposure = (await client.get("/api/v1/reports/exposure?format=json")).json()
+    assert [(i["host"], i["address"]) for i in exposure["items"]] == PAIRS
+    page = (await client.get("/reports?kind=reboots")).text
+    assert [page.index(f">{name}</a>") for name in SHOWN] == sorted(
+        page.index(f">{name}</a>") for name in SHOWN
+    )
+    assert '<div class="muted small">127.90.1.2</div>' in page
+
+
+async def test_report_csv_has_the_display_name_and_an_address_column(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    await hosts_out_of_order(web_rig.db)
+    for kind in ("compliance", "reboots", "exposure"):
+        lines = (await client.get(f"/api/v1/reports/{kind}?format=csv")).text.splitlines()
+        header = lines[0].split(",")
+        assert "address" in header, (kind, header)
+        rows = [line.split(",") for line in lines[1:]]
+        host, address = header.index("host"), header.index("address")
+        assert [(r[host], r[address]) for r in rows] == PAIRS, kind
+
+
+async def test_waivers_page_names_the_host_by_display_name_with_its_address(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    ids = await hosts_out_of_order(web_rig.db)
+    soon = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).isoformat()
+    made = await client.post(
+        "/api/v1/waivers",
+        json={"host_id": ids[1], "owner": "ops", "reason": "r", "expires_at": soon},
+    )
+    assert made.status_code == 201, made.text
+    page = (await client.get("/waivers")).text
+    assert f'<a href="/hosts/{ids[1]}">web2</a>' in page
+    assert "127.90.1.2" in page
+    listed = (await client.get("/api/v1/waivers")).json()["waivers"]
+    assert [(w["host"], w["address"]) for w in listed] == [("web2", "127.90.1.2")]
+
+
+async def test_an_audit_entry_on_a_host_names_it_while_the_host_exists(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    added = await client.post(
+        "/api/v1/hosts", json={"name": "127.90.1.20", "display_name": "mail-1"}
+    )
+    assert added.status_code == 201, added.text
+    host_id = added.json()["id"]
+    page = (await client.get(f"/audit?target=host:{host_id}")).text
+    cell = re.search(rf'<span class="mono">host:{host_id}</span>(.*?)</td>', page, re.S)
+    assert cell is not None, page
+    assert "mail-1" in cell[1] and "127.90.1.20" in cell[1]  # the address beside it
+    assert (await client.delete(f"/api/v1/hosts/{host_id}")).status_code == 204
+    page = (await client.get(f"/audit?target=host:{host_id}")).text
+    assert "host.remove" in page
+    assert 'class="small host-name"' not in page  # removed: the id alone
+
+
+async def test_windows_list_applies_to_shows_the_host_display_name(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    ids = await hosts_out_of_order(web_rig.db)
+    made = await client.post(
+        "/api/v1/windows",
+        json={"name": "", "recurrence": "daily", "start_date": "2026-12-01",
+              "start_time": "02:00", "duration_minutes": 60, "timezone": "UTC",
+              "weekdays": [], "enabled": True, "host_id": ids[1]},
+    )  # fmt: skip
+    assert made.status_code == 201, made.text
+    page = (await client.get("/windows")).text
+    row = re.search(rf'<tr id="window-{made.json()["id"]}".*?</tr>', page, re.S)
+    assert row is not None and "web2" in row[0], page

@@ -7,12 +7,14 @@ import csv
 import dataclasses
 import io
 import json
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from reports.csv_out import cell
 from storage import AuditFilter, StoredEntry, Verification
 from storage.audit import entries_after, last_of_action, list_entries, verify
+from storage.reports import host_labels
 
 from .. import audit
 from ..audit_models import AuditFilters, AuditQuery
@@ -35,6 +37,27 @@ async def entries(sys: System, who: Principal, q: AuditQuery) -> tuple[list[Stor
     """One page of matching entries (newest first) and the number of matches."""
     require(who, Action.VIEW_AUDIT)
     return await sys.db.run(list_entries, _filter(q, q.limit, q.before_id))
+
+
+HOST_TARGET = re.compile(r"\bhost:(\d{1,18})\b")
+
+
+def target_host_ids(target: str) -> list[int]:
+    """The host ids an entry's target names (``host:12``, ``host:1,host:2 …``)."""
+    return [int(m) for m in HOST_TARGET.findall(target)]
+
+
+async def target_hosts(
+    sys: System, found: Sequence[StoredEntry]
+) -> dict[int, list[tuple[str, str]]]:
+    """entry id → (display name, address) of each host its target names that still exists (a
+    removed host's entries show its id only: its old name is in the entry's details)."""
+    ids = sorted({i for e in found for i in target_host_ids(e.target)})
+    if not ids:
+        return {}
+    labels = await sys.db.run(host_labels, ids)
+    named = {e.id: [labels[i] for i in target_host_ids(e.target) if i in labels] for e in found}
+    return {entry: hosts for entry, hosts in named.items() if hosts}
 
 
 def _json(value: Any) -> str:
