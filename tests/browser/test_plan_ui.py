@@ -45,7 +45,8 @@ def test_plan_preview_of_a_ticked_patch_is_what_the_job_stores(
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#deploy-button")
     expect(page.locator(".notice")).to_contain_text("created for 1 host(s)")
-    expect(page.locator("#job-rows details summary").first).to_have_text("1 planned change(s)")
+    expect(page.locator("#job-rows [data-row-plan]").first).to_contain_text(f"{name} ")
+    expect(page.locator("#job-rows [data-row-plan]").first).to_contain_text("→")
     expect(page.locator("#job-status")).to_have_text("succeeded", timeout=90_000)
 
     page.goto(demo.url + "windows")
