@@ -378,7 +378,7 @@ class Executor:
         client gave up. Transport errors are retried with a backoff (bounded by the row's
         deadline, and cancellable); they never fail the row."""
         operation = OPERATIONS[job.kind]
-        names = _request_names(job, self.host_id)
+        names = _request_names(job, row)
         delay = min(self.reconcile_interval, 1.0)
         settled = trio.current_time() + settle
         while True:
@@ -473,7 +473,7 @@ class Executor:
                 selection, allow_reboot=job.allow_reboot, reboot_delay_seconds=job.reboot_delay_s
             )
         if job.kind in ("install", "rollback"):
-            specs = _install_specs(job, self.host_id)
+            specs = _install_specs(job, row)
             if not specs:
                 raise NothingToDo("no package of this job concerns this host")
             for name, version in specs:
@@ -748,12 +748,15 @@ class Executor:
                 delay = min(delay * 2, 10.0)
 
 
-def _install_specs(job: JobRow, host_id: int) -> list[tuple[str, str | None]]:
+def _install_specs(job: JobRow, row: JobHostRow) -> list[tuple[str, str | None]]:
+    if job.kind == "rollback" and row.planned is not None:
+        # The row's own versions to reinstall (migration 0022), not a scan of the job's list.
+        return sorted(row.planned.items())
     specs: list[tuple[str, str | None]] = []
     for p in job.packages:
         if isinstance(p, dict):
-            # Rollback rows carry per-host versions: {"host_id", "name", "version"}.
-            if "host_id" in p and int(p["host_id"]) != host_id:
+            # Rollback jobs from before 0022: per-host versions {"host_id", "name", "version"}.
+            if "host_id" in p and int(p["host_id"]) != row.host_id:
                 continue
             specs.append((str(p["name"]), p.get("version")))
         else:
@@ -767,9 +770,9 @@ def _patch_names(job: JobRow) -> list[str]:
     return [str(p["name"]) if isinstance(p, dict) else str(p) for p in job.packages]
 
 
-def _request_names(job: JobRow, host_id: int) -> list[str]:
+def _request_names(job: JobRow, row: JobHostRow) -> list[str]:
     if job.kind in ("install", "rollback"):
-        return [name for name, _ in _install_specs(job, host_id)]
+        return [name for name, _ in _install_specs(job, row)]
     if job.kind == "patch" and job.selection == "list":
         return _patch_names(job)
     if job.kind in ("update", "remove") and job.packages:

@@ -197,14 +197,19 @@ class FleetHandle:
         specs = rollback_packages(rows)
         if not specs:
             raise ValueError("nothing to roll back: no succeeded host changed a package")
+        # Each row carries its own host's versions (its plan); the job names the packages.
+        planned: dict[int, dict[str, str]] = {}
+        for s in specs:
+            planned.setdefault(int(s["host_id"]), {})[str(s["name"])] = str(s["version"])
         spec = JobSpec(
             kind="rollback",
             schedule="now",
-            packages=tuple(specs),
+            packages=tuple(sorted({str(s["name"]) for s in specs})),
             rollback_of=job_id,
             created_by=created_by or f"rollback of job {job_id}",
+            planned=planned,
         )
-        return await self.create_job(spec, sorted({s["host_id"] for s in specs}), audit=audit)
+        return await self.create_job(spec, sorted(planned), audit=audit)
 
     async def register_found(
         self, scan_id: int, addresses: Sequence[str], *, audit: AuditArg = None

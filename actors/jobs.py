@@ -6,12 +6,14 @@ database themselves (``storage.claim_next``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from functools import partial
+from typing import Any, Protocol, runtime_checkable
 
 import trio
 
@@ -24,7 +26,8 @@ from maintenance import (
     occurrences,
     open_window,
 )
-from storage import Decisions, JobHostRow, JobRow, JobSpec, WindowRow
+from storage import DatabaseUnavailable, Decisions, JobHostRow, JobRow, JobSpec, WindowRow
+from storage.coordinator import JobListener, JobNotices
 
 from .rollout import decide, rule_of
 
@@ -100,6 +103,64 @@ class CoordinatorStore(Protocol):
     ) -> int | None: ...
 
 
+@runtime_checkable
+class JobFeed(Protocol):
+    """What makes the coordinator incremental (``DatabaseJobStore`` provides it): the jobs and
+    rows a change concerns, read alone, and the changes themselves.
+
+    ``listen(deliver)`` runs until cancelled: it calls ``deliver(notices)`` with every batch of
+    changes, and ``deliver(None)`` each time it (re)connects (changes made while it was not
+    listening are unknown: everything is read again)."""
+
+    async def jobs(self, job_ids: Sequence[int]) -> list[tuple[JobRow, list[JobHostRow]]]: ...
+
+    async def rows(self, row_ids: Sequence[int]) -> list[JobHostRow]: ...
+
+    async def listen(
+        self,
+        deliver: Callable[[JobNotices | None], None],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None: ...
+
+
+async def listen_for_changes(
+    listener: JobListener,
+    deliver: Callable[[JobNotices | None], None],
+    *,
+    wait_s: float = 0.5,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run ``listener`` (blocking, in a worker thread) until cancelled: ``deliver(None)`` after
+    each (re)connection, ``deliver(notices)`` with what was heard. A lost connection (database
+    outage) is retried with a backoff (0.5 s doubling to 10 s), never raised. Cancellation
+    takes effect within ``wait_s`` (a thread waiting on the connection is not abandoned: the
+    connection is never used by two threads)."""
+    task_status.started()
+    delay = 0.5
+    try:
+        while True:
+            try:
+                await trio.to_thread.run_sync(listener.connect)
+            except DatabaseUnavailable as exc:
+                log.warning("job changes: %s; retrying in %.1fs", exc, delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            delay = 0.5
+            deliver(None)
+            try:
+                while True:
+                    notices = await trio.to_thread.run_sync(listener.wait, wait_s)
+                    if notices:
+                        deliver(notices)
+            except DatabaseUnavailable as exc:
+                log.warning("job changes: %s; reconnecting", exc)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(listener.close)
+
+
 def batches_for(spec: JobSpec, host_ids: list[int]) -> list[tuple[int, int]]:
     numbers = assign_batches(
         len(host_ids),
@@ -148,11 +209,21 @@ class JobChanges:
 
 
 class JobCoordinator:
-    """One pass per ``tick`` (or sooner after ``poke()``).
+    """One pass per ``tick`` (or sooner after ``poke()`` or a change heard).
+
+    Incremental when the store is a ``JobFeed``: every row of the active jobs is held in
+    memory, lean (what the rollout policy reads: no package snapshots), indexed by job and
+    batch, read whole at start, after the change feed (re)connects and every ``resync``
+    seconds (a safety net); in between only the jobs and rows a change names are read again
+    (job runners, the web's create/cancel/retry/rollback, another process: the database
+    triggers of migration 0022 notify them all). A pass decides in memory and writes only its
+    decisions, which it also applies to its own copy. Without a feed every pass reads every
+    active job (``store.active()``).
 
     ``host_blocked(host_id)`` says why a host cannot run anything now (paused, its actor
     failed), or "" when it can. ``permits_granted()`` is called after a pass wrote permits
-    (the runners are woken); ``on_change`` gets every roll-up change."""
+    (the runners are woken); ``on_change`` gets every roll-up change. A pass that fails (the
+    database is down) is logged and the next one reads everything again."""
 
     def __init__(
         self,
@@ -163,16 +234,34 @@ class JobCoordinator:
         permits_granted: Callable[[list[int]], None] = lambda host_ids: None,
         on_change: Callable[[JobChange], None] = lambda change: None,
         tick: float = 1.0,
+        resync: float = 60.0,
+        min_gap: float = 0.1,
     ) -> None:
         self.store = store
+        self.feed = store if isinstance(store, JobFeed) else None
         self.wall = wall
         self.host_blocked = host_blocked
         self.permits_granted = permits_granted
         self.on_change = on_change
         self.tick = tick
+        self.resync = resync
+        # Incremental only: passes woken by changes are at least this far apart (a burst of
+        # rows finishing is decided together, not once per row).
+        self.min_gap = min_gap if self.feed is not None else 0.0
         self.passes = 0
+        self.full_reads = 0  # passes that read every active job (start, reconnect, resync)
         self._poke = trio.Event()
         self._passed = trio.Event()
+        # The in-memory copy: active jobs, their rows by job and by batch.
+        self._jobs: dict[int, JobRow] = {}
+        self._rows: dict[int, dict[int, JobHostRow]] = {}  # job id -> row id -> row
+        self._batches: dict[int, dict[int, set[int]]] = {}  # job id -> batch -> row ids
+        self._windows: WindowSet | None = None
+        self._stale = True  # read everything at the next pass
+        self._heard = JobNotices()
+        self._next_resync = 0.0
+        self._auto_done: set[tuple[int, dt.datetime]] = set()  # occurrences already handled
+        self._listening = trio.Event()  # the feed connected once
 
     def poke(self) -> None:
         self._poke.set()
@@ -181,26 +270,55 @@ class JobCoordinator:
         """Wait for the next completed pass (tests)."""
         await self._passed.wait()
 
+    def rows_held(self) -> int:
+        """How many job rows the coordinator holds in memory."""
+        return sum(len(rows) for rows in self._rows.values())
+
+    def heard(self, notices: JobNotices | None) -> None:
+        """Changes heard (``None``: unknown changes, read everything). Never blocks."""
+        if notices is None:
+            self._stale = True
+            self._listening.set()
+        else:
+            self._heard.merge(notices)
+        self._poke.set()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            try:
-                await self.run_once()
-            except Exception:  # the database may be down; the next pass retries
-                log.exception("job coordinator pass failed")
-            self.passes += 1
-            self._passed.set()
-            self._passed = trio.Event()
-            with trio.move_on_after(self.tick):
-                await self._poke.wait()
-            self._poke = trio.Event()
+        async with trio.open_nursery() as nursery:
+            if self.feed is not None:
+                await nursery.start(partial(self.feed.listen, self.heard))
+            task_status.started()
+            if self.feed is not None:
+                # The first full read follows LISTEN (nothing falls between them), unless the
+                # database cannot be reached: then the passes go on and the read follows.
+                with trio.move_on_after(5.0):
+                    await self._listening.wait()
+            while True:
+                try:
+                    await self.run_once()
+                except Exception:  # the database may be down; the next pass reads everything
+                    log.exception("job coordinator pass failed")
+                    self._stale = True
+                self.passes += 1
+                self._passed.set()
+                self._passed = trio.Event()
+                passed = trio.current_time()
+                with trio.move_on_after(self.tick):
+                    await self._poke.wait()
+                    await trio.sleep_until(passed + self.min_gap)
+                self._poke = trio.Event()
 
     async def run_once(self) -> None:
+        await self._refresh()
+        assert self._windows is not None
+        windows = self._windows
         now = self.wall()
-        windows = await self.store.windows()
         for window, occurrence in windows.opened_auto_windows(now):
-            await self._auto_apply(window, occurrence, windows)
-        for job, rows in await self.store.active():
+            if (window.id, occurrence.start) not in self._auto_done:
+                await self._auto_apply(window, occurrence, windows)
+                self._auto_done.add((window.id, occurrence.start))
+        for job_id in sorted(self._jobs):
+            job, rows = self._jobs[job_id], list(self._rows[job_id].values())
             decisions = decide(
                 job,
                 rows,
@@ -220,6 +338,7 @@ class JobCoordinator:
                 or decisions.finished
             ):
                 await self.store.apply(decisions)
+                self._applied(decisions)
                 if decisions.status:
                     log.info("job %d is %s", job.id, decisions.status)
                     self.on_change(JobChange(job.id, decisions.status))
@@ -227,6 +346,101 @@ class JobCoordinator:
                     by_id = {r.id: r.host_id for r in rows}
                     woken = [by_id[i] for i, _ in decisions.permits]
                     self.permits_granted(woken + [by_id[i] for i in decisions.retry])
+
+    # -- the in-memory copy ---------------------------------------------------------------------
+
+    async def _refresh(self) -> None:
+        """Bring the copy up to date: everything when stale (or without a feed, or when the
+        resync is due), else only what the heard changes name."""
+        due = self.feed is not None and trio.current_time() >= self._next_resync
+        if self._stale or self.feed is None or due or self._windows is None:
+            self._heard = JobNotices()  # everything is read: what was heard is included
+            self._stale = False
+            try:
+                self._windows = await self.store.windows()
+                self._replace(await self.store.active(), everything=True)
+            except BaseException:
+                self._stale = True
+                raise
+            self.full_reads += 1
+            self._next_resync = trio.current_time() + self.resync
+            return
+        heard, self._heard = self._heard, JobNotices()
+        if not heard:
+            return
+        try:
+            await self._read(heard)
+        except BaseException:
+            self._stale = True  # what was heard is lost: read everything next time
+            raise
+
+    async def _read(self, heard: JobNotices) -> None:
+        assert self.feed is not None
+        if heard.windows:
+            self._windows = await self.store.windows()
+        whole = set(heard.jobs) | {j for j in heard.rows if j not in self._jobs}
+        if whole:
+            found = await self.feed.jobs(sorted(whole))
+            for job_id in whole:
+                self._drop(job_id)
+            self._replace(found, everything=False)
+        row_ids = [r for j, ids in heard.rows.items() if j not in whole for r in ids]
+        if row_ids:
+            for row in await self.feed.rows(row_ids):
+                if row.job_id in self._jobs:
+                    self._put(row)
+
+    def _replace(self, jobs: list[tuple[JobRow, list[JobHostRow]]], *, everything: bool) -> None:
+        if everything:
+            self._jobs, self._rows, self._batches = {}, {}, {}
+        for job, rows in jobs:
+            self._jobs[job.id] = job
+            self._rows[job.id] = {}
+            self._batches[job.id] = {}
+            for row in rows:
+                self._put(row)
+
+    def _drop(self, job_id: int) -> None:
+        self._jobs.pop(job_id, None)
+        self._rows.pop(job_id, None)
+        self._batches.pop(job_id, None)
+
+    def _put(self, row: JobHostRow) -> None:
+        rows, batches = self._rows[row.job_id], self._batches[row.job_id]
+        old = rows.get(row.id)
+        if old is not None and old.batch != row.batch:
+            batches[old.batch].discard(row.id)
+        rows[row.id] = row
+        batches.setdefault(row.batch, set()).add(row.id)
+
+    def _set(self, job_id: int, row_id: int, **values: Any) -> None:
+        row = self._rows.get(job_id, {}).get(row_id)
+        if row is not None:
+            self._rows[job_id][row_id] = dataclasses.replace(row, **values)
+
+    def _applied(self, d: Decisions) -> None:
+        """What ``store.apply(d)`` wrote, in the copy too (the notices it causes confirm it)."""
+        job_id = d.job_id
+        for row_id in d.waiting:
+            self._set(job_id, row_id, state="waiting_window", run_until=None)
+        for row_id in d.retry:
+            self._set(job_id, row_id, state="queued")
+        for row_id, until in d.permits:
+            self._set(job_id, row_id, state="queued", run_until=until)
+        for code, ended in (("SKIPPED", d.skipped), ("NO_WINDOW", d.no_window)):
+            for row_id, _ in ended:
+                self._set(job_id, row_id, state="skipped", run_until=None, error_code=code)
+        job = self._jobs.get(job_id)
+        if job is None:
+            return
+        if d.status is not None:
+            job = dataclasses.replace(job, status=d.status)
+        if d.started and job.started_at is None:
+            job = dataclasses.replace(job, started_at=self.wall())
+        if d.finished or job.status not in ("queued", "running"):
+            self._drop(job_id)  # finished: nothing more to decide (a retry notifies it again)
+        else:
+            self._jobs[job_id] = job
 
     async def _auto_apply(
         self, window: WindowRow, occurrence: Interval, windows: WindowSet

@@ -32,7 +32,6 @@ from storage import (
     NotFound,
     RowsRefused,
     Transition,
-    active_jobs,
     add_scan_results,
     advance_row,
     apply_decisions,
@@ -61,10 +60,11 @@ from storage import (
     write_host_states_each,
     write_patch_changes,
 )
+from storage.coordinator import JobListener, JobNotices, coordinator_jobs, coordinator_rows
 
 from .agent_records import Package, PatchList
 from .discovery import Found, ScanProgress, ScanReport
-from .jobs import WindowSet, batches_for
+from .jobs import WindowSet, batches_for, listen_for_changes
 from .ports import PatchDiff, StoredHost, data_digest, diff_patch_data
 
 log = logging.getLogger(__name__)
@@ -452,9 +452,24 @@ class DatabaseJobStore:
     async def security_patches(self, host_id: int) -> list[str]:
         return await self.db.run(host_security_patches, host_id)
 
-    # coordinator side
+    # coordinator side (a JobFeed: it reads lean rows and hears changes)
     async def active(self) -> list[tuple[JobRow, list[JobHostRow]]]:
-        return await self.db.run(active_jobs)
+        return await self.db.run(coordinator_jobs, None)
+
+    async def jobs(self, job_ids: Sequence[int]) -> list[tuple[JobRow, list[JobHostRow]]]:
+        return await self.db.run(coordinator_jobs, job_ids)
+
+    async def rows(self, row_ids: Sequence[int]) -> list[JobHostRow]:
+        return await self.db.run(coordinator_rows, row_ids)
+
+    async def listen(
+        self,
+        deliver: Callable[[JobNotices | None], None],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        listener = JobListener(self.db.conninfo)
+        await listen_for_changes(listener, deliver, task_status=task_status)
 
     async def apply(self, decisions: Decisions) -> None:
         await self.db.run(apply_decisions, decisions)

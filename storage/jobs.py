@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from .errors import NotFound
+from .job_snapshots import split_snapshots, write_snapshots
 from .retention import history_scope
 from .scope import HostScope, scope_condition
 
@@ -108,10 +110,14 @@ _JOB_COLUMNS = (
     " batch_percent, failure_threshold, canary, status, rollback_of, created_by, created_at,"
     " started_at, finished_at"
 )
+# A row joined to its host and its package snapshots (a side table since migration 0022).
+_ROW_FROM = (
+    "job_hosts r JOIN hosts h ON h.id = r.host_id LEFT JOIN job_host_snapshots s ON s.row_id = r.id"
+)
 _ROW_COLUMNS = (
     "r.id, r.job_id, r.host_id, r.batch, r.state, r.attempts, r.agent_job_id, r.dispatched_at,"
     " r.started_at, r.finished_at, r.progress, r.error_code, r.error_message, r.error_stderr,"
-    " r.packages_before, r.packages_after, h.name, r.owner, r.sent_at, r.run_until,"
+    " s.packages_before, s.packages_after, h.name, r.owner, r.sent_at, r.run_until,"
     " r.agent_status, r.uptime_before, r.planned, r.drift,"
     " coalesce(nullif(h.display_name, ''), h.name), coalesce(host(h.address), ''), r.queued_at"
 )
@@ -259,8 +265,7 @@ def job_rows(
 ) -> list[JobHostRow]:
     """The job's rows for the hosts within ``scope``."""
     query = sql.SQL(
-        "SELECT {cols} FROM job_hosts r JOIN hosts h ON h.id = r.host_id"
-        " WHERE r.job_id = %s AND {c}"
+        "SELECT {cols} FROM " + _ROW_FROM + " WHERE r.job_id = %s AND {c}"
         " ORDER BY r.batch, natural_key(coalesce(nullif(h.display_name, ''), h.name)), h.address"
     ).format(cols=sql.SQL(_ROW_COLUMNS), c=scope_condition(scope, "r.host_id"))
     return [_row(r) for r in conn.execute(query, (job_id,)).fetchall()]
@@ -291,7 +296,7 @@ def active_jobs(conn: psycopg.Connection[Any]) -> list[tuple[JobRow, list[JobHos
 
 def _row_by_id(conn: psycopg.Connection[Any], row_id: int) -> JobHostRow:
     found = conn.execute(
-        f"SELECT {_ROW_COLUMNS} FROM job_hosts r JOIN hosts h ON h.id = r.host_id WHERE r.id = %s",
+        f"SELECT {_ROW_COLUMNS} FROM {_ROW_FROM} WHERE r.id = %s",
         (row_id,),
     ).fetchone()
     if found is None:
@@ -404,6 +409,7 @@ def advance_row(
     before a request goes to the agent."""
     if to_state not in ACTIVE_ROW_STATES:
         raise ValueError(f"{to_state!r} is not an in-flight state (use finish_row)")
+    values, snapshots = split_snapshots(values)
     sets, params = _assignments(values)
     sent = ", sent_at = now()" if to_state == "request_sent" else ""
     permit = (
@@ -412,25 +418,36 @@ def advance_row(
         if within_permit
         else ""
     )
-    return bool(
-        conn.execute(
-            f"UPDATE job_hosts SET state = %s{sent}{sets}, updated_at = now()"
-            f" WHERE id = %s AND owner = %s AND state = ANY(%s){permit}",
-            [to_state, *params, row_id, owner, list(from_states)],
-        ).rowcount
-    )
+    # One statement unless a snapshot goes with it (then both in one transaction).
+    with conn.transaction() if snapshots else contextlib.nullcontext():
+        done = bool(
+            conn.execute(
+                f"UPDATE job_hosts SET state = %s{sent}{sets}, updated_at = now()"
+                f" WHERE id = %s AND owner = %s AND state = ANY(%s){permit}",
+                [to_state, *params, row_id, owner, list(from_states)],
+            ).rowcount
+        )
+        if done:
+            write_snapshots(conn, row_id, snapshots)
+    return done
 
 
 def update_row(conn: psycopg.Connection[Any], row_id: int, owner: str, **values: Any) -> bool:
     """Change fields (not the state) of an in-flight row this ``owner`` holds."""
+    values, snapshots = split_snapshots(values)
     sets, params = _assignments(values)
-    return bool(
-        conn.execute(
-            f"UPDATE job_hosts SET updated_at = now(){sets}"
-            " WHERE id = %s AND owner = %s AND state = ANY(%s)",
-            [*params, row_id, owner, list(ACTIVE_ROW_STATES)],
-        ).rowcount
-    )
+    # One statement unless a snapshot goes with it (then both in one transaction).
+    with conn.transaction() if snapshots else contextlib.nullcontext():
+        done = bool(
+            conn.execute(
+                f"UPDATE job_hosts SET updated_at = now(){sets}"
+                " WHERE id = %s AND owner = %s AND state = ANY(%s)",
+                [*params, row_id, owner, list(ACTIVE_ROW_STATES)],
+            ).rowcount
+        )
+        if done:
+            write_snapshots(conn, row_id, snapshots)
+    return done
 
 
 def finish_row(
@@ -440,6 +457,7 @@ def finish_row(
     ``state`` (final) and the attempt is recorded with its error, in one transaction."""
     if state not in FINAL_ROW_STATES:
         raise ValueError(f"{state!r} is not a final state")
+    values, snapshots = split_snapshots(values)
     sets, params = _assignments(values)
     progress = ", progress = 100" if state == "succeeded" and "progress" not in values else ""
     with conn.transaction():
@@ -452,6 +470,7 @@ def finish_row(
         ).fetchone()
         if found is None:
             return False
+        write_snapshots(conn, row_id, snapshots)
         host_id, _, agent_job_id, started, code, message = found
         # Numbered per row across manual retries too (which start the row's count again).
         conn.execute(
@@ -575,7 +594,19 @@ def apply_decisions(conn: psycopg.Connection[Any], d: Decisions) -> None:
         if d.finished:
             sets.append("finished_at = now()")
         if sets:
-            conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = %s", [*params, d.job_id])
+            # A final status only while every row is final: a coordinator deciding on rows it
+            # has not re-read yet (a manual retry just queued some) must not end the job.
+            final = d.status in ("succeeded", "partially_failed", "failed", "cancelled")
+            guard = (
+                " AND NOT EXISTS (SELECT 1 FROM job_hosts r WHERE r.job_id = jobs.id"
+                " AND r.state <> ALL(%s))"
+                if final
+                else ""
+            )
+            conn.execute(
+                f"UPDATE jobs SET {', '.join(sets)} WHERE id = %s{guard}",
+                [*params, d.job_id, *([list(FINAL_ROW_STATES)] if final else [])],
+            )
 
 
 def create_window_job(

@@ -1,0 +1,219 @@
+"""The incremental job coordinator on a real PostgreSQL (issue 17 point 3): it reads every
+active job once, then only what the database's change notices (LISTEN/NOTIFY, migration 0022)
+name. Its tick and resync are an hour here, so anything it does after its first pass was woken
+by a notice: nothing pokes it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import trio
+
+from actors.jobs import JobCoordinator, batches_for
+from actors.persist import DatabaseJobStore
+from simulator import Fleet
+from storage import (
+    NO_DEADLINE,
+    Database,
+    JobSpec,
+    cancel_job,
+    claim_next,
+    create_job,
+    finish_row,
+    get_job,
+    insert_host,
+    job_rows,
+)
+from storage.coordinator import coordinator_jobs
+
+from .conftest import Manager, register
+from .test_jobs import finished, healthy
+
+pytestmark = pytest.mark.timeout(120)
+
+HOUR = 3600.0
+OWNER = "elsewhere"  # a job runner of another process
+
+
+async def hosts(db: Database, count: int) -> list[int]:
+    def insert(conn: Any) -> list[int]:
+        with conn.transaction():
+            return [
+                insert_host(conn, name=f"c{i}", address=f"127.99.250.{i + 1}", port=1).id
+                for i in range(count)
+            ]
+
+    return list(await db.run(insert))
+
+
+async def start(nursery: trio.Nursery, db: Database) -> JobCoordinator:
+    coordinator = JobCoordinator(
+        DatabaseJobStore(db), wall=wall, tick=HOUR, resync=HOUR, min_gap=0.0
+    )
+    await nursery.start(coordinator.run)
+    await full_reads(coordinator, 1)
+    return coordinator
+
+
+def wall() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+async def until(
+    coordinator: JobCoordinator, check: Callable[[], Awaitable[bool]], timeout: float = 20
+) -> None:
+    """Wait for ``check()`` to hold after a pass (each pass here follows a notice)."""
+    with trio.fail_after(timeout):
+        while not await check():
+            await coordinator.wait_pass()
+
+
+async def full_reads(coordinator: JobCoordinator, count: int) -> None:
+    async def done() -> bool:
+        return coordinator.full_reads >= count
+
+    await until(coordinator, done)
+
+
+async def create(db: Database, host_ids: list[int], **spec: Any) -> int:
+    job = JobSpec(kind="patch", schedule="now", **spec)
+    return int(await db.run(create_job, job, batches_for(job, host_ids)))
+
+
+async def status(db: Database, job_id: int) -> str:
+    return str((await db.run(get_job, job_id)).status)
+
+
+async def test_a_job_created_in_the_database_is_started_on_its_notice_without_a_poke(
+    nursery: trio.Nursery, db: Database
+) -> None:
+    ids = await hosts(db, 3)
+    coordinator = await start(nursery, db)
+    job_id = await create(db, ids)
+
+    async def permitted() -> bool:
+        rows = await db.run(job_rows, job_id)
+        return all(r.state == "queued" and r.run_until is not None for r in rows)
+
+    await until(coordinator, permitted)
+    assert await status(db, job_id) == "running"
+    assert coordinator.rows_held() == 3
+    assert coordinator.full_reads == 1  # heard, not read again with everything else
+
+
+async def test_rows_finished_by_another_process_roll_the_job_up_without_a_full_read(
+    nursery: trio.Nursery, db: Database
+) -> None:
+    ids = await hosts(db, 3)
+    coordinator = await start(nursery, db)
+    job_id = await create(db, ids)
+
+    async def running() -> bool:
+        return await status(db, job_id) == "running"
+
+    await until(coordinator, running)
+    for host_id in ids:  # another process's runners claim and finish every row
+        row = await db.run(claim_next, host_id, OWNER, 60.0)
+        assert row is not None
+        await db.run(lambda c, r=row.id: finish_row(c, r, OWNER, "succeeded"))
+
+    async def succeeded() -> bool:
+        return await status(db, job_id) == "succeeded"
+
+    await until(coordinator, succeeded)
+    assert coordinator.full_reads == 1
+    assert coordinator.rows_held() == 0  # a finished job leaves the coordinator's memory
+
+
+async def test_a_cancel_made_in_the_database_ends_the_job_on_its_notice(
+    nursery: trio.Nursery, db: Database
+) -> None:
+    ids = await hosts(db, 4)
+    coordinator = await start(nursery, db)
+    job_id = await create(db, ids, batch_size=1)  # three rows wait for their batch
+
+    async def running() -> bool:
+        return await status(db, job_id) == "running"
+
+    await until(coordinator, running)
+    assert await db.run(cancel_job, job_id) == 4
+
+    async def cancelled() -> bool:
+        return await status(db, job_id) == "cancelled"
+
+    await until(coordinator, cancelled)
+    assert coordinator.full_reads == 1
+
+
+async def test_after_losing_its_listening_connection_it_reads_everything_and_hears_again(
+    nursery: trio.Nursery, db: Database
+) -> None:
+    ids = await hosts(db, 2)
+    coordinator = await start(nursery, db)
+    killed = await db.run(
+        lambda c: c.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = 'patch-manager-jobs-listener'"
+            " AND datname = current_database()"
+        ).fetchone()[0]
+    )
+    assert killed == 1
+    await full_reads(coordinator, 2)  # reconnected: it reads everything again
+    job_id = await create(db, ids)
+
+    async def running() -> bool:
+        return await status(db, job_id) == "running"
+
+    await until(coordinator, running)
+
+
+async def test_the_coordinator_reads_rows_without_their_package_snapshots(db: Database) -> None:
+    ids = await hosts(db, 1)
+    job_id = await create(db, ids)
+    big = {f"pkg{i}": f"1.{i}" for i in range(2000)}
+    row = await db.run(claim_next, ids[0], OWNER, 60.0)
+    assert row is None  # no permit yet: give it one, as the coordinator would
+    await db.run(
+        lambda c: c.execute(
+            "UPDATE job_hosts SET run_until = %s WHERE job_id = %s", (NO_DEADLINE, job_id)
+        )
+    )
+    row = await db.run(claim_next, ids[0], OWNER, 60.0)
+    assert row is not None
+    await db.run(
+        lambda c: finish_row(
+            c, row.id, OWNER, "succeeded", packages_before=big, packages_after={"pkg0": "2"}
+        )
+    )
+    (page_row,) = await db.run(job_rows, job_id)  # the job page reads the side table
+    assert page_row.packages_before == big and page_row.packages_after == {"pkg0": "2"}
+    await db.run(lambda c: c.execute("UPDATE jobs SET status = 'running' WHERE id = %s", (job_id,)))
+    ((_, (lean,)),) = await db.run(coordinator_jobs, [job_id])
+    assert lean.state == "succeeded"
+    assert lean.packages_before is None and lean.packages_after is None
+
+
+async def test_rollback_rows_carry_only_their_own_hosts_versions(
+    manager: Manager, start_fleet: Any
+) -> None:
+    fleet: Fleet = await start_fleet(2, time_scale=0.002)
+    for agent in fleet.agents:
+        agent.set_faults({"downgrades": "allow"})
+    ids = await register(manager, fleet)
+    await healthy(manager, 2)
+    job_id = await manager.handle.create_job(
+        JobSpec(kind="patch", schedule="now"), sorted(ids.values())
+    )
+    assert (await finished(manager, job_id)).status == "succeeded"
+    patched = {r.host_id: r for r in await manager.db.run(job_rows, job_id)}
+    rollback_id = await manager.handle.rollback(job_id)
+    rollback = await manager.db.run(get_job, rollback_id)
+    assert all(isinstance(p, str) for p in rollback.packages)  # names; no per-host list
+    for row in await manager.db.run(job_rows, rollback_id):
+        before = patched[row.host_id].packages_before or {}
+        after = patched[row.host_id].packages_after or {}
+        assert row.planned == {n: v for n, v in before.items() if after.get(n) != v}
+    assert (await finished(manager, rollback_id)).status == "succeeded"
