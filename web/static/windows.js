@@ -1,6 +1,8 @@
 // The window editor: asks the API about the draft as it changes and shows the rule in words,
 // the next occurrences, and each problem beside its field (the API answers a draft's problems
-// with 200, so nothing is logged in the console while the form is incomplete).
+// with 200, so nothing is logged in the console while the form is incomplete). A problem the
+// server reported for a field (after a post) goes away once that field is changed or the draft
+// no longer has it, and every one of them on a new submit (the answer reports afresh).
 (function () {
   "use strict";
   document.addEventListener("DOMContentLoaded", function () {
@@ -11,13 +13,45 @@
     const text = document.getElementById("window-text");
     const numbers = ["duration_minutes", "day_of_month", "nth"];
     const live = {};  // field → the message element this script added
+    const served = {};  // field → a message the server rendered (err-FIELD), until it is fixed
+    form.querySelectorAll('[id^="err-"]').forEach(function (el) {
+      if (el.id !== "err-summary") served[el.id.slice(4)] = el;
+    });
+    // The fields whose server messages a change of this input answers.
+    const answers = { target: ["target", "host_id", "group_id"] };
+    const zoneMeta = document.querySelector('meta[name="time-zone"]');
+    let clock = null;  // the user's zone (profile), as app.js's fmtClock shows times
+    try {
+      clock = new Intl.DateTimeFormat("sv-SE", { timeZone: (zoneMeta && zoneMeta.content) || "UTC",
+        year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false });
+    } catch (e) { clock = null; }
+    function local(iso) { return clock ? clock.format(new Date(iso)) : iso.slice(0, 16).replace("T", " ") + " UTC"; }
+
+    function clearServed(key) {
+      const el = served[key];
+      if (el) {
+        el.remove();
+        delete served[key];
+        const field = form.querySelector('[name="' + key + '"]');
+        if (field) field.removeAttribute("aria-invalid");
+      }
+      const summary = document.getElementById("err-summary");
+      if (summary) {
+        summary.querySelectorAll('li[data-field="' + key + '"]').forEach(function (li) { li.remove(); });
+        if (!summary.querySelector("li")) summary.remove();
+      }
+    }
+
+    // The draft fields the preview judges: a server message on one of them it no longer
+    // finds is stale (the others wait for their own field to change).
+    const judged = ["recurrence", "start_date", "start_time", "duration_minutes", "timezone",
+      "weekdays", "day_of_month", "short_month", "nth", "until", "auto_apply"];
 
     function show(problems) {
       Object.keys(live).forEach(function (k) { if (!problems[k]) { live[k].remove(); delete live[k]; } });
+      judged.forEach(function (k) { if (!problems[k]) clearServed(k); });
       Object.keys(problems).forEach(function (k) {
-        if (document.getElementById("err-" + k)) {
-          if (!live[k]) { document.getElementById("err-" + k).textContent = problems[k]; return; }
-        }
+        if (served[k]) { served[k].textContent = problems[k]; return; }
         const anchor = k === "weekdays" ? document.getElementById("w-weekdays") : form.querySelector('[name="' + k + '"]');
         if (!anchor) return;
         if (!live[k]) {
@@ -47,11 +81,20 @@
           if (!j) { preview.textContent = "—"; return; }
           show(j.problems || {});
           text.textContent = j.text || "not a usable window yet";
-          preview.textContent = j.occurrences.map(function (o) { return o.start.slice(0, 16).replace("T", " "); }).join(" · ") || (Object.keys(j.problems || {}).length ? "—" : "none in the next 120 days");
+          preview.textContent = j.occurrences.map(function (o) { return local(o.start); }).join(" · ") || (Object.keys(j.problems || {}).length ? "—" : "none in the next 120 days");
         })
         .catch(function () { preview.textContent = "—"; });
     }
-    form.addEventListener("change", update);
+    function edited(event) {
+      const name = event.target && event.target.name;
+      if (!name) return;
+      (answers[name] || [name]).forEach(clearServed);
+    }
+    form.addEventListener("input", edited);
+    form.addEventListener("change", function (event) { edited(event); update(); });
+    form.addEventListener("submit", function () {
+      Object.keys(served).forEach(clearServed);  // the answer reports every problem afresh
+    });
     update();
   });
 })();
