@@ -14,7 +14,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -266,26 +266,28 @@ class _PerHostTransport(httpx2.AsyncBaseTransport):
     """Dispatches each request to its host's own connection pool (so a host's connection
     errors and its connection limit stay its own)."""
 
-    def __init__(self, pools: dict[PoolKey, httpx2.AsyncHTTPTransport]) -> None:
-        self.pools = pools
+    def __init__(self, pool_for: Callable[[PoolKey], httpx2.AsyncHTTPTransport | None]) -> None:
+        self.pool_for = pool_for
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         key = request.extensions.get("pool")
-        if key is None or key not in self.pools:
+        pool = None if key is None else self.pool_for(key)
+        if pool is None:
             raise httpx2.ConnectError("no connection pool for this agent", request=request)
-        return await self.pools[key].handle_async_request(request)
+        return await pool.handle_async_request(request)
 
 
 class AgentTransport:
     """The one agent transport of a manager: a single httpx client over connection pools
     keyed by host (address, port and its per-host connection limit), all with one mTLS
     context and the fleet-wide connection ramp. ``AgentClient``s made with it share it; a
-    host's pool is opened by its first client and closed when its last one is closed (a
+    host's pool is made for its first request and closed when its last client is closed (a
     policy change replaces the client, not the connections).
 
     Idle connections are closed: every ``keepalive_expiry`` seconds a background task closes
-    the connections of hosts without a request for that long (an open TLS connection holds
-    about 100 KB; hosts are polled minutes apart and the agent drops them after 15 s)."""
+    the pools of hosts without a request for that long (an open TLS connection holds about
+    100 KB; hosts are polled minutes apart and the agent drops them after 15 s). A host at
+    rest holds no pool at all (an empty one is ~7 KB); its next request makes a new one."""
 
     def __init__(
         self,
@@ -305,14 +307,30 @@ class AgentTransport:
         self._closed = False
         self.idle_closed = 0  # pools whose idle connections were closed
         self.client = httpx2.AsyncClient(
-            transport=_PerHostTransport(self._pools),
+            transport=_PerHostTransport(self._pool_for),
             headers={"user-agent": USER_AGENT},
             trust_env=False,
         )
 
     @property
     def pools(self) -> int:
+        """Hosts with a client on this transport."""
+        return len(self._users)
+
+    @property
+    def open_pools(self) -> int:
+        """Connection pools held (hosts used within ``keepalive_expiry``)."""
         return len(self._pools)
+
+    def open_connections(self) -> int:
+        """Connections held open over every pool (for benchmarks and tests)."""
+        return sum(len(p._pool.connections) for p in self._pools.values())
+
+    def _pool_for(self, key: PoolKey) -> httpx2.AsyncHTTPTransport | None:
+        pool = self._pools.get(key)
+        if pool is None and key in self._users:
+            pool = self._pools[key] = self._new_pool(key)
+        return pool
 
     def _new_pool(self, key: PoolKey) -> httpx2.AsyncHTTPTransport:
         limits = httpx2.Limits(max_connections=key[2], max_keepalive_connections=key[2],
@@ -320,8 +338,6 @@ class AgentTransport:
         return httpx2.AsyncHTTPTransport(verify=self.ssl_context, limits=limits, trust_env=False)
 
     def attach(self, key: PoolKey) -> None:
-        if key not in self._pools:
-            self._pools[key] = self._new_pool(key)
         self._users[key] = self._users.get(key, 0) + 1
         if not self._sweeping:
             self._sweeping = True
@@ -339,20 +355,24 @@ class AgentTransport:
         self._used[key] = trio.current_time()
 
     async def close_idle(self) -> int:
-        """Close the connections of every host without a request for ``keepalive_expiry``
-        seconds (its pool is replaced by an empty one); returns how many pools."""
+        """Close the pool (and connections) of every host without a request for
+        ``keepalive_expiry`` seconds; returns how many pools were closed."""
         now = trio.current_time()
         idle = [k for k, at in self._used.items()
                 if now - at >= self.keepalive_expiry and k not in self._busy]  # fmt: skip
+        closed = 0
         for key in idle:
-            del self._used[key]
-            old = self._pools.get(key)
-            if old is None:
+            # Each close awaits: meanwhile a host may be detached or used again.
+            at = self._used.get(key)
+            if at is None or key in self._busy or trio.current_time() - at < self.keepalive_expiry:
                 continue
-            self._pools[key] = self._new_pool(key)
-            await old.aclose()
-        self.idle_closed += len(idle)
-        return len(idle)
+            del self._used[key]
+            old = self._pools.pop(key, None)
+            if old is not None:
+                closed += 1
+                await old.aclose()
+        self.idle_closed += closed
+        return closed
 
     async def _sweep_idle(self) -> None:
         while not self._closed:

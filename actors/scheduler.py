@@ -34,6 +34,7 @@ from .discovery import (
     parse_range,
     scan,
 )
+from .heap import HeapTrimmer
 from .host import HostActor, utc_now
 from .jobs import JobChange, JobChanges, JobCoordinator
 from .ports import AgentFactory, HostSink, HostTarget
@@ -143,6 +144,8 @@ class Scheduler:
         self.admitting = True  # false once shutdown began
         self._coordinator_scope = trio.CancelScope()
         self.job_changes = JobChanges()
+        # Freed heap handed back after big ingest work (polls parse large answers), glibc only.
+        self.heap = HeapTrimmer(lambda: fleet.metrics.ok + fleet.metrics.failed)
         self.jobs = (
             JobCoordinator(
                 job_store,
@@ -244,6 +247,7 @@ class Scheduler:
             try:
                 await nursery.start(self._watch_directory)
                 nursery.start_soon(self._follow_config)
+                nursery.start_soon(self.heap.run)
                 await self._reconcile()
                 if self.jobs is not None:
                     await nursery.start(self._run_coordinator)

@@ -95,9 +95,42 @@ async def test_idle_connections_are_closed_and_the_next_request_opens_a_new_one(
     await busy.health()
     assert await transport.close_idle() == 2  # both unused for keepalive_expiry (0 s here)
     assert await transport.close_idle() == 0  # nothing used since
-    assert transport.pools == 2  # the hosts keep their (empty) pools
+    assert transport.pools == 2  # both hosts still have their clients ...
+    assert (transport.open_pools, transport.open_connections()) == (0, 0)  # ... at rest: no pool
     await idle.health()
     assert ramp.opened == 3  # a new connection for the host whose connection was closed
+    assert transport.open_pools == 1
     await idle.aclose()
     await busy.aclose()
+    await transport.aclose()
+
+
+async def test_closing_idle_pools_survives_a_host_detached_while_another_pool_closes(
+    pki: Pki, start_fleet: Any
+) -> None:
+    """Closing a pool awaits: a host detached meanwhile (its actor stopped) was a KeyError
+    that ended the whole round, leaving the other idle connections open."""
+    fleet: Fleet = await start_fleet(3)
+    transport = AgentTransport(pki.client_context())
+    clients = [shared_client(transport, a) for a in fleet.agents]
+    for client in clients:
+        await client.health()
+    assert transport.open_connections() == 3
+    transport.keepalive_expiry = 0.0  # all idle now (their connections still open)
+    first = clients[0]._pool
+    real = transport._pools[first]
+
+    class DetachingWhileClosing:
+        """The first host's real pool; while it closes, the second host is detached."""
+
+        async def aclose(self) -> None:
+            await clients[1].aclose()
+            await real.aclose()
+
+    transport._pools[first] = DetachingWhileClosing()  # type: ignore[assignment]
+    closed = await transport.close_idle()
+    assert closed == 2
+    assert (transport.open_pools, transport.open_connections()) == (0, 0)
+    for client in (clients[0], clients[2]):
+        await client.aclose()
     await transport.aclose()
