@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import ctypes
 import gc
+import os
 import resource
 import shutil
 import signal
@@ -32,6 +33,7 @@ from typing import Any
 
 import httpx2
 import trio
+import trio.lowlevel
 
 from actors import ConnectionRamp, HealthState
 from actors.agent_client import KEEPALIVE_EXPIRY
@@ -84,6 +86,67 @@ def at_rest_rss_mb() -> float:
     return rss_mb()
 
 
+def open_agent_connections(system: Any) -> tuple[int, int]:
+    """Pools and connections the shared agent transport still holds (0, 0 at rest)."""
+    for running in system.scheduler.hosts.values():
+        agent = getattr(running.actor, "_agent", None)
+        transport = getattr(agent, "_transport", None)
+        if transport is not None:
+            pools = list(transport._pools.values())
+            return len(pools), sum(len(p._pool.connections) for p in pools)
+    return 0, 0
+
+
+def task_count() -> int:
+    """Trio tasks alive in this run (every nursery's children, from the root task down)."""
+    count, stack = 0, [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        if task is None:
+            continue
+        count += 1
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return count
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]  # fmt: skip
+
+
+def heap_figures() -> dict[str, float]:
+    """Bytes by holder, to split the RSS at rest: glibc malloc in use (``mallinfo2``: every C
+    allocation, OpenSSL's included, and Python's large objects) and free but kept; CPython's
+    small-object allocator (pymalloc): arenas held and the bytes of live objects in them."""
+    out: dict[str, float] = {}
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        info = libc.mallinfo2()
+        out["malloc_in_use"] = float(info.uordblks + info.hblkhd)
+        out["malloc_free"] = float(info.fordblks)
+    with tempfile.TemporaryFile("w+") as capture:
+        saved = os.dup(2)
+        try:
+            sys.stderr.flush()
+            os.dup2(capture.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        for line in capture:
+            key, _, value = line.partition("=")
+            key = key.strip("# \n")
+            if key == "arenas allocated current":
+                out["pymalloc_arenas"] = float(value.strip().replace(",", ""))
+            elif key == "bytes in allocated blocks":
+                out["pymalloc_live"] = float(value.strip().replace(",", ""))
+    return out
+
+
 async def manager_sweep(
     root: Path, count: int, addresses: list[str], deadline: float, trace: bool = False
 ) -> dict[str, Any]:
@@ -116,6 +179,7 @@ async def manager_sweep(
         traced_before = tracemalloc.get_traced_memory()[0] if trace else 0
         before_trace = tracemalloc.take_snapshot() if trace else None
         rss_before, cpu_before, t0 = at_rest_rss_mb(), cpu_seconds(), time.perf_counter()
+        heap_before, tasks_before = heap_figures(), task_count()
         await nursery.start(system.scheduler.run)
 
         def swept(snaps: list[Any]) -> bool:
@@ -146,9 +210,17 @@ async def manager_sweep(
         rows_first = (system.sink.stats.state_rows + system.sink.stats.transition_rows
                       + system.sink.stats.patch_rows)  # fmt: skip
         # At rest: once the idle agent connections are closed (the transport closes those
-        # unused for its keep-alive expiry, checking as often; an open one holds ~100 KB).
+        # unused for its keep-alive expiry, checking as often; an open one holds ~100 KB):
+        # at least two checks, then until none is left (at most 60 s more).
         await trio.sleep(2 * KEEPALIVE_EXPIRY + 1)
+        with trio.move_on_after(60):
+            while open_agent_connections(system) != (0, 0):  # noqa: ASYNC110 (no event)
+                await trio.sleep(1)
         at_rest = (at_rest_rss_mb() - rss_before) * 1024 / count
+        heap_after = heap_figures()
+        heap = {k: (heap_after[k] - heap_before.get(k, 0.0)) for k in heap_after}
+        still_open = open_agent_connections(system)
+        tasks = (task_count() - tasks_before) / count
         if trace and before_trace is not None:
             gc.collect()
             traced = (tracemalloc.get_traced_memory()[0] - traced_before) / 1024 / count
@@ -183,6 +255,7 @@ async def manager_sweep(
         "first_sweep_s": first, "first_cpu_s": first_cpu, "rows_first": rows_first,
         "second_sweep_s": second, "second_cpu_s": second_cpu,
         "rows_second": rows_total - rows_first, "kb_per_actor": at_rest,
+        "heap": heap, "still_open": still_open, "tasks_per_actor": tasks,
         "failed_polls": system.fleet.metrics.failed, "failed_first": failed_first,
         "ramp": system.ramp,
     }  # fmt: skip
@@ -283,8 +356,22 @@ def main() -> None:
         print(f"bare httpx, same four requests per host, same ramp: {bare:.1f} s, "
               f"CPU {bare_cpu:.1f} s, {bare_errors} errors")  # fmt: skip
         print(f"ratio (second sweep / bare): {result['second_sweep_s'] / bare:.2f}")
-        print(f"memory per host actor at rest: {result['kb_per_actor']:.0f} KB; "
+        print(f"memory per host actor at rest (RSS growth after the idle connections closed, "
+              f"gc and malloc_trim, / hosts): {result['kb_per_actor']:.0f} KB; "
               f"peak RSS {peak:.0f} MB")  # fmt: skip
+        pools, conns = result["still_open"]
+        print(f"  agent pools / connections still open at rest: {pools} / {conns}; "
+              f"trio tasks per actor: {result['tasks_per_actor']:.1f}")  # fmt: skip
+        heap = result["heap"]
+        per = {k: v / 1024 / n for k, v in heap.items()}
+        if "pymalloc_live" in per:
+            print(f"  Python objects (pymalloc live blocks): {per['pymalloc_live']:.0f} KB/actor "
+                  f"in {heap['pymalloc_arenas']:.0f} more 1 MiB arenas "
+                  f"({heap['pymalloc_arenas'] * 1024 / n:.0f} KB/actor held)")  # fmt: skip
+        if "malloc_in_use" in per:
+            print(f"  C heap (glibc malloc in use: OpenSSL, large Python objects, pymalloc "
+                  f"arenas): {per['malloc_in_use']:.0f} KB/actor; free but kept "
+                  f"{per['malloc_free']:.0f} KB/actor")  # fmt: skip
     finally:
         simulator.send_signal(signal.SIGINT)
         simulator.wait(30)
