@@ -123,6 +123,7 @@ class HostActor:
         self._patch_backoff = False
         self._health_failing = False
         self._failing_since: dt.datetime | None = None  # wall time of the streak's first failure
+        self._patch_failing_since: dt.datetime | None = None  # the same for the patch poll
         self._patch_owed = False  # a patch poll was skipped while the host was unreachable
         self._unwritten: tuple[PatchList, tuple[Package, ...], dt.datetime] | None = None
         self._next_write = float("inf")
@@ -337,6 +338,9 @@ class HostActor:
             retries_used=min(self._health_attempt, len(self.policy.backoff_s)),
             retries_total=len(self.policy.backoff_s),
             next_attempt=self._wall_at(next_health) if self._health_failing else None,
+            patch_retries_used=min(self._patch_attempt, len(self.policy.backoff_s)),
+            patch_next_attempt=(self._wall_at(next_patch)
+                                if self._patch_failing_since is not None else None),
         )  # fmt: skip
 
     def _stage_freshness(self) -> None:
@@ -450,8 +454,7 @@ class HostActor:
         assert agent is not None
         grid = next_deadline(anchor, self.policy.patch_interval_s, trio.current_time())
         if self._health_failing or self.tracker.state is HealthState.UNREACHABLE:
-            self._patch_owed = True
-            self._patch_backoff = False
+            self._owe_patch_poll()
             return grid
 
         async def poll() -> tuple[PatchList, tuple[Package, ...]]:
@@ -463,13 +466,15 @@ class HostActor:
             # (read again: the failed poll itself may have made the host unreachable)
             unreachable = self._health_failing or self._unreachable()
             if isinstance(result, TransportError) and unreachable:
-                self._patch_owed = True
-                self._patch_backoff = False
+                self._owe_patch_poll()
                 return grid
             # The host answers its health poll but not this one (e.g. /patches times out):
             # the patch poll backs off on its own ladder instead of being re-run (and blocking
             # the poller for up to 2 x request_timeout) after every successful health poll.
             self._patch_owed = False
+            if self._patch_failing_since is None:
+                self._patch_failing_since = self._wall()
+                self._stage(patch_failing_since=self._patch_failing_since)
             retry = self._retry_at(self._patch_attempt, result)
             self._patch_backoff = retry is not None
             if retry is None:
@@ -478,6 +483,8 @@ class HostActor:
             return retry
         self._patch_owed = self._patch_backoff = False
         self._patch_attempt = 0
+        self._patch_failing_since = None
+        self._stage(patch_failing_since=None, patch_next_attempt=None, patch_retries_used=0)
         patches, packages = result
         patches = cross_check(patches, packages)  # agent-api §3.10: apt's version columns
         self.tracker = after_request_success(self.tracker)
@@ -491,6 +498,15 @@ class HostActor:
             reboot_patches=sum(p.requires_reboot for p in patches.patches),
         )  # fmt: skip
         return grid
+
+    def _owe_patch_poll(self) -> None:
+        """The host is unreachable: the patch poll is made right after the next successful
+        health poll, and the health poll's failing line says it all (no patch ladder)."""
+        self._patch_owed = True
+        self._patch_backoff = False
+        self._patch_attempt = 0
+        self._patch_failing_since = None
+        self._stage(patch_failing_since=None, patch_next_attempt=None, patch_retries_used=0)
 
     async def _write_patch_data(self) -> None:
         """Store the last polled patch data (as a diff). While the database is down the data

@@ -73,6 +73,10 @@ class HostSnapshot:
     retries_total: int = 0
     next_attempt: dt.datetime | None = None
     health_since: dt.datetime | None = None  # the last health transition this actor saw
+    # The patch poll failing while health polls pass (its own ladder, ``retries_total`` long).
+    patch_failing_since: dt.datetime | None = None
+    patch_retries_used: int = 0
+    patch_next_attempt: dt.datetime | None = None
     summary: str = field(init=False, default="")
     condition: str = field(init=False, default="")  # see condition_of
 

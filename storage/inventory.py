@@ -57,6 +57,17 @@ class HostEntry(HostListItem):
     health_as_of: dt.datetime | None
     patches_as_of: dt.datetime | None
     stale_after: dt.datetime | None
+    # While a poll fails (web.freshness.Freshness): since when, retries used of retries_total,
+    # the next attempt; for the health poll and for the patch poll alone. health_since: the
+    # last health transition.
+    failing_since: dt.datetime | None = None
+    retries_used: int = 0
+    retries_total: int = 0
+    next_attempt: dt.datetime | None = None
+    patch_failing_since: dt.datetime | None = None
+    patch_retries_used: int = 0
+    patch_next_attempt: dt.datetime | None = None
+    health_since: dt.datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,14 @@ def host_view(
         )
         next_at = live.get("next_attempt")
         parts.append(line + (f", next {format_time(next_at, tz, now)})" if next_at else ")"))
+    patch_failing = parse_time(live.get("patch_failing_since"))
+    if patch_failing is not None and failing is None and condition not in ("paused", "halted"):
+        line = (
+            f"patch poll failing since {format_time(patch_failing, tz, now)}"
+            f" ({live.get('patch_retries_used', 0)} of {live.get('retries_total', 0)} retries"
+        )
+        next_at = live.get("patch_next_attempt")
+        parts.append(line + (f", next {format_time(next_at, tz, now)})" if next_at else ")"))
     since = live.get("health_since")
     if condition in ("healthy", "degraded", "unreachable") and since:
         parts.append(f"{condition} since {format_time(since, tz, now)}")
@@ -194,6 +202,17 @@ class Freshness:
     health_as_of: dt.datetime | None
     patches_as_of: dt.datetime | None
     stale_after: dt.datetime | None
+    # The failing lines' facts (the live snapshot's; none without one): since when the health
+    # poll, or only the patch poll, fails, the retries used of the ladder (``retries_total``
+    # long), the next attempt, and since when the host has its health (last transition).
+    failing_since: dt.datetime | None = None
+    retries_used: int = 0
+    retries_total: int = 0
+    next_attempt: dt.datetime | None = None
+    patch_failing_since: dt.datetime | None = None
+    patch_retries_used: int = 0
+    patch_next_attempt: dt.datetime | None = None
+    health_since: dt.datetime | None = None
 
 
 def freshness(
@@ -230,6 +249,14 @@ def freshness(
         parse_time(live.get("health_as_of")),
         parse_time(live.get("patches_as_of")),
         parse_time(live.get("stale_after")),
+        parse_time(live.get("failing_since")),
+        int(live.get("retries_used") or 0),
+        int(live.get("retries_total") or 0),
+        parse_time(live.get("next_attempt")),
+        parse_time(live.get("patch_failing_since")),
+        int(live.get("patch_retries_used") or 0),
+        parse_time(live.get("patch_next_attempt")),
+        parse_time(live.get("health_since")),
     )
 
 

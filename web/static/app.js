@@ -66,6 +66,10 @@
       parts.push("poll failing since " + fmtClock(s.failing_since) + " (" + (s.retries_used || 0) + " of " +
         (s.retries_total || 0) + " retries" + (s.next_attempt ? ", next " + fmtClock(s.next_attempt) + ")" : ")"));
     }
+    if (s.patch_failing_since && !s.failing_since && condition !== "paused" && condition !== "halted") {
+      parts.push("patch poll failing since " + fmtClock(s.patch_failing_since) + " (" + (s.patch_retries_used || 0) + " of " +
+        (s.retries_total || 0) + " retries" + (s.patch_next_attempt ? ", next " + fmtClock(s.patch_next_attempt) + ")" : ")"));
+    }
     if ((condition === "healthy" || condition === "degraded" || condition === "unreachable") && s.health_since) {
       parts.push(condition + " since " + fmtClock(s.health_since));
     }
