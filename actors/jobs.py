@@ -112,9 +112,9 @@ class JobFeed(Protocol):
     changes, and ``deliver(None)`` each time it (re)connects (changes made while it was not
     listening are unknown: everything is read again)."""
 
-    async def jobs(self, job_ids: Sequence[int]) -> list[tuple[JobRow, list[JobHostRow]]]: ...
+    async def read_jobs(self, job_ids: Sequence[int]) -> list[tuple[JobRow, list[JobHostRow]]]: ...
 
-    async def rows(self, row_ids: Sequence[int]) -> list[JobHostRow]: ...
+    async def read_rows(self, row_ids: Sequence[int]) -> list[JobHostRow]: ...
 
     async def listen(
         self,
@@ -212,8 +212,8 @@ class JobCoordinator:
     """One pass per ``tick`` (or sooner after ``poke()`` or a change heard).
 
     Incremental when the store is a ``JobFeed``: every row of the active jobs is held in
-    memory, lean (what the rollout policy reads: no package snapshots), indexed by job and
-    batch, read whole at start, after the change feed (re)connects and every ``resync``
+    memory, lean (what the rollout policy reads: no package snapshots), by job, read whole at
+    start, after the change feed (re)connects and every ``resync``
     seconds (a safety net); in between only the jobs and rows a change names are read again
     (job runners, the web's create/cancel/retry/rollback, another process: the database
     triggers of migration 0022 notify them all). A pass decides in memory and writes only its
@@ -252,10 +252,11 @@ class JobCoordinator:
         self.full_reads = 0  # passes that read every active job (start, reconnect, resync)
         self._poke = trio.Event()
         self._passed = trio.Event()
-        # The in-memory copy: active jobs, their rows by job and by batch.
+        # The in-memory copy: active jobs and their rows by job. Final rows stay (the roll-up
+        # counts them, a failed row may be retried); the current batch is found by ``decide``
+        # (0.6 ms for 2,500 rows), so no batch index is kept.
         self._jobs: dict[int, JobRow] = {}
         self._rows: dict[int, dict[int, JobHostRow]] = {}  # job id -> row id -> row
-        self._batches: dict[int, dict[int, set[int]]] = {}  # job id -> batch -> row ids
         self._windows: WindowSet | None = None
         self._stale = True  # read everything at the next pass
         self._heard = JobNotices()
@@ -380,38 +381,26 @@ class JobCoordinator:
             self._windows = await self.store.windows()
         whole = set(heard.jobs) | {j for j in heard.rows if j not in self._jobs}
         if whole:
-            found = await self.feed.jobs(sorted(whole))
+            found = await self.feed.read_jobs(sorted(whole))
             for job_id in whole:
                 self._drop(job_id)
             self._replace(found, everything=False)
         row_ids = [r for j, ids in heard.rows.items() if j not in whole for r in ids]
         if row_ids:
-            for row in await self.feed.rows(row_ids):
+            for row in await self.feed.read_rows(row_ids):
                 if row.job_id in self._jobs:
-                    self._put(row)
+                    self._rows[row.job_id][row.id] = row
 
     def _replace(self, jobs: list[tuple[JobRow, list[JobHostRow]]], *, everything: bool) -> None:
         if everything:
-            self._jobs, self._rows, self._batches = {}, {}, {}
+            self._jobs, self._rows = {}, {}
         for job, rows in jobs:
             self._jobs[job.id] = job
-            self._rows[job.id] = {}
-            self._batches[job.id] = {}
-            for row in rows:
-                self._put(row)
+            self._rows[job.id] = {row.id: row for row in rows}
 
     def _drop(self, job_id: int) -> None:
         self._jobs.pop(job_id, None)
         self._rows.pop(job_id, None)
-        self._batches.pop(job_id, None)
-
-    def _put(self, row: JobHostRow) -> None:
-        rows, batches = self._rows[row.job_id], self._batches[row.job_id]
-        old = rows.get(row.id)
-        if old is not None and old.batch != row.batch:
-            batches[old.batch].discard(row.id)
-        rows[row.id] = row
-        batches.setdefault(row.batch, set()).add(row.id)
 
     def _set(self, job_id: int, row_id: int, **values: Any) -> None:
         row = self._rows.get(job_id, {}).get(row_id)

@@ -456,10 +456,10 @@ class DatabaseJobStore:
     async def active(self) -> list[tuple[JobRow, list[JobHostRow]]]:
         return await self.db.run(coordinator_jobs, None)
 
-    async def jobs(self, job_ids: Sequence[int]) -> list[tuple[JobRow, list[JobHostRow]]]:
+    async def read_jobs(self, job_ids: Sequence[int]) -> list[tuple[JobRow, list[JobHostRow]]]:
         return await self.db.run(coordinator_jobs, job_ids)
 
-    async def rows(self, row_ids: Sequence[int]) -> list[JobHostRow]:
+    async def read_rows(self, row_ids: Sequence[int]) -> list[JobHostRow]:
         return await self.db.run(coordinator_rows, row_ids)
 
     async def listen(

@@ -6,18 +6,20 @@ by a notice: nothing pokes it."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
 import trio
 
-from actors.jobs import JobCoordinator, batches_for
+from actors.jobs import JobCoordinator, WindowSet, batches_for
 from actors.persist import DatabaseJobStore
 from simulator import Fleet
 from storage import (
     NO_DEADLINE,
     Database,
+    JobHostRow,
+    JobRow,
     JobSpec,
     cancel_job,
     claim_next,
@@ -27,9 +29,11 @@ from storage import (
     insert_host,
     job_rows,
 )
-from storage.coordinator import coordinator_jobs
+from storage.coordinator import JobNotices, coordinator_jobs
 
+from ..fakes import fake_wall
 from .conftest import Manager, register
+from .test_coordinator import MemoryJobs
 from .test_jobs import finished, healthy
 
 pytestmark = pytest.mark.timeout(120)
@@ -217,3 +221,70 @@ async def test_rollback_rows_carry_only_their_own_hosts_versions(
         after = patched[row.host_id].packages_after or {}
         assert row.planned == {n: v for n, v in before.items() if after.get(n) != v}
     assert (await finished(manager, rollback_id)).status == "succeeded"
+
+
+# -- under a virtual clock, with the feed in memory ----------------------------------------------
+
+
+class FeedJobs(MemoryJobs):
+    """``MemoryJobs`` as a ``JobFeed``: counts what the coordinator reads; notices are sent by
+    the test (``deliver``)."""
+
+    def __init__(self, windows: WindowSet) -> None:
+        super().__init__(windows, lambda host_id, attempt: "succeeded")
+        self.full = 0
+        self.rows_read = 0
+        self.deliver: Callable[[JobNotices | None], None] | None = None
+
+    async def active(self) -> list[tuple[JobRow, list[JobHostRow]]]:
+        self.full += 1
+        return await super().active()
+
+    async def read_jobs(self, job_ids: Sequence[int]) -> list[tuple[JobRow, list[JobHostRow]]]:
+        return [(j, rows) for j, rows in await super().active() if j.id in job_ids]
+
+    async def read_rows(self, row_ids: Sequence[int]) -> list[JobHostRow]:
+        self.rows_read += len(row_ids)
+        return [self.rows[i] for i in row_ids]
+
+    async def listen(
+        self,
+        deliver: Callable[[JobNotices | None], None],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        self.deliver = deliver
+        task_status.started()
+        deliver(None)
+        await trio.sleep_forever()
+
+
+async def test_passes_read_nothing_until_a_notice_names_a_row(autojump_clock: Any) -> None:
+    store = FeedJobs(WindowSet())
+    job_id = await store.create_job(JobSpec(kind="patch", schedule="now"), [1, 2])
+    async with trio.open_nursery() as nursery:
+        coordinator = JobCoordinator(store, wall=fake_wall, tick=1.0, resync=60.0)
+        await nursery.start(coordinator.run)
+        await trio.sleep(30)  # 30 ticks
+        assert store.full == 1 and store.rows_read == 0
+        assert store.jobs[job_id].status == "running"  # permits written on the first pass
+        for row in store.rows.values():  # a runner elsewhere finishes both rows, unheard
+            store._set(row.id, state="succeeded")
+        await trio.sleep(10)
+        assert store.jobs[job_id].status == "running"  # not heard: not seen
+        assert store.deliver is not None
+        store.deliver(JobNotices(rows={job_id: set(store.rows)}))
+        await coordinator.wait_pass()
+        assert store.jobs[job_id].status == "succeeded"
+        assert store.full == 1 and store.rows_read == 2
+        await trio.sleep(60)  # the safety net: everything is read again every ``resync``
+        assert store.full == 2
+        nursery.cancel_scope.cancel()
+
+
+def test_notices_parse_jobs_rows_and_windows_and_ignore_foreign_payloads() -> None:
+    notices = JobNotices()
+    for payload in ("job:7", "row:7:70", "row:8:80", "row:8:81", "windows", "hello", "job:x"):
+        notices.add(payload)
+    assert notices.jobs == {7} and notices.rows == {7: {70}, 8: {80, 81}} and notices.windows
+    assert not JobNotices()
