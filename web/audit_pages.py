@@ -14,6 +14,7 @@ from starlette.routing import Route
 from storage import StoredEntry
 
 from . import audit_models as am
+from .forms import in_zone
 from .handle import HandleError
 from .models_io import given, validate
 from .pages import Base, Pages
@@ -48,8 +49,10 @@ class AuditPages:
         total = 0
         next_page = ""
         filters = {k: raw[k] for k in FILTERS}
+        # The page's from/until are in the user's time zone (the API's: UTC without a zone).
+        zoned = in_zone(raw, ("since", "until"), self.p.zones.get(principal(request).user_id))
         try:
-            q = validate(am.AuditQuery, given(raw) | {"limit": 50})
+            q = validate(am.AuditQuery, given(zoned) | {"limit": 50})
         except HandleError as exc:
             errors = exc.fields
             q = None
@@ -65,7 +68,7 @@ class AuditPages:
             filters=filters,
             errors=errors,
             next_page=next_page,
-            export_query=urlencode(given(filters)),
+            export_query=urlencode(given({k: zoned[k] for k in FILTERS})),
             last_verify=last,
             hosts=await service.target_hosts(self.sys, found),
         )

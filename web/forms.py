@@ -7,11 +7,13 @@ as repeated fields), checkboxes are present or absent.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from starlette.datastructures import FormData
 
+from .freshness import zone
 from .models import BlackoutCreate, HostCreate, HostQuery, JobCreate, Window
 from .models_io import given, split_list, validate
 
@@ -63,6 +65,23 @@ def window_form(form: FormData) -> Window:
     return validate(Window, values)
 
 
-def blackout_form(form: FormData) -> BlackoutCreate:
+def in_zone(values: Mapping[str, str], keys: Sequence[str], tz: str) -> dict[str, str]:
+    """``values`` with each of ``keys`` that is a date-time without a zone (a page's
+    datetime-local input) read in the time zone ``tz`` (the user's, as the page shows times);
+    anything else is left for the model to judge. The API's rule is unchanged: no zone, UTC."""
+    out = dict(values)
+    for key in keys:
+        try:
+            at = dt.datetime.fromisoformat(out.get(key, ""))
+        except ValueError:
+            continue
+        if at.tzinfo is None:
+            out[key] = at.replace(tzinfo=zone(tz)).isoformat()
+    return out
+
+
+def blackout_form(form: FormData, tz: str = "UTC") -> BlackoutCreate:
+    """A blackout from the page: times without a zone are in ``tz`` (the user's)."""
     keys = ("name", "starts_at", "ends_at")
-    return validate(BlackoutCreate, given({k: str(form.get(k, "")) for k in keys}))
+    values = in_zone({k: str(form.get(k, "")) for k in keys}, ("starts_at", "ends_at"), tz)
+    return validate(BlackoutCreate, given(values))

@@ -468,10 +468,13 @@ class JobPages:
         return self.p.back("/windows", "Window deleted")
 
     async def add_blackout(self, request: Request) -> Response:
-        """Times without a zone are UTC: the same rule as the API (``BlackoutCreate``)."""
+        """Times without a zone are in the user's time zone (the API's: UTC)."""
         form = await request.form()
+        who = principal(request)
         try:
-            await windows.add_blackout(self.sys, principal(request), blackout_form(form))
+            await windows.add_blackout(
+                self.sys, who, blackout_form(form, self.p.zones.get(who.user_id))
+            )
         except HandleError as exc:
             # Beside each field of the blackout form (its names would clash with the editor's).
             errors = {f"blackout_{k}": v for k, v in exc.fields.items()} or {

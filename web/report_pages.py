@@ -17,7 +17,7 @@ from reports import model as rm
 from storage import GroupItem
 from storage.reports import WaiverRow
 
-from .forms import fields
+from .forms import fields, in_zone
 from .handle import HandleError, Missing
 from .models_io import given, path_id, validate
 from .pages import Base, Pages
@@ -161,7 +161,8 @@ class ReportPages:
     async def create_waiver(self, request: Request) -> Response:
         form = fields(await request.form())
         try:
-            data = validate(WaiverCreate, given(form))
+            tz = self.pages.zones.get(principal(request).user_id)  # expires_at: the user's
+            data = validate(WaiverCreate, given(in_zone(form, ("expires_at",), tz)))
             _, warnings = await waiver_service.create(self.sys, principal(request), data)
         except HandleError as exc:
             return await self.waivers(request, form, exc.fields, exc.status)

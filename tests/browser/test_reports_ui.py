@@ -60,7 +60,7 @@ def test_reports_page_charts_and_downloads_in_light_and_dark(demo: Demo, page: P
     with page.expect_download() as csv_download:
         page.click("text=CSV")
     text = open(csv_download.value.path()).read()  # noqa: SIM115 - read once
-    assert text.startswith("host_id,host,groups,status") and len(text.splitlines()) == 9
+    assert text.startswith("host_id,host,address,groups,status") and len(text.splitlines()) == 9
     with page.expect_download() as pdf_download:
         page.click("text=PDF")
     pdf = pypdf.PdfReader(pdf_download.value.path())

@@ -285,3 +285,41 @@ async def test_windows_list_applies_to_shows_the_host_display_name(
     page = (await client.get("/windows")).text
     row = re.search(rf'<tr id="window-{made.json()["id"]}".*?</tr>', page, re.S)
     assert row is not None and "web2" in row[0], page
+
+
+# -- times typed on a page are in the user's zone too ------------------------------------------
+
+
+async def test_page_date_time_inputs_are_read_in_the_users_zone(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    host_id = await web_rig.db.run(
+        lambda c: insert_host(c, name="127.90.0.7", address="127.90.0.7").id
+    )
+    await use_zone(client, "Asia/Kolkata")
+    csrf = client.headers["x-csrf-token"]
+    page = (await client.get("/windows")).text
+    assert "From (Asia/Kolkata)" in page
+    added = await client.post(
+        "/blackouts",
+        data={"csrf_token": csrf, "name": "freeze", "starts_at": "2026-12-24T10:00",
+              "ends_at": "2026-12-24T12:00"},
+    )  # fmt: skip
+    assert added.status_code == 303, added.text
+    blackout = (await client.get("/api/v1/blackouts")).json()["blackouts"][0]
+    assert dt.datetime.fromisoformat(blackout["starts_at"]) == dt.datetime(
+        2026, 12, 24, 4, 30, tzinfo=dt.UTC
+    )
+    made = await client.post(
+        "/waivers",
+        data={"csrf_token": csrf, "host_id": str(host_id), "owner": "ops", "reason": "r",
+              "expires_at": "2030-01-01T05:30"},
+    )  # fmt: skip
+    assert made.status_code == 303, made.text
+    waiver = (await client.get("/api/v1/waivers")).json()["waivers"][0]
+    assert dt.datetime.fromisoformat(waiver["expires_at"]) == dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    # An hour ago in India: read as UTC it would be hours ahead and match nothing.
+    since = (dt.datetime.now(KOLKATA) - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    audit = (await client.get("/audit", params={"since": since, "action": "waiver."})).text
+    assert "waiver.create" in audit
+    assert "since=" + since[:10] in html.unescape(audit) and "%2B05%3A30" in audit  # export link
