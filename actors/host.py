@@ -217,7 +217,8 @@ class HostActor:
                                          base_reason=stored.state.health_reason)  # fmt: skip
         if stored.state is not None:
             self._stage(health_as_of=stored.state.last_health_poll_at,
-                        patches_as_of=stored.state.last_patch_poll_at)  # fmt: skip
+                        patches_as_of=stored.state.last_patch_poll_at,
+                        health_since=stored.health_since)  # fmt: skip
         self._stage_freshness()
         self._publish(phase=Phase.STARTING, health=self.tracker.state,
                       health_reason=self.tracker.reason)  # fmt: skip

@@ -45,6 +45,7 @@ from storage import (
     get_scan,
     host_security_patches,
     host_window_map,
+    last_health_change,
     list_blackouts,
     list_hosts,
     list_windows,
@@ -113,7 +114,8 @@ class DatabaseSink:
         def read(conn: Any) -> StoredHost:
             patches, packages = load_patch_data(conn, host_id)
             digest = data_digest(patches, packages)
-            return StoredHost(load_host_state(conn, host_id), digest=digest)
+            since = last_health_change(conn, host_id)
+            return StoredHost(load_host_state(conn, host_id), digest=digest, health_since=since)
 
         return await self.db.run(read)
 

@@ -122,6 +122,7 @@ class StoredHost:
     patches: dict[str, PatchRow] = field(default_factory=dict)
     packages: dict[str, str] = field(default_factory=dict)
     digest: bytes | None = None
+    health_since: dt.datetime | None = None  # the last health transition (the host's "since")
 
     def data_digest(self) -> bytes:
         return self.digest if self.digest is not None else data_digest(self.patches, self.packages)

@@ -200,6 +200,17 @@ def load_host_state(conn: psycopg.Connection[Any], host_id: int) -> HostState | 
     return None if row is None else HostState(*row)
 
 
+def last_health_change(conn: psycopg.Connection[Any], host_id: int) -> dt.datetime | None:
+    """When the host's health last changed: its last stored transition (the time its actor
+    saw it), else the row's ``health_changed_at`` (transitions pruned by retention)."""
+    row = conn.execute(
+        "SELECT coalesce((SELECT at FROM host_health_history WHERE host_id = %s"
+        " ORDER BY at DESC, id DESC LIMIT 1), health_changed_at) FROM hosts WHERE id = %s",
+        (host_id, host_id),
+    ).fetchone()
+    return None if row is None else row[0]
+
+
 def health_history(conn: psycopg.Connection[Any], host_id: int) -> list[Transition]:
     rows = conn.execute(
         "SELECT host_id, at, from_state, to_state, reason FROM host_health_history"
