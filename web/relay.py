@@ -40,7 +40,9 @@ are followed only when visible to the principal, scans only by roles that may di
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import enum
 import json
 import logging
 from typing import Any
@@ -50,6 +52,7 @@ import trio.lowlevel
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from storage import Database, DatabaseUnavailable, session_active, visible_host_ids
+from storage.display import registered_addresses
 from storage.principals import ScopeChangeListener
 
 from . import authz
@@ -71,6 +74,35 @@ LOGGED_OUT = 4401  # the socket's session ended (logout, revoked, expired, rotat
 RECHECK_EVERY = 30.0  # seconds: a socket re-checks its session and scope at least this often
 FLUSH_EVERY = 0.1  # seconds: a socket sends its coalesced changes at most this often
 PAGE_SIZE = 500  # hosts per snapshot page
+SERIALISE_BATCH = 100  # host states serialised between two checkpoints
+
+
+def _flat_json(snapshot: Any) -> Any:
+    """A host state as JSON-ready values, like ``to_json`` but for a flat dataclass (every
+    field a scalar, an enum or a datetime) without its recursion: the relay serialises every
+    host of the fleet for a snapshot. Anything else falls back to ``to_json``."""
+    out: dict[str, Any] = {}
+    for name in _field_names(type(snapshot)):
+        value = getattr(snapshot, name)
+        if value is None or isinstance(value, bool | int | float | str):
+            out[name] = value
+        elif isinstance(value, enum.Enum):
+            out[name] = value.value
+        elif isinstance(value, dt.datetime):
+            out[name] = value.isoformat()
+        else:
+            out[name] = to_json(value)
+    return out
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(kind: type) -> tuple[str, ...]:
+    names = _FIELDS.get(kind)
+    if names is None:
+        names = _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(kind))
+    return names
 
 
 class _Page:
@@ -231,7 +263,7 @@ class Relay:
         cached = self._texts.get(snapshot.host_id)
         if cached is not None and cached[0] is snapshot:
             return cached[1]
-        text = json.dumps(to_json(snapshot))
+        text = json.dumps(_flat_json(snapshot))
         self.serialised += 1
         self._texts[snapshot.host_id] = (snapshot, text)
         return text
@@ -249,6 +281,18 @@ class Relay:
             self._pages.append(page)
         return page.hosts
 
+    async def _serialise(self, states: list[Any]) -> None:
+        """Serialise the states not cached yet, yielding to other tasks every
+        ``SERIALISE_BATCH`` hosts (a page is then built from the cache without stalling)."""
+        done = 0
+        for snapshot in states:
+            cached = self._texts.get(snapshot.host_id)
+            if cached is None or cached[0] is not snapshot:
+                self._host_text(snapshot)
+                done += 1
+                if done % SERIALISE_BATCH == 0:
+                    await trio.lowlevel.checkpoint()
+
     async def _send_snapshot(self, websocket: WebSocket, sub: _Subscriber) -> bool:
         """Send the hosts ``sub`` may see as they are now, in pages of ``page_size``, building
         each page just before sending it and yielding to other tasks between pages. Returns
@@ -264,6 +308,7 @@ class Relay:
         self.snapshots_sent += 1
         for index in range(pages):
             states = visible[index * size : (index + 1) * size]
+            await self._serialise(states)  # (nothing to do for states serialised already)
             if everything:
                 hosts = self._fleet_page(index, states)
             else:
@@ -473,7 +518,11 @@ class Relay:
                     scan: Any = await self.handle.discovery(scan_id)
                     if scan is None:
                         return
-                    await websocket.send_text(json.dumps({"type": "scan", **scan_json(scan)}))
+                    # which finds are registered hosts already (the page marks them)
+                    addresses = [f.address for f in scan.found]
+                    known = await self.db.run(registered_addresses, addresses)
+                    message = {"type": "scan", **scan_json(scan), "registered": to_json(known)}
+                    await websocket.send_text(json.dumps(message))
                     if scan.progress.done:
                         return
                     await self.handle.wait_discovery_change(scan_id)

@@ -12,6 +12,7 @@ import trio.lowlevel
 
 from actors.state import HostSnapshot
 from web.relay import PAGE_SIZE, Relay
+from web.serialize import to_json
 
 from ..conftest import Pki
 from .conftest import WebRig
@@ -62,6 +63,9 @@ async def test_a_2000_host_snapshot_arrives_in_pages_of_at_most_500_with_every_h
     received = host_ids(pages)
     assert sorted(received) == received  # in host id order
     assert received == sorted({s.host_id for s in web_rig.system.fleet.snapshots()})
+    by_id = {h["host_id"]: h for page in pages for h in page["hosts"]}
+    for snapshot in web_rig.system.fleet.snapshots():  # the same JSON as the API's serialiser
+        assert by_id[snapshot.host_id] == json.loads(json.dumps(to_json(snapshot)))
     assert set(ids) <= set(received)
     assert (relay.snapshots_sent, relay.snapshot_pages) == (1, 4)
     metrics = (await client.get("/metrics")).text
