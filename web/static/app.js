@@ -204,34 +204,33 @@
     if (p.done) { const c = document.getElementById("cancel-scan"); if (c) c.remove(); }
     const body = document.getElementById("scan-results");
     const seen = new Set(Array.from(body.querySelectorAll("input")).map(function (i) { return i.value; }));
-    let added = false;
+    // Every update says which finds are registered hosts already (the relay reads them):
+    // those are marked and linked, and "select all", ticked before they appeared, ticks only
+    // the others (registering an agent again is refused anyway).
+    const registered = message.registered || {};
+    const allFound = document.getElementById("select-all-found");
     message.found.forEach(function (f) {
       if (seen.has(f.address)) return;
+      const known = registered[f.address];
       const tr = document.createElement("tr");
       const box = document.createElement("input");
       box.type = "checkbox"; box.name = "address"; box.value = f.address; box.setAttribute("aria-label", "Select " + f.address);
+      box.checked = Boolean(allFound && allFound.checked && !known);
       const td = document.createElement("td"); td.appendChild(box); tr.appendChild(td);
-      [f.address, f.hostname, f.os, f.agent_version, "…"].forEach(function (v) { const c = document.createElement("td"); c.textContent = v; tr.appendChild(c); });
-      tr.lastChild.dataset.registered = f.address;
+      [f.address, f.hostname, f.os, f.agent_version].forEach(function (v) { const c = document.createElement("td"); c.textContent = v; tr.appendChild(c); });
+      const cell = document.createElement("td");
+      cell.dataset.registered = f.address;
+      if (known) {
+        tr.classList.add("registered");
+        const link = document.createElement("a"); link.href = "/hosts/" + known.host_id; link.textContent = known.name;
+        cell.appendChild(link);
+      } else {
+        const no = document.createElement("span"); no.className = "muted"; no.textContent = "no";
+        cell.appendChild(no);
+      }
+      tr.appendChild(cell);
       body.appendChild(tr);
-      added = true;
     });
-    // Which finds are registered hosts already is rendered with the page: once the scan is
-    // done, rows added live take their "Registered" cell from a fresh copy of the page (read,
-    // not navigated to: ticked boxes stay ticked).
-    if (added) box.dataset.addedLive = "1";
-    if (p.done && box.dataset.addedLive && !box.dataset.marked) {
-      box.dataset.marked = "1";
-      fetch(location.href, { headers: { accept: "text/html" } }).then(function (r) { return r.ok ? r.text() : ""; }).then(function (text) {
-        const fresh = new DOMParser().parseFromString(text, "text/html");
-        fresh.querySelectorAll("[data-registered]").forEach(function (cell) {
-          const mine = body.querySelector('[data-registered="' + cell.dataset.registered + '"]');
-          if (!mine) return;
-          mine.replaceChildren.apply(mine, Array.from(cell.childNodes).map(function (n) { return document.importNode(n, true); }));
-          if (cell.parentElement.classList.contains("registered")) mine.parentElement.classList.add("registered");
-        });
-      });
-    }
   }
 
   function jobChanged(status) {
