@@ -200,6 +200,7 @@ async def _windows(
 # How far ahead each try looks for a window before looking further (the last is the horizon):
 # most hosts have a window within days, so their search stops there.
 _REACH = (dt.timedelta(days=1), dt.timedelta(days=8), NO_WINDOW_HORIZON)
+_TICK = dt.timedelta(seconds=1)  # ``open_window`` looks this far past the instant
 
 
 class _Windows:
@@ -219,8 +220,12 @@ class _Windows:
             rule = self.rules[window_id]
             near = self.cut.get((start, end))
             if near is None:
-                low = start - self.longest
-                near = [b for b in self.blackouts if b.end > low and b.start < end]
+                # As far back as ``occurrences`` looks (a window open at ``start`` began up
+                # to its duration before; the look-back adds another and a day).
+                low = start - 2 * self.longest - dt.timedelta(days=2)
+                # A window starting before ``end`` runs on up to its duration after it.
+                high = end + self.longest
+                near = [b for b in self.blackouts if b.end > low and b.start < high]
                 self.cut[(start, end)] = near
             self.pieces[key] = occurrences(rule, start - rule.duration, end, near)
         return self.pieces[key]
@@ -234,15 +239,18 @@ class _Windows:
             pieces = heapq.merge(*(self.of(w, after, end) for w in window_ids))
             current: Interval | None = None
             for piece in pieces:
-                if current is not None and piece.start <= current.end:
-                    current = Interval(current.start, max(current.end, piece.end))
-                    continue
-                if current is not None and (current.contains(after) or current.start > after):
-                    break
+                if current is not None:
+                    if current.contains(after) and piece.start >= after + _TICK:
+                        break  # open now: its end as ``open_window`` sees it
+                    if piece.start <= current.end:
+                        current = Interval(current.start, max(current.end, piece.end))
+                        continue
+                    if current.contains(after) or current.start > after:
+                        break
                 current = piece
             if current is None or not (current.contains(after) or current.start > after):
                 continue
-            if current.end < end or reach == _REACH[-1]:
+            if current.contains(after) or current.end < end or reach == _REACH[-1]:
                 return current  # not cut short by the end of the range searched
         return None
 
