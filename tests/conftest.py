@@ -24,6 +24,14 @@ from ca import CertificateAuthority, agent_client_context
 from simulator import Fleet, FleetSpec
 from storage import Database, EmbeddedPostgres, migrate
 
+# Under pytest-xdist each worker takes its own address blocks (browser and fleet addresses are
+# derived from PM_TEST_BLOCK_BASE at import time, so this runs before any test module loads).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _WORKER.startswith("gw"):
+    os.environ["PM_TEST_BLOCK_BASE"] = str(
+        int(os.environ.get("PM_TEST_BLOCK_BASE", "1")) + 1000 * int(_WORKER[2:])
+    )
+
 TEMPLATE = "pm_template"
 # The audit chain's key in tests (the db fixture's Database carries it; storage.audit).
 AUDIT_TEST_KEY = bytes(range(32))
