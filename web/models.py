@@ -532,7 +532,10 @@ class JobPlanChange(Reply):
 class JobPlanHost(Reply):
     host_id: int
     batch: int
-    skip: str = Field(description="PAUSED, NO_WINDOW or NOTHING_PENDING (the row starts so)")
+    skip: str = Field(
+        description="PAUSED or NO_WINDOW (the row starts skipped), NOTHING_PENDING (the row"
+        " starts succeeded: nothing to do), or empty (it runs)"
+    )
     reason: str
     reboot: str
     window_start: dt.datetime | None = Field(description="the window occurrence planned")
@@ -598,7 +601,10 @@ class PlanHost(Reply):
     batch: int
     changes: list[PlanChange]
     reboot: str = Field(description='"reboots", "needs a reboot (not allowed: …)" or ""')
-    skip: str = Field(description="PAUSED, NO_WINDOW or NOTHING_PENDING: no request is sent")
+    skip: str = Field(
+        description="PAUSED or NO_WINDOW (its row starts skipped) or NOTHING_PENDING (its row"
+        " starts succeeded): no request is sent"
+    )
     reason: str
     window_start: dt.datetime | None = Field(description="the window occurrence it runs in")
     window_end: dt.datetime | None
