@@ -138,3 +138,19 @@ async def test_roll_back_this_job_is_disabled_with_the_reason_when_no_host_can(
     message = refused["error"]["details"]["fields"]["host_id"]
     assert all(name in message for name in names.values()), message
     assert f"host {ids[0]}" not in message
+
+
+async def test_rollback_confirmations_name_hosts_by_display_name(
+    web_rig: WebRig, client: httpx2.AsyncClient, start_fleet: Any
+) -> None:
+    fleet: Fleet = await start_fleet(5)  # debian, debian, ubuntu, ubuntu, rocky
+    ids = await registered(web_rig, client, fleet)
+    names = await named(web_rig, ids)
+    created = await client.post("/api/v1/jobs", json={"host_ids": ids, "schedule": "now"})
+    job_id = created.json()["job_id"]
+    await finished(web_rig, job_id)
+    page = html.unescape((await client.get(f"/jobs/{job_id}")).text)
+    apt = ", ".join(names[i] for i in ids[:4])
+    assert f"(except {apt}: the package manager cannot go back)?" in page
+    assert f'data-confirm="Roll back {names[ids[4]]}?"' in page
+    assert f'aria-label="Roll back {names[ids[4]]}"' in page
