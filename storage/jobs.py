@@ -266,7 +266,7 @@ def job_rows(
     """The job's rows for the hosts within ``scope``."""
     query = sql.SQL(
         "SELECT {cols} FROM " + _ROW_FROM + " WHERE r.job_id = %s AND {c}"
-        " ORDER BY r.batch, natural_key(coalesce(nullif(h.display_name, ''), h.name)), h.address"
+        " ORDER BY r.batch, h.name_key, h.address"
     ).format(cols=sql.SQL(_ROW_COLUMNS), c=scope_condition(scope, "r.host_id"))
     return [_row(r) for r in conn.execute(query, (job_id,)).fetchall()]
 
