@@ -132,7 +132,8 @@ async def listen_for_changes(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run ``listener`` (blocking, in a worker thread) until cancelled: ``deliver(None)`` after
-    each (re)connection, ``deliver(notices)`` with what was heard. A lost connection (database
+    each (re)connection and each failed attempt (what happens while nobody listens is read by
+    a full read), ``deliver(notices)`` with what was heard. A lost connection (database
     outage) is retried with a backoff (0.5 s doubling to 10 s), never raised. Cancellation
     takes effect within ``wait_s`` (a thread waiting on the connection is not abandoned: the
     connection is never used by two threads)."""
@@ -144,6 +145,7 @@ async def listen_for_changes(
                 await trio.to_thread.run_sync(listener.connect)
             except DatabaseUnavailable as exc:
                 log.warning("job changes: %s; retrying in %.1fs", exc, delay)
+                deliver(None)  # not listening: changes are not heard; read everything meanwhile
                 await trio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
