@@ -101,8 +101,10 @@ class HostActor:
         wall: Wall = utc_now,
         job_store: JobStore | None = None,
         on_row_final: Callable[[], None] = lambda: None,
+        ingest: trio.CapacityLimiter | None = None,
     ) -> None:
         self.target = target
+        self._ingest = ingest  # fleet-wide slots for fetching, parsing and storing patch data
         self._on_row_final = on_row_final
         self._job_store = job_store
         self.jobs: JobRunner | None = None  # the job half, once running
@@ -447,6 +449,15 @@ class HostActor:
         return grid
 
     async def _patch_poll(self, anchor: float) -> float:
+        """``_fetch_patch_data`` in one of the fleet's ingest slots: at most that many hosts
+        hold a parsed package list at once (a sweep's transient heap stays small, so fewer
+        allocator arenas are left pinned by survivors afterwards)."""
+        if self._ingest is None:
+            return await self._fetch_patch_data(anchor)
+        async with self._ingest:
+            return await self._fetch_patch_data(anchor)
+
+    async def _fetch_patch_data(self, anchor: float) -> float:
         """Poll patches + packages once; return when to poll patches next. While the host is
         unreachable (or its health poll is failing) the poll is owed and made right after the
         next successful health poll: reachability has one backoff, the health poll's. A host

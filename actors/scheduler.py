@@ -99,6 +99,9 @@ def host_policy(config: Config, row: HostRow) -> EffectivePolicy:
     return eff
 
 
+INGEST_SLOTS = 16  # two per connection of the default database pool (8)
+
+
 class Scheduler:
     """Run with ``await nursery.start(scheduler.run)``; cancel to stop every actor."""
 
@@ -146,6 +149,8 @@ class Scheduler:
         self.job_changes = JobChanges()
         # Freed heap handed back after big ingest work (polls parse large answers), glibc only.
         self.heap = HeapTrimmer(lambda: fleet.metrics.ok + fleet.metrics.failed)
+        # Hosts fetching, parsing and storing patch data at once (the rest wait before asking).
+        self.ingest = trio.CapacityLimiter(INGEST_SLOTS)
         self.jobs = (
             JobCoordinator(
                 job_store,
@@ -408,7 +413,7 @@ class Scheduler:
             actor = HostActor(target, running.policy, agent_factory=self.agent_factory,
                               sink=self.sink, fleet=self.fleet,
                               rng=random.Random(self.rng.random()), wall=self.wall,
-                              job_store=self.job_store,
+                              job_store=self.job_store, ingest=self.ingest,
                               on_row_final=self._job_row_final)  # fmt: skip
             running.actor = actor
             actor.admitting = self.admitting
