@@ -212,14 +212,16 @@ class JobPages:
         if errors and status < 400:
             status = 422
         text = form.get("q", "").strip()[:200]
-        listed = await host_service.find(
-            self.sys, who, HostFilter(text=text, limit=HOST_SEARCH + 1)
+        listed = (
+            await host_service.find(self.sys, who, HostFilter(text=text, limit=HOST_SEARCH + 1))
+            if text
+            else []
         )
         page = DeployPage(
             **self.p.base(request, "Deploy", "deploy"),
             selected=selected,
             shown=shown,
-            found=listed[:HOST_SEARCH] if text else [],
+            found=listed[:HOST_SEARCH],
             more_found=len(listed) > HOST_SEARCH,
             plan_rows=PLAN_ROWS,
             groups=await groups.all_groups(self.sys, who),
