@@ -21,6 +21,7 @@ from storage.reports import (
     exposure_page,
     history_page,
     host_facts_page,
+    host_order,
     list_waivers,
     pending_by_severity,
     remediation_times,
@@ -159,17 +160,13 @@ def cutoffs(ctx: Context) -> dict[str, dt.datetime]:
 
 
 async def fact_pages(ctx: Context, f: ReportFilter) -> AsyncIterator[list[HostFactsRow]]:
-    """The hosts in the natural order of their shown names, in pages."""
-    after = ("", 0)
+    """The hosts in the natural order of their shown names, in pages of at most ``PAGE``."""
     limits = cutoffs(ctx)
-    while True:
-        rows = await ctx.db.run(host_facts_page, ctx.scope, f, after, PAGE, limits)
-        if not rows:
-            return
-        yield rows
-        after = (rows[-1].name_key, rows[-1].id)
-        if len(rows) < PAGE:
-            return
+    ids = await ctx.db.run(host_order, ctx.scope, f)
+    for start in range(0, len(ids), PAGE):
+        rows = await ctx.db.run(host_facts_page, ctx.scope, f, ids[start : start + PAGE], limits)
+        if rows:
+            yield rows
 
 
 def focused(ctx: Context, f: ReportFilter) -> Context:
@@ -311,41 +308,24 @@ def age_bucket(days: int) -> str:
 
 
 async def exposure_pages(ctx: Context, f: ReportFilter) -> AsyncIterator[list[ExposureItem]]:
-    """Every open security patch (by host in the natural order of names, then patch), in
-    pages."""
-    async for page in _exposure_rows(ctx, f):
-        yield [item for _, item in page]
-
-
-async def _exposure_rows(
-    ctx: Context, f: ReportFilter
-) -> AsyncIterator[list[tuple[ExposureRow, ExposureItem]]]:
+    """Every open security patch by patch id (streamed as found), in pages of ``PAGE``."""
     waivers = await active_waivers(ctx)
-    after = ("", 0, 0)
+    after = 0
     while True:
         rows: list[ExposureRow] = await ctx.db.run(exposure_page, ctx.scope, f, after, PAGE)
         if not rows:
             return
-        items: list[tuple[ExposureRow, ExposureItem]] = []
+        items = []
         for r in rows:
             patch = PendingPatch(r.package, r.severity, r.first_seen_at, r.cve_ids)
             waived = any(w.covers(r.host_id, patch, ctx.now) for w in waivers)
             age = max(0, (ctx.now - r.first_seen_at).days)
             items.append(
-                (r, ExposureItem(
-                    r.host_id,
-                    r.host,
-                    r.package,
-                    r.severity,
-                    r.cve_ids,
-                    r.first_seen_at,
-                    age,
-                    waived,
-                    r.address,
-                ))
+                ExposureItem(r.host_id, r.host, r.package, r.severity, r.cve_ids,
+                             r.first_seen_at, age, waived, r.address)
             )  # fmt: skip
         yield items
-        after = (rows[-1].name_key, rows[-1].host_id, rows[-1].patch_id)
+        after = rows[-1].patch_id
         if len(rows) < PAGE:
             return
 
@@ -362,15 +342,21 @@ class ExposureReport:
 
 
 async def exposure_report(ctx: Context, f: ReportFilter) -> ExposureReport:
-    found: list[tuple[ExposureRow, ExposureItem]] = []
-    async for page in _exposure_rows(ctx, f):
-        found.extend(page)
-    # Hosts in the natural order of their shown names (the SQL natural_key, as every list).
-    found.sort(
-        key=lambda p: (severity_rank(p[1].severity), -p[1].age_days, p[0].name_key,
-                       p[1].host_id, p[1].package)
-    )  # fmt: skip
-    items = [item for _, item in found]
+    items: list[ExposureItem] = []
+    async for page in exposure_pages(ctx, f):
+        items.extend(page)
+    # Hosts in the natural order of their shown names (one query; unlisted: last).
+    order = await ctx.db.run(host_order, ctx.scope, f)
+    position = {host_id: n for n, host_id in enumerate(order)}
+    items.sort(
+        key=lambda i: (
+            severity_rank(i.severity),
+            -i.age_days,
+            position.get(i.host_id, len(position)),
+            i.host_id,
+            i.package,
+        )
+    )
     table = {
         s: {label: 0 for _, label in AGE_BUCKETS} for s in ("critical", "high", "medium", "low")
     }

@@ -52,7 +52,6 @@ class HostFactsRow:
     patches: tuple[OpenPatch, ...]  # the pending patches first seen before their cutoff
     display_name: str = ""  # as every page names the host: its display name, else its name
     address: str = ""  # shown beside it
-    name_key: str = ""  # natural_key(display_name): the report's order (and its page cursor)
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,6 @@ class ExposureRow:
     cve_ids: tuple[str, ...]
     first_seen_at: dt.datetime
     address: str = ""  # ``host`` is the display name (else the name); the address beside it
-    name_key: str = ""  # natural_key(host), for ordering
 
 
 @dataclass(frozen=True)
@@ -222,24 +220,28 @@ def _ts(text: str) -> dt.datetime:
 # -- compliance inputs -------------------------------------------------------------------------
 
 
+def host_order(conn: psycopg.Connection[Any], scope: HostScope, f: ReportFilter) -> list[int]:
+    """The ids of the hosts in scope matching ``f`` in the natural order of their shown names
+    (then id). One query, each name's key computed once: the pages then read hosts by id (a
+    keyset on the computed key made every page compute it for every host)."""
+    query = sql.SQL("SELECT h.id FROM hosts h WHERE {} ORDER BY " + NAME_KEY + ", h.id").format(
+        sql.SQL(" AND ").join(_host_conditions(scope, f, "h.id"))
+    )
+    return [int(r[0]) for r in conn.execute(query)]
+
+
 def host_facts_page(
     conn: psycopg.Connection[Any],
     scope: HostScope,
     f: ReportFilter,
-    after: tuple[str, int] = ("", 0),
-    limit: int = 1000,
+    host_ids: Sequence[int],
     cutoffs: Mapping[str, dt.datetime] | None = None,
 ) -> list[HostFactsRow]:
-    """Up to ``limit`` hosts after ``after`` (a row's ``(name_key, id)``) in the natural order
-    of their shown names (then id), with their open patches; with
-    ``cutoffs`` (severity → instant; others use medium's) only the patches first seen before
-    their severity's cutoff (those past an SLA: the only ones that can change a verdict)."""
+    """The hosts of ``host_ids`` (in that order; those still in scope and matching ``f``) with
+    their open patches; with ``cutoffs`` (severity → instant; others use medium's) only the
+    patches first seen before their severity's cutoff (those past an SLA: the only ones that
+    can change a verdict)."""
     where = _host_conditions(scope, f, "h.id")
-    where.append(
-        sql.SQL("(" + NAME_KEY + ", h.id) > ({}, {})").format(
-            sql.Literal(after[0]), sql.Literal(after[1])
-        )
-    )
     overdue: sql.Composable = sql.SQL("TRUE")
     if cutoffs is not None:
         overdue = sql.SQL(
@@ -254,15 +256,16 @@ def host_facts_page(
         " COALESCE((SELECT json_agg(json_build_array(p.name, p.severity, p.first_seen_at,"
         " p.cve_ids, p.available_version) ORDER BY p.name) FROM host_patches p"
         " WHERE p.host_id = h.id AND p.resolved_at IS NULL AND {}), '[]'::json),"
-        " " + SHOWN_NAME + ", " + SHOWN_ADDRESS + ", " + NAME_KEY + ""
-        " FROM hosts h WHERE {} ORDER BY " + NAME_KEY + ", h.id LIMIT {}"
-    ).format(overdue, sql.SQL(" AND ").join(where), sql.Literal(limit))
+        " " + SHOWN_NAME + ", " + SHOWN_ADDRESS + ""
+        " FROM unnest({}::bigint[]) WITH ORDINALITY AS o(id, n) JOIN hosts h ON h.id = o.id"
+        " WHERE {} ORDER BY o.n"
+    ).format(overdue, sql.Literal(list(host_ids)), sql.SQL(" AND ").join(where))
     out = []
     for r in conn.execute(query).fetchall():
         patches = tuple(OpenPatch(p[0], p[1], _ts(p[2]), tuple(p[3]), p[4]) for p in r[8])
         out.append(
             HostFactsRow(
-                r[0], r[1], tuple(r[2]), r[3], r[4], r[5], r[6], r[7], patches, r[9], r[10], r[11]
+                r[0], r[1], tuple(r[2]), r[3], r[4], r[5], r[6], r[7], patches, r[9], r[10]
             )  # fmt: skip
         )
     return out
@@ -417,16 +420,15 @@ def exposure_page(
     conn: psycopg.Connection[Any],
     scope: HostScope,
     f: ReportFilter,
-    after: tuple[str, int, int] = ("", 0, 0),
+    after_id: int = 0,
     limit: int = 1000,
 ) -> list[ExposureRow]:
     """Open security patches (critical or high, or naming a CVE) at or above the filter's
-    severity, by host (the natural order of its shown name, then id) and patch id, after
-    ``after`` (a row's ``(name_key, host_id, patch_id)``)."""
+    severity, by patch id (the report orders them; ``host_order`` gives the hosts' order)."""
     where = _host_conditions(scope, f, "p.host_id")
     where += [
         sql.SQL("p.resolved_at IS NULL"),
-        sql.SQL("(" + NAME_KEY + ", h.id, p.id) > ({}, {}, {})").format(*map(sql.Literal, after)),
+        sql.SQL("p.id > {}").format(sql.Literal(after_id)),
         sql.SQL("(p.severity IN ('critical', 'high') OR cardinality(p.cve_ids) > 0)"),
         sql.SQL("{} = ANY({})").format(
             severity_sql("p.severity"), sql.Literal(_at_or_above(f.severity))
@@ -434,12 +436,11 @@ def exposure_page(
     ]
     columns = f"p.id, h.id, {SHOWN_NAME}, p.name, {{}}, p.cve_ids, p.first_seen_at, {SHOWN_ADDRESS}"
     query = sql.SQL(
-        "SELECT " + columns + ", " + NAME_KEY + " FROM host_patches p"
-        " JOIN hosts h ON h.id = p.host_id WHERE {} ORDER BY " + NAME_KEY + ", h.id, p.id"
-        " LIMIT {}"
+        "SELECT " + columns + " FROM host_patches p JOIN hosts h ON h.id = p.host_id"
+        " WHERE {} ORDER BY p.id LIMIT {}"
     ).format(severity_sql("p.severity"), sql.SQL(" AND ").join(where), sql.Literal(limit))
     return [
-        ExposureRow(r[0], r[1], r[2], r[3], r[4], tuple(r[5]), r[6], r[7], r[8])
+        ExposureRow(r[0], r[1], r[2], r[3], r[4], tuple(r[5]), r[6], r[7])
         for r in conn.execute(query)
     ]
 
