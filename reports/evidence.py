@@ -149,8 +149,13 @@ def evidence_files(
         "unknown-hosts.csv": _csv(
             ("host_id", "host", "groups", "reason", "last_patch_poll_at"),
             [
-                (h.host_id, h.display_name or h.name, " ".join(h.groups), h.reason,
-                 h.last_patch_poll_at or "")
+                (
+                    h.host_id,
+                    h.display_name or h.name,
+                    " ".join(h.groups),
+                    h.reason,
+                    h.last_patch_poll_at or "",
+                )
                 for h in compliance.hosts
                 if h.status == "unknown"
             ],
