@@ -188,11 +188,12 @@ def _host_conditions(
     return where
 
 
-# How every page names a host (its display name, else its registered name), its address as text
-# and the natural order of that name (migration 0016), for a row ``h`` of hosts or known_hosts.
+# How every page names a host (its display name, else its registered name) and its address as
+# text, for a row ``h`` of hosts or known_hosts.
 SHOWN_NAME = "COALESCE(NULLIF(h.display_name, ''), h.name)"
 SHOWN_ADDRESS = "COALESCE(host(h.address), '')"
-NAME_KEY = "natural_key(" + SHOWN_NAME + ")"
+# The host list's order: the stored natural key of the shown name (migration 0021), the address.
+HOST_ORDER = "h.name_key, h.address, h.id"
 
 
 def host_labels(
@@ -222,9 +223,9 @@ def _ts(text: str) -> dt.datetime:
 
 def host_order(conn: psycopg.Connection[Any], scope: HostScope, f: ReportFilter) -> list[int]:
     """The ids of the hosts in scope matching ``f`` in the natural order of their shown names
-    (then id). One query, each name's key computed once: the pages then read hosts by id (a
-    keyset on the computed key made every page compute it for every host)."""
-    query = sql.SQL("SELECT h.id FROM hosts h WHERE {} ORDER BY " + NAME_KEY + ", h.id").format(
+    (the stored ``hosts.name_key``; then address and id, as the host list). One query: the
+    pages then read hosts by id."""
+    query = sql.SQL("SELECT h.id FROM hosts h WHERE {} ORDER BY " + HOST_ORDER).format(
         sql.SQL(" AND ").join(_host_conditions(scope, f, "h.id"))
     )
     return [int(r[0]) for r in conn.execute(query)]
