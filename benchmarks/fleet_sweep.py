@@ -37,6 +37,7 @@ import trio.lowlevel
 
 from actors import ConnectionRamp, HealthState
 from actors.agent_client import KEEPALIVE_EXPIRY
+from actors.scheduler import INGEST_SLOTS
 from ca import CertificateAuthority, agent_client_context
 from patch_manager.runtime import Storage
 from patch_manager.serve import build_actor_system
@@ -148,7 +149,12 @@ def heap_figures() -> dict[str, float]:
 
 
 async def manager_sweep(
-    root: Path, count: int, addresses: list[str], deadline: float, trace: bool = False
+    root: Path,
+    count: int,
+    addresses: list[str],
+    deadline: float,
+    trace: bool = False,
+    ingest_slots: int = 0,
 ) -> dict[str, Any]:
     conf = root / "conf"
     conf.mkdir()
@@ -173,6 +179,8 @@ async def manager_sweep(
         await db.run(insert_all)
         ca = CertificateAuthority(root / "ca")
         system = build_actor_system(store, Storage(db, cluster, "bench"), ca)
+        if ingest_slots:
+            system.scheduler.ingest.total_tokens = ingest_slots
         await nursery.start(system.sink.run)
         if trace:
             tracemalloc.start()
@@ -320,6 +328,9 @@ def main() -> None:
                         help="give up a sweep after this many seconds (and report)")  # fmt: skip
     parser.add_argument("--profile", choices=("small", "realistic"), default="realistic",
                         help="simulated package lists (default realistic)")  # fmt: skip
+    parser.add_argument("--ingest-slots", type=int, default=0,
+                        help="hosts fetching and storing patch data at once (default: the "
+                             "scheduler's)")  # fmt: skip
     parser.add_argument("--trace-memory", action="store_true",
                         help="also trace Python allocations at rest (slower)")  # fmt: skip
     args = parser.parse_args()
@@ -331,10 +342,17 @@ def main() -> None:
 
         addresses = FleetSpec(count=args.count, base_address=BASE).address_list()
         result = trio.run(
-            manager_sweep, root, args.count, addresses, args.deadline, args.trace_memory
+            manager_sweep,
+            root,
+            args.count,
+            addresses,
+            args.deadline,
+            args.trace_memory,
+            args.ingest_slots,
         )
         ramp: ConnectionRamp = result["ramp"]
         n = args.count
+        print(f"ingest slots: {args.ingest_slots or INGEST_SLOTS}")
         print(f"hosts: {n} (profile {args.profile}); connection ramp: {ramp.limit} "
               f"handshakes at once ({ramp.opened} "
               f"connections opened, {ramp.waited} waited, peak {ramp.peak})")  # fmt: skip
