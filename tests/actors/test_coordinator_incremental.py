@@ -28,6 +28,7 @@ from storage import (
     get_job,
     insert_host,
     job_rows,
+    save_window,
 )
 from storage.coordinator import JobNotices, coordinator_jobs
 
@@ -83,7 +84,8 @@ async def full_reads(coordinator: JobCoordinator, count: int) -> None:
 
 
 async def create(db: Database, host_ids: list[int], **spec: Any) -> int:
-    job = JobSpec(kind="patch", schedule="now", **spec)
+    spec.setdefault("schedule", "now")
+    job = JobSpec(kind="patch", **spec)
     return int(await db.run(create_job, job, batches_for(job, host_ids)))
 
 
@@ -288,3 +290,35 @@ def test_notices_parse_jobs_rows_and_windows_and_ignore_foreign_payloads() -> No
         notices.add(payload)
     assert notices.jobs == {7} and notices.rows == {7: {70}, 8: {80, 81}} and notices.windows
     assert not JobNotices()
+
+
+async def test_a_window_opened_in_the_database_gives_permits_on_its_notice(
+    nursery: trio.Nursery, db: Database
+) -> None:
+    (host_id,) = await hosts(db, 1)
+    now = wall()
+
+    def window(start: dt.datetime) -> dict[str, Any]:
+        return {
+            "name": "w", "host_id": host_id, "recurrence": "once", "start_date": start.date(),
+            "start_time": start.time().replace(microsecond=0), "duration_minutes": 120,
+            "timezone": "UTC",
+        }  # fmt: skip
+
+    later = await db.run(save_window, window(now + dt.timedelta(days=2)), None, "test")
+    coordinator = await start(nursery, db)
+    job_id = await create(db, [host_id], schedule="window")
+
+    async def waiting() -> bool:
+        (row,) = await db.run(job_rows, job_id)
+        return row.state == "waiting_window"
+
+    await until(coordinator, waiting)
+    await db.run(save_window, window(now - dt.timedelta(minutes=5)), later, "test")  # open now
+
+    async def permitted() -> bool:
+        (row,) = await db.run(job_rows, job_id)
+        return row.state == "queued" and row.run_until is not None
+
+    await until(coordinator, permitted)
+    assert coordinator.full_reads == 1
