@@ -112,7 +112,7 @@ def _changed_hosts(frames: list[str]) -> set[int]:
 def _all_hosts(frames: list[str]) -> set[int]:
     ids: set[int] = set()
     for m in _messages(frames):
-        if m.get("type") == "snapshot":
+        if m.get("type") in ("snapshot", "snapshot_page"):  # the snapshot comes in pages
             ids |= {h["host_id"] for h in m["hosts"]}
         elif m.get("type") == "change":
             ids.add(m["host"]["host_id"])
