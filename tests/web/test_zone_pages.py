@@ -112,7 +112,7 @@ async def test_every_page_showing_times_shows_them_in_the_users_zone_with_utc_on
         "/reports?kind=reboots": 1,
         "/windows": 2,  # the blackout's start and end
         "/waivers": 2,  # as of, the expiry
-        "/users": 1,  # carol's lock
+        "/users": 3,  # carol's lock, when each user changed
         "/notifications": 2,  # the last error, the message
         "/enrolments": 1,
         "/certificates": 1,
