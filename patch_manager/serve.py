@@ -71,6 +71,7 @@ from storage import (
     run_audited,
     set_password,
 )
+from storage.tokens import revoke_user_tokens
 from web import Auth, WebListener, create_app, generate_password, serve_web
 from web.mfa import new_secret, otpauth_uri
 from web.tokens import Tokens
@@ -188,10 +189,26 @@ async def reset_password(
             lambda c: create_user(c, username, hashed, "admin", must_change_password=must_change),
         )
     else:
+        user = await db.run(get_user, username)
+        assert user is not None
+
+        def reset(c: Any) -> int:  # as the web's reset: every API token of the user goes too
+            set_password(c, username, hashed, must_change=must_change)
+            return revoke_user_tokens(c, user.id, by=actor)
+
         await run_audited(
             db,
-            AuditEntry(actor, "user.password.reset", f"user:{username}") if keyed else None,
-            lambda c: set_password(c, username, hashed, must_change=must_change),
+            (
+                lambda revoked: AuditEntry(
+                    actor,
+                    "user.password.reset",
+                    f"user:{username}",
+                    after={"tokens_revoked": revoked},
+                )  # fmt: skip
+            )
+            if keyed
+            else None,
+            reset,
         )
     return password
 

@@ -70,7 +70,11 @@ async def test_tokens_list_json_is_the_apis_tokens_reply(
 
 @pytest.mark.parametrize(
     ("command", "action"),
-    [("reset-password", "user.password.reset"), ("reset-mfa", "user.mfa.reset")],
+    [
+        ("users reset-password ops", "user.password.reset"),
+        ("users reset-mfa ops", "user.mfa.reset"),
+        ("reset-password --user ops", "user.password.reset"),  # the top-level command
+    ],
 )
 async def test_a_cli_reset_revokes_the_users_api_tokens_audited_as_cli(
     web_rig: WebRig,
@@ -86,7 +90,7 @@ async def test_a_cli_reset_revokes_the_users_api_tokens_audited_as_cli(
     before = (await client.get("/api/v1/tokens", params={"all": "true"})).json()["tokens"]
     assert [t["revoked_at"] for t in before if t["username"] == "ops"] == [None]
 
-    await run_cli(db_conninfo, tmp_path, "users", command, "ops")
+    await run_cli(db_conninfo, tmp_path, *command.split())
 
     after = (await client.get("/api/v1/tokens", params={"all": "true"})).json()["tokens"]
     assert all(t["revoked_at"] is not None for t in after if t["username"] == "ops")
