@@ -139,6 +139,7 @@ class HostActor:
         self._data_digest = b""
         self.snapshot = fleet.get(target.host_id) or HostSnapshot(target.host_id, target.name)
         self.polls = 0
+        self.ingest_waits = 0  # patch polls put off because no ingest slot came before health
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -326,7 +327,10 @@ class HostActor:
                 next_health = await self._health_poll(health_anchor)
             owed = self._patch_owed and health_polled and not self._health_failing
             if refresh or owed or now >= next_patch:
-                next_patch = await self._patch_poll(patch_anchor)
+                # Waiting for an ingest slot never delays a due health poll: the wait ends
+                # when the next one is due, the health poll is made and the patch poll (still
+                # due: ``next_patch`` is now) waits again.
+                next_patch = await self._patch_poll(patch_anchor, next_health)
 
     def _publish_schedule(self, next_health: float, next_patch: float) -> None:
         backing = [d for d, b in ((next_health, self._health_backoff),
@@ -448,14 +452,27 @@ class HostActor:
         )  # fmt: skip
         return grid
 
-    async def _patch_poll(self, anchor: float) -> float:
+    async def _patch_poll(self, anchor: float, health_due: float = float("inf")) -> float:
         """``_fetch_patch_data`` in one of the fleet's ingest slots: at most that many hosts
-        hold a parsed package list at once (a sweep's transient heap stays small, so fewer
-        allocator arenas are left pinned by survivors afterwards)."""
+        fetch, parse and store a package list at once (a sweep's transient heap stays small,
+        so fewer allocator arenas are left pinned by survivors afterwards). The slot is waited
+        for only until ``health_due`` (the next health poll); then the patch poll is still
+        due (returns now) and is tried again right after that health poll. The slot is held
+        across the fetch (the agent client parses as it fetches) and the store, never while
+        waiting: a host without a slot holds no package data."""
         if self._ingest is None:
             return await self._fetch_patch_data(anchor)
-        async with self._ingest:
+        acquired = False
+        with trio.move_on_at(health_due):  # only the wait: a fetch under way is never cut
+            await self._ingest.acquire()
+            acquired = True
+        if not acquired:
+            self.ingest_waits += 1
+            return trio.current_time()
+        try:
             return await self._fetch_patch_data(anchor)
+        finally:
+            self._ingest.release()
 
     async def _fetch_patch_data(self, anchor: float) -> float:
         """Poll patches + packages once; return when to poll patches next. While the host is

@@ -3,14 +3,21 @@
 
 from __future__ import annotations
 
+import itertools
+import random
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
+from actors.host import HostActor
+from actors.ports import HostTarget
+from actors.state import FleetState
+from settings import PollingPolicy
 from simulator import Fleet
 
+from ..fakes import FakeFleetAgents, MemorySink, fake_wall
 from .conftest import Manager, register
 
 pytestmark = pytest.mark.timeout(120)
@@ -45,3 +52,61 @@ async def test_patch_data_is_fetched_and_stored_only_while_an_ingest_slot_is_fre
         await manager.fleet.wait_until(one_at_a_time)
     assert manager.sink.stats.patch_writes == 3
     assert most == 1
+
+
+# -- under the virtual clock, with in-memory ports ----------------------------------------------
+
+FAST = PollingPolicy(
+    health_interval_s=10,
+    patch_interval_s=30,
+    request_timeout_s=30.0,
+    connect_timeout_s=10.0,
+    backoff_s=(60, 300),
+    jitter_ratio=0.0,
+    max_connections=2,
+    paused=False,
+)
+
+
+def actor_with_slots(ingest: trio.CapacityLimiter) -> tuple[HostActor, FakeFleetAgents, MemorySink]:
+    agents, sink = FakeFleetAgents(), MemorySink()
+    target = HostTarget(9, "slots.example.com", "192.0.2.9", 12443)
+    actor = HostActor(target, FAST, agent_factory=agents, sink=sink, fleet=FleetState(),
+                      rng=random.Random(1), wall=fake_wall, ingest=ingest)  # fmt: skip
+    return actor, agents, sink
+
+
+async def test_health_polls_keep_their_interval_while_every_ingest_slot_is_taken(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    ingest = trio.CapacityLimiter(1)
+    holder = object()
+    await ingest.acquire_on_behalf_of(holder)  # every slot taken, for 100 s
+    actor, agents, sink = actor_with_slots(ingest)
+    await nursery.start(actor.run)
+    await trio.sleep(100)
+    times = agents.agents["slots.example.com"].times("health")
+    assert len(times) >= 10
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert max(gaps) == pytest.approx(10, abs=0.01)  # not one health poll late
+    assert agents.agents["slots.example.com"].times("patches") == []  # no slot: no fetch
+    assert actor.ingest_waits >= 9
+    ingest.release_on_behalf_of(holder)
+    await trio.sleep(10)
+    assert len(agents.agents["slots.example.com"].times("patches")) == 1
+    assert sink.stored[9].patches  # stored once a slot was free
+    assert ingest.borrowed_tokens == 0  # and the slot given back
+
+
+async def test_a_host_waiting_for_a_slot_polls_health_then_waits_again(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    ingest = trio.CapacityLimiter(1)
+    holder = object()
+    await ingest.acquire_on_behalf_of(holder)
+    actor, agents, _ = actor_with_slots(ingest)
+    await nursery.start(actor.run)
+    await trio.sleep(25)
+    assert len(agents.agents["slots.example.com"].times("health")) >= 3
+    assert ingest.statistics().tasks_waiting == 1  # back in the queue after its health polls
+    nursery.cancel_scope.cancel()
