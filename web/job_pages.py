@@ -278,11 +278,17 @@ class JobPages:
             return await self.deploy(request, None, form, 200, ticked)
         try:
             errors: dict[str, str] = {}
-            data = job_form(await self._by_condition(request, form, errors), ticked)
+            chosen = await self._by_condition(request, form, errors)
+            data = job_form(chosen, ticked)
             if errors:
                 raise InvalidInput("condition", errors["condition"])
             seen = form.get("plan_digest", "")[:64]
-            job_id, count = await jobs.create(self.sys, principal(request), data, seen)
+            # Hosts picked by their condition: every host of the fleet is confirmed as a
+            # group's would be (on the count the condition resolves to now).
+            derived = bool(chosen.get("host_ids")) and not form.get("host_ids")
+            job_id, count = await jobs.create(
+                self.sys, principal(request), data, seen, derived=derived
+            )
         except HandleError as exc:
             return await self.deploy(request, exc.fields, form, exc.status, ticked)
         return self.p.back(f"/jobs/{job_id}", f"Job {job_id} created for {count} host(s)")

@@ -84,13 +84,29 @@ async def test_deploy_by_condition_selects_the_hosts_in_it_now_and_the_job_names
     assert "no host of this selection is healthy now" in none
     bad = await client.get("/deploy", params={"group": "bulk", "condition": "sunny"})
     assert bad.status_code == 422 and 'id="err-condition"' in bad.text
-    created = await client.post(
-        "/deploy",
-        data={
-            "csrf_token": form_token(text), "group": "bulk", "filter": "", "condition": "unknown",
-            "selection": "all", "schedule": "window", "reboot_delay_s": "0", "action": "deploy",
-        },
-    )  # fmt: skip
+    form = {
+        "csrf_token": form_token(text), "group": "bulk", "filter": "", "condition": "unknown",
+        "selection": "all", "schedule": "window", "reboot_delay_s": "0", "action": "deploy",
+    }  # fmt: skip
+    created = await client.post("/deploy", data={**form, "all_hosts": "on"})
     assert created.status_code == 303, created.text[-2000:]
     job_id = int(created.headers["location"].split("/jobs/")[1].split("?")[0])
     assert sorted(r.host_id for r in await web_rig.db.run(job_rows, job_id)) == ids
+
+
+async def test_deploy_by_condition_reaching_every_host_needs_the_all_hosts_confirmation(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    await bulk(web_rig, 4)  # the whole fleet, all 'unknown'
+    page = await client.get("/deploy", params={"group": "bulk", "condition": "unknown"})
+    form = {
+        "csrf_token": form_token(page.text), "group": "bulk", "filter": "",
+        "condition": "unknown", "selection": "all", "schedule": "now", "action": "deploy",
+    }  # fmt: skip
+    refused = await client.post("/deploy", data=form)
+    assert refused.status_code == 422, refused.text[-2000:]
+    text = html.unescape(refused.text)
+    assert 'id="err-all_hosts"' in text and "all 4 hosts" in text
+    assert await web_rig.db.run(
+        lambda conn: conn.execute("SELECT count(*) FROM jobs").fetchone()
+    ) == (0,)

@@ -71,9 +71,11 @@ async def resolve(sys: System, who: Principal, sel: HostSelection) -> Resolved:
     return Resolved([h.id for h in items], fleet)
 
 
-def _confirm_everything(sel: HostSelection, found: Resolved) -> None:
-    """A group or filter that reaches every host must be confirmed with ``all_hosts``."""
-    if sel.host_ids or sel.all_hosts or not found.everything:
+def _confirm_everything(sel: HostSelection, found: Resolved, derived: bool = False) -> None:
+    """A group or filter that reaches every host must be confirmed with ``all_hosts``; so
+    must host ids that were ``derived`` from one (the Deploy page's selection by condition),
+    on the count they resolve to. Ids the user listed one by one need no confirmation."""
+    if (sel.host_ids and not derived) or sel.all_hosts or not found.everything:
         return
     raise InvalidInput(
         "all_hosts",
@@ -105,10 +107,12 @@ def spec_of(data: JobCreate, who: Principal, plan: Plan | None = None) -> JobSpe
 
 
 async def create(
-    sys: System, who: Principal, data: JobCreate, seen_plan: str = ""
+    sys: System, who: Principal, data: JobCreate, seen_plan: str = "", derived: bool = False
 ) -> tuple[int, int]:
     """Store the job; returns (job id, number of hosts). ``seen_plan``: the digest of the plan
-    the user confirmed (the Deploy page); ``Stale`` (409) when the plan is another now."""
+    the user confirmed (the Deploy page); ``Stale`` (409) when the plan is another now.
+    ``derived``: the host ids came from a condition / group / filter, not a list the user
+    made (reaching every host, they need ``all_hosts`` as a group does)."""
     require(who, Action.DEPLOY)
     found = await resolve(sys, who, data)
     if not found.host_ids:
@@ -116,7 +120,7 @@ async def create(
     reboots = data.kind == "reboot" or data.allow_reboot
     if data.schedule == "now" and reboots:
         require_recent_mfa(reboot_hosts=len(found.host_ids))  # many at once: reauth_required
-    _confirm_everything(data, found)
+    _confirm_everything(data, found, derived)
     computed = await compute(sys, data, found.host_ids)
     if data.schedule != "now" and reboots:  # hosts whose window is open now reboot at once too
         at = dt.datetime.now(dt.UTC)
