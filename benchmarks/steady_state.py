@@ -420,13 +420,19 @@ async def run(args: argparse.Namespace, root: Path) -> None:
             times += [*watcher.health_times.get(host_id, []), end_wall]
             if any(b - a > allowed for a, b in itertools.pairwise(times)):
                 late += 1
+        allowed_patch = PATCH_INTERVAL_S * (1 + JITTER) + 5
+        patch_late = sum(
+            1 for h in watcher.hosts.values()
+            if end_wall - (when(h.get("patches_as_of")) or 0) > allowed_patch
+        )  # fmt: skip
         latencies = [x for b in browsers for x in b.latencies]
         rss = rss_mb(server.pid)
         print(f"polls: {ok:.0f} ok, {failed:.0f} failed; manager CPU {cpu1 - cpu0:.0f} s "
               f"({(cpu1 - cpu0) / max(ok, 1) * 1000:.1f} ms per poll), PostgreSQL CPU "
               f"{pg1 - pg0:.0f} s", flush=True)  # fmt: skip
         print(f"hosts with a health gap over {allowed:.0f} s (interval + jitter): {late} of "
-              f"{len(watcher.hosts)}")  # fmt: skip
+              f"{len(watcher.hosts)}; hosts whose patch data is older than "
+              f"{allowed_patch:.0f} s at the end: {patch_late}")  # fmt: skip
         print(f"manager RSS {rss:.0f} MB ({(rss - rss_empty) * 1024 / args.count:.0f} KB per "
               f"host over the empty server's {rss_empty:.0f} MB)")  # fmt: skip
         print(f"dashboard: {summary(dash)}")
