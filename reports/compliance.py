@@ -110,6 +110,7 @@ class Assessment:
     reason: str
     breaches: tuple[Breach, ...]  # past SLA and not waived
     waived: tuple[Breach, ...]  # past SLA, covered by an active waiver
+    stale_since: dt.datetime | None = None  # the last patch poll when the data is stale
 
     @property
     def label(self) -> str:
@@ -147,8 +148,8 @@ def assess(
     _aware(polled, "last_patch_poll_at")
     interval = facts.patch_interval_s or rules.default_patch_interval_s
     if now - polled > dt.timedelta(seconds=interval * rules.freshness_factor):
-        stale = f"patch data stale since {polled.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
-        return Assessment(Status.UNKNOWN, stale, (), ())
+        # The instant stays data: pages show it in the reader's zone, files as ISO UTC.
+        return Assessment(Status.UNKNOWN, "patch data stale", (), (), polled)
     if breaches:
         worst = min(breaches, key=lambda b: (severity_rank(b.patch.severity), -b.overdue))
         reason = (

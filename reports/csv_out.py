@@ -59,7 +59,7 @@ async def compliance_csv(pages: AsyncIterator[list[HostCompliance]]) -> AsyncIte
                 h.groups,
                 h.status,
                 h.label,
-                h.reason,
+                h.reason_text,
                 h.breaches,
                 h.waived,
                 h.pending,

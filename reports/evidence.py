@@ -153,7 +153,7 @@ def evidence_files(
                     h.host_id,
                     h.display_name or h.name,
                     " ".join(h.groups),
-                    h.reason,
+                    h.reason_text,
                     h.last_patch_poll_at or "",
                 )
                 for h in compliance.hosts

@@ -89,6 +89,15 @@ class HostCompliance:
     last_patch_poll_at: dt.datetime | None
     display_name: str = ""  # as every page names the host (its display name, else ``name``)
     address: str = ""
+    stale_since: dt.datetime | None = None  # the reason's instant ("patch data stale since …")
+
+    @property
+    def reason_text(self) -> str:
+        """The reason with its instant as ISO UTC with offset, for files (CSV, PDF, evidence);
+        pages render ``stale_since`` with the ``when`` filter instead."""
+        if self.stale_since is None:
+            return self.reason
+        return f"{self.reason} since {self.stale_since.astimezone(dt.UTC).isoformat()}"
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,7 @@ def host_compliance(row: HostFactsRow, a: Assessment) -> HostCompliance:
         row.last_patch_poll_at,
         row.display_name or row.name,
         row.address,
+        a.stale_since,
     )
 
 

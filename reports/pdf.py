@@ -253,7 +253,7 @@ def compliance_pdf(report: ComplianceReport, progress: Progress | None = None) -
                 h.waived,
                 h.pending,
                 h.last_patch_poll_at,
-                h.reason,
+                h.reason_text,
             )  # fmt: skip
             for h in report.hosts
         ],
