@@ -41,6 +41,9 @@ PAGES = (
     "/security",
     "/tokens",
 )
+# Variants with more tables checked at phone width too (the month calendar, a window's edit form,
+# the compliance report's waivers table for one host).
+PHONE_EXTRA = ("/windows?month=2026-12", "/windows?edit=1", "/reports?kind=compliance&host_id=1")
 SERIOUS = ("serious", "critical")
 AA = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
 PHONE = {"width": 390, "height": 844}
@@ -116,21 +119,28 @@ def test_every_page_has_no_serious_axe_violation(
     assert {path: found for path, found in problems.items() if found} == {}
 
 
-def test_every_page_fits_a_390px_screen_without_sideways_scrolling(
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_page_at_390px_fits_the_screen_and_has_no_serious_axe_violation(
     browser: Browser,
     session: StorageState,
     demo: Demo,  # noqa: F811
+    scheme: str,
 ) -> None:
-    page = signed_in(browser, session, demo.url, viewport=PHONE)
+    """At phone width tables scroll in their own box: axe's scrollable-region-focusable (a box
+    the keyboard cannot scroll) is serious, so every page is checked again at 390 px."""
+    page = signed_in(browser, session, demo.url, viewport=PHONE, color_scheme=scheme)
     too_wide = {}
-    for path in ("/login", *PAGES):
+    problems = {}
+    for path in ("/login", *PAGES, *PHONE_EXTRA):
         page.goto(demo.url.rstrip("/") + path)
         page.wait_for_load_state("load")
         width = page.evaluate("document.documentElement.scrollWidth")
         if width > PHONE["width"]:
             too_wide[path] = (width, page.evaluate(WIDEST))
+        problems[path] = serious_violations(page)
     page.context.close()
     assert too_wide == {}
+    assert {path: found for path, found in problems.items() if found} == {}
 
 
 def test_the_collapsed_menu_opens_and_closes_with_the_keyboard(

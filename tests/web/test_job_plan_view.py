@@ -154,3 +154,24 @@ async def test_rollback_confirmations_name_hosts_by_display_name(
     assert f"(except {apt}: the package manager cannot go back)?" in page
     assert f'data-confirm="Roll back {names[ids[4]]}?"' in page
     assert f'aria-label="Roll back {names[ids[4]]}"' in page
+
+
+async def test_the_job_page_numbers_batches_from_one_as_the_deploy_plan_does(
+    web_rig: WebRig, client: httpx2.AsyncClient, start_fleet: Any
+) -> None:
+    """The deploy page's plan says 'Batch 1', 'Batch 2' (the API's 0-based batch + 1): the job
+    page's Batch column gives each host the same number as the plan did."""
+    fleet: Fleet = await start_fleet(2)
+    ids = await registered(web_rig, client, fleet)
+    draft = {"host_ids": ids, "schedule": "now", "batch_size": 1}
+    plan = (await client.post("/api/v1/jobs/plan", json=draft)).json()
+    assert sorted(h["batch"] for h in plan["hosts"]) == [0, 1]
+    job_id = (await client.post("/api/v1/jobs", json=draft)).json()["job_id"]
+    await finished(web_rig, job_id)
+    page = html.unescape((await client.get(f"/jobs/{job_id}")).text)
+    shown = {}
+    for row in await web_rig.db.run(job_rows, job_id):
+        cell = re.search(rf'<td data-row-batch="{row.id}">(\d+)</td>', page)
+        assert cell is not None, row.id
+        shown[row.host_id] = int(cell[1])
+    assert shown == {h["host_id"]: h["batch"] + 1 for h in plan["hosts"]}
