@@ -136,6 +136,8 @@ class Scheduler:
         self.running = False
         self.hosts: dict[int, RunningHost] = {}
         self.refused: dict[int, str] = {}  # stored hosts the address policy refuses: why
+        # Hosts the coordinator asked about without an actor: reconciles started by then.
+        self._unknown: dict[int, int] = {}
         self.scans: dict[int, Scan] = {}  # running scans only; finished ones are in the store
         self._scans_starting = 0
         self._nursery: trio.Nursery | None = None
@@ -222,11 +224,25 @@ class Scheduler:
         of such a host (at once for apply-now jobs, when the window closes otherwise)."""
         running = self.hosts.get(host_id)
         if running is None:
-            return ""  # not started yet (a removed host's rows are deleted with it)
+            return self._unknown_host(host_id)
         if running.policy.paused:
             return "the host is paused"
         if running.supervision.failed:
             return "the host's actor failed (crashed too often)"
+        return ""
+
+    def _unknown_host(self, host_id: int) -> str:
+        """A host without an actor: refused by the address policy (its rows wait, as before),
+        added since the last reconcile (not started yet: ""), or removed. A removed host's
+        rows that were not final were cancelled (an UPDATE, since migration 0011), but a failed
+        row the rollout would retry stays: it must end skipped, or its job never does. Unknown
+        at a reconcile that started after it was first asked about: removed."""
+        if host_id in self.refused:
+            return ""
+        first = self._unknown.setdefault(host_id, self._reconciles_started)
+        if self._reconciles_done > first:
+            return "the host was removed"
+        self.request_reconcile()
         return ""
 
     def _wake_runners(self, host_ids: list[int]) -> None:
@@ -311,6 +327,7 @@ class Scheduler:
                 continue
             running = self.hosts.get(host_id)
             if running is None:
+                self._unknown.pop(host_id, None)
                 self._start(row)
                 continue
             if (row.address, row.port, row.name) != (running.row.address, running.row.port,

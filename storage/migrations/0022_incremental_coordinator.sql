@@ -29,7 +29,8 @@ UPDATE job_hosts r SET planned = s.versions
 --    rollback; job runners; another process), sent in the changing transaction on channel
 --    'pm_jobs': 'job:<job id>' when a job is created or its status changes (reload the job),
 --    'row:<job id>:<row id>' when a row's state, permit or attempts change (reload that row);
---    a deleted row (its host removed) reloads its job. Identical
+--    a deleted row reloads its job (a removed host's rows are not deleted: since 0011 they
+--    are cancelled by an UPDATE, heard as row changes). Identical
 --    payloads within one transaction are delivered once (a job's 2,500 inserted rows: one).
 CREATE FUNCTION pm_notify_job() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -43,7 +44,7 @@ CREATE TRIGGER jobs_status_notify AFTER UPDATE OF status ON jobs
 
 CREATE FUNCTION pm_notify_job_row() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'DELETE' THEN  -- a removed host's rows go with it
+    IF TG_OP = 'DELETE' THEN  -- a deleted row (a removed host's are cancelled, not deleted)
         PERFORM pg_notify('pm_jobs', 'job:' || OLD.job_id);
     ELSIF TG_OP = 'INSERT' THEN
         PERFORM pg_notify('pm_jobs', 'job:' || NEW.job_id);
