@@ -50,8 +50,9 @@ class AuditPages:
         next_page = ""
         filters = {k: raw[k] for k in FILTERS}
         # The page's from/until are in the user's time zone (the API's: UTC without a zone).
-        zoned = in_zone(raw, ("since", "until"), self.p.zones.get(principal(request).user_id))
+        zoned = dict(raw)
         try:
+            zoned = in_zone(raw, ("since", "until"), self.p.zones.get(principal(request).user_id))
             q = validate(am.AuditQuery, given(zoned) | {"limit": 50})
         except HandleError as exc:
             errors = exc.fields

@@ -14,6 +14,7 @@ from typing import Any
 from starlette.datastructures import FormData
 
 from .freshness import zone
+from .handle import InvalidInput
 from .models import BlackoutCreate, HostCreate, HostQuery, JobCreate, Window
 from .models_io import given, split_list, validate
 
@@ -68,15 +69,34 @@ def window_form(form: FormData) -> Window:
 def in_zone(values: Mapping[str, str], keys: Sequence[str], tz: str) -> dict[str, str]:
     """``values`` with each of ``keys`` that is a date-time without a zone (a page's
     datetime-local input) read in the time zone ``tz`` (the user's, as the page shows times);
-    anything else is left for the model to judge. The API's rule is unchanged: no zone, UTC."""
+    anything else is left for the model to judge. The API's rule is unchanged: no zone, UTC.
+
+    A local time the zone skips (spring forward) or has twice (fall back) is refused with
+    ``InvalidInput`` naming the field: the page cannot say which instant is meant, and shifting
+    it silently would move a blackout or a filter by an hour."""
     out = dict(values)
+    problems: dict[str, str] = {}
     for key in keys:
         try:
             at = dt.datetime.fromisoformat(out.get(key, ""))
         except ValueError:
             continue
-        if at.tzinfo is None:
-            out[key] = at.replace(tzinfo=zone(tz)).isoformat()
+        if at.tzinfo is not None:
+            continue
+        local = at.replace(tzinfo=zone(tz))
+        shown = f"{at:%Y-%m-%d %H:%M}"
+        if local.astimezone(dt.UTC).astimezone(local.tzinfo).replace(tzinfo=None) != at:
+            problems[key] = (
+                f"{shown} does not exist in {tz} (the clocks skip it); pick another time"
+            )
+        elif local.utcoffset() != local.replace(fold=1).utcoffset():
+            problems[key] = (
+                f"{shown} happens twice in {tz} (the clocks go back); pick a time outside that hour"
+            )
+        else:
+            out[key] = local.isoformat()
+    if problems:
+        raise InvalidInput.of(problems)
     return out
 
 
