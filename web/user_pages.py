@@ -72,7 +72,15 @@ class UsersPage(Base):
 
 
 def _until(value: dt.datetime | None) -> str:
-    return "" if value is None else f"{value.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
+    """How long a lock lasts, before login (the user's zone is not known yet): the minutes
+    left, and the end as a clock time labelled UTC (with its date when that is not today)."""
+    if value is None:
+        return "for now"
+    now = dt.datetime.now(dt.UTC)
+    end = value.astimezone(dt.UTC)
+    minutes = max(1, -(-int((end - now).total_seconds()) // 60))
+    clock = f"{end:%H:%M}" if end.date() == now.date() else f"{end:%Y-%m-%d %H:%M}"
+    return f"for {minutes} more minute{'s' if minutes != 1 else ''} (until {clock} UTC)"
 
 
 def _group_ids(form: FormData) -> list[str]:
@@ -145,7 +153,7 @@ class AccountPages:
         if result.outcome is Outcome.LOCKED:
             return await self.login_form(
                 request,
-                f"This account is locked after too many wrong passwords, until "
+                f"This account is locked after too many wrong passwords "
                 f"{_until(result.locked_until)}; an administrator can unlock it.",
                 username,
                 403,
