@@ -691,6 +691,7 @@ class WindowRow:
     auto_apply: str
     allow_reboot: bool
     target: str = ""  # host or group name, for display
+    target_address: str = ""  # a host window's host address ('' for a group), for display
 
 
 WINDOW_FIELDS = (
@@ -726,7 +727,8 @@ def window_scope_condition(scope: HostScope) -> sql.Composable:
 def list_windows(conn: psycopg.Connection[Any], scope: HostScope = EVERYTHING) -> list[WindowRow]:
     """The windows visible within ``scope``, in id order."""
     query = sql.SQL(
-        "SELECT w.id, {cols}, coalesce(nullif(h.display_name, ''), h.name, 'group ' || g.name)"
+        "SELECT w.id, {cols}, coalesce(nullif(h.display_name, ''), h.name, 'group ' || g.name),"
+        " coalesce(host(h.address), '')"
         " FROM maintenance_windows w"
         " LEFT JOIN hosts h ON h.id = w.host_id LEFT JOIN groups g ON g.id = w.group_id"
         " WHERE {v} ORDER BY w.id"

@@ -137,6 +137,7 @@ class Pages:
         templates.env.filters["ago"] = age
         templates.env.globals["duration"] = duration
         templates.env.globals["zone_names"] = zone_names
+        templates.env.globals["host_aside"] = host_aside
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -500,6 +501,23 @@ class Pages:
         return [
             Route(r.path, self.zoned(r.endpoint), methods=r.methods, name=r.name) for r in routes
         ]
+
+
+def host_aside(
+    name: str | None, address: Any = None, display_name: str | None = None, port: Any = None
+) -> str:
+    """A host's secondary text beside its display name (``display_name or name``): the
+    registered name when it differs from the display name and from the address, then the
+    address (``address:port`` with a port) unless it says the same as what is shown already.
+    '' when nothing is left (a demo host's name, display name and address are one address)."""
+    shown = display_name or name or ""
+    host = "" if address is None else str(address)
+    parts = []
+    if name and name != shown and name != host:
+        parts.append(name)
+    if host and (port or host != shown):
+        parts.append(f"{host}:{port}" if port else host)
+    return " · ".join(parts)
 
 
 @pass_context
