@@ -27,12 +27,14 @@ from collections.abc import Callable, Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import trio
 
 from ca import Sealer, SealError
 from maintenance import Interval, WindowRule, occurrences
 from storage import Database, StorageError, WindowRow, list_blackouts, list_windows
+from storage.display import user_time_zones
 from storage.notifications import (
     EventRow,
     NotificationSettings,
@@ -202,17 +204,37 @@ _TITLES = {
 }
 
 
-def describe(event: EventRow, visible: set[int]) -> str:
-    """One event as a few lines, naming only the hosts in ``visible``. Details that cannot be
-    read (a row written by hand, an older shape) give one line saying so, never an error: one
-    bad event must not hold back the others."""
+def local_time(value: object, tz: str) -> str:
+    """An instant of an event's details (ISO text) for a reader in ``tz``: its local time with
+    the zone named and the UTC time beside it ("2026-11-30 18:15 Asia/Kolkata (12:45 UTC)"),
+    or "… UTC" once for a reader in UTC. Text that is not an instant is shown as it is."""
     try:
-        return _describe(event, visible)
+        at = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    at = (at if at.tzinfo else at.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone, tz = ZoneInfo("UTC"), "UTC"
+    local = at.astimezone(zone)
+    if local.utcoffset() == dt.timedelta(0) and tz in ("UTC", "Etc/UTC"):
+        return f"{at:%Y-%m-%d %H:%M} UTC"
+    utc = f"{at:%H:%M}" if at.date() == local.date() else f"{at:%Y-%m-%d %H:%M}"
+    return f"{local:%Y-%m-%d %H:%M} {tz} ({utc} UTC)"
+
+
+def describe(event: EventRow, visible: set[int], tz: str = "UTC") -> str:
+    """One event as a few lines, naming only the hosts in ``visible``, its times in the
+    recipient's time zone ``tz``. Details that cannot be read (a row written by hand, an older
+    shape) give one line saying so, never an error: one bad event must not hold back the others."""
+    try:
+        return _describe(event, visible, tz)
     except (AttributeError, KeyError, TypeError, ValueError):
         return f"Event #{event.id} ({event.kind}): its details cannot be read"
 
 
-def _describe(event: EventRow, visible: set[int]) -> str:
+def _describe(event: EventRow, visible: set[int], tz: str) -> str:
     d = event.details
     if event.kind in ("job_finished", "job_failed"):
         hosts = [h for h in d.get("hosts", []) if h.get("id") in visible]
@@ -223,12 +245,14 @@ def _describe(event: EventRow, visible: set[int]) -> str:
             lines += [f"    {h['name']}: {h.get('error') or 'failed'}" for h in failed]
         return "\n".join(lines)
     if event.kind == "host_unreachable":
-        return f"Host {d.get('host')} unreachable since {d.get('since')}: {d.get('reason', '')}"
+        since = local_time(d.get("since"), tz)
+        return f"Host {d.get('host')} unreachable since {since}: {d.get('reason', '')}"
     if event.kind == "certificate_expiry":
         owner = f" (host {d['host']})" if d.get("host") else ""
-        return f"Certificate {d.get('subject')}{owner} expires {d.get('not_after')}"
+        return f"Certificate {d.get('subject')}{owner} expires {local_time(d.get('not_after'), tz)}"
     if event.kind == "window_reminder":
-        return f"Window {d.get('name')} ({d.get('target')}) starts {d.get('starts_at')}"
+        starts = local_time(d.get("starts_at"), tz)
+        return f"Window {d.get('name')} ({d.get('target')}) starts {starts}"
     return str(d.get("text", event.kind))
 
 
@@ -430,7 +454,9 @@ class Notifier:
                 return [], []
             all_ids = sorted({h for e in events for h in e.host_ids})
             messages = []
+            zones = user_time_zones(conn)
             for subscriber in subscribers(conn, see_ungrouped=self.see_ungrouped):
+                tz = zones.get(subscriber.user_id, "UTC")
                 seen = visible_hosts(conn, subscriber.scope, all_ids)
                 items = []
                 everything = subscriber.scope.all_hosts
@@ -440,7 +466,7 @@ class Notifier:
                         continue
                     heard = as_seen(event, mine, everything)
                     if heard.kind in subscriber.events:
-                        items.append((heard, describe(heard, mine)))
+                        items.append((heard, describe(heard, mine, tz)))
                 if items:
                     messages.append(digest(subscriber, items))
             return messages, [e.id for e in events]

@@ -375,7 +375,7 @@ async def test_a_window_starting_within_the_reminder_time_is_reminded_to_its_gro
         assert await sender.cycle() == 0
     [mail] = server.recorder.messages
     assert mail["To"] == "web-op@example.test"
-    assert "Window nightly (group web) starts 2026-11-30T12:45:00+00:00" in mail.get_payload()
+    assert "Window nightly (group web) starts 2026-11-30 12:45 UTC" in mail.get_payload()
 
 
 async def test_an_unreadable_event_is_told_as_such_and_does_not_hold_back_the_others(
