@@ -15,9 +15,14 @@ apply to every response, including 500s and the 413/401 answered before any hand
   500 answer to nobody, no error log.
 - Body limit: a request body over ``max_bytes`` is answered ``413`` before it is buffered: at
   once from ``Content-Length``, or, for a chunked body, as soon as the bytes received pass the
-  limit (chunked bodies are read into memory up to the limit, then replayed to the app). An
-  answer sent before a declared body was fully read (401, 403, 415 from the headers) carries
-  ``connection: close``, so the client does not wait on a connection Hypercorn no longer reads.
+  limit (chunked bodies are read into memory up to the limit, then replayed to the app).
+- Early answers: an answer decided before the request body was read (401, 403, 415 from the
+  headers; 413) is sent only after the rest of the body was read and discarded: a client that
+  sends its whole body before reading (``requests``, ``curl``) would otherwise have its
+  connection closed under it (TLS "EOF occurred in violation of protocol", a reset) and never
+  see the answer. A body within the limit is drained whole and the connection stays usable; a
+  413's body is drained up to ``DRAIN_CAP_BYTES`` (not at all for a client waiting for ``100
+  Continue``, which Hypercorn does not send it), then the answer carries ``connection: close``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# How much of a too-large body is read (and discarded) before the 413, so that a client that
+# sends it all before reading gets the answer; a larger one is answered at once and closed.
+DRAIN_CAP_BYTES = 8 * 1024 * 1024
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -156,12 +164,14 @@ class BodyLimitMiddleware:
                 await send_error(scope, send, 400, "bad_request", "invalid Content-Length")
                 return
             if int(length) > self.max_bytes:
+                if int(length) <= DRAIN_CAP_BYTES and not _expects_continue(scope):
+                    await _drain(receive, DRAIN_CAP_BYTES)
                 await self._too_large(scope, send)
                 return
             if int(length) == 0:
                 await self.app(scope, receive, send)
                 return
-            await _closing_unless_read(self.app, scope, receive, send)  # h11 enforces the length
+            await _draining_early_answers(self.app, scope, receive, send, self.max_bytes)
             return
         if _header(scope, b"transfer-encoding") is None:
             await self.app(scope, receive, send)  # no body
@@ -175,6 +185,8 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
+                if message.get("more_body", False) and not _expects_continue(scope):
+                    await _drain(receive, DRAIN_CAP_BYTES - size)
                 await self._too_large(scope, send)
                 return
             chunks.append(chunk)
@@ -201,11 +213,33 @@ class BodyLimitMiddleware:
         )
 
 
-async def _closing_unless_read(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-    """Run ``app``; if it answers before the request body was fully received (a 401, 403 or 415
-    decided from the headers), the answer carries ``connection: close``: Hypercorn would never
-    read that connection again, so the client's next request on it would hang. Draining the body
-    after the answer does not help; closing does."""
+async def _drain(receive: Receive, limit: int) -> bool:
+    """Read and discard the rest of the request body, at most ``limit`` more bytes; whether
+    it was all read (False: the client went away, or more than ``limit`` remain)."""
+    read = 0
+    while read <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return False  # the client went away
+        read += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return read <= limit
+    return False
+
+
+def _expects_continue(scope: Scope) -> bool:
+    return (_header(scope, b"expect") or "").lower() == "100-continue"
+
+
+async def _draining_early_answers(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, max_bytes: int
+) -> None:
+    """Run ``app`` on a request whose declared body is within the limit; if it answers before
+    reading all of it (a 401, 403 or 415 decided from the headers), read and discard the rest
+    first: the client may be sending it all before reading, and closing the connection under
+    it loses the answer. Were the body not read, Hypercorn would not read that connection
+    again, so an answer that still finds it unread (the client went away) says ``connection:
+    close``."""
     received = False
 
     async def tracked_receive() -> Message:
@@ -215,7 +249,10 @@ async def _closing_unless_read(app: ASGIApp, scope: Scope, receive: Receive, sen
             received = True
         return message
 
-    async def closing_send(message: Message) -> None:
+    async def draining_send(message: Message) -> None:
+        nonlocal received
+        if message["type"] == "http.response.start" and not received:
+            received = await _drain(receive, max_bytes)  # h11 stops at the Content-Length
         if message["type"] == "http.response.start" and not received:
             headers = [
                 (name, value)
@@ -226,7 +263,7 @@ async def _closing_unless_read(app: ASGIApp, scope: Scope, receive: Receive, sen
             message = {**message, "headers": headers}
         await send(message)
 
-    await app(scope, tracked_receive, closing_send)
+    await app(scope, tracked_receive, draining_send)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
