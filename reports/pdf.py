@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fpdf import FPDF
 from fpdf.fonts import TTFFont
@@ -52,12 +53,20 @@ def _glyphs() -> frozenset[int] | None:
         return None
 
 
-def _text(value: object) -> str:
+def _zone(tz: str) -> tuple[dt.tzinfo, str]:
+    """The reader's time zone and its name (UTC when ``tz`` is not a known zone)."""
+    try:
+        return ZoneInfo(tz), tz
+    except (ZoneInfoNotFoundError, ValueError):
+        return dt.UTC, "UTC"
+
+
+def _text(value: object, zone: dt.tzinfo = dt.UTC) -> str:
     """Text the font can draw: with the Unicode font, characters it lacks (e.g. CJK) become
     '?'; with the core fonts, accents are dropped where that leaves Latin-1 and anything else
-    becomes '?'."""
+    becomes '?'. Instants are shown in ``zone`` (the document names it)."""
     if isinstance(value, dt.datetime):
-        value = value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M")
+        value = value.astimezone(zone).strftime("%Y-%m-%d %H:%M")
     elif value is None:
         value = ""
     text = str(value)
@@ -78,10 +87,11 @@ class Bar:
 
 
 class _Doc(FPDF):
-    def __init__(self, title: str, as_of: dt.datetime) -> None:
+    def __init__(self, title: str, as_of: dt.datetime, tz: str = "UTC") -> None:
         super().__init__(orientation="L", unit="mm", format="A4")
         self.report_title = title
         self.as_of = as_of
+        self.zone, self.tz = _zone(tz)  # every time of the document is in the reader's zone
         self.set_auto_page_break(True, margin=12)
         self.body_font = "Helvetica"
         if _glyphs() is not None:
@@ -95,9 +105,21 @@ class _Doc(FPDF):
         self.set_y(-9)
         self.set_font(self.body_font, size=7)
         self.set_text_color(93, 100, 112)
-        stamp = f"{self.report_title} - as of {_text(self.as_of)} UTC - page {self.page_no()}"
+        stamp = f"{self.report_title} - as of {self.when(self.as_of)} - page {self.page_no()}"
         self.cell(0, 4, stamp, align="C")
         self.set_text_color(0, 0, 0)
+
+    def shown(self, value: object) -> str:
+        """``_text`` with instants in the document's zone."""
+        return _text(value, self.zone)
+
+    def when(self, value: dt.datetime) -> str:
+        """An instant with the zone named: '2026-11-30 17:30 Asia/Kolkata'."""
+        return f"{self.shown(value)} {self.tz}"
+
+    def timed(self, label: str) -> str:
+        """A time column's label naming the zone: 'Expires (Asia/Kolkata)'."""
+        return f"{label} ({self.tz})"
 
     def heading(self, text: str) -> None:
         self.set_font(self.body_font, "B", 13)
@@ -154,7 +176,7 @@ class _Doc(FPDF):
             self.set_font(self.body_font, "B", 8)
             self.set_fill_color(230, 232, 236)
             for h, w in zip(headers, widths, strict=True):
-                self.cell(w, 6, _text(h), border=1, fill=True)
+                self.cell(w, 6, self.fit(_text(h), w - 1), border=1, fill=True)
             self.ln(6)
             self.set_font(self.body_font, size=8)
 
@@ -165,7 +187,7 @@ class _Doc(FPDF):
                 self.add_page()
                 header()
             for value, w in zip(row, widths, strict=True):
-                text = _text(value)
+                text = self.shown(value)
                 while text and self.get_string_width(text) > w - 2:
                     text = text[: max(0, int(len(text) * 0.8))]
                 self.cell(w, 5, text, border="B")
@@ -182,14 +204,18 @@ def _cover(doc: _Doc, title: str, lines: Sequence[str]) -> None:
     doc.cell(0, 40, "", new_x="LMARGIN", new_y="NEXT")
     doc.cell(0, 14, _text(title), new_x="LMARGIN", new_y="NEXT")
     doc.set_font(doc.body_font, size=12)
-    doc.cell(0, 8, f"Linux Patch Manager - as of {_text(doc.as_of)} UTC", new_x="LMARGIN",
+    doc.cell(0, 8, f"Linux Patch Manager - as of {doc.when(doc.as_of)}", new_x="LMARGIN",
              new_y="NEXT")  # fmt: skip
     for line in lines:
         doc.cell(0, 7, _text(line), new_x="LMARGIN", new_y="NEXT")
 
 
-def compliance_pdf(report: ComplianceReport, progress: Progress | None = None) -> bytes:
-    doc = _Doc("Compliance report", report.as_of)
+def compliance_pdf(
+    report: ComplianceReport, progress: Progress | None = None, tz: str = "UTC"
+) -> bytes:
+    """The compliance report, its times in the reader's time zone ``tz`` (named on the cover,
+    the footer and the time columns)."""
+    doc = _Doc("Compliance report", report.as_of, tz)
     s = report.summary
     pct = "n/a (no host with known state)" if s.percent is None else f"{s.percent}%"
     of_all = "n/a (no host)" if s.percent_of_all is None else f"{s.percent_of_all}%"
@@ -239,10 +265,10 @@ def compliance_pdf(report: ComplianceReport, progress: Progress | None = None) -
             "Past SLA",
             "Waived",
             "Pending",
-            "Last patch poll",
+            doc.timed("Last poll"),
             "Reason",
         ],
-        [45, 30, 35, 28, 16, 16, 16, 30, 57],
+        [45, 28, 30, 24, 16, 14, 16, 40, 60],
         [
             (
                 h.display_name or h.name,
@@ -253,7 +279,7 @@ def compliance_pdf(report: ComplianceReport, progress: Progress | None = None) -
                 h.waived,
                 h.pending,
                 h.last_patch_poll_at,
-                h.reason_text,
+                f"{h.reason} since {doc.shown(h.stale_since)}" if h.stale_since else h.reason,
             )  # fmt: skip
             for h in report.hosts
         ],
@@ -263,8 +289,8 @@ def compliance_pdf(report: ComplianceReport, progress: Progress | None = None) -
         doc.add_page()
         doc.heading("Risk waivers (shown separately, never hidden)")
         doc.grid(
-            ["Host", "Address", "Package", "CVE", "Owner", "Expires", "State", "Reason"],
-            [40, 28, 32, 28, 28, 30, 20, 67],
+            ["Host", "Address", "Package", "CVE", "Owner", doc.timed("Expires"), "State", "Reason"],
+            [40, 28, 32, 28, 28, 40, 20, 57],
             [
                 (
                     w.host,
@@ -286,8 +312,8 @@ def compliance_pdf(report: ComplianceReport, progress: Progress | None = None) -
     return bytes(doc.output())
 
 
-def history_pdf(report: HistoryReport, progress: Progress | None = None) -> bytes:
-    doc = _Doc("Patch history report", report.as_of)
+def history_pdf(report: HistoryReport, progress: Progress | None = None, tz: str = "UTC") -> bytes:
+    doc = _Doc("Patch history report", report.as_of, tz)
     _cover(doc, "Patch history report", [f"{len(report.rows)} host jobs", *report.about.lines()])
     doc.add_page()
     doc.heading("Mean time to remediate per severity")
@@ -307,12 +333,12 @@ def history_pdf(report: HistoryReport, progress: Progress | None = None) -> byte
             "Host",
             "Address",
             "Outcome",
-            "Started",
+            doc.timed("Started"),
             "Duration s",
             "What",
             "Error",
         ],
-        [14, 18, 22, 38, 26, 20, 30, 16, 36, 53],
+        [14, 18, 22, 38, 26, 20, 40, 16, 36, 43],
         [
             (
                 r.job_id,
@@ -333,8 +359,10 @@ def history_pdf(report: HistoryReport, progress: Progress | None = None) -> byte
     return bytes(doc.output())
 
 
-def exposure_pdf(report: ExposureReport, progress: Progress | None = None) -> bytes:
-    doc = _Doc("Vulnerability exposure report", report.as_of)
+def exposure_pdf(
+    report: ExposureReport, progress: Progress | None = None, tz: str = "UTC"
+) -> bytes:
+    doc = _Doc("Vulnerability exposure report", report.as_of, tz)
     _cover(doc, "Vulnerability exposure report",
            [f"{len(report.items)} pending security patches on {report.hosts} hosts",
             f"{report.cves} distinct CVE ids",
@@ -347,8 +375,17 @@ def exposure_pdf(report: ExposureReport, progress: Progress | None = None) -> by
     doc.add_page()
     doc.heading("Pending security patches")
     doc.grid(
-        ["Host", "Address", "Package", "Severity", "CVE ids", "First seen", "Age d", "Waived"],
-        [45, 28, 40, 20, 67, 30, 15, 20],
+        [
+            "Host",
+            "Address",
+            "Package",
+            "Severity",
+            "CVE ids",
+            doc.timed("First seen"),
+            "Age d",
+            "Waived",
+        ],  # fmt: skip
+        [45, 28, 40, 20, 57, 40, 15, 20],
         [
             (
                 i.host,
@@ -367,15 +404,15 @@ def exposure_pdf(report: ExposureReport, progress: Progress | None = None) -> by
     return bytes(doc.output())
 
 
-def reboot_pdf(report: RebootReport, progress: Progress | None = None) -> bytes:
-    doc = _Doc("Reboot-pending report", report.as_of)
+def reboot_pdf(report: RebootReport, progress: Progress | None = None, tz: str = "UTC") -> bytes:
+    doc = _Doc("Reboot-pending report", report.as_of, tz)
     _cover(doc, "Reboot-pending report",
            [f"{len(report.items)} hosts need a reboot", *report.about.lines()])  # fmt: skip
     doc.add_page()
     doc.heading("Hosts needing a reboot")
     doc.grid(
-        ["Host", "Address", "Groups", "Health", "Last boot", "Pending patches"],
-        [55, 35, 60, 30, 35, 25],
+        ["Host", "Address", "Groups", "Health", doc.timed("Last boot"), "Pending patches"],
+        [55, 35, 60, 30, 45, 25],
         [
             (i.host, i.address, ",".join(i.groups), i.health, i.last_boot_at, i.pending_patches)
             for i in report.items

@@ -5,10 +5,12 @@ the instant as ISO UTC with its offset."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 from typing import Any
 
 import httpx2
 import psycopg
+import pypdf
 
 from storage import insert_host
 
@@ -62,3 +64,16 @@ async def test_stale_compliance_reason_in_the_csv_and_api_carries_the_instant_as
     (host,) = [h for h in api["hosts"] if h["name"] == "127.90.2.5"]
     assert host["reason"] == "patch data stale"
     assert dt.datetime.fromisoformat(host["stale_since"]) == POLLED
+
+
+async def test_the_compliance_pdf_download_is_in_the_users_zone_and_names_it(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    await stale_host(web_rig)
+    await use_zone(client, "Asia/Kolkata")
+    response = await client.get("/api/v1/reports/compliance?format=pdf")
+    assert response.status_code == 200, response.text
+    pages = pypdf.PdfReader(io.BytesIO(response.content)).pages
+    text = "\n".join(p.extract_text() for p in pages)
+    assert "Last poll (Asia/Kolkata)" in text
+    assert "patch data stale since 2026-01-05 12:10" in text

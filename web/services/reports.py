@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from reports import pdf as render
 from reports.csv_out import compliance_csv, exposure_csv, history_csv, reboot_csv
 from reports.evidence import evidence_pack
 from storage import HostScope, NotFound, list_groups
+from storage.display import user_time_zone
 from storage.reports import (
     ReportDefinition,
     ReportFilter,
@@ -154,15 +156,19 @@ async def _take(chunks: AsyncIterator[str], n: int) -> AsyncIterator[str]:
 
 async def pdf(sys: System, who: Principal, rules: ComplianceRules, kind: str,
               q: ReportQuery) -> bytes:  # fmt: skip
-    """The report as a PDF, rendered in a worker thread (never on the event loop)."""
+    """The report as a PDF, rendered in a worker thread (never on the event loop), its times
+    in the user's time zone (named in the document)."""
     report = await build(sys, who, rules, kind, q)
-    renderer: Callable[[Report], bytes] = {  # type: ignore[assignment]
+    tz = await sys.db.run(user_time_zone, who.user_id) if who.user_id else "UTC"
+    renderer: Callable[..., bytes] = {  # type: ignore[assignment]
         "compliance": render.compliance_pdf,
         "patch-history": render.history_pdf,
         "exposure": render.exposure_pdf,
         "reboots": render.reboot_pdf,
     }[kind]
-    data = await trio.to_thread.run_sync(renderer, report, limiter=PDF_LIMITER)
+    data = await trio.to_thread.run_sync(
+        functools.partial(renderer, tz=tz), report, limiter=PDF_LIMITER
+    )
     await _downloaded(sys, who, kind, "pdf", q)
     return data
 
