@@ -1,6 +1,11 @@
 """Schemathesis against the live app: real Hypercorn over TLS, a logged-in session, the CSRF
-header on unsafe methods; fixed seed, bounded examples per operation. 0 server errors and 0
-responses that break the app's own OpenAPI document.
+header on unsafe methods, and a real API token of the admin's (``operate``): the document's
+``bearer`` scheme makes schemathesis send an ``Authorization`` header, which outranks the
+cookie, so without a real token most operations were only ever answered 401. With it, the
+operations a token reaches are exercised (jobs, plans, deploy previews, windows, waivers, host
+refreshes); the admin-only ones (users, groups, settings) answer 403 ``insufficient_scope``.
+Fixed seed, bounded examples per operation. 0 server errors and 0 responses that break the
+app's own OpenAPI document.
 
 Operations that would make the manager talk to addresses schemathesis invents (registering a
 host by any name, which resolves DNS and polls it; discovery scans; registering found agents)
@@ -10,10 +15,12 @@ put in the database on loopback addresses nothing listens on.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+from collections import Counter, defaultdict
 from functools import partial
 from pathlib import Path
 
@@ -55,6 +62,20 @@ async def logged_in(base: str, rig: WebRig, pki: Pki) -> tuple[str, str]:
     async with httpx2.AsyncClient(verify=browser_context(pki), base_url=base) as http:
         csrf = await login(http, rig.password)
         return str(http.cookies["pm_session"]), csrf
+
+
+async def api_token(base: str, pki: Pki, cookie: str, csrf: str) -> str:
+    """A real API token of the admin's (``operate``, the widest scope a token has)."""
+    async with httpx2.AsyncClient(
+        verify=browser_context(pki),
+        base_url=base,
+        headers={"cookie": f"pm_session={cookie}", "x-csrf-token": csrf},
+    ) as http:
+        created = await http.post("/api/v1/tokens", json={"name": "st", "scope": "operate"})
+        assert created.status_code == 201, created.text
+        token = str(created.json()["token"])
+        assert token.startswith("pm_")
+        return token
 
 
 async def seed(base: str, pki: Pki, cookie: str, csrf: str) -> None:
@@ -104,6 +125,7 @@ async def test_live_api_has_no_server_errors_and_keeps_its_schema(
     base = urls[0]
     cookie, csrf = await logged_in(base, web_rig, pki)
     await seed(base, pki, cookie, csrf)
+    token = await api_token(base, pki, cookie, csrf)
     command = [
         str(Path(sys.executable).with_name("st")),
         "run",
@@ -118,9 +140,10 @@ async def test_live_api_has_no_server_errors_and_keeps_its_schema(
         f"--tls-verify={pki.ca.root_cert_path}",
         f"--header=Cookie: pm_session={cookie}",
         f"--header=X-CSRF-Token: {csrf}",
+        f"--header=Authorization: Bearer {token}",
         "--request-timeout=10",
         "--no-color",
-        "--report=junit",
+        "--report=junit,har",
         f"--report-dir={tmp_path}",
     ]
     command += [f"--exclude-operation-id={name}" for name in OFF_LIMITS + SESSION_ENDING + NOT_HERE]
@@ -138,6 +161,24 @@ async def test_live_api_has_no_server_errors_and_keeps_its_schema(
     output = result.stdout.decode()
     assert result.returncode == 0, output[-6000:]
     assert "Server error" not in output
+    statuses = answered(tmp_path)
+    # The token opened the operations: they were exercised, not refused as unauthenticated.
+    for operation, success in [("POST /jobs", 201), ("POST /jobs/plan", 200),
+                               ("POST /deploy/preview", 200), ("GET /waivers", 200)]:  # fmt: skip
+        assert statuses[operation][success] > 0, (operation, dict(statuses[operation]))
+        assert statuses[operation][401] == 0, (operation, dict(statuses[operation]))
+
+
+def answered(report_dir: Path) -> dict[str, Counter[int]]:
+    """Status codes per operation (``METHOD /path`` under /api/v1) from schemathesis's HAR
+    report; a path segment with a digit counts as the id parameter."""
+    har = next(p for p in report_dir.rglob("*") if "har" in p.name and p.is_file())
+    statuses: dict[str, Counter[int]] = defaultdict(Counter)
+    for entry in json.loads(har.read_text())["log"]["entries"]:
+        path = entry["request"]["url"].split("/api/v1", 1)[-1].split("?", 1)[0]
+        path = re.sub(r"/[^/]*\d[^/]*", "/{id}", path)
+        statuses[f"{entry['request']['method']} {path}"][entry["response"]["status"]] += 1
+    return statuses
 
 
 def schema_nodes(node: object) -> list[dict[str, object]]:
