@@ -130,8 +130,8 @@ def downgrade_refusal(os_name: str, os_version: str = "") -> str:
     """Why the agent on a host of ``os_name`` (``os_version``) cannot install an older version
     of a package (what a rollback of an upgrade asks), or "" when it can: apt runs
     ``apt-get install -y`` without ``--allow-downgrades`` and refuses; yum's install does not
-    downgrade; pacman's install takes no version. dnf and apk install the version asked for
-    (apk only while the older version is still in the repository)."""
+    downgrade; pacman's install takes no version; Alpine's repositories keep one version of a
+    package, so apk has no older version to install. dnf installs the version asked for."""
     family = package_manager(os_name, os_version)
     if family == "apt":
         return ("apt hosts cannot go back to an older version: the agent installs without "
@@ -140,6 +140,9 @@ def downgrade_refusal(os_name: str, os_version: str = "") -> str:
         return "yum hosts cannot go back to an older version: yum install does not downgrade"
     if family == "pacman":
         return "pacman hosts cannot go back to an older version: the agent installs by name only"
+    if family == "apk":
+        return ("apk hosts cannot go back to an older version: Alpine's repositories keep only "
+                "the newest version of a package")  # fmt: skip
     if not os_name:
         return "the host's package manager is not known yet (never polled)"
     if not family:

@@ -663,7 +663,10 @@ class SimAgent:
         self._set_version(name, p.upgradable.pop(name))
 
     def _is_downgrade(self, name: str, version: str) -> bool:
-        if self.faults.downgrades != "refuse":
+        """An install of ``name`` at an older ``version`` that the tool refuses: only apt-get
+        install -y (no --allow-downgrades); dnf install NEVRA and apk add name=version install
+        the version asked for, and pacman is never asked for a version."""
+        if self.faults.downgrades != "refuse" or self.profile.family != "apt":
             return False
         offered = self.profile.offered(name)
         current = self.profile.installed.get(name)

@@ -560,3 +560,30 @@ async def test_unknown_package_detail_is_404_not_500(pki: Pki, start_fleet: Any)
         with pytest.raises(AgentRequestError) as info:
             await client.package("does-not-exist")
     assert (info.value.status, info.value.code) == (404, "PKG_NOT_FOUND")
+
+
+# Installing an older version than the one installed (what a rollback asks): apt-get install -y
+# refuses without --allow-downgrades (the agent passes none); dnf install NEVRA installs the
+# version asked for (maintenance.downgrade_refusal says the same; apk and pacman are never asked).
+DOWNGRADES = {"apt": False, "dnf": True}
+
+
+@pytest.mark.parametrize("distro_id", [d.id for d in DISTROS if d.family.name in DOWNGRADES])
+async def test_an_older_version_installs_where_the_tool_downgrades_and_is_refused_by_apt(
+    distro_id: str, pki: Pki, start_fleet: Any
+) -> None:
+    agent = await as_distro(start_fleet, distro_id)
+    profile = agent.profile
+    name = next(n for n in sorted(profile.upgradable) if n in profile.installed)
+    old = profile.installed[name]
+    async with client_for(pki, agent) as client, client.job_events() as events:
+        updated = await wait_done(client, events, (await client.update(name)).job_id)
+        assert updated.status is JobStatus.COMPLETED and profile.installed[name] != old
+        back = await wait_done(client, events, (await client.install([(name, old)])).job_id)
+    if DOWNGRADES[BY_ID[distro_id].family.name]:
+        assert back.status is JobStatus.COMPLETED
+        assert profile.installed[name] == old
+    else:
+        assert back.status is JobStatus.FAILED
+        assert "--allow-downgrades" in f"{back.command_stderr} {back.error}"
+        assert profile.installed[name] != old
