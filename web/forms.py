@@ -8,6 +8,7 @@ as repeated fields), checkboxes are present or absent.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -104,4 +105,25 @@ def blackout_form(form: FormData, tz: str = "UTC") -> BlackoutCreate:
     """A blackout from the page: times without a zone are in ``tz`` (the user's)."""
     keys = ("name", "starts_at", "ends_at")
     values = in_zone({k: str(form.get(k, "")) for k in keys}, ("starts_at", "ends_at"), tz)
-    return validate(BlackoutCreate, given(values))
+    try:
+        return validate(BlackoutCreate, given(values))
+    except InvalidInput as exc:
+        # The model's messages name its keys ("must be after starts_at"): the page's labels.
+        labels = {"starts_at": "From", "ends_at": "To"}
+        named = {
+            k: re.sub(r"\b(starts_at|ends_at)\b", lambda m: labels[m[0]], v)
+            for k, v in exc.fields.items()
+        }
+        raise InvalidInput.of(zoned_messages(named, ("starts_at", "ends_at"), tz)) from exc
+
+
+def zoned_messages(fields: Mapping[str, str], keys: Sequence[str], tz: str) -> dict[str, str]:
+    """A page's field errors with the API's date-time hint ("such as 2026-12-01T02:00:00Z", a
+    UTC instant) replaced, for the ``keys`` a page labels in the user's zone ``tz``, by a hint
+    in that field's own format and zone."""
+    return {
+        k: f"a date and time in {tz}, such as 2026-12-01 02:00"
+        if k in keys and v.startswith("a date-time such as")
+        else v
+        for k, v in fields.items()
+    }

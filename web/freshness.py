@@ -80,13 +80,37 @@ def utc_text(value: Any) -> str:
     return at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def time_tag(value: Any, tz: str = UTC) -> Markup:
+def time_tag(value: Any, tz: str = UTC, now: dt.datetime | None = None) -> Markup:
     """``<time datetime=ISO title="… UTC">local</time>`` (``—`` for none)."""
     at = parse_time(value)
     if at is None:
         return Markup("—")
     return Markup('<time datetime="{}" title="{}">{}</time>').format(
-        at.isoformat(), utc_text(at), format_time(at, tz)
+        at.isoformat(), utc_text(at), format_time(at, tz, now)
+    )
+
+
+@dataclass(frozen=True)
+class At:
+    """An instant inside a reason line: text as ``format_time``, on pages a ``time_tag``."""
+
+    value: Any
+
+
+Line = tuple[str | At, ...]  # a reason line: text and instants
+
+
+def _plain(parts: list[Line], tz: str, now: dt.datetime) -> str:
+    return "; ".join(
+        "".join(format_time(x.value, tz, now) if isinstance(x, At) else x for x in part)
+        for part in parts
+    )
+
+
+def _marked(parts: list[Line], tz: str, now: dt.datetime) -> Markup:
+    return Markup("; ").join(
+        Markup("").join(time_tag(x.value, tz, now) if isinstance(x, At) else x for x in part)
+        for part in parts
     )
 
 
@@ -113,6 +137,11 @@ class HostView:
     ages: str  # "health as of 1 min ago · patches as of 4 min ago"
     trusted: bool  # the system facts (reboot flag) come from a successful poll
     patches_known: bool = False  # the patch list and counts come from a successful patch poll
+    why_html: Markup | None = None  # ``why`` for pages: its times as <time> (UTC on hover)
+
+    def why_line(self) -> Markup:
+        """``why`` as pages show it (``why_html``, else the escaped text)."""
+        return self.why_html or Markup.escape(self.why)
 
     def badge(self) -> Markup:
         return Markup('<span class="badge {}">{}</span>').format(self.condition, self.condition)
@@ -144,52 +173,61 @@ def host_view(
         if last_seen is None or health == "pending":
             return HostView("unknown", "never contacted", "no data yet", False)
         return HostView(health, reason, f"last seen {age(last_seen, now)}", True, True)
-    condition = current_condition(str(live.get("condition") or ""), live.get("stale_after"), now)
-    health_as_of = parse_time(live.get("health_as_of"))
-    parts: list[str] = []
-    failing = parse_time(live.get("failing_since"))
-    if condition == "unknown":
-        parts.append("never contacted")
-    elif condition == "stale" and live.get("stale_by_patches"):
-        patches_as_of = live.get("patches_as_of")
-        parts.append(f"no successful patch poll since {format_time(patches_as_of, tz, now)}")
-    elif condition == "stale":
-        parts.append(f"no successful poll since {format_time(health_as_of, tz, now)}")
-    elif condition == "paused":
-        parts.append("paused: not polled")
-    elif condition == "halted":  # the actor crashed / restarts / waits: its error, nothing else
-        said = str(live.get("summary") or "halted").split(" · ")[0]
-        error = str(live.get("last_error") or "")
-        parts.append(f"{said}: {error}" if error and error not in said else said)
-    if failing is not None and condition not in ("paused", "halted"):
-        line = (
-            f"poll failing since {format_time(failing, tz, now)}"
-            f" ({live.get('retries_used', 0)} of {live.get('retries_total', 0)} retries"
-        )
-        next_at = live.get("next_attempt")
-        parts.append(line + (f", next {format_time(next_at, tz, now)})" if next_at else ")"))
-    patch_failing = parse_time(live.get("patch_failing_since"))
-    if patch_failing is not None and failing is None and condition not in ("paused", "halted"):
-        line = (
-            f"patch poll failing since {format_time(patch_failing, tz, now)}"
-            f" ({live.get('patch_retries_used', 0)} of {live.get('retries_total', 0)} retries"
-        )
-        next_at = live.get("patch_next_attempt")
-        parts.append(line + (f", next {format_time(next_at, tz, now)})" if next_at else ")"))
-    since = live.get("health_since")
-    if condition in ("healthy", "degraded", "unreachable") and since:
-        parts.append(f"{condition} since {format_time(since, tz, now)}")
-    detail = str(live.get("health_reason") or "")
-    if not detail and failing is not None:
-        detail = str(live.get("last_error") or "")
-    if detail and condition not in ("healthy", "halted"):
-        parts.append(detail)
+    condition, parts = _reason(live, now)
     ages = " · ".join(
         f"{what} as of {age(live.get(key), now)}"
         for what, key in (("health", "health_as_of"), ("patches", "patches_as_of"))
     )
     patches_known = parse_time(live.get("patches_as_of")) is not None
-    return HostView(condition, "; ".join(parts), ages, health_as_of is not None, patches_known)
+    trusted = parse_time(live.get("health_as_of")) is not None
+    return HostView(
+        condition,
+        _plain(parts, tz, now),
+        ages,
+        trusted,
+        patches_known,
+        _marked(parts, tz, now),
+    )
+
+
+def _reason(live: Mapping[str, Any], now: dt.datetime) -> tuple[str, list[Line]]:
+    """The condition of a live snapshot and its reason line's parts."""
+    condition = current_condition(str(live.get("condition") or ""), live.get("stale_after"), now)
+    health_as_of = parse_time(live.get("health_as_of"))
+    parts: list[Line] = []
+    failing = parse_time(live.get("failing_since"))
+    if condition == "unknown":
+        parts.append(("never contacted",))
+    elif condition == "stale" and live.get("stale_by_patches"):
+        parts.append(("no successful patch poll since ", At(live.get("patches_as_of"))))
+    elif condition == "stale":
+        parts.append(("no successful poll since ", At(health_as_of)))
+    elif condition == "paused":
+        parts.append(("paused: not polled",))
+    elif condition == "halted":  # the actor crashed / restarts / waits: its error, nothing else
+        said = str(live.get("summary") or "halted").split(" · ")[0]
+        error = str(live.get("last_error") or "")
+        parts.append((f"{said}: {error}" if error and error not in said else said,))
+    if failing is not None and condition not in ("paused", "halted"):
+        used = f" ({live.get('retries_used', 0)} of {live.get('retries_total', 0)} retries"
+        next_at = live.get("next_attempt")
+        tail: Line = (", next ", At(next_at), ")") if next_at else (")",)
+        parts.append(("poll failing since ", At(failing), used, *tail))
+    patch_failing = parse_time(live.get("patch_failing_since"))
+    if patch_failing is not None and failing is None and condition not in ("paused", "halted"):
+        used = f" ({live.get('patch_retries_used', 0)} of {live.get('retries_total', 0)} retries"
+        next_at = live.get("patch_next_attempt")
+        tail = (", next ", At(next_at), ")") if next_at else (")",)
+        parts.append(("patch poll failing since ", At(patch_failing), used, *tail))
+    since = live.get("health_since")
+    if condition in ("healthy", "degraded", "unreachable") and since:
+        parts.append((f"{condition} since ", At(since)))
+    detail = str(live.get("health_reason") or "")
+    if not detail and failing is not None:
+        detail = str(live.get("last_error") or "")
+    if detail and condition not in ("healthy", "halted"):
+        parts.append((detail,))
+    return condition, parts
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,9 @@ async def test_a_host_going_down_shows_failing_with_its_retries_and_comes_back_b
         await fleet_state.wait_until(lambda snaps: any(s.condition == "failing" for s in snaps))
     page = (await client.get(f"/hosts/{host_id}")).text
     assert f'data-host-condition="{host_id}">failing<' in page
-    assert re.search(r"poll failing since \d\d:\d\d \(\d of 3 retries, next \d\d:\d\d\)", page)
+    # its times are <time> elements in the user's zone, UTC on hover
+    clock = r'<time datetime="[^"]+" title="[^"]+ UTC">\d\d:\d\d</time>'
+    assert re.search(rf"poll failing since {clock} \(\d of 3 retries, next {clock}\)", page)
     fleet.apply_faults(agent.address, {"down": False})
     with trio.fail_after(30):  # the ladder's next retry (1 s here) finds it again: no Refresh
         await fleet_state.wait_until(

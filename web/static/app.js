@@ -55,29 +55,47 @@
     const condition = conditionOf(s);
     const parts = [];
     if (condition === "unknown") parts.push("never contacted");
-    else if (condition === "stale" && s.stale_by_patches) parts.push("no successful patch poll since " + fmtClock(s.patches_as_of));
-    else if (condition === "stale") parts.push("no successful poll since " + fmtClock(s.health_as_of));
+    else if (condition === "stale" && s.stale_by_patches) parts.push(["no successful patch poll since ", { at: s.patches_as_of }]);
+    else if (condition === "stale") parts.push(["no successful poll since ", { at: s.health_as_of }]);
     else if (condition === "paused") parts.push("paused: not polled");
     else if (condition === "halted") {
       const said = String(s.summary || "halted").split(" · ")[0];
       parts.push(s.last_error && said.indexOf(s.last_error) < 0 ? said + ": " + s.last_error : said);
     }
     if (s.failing_since && condition !== "paused" && condition !== "halted") {
-      parts.push("poll failing since " + fmtClock(s.failing_since) + " (" + (s.retries_used || 0) + " of " +
-        (s.retries_total || 0) + " retries" + (s.next_attempt ? ", next " + fmtClock(s.next_attempt) + ")" : ")"));
+      parts.push(["poll failing since ", { at: s.failing_since }, " (" + (s.retries_used || 0) + " of " +
+        (s.retries_total || 0) + " retries"].concat(s.next_attempt ? [", next ", { at: s.next_attempt }, ")"] : [")"]));
     }
     if (s.patch_failing_since && !s.failing_since && condition !== "paused" && condition !== "halted") {
-      parts.push("patch poll failing since " + fmtClock(s.patch_failing_since) + " (" + (s.patch_retries_used || 0) + " of " +
-        (s.retries_total || 0) + " retries" + (s.patch_next_attempt ? ", next " + fmtClock(s.patch_next_attempt) + ")" : ")"));
+      parts.push(["patch poll failing since ", { at: s.patch_failing_since }, " (" + (s.patch_retries_used || 0) + " of " +
+        (s.retries_total || 0) + " retries"].concat(s.patch_next_attempt ? [", next ", { at: s.patch_next_attempt }, ")"] : [")"]));
     }
     if ((condition === "healthy" || condition === "degraded" || condition === "unreachable") && s.health_since) {
-      parts.push(condition + " since " + fmtClock(s.health_since));
+      parts.push([condition + " since ", { at: s.health_since }]);
     }
     let detail = s.health_reason || "";
     if (!detail && s.failing_since) detail = s.last_error || "";
     if (detail && condition !== "healthy" && condition !== "halted") parts.push(detail);
     const ages = "health as of " + ago(s.health_as_of) + " · patches as of " + ago(s.patches_as_of);
-    return { condition: condition, why: parts.join("; "), ages: ages };
+    // parts: text, or lists of text and { at: instant } (shown as <time>, UTC on hover)
+    const lines = parts.map(function (p) { return typeof p === "string" ? [p] : p; });
+    const why = lines.map(function (line) {
+      return line.map(function (x) { return typeof x === "string" ? x : fmtClock(x.at); }).join("");
+    }).join("; ");
+    return { condition: condition, why: why, lines: lines, ages: ages };
+  }
+
+  function fillWhy(el, lines) { // web/freshness.py HostView.why_html
+    el.textContent = "";
+    lines.forEach(function (line, i) {
+      if (i) el.appendChild(document.createTextNode("; "));
+      line.forEach(function (x) {
+        if (typeof x === "string" || !x.at) { el.appendChild(document.createTextNode(typeof x === "string" ? x : "—")); return; }
+        const t = document.createElement("time");
+        t.dateTime = x.at; t.title = utcText(x.at); t.textContent = fmtClock(x.at);
+        el.appendChild(t);
+      });
+    });
   }
 
   function renderView(s) {
@@ -86,7 +104,7 @@
     if (!els.length) return; // not on this page: nothing to compute
     const v = hostView(s);
     els.forEach(function (el) {
-      if (el.hasAttribute("data-host-why")) { if (el.textContent !== v.why) el.textContent = v.why; return; }
+      if (el.hasAttribute("data-host-why")) { if (el.textContent !== v.why) fillWhy(el, v.lines); return; }
       if (el.hasAttribute("data-host-ages")) { if (el.textContent !== v.ages) el.textContent = v.ages; return; }
       if (el.textContent === v.condition) return;
       el.textContent = v.condition; el.className = "badge " + v.condition;
