@@ -1,10 +1,14 @@
-"""Deploy to N simulated hosts at once (R-11.4: every agent job dispatched within 60 s).
+"""Deploy to N simulated hosts at once, then roll it back (R-11.4: every agent job dispatched
+within 60 s).
 
-    .venv/bin/python benchmarks/deploy.py --count 2500 --time-scale 0.01
+    .venv/bin/python benchmarks/deploy.py --count 2500
 
 The simulator runs in its own process; the manager side is the real scheduler, job coordinator,
-host actors and PostgreSQL. Prints the time until every agent accepted its job, the time until
-the job finished, manager CPU seconds and peak RSS.
+host actors and PostgreSQL. Then the whole job is rolled back (one new job for every host whose
+package manager can install an older version, as the web offers it). Prints, for the
+deployment and for the rollback, the time until
+every agent accepted its job, the time until the job finished, the rows by final state, manager
+CPU seconds, and the peak RSS.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet_sweep import cpu_seconds, start_simulator
 
 from ca import CertificateAuthority
+from maintenance import downgrade_refusal
 from patch_manager.runtime import Storage
 from patch_manager.serve import build_actor_system
 from settings import ConfigStore
@@ -35,7 +40,7 @@ from storage import Database, EmbeddedPostgres, JobSpec, insert_host, migrate
 BASE = "127.201.0.1"
 
 
-async def run(root: Path, count: int) -> dict[str, float]:
+async def run(root: Path, count: int) -> dict[str, dict[str, Any]]:
     conf = root / "conf"
     conf.mkdir()
     (conf / "patch-manager.toml").write_text(
@@ -69,7 +74,7 @@ async def run(root: Path, count: int) -> dict[str, float]:
     return result
 
 
-async def measure(system: Any, db: Database, count: int) -> dict[str, float]:
+async def measure(system: Any, db: Database, count: int) -> dict[str, dict[str, Any]]:
     await system.fleet.wait_until(
         lambda s: (
             len(s) == count
@@ -77,25 +82,60 @@ async def measure(system: Any, db: Database, count: int) -> dict[str, float]:
         )
     )
     ids = sorted(system.scheduler.hosts)
-    cpu0, t0 = cpu_seconds(), time.perf_counter()
+    cpu0 = cpu_seconds()
     job_id = await system.handle.create_job(JobSpec(kind="patch", schedule="now"), ids)
+    deploy = await track(db, job_id, time.perf_counter())
+    deploy["cpu"] = cpu_seconds() - cpu0
+    # Roll the whole job back (R-4.5) where it can work, as the web offers it: one new job for
+    # every host whose package manager can install an older version (maintenance.downgrade_refusal).
+    hosts = await db.run(lambda c: c.execute("SELECT id, os, os_version FROM hosts").fetchall())
+    able = [i for i, os_name, version in hosts if not downgrade_refusal(os_name, version)]
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
+    rollback_id = await system.handle.rollback(job_id, able, created_by="benchmark")
+    rollback = await track(db, rollback_id, t0)
+    rollback["cpu"] = cpu_seconds() - cpu0
+    return {"deploy": deploy, "rollback": rollback}
+
+
+async def track(db: Database, job_id: int, t0: float) -> dict[str, Any]:
+    """Until every row of the job is final: when every row had its agent job accepted (or was
+    already final), when the last row ended, and the rows by final state."""
     dispatched = finished = 0.0
     while not finished:
-        row = await db.run(
+        total, sent, final = await db.run(
             lambda conn: conn.execute(
-                "SELECT count(*) FILTER (WHERE agent_job_id IS NOT NULL OR state IN"
-                " ('succeeded', 'failed')), count(*) FILTER (WHERE state IN ('succeeded',"
-                " 'failed', 'skipped')) FROM job_hosts WHERE job_id = %s",
+                "SELECT count(*), count(*) FILTER (WHERE agent_job_id IS NOT NULL OR state IN"
+                " ('succeeded', 'failed', 'skipped', 'cancelled')), count(*) FILTER (WHERE state"
+                " IN ('succeeded', 'failed', 'skipped', 'cancelled')) FROM job_hosts"
+                " WHERE job_id = %s",
                 (job_id,),
             ).fetchone()
         )
-        if not dispatched and row[0] == count:
+        if not dispatched and total and sent == total:
             dispatched = time.perf_counter() - t0
-        if row[1] == count:
+        if total and final == total:
             finished = time.perf_counter() - t0
         await trio.sleep(0.2)
-    cpu = cpu_seconds() - cpu0
-    return {"dispatched": dispatched, "finished": finished, "cpu": cpu}
+    states = await db.run(
+        lambda conn: dict(
+            conn.execute(
+                "SELECT state || coalesce(' ' || nullif(error_code, ''), ''), count(*)"
+                " FROM job_hosts WHERE job_id = %s GROUP BY 1",
+                (job_id,),
+            ).fetchall()
+        )
+    )
+    failure = await db.run(
+        lambda conn: conn.execute(
+            "SELECT error_message || ' ' || error_stderr FROM job_hosts"
+            " WHERE job_id = %s AND state = 'failed' LIMIT 1",
+            (job_id,),
+        ).fetchone()
+    )
+    return {
+        "dispatched": dispatched, "finished": finished, "rows": total, "states": states,
+        "failure": failure[0][:300] if failure else "",
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -112,8 +152,12 @@ def main() -> None:
         result = trio.run(run, root, args.count)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"hosts: {args.count}, profile {args.profile}, simulator time scale 0.01")
-        print(f"every agent job accepted (agent job id stored) after {result['dispatched']:.1f} s")
-        print(f"job finished after {result['finished']:.1f} s; manager CPU {result['cpu']:.1f} s")
+        for name, r in result.items():
+            print(f"{name}: {r['rows']} rows {r['states']}; every agent job accepted (agent job "
+                  f"id stored) after {r['dispatched']:.1f} s; job finished after "
+                  f"{r['finished']:.1f} s; manager CPU {r['cpu']:.1f} s")  # fmt: skip
+            if r["failure"]:
+                print(f"  a failed row: {r['failure']}")
         print(f"peak RSS of the manager: {peak:.0f} MB")
     finally:
         if simulator.poll() is not None:
