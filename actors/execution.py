@@ -66,8 +66,12 @@ OPERATIONS = {
 }
 
 
+NOTHING_PENDING = "NOTHING_PENDING"  # the code of a row that ends succeeded with nothing to do
+
+
 class NothingToDo(Exception):
-    """The selection is empty on this host (e.g. no security patches pending)."""
+    """The selection is empty on this host (e.g. no security patches pending): the row ends
+    succeeded with ``NOTHING_PENDING`` (a note, not an error; neutral in the roll-up)."""
 
 
 class Refused(Exception):
@@ -229,13 +233,23 @@ class Executor:
                 request = await self._prepare(agent, job, row)
                 break
             except NothingToDo as exc:
-                await self._finish(row.id, "succeeded", error_message=str(exc))
+                await self._finish(
+                    row.id, "succeeded", error_code=NOTHING_PENDING, error_message=str(exc)
+                )
                 return None
             except Refused as exc:
                 await self._finish(row.id, "failed", error_code=exc.code, error_message=str(exc))
                 return None
             except AgentError as exc:
                 if exc.transient and tries < len(self.unreachable_backoff):
+                    # Say on the row why it waits and until when (nothing was sent yet).
+                    await self._db(
+                        partial(
+                            self.store.update,
+                            row.id,
+                            error_message=self._ladder_note(exc.message, tries),
+                        )
+                    )
                     # Not past the row's permit (its window): the ladder ends at the close.
                     await self._wait(self.unreachable_backoff[tries], row)
                     tries += 1
@@ -254,7 +268,21 @@ class Executor:
                 code = "HOST_UNREACHABLE" if exc.transient else _code(exc)
                 await self._finish(row.id, "failed", error_code=code, error_message=exc.message)
                 return None
+        if tries:  # reached after waiting: the ladder's note no longer holds
+            await self._db(partial(self.store.update, row.id, error_message=""))
         return await self._send(agent, job, row, request)
+
+    def _ladder_note(self, problem: str, tries: int) -> str:
+        """The row's note while it waits along the unreachable ladder: the last error, when
+        the next try is and when it gives up (UTC)."""
+        now = self.wall()
+        ahead = self.unreachable_backoff[tries:]
+        next_try = now + dt.timedelta(seconds=ahead[0])
+        gives_up = now + dt.timedelta(seconds=sum(ahead))
+        return (
+            f"agent unreachable ({problem}), next try {next_try:%H:%M} UTC,"
+            f" gives up ~{gives_up:%H:%M} UTC; nothing sent yet"
+        )
 
     async def _send(
         self, agent: JobAgentPort, job: JobRow, row: JobHostRow, request: Request
@@ -416,7 +444,9 @@ class Executor:
             try:
                 request = await self._prepare(agent, job, row)
             except NothingToDo as exc:
-                await self._finish(row.id, "succeeded", error_message=str(exc))
+                await self._finish(
+                    row.id, "succeeded", error_code=NOTHING_PENDING, error_message=str(exc)
+                )
                 return None
             except Refused as exc:
                 await self._finish(row.id, "failed", error_code=exc.code, error_message=str(exc))
@@ -453,6 +483,9 @@ class Executor:
         if job.kind == "patch":
             pending_now = None if row.planned is None else await self._check_plan(agent, job, row)
             if job.selection == "all":
+                if pending_now is not None and not pending_now:
+                    # Planned with nothing pending (a window job, or stale data): still none.
+                    raise NothingToDo("nothing is pending on this host")
                 selection = PatchSelection.all()
             else:
                 names = (

@@ -46,13 +46,23 @@ def final_failure(row: JobHostRow, window_open: bool) -> bool:
     )
 
 
-def roll_up(states: Sequence[str], stopped: bool) -> str | None:
+NOTHING_PENDING = "NOTHING_PENDING"  # a succeeded row with nothing to do (no request sent)
+
+
+def roll_up(states: Sequence[str], stopped: bool, nothing: int = 0) -> str | None:
     """The job's final status once every row is final (None while some row is not). A job
     with a cancelled or skipped host is never ``succeeded``; it is ``cancelled`` only when
     somebody cancelled a host and nothing failed — a job whose hosts were all skipped (window
-    closed, paused, no window) did not run and is ``failed``."""
+    closed, paused, no window) did not run and is ``failed``. ``nothing``: how many of the
+    (succeeded) rows had nothing to do (``NOTHING_PENDING``): they count neither way, so 46
+    hosts without a window and 4 with nothing to do is ``failed`` (nothing was sent), and a
+    job whose every host had nothing to do is ``succeeded``. The plan predicts the same
+    (``web.services.plans.Plan.predicted``)."""
     if not all(s in FINAL_ROW_STATES for s in states):
         return None
+    states = list(states)
+    for _ in range(min(nothing, states.count("succeeded"))):
+        states.remove("succeeded")
     succeeded = states.count("succeeded")
     if succeeded == len(states):
         return "succeeded"
@@ -151,7 +161,10 @@ def decide(
     values = list(states.values())
     status = job.status
     finished = False
-    final = roll_up(values, bool(stop))
+    nothing = sum(
+        1 for r in rows if states[r.id] == "succeeded" and r.error_code == NOTHING_PENDING
+    )
+    final = roll_up(values, bool(stop), nothing)
     if final is not None:
         status = final
         finished = job.status in ("queued", "running")

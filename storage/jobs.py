@@ -195,7 +195,8 @@ def _job_visible(scope: HostScope) -> sql.Composable:
 def _status(scope: HostScope) -> sql.Composable:
     """The job's status as ``scope`` sees it. A finished job that also reached hosts outside
     the scope is rolled up over the rows within it (as ``actors.rollout.roll_up`` does over
-    all rows), so a failure elsewhere does not show; anything else is the job's status."""
+    all rows; rows with nothing to do count neither way), so a failure elsewhere does not
+    show; anything else is the job's status."""
     if scope.all_hosts:
         return sql.SQL("jobs.status")
     return sql.SQL(
@@ -203,7 +204,8 @@ def _status(scope: HostScope) -> sql.Composable:
         " AND EXISTS (SELECT 1 FROM job_hosts so WHERE so.job_id = jobs.id AND NOT {o})"
         " THEN (SELECT CASE"
         " WHEN count(*) FILTER (WHERE si.state = 'succeeded') = count(*) THEN 'succeeded'"
-        " WHEN count(*) FILTER (WHERE si.state = 'succeeded') > 0 THEN 'partially_failed'"
+        " WHEN count(*) FILTER (WHERE si.state = 'succeeded'"
+        " AND coalesce(si.error_code, '') <> 'NOTHING_PENDING') > 0 THEN 'partially_failed'"
         " WHEN count(*) FILTER (WHERE si.state = 'failed') > 0 THEN 'failed'"
         " WHEN count(*) FILTER (WHERE si.state = 'cancelled') > 0 THEN 'cancelled'"
         " ELSE 'failed' END FROM job_hosts si WHERE si.job_id = jobs.id AND {i})"
@@ -563,7 +565,8 @@ def apply_decisions(conn: psycopg.Connection[Any], d: Decisions) -> None:
         if d.retry:
             conn.execute(
                 "UPDATE job_hosts SET state = 'queued', updated_at = now(), queued_at = now(),"
-                " drift = '' WHERE id = ANY(%s) AND state = 'failed'",
+                " dispatched_at = NULL, started_at = NULL, finished_at = NULL, progress = 0,"
+                " drift = '' WHERE id = ANY(%s) AND state = 'failed'",  # the try's times: history
                 (list(d.retry),),
             )
         by_until: dict[dt.datetime, list[int]] = {}

@@ -92,6 +92,8 @@ class JobsApi:
             changes=plan.changes,
             reboots=plan.reboots,
             skipped=plan.skipped,
+            predicted_status=plan.predicted(),
+            digest=plan.digest(),
             hosts=[m.PlanHost.model_validate(asdict(h)) for h in plan.hosts],
             batches=[m.PlanBatch.model_validate(asdict(b)) for b in plan.batches],
         )

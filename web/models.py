@@ -235,6 +235,12 @@ class JobCreate(HostSelection):
     batch_percent: int | None = Field(None, ge=1, le=100)
     failure_threshold: int | None = Field(None, ge=0, le=MAX_SELECTION)
     canary: bool = False
+    plan_digest: str = Field(
+        "",
+        max_length=64,
+        description="the digest of the plan you confirmed (POST /api/v1/jobs/plan): the job is"
+        " refused (409) when the plan is another now; empty: not checked",
+    )
 
     @field_validator("packages")
     @classmethod
@@ -625,6 +631,11 @@ class DeployPlan(Reply):
     changes: int
     reboots: int
     skipped: int
+    predicted_status: str = Field(
+        description="the job's final status if every host that runs succeeds (hosts with"
+        " nothing to do count neither way)"
+    )
+    digest: str = Field(description="pass as plan_digest to POST /api/v1/jobs to confirm it")
     hosts: list[PlanHost]
     batches: list[PlanBatch]
 

@@ -338,3 +338,30 @@ async def test_manual_retry_of_a_window_row_waits_for_the_next_window_and_keeps_
     [row] = (await rows_of(manager, job_id)).values()
     assert (row.state, row.run_until, row.error_code) == ("waiting_window", None, "")
     assert [a.attempt for a in await manager.db.run(row_attempts, row.id)] == [1]
+
+
+async def test_an_unreachable_apply_now_row_says_its_last_error_and_next_try_while_it_waits(
+    manager: Manager, start_fleet: Any
+) -> None:
+    fleet: Fleet = await start_fleet(1, time_scale=0.002)
+    ids = await register(manager, fleet)
+    await healthy(manager, 1)
+    [agent] = fleet.agents
+    agent.set_faults({"down": True})
+    job_id = await manager.handle.create_job(
+        JobSpec(kind="patch", schedule="now"), list(ids.values())
+    )
+    assert manager.scheduler.jobs is not None
+    with trio.fail_after(30):
+        while True:
+            [row] = (await rows_of(manager, job_id)).values()
+            if row.error_message:
+                break
+            await manager.scheduler.jobs.wait_pass()
+    assert row.state == "claimed" and row.started_at is None, row
+    assert row.error_message.startswith("agent unreachable (")
+    assert "next try " in row.error_message and "gives up ~" in row.error_message
+    assert "nothing sent yet" in row.error_message
+    job = await finished(manager, job_id, timeout=60)
+    [row] = (await rows_of(manager, job_id)).values()
+    assert (job.status, row.error_code) == ("failed", "HOST_UNREACHABLE")

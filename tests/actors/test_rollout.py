@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from actors.rollout import decide, roll_up
 from storage import JobHostRow, JobRow
+from web.services.plans import HostPlan, Plan
 
 NOW = dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC)
 END = NOW + dt.timedelta(hours=1)
@@ -88,3 +91,33 @@ def test_a_job_whose_hosts_were_all_skipped_is_failed_not_cancelled() -> None:
     assert roll_up(["skipped", "cancelled"], stopped=False) == "cancelled"
     assert roll_up(["cancelled"], stopped=False) == "cancelled"
     assert roll_up(["succeeded", "skipped"], stopped=False) == "partially_failed"
+
+
+def test_rows_with_nothing_to_do_count_neither_way_in_the_roll_up() -> None:
+    # 46 hosts without a window and 4 with nothing to do: nothing was sent, the job failed.
+    assert roll_up(["skipped"] * 46 + ["succeeded"] * 4, stopped=False, nothing=4) == "failed"
+    assert roll_up(["succeeded"] * 3, stopped=False, nothing=3) == "succeeded"
+    assert roll_up(["succeeded", "succeeded", "skipped"], False, nothing=1) == "partially_failed"
+    assert roll_up(["succeeded", "failed"], stopped=False, nothing=1) == "failed"
+    rows = [row(1, "succeeded", code="NOTHING_PENDING"), row(2, "skipped", code="NO_WINDOW")]
+    assert decide(job(), rows, open_all, lambda h: "", NOW).status == "failed"
+
+
+@pytest.mark.parametrize(
+    "codes",
+    [
+        ("NO_WINDOW",) * 46 + ("NOTHING_PENDING",) * 4,
+        ("NOTHING_PENDING", "NOTHING_PENDING"),
+        ("", "NOTHING_PENDING", "PAUSED"),
+        ("", "NOTHING_PENDING"),
+        ("PAUSED", "NO_WINDOW"),
+        ("", ""),
+    ],
+)
+def test_the_plans_predicted_status_is_the_roll_up_of_its_rows_when_every_run_succeeds(
+    codes: tuple[str, ...],
+) -> None:
+    hosts = [HostPlan(i, f"h{i}", "", 0, skip=code) for i, code in enumerate(codes)]
+    plan = Plan(hosts, [], 0, 0, sum(1 for c in codes if c))
+    states = ["skipped" if c in ("PAUSED", "NO_WINDOW") else "succeeded" for c in codes]
+    assert plan.predicted() == roll_up(states, False, nothing=codes.count("NOTHING_PENDING"))

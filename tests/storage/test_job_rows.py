@@ -12,8 +12,10 @@ import pytest
 from storage import (
     NO_DEADLINE,
     Database,
+    Decisions,
     JobSpec,
     advance_row,
+    apply_decisions,
     cancel_job,
     claim_next,
     create_job,
@@ -241,5 +243,26 @@ async def test_a_manual_retry_queues_the_failed_rows_afresh_and_runs_the_job_aga
             "SELECT status, finished_at FROM jobs WHERE id = %s", (job_id,)
         ).fetchone()
         assert found is not None and tuple(found) == ("running", None)
+
+    await db.run(run)
+
+
+async def test_an_automatic_retry_clears_the_last_tries_times_with_its_new_queued_time(
+    db: Database,
+) -> None:
+    def run(conn: psycopg.Connection[Any]) -> None:
+        [row_id] = setup(conn)
+        host_id = get_row(conn, row_id).host_id
+        permit(conn, row_id, NO_DEADLINE)
+        claim_next(conn, host_id, A, 60)
+        advance_row(conn, row_id, A, ("claimed",), "request_sent")
+        advance_row(conn, row_id, A, ("request_sent",), "accepted", agent_job_id="1" * 36)
+        finish_row(conn, row_id, A, "failed", error_code="TIMEOUT", error_message="apt hung")
+        job_id = get_row(conn, row_id).job_id
+        apply_decisions(conn, Decisions(job_id, retry=(row_id,)))
+        queued = get_row(conn, row_id)
+        assert queued.state == "queued"
+        assert (queued.dispatched_at, queued.started_at, queued.finished_at) == (None, None, None)
+        assert [a.outcome for a in row_attempts(conn, row_id)] == ["failed"]  # kept there
 
     await db.run(run)

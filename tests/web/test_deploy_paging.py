@@ -13,7 +13,7 @@ import httpx2
 import psycopg
 import pytest
 
-from storage import insert_host, job_rows
+from storage import insert_host, job_rows, set_paused
 
 from .conftest import WebRig, form_token
 
@@ -110,3 +110,19 @@ async def test_deploy_by_condition_reaching_every_host_needs_the_all_hosts_confi
     assert await web_rig.db.run(
         lambda conn: conn.execute("SELECT count(*) FROM jobs").fetchone()
     ) == (0,)
+
+
+async def test_the_plan_breaks_skipped_hosts_down_by_code_and_lists_them_first(
+    web_rig: WebRig, client: httpx2.AsyncClient
+) -> None:
+    ids = await bulk(web_rig, 6)
+    for host_id in ids[4:]:
+        await web_rig.db.run(set_paused, host_id, True)
+    params = {"group": "bulk", "all_hosts": "on", "schedule": "now"}
+    text = html.unescape((await client.get("/deploy", params=params)).text)
+    skips = re.search(r'id="plan-skips"[^>]*>(.*?)</ul>', text, re.S)
+    assert skips is not None, text[-3000:]
+    assert "<strong>PAUSED</strong>: 2 host(s) — Bulk 004, Bulk 005" in skips[1]
+    listed = [int(i) for i in re.findall(r'data-plan-host="(\d+)"', text)]
+    assert listed == ids[4:] + ids[:4]  # the skipped first, then plan order
+    assert "the job ends <strong>partially failed</strong>" in text

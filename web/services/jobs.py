@@ -128,6 +128,7 @@ async def create(
         opened = [h for h in hosts if not h.skip and h.window_start and h.window_start <= at]
         if opened:
             require_recent_mfa(reboot_hosts=len(opened))
+    seen_plan = seen_plan or data.plan_digest
     if seen_plan and computed.digest() != seen_plan:
         raise Stale("plan", "the plan changed since you saw it: check the new plan, then deploy")
     spec = spec_of(data, who, computed)

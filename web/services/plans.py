@@ -32,7 +32,9 @@ from storage import (
     plan_hosts,
 )
 
+from ..freshness import freshness
 from ..models import JobCreate
+from ..serialize import to_json
 from .base import System
 
 # Why a host gets no request (its row starts skipped): the codes the coordinator uses too.
@@ -41,7 +43,12 @@ NO_WINDOW = "NO_WINDOW"
 # Nothing the job selects was pending at the host's last poll: no request is sent and its row
 # starts *succeeded* (nothing to do is not a failure: a job whose every host had nothing to do
 # finishes succeeded). The plan lists it as skipped with this code; the row keeps the code.
+# Only for an apply-now job and a host whose data is trustworthy now (condition ``FRESH``): a
+# host that is down, failing, stale, halted or never seen, or a window job (the window may be
+# days away), gets a row that runs: the host re-checks its pending list when the job runs and
+# ends succeeded with nothing to do if there still is nothing.
 NOTHING_PENDING = "NOTHING_PENDING"
+FRESH = ("healthy", "degraded")  # conditions whose patch data is current
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,35 @@ class Plan:
     changes: int  # package changes over all hosts that run
     reboots: int  # hosts that will reboot
     skipped: int
+    # The job's options that shape what happens but not the rows (reboot delay, failure
+    # threshold, canary, ...): part of the digest, so a changed option is a changed plan.
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def predicted(self) -> str:
+        """The job's final status if every host that runs succeeds, by the roll-up's rule
+        (``actors.rollout.roll_up``): hosts with nothing to do (NOTHING_PENDING) count neither
+        way; any PAUSED / NO_WINDOW host makes it ``partially_failed``, or ``failed`` when no
+        host runs at all; ``succeeded`` otherwise (also when every host has nothing to do)."""
+        runs = sum(1 for h in self.hosts if not h.skip)
+        skipped = sum(1 for h in self.hosts if h.skip and h.skip != NOTHING_PENDING)
+        if not skipped:
+            return "succeeded"
+        return "partially_failed" if runs else "failed"
+
+    def breakdown(self, names: int = 3) -> list[tuple[str, int, list[str]]]:
+        """Why hosts are skipped, by code: (code, how many, the first ``names`` host names),
+        the most frequent first (the Deploy page's summary on a large fleet)."""
+        found: dict[str, list[str]] = {}
+        for h in self.hosts:
+            if h.skip:
+                found.setdefault(h.skip, []).append(h.name)
+        ranked = sorted(found.items(), key=lambda item: (-len(item[1]), item[0]))
+        return [(code, len(hosts), hosts[:names]) for code, hosts in ranked]
+
+    def problems_first(self) -> list[HostPlan]:
+        """The hosts with skipped rows first, then those with something to know (a reason),
+        then the rest, each in plan order (the Deploy page lists the first 500 of these)."""
+        return sorted(self.hosts, key=lambda h: 0 if h.skip else 1 if h.reason else 2)
 
     def stored(self) -> dict[str, Any]:
         """The plan as the job keeps it (``jobs.plan``)."""
@@ -103,7 +139,11 @@ class Plan:
     def digest(self) -> str:
         """A short fingerprint of the plan (what the Deploy form confirms): job creation
         refuses when the plan it computes has another one."""
-        text = json.dumps(self.stored(), sort_keys=True, separators=(",", ":"))
+        # Without the reasons: they carry the live condition's wording and times ("next
+        # 21:26"), which change while nothing the job would do does.
+        hosts = [{k: v for k, v in h.items() if k != "reason"} for h in self.stored()["hosts"]]
+        whole = {"hosts": hosts, "options": self.options}
+        text = json.dumps(whole, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def planned(self) -> dict[int, dict[str, str]]:
@@ -335,8 +375,17 @@ async def compute(
             reboot = "reboots" if data.allow_reboot or data.kind == "reboot" else (
                 "needs a reboot (not allowed: it stays pending)"
             )  # fmt: skip
+        condition, why = _condition(sys, host, now)
+        fresh = condition in FRESH
+        nothing = data.kind == "patch" and host.last_patch_poll_at is not None and not changes
+        if nothing and not (fresh and data.schedule == "now"):
+            reason = (
+                "nothing selected was pending at the last poll: the host re-checks when the job"
+                + (" runs" if data.schedule == "now" else "'s window opens")
+                + "; still nothing, it ends succeeded with nothing to do"
+            )
         skip, start, end = "", None, None
-        if data.kind == "patch" and host.last_patch_poll_at is not None and not changes:
+        if nothing and fresh and data.schedule == "now":
             skip = NOTHING_PENDING  # whatever else holds, nothing would be sent
         elif data.schedule == "window":
             found = windows[host.id]
@@ -364,11 +413,15 @@ async def compute(
             )
         elif host.health == "unreachable" and not skip:
             reason = "unreachable now; tried when its window opens"
+        if not fresh and condition != "paused" and why and skip != PAUSED:
+            # The live condition: what the plan computed from may be out of date.
+            note = f"{condition}: {why} — data may be out of date"
+            reason = f"{reason}; {note}" if reason else note
         plans.append(
             HostPlan(
                 host.id,
                 host.display_name or host.name,
-                host.address if host.address != host.name else "",
+                host.address if host.address != (host.display_name or host.name) else "",
                 batch,
                 changes,
                 reboot if not skip else "",
@@ -384,7 +437,22 @@ async def compute(
         sum(len(h.changes) for h in plans if not h.skip),
         sum(1 for h in plans if h.reboot == "reboots"),
         sum(1 for h in plans if h.skip),
-    )
+        {
+            "kind": data.kind, "schedule": data.schedule, "allow_reboot": data.allow_reboot,
+            "reboot_delay_s": data.reboot_delay_s, "failure_threshold": data.failure_threshold,
+            "canary": data.canary,
+        },
+    )  # fmt: skip
+
+
+def _condition(sys: System, host: PlanHost, now: dt.datetime) -> tuple[str, str]:
+    """The host's condition now and why (as the host list shows it, times in UTC); a host
+    without a live poller is ``unknown`` (nothing refreshes its data)."""
+    live = sys.handle.snapshot(host.id)
+    if live is None:
+        return "unknown", "no live poller for this host"
+    fresh = freshness(to_json(live), now=now)
+    return fresh.condition, fresh.why
 
 
 def _paused(sys: System, host: PlanHost) -> bool:
