@@ -308,20 +308,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_reset_password(args: argparse.Namespace) -> int:
     from web import Auth
 
-    from .serve import UnknownUser, reset_password
+    from .serve import UnknownUser, reset_password_counted
 
-    async def work(db: Database) -> str:
+    async def work(db: Database) -> tuple[str, int]:
         try:
-            return await reset_password(
+            return await reset_password_counted(
                 db, Auth(db), args.user.strip().lower(), must_change=True,
                 actor=audit_cli.cli_actor(),
             )  # fmt: skip
         except UnknownUser as exc:  # a typo never creates an admin
             raise CliError(f"{exc}; create users with 'patch-manager users add'") from None
 
-    password = _with_database(args, work)
+    password, revoked = _with_database(args, work)
     print(f"new password for {args.user}: {password}")
-    print("(every session of this user has ended; the password must be changed at the next login)")
+    print(f"(every session of this user has ended, {revoked} API token(s) revoked;"
+          " the password must be changed at the next login)")  # fmt: skip
     return 0
 
 

@@ -173,6 +173,21 @@ async def reset_password(
     to be replaced at the next login); return it. Audited as ``actor`` (the command line passes
     ``cli:USER@HOST``). A missing user is ``UnknownUser``, except the bootstrap "admin" while
     no user exists at all, which is created as an admin."""
+    password, _ = await reset_password_counted(
+        db, auth, username, must_change=must_change, actor=actor
+    )
+    return password
+
+
+async def reset_password_counted(
+    db: Database,
+    auth: Auth,
+    username: str = "admin",
+    *,
+    must_change: bool = False,
+    actor: str = "system",
+) -> tuple[str, int]:
+    """``reset_password``, also returning how many API tokens of the user it revoked."""
     keyed = db.audit_key is not None  # (benchmarks open a database without the audit key)
     if await db.run(get_user, username) is None:
         users: int = await db.run(count_users)
@@ -180,6 +195,7 @@ async def reset_password(
             raise UnknownUser(f"no user named {username!r}")
     password = generate_password()
     hashed = await auth.hash_password(password)
+    revoked = 0
     if await db.run(get_user, username) is None:
         await run_audited(
             db,
@@ -196,7 +212,7 @@ async def reset_password(
             set_password(c, username, hashed, must_change=must_change)
             return revoke_user_tokens(c, user.id, by=actor)
 
-        await run_audited(
+        revoked = await run_audited(
             db,
             (
                 lambda revoked: AuditEntry(
@@ -210,7 +226,7 @@ async def reset_password(
             else None,
             reset,
         )
-    return password
+    return password, revoked
 
 
 async def demo_totp(db: Database, auth: Auth, username: str = "admin") -> str:

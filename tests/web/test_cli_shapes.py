@@ -90,8 +90,9 @@ async def test_a_cli_reset_revokes_the_users_api_tokens_audited_as_cli(
     before = (await client.get("/api/v1/tokens", params={"all": "true"})).json()["tokens"]
     assert [t["revoked_at"] for t in before if t["username"] == "ops"] == [None]
 
-    await run_cli(db_conninfo, tmp_path, *command.split())
+    done = await run_cli(db_conninfo, tmp_path, *command.split())
 
+    assert "1 API token(s) revoked" in done.stdout.decode(), done.stdout.decode()
     after = (await client.get("/api/v1/tokens", params={"all": "true"})).json()["tokens"]
     assert all(t["revoked_at"] is not None for t in after if t["username"] == "ops")
     log = (await client.get("/api/v1/audit", params={"action": action})).json()["entries"]
