@@ -1,10 +1,12 @@
 """The live relay: one WebSocket per browser tab carrying actor state (R-3.4).
 
 On connect the client gets the hosts it may see in pages of at most ``PAGE_SIZE``:
-``{"type": "snapshot", "page": 1, "pages": N, "hosts": [...]}`` (the page replaces its state),
-then ``{"type": "snapshot_page", "page": 2, "pages": N, "hosts": [...]}`` up to page N (added),
+``{"type": "snapshot", "page": 1, "pages": N, "hosts": [...]}`` (starts a new state),
+then ``{"type": "snapshot_page", "page": 2, "pages": N, "hosts": [...]}`` up to page N (added;
+the page swaps the new state in at page N, so its counts never show a partial fleet),
 then one ``{"type": "change", "host": {...}}`` or ``{"type": "removed", "host_id": N}`` per
-change. Changes made while the pages go out are sent after the last one.
+change. Changes made while the pages go out are sent after the last one; a scope change's
+messages (below) are sent after the first page of the snapshot going out, resyncs included.
 A client may ask ``{"action": "watch_scan", "scan_id": N}`` to get ``{"type": "scan", ...}``
 progress messages; a socket follows one scan at a time (a new ``watch_scan`` replaces the
 previous one, so a client cannot pile up followers).
@@ -154,7 +156,24 @@ class _Subscriber:
         self.visible: set[int] | None = None
         self.generation = generation  # the scope generation ``visible`` was read for
         self.reloaded = trio.Event()  # set (and replaced) after each re-read
-        self.first_page_sent = trio.Event()  # scope-change messages wait for the first page
+        # scope-change messages wait for the first page of the snapshot being sent (replaced
+        # at the start of every snapshot, resyncs included)
+        self.first_page_sent = trio.Event()
+
+    def snapshot_started(self) -> None:
+        """A snapshot (the first or a resync) starts: scope-change messages wait for its first
+        page, which replaces the browser's state (one sent before it, for a host this snapshot
+        leaves out, would be lost)."""
+        started, self.first_page_sent = self.first_page_sent, trio.Event()
+        started.set()  # its waiters wait again, for the new one
+
+    async def first_page(self) -> None:
+        """Wait until the first page of the latest snapshot is sent."""
+        while True:
+            event = self.first_page_sent
+            await event.wait()
+            if event is self.first_page_sent:
+                return
 
     def reloaded_for(self, generation: int) -> None:
         self.generation = generation
@@ -297,6 +316,7 @@ class Relay:
         """Send the hosts ``sub`` may see as they are now, in pages of ``page_size``, building
         each page just before sending it and yielding to other tasks between pages. Returns
         False if a send blocked for ``SEND_TIMEOUT``."""
+        sub.snapshot_started()
         snapshots = self.handle.snapshots()
         current = {s.host_id for s in snapshots}
         for host_id in [h for h in self._texts if h not in current]:
@@ -440,7 +460,7 @@ class Relay:
             after = sub.visible
             if before == after:
                 continue
-            await sub.first_page_sent.wait()  # never before the snapshot's first page
+            await sub.first_page()  # never before the (latest) snapshot's first page
             everything = {s.host_id for s in self.handle.snapshots()}
             old = everything if before is None else before
             new = everything if after is None else after
