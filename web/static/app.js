@@ -2,7 +2,11 @@
 // data-live-host / data-field are updated in place. Plain JavaScript, no build step.
 "use strict";
 (function () {
-  const hosts = new Map();
+  const hosts = new Map(); // the latest whole snapshot (and the changes since)
+  let whole = false; // hosts holds a whole snapshot (the counts are computed from it)
+  // A snapshot arriving in pages: its hosts so far, swapped in at the last page, so that the
+  // counts keep their totals (server-rendered, or the previous snapshot's) meanwhile.
+  let incoming = null;
   const csrf = document.querySelector('meta[name="csrf-token"]');
   const status = document.getElementById("live-status");
   const zoneMeta = document.querySelector('meta[name="time-zone"]');
@@ -274,19 +278,29 @@
     };
     ws.onmessage = function (event) {
       const message = JSON.parse(event.data);
-      if (message.type === "snapshot") {
+      if (message.type === "snapshot" || message.type === "snapshot_page") {
+        // "snapshot" (page 1) starts a new state, "snapshot_page" adds to it; the last page
+        // replaces the state (then counted once). Changes meanwhile go to both.
+        if (message.type === "snapshot") incoming = { hosts: new Map(), changed: new Set() };
+        if (!incoming) return;
+        const next = incoming;
+        message.hosts.forEach(function (s) {
+          if (next.changed.has(s.host_id)) return; // a change or removal after it is newer
+          next.hosts.set(s.host_id, s); render(s);
+        });
+        if (message.page < message.pages) return;
+        incoming = null; whole = true;
         hosts.clear();
-        message.hosts.forEach(function (s) { hosts.set(s.host_id, s); render(s); });
-        counts();
-      } else if (message.type === "snapshot_page") {
-        // the snapshot's further pages (the first one, "snapshot", replaced the state)
-        message.hosts.forEach(function (s) { hosts.set(s.host_id, s); render(s); });
+        next.hosts.forEach(function (s, id) { hosts.set(id, s); });
         counts();
       } else if (message.type === "change") {
-        const previous = hosts.get(message.host.host_id);
-        hosts.set(message.host.host_id, message.host);
+        const id = message.host.host_id;
+        const previous = (incoming && incoming.hosts.get(id)) || hosts.get(id);
+        if (incoming) { incoming.hosts.set(id, message.host); incoming.changed.add(id); }
+        if (whole) hosts.set(id, message.host);
         render(message.host); counts(); activity(message.host, previous);
       } else if (message.type === "removed") {
+        if (incoming) { incoming.hosts.delete(message.host_id); incoming.changed.add(message.host_id); }
         hosts.delete(message.host_id); counts();
       } else if (message.type === "scan") {
         scanUpdate(message);
