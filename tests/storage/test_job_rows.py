@@ -13,6 +13,7 @@ from storage import (
     NO_DEADLINE,
     Database,
     Decisions,
+    HostScope,
     JobSpec,
     advance_row,
     apply_decisions,
@@ -21,6 +22,7 @@ from storage import (
     create_job,
     create_window_job,
     finish_row,
+    get_job,
     get_row,
     insert_host,
     job_rows,
@@ -264,5 +266,22 @@ async def test_an_automatic_retry_clears_the_last_tries_times_with_its_new_queue
         assert queued.state == "queued"
         assert (queued.dispatched_at, queued.started_at, queued.finished_at) == (None, None, None)
         assert [a.outcome for a in row_attempts(conn, row_id)] == ["failed"]  # kept there
+
+    await db.run(run)
+
+
+async def test_a_scoped_roll_up_counts_rows_with_nothing_to_do_neither_way(db: Database) -> None:
+    def run(conn: psycopg.Connection[Any]) -> None:
+        nothing, skipped = (insert_host(conn, name=f"loose{i}", address=None).id for i in (0, 1))
+        elsewhere = insert_host(conn, name="red0", address=None, groups=["red"]).id
+        spec = JobSpec(
+            kind="patch", schedule="now",
+            nothing={nothing: ("NOTHING_PENDING", "nothing selected is pending")},
+            skipped={skipped: ("PAUSED", "the host is paused")},
+        )  # fmt: skip
+        job_id = create_job(conn, spec, [(nothing, 0), (skipped, 0), (elsewhere, 0)])
+        conn.execute("UPDATE jobs SET status = 'partially_failed' WHERE id = %s", (job_id,))
+        # Within the scope nothing was sent (one paused, one with nothing to do): failed.
+        assert get_job(conn, job_id, HostScope(ungrouped=True)).status == "failed"
 
     await db.run(run)
