@@ -1,9 +1,14 @@
-"""Handing freed heap memory back to the system after big ingest work (glibc only).
+"""Handing freed heap memory back to the system after an ingest burst (glibc only).
 
 Parsing a host's answer (about 1,200 packages with the realistic profile) allocates and frees
-megabytes; glibc keeps the freed pages in the process unless asked. ``HeapTrimmer`` calls
-``malloc_trim(0)`` in a worker thread (ctypes releases the GIL) once enough polls finished since
-the last trim, at most every ``every_s`` seconds. On other C libraries it does nothing.
+megabytes; glibc keeps the freed pages in the process unless asked. ``malloc_trim(0)`` walks the
+whole heap holding the allocator's lock: it runs in a worker thread (ctypes releases the GIL),
+but the event loop's own allocations wait for it (112-537 ms measured on a fragmented 400 MB
+heap). So it runs rarely: only after a burst of patch ingests (``ingested()``, called by the
+host actors for every package list parsed) has ended -- at least ``after_ingests`` since the
+last trim and none for ``quiet_s`` -- and at most once every ``min_gap_s``. Health polls do not
+count (at 10,000 hosts they alone would trigger it every check). Each trim's duration is kept
+(``last_duration_s``) and logged at debug. On other C libraries it does nothing.
 """
 
 from __future__ import annotations
@@ -11,14 +16,17 @@ from __future__ import annotations
 import ctypes
 import logging
 import platform
+import time
 from collections.abc import Callable
 
 import trio
 
 log = logging.getLogger(__name__)
 
-TRIM_EVERY_S = 30.0  # seconds between two checks
-TRIM_AFTER_POLLS = 50  # polls finished since the last trim that make the next one worth it
+TRIM_CHECK_S = 5.0  # seconds between two checks
+TRIM_AFTER_INGESTS = 200  # package lists parsed since the last trim that make one worth it
+TRIM_QUIET_S = 10.0  # the burst has ended: no ingest for this long
+TRIM_MIN_GAP_S = 600.0  # never two trims closer than this
 
 
 def malloc_trim() -> Callable[[], bool] | None:
@@ -36,32 +44,55 @@ def malloc_trim() -> Callable[[], bool] | None:
 
 
 class HeapTrimmer:
-    """Trims the heap when ``polls()`` (a running count of finished polls) grew by at least
-    ``after_polls`` since the last trim; checks every ``every_s`` seconds."""
+    """Trims the heap once an ingest burst ended (see the module); checks every ``every_s``."""
 
     def __init__(
         self,
-        polls: Callable[[], int],
         *,
-        every_s: float = TRIM_EVERY_S,
-        after_polls: int = TRIM_AFTER_POLLS,
+        every_s: float = TRIM_CHECK_S,
+        after_ingests: int = TRIM_AFTER_INGESTS,
+        quiet_s: float = TRIM_QUIET_S,
+        min_gap_s: float = TRIM_MIN_GAP_S,
         trim: Callable[[], bool] | None = None,
     ) -> None:
-        self.polls = polls
         self.every_s = every_s
-        self.after_polls = after_polls
+        self.after_ingests = after_ingests
+        self.quiet_s = quiet_s
+        self.min_gap_s = min_gap_s
         self.trim = trim if trim is not None else malloc_trim()
         self.trims = 0
-        self._at = polls()
+        self.ingests = 0  # package lists parsed (patch polls that succeeded), ever
+        self.last_duration_s: float | None = None  # how long the last trim took (real time)
+        self._at = 0  # ``ingests`` at the last trim
+        self._last_ingest = float("-inf")
+        self._last_trim = float("-inf")
+
+    def ingested(self) -> None:
+        """A host parsed a package list (called by the host actors; never blocks)."""
+        self.ingests += 1
+        self._last_ingest = trio.current_time()
+
+    def due(self) -> bool:
+        now = trio.current_time()
+        return (
+            self.trim is not None
+            and self.ingests - self._at >= self.after_ingests
+            and now - self._last_ingest >= self.quiet_s
+            and now - self._last_trim >= self.min_gap_s
+        )
 
     async def check(self) -> bool:
-        """Trim now if enough polls finished since the last trim; returns whether it did."""
-        done = self.polls()
-        if self.trim is None or done - self._at < self.after_polls:
+        """Trim now if an ingest burst has ended (see the module); returns whether it did."""
+        if not self.due() or self.trim is None:
             return False
-        self._at = done
-        await trio.to_thread.run_sync(self.trim)
+        self._at = self.ingests
+        self._last_trim = trio.current_time()
+        started = time.perf_counter()
+        released = await trio.to_thread.run_sync(self.trim)
+        self.last_duration_s = time.perf_counter() - started
         self.trims += 1
+        log.debug("heap trimmed in %.0f ms after %d ingests (memory released: %s)",
+                  self.last_duration_s * 1000, self.after_ingests, released)  # fmt: skip
         return True
 
     async def run(self) -> None:

@@ -102,7 +102,9 @@ class HostActor:
         job_store: JobStore | None = None,
         on_row_final: Callable[[], None] = lambda: None,
         ingest: trio.CapacityLimiter | None = None,
+        on_ingest: Callable[[], None] = lambda: None,
     ) -> None:
+        self._on_ingest = on_ingest  # a package list was parsed (the heap trimmer counts them)
         self.target = target
         self._ingest = ingest  # fleet-wide slots for fetching, parsing and storing patch data
         self._on_row_final = on_row_final
@@ -515,6 +517,7 @@ class HostActor:
         self._patch_failing_since = None
         self._stage(patch_failing_since=None, patch_next_attempt=None, patch_retries_used=0)
         patches, packages = result
+        self._on_ingest()
         patches = cross_check(patches, packages)  # agent-api §3.10: apt's version columns
         self.tracker = after_request_success(self.tracker)
         now = self._wall()

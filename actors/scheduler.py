@@ -149,8 +149,8 @@ class Scheduler:
         self.admitting = True  # false once shutdown began
         self._coordinator_scope = trio.CancelScope()
         self.job_changes = JobChanges()
-        # Freed heap handed back after big ingest work (polls parse large answers), glibc only.
-        self.heap = HeapTrimmer(lambda: fleet.metrics.ok + fleet.metrics.failed)
+        # Freed heap handed back after an ingest burst (package lists parsed), glibc only.
+        self.heap = HeapTrimmer()
         # Hosts fetching, parsing and storing patch data at once (the rest wait before asking).
         self.ingest = trio.CapacityLimiter(INGEST_SLOTS)
         self.jobs = (
@@ -431,6 +431,7 @@ class Scheduler:
                               sink=self.sink, fleet=self.fleet,
                               rng=random.Random(self.rng.random()), wall=self.wall,
                               job_store=self.job_store, ingest=self.ingest,
+                              on_ingest=self.heap.ingested,
                               on_row_final=self._job_row_final)  # fmt: skip
             running.actor = actor
             actor.admitting = self.admitting
