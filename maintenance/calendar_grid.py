@@ -8,7 +8,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .windows import Interval
 
@@ -31,6 +31,9 @@ class DayPart:
     label: str
     start: str
     end: str
+    # the part's instants (UTC), for the UTC on hover; not part of what the day shows
+    start_at: dt.datetime | None = field(default=None, compare=False)
+    end_at: dt.datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ def _parts(items: Sequence[Marked], day: dt.date, zone: dt.tzinfo) -> tuple[DayP
                 item.label,
                 start.astimezone(zone).strftime("%H:%M"),
                 "24:00" if stop == end else stop.astimezone(zone).strftime("%H:%M"),
+                start,
+                stop,
             )
         )
     return tuple(found)

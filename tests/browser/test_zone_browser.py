@@ -67,10 +67,13 @@ def test_window_preview_and_calendar_show_the_users_zone(
     page.press("#w-tz", "Tab")
     # 17:30 UTC is 23:00 in India (+05:30).
     expect(page.locator("#window-preview")).to_contain_text(f"{day.isoformat()} 23:00")
+    hover = f"{day.isoformat()} 17:30:00 UTC"  # each occurrence: UTC on hover
+    expect(page.locator("#window-preview time").first).to_have_attribute("title", hover)
     page.click(SUBMIT)
     page.goto(demo.url + f"windows?month={day.isoformat()[:7]}")
     expect(page.locator("#cal-title")).to_contain_text("Asia/Kolkata")
     first = page.locator(f'#calendar td[data-date="{day.isoformat()}"] .window-entry')
     expect(first).to_contain_text("23:00\u201324:00")
+    expect(first.locator("time").first).to_have_attribute("title", hover)
     second = page.locator(f'#calendar td[data-date="{after.isoformat()}"] .window-entry')
     expect(second).to_contain_text("00:00\u201301:00")

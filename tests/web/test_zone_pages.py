@@ -143,12 +143,15 @@ async def test_the_month_calendar_days_start_at_the_users_local_midnight(
     assert "23:00\u201324:00 late" in day_cell(page, "2026-12-10")
     assert "00:00\u201301:00 late" in day_cell(page, "2026-12-11")
     assert "17:30" not in day_cell(page, "2026-12-10")
+    # each clock time carries its UTC instant on hover
+    hover = 'datetime="2026-12-10T17:30:00+00:00" title="2026-12-10 17:30:00 UTC">23:00'
+    assert f"<time {hover}" in page
 
 
 def day_cell(page: str, date: str) -> str:
     found = re.search(rf'data-date="{date}">(.*?)</td>', page, re.S)
     assert found is not None, date
-    return found[1]
+    return re.sub(r"<[^>]+>", "", found[1])  # the text shown (times carry UTC on hover)
 
 
 def test_month_grid_in_a_zone_splits_a_window_at_local_midnight() -> None:

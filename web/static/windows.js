@@ -26,6 +26,17 @@
         year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false });
     } catch (e) { clock = null; }
     function local(iso) { return clock ? clock.format(new Date(iso)) : iso.slice(0, 16).replace("T", " ") + " UTC"; }
+    function utcText(iso) { return new Date(iso).toISOString().slice(0, 19).replace("T", " ") + " UTC"; }
+    // The next occurrences as <time> elements: the user's zone, the UTC instant on hover.
+    function occurrences(list) {
+      preview.textContent = "";
+      list.forEach(function (o, i) {
+        if (i) preview.appendChild(document.createTextNode(" · "));
+        const t = document.createElement("time");
+        t.dateTime = o.start; t.title = utcText(o.start); t.textContent = local(o.start);
+        preview.appendChild(t);
+      });
+    }
 
     function clearServed(key) {
       const el = served[key];
@@ -81,7 +92,8 @@
           if (!j) { preview.textContent = "—"; return; }
           show(j.problems || {});
           text.textContent = j.text || "not a usable window yet";
-          preview.textContent = j.occurrences.map(function (o) { return local(o.start); }).join(" · ") || (Object.keys(j.problems || {}).length ? "—" : "none in the next 120 days");
+          if (j.occurrences.length) occurrences(j.occurrences);
+          else preview.textContent = Object.keys(j.problems || {}).length ? "—" : "none in the next 120 days";
         })
         .catch(function () { preview.textContent = "—"; });
     }
