@@ -159,3 +159,40 @@ def test_the_collapsed_menu_opens_and_closes_with_the_keyboard(
     expect(hosts).to_be_hidden()
     expect(page.locator("#nav-toggle")).to_be_focused()
     page.context.close()
+
+
+def test_the_month_calendar_at_390px_scrolls_to_all_seven_days_and_keeps_blackouts_readable(
+    browser: Browser,
+    session: StorageState,
+    demo: Demo,  # noqa: F811
+) -> None:
+    page = signed_in(browser, session, demo.url.rstrip("/") + "/windows", viewport=PHONE)
+    form = page.locator("form[action='/blackouts']")
+    form.locator("input[name='name']").fill("QuarterEndFreezeForThePaymentsCluster")
+    form.locator("input[name='starts_at']").fill("2027-01-13T08:00")
+    form.locator("input[name='ends_at']").fill("2027-01-14T20:00")
+    form.locator("button[type='submit']").click()
+    page.wait_for_load_state("load")
+    page.goto(demo.url.rstrip("/") + "/windows?month=2027-01")
+    region = page.locator(".table-scroll:has(#calendar)")
+    expect(region).to_have_attribute("tabindex", "0")
+    expect(region).to_have_attribute("role", "region")
+    region.focus()
+    expect(region).to_be_focused()
+    page.keyboard.press("ArrowRight")  # the keyboard scrolls the focused region
+    page.wait_for_function("e => e.scrollLeft > 0", arg=region.element_handle())
+    region.evaluate("e => { e.style.scrollBehavior = 'auto'; e.scrollLeft = e.scrollWidth; }")
+    box = region.bounding_box()
+    sunday = page.locator("#calendar thead th").nth(6).bounding_box()
+    assert box is not None and sunday is not None
+    assert sunday["x"] + sunday["width"] <= box["x"] + box["width"] + 1, (sunday, box)
+    entries = page.locator("#calendar .blackout-entry")
+    assert entries.count() >= 2
+    cut = page.evaluate(
+        """Array.from(document.querySelectorAll('#calendar .blackout-entry'))
+          .filter(e => e.scrollWidth > e.clientWidth + 1
+            || e.getBoundingClientRect().right > e.closest('td').getBoundingClientRect().right + 1)
+          .map(e => e.textContent)"""
+    )
+    assert cut == []
+    page.context.close()
