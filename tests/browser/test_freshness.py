@@ -80,7 +80,9 @@ def test_the_dashboard_activity_feed_names_hosts_by_display_name_with_a_time(
         entry = page.locator("#activity li", has_text="failing").first
         expect(entry).to_contain_text(agent["hostname"], timeout=30_000)  # not the address
         expect(entry).to_contain_text(agent["address"])  # beside it
-        expect(entry.locator("time")).to_have_attribute("title", re.compile(r" UTC$"))
+        expect(entry.locator("time").first).to_have_attribute("title", re.compile(r" UTC$"))
+        # its reason ("poll failing since …") has its own time, UTC on hover
+        expect(entry.locator("time").nth(1)).to_have_attribute("title", re.compile(r" UTC$"))
     finally:
         control.request(
             sock, {"action": "faults", "target": agent["address"], "set": {"down": False}}

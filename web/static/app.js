@@ -208,9 +208,12 @@
         a.after(small);
       }
     });
-    const what = before.condition !== now.condition ? now.condition + (now.why ? " · " + now.why : "")
-      : snapshot.job + " " + snapshot.job_state;
-    li.appendChild(document.createTextNode(" " + what));
+    if (before.condition !== now.condition) { // its reason's times as <time>, UTC on hover
+      li.appendChild(document.createTextNode(" " + now.condition + (now.why ? " · " : "")));
+      const why = document.createElement("span");
+      fillWhy(why, now.lines);
+      li.appendChild(why);
+    } else li.appendChild(document.createTextNode(" " + snapshot.job + " " + snapshot.job_state));
     list.insertBefore(li, list.firstChild);
     while (list.children.length > 50) list.removeChild(list.lastChild);
   }
