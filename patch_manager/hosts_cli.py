@@ -8,6 +8,7 @@ simply wait in the database for the next start.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import ssl
@@ -24,7 +25,7 @@ from actors.persist import DatabaseDiscoveryStore
 from actors.registration import register
 from actors.state import STALE_FACTOR
 from ca import AgentPeerPolicy, CertificateAuthority, agent_client_context
-from settings import Config
+from settings import Config, effective_policy
 from storage import (
     AuditEntry,
     Database,
@@ -34,11 +35,13 @@ from storage import (
     HostRow,
     delete_host,
     get_host,
+    last_health_change,
     refused_agent_serials,
     request_host_refresh,
     run_audited,
     search_hosts,
 )
+from web.freshness import age
 from web.models import HostList
 from web.services.hosts import entry
 
@@ -85,12 +88,25 @@ def _entry(action: str, row: HostRow) -> AuditEntry:
     return entry.but(before=view) if action == "host.remove" else entry.but(after=view)
 
 
+NO_LIVE_DATA = "no live data: the server's view is at /api/v1/hosts"
+# Conditions read from the stored health of the last poll: the command line has no actor, so
+# it cannot tell whether the polls since are failing; it never claims them as of now.
+_AS_STORED = frozenset({"healthy", "degraded", "unreachable"})
+
+
 async def all_hosts(
-    db: Database, *, stale_s: float | None = None, now: dt.datetime | None = None
+    db: Database,
+    *,
+    stale_s: float | None = None,
+    now: dt.datetime | None = None,
+    config: Config | None = None,
 ) -> list[HostEntry]:
     """Every host as the API lists it (``GET /api/v1/hosts``: the same SQL, in its order, the
-    shown name natural-sorted), with its condition from the stored health: ``stale`` once its
-    last poll is older than ``stale_s`` (the command line sees no live actor)."""
+    shown name natural-sorted), from what is stored (the command line sees no live actor):
+    ``stale`` once its last poll is older than ``stale_s``; otherwise the condition is
+    ``unknown`` and ``why`` says so (with the stored health and when it was last seen), never a
+    ``healthy`` the server may no longer see. ``health_since`` is the last stored health
+    change; ``retries_total`` the host's policy (``config``: its backoff steps)."""
     rows: list[HostListItem] = []
     while True:
         page, total = await db.run(search_hosts, HostFilter(limit=1000, offset=len(rows)))
@@ -98,7 +114,25 @@ async def all_hosts(
         if not page or len(rows) >= total:
             break
     now = now or dt.datetime.now(dt.UTC)
-    return [entry(r, None, stale_s=stale_s, now=now) for r in rows]
+    changes = await db.run(lambda conn: {r.id: last_health_change(conn, r.id) for r in rows})
+    return [_as_stored(entry(r, None, stale_s=stale_s, now=now), changes.get(r.id), config, now)
+            for r in rows]  # fmt: skip
+
+
+def _as_stored(
+    e: HostEntry, since: dt.datetime | None, config: Config | None, now: dt.datetime
+) -> HostEntry:
+    retries = (
+        len(effective_policy(config, e.name, e.groups).policy.backoff_s)
+        if config is not None
+        else e.retries_total
+    )
+    e = dataclasses.replace(e, health_since=since, retries_total=retries)
+    if e.condition not in _AS_STORED:
+        return e
+    seen = f", last seen {age(e.last_seen_at, now)}" if e.last_seen_at else ""
+    why = f"{NO_LIVE_DATA} (stored health {e.health}{seen})"
+    return dataclasses.replace(e, condition="unknown", why=why)
 
 
 def stale_window(config: Config) -> float:
@@ -142,18 +176,18 @@ async def hosts_command(args: argparse.Namespace, config: Config, db: Database) 
             raise CommandError(str(exc)) from None
         print(f"registered host {row.id}: {row.name} ({row.address}:{row.port})")
     elif action == "list":
-        rows = await all_hosts(db, stale_s=stale_window(config))
+        rows = await all_hosts(db, stale_s=stale_window(config), config=config)
         if args.json:
             print(json.dumps(hosts_listing(rows)))
             return
-        print(
-            f"{'ID':>5}  {'NAME':<28} {'CONDITION':<12} {'PATCHES':>7} {'SEC':>4}  REBOOT  GROUPS"
-        )
+        print(f"{'ID':>5}  {'NAME':<28} {'CONDITION':<10} {'STORED':<11} {'PATCHES':>7} "
+              f"{'SEC':>4}  REBOOT  GROUPS")  # fmt: skip
         for r in rows:
             reboot, shown = "yes" if r.pending_reboot else "", r.display_name or r.name
-            print(f"{r.id:>5}  {shown:<28} {r.condition:<12} {r.pending_patches:>7} "
-                  f"{r.security_patches:>4}  {reboot:<6}  {','.join(r.groups)}")  # fmt: skip
-        print(f"{len(rows)} host(s)")
+            print(f"{r.id:>5}  {shown:<28} {r.condition:<10} {r.health:<11} "
+                  f"{r.pending_patches:>7} {r.security_patches:>4}  {reboot:<6}  "
+                  f"{','.join(r.groups)}")  # fmt: skip
+        print(f"{len(rows)} host(s); STORED is the health of the last poll ({NO_LIVE_DATA})")
     elif action == "remove":
         removed = await run_audited(
             db, lambda r: _entry("host.remove", r), delete_host, _key(args.host)
