@@ -94,7 +94,9 @@ class WindowSet:
 class CoordinatorStore(Protocol):
     async def active(self) -> list[tuple[JobRow, list[JobHostRow]]]: ...
 
-    async def apply(self, decisions: Decisions) -> None: ...
+    async def apply(self, decisions: Decisions) -> bool | None:
+        """Write the decisions; False when a final job status was refused (a row is not
+        final in the store), True or None otherwise."""
 
     async def windows(self) -> WindowSet: ...
 
@@ -340,7 +342,15 @@ class JobCoordinator:
                 or decisions.started
                 or decisions.finished
             ):
-                await self.store.apply(decisions)
+                if await self.store.apply(decisions) is False:
+                    # The store refused to end the job: a row is not final there (a runner
+                    # claimed it while this pass decided on the copy). Nothing is published,
+                    # the job stays and is read again at the next pass.
+                    log.info("job %d: not %s yet, a row is not final: reading it again",
+                             job.id, decisions.status)  # fmt: skip
+                    decisions = dataclasses.replace(decisions, status=None, finished=False)
+                    self._heard.jobs.add(job.id)
+                    self._poke.set()
                 self._applied(decisions)
                 if decisions.status:
                     log.info("job %d is %s", job.id, decisions.status)

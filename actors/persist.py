@@ -473,8 +473,8 @@ class DatabaseJobStore:
         listener = JobListener(self.db.conninfo)
         await listen_for_changes(listener, deliver, task_status=task_status)
 
-    async def apply(self, decisions: Decisions) -> None:
-        await self.db.run(apply_decisions, decisions)
+    async def apply(self, decisions: Decisions) -> bool:
+        return bool(await self.db.run(apply_decisions, decisions))
 
     async def windows(self) -> WindowSet:
         def read(conn: Any) -> WindowSet:

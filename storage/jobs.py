@@ -554,7 +554,10 @@ class Decisions:
     finished: bool = False  # set finished_at
 
 
-def apply_decisions(conn: psycopg.Connection[Any], d: Decisions) -> None:
+def apply_decisions(conn: psycopg.Connection[Any], d: Decisions) -> bool:
+    """Write one pass's decisions for a job, in one transaction. Returns False when a final
+    job status was decided but not written (a row is not final in the database: e.g. a runner
+    claimed it while the coordinator decided to skip it), True otherwise."""
     with conn.transaction():
         if d.waiting:
             conn.execute(
@@ -606,10 +609,13 @@ def apply_decisions(conn: psycopg.Connection[Any], d: Decisions) -> None:
                 if final
                 else ""
             )
-            conn.execute(
+            written = conn.execute(
                 f"UPDATE jobs SET {', '.join(sets)} WHERE id = %s{guard}",
                 [*params, d.job_id, *([list(FINAL_ROW_STATES)] if final else [])],
-            )
+            ).rowcount
+            if final and not written:
+                return False
+    return True
 
 
 def create_window_job(

@@ -322,3 +322,32 @@ async def test_a_window_opened_in_the_database_gives_permits_on_its_notice(
 
     await until(coordinator, permitted)
     assert coordinator.full_reads == 1
+
+
+async def test_a_final_status_refused_by_the_database_is_not_published_and_the_job_is_read_again(
+    db: Database,
+) -> None:
+    """A runner claims the row while the coordinator, on its copy, decides to skip it (the
+    host was paused meanwhile) and to end the job: the store refuses the final status."""
+    (host_id,) = await hosts(db, 1)
+    blocked = {host_id: ""}
+    changes: list[tuple[int, str]] = []
+    coordinator = JobCoordinator(
+        DatabaseJobStore(db), wall=wall, tick=HOUR, resync=HOUR, min_gap=0.0,
+        host_blocked=lambda h: blocked.get(h, ""),
+        on_change=lambda c: changes.append((c.job_id, c.status)),
+    )  # fmt: skip
+    job_id = await create(db, [host_id])
+    await coordinator.run_once()  # full read: the row gets its permit, the job runs
+    assert await status(db, job_id) == "running"
+    assert await db.run(claim_next, host_id, OWNER, 60.0) is not None  # unheard here
+    blocked[host_id] = "the host is paused"
+    await coordinator.run_once()  # decides skip + a final status on its stale copy
+    assert await status(db, job_id) == "running"
+    assert [c for c in changes if c[1] not in ("queued", "running")] == []  # nothing published
+    assert coordinator.rows_held() == 1  # the job is kept ...
+    await coordinator.run_once()  # ... and read again: the row is claimed, the job runs on
+    (row,) = await db.run(job_rows, job_id)
+    assert row.state == "claimed"
+    assert await status(db, job_id) == "running"
+    assert [c for c in changes if c[1] not in ("queued", "running")] == []
