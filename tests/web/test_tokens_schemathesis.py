@@ -18,7 +18,7 @@ from web import WebListener, serve_web
 
 from ..conftest import Pki
 from .conftest import WebRig
-from .test_schemathesis import SEED, logged_in
+from .test_schemathesis import SEED, answered, logged_in
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -54,8 +54,14 @@ async def test_token_operations_have_no_server_errors_and_keep_their_schema(
         f"--tls-verify={pki.ca.root_cert_path}",
         f"--header=Cookie: pm_session={cookie}",
         f"--header=X-CSRF-Token: {csrf}",
+        # The document's bearer scheme makes schemathesis invent an Authorization: Bearer
+        # header, which outranks the cookie (and tokens never reach these routes): another
+        # scheme, as a reverse proxy may add, is not ours and leaves the session in charge.
+        "--header=Authorization: Basic cHJveHk6cHJveHk=",
         "--request-timeout=10",
         "--no-color",
+        "--report=har",
+        f"--report-dir={tmp_path}",
         *[f"--include-operation-id={name}" for name in OPERATIONS],
     ]
     env = {**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""}
@@ -70,3 +76,8 @@ async def test_token_operations_have_no_server_errors_and_keep_their_schema(
     assert "Server error" not in output
     assert f"Selected: {len(OPERATIONS)}/" in output, output[-3000:]
     assert f"Tested: {len(OPERATIONS)}" in output, output[-3000:]
+    statuses = answered(tmp_path)  # the session opened the operations: none was a 401
+    for operation, success in [("POST /tokens", 201), ("GET /tokens", 200),
+                               ("DELETE /tokens/{id}", 204)]:  # fmt: skip
+        assert statuses[operation][success] > 0, (operation, dict(statuses[operation]))
+        assert statuses[operation][401] == 0, (operation, dict(statuses[operation]))
