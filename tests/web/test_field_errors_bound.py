@@ -50,6 +50,12 @@ async def test_deploy_field_errors_are_tied_to_their_inputs(client: httpx2.Async
     assert page.status_code == 422
     for key in ("reboot_delay_s", "batch_percent", "failure_threshold"):
         assert_bound(page.text, key, key)
+    schedule = await client.post(
+        "/deploy", data={"host_ids": str(host), "schedule": "later", "csrf_token": token}
+    )
+    fieldset = re.search(r"<fieldset[^>]*><legend>When</legend>", schedule.text)
+    assert fieldset is not None and 'aria-describedby="err-schedule"' in fieldset[0], fieldset
+    message(schedule.text, "schedule")
 
 
 async def test_window_form_errors_are_tied_to_their_inputs(client: httpx2.AsyncClient) -> None:
