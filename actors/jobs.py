@@ -111,8 +111,9 @@ class JobFeed(Protocol):
     rows a change concerns, read alone, and the changes themselves.
 
     ``listen(deliver)`` runs until cancelled: it calls ``deliver(notices)`` with every batch of
-    changes, and ``deliver(None)`` each time it (re)connects (changes made while it was not
-    listening are unknown: everything is read again)."""
+    changes, ``deliver(None)`` each time it (re)connects (changes made while it was not
+    listening are unknown: everything is read again) and ``JobNotices(unheard=True)`` after an
+    attempt that failed (nothing is heard until it connects: every pass reads everything)."""
 
     async def read_jobs(self, job_ids: Sequence[int]) -> list[tuple[JobRow, list[JobHostRow]]]: ...
 
@@ -134,8 +135,9 @@ async def listen_for_changes(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run ``listener`` (blocking, in a worker thread) until cancelled: ``deliver(None)`` after
-    each (re)connection and each failed attempt (what happens while nobody listens is read by
-    a full read), ``deliver(notices)`` with what was heard. A lost connection (database
+    each (re)connection, ``deliver(JobNotices(unheard=True))`` after each failed attempt (while
+    nobody listens the coordinator reads everything at every pass), ``deliver(notices)`` with
+    what was heard. A lost connection (database
     outage) is retried with a backoff (0.5 s doubling to 10 s), never raised. Cancellation
     takes effect within ``wait_s`` (a thread waiting on the connection is not abandoned: the
     connection is never used by two threads)."""
@@ -147,7 +149,7 @@ async def listen_for_changes(
                 await trio.to_thread.run_sync(listener.connect)
             except DatabaseUnavailable as exc:
                 log.warning("job changes: %s; retrying in %.1fs", exc, delay)
-                deliver(None)  # not listening: changes are not heard; read everything meanwhile
+                deliver(JobNotices(unheard=True))  # not listening: read everything meanwhile
                 await trio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
@@ -267,6 +269,7 @@ class JobCoordinator:
         self._next_resync = 0.0
         self._auto_done: set[tuple[int, dt.datetime]] = set()  # occurrences already handled
         self._listening = trio.Event()  # the feed connected once
+        self._deaf = False  # the feed cannot listen: every pass reads everything
 
     def poke(self) -> None:
         self._poke.set()
@@ -281,9 +284,10 @@ class JobCoordinator:
 
     def heard(self, notices: JobNotices | None) -> None:
         """Changes heard (``None``: unknown changes, read everything). Never blocks."""
-        if notices is None:
+        if notices is None or notices.unheard:
             self._stale = True
             self._listening.set()
+            self._deaf = notices is not None  # until the listener connects: None
         else:
             self._heard.merge(notices)
         self._poke.set()
@@ -366,7 +370,7 @@ class JobCoordinator:
         """Bring the copy up to date: everything when stale (or without a feed, or when the
         resync is due), else only what the heard changes name."""
         due = self.feed is not None and trio.current_time() >= self._next_resync
-        if self._stale or self.feed is None or due or self._windows is None:
+        if self._stale or self._deaf or self.feed is None or due or self._windows is None:
             self._heard = JobNotices()  # everything is read: what was heard is included
             self._stale = False
             try:

@@ -100,9 +100,12 @@ class JobNotices:
     jobs: set[int] = field(default_factory=set)
     rows: dict[int, set[int]] = field(default_factory=dict)  # job id -> row ids
     windows: bool = False  # windows, their hosts or blackouts changed
+    # The listener is not connected (an attempt failed): changes are not heard until it is;
+    # whoever decides must read everything every time meanwhile.
+    unheard: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.jobs or self.rows or self.windows)
+        return bool(self.jobs or self.rows or self.windows or self.unheard)
 
     def add(self, payload: str) -> None:
         if payload == "windows":
@@ -121,6 +124,7 @@ class JobNotices:
     def merge(self, other: JobNotices) -> None:
         self.jobs |= other.jobs
         self.windows |= other.windows
+        self.unheard |= other.unheard
         for job_id, row_ids in other.rows.items():
             self.rows.setdefault(job_id, set()).update(row_ids)
 

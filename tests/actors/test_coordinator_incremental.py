@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 import trio
 
-from actors.jobs import JobCoordinator, WindowSet, batches_for
+from actors.jobs import JobCoordinator, WindowSet, batches_for, listen_for_changes
 from actors.persist import DatabaseJobStore
 from simulator import Fleet
 from storage import (
     NO_DEADLINE,
     Database,
+    DatabaseUnavailable,
     JobHostRow,
     JobRow,
     JobSpec,
@@ -30,7 +31,7 @@ from storage import (
     job_rows,
     save_window,
 )
-from storage.coordinator import JobNotices, coordinator_jobs
+from storage.coordinator import JobListener, JobNotices, coordinator_jobs
 
 from ..fakes import fake_wall
 from .conftest import Manager, register
@@ -351,3 +352,45 @@ async def test_a_final_status_refused_by_the_database_is_not_published_and_the_j
     assert row.state == "claimed"
     assert await status(db, job_id) == "running"
     assert [c for c in changes if c[1] not in ("queued", "running")] == []
+
+
+class NoListening(JobListener):
+    """The pool works but the listening connection cannot be opened."""
+
+    def connect(self) -> None:
+        raise DatabaseUnavailable("cannot listen for job changes: connection refused")
+
+
+class DeafFeed(FeedJobs):
+    async def listen(
+        self,
+        deliver: Callable[[JobNotices | None], None],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        await listen_for_changes(NoListening(""), deliver, task_status=task_status)
+
+
+async def test_while_it_cannot_listen_every_pass_reads_everything() -> None:
+    """Real clock (the listener's attempts run in a worker thread): passes every 50 ms, the
+    listener's retries 0.5, 1, 2, 4 ... s apart."""
+    store = DeafFeed(WindowSet())
+    job_id = await store.create_job(JobSpec(kind="patch", schedule="now"), [1, 2])
+    async with trio.open_nursery() as nursery:
+        coordinator = JobCoordinator(store, wall=fake_wall, tick=0.05, resync=HOUR)
+        await nursery.start(coordinator.run)
+        with trio.fail_after(30):
+            while store.jobs[job_id].status != "running":
+                await coordinator.wait_pass()
+            for row in store.rows.values():  # a runner finishes both rows, unheard
+                store._set(row.id, state="succeeded")
+            full = store.full
+            await coordinator.wait_pass()
+            await coordinator.wait_pass()  # (the first may have been under way)
+            assert store.jobs[job_id].status == "succeeded"
+            assert store.full >= full + 1
+            full, passes = store.full, coordinator.passes
+            for _ in range(10):
+                await coordinator.wait_pass()
+            assert store.full - full >= coordinator.passes - passes - 1  # one per pass
+        nursery.cancel_scope.cancel()
