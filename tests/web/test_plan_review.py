@@ -50,7 +50,8 @@ async def test_a_keep_alive_connection_answers_again_after_a_large_body_was_refu
         for headers, status in early:
             refused = await http.post("/api/v1/jobs/plan", content=body, headers=headers)
             assert refused.status_code == status, refused.text
-            assert refused.headers.get("connection") == "close"
+            # The middleware reads and discards the body within the limit (e486003): the
+            # same connection may serve the next request, or be closed; either way it answers.
             with trio.fail_after(8):
                 again = await http.get("/api/v1/hosts")
             assert again.status_code == 200
