@@ -157,3 +157,25 @@ async def test_a_job_created_with_a_plan_digest_is_refused_409_when_an_option_ch
     assert await web_rig.db.run(list_jobs) == []
     created = await client.post("/api/v1/jobs", json={**draft, "plan_digest": digest})
     assert created.status_code == 201, created.text
+
+
+async def test_the_job_page_shows_an_unreachable_rows_next_try_and_no_start_before_a_send(
+    web_rig: WebRig, client: httpx2.AsyncClient, start_fleet: Any
+) -> None:
+    fleet: Fleet = await start_fleet(1)
+    (host_id,) = await registered(web_rig, client, fleet)
+    fleet.apply_faults(fleet.agents[0].address, {"down": True})
+    created = await client.post("/api/v1/jobs", json={"host_ids": [host_id], "schedule": "now"})
+    job_id = created.json()["job_id"]
+    jobs = web_rig.system.scheduler.jobs
+    assert jobs is not None
+    with trio.fail_after(30):
+        while not (row := (await web_rig.db.run(job_rows, job_id))[0]).error_message:
+            await jobs.wait_pass()
+    page = html.unescape((await client.get(f"/jobs/{job_id}")).text)
+    note = re.search(rf'data-row-note="{row.id}">(.*?)</span>', page, re.S)
+    assert note is not None and note[1].startswith("agent unreachable ("), page[-3000:]
+    assert "next try" in note[1] and "gives up ~" in note[1]
+    timing = re.search(rf'data-row-timing="{row.id}">(.*?)</td>', page, re.S)
+    assert timing is not None and "claimed <time" in timing[1]
+    assert "started <time" not in timing[1]  # nothing was sent
