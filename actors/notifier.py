@@ -61,6 +61,8 @@ from storage.outbox import (
     record_error,
 )
 
+from .rollout import NOTHING_PENDING, roll_up
+
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 6
@@ -256,21 +258,6 @@ def _describe(event: EventRow, visible: set[int], tz: str) -> str:
     return str(d.get("text", event.kind))
 
 
-def roll_up(states: Sequence[str]) -> str:
-    """A finished job's status over some of its rows (as ``storage.jobs`` rolls it up for a
-    scoped user): all succeeded, some, any failed, any cancelled, else failed."""
-    succeeded = sum(1 for s in states if s == "succeeded")
-    if states and succeeded == len(states):
-        return "succeeded"
-    if succeeded:
-        return "partially_failed"
-    if "failed" in states:
-        return "failed"
-    if "cancelled" in states:
-        return "cancelled"
-    return "failed"
-
-
 def as_seen(event: EventRow, visible: set[int], all_hosts: bool) -> EventRow:
     """``event`` as a subscriber who sees ``visible`` of its hosts hears of it: a job that also
     reached other hosts is judged over theirs only (a failure elsewhere is neither told nor
@@ -280,10 +267,13 @@ def as_seen(event: EventRow, visible: set[int], all_hosts: bool) -> EventRow:
     if set(event.host_ids) <= visible:
         return event
     try:
-        states = [h["state"] for h in event.details["hosts"] if h["id"] in visible]
+        seen = [h for h in event.details["hosts"] if h["id"] in visible]
+        states = [h["state"] for h in seen]
     except (KeyError, TypeError):
         return event  # unreadable: ``describe`` says so
-    status = roll_up(states)
+    # The job's own rule over these rows (rows with nothing to do count neither way).
+    nothing = sum(1 for h in seen if h.get("code") == NOTHING_PENDING)
+    status = roll_up(states, stopped=False, nothing=nothing) or "failed"
     kind = "job_failed" if status in ("failed", "partially_failed") else "job_finished"
     return dataclasses.replace(event, kind=kind, details=event.details | {"status": status})
 
