@@ -26,7 +26,7 @@ HOSTS = 20
 BURST = 2_000
 
 
-def open_socket(base_url: str, cookie: str, pki: Pki) -> Any:
+def open_socket(base_url: str, cookie: str, pki: Pki, max_message_size: int = 2**20) -> Any:
     host, port = base_url.removeprefix("https://").split(":")
     return trio_websocket.open_websocket(
         host,
@@ -37,7 +37,24 @@ def open_socket(base_url: str, cookie: str, pki: Pki) -> Any:
             (b"cookie", f"pm_session={cookie}".encode()),
             (b"origin", base_url.encode()),
         ],  # fmt: skip
+        max_message_size=max_message_size,
     )
+
+
+async def scoped_hosts(web_rig: WebRig, client: httpx2.AsyncClient) -> tuple[int, int]:
+    """An operator of group "in" (user "operator-user") and one host inside and one outside
+    their group, each with a published state: (inside, outside)."""
+    world = await build_world(web_rig, client)
+    inside = await world.targets("in")
+    outside = await world.targets("out")
+    operator = await user_client(web_rig, OPR, [world.group_ids["in"]])
+    await operator.aclose()
+    in_id, out_id = inside.ids["host_id"], outside.ids["host_id"]
+    fleet = web_rig.system.fleet
+    for host_id in (in_id, out_id):
+        if fleet.get(host_id) is None:
+            fleet.publish(HostSnapshot(host_id, f"host-{host_id}"))
+    return in_id, out_id
 
 
 def apply(known: dict[int, str], message: dict[str, Any]) -> None:
@@ -113,16 +130,8 @@ async def test_a_slow_subscriber_gets_the_latest_state_of_every_host_after_a_bur
 async def test_coalesced_changes_stay_within_the_users_scope(
     nursery: trio.Nursery, web_rig: WebRig, client: httpx2.AsyncClient, pki: Pki
 ) -> None:
-    world = await build_world(web_rig, client)
-    inside = await world.targets("in")
-    outside = await world.targets("out")
-    operator = await user_client(web_rig, OPR, [world.group_ids["in"]])
-    await operator.aclose()
-    in_id, out_id = inside.ids["host_id"], outside.ids["host_id"]
+    in_id, out_id = await scoped_hosts(web_rig, client)
     fleet = web_rig.system.fleet
-    for host_id in (in_id, out_id):
-        if fleet.get(host_id) is None:
-            fleet.publish(HostSnapshot(host_id, f"host-{host_id}"))
     base_url, stop = await serve(nursery, web_rig, pki)
     cookie = await relay_cookie(base_url, pki, "operator-user", PASSWORD)
     with trio.fail_after(30):

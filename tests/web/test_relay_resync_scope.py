@@ -11,7 +11,6 @@ import httpx2
 import pytest
 import trio
 import trio.lowlevel
-import trio_websocket
 
 from web import authz
 from web.relay import Relay
@@ -19,29 +18,13 @@ from web.relay import Relay
 from ..conftest import Pki
 from .conftest import WebRig
 from .test_authz_matrix import OPR, PASSWORD, build_world, relay_cookie, user_client
-from .test_relay import browser_context, serve
-from .test_relay_coalesce import apply, burst
+from .test_relay import serve
+from .test_relay_coalesce import apply, burst, open_socket
 from .test_relay_snapshot import read_snapshot
 
 pytestmark = pytest.mark.timeout(90)
 
 BULK = 1_000  # hosts of the operator's group: the resync's first page takes a while to build
-
-
-def open_big_socket(base_url: str, cookie: str, pki: Pki) -> Any:
-    """The relay socket, taking pages larger than trio-websocket's default 1 MiB."""
-    host, port = base_url.removeprefix("https://").split(":")
-    return trio_websocket.open_websocket(
-        host,
-        int(port),
-        "/api/v1/live",
-        use_ssl=browser_context(pki),
-        extra_headers=[
-            (b"cookie", f"pm_session={cookie}".encode()),
-            (b"origin", base_url.encode()),
-        ],  # fmt: skip
-        max_message_size=64 * 2**20,
-    )
 
 
 def add_paused_hosts(conn: Any, group_id: int, count: int) -> list[int]:
@@ -79,7 +62,7 @@ async def test_a_host_entering_the_scope_while_a_resync_starts_is_kept_after_its
     relay.flush_every = 0.01
     cookie = await relay_cookie(base_url, pki, "operator-user", PASSWORD)
     with trio.fail_after(60):
-        async with open_big_socket(base_url, cookie, pki) as ws:
+        async with open_socket(base_url, cookie, pki, max_message_size=64 * 2**20) as ws:
             known: dict[int, str] = {}
             for page in await read_snapshot(ws):
                 apply(known, page)

@@ -16,9 +16,9 @@ from web.serialize import to_json
 
 from ..conftest import Pki
 from .conftest import WebRig
-from .test_authz_matrix import OPR, PASSWORD, build_world, relay_cookie, user_client
+from .test_authz_matrix import PASSWORD, relay_cookie
 from .test_relay import serve, session_cookie
-from .test_relay_coalesce import open_socket
+from .test_relay_coalesce import open_socket, scoped_hosts
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -124,16 +124,7 @@ async def test_a_second_socket_reuses_the_first_sockets_serialised_pages(
 async def test_a_scoped_users_snapshot_holds_only_the_hosts_of_their_groups(
     nursery: trio.Nursery, web_rig: WebRig, client: httpx2.AsyncClient, pki: Pki
 ) -> None:
-    world = await build_world(web_rig, client)
-    inside = await world.targets("in")
-    outside = await world.targets("out")
-    operator = await user_client(web_rig, OPR, [world.group_ids["in"]])
-    await operator.aclose()
-    in_id, out_id = inside.ids["host_id"], outside.ids["host_id"]
-    fleet = web_rig.system.fleet
-    for host_id in (in_id, out_id):
-        if fleet.get(host_id) is None:
-            fleet.publish(HostSnapshot(host_id, f"host-{host_id}"))
+    in_id, _out = await scoped_hosts(web_rig, client)  # the outside host: not in the pages
     publish_fake_hosts(web_rig)  # not in any group: the operator sees none of them
     base_url, stop = await serve(nursery, web_rig, pki)
     cookie = await relay_cookie(base_url, pki, "operator-user", PASSWORD)
