@@ -63,28 +63,25 @@ def render(
     )
     out.append(_line("patchmgr_poll_seconds_sum", metrics.get("poll_seconds_sum", 0.0)))
     out.append(_line("patchmgr_poll_seconds_count", metrics.get("polls_observed", 0)))
-    family("patchmgr_relay_subscribers", "gauge", "Browsers connected to the live relay.")
-    out.append(_line("patchmgr_relay_subscribers", relay.connected))
-    family("patchmgr_relay_dropped_total", "counter", "Relay clients dropped for lagging.")
-    out.append(_line("patchmgr_relay_dropped_total", relay.dropped))
-    family(
-        "patchmgr_relay_resyncs_total",
-        "counter",
-        "Fresh relay snapshots sent because a burst overflowed a socket's subscription.",
-    )
-    out.append(_line("patchmgr_relay_resyncs_total", relay.resyncs))
-    family("patchmgr_relay_snapshots_total", "counter", "Relay snapshots sent (first and resyncs).")
-    out.append(_line("patchmgr_relay_snapshots_total", relay.snapshots_sent))
-    family("patchmgr_relay_snapshot_pages_total", "counter", "Relay snapshot pages sent.")
-    out.append(_line("patchmgr_relay_snapshot_pages_total", relay.snapshot_pages))
-    family(
-        "patchmgr_relay_snapshot_pages_reused_total",
-        "counter",
-        "Relay snapshot pages sent as serialised for an earlier socket.",
-    )
-    out.append(_line("patchmgr_relay_snapshot_pages_reused_total", relay.pages_reused))
-    family("patchmgr_relay_serialised_total", "counter", "Host states serialised by the relay.")
-    out.append(_line("patchmgr_relay_serialised_total", relay.serialised))
+    for name, kind, help_text, value in (
+        ("patchmgr_relay_subscribers", "gauge", "Browsers connected to the live relay.",
+         relay.connected),
+        ("patchmgr_relay_dropped_total", "counter", "Relay clients dropped for lagging.",
+         relay.dropped),
+        ("patchmgr_relay_resyncs_total", "counter",
+         "Fresh relay snapshots sent because a burst overflowed a socket's subscription.",
+         relay.resyncs),
+        ("patchmgr_relay_snapshots_total", "counter",
+         "Relay snapshots sent (first and resyncs).", relay.snapshots_sent),
+        ("patchmgr_relay_snapshot_pages_total", "counter", "Relay snapshot pages sent.",
+         relay.snapshot_pages),
+        ("patchmgr_relay_snapshot_pages_reused_total", "counter",
+         "Relay snapshot pages sent as serialised for an earlier socket.", relay.pages_reused),
+        ("patchmgr_relay_serialised_total", "counter", "Host states serialised by the relay.",
+         relay.serialised),
+    ):  # fmt: skip
+        family(name, kind, help_text)
+        out.append(_line(name, value))
     family("patchmgr_broadcast_dropped_total", "counter", "Slow subscribers dropped.")
     out.append(_line("patchmgr_broadcast_dropped_total", metrics.get("dropped_subscribers", 0)))
     family(
