@@ -14,6 +14,7 @@ CPU seconds, and the peak RSS.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import signal
@@ -37,7 +38,8 @@ from settings import ConfigStore
 from simulator import FleetSpec
 from storage import Database, EmbeddedPostgres, JobSpec, insert_host, migrate
 
-BASE = "127.201.0.1"
+# PM_BENCH_BASE moves the simulated fleet (two runs at once need different ranges).
+BASE = os.environ.get("PM_BENCH_BASE", "127.201.0.1")
 
 
 async def run(root: Path, count: int) -> dict[str, dict[str, Any]]:

@@ -44,7 +44,8 @@ from patch_manager.serve import build_actor_system
 from settings import ConfigStore
 from storage import Database, EmbeddedPostgres, insert_host, migrate
 
-BASE = "127.201.0.1"
+# PM_BENCH_BASE moves the simulated fleet (two runs at once need different ranges).
+BASE = os.environ.get("PM_BENCH_BASE", "127.201.0.1")
 
 
 def cpu_seconds() -> float:
