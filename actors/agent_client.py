@@ -17,9 +17,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
+import msgspec
 import trio
 import trio_websocket
 
@@ -63,6 +64,7 @@ from .agent_records import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 KEEPALIVE_EXPIRY = 10.0  # seconds an idle agent connection is kept: below the agent's 15 s
 
 ADMISSION_CODES = frozenset(
@@ -72,6 +74,20 @@ ADMISSION_CODES = frozenset(
     }
 )  # fmt: skip
 USER_AGENT = "linux-patch-manager/0.1"
+# Answers at least this large (a host's package list: ~200 KB for 1,200 packages) are decoded
+# and parsed in a worker thread, not on the event loop (the caller's ingest slot bounds how
+# many at once); small ones stay on the loop (a thread hop costs more than they do).
+OFF_LOOP_BYTES = 32 * 1024
+
+
+def decode_json(content: bytes) -> Any:
+    """``json.loads(content)``, by msgspec's decoder (about 2x faster on package lists).
+    Anything msgspec refuses (NaN, a BOM, UTF-16, huge numbers, lone surrogates...) is decoded
+    again by ``json``, so the result (or the ValueError) is exactly the standard library's."""
+    try:
+        return msgspec.json.decode(content)
+    except msgspec.MsgspecError:
+        return json.loads(content)
 
 
 def check_package_name(name: str) -> str:
@@ -483,6 +499,17 @@ class AgentClient:
         params: Mapping[str, str] | None = None,
     ) -> Any:
         """Send one request; return the envelope's ``data`` or raise an AgentError."""
+        return self._interpret(await self._response(method, path, body=body, params=params))
+
+    async def _response(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> httpx2.Response:
+        """Send one request; the response as it came (transport failures as AgentError)."""
         content = None
         headers = {}
         if body is not None:
@@ -511,7 +538,17 @@ class AgentClient:
         finally:
             if slot is not None:
                 slot.release()
-        return self._interpret(response)
+        return response
+
+    async def _read(
+        self, parser: Callable[[Any], T], path: str, params: Mapping[str, str] | None = None
+    ) -> T:
+        """``GET path``, its envelope's data parsed by ``parser``: in a worker thread when the
+        answer is large (``OFF_LOOP_BYTES``), so the event loop never decodes a package list."""
+        response = await self._response("GET", path, params=params)
+        if len(response.content) < OFF_LOOP_BYTES:
+            return self._parse(parser, self._interpret(response))
+        return await trio.to_thread.run_sync(lambda: self._parse(parser, self._interpret(response)))
 
     def _interpret(self, response: httpx2.Response) -> Any:
         status = response.status_code
@@ -533,7 +570,7 @@ class AgentClient:
                 self.host, f"HTTP {status} ({ctype or 'no content type'}): {text}", status=status
             )
         try:
-            payload = response.json()
+            payload = decode_json(response.content)
             # A NUL can only arrive escaped ("\u0000": JSON refuses raw control characters), so
             # the walk over every decoded string is needed only when the body has one (it was
             # 8 % of a 10,000-host manager's CPU, spent on package lists without any).
@@ -564,7 +601,7 @@ class AgentClient:
             retry_after=retry_after,
         )
 
-    def _parse(self, parser: Any, data: Any) -> Any:
+    def _parse(self, parser: Callable[[Any], T], data: Any) -> T:
         if not isinstance(data, dict):
             raise ProtocolError(self.host, "the envelope's data is not an object")
         try:
@@ -576,14 +613,14 @@ class AgentClient:
 
     async def health(self) -> Health:
         """``GET /health`` (same handler as /api/v1/health, but exempt from rate limiting)."""
-        return self._parse(parse_health, await self._request("GET", "/health"))  # type: ignore[no-any-return]
+        return self._parse(parse_health, await self._request("GET", "/health"))
 
     async def system_info(self) -> SystemInfo:
-        return self._parse(parse_system_info, await self._request("GET", "/api/v1/system/info"))  # type: ignore[no-any-return]
+        return self._parse(parse_system_info, await self._request("GET", "/api/v1/system/info"))
 
     async def service(self, name: str) -> ServiceStatus:
         data = await self._request("GET", f"/api/v1/system/services/{check_package_name(name)}")
-        return self._parse(parse_service, data)  # type: ignore[no-any-return]
+        return self._parse(parse_service, data)
 
     async def packages(
         self, *, name: str | None = None, status: str | None = None
@@ -593,15 +630,26 @@ class AgentClient:
             params["name"] = name
         if status is not None:
             params["status"] = status
-        data = await self._request("GET", "/api/v1/packages", params=params or None)
-        return self._parse(parse_packages, data)  # type: ignore[no-any-return]
+        return await self._read(parse_packages, "/api/v1/packages", params or None)
+
+    async def installed_versions(self) -> dict[str, str]:
+        """``GET /api/v1/packages`` as ``{name: version}`` (a job row's package snapshot), the
+        same map ``packages()`` gives, decoded straight into those two fields: ~7x less CPU
+        for 1,200 packages than records of every field. A body the fast path does not take
+        (an error, an unusual field type, an escaped NUL) goes through ``packages()``' checks."""
+        response = await self._response("GET", "/api/v1/packages")
+        fast = _fast_versions(response)
+        if fast is not None:
+            return fast
+        packages = self._parse(parse_packages, self._interpret(response))
+        return {p.name: p.version for p in packages}
 
     async def package(self, name: str) -> Package:
         data = await self._request("GET", f"/api/v1/packages/{check_package_name(name)}")
-        return self._parse(parse_package, data)  # type: ignore[no-any-return]
+        return self._parse(parse_package, data)
 
     async def patches(self) -> PatchList:
-        return self._parse(parse_patches, await self._request("GET", "/api/v1/patches"))  # type: ignore[no-any-return]
+        return await self._read(parse_patches, "/api/v1/patches")
 
     async def jobs(self, *, status: str | None = None, limit: int = 50) -> tuple[JobInfo, ...]:
         """The agent's job history, newest first, internal refresh jobs removed."""
@@ -609,11 +657,11 @@ class AgentClient:
         if status is not None:
             params["status"] = status
         data = await self._request("GET", "/api/v1/jobs", params=params)
-        return self._parse(parse_jobs, data)  # type: ignore[no-any-return]
+        return self._parse(parse_jobs, data)
 
     async def job(self, job_id: str) -> JobInfo:
         data = await self._request("GET", f"/api/v1/jobs/{_check_job_id(job_id)}")
-        return self._parse(parse_job, data)  # type: ignore[no-any-return]
+        return self._parse(parse_job, data)
 
     # -- mutations (202 + job) --------------------------------------------------------------
 
@@ -676,14 +724,14 @@ class AgentClient:
         """The agent's rollback endpoint. It queues a job that never runs (§3.14): the manager
         does not use it; it exists for completeness and contract tests."""
         data = await self._request("POST", f"/api/v1/jobs/{_check_job_id(job_id)}/rollback")
-        return self._parse(parse_job_accepted, data)  # type: ignore[no-any-return]
+        return self._parse(parse_job_accepted, data)
 
     async def delete_job(self, job_id: str) -> None:
         """Remove a terminal job from the agent's history (it never cancels anything)."""
         await self._request("DELETE", f"/api/v1/jobs/{_check_job_id(job_id)}")
 
     async def _job(self, method: str, path: str, body: Mapping[str, Any] | None) -> JobAccepted:
-        return self._parse(parse_job_accepted, await self._request(method, path, body=body))  # type: ignore[no-any-return]
+        return self._parse(parse_job_accepted, await self._request(method, path, body=body))
 
     # -- WebSocket --------------------------------------------------------------------------
 
@@ -740,6 +788,43 @@ class AgentClient:
                 with trio.CancelScope(shield=True), trio.move_on_after(2):
                     await ws.aclose()
                 nursery.cancel_scope.cancel()
+
+
+class _Versioned(msgspec.Struct):
+    name: str
+    version: str | None = None
+
+
+class _VersionList(msgspec.Struct):
+    packages: list[_Versioned]
+
+
+class _VersionEnvelope(msgspec.Struct):
+    success: bool
+    data: _VersionList
+
+
+_VERSIONS = msgspec.json.Decoder(_VersionEnvelope)
+
+
+def _fast_versions(response: httpx2.Response) -> dict[str, str] | None:
+    """A successful package list's ``{name: version}``, or None when the body needs the full
+    checks of ``_interpret`` (not 2xx JSON, not a success envelope, escaped NULs, a field of
+    another type)."""
+    body = response.content
+    if not 200 <= response.status_code < 300 or "json" not in response.headers.get(
+        "content-type", ""
+    ):
+        return None
+    if b"\\u0000" in body:
+        return None
+    try:
+        envelope = _VERSIONS.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    if envelope.success is not True:
+        return None
+    return {p.name: p.version or "" for p in envelope.data.packages}
 
 
 def _map_ws_error(host: str, exc: BaseException) -> AgentError:

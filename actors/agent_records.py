@@ -87,7 +87,19 @@ def parse_operation(value: object) -> JobOperation:
     return _OPERATION_BY_NORM.get(_norm(value), JobOperation.UNKNOWN)
 
 
+# The spellings agents really send, looked up as they are (no normalising per package: a host
+# lists ~1,200 packages per poll); anything else goes through ``_norm``.
+_PACKAGE_STATUS_EXACT = {
+    spelling: status
+    for status in PackageStatus
+    for spelling in (status.value, status.value.upper(),
+                     status.value.title().replace("_", ""), status.value.title())
+}  # fmt: skip
+
+
 def parse_package_status(value: object) -> PackageStatus:
+    if type(value) is str and (status := _PACKAGE_STATUS_EXACT.get(value)) is not None:
+        return status
     return _PACKAGE_STATUS_BY_NORM.get(_norm(value), PackageStatus.UNKNOWN)
 
 
@@ -293,7 +305,7 @@ def parse_packages(data: Mapping[str, Any]) -> tuple[Package, ...]:
     items = _require(data, "packages")
     if not isinstance(items, list):
         raise ValueError("packages must be a list")
-    return tuple(parse_package(p) for p in items)
+    return tuple(map(parse_package, items))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Errors: ``DatabaseUnavailable`` (the server cannot be reached; retry later) and 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import psycopg
 
 from .errors import DatabaseUnavailable, StorageError
-from .hosts import HostState, Transition, write_host_states
+from .hosts import HostState, PatchRow, Transition, write_host_states
 
 HOST_CHANNELS = ("hosts_changed", "host_refresh")
 
@@ -39,6 +40,65 @@ def write_host_batch(
         raise  # Database.run turns it into DatabaseUnavailable
     except psycopg.Error as exc:
         raise RowsRefused(_first_line(exc)) from exc
+
+
+def write_patch_diff(
+    conn: psycopg.Connection[Any],
+    host_id: int,
+    *,
+    now: dt.datetime,
+    upserts: Sequence[PatchRow] = (),
+    resolved: Sequence[str] = (),
+    package_upserts: Sequence[tuple[str, str]] = (),
+    package_deletes: Sequence[str] = (),
+) -> int:
+    """``storage.write_patch_changes`` (the same rows, in one transaction) with every package
+    upsert in ONE statement over two arrays instead of one statement per package: a host's
+    first poll stores ~1,200 packages, and per-row statements were most of the ingest's
+    PostgreSQL time and much of its Python time. Package names must be unique (a diff's are).
+    Returns the rows written."""
+    written = 0
+    with conn.transaction(), conn.cursor() as cur:
+        if upserts:
+            cur.executemany(
+                "INSERT INTO host_patches (host_id, name, current_version, available_version,"
+                " severity, cve_ids, requires_reboot, first_seen_at, last_seen_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (host_id, name) WHERE resolved_at IS NULL DO UPDATE SET"
+                " current_version = excluded.current_version,"
+                " available_version = excluded.available_version, severity = excluded.severity,"
+                " cve_ids = excluded.cve_ids, requires_reboot = excluded.requires_reboot,"
+                " last_seen_at = excluded.last_seen_at",
+                [
+                    (host_id, p.name, p.current_version, p.available_version, p.severity,
+                     list(p.cve_ids), p.requires_reboot, now, now)
+                    for p in upserts
+                ],
+            )  # fmt: skip
+            written += len(upserts)
+        if resolved:
+            cur.execute(
+                "UPDATE host_patches SET resolved_at = %s, last_seen_at = %s"
+                " WHERE host_id = %s AND resolved_at IS NULL AND name = ANY(%s)",
+                (now, now, host_id, list(resolved)),
+            )
+            written += len(resolved)
+        if package_upserts:
+            cur.execute(
+                "INSERT INTO host_packages (host_id, name, version)"
+                " SELECT %s, u.name, u.version FROM unnest(%s::text[], %s::text[])"
+                " AS u(name, version)"
+                " ON CONFLICT (host_id, name) DO UPDATE SET version = excluded.version",
+                (host_id, [n for n, _ in package_upserts], [v for _, v in package_upserts]),
+            )
+            written += len(package_upserts)
+        if package_deletes:
+            cur.execute(
+                "DELETE FROM host_packages WHERE host_id = %s AND name = ANY(%s)",
+                (host_id, list(package_deletes)),
+            )
+            written += len(package_deletes)
+    return written
 
 
 @dataclass
