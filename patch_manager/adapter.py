@@ -60,10 +60,15 @@ class SystemAdapter(FleetHandle):
 
     async def health(self) -> HealthReport:
         cluster = self.storage.cluster
+        pools: dict[str, bool] = {}
         if cluster is not None and cluster.state is not ClusterState.READY:
-            db_ok = False  # restarting: do not wait on the pool
+            db_ok = False  # restarting: do not wait on the pools
         else:
-            db_ok = await self.storage.db.ping(timeout=2.0)
+            # The actors' pool and the web's own (when it has one): both must answer.
+            pools["actors"] = await self.storage.db.ping(timeout=2.0)
+            if self.storage.web_db is not None:
+                pools["web"] = await self.storage.web_db.ping(timeout=2.0)
+            db_ok = all(pools.values())
         age = self.scheduler.heartbeat_age()
         if age is None:
             sched = "stopped"
@@ -78,6 +83,8 @@ class SystemAdapter(FleetHandle):
             "scheduler_heartbeat_age_s": None if age is None else round(age, 3),
             "host_actors": len(self.scheduler.hosts),
         }
+        if pools:
+            details["database_pools"] = {name: "ok" if ok else "down" for name, ok in pools.items()}
         if cluster is not None:
             details["embedded_postgres"] = {"state": cluster.state.value,
                                             "restarts": cluster.restarts}  # fmt: skip

@@ -32,9 +32,20 @@ _FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes
 
 @dataclass
 class Storage:
-    db: Database
+    db: Database  # the actors' pool (and everything that is not the web's)
     cluster: EmbeddedPostgres | None  # None: external server or a cluster supervised elsewhere
     description: str
+    # The web's own pool and thread limiter (``database.web_pool_size``), so that a page never
+    # waits behind the actors' ingest writes; None: the web shares ``db`` (CLI, benchmarks).
+    web_db: Database | None = None
+
+    @property
+    def web(self) -> Database:
+        """The pool the web service layer uses."""
+        return self.web_db if self.web_db is not None else self.db
+
+    def pools(self) -> list[Database]:
+        return [self.db] if self.web_db is None else [self.db, self.web_db]
 
 
 def database_url(config: Config) -> str:
@@ -58,20 +69,28 @@ def embedded_cluster(config: Config, data_dir: Path) -> EmbeddedPostgres:
                             settings=_FAST_SETTINGS if fast else None)  # fmt: skip
 
 
-async def _refresh_after_restarts(cluster: EmbeddedPostgres, db: Database) -> None:
+async def _refresh_after_restarts(cluster: EmbeddedPostgres, pools: Sequence[Database]) -> None:
     while True:
         await cluster.wait_restarted()
-        await db.refresh()
+        for db in pools:
+            await db.refresh()
         log.info("database connections renewed after the PostgreSQL restart")
 
 
 @asynccontextmanager
 async def open_storage(
-    nursery: trio.Nursery, config: Config, data_dir: Path, *, apply_migrations: bool = True
+    nursery: trio.Nursery,
+    config: Config,
+    data_dir: Path,
+    *,
+    apply_migrations: bool = True,
+    web_pool: bool = False,
 ) -> AsyncIterator[Storage]:
     """Start (or attach to) the database, open the pool, apply migrations.
 
-    The embedded cluster's supervisor runs in ``nursery``; the pool is closed on exit.
+    With ``web_pool`` (``serve``), also a second pool of ``database.web_pool_size`` connections
+    for the web. The embedded cluster's supervisor runs in ``nursery``; the pools are closed on
+    exit.
     """
     url = database_url(config)
     cluster: EmbeddedPostgres | None = None
@@ -90,22 +109,32 @@ async def open_storage(
     db = Database(conninfo, size=config.database.pool_size,
                   statement_timeout_s=config.database.statement_timeout_s,
                   audit_key=key)  # fmt: skip
-    await db.open()
+    web_db = None
+    if web_pool:
+        web_db = Database(conninfo, size=config.database.web_pool_size,
+                          statement_timeout_s=config.database.statement_timeout_s,
+                          application_name="patch-manager-web", audit_key=key)  # fmt: skip
+    storage = Storage(db, cluster, description, web_db)
+    opened: list[Database] = []
     try:
+        for pool in storage.pools():
+            await pool.open()
+            opened.append(pool)
         if apply_migrations:
             applied = await db.run(migrate)
             if applied:
                 log.info("database schema migrated to version %d", applied[-1])
         async with trio.open_nursery() as watchers:
             if cluster is not None:
-                watchers.start_soon(_refresh_after_restarts, cluster, db)
+                watchers.start_soon(_refresh_after_restarts, cluster, storage.pools())
             try:
-                yield Storage(db, cluster, description)
+                yield storage
             finally:
                 watchers.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
-            await db.close()
+            for pool in reversed(opened):
+                await pool.close()
 
 
 async def record_certificates(

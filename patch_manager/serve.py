@@ -534,10 +534,11 @@ async def run_server(
             fleet = Fleet(data_dir / "ca", data_dir / "simulator", spec)
             await outer.start(fleet.run)
             await outer.start(serve_control, fleet, data_dir / "simulator.sock")
-        async with open_storage(outer, config, data_dir) as storage:
+        async with open_storage(outer, config, data_dir, web_pool=True) as storage:
             await record_certificates(storage.db, created)
             system = build_actor_system(store, storage, ca)
-            auth = Auth(storage.db, secure_cookies=config.server.tls, settings=config.auth,
+            # The web (sessions, pages, API, relay) uses its own pool: never behind the actors.
+            auth = Auth(storage.web, secure_cookies=config.server.tls, settings=config.auth,
                         sealer=Sealer.for_data_dir(data_dir))  # fmt: skip
             admin_password = await bootstrap_admin(storage.db, auth, bootstrap_marker(data_dir))
             admin_totp = None
@@ -549,7 +550,7 @@ async def run_server(
                 admin_totp = await demo_totp(storage.db, auth)
             app = create_app(
                 SystemAdapter(storage, system, ca),
-                storage.db,
+                storage.web,
                 auth=auth,
                 max_body_bytes=config.server.max_body_bytes,
                 compliance=compliance_rules(config),
@@ -558,7 +559,7 @@ async def run_server(
                 webauthn_rp_id=config.auth.webauthn_rp_id,
                 webauthn_origin=config.auth.webauthn_origin,
                 tokens=Tokens(
-                    storage.db,
+                    storage.web,
                     Sealer.for_data_dir(data_dir),
                     operators_see_ungrouped=config.auth.operators_see_ungrouped,
                     max_days=config.auth.token_max_days,

@@ -25,6 +25,7 @@ class DatabaseSettings:
     url: str
     url_env: str
     pool_size: int
+    web_pool_size: int
     statement_timeout_s: int
     binaries: str
     system_bin_dir: str

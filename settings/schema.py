@@ -100,6 +100,14 @@ SECTIONS: dict[str, tuple[Key, ...]] = {
         Key("url", "str", "", "PostgreSQL URL; empty = the embedded cluster in the data dir."),
         Key("url_env", "str", "", "Name of an environment variable holding the URL (secrets)."),
         Key("pool_size", "int", 8, "Connections in the pool (and worker threads).", 1, 64),
+        Key(
+            "web_pool_size",
+            "int",
+            4,
+            "The web's own pool (and worker threads): pages never wait behind the actors.",
+            1,
+            64,
+        ),
         Key("statement_timeout_s", "int", 30, "Server-side statement_timeout.", 1, 3600),
         Key(
             "binaries",

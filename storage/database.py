@@ -10,6 +10,7 @@ worker finishes.
 from __future__ import annotations
 
 import logging
+import select
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -34,6 +35,28 @@ def redact(conninfo: str) -> str:
     if "password" in params:
         params["password"] = "***"
     return psycopg.conninfo.make_conninfo("", **params)
+
+
+def idle_connection_usable(conn: psycopg.Connection[Any]) -> None:
+    """The pool's check when it hands out a connection, without a round trip to the server.
+
+    An idle autocommit connection is never sent anything by the server unless the server is
+    going away (``FATAL: terminating connection``, or the end of the stream when its process
+    died): if its socket is readable, or libpq already knows it is broken, raise and the pool
+    discards it and hands out another. (``ConnectionPool.check_connection`` sent an empty query
+    instead: one extra round trip on every checkout.) A connection whose server vanished without
+    a word (a cut network) is caught by the statement that uses it: the call raises
+    ``DatabaseUnavailable`` and the pool discards the connection when it is returned.
+    """
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    if poller.poll(0):
+        # libpq has not read the farewell yet, so the connection still looks good: close it,
+        # or the pool would take it back as healthy and hand it out again.
+        conn.close()
+        raise psycopg.OperationalError("the server closed or spoke on an idle connection")
 
 
 def _cancel_quietly(conn: psycopg.Connection[Any]) -> None:
@@ -75,14 +98,14 @@ class Database:
             min_size=size,
             max_size=size,
             open=False,
-            check=ConnectionPool.check_connection,
+            check=idle_connection_usable,
             reconnect_timeout=86_400,  # keep reconnecting in the background during an outage
             kwargs={
                 "autocommit": True,
                 "application_name": application_name,
                 "options": f"-c statement_timeout={statement_timeout_s * 1000}",
             },
-            name="patch-manager",
+            name=application_name,
         )
 
     async def open(self, timeout: float = 30.0) -> None:

@@ -155,19 +155,28 @@ def search_hosts(
         key = f"coalesce(min(c.rank), CASE {STORED_CONDITION} {stored} ELSE 99 END)"
     # Equal names (or the other columns' ties) fall back to the address, numerically.
     order = sql.SQL("{key} {direction}, h.address").format(key=sql.SQL(key), direction=direction)
+    # The page first (the name order walks its index and stops after ``limit`` rows), then the
+    # groups of just those hosts; the total is counted apart (a window count over the join
+    # made every page aggregate every host: 18 ms instead of 1 at 10,000 hosts).
     query = sql.SQL(
         "SELECT h.id, h.name, h.display_name, coalesce(host(h.address), ''), h.health,"
         " h.health_reason, h.os, h.os_version, h.agent_version, h.pending_patches,"
         " h.security_patches, h.pending_reboot, h.last_seen_at, h.paused,"
-        " coalesce(array_agg(g.name ORDER BY g.name) FILTER (WHERE g.name IS NOT NULL), '{{}}'),"
-        " count(*) OVER ()"
-        " FROM hosts h LEFT JOIN host_groups hg ON hg.host_id = h.id"
-        " LEFT JOIN groups g ON g.id = hg.group_id{join}"
-        " WHERE {condition} GROUP BY h.id ORDER BY {order}, h.id"
+        " coalesce((SELECT array_agg(g.name ORDER BY g.name) FROM host_groups hg"
+        " JOIN groups g ON g.id = hg.group_id WHERE hg.host_id = h.id), '{{}}')"
+        " FROM hosts h{join} WHERE {condition}{group} ORDER BY {order}, h.id"
         " LIMIT %s OFFSET %s"
-    ).format(condition=condition, order=order, join=join)
+    ).format(
+        condition=condition,
+        order=order,
+        join=join,
+        group=sql.SQL(" GROUP BY h.id" if f.sort == "condition" else ""),
+    )
     rows = conn.execute(query, [*join_params, *params, f.limit, f.offset]).fetchall()
-    total = int(rows[0][15]) if rows else _count(conn, condition, params)
+    if 0 < len(rows) < f.limit or (not rows and f.offset == 0 and f.limit > 0):
+        total = f.offset + len(rows)  # the last page: nothing after it to count
+    else:
+        total = _count(conn, condition, params)
     items = [HostListItem(*r[:14], tuple(r[14])) for r in rows]  # type: ignore[call-arg]
     return items, total
 
