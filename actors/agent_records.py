@@ -330,6 +330,18 @@ class PatchList:
     requires_reboot: bool
 
 
+@dataclass(frozen=True)
+class PatchPoll:
+    """One patch poll's answers (``AgentClient.patch_data``). ``key`` is a 16-byte digest of
+    both answers' data exactly as the agent sent it (empty when an answer is unusual); when it
+    equals the key the caller passed, the package list was not decoded (``packages`` None):
+    the caller has already stored that very data."""
+
+    patches: PatchList
+    packages: tuple[Package, ...] | None
+    key: bytes
+
+
 def parse_patches(data: Mapping[str, Any]) -> PatchList:
     items = _require(data, "patches")
     if not isinstance(items, list):

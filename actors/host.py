@@ -23,7 +23,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import TypeVar, cast
+from typing import Protocol, TypeVar, cast, runtime_checkable
 
 import trio
 
@@ -42,7 +42,7 @@ from .agent_errors import (
     RateLimited,
     TransportError,
 )
-from .agent_records import Health, Package, PatchList, SystemInfo
+from .agent_records import Health, Package, PatchList, PatchPoll, SystemInfo
 from .apt_check import cross_check
 from .health import (
     HealthState,
@@ -71,6 +71,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 STORAGE_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # waiting out a database outage
 Wall = Callable[[], dt.datetime]
+
+
+@runtime_checkable
+class KeyedPatchData(Protocol):
+    """An agent port that also polls patch data with a key (``AgentClient.patch_data``): a
+    package list whose key is the stored data's is not decoded at all."""
+
+    async def patch_data(self, unless: bytes = b"") -> PatchPoll: ...
 
 
 def utc_now() -> dt.datetime:
@@ -129,7 +137,11 @@ class HostActor:
         self._failing_since: dt.datetime | None = None  # wall time of the streak's first failure
         self._patch_failing_since: dt.datetime | None = None  # the same for the patch poll
         self._patch_owed = False  # a patch poll was skipped while the host was unreachable
-        self._unwritten: tuple[PatchList, tuple[Package, ...], dt.datetime] | None = None
+        self._unwritten: tuple[PatchList, tuple[Package, ...], dt.datetime, bytes] | None = None
+        # The key (``PatchPoll.key``) of the answers whose data is stored: 16 bytes, empty
+        # while unknown (before the first poll, or while a poll's data is not stored yet).
+        self._stored_key = b""
+        self.unchanged_answers = 0  # patch polls whose package list was not even decoded
         self._next_write = float("inf")
         self._write_failures = 0
         self._refresh = False
@@ -488,8 +500,10 @@ class HostActor:
             self._owe_patch_poll()
             return grid
 
-        async def poll() -> tuple[PatchList, tuple[Package, ...]]:
-            return await agent.patches(), await agent.packages()
+        async def poll() -> PatchPoll:
+            if isinstance(agent, KeyedPatchData):
+                return await agent.patch_data(self._stored_key)
+            return PatchPoll(await agent.patches(), await agent.packages(), b"")
 
         result = await self._try(Phase.POLLING_PATCHES, poll, health_poll=False)
         grid = next_deadline(anchor, self.policy.patch_interval_s, trio.current_time())
@@ -516,13 +530,17 @@ class HostActor:
         self._patch_attempt = 0
         self._patch_failing_since = None
         self._stage(patch_failing_since=None, patch_next_attempt=None, patch_retries_used=0)
-        patches, packages = result
-        self._on_ingest()
-        patches = cross_check(patches, packages)  # agent-api §3.10: apt's version columns
+        patches, packages = result.patches, result.packages
         self.tracker = after_request_success(self.tracker)
         now = self._wall()
-        self._unwritten = (patches, packages, now)
-        await self._write_patch_data()
+        if packages is None:  # the very answers whose data is stored: nothing to write
+            self.unchanged_answers += 1
+        else:
+            self._on_ingest()
+            patches = cross_check(patches, packages)  # agent-api §3.10: apt's version columns
+            self._unwritten = (patches, packages, now, result.key)
+            self._stored_key = b""
+            await self._write_patch_data()
         self._record(
             last_seen_at=now, last_patch_poll_at=now,
             pending_patches=len(patches.patches),
@@ -546,7 +564,7 @@ class HostActor:
         self._next_write = float("inf")
         if self._unwritten is None:
             return
-        patches, packages, at = self._unwritten
+        patches, packages, at, key = self._unwritten
         digest = digest_of_poll(patches, packages)
         if digest != self._data_digest:
             try:
@@ -561,6 +579,7 @@ class HostActor:
                 return
             self._data_digest = digest
         self._unwritten = None
+        self._stored_key = key
         self._write_failures = 0
 
     def _record(self, **changes: object) -> None:
