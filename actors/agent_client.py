@@ -872,7 +872,7 @@ async def _off_loop(response: httpx2.Response, parse: Callable[[], T]) -> T:
     return await trio.to_thread.run_sync(parse)
 
 
-class _PackageItem(msgspec.Struct):
+class _PackageItem(msgspec.Struct, gc=False):
     """The fields of a package list entry that ``Package`` keeps (the others are skipped
     without being decoded); types as ``parse_package`` takes them without converting."""
 
