@@ -828,16 +828,16 @@ class AgentClient:
                 nursery.cancel_scope.cancel()
 
 
-class _Versioned(msgspec.Struct):
+class _Versioned(msgspec.Struct, gc=False):
     name: str
     version: str | None = None
 
 
-class _VersionList(msgspec.Struct):
+class _VersionList(msgspec.Struct, gc=False):
     packages: list[_Versioned]
 
 
-class _VersionEnvelope(msgspec.Struct):
+class _VersionEnvelope(msgspec.Struct, gc=False):
     success: bool
     data: _VersionList
 
