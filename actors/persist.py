@@ -66,7 +66,7 @@ from storage.host_writes import write_patch_diff
 from .agent_records import Package, PatchList
 from .discovery import Found, ScanProgress, ScanReport
 from .jobs import WindowSet, batches_for, listen_for_changes
-from .ports import PatchDiff, StoredHost, data_digest, diff_patch_data
+from .ports import PatchDiff, StoredHost, data_digest, diff_patch_data, fresh_rows
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,15 @@ class DatabaseSink:
         def write(conn: Any) -> int:
             with conn.transaction():
                 known_patches, known_packages = load_patch_data(conn, host_id)
+                if not known_patches and not known_packages:  # nothing stored: no diff
+                    fresh, installed = fresh_rows(patches, packages)
+                    return write_patch_diff(
+                        conn,
+                        host_id,
+                        now=now,
+                        upserts=[fresh[name] for name in sorted(fresh)],
+                        package_upserts=installed,
+                    )
                 diff = diff_patch_data(known_patches, known_packages, patches, packages)
                 if not diff:
                     return 0

@@ -11,7 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import psycopg
+from psycopg.types.json import Jsonb
 
 from .errors import DatabaseUnavailable, StorageError
 from .hosts import HostState, PatchRow, Transition, write_host_states
@@ -49,14 +51,15 @@ def write_patch_diff(
     now: dt.datetime,
     upserts: Sequence[PatchRow] = (),
     resolved: Sequence[str] = (),
-    package_upserts: Sequence[tuple[str, str]] = (),
+    package_upserts: Sequence[tuple[str, str]] | Mapping[str, str] = (),
     package_deletes: Sequence[str] = (),
 ) -> int:
     """``storage.write_patch_changes`` (the same rows, in one transaction) with every package
-    upsert in ONE statement over two arrays instead of one statement per package: a host's
-    first poll stores ~1,200 packages, and per-row statements were most of the ingest's
-    PostgreSQL time and much of its Python time. Package names must be unique (a diff's are).
-    Returns the rows written."""
+    upsert in ONE statement over one JSON object {name: version} instead of one statement per
+    package: a host's first poll stores ~1,200 packages, and per-row statements were most of
+    the ingest's PostgreSQL time and much of its Python time (the object is encoded in C; two
+    text arrays were adapted item by item in Python). ``package_upserts`` as pairs or as a
+    mapping (names are unique either way). Returns the rows written."""
     written = 0
     with conn.transaction(), conn.cursor() as cur:
         if upserts:
@@ -84,12 +87,14 @@ def write_patch_diff(
             )
             written += len(resolved)
         if package_upserts:
+            versions = (
+                package_upserts if isinstance(package_upserts, Mapping) else dict(package_upserts)
+            )
             cur.execute(
                 "INSERT INTO host_packages (host_id, name, version)"
-                " SELECT %s, u.name, u.version FROM unnest(%s::text[], %s::text[])"
-                " AS u(name, version)"
+                " SELECT %s, p.key, p.value FROM jsonb_each_text(%s) AS p"
                 " ON CONFLICT (host_id, name) DO UPDATE SET version = excluded.version",
-                (host_id, [n for n, _ in package_upserts], [v for _, v in package_upserts]),
+                (host_id, Jsonb(versions, dumps=_encode)),
             )
             written += len(package_upserts)
         if package_deletes:
@@ -99,6 +104,10 @@ def write_patch_diff(
             )
             written += len(package_deletes)
     return written
+
+
+def _encode(value: object) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 @dataclass

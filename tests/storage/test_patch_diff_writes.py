@@ -35,7 +35,8 @@ def test_write_patch_diff_stores_the_same_rows_as_write_patch_changes(db_conninf
             PatchRow("curl", "8.0", "8.1", "medium", (), False),
         ],
         "package_upserts": [(f"pkg{i:04d}", f"1.{i}-1") for i in range(1500)]
-        + [("openssl", "3.0.1"), ("weird+name_1.2", "1:2.3~rc1+dfsg-4")],
+        + [("openssl", "3.0.1"), ("weird+name_1.2", "1:2.3~rc1+dfsg-4")]
+        + [('quo"te\\back', "é-ü 1"), ("{json}", '["x"]')],
     }
     second = {
         "upserts": [PatchRow("openssl", "3.0.1", "3.0.3", "high", ("CVE-2026-3",), False)],
@@ -53,7 +54,7 @@ def test_write_patch_diff_stores_the_same_rows_as_write_patch_changes(db_conninf
             results.append((written, _stored(conn, host_id)))
     assert results[0] == results[1]
     written, (patches, packages) = results[1]
-    assert written == 2 + 1502 + 1 + 1 + 2 + 2
-    assert len(packages) == 1502 - 2 + 1
+    assert written == 2 + 1504 + 1 + 1 + 2 + 2
+    assert len(packages) == 1504 - 2 + 1
     assert ("pkg0001", "2.0-1") in packages
     assert [p[0] for p in patches if p[8] is None] == ["openssl"]
