@@ -10,8 +10,12 @@ from typing import Any
 
 import trio
 
+from patch_manager.adapter import SystemAdapter
 from patch_manager.runtime import open_storage
-from settings import load
+from patch_manager.serve import build_actor_system
+from settings import ConfigStore, load
+
+from ..conftest import Pki
 
 
 async def test_the_web_pool_answers_while_every_actor_connection_is_busy(
@@ -63,4 +67,26 @@ async def test_without_a_web_pool_the_web_shares_the_actors_pool(
             async with open_storage(nursery, load(conf), tmp_path / "data") as storage:
                 assert storage.web_db is None and storage.web is storage.db
                 assert storage.pools() == [storage.db]
+            nursery.cancel_scope.cancel()
+
+
+async def test_health_pings_the_actors_pool_and_the_web_pool(
+    db_conninfo: str, tmp_path: Path, pki: Pki
+) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "patch-manager.toml").write_text(f"[database]\nurl = {db_conninfo!r}\n")
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            async with open_storage(
+                nursery, load(conf), tmp_path / "data", web_pool=True
+            ) as storage:
+                system = build_actor_system(ConfigStore(conf), storage, pki.ca)
+                report = await SystemAdapter(storage, system, pki.ca).health()
+                assert report.database == "ok"
+                assert report.details["database_pools"] == {"actors": "ok", "web": "ok"}
+                await storage.web.close()  # the web's pool gone: the database is not "ok"
+                report = await SystemAdapter(storage, system, pki.ca).health()
+                assert report.database == "down"
+                assert report.details["database_pools"] == {"actors": "ok", "web": "down"}
             nursery.cancel_scope.cancel()
