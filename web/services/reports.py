@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import functools
 from collections.abc import AsyncIterator, Callable
@@ -16,7 +17,7 @@ from reports import model as rm
 from reports import pdf as render
 from reports.csv_out import compliance_csv, exposure_csv, history_csv, reboot_csv
 from reports.evidence import evidence_pack
-from storage import HostScope, NotFound, list_groups
+from storage import DatabaseUnavailable, HostScope, NotFound, list_groups
 from storage.display import user_time_zone
 from storage.reports import (
     ReportDefinition,
@@ -29,7 +30,7 @@ from storage.reports import (
 from storage.reports import delete_definition as remove_definition
 from storage.reports import save_definition as store_definition
 
-from .. import audit
+from .. import audit, authz
 from ..authz import Action, Role, require, scope_of
 from ..handle import InvalidInput, Missing
 from ..report_models import DefinitionCreate, EvidenceQuery, ReportQuery
@@ -206,48 +207,89 @@ class DashboardCompliance:
     expiring: list[WaiverRow]  # active waivers expiring within waiver_warning_days
 
 
+_CacheKey = tuple[HostScope, tuple[int, ...], int]
+
+
+class _Computation:
+    """One load's computation of a scope's figures, which the other loads wait for."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.figures: DashboardCompliance | None = None
+        self.error: BaseException | None = None
+
+
 class DashboardCache:
     """The dashboard's compliance figures per host scope, reused for ``ttl_s`` seconds (the
     page shows their "as of" time): judging 2,500 hosts takes 0.1 to 0.3 s (10,000: ~0.5 s),
     too slow for every dashboard load. Reports and the API always compute afresh.
 
     One request at a time computes a scope's figures: while it does, the other requests get
-    the previous figures (their "as of" says how old), or, when there are none yet, wait for
-    that one computation instead of starting their own."""
+    the previous figures (their "as of" says how old) if those are less than ``2 * ttl_s`` old,
+    or else wait for that one computation (at most ``wait_s`` seconds, then
+    ``DatabaseUnavailable``) instead of starting their own. When it fails, every request
+    waiting for it gets its error at once (none computes again after it). The figures are
+    recomputed when a waiver is recorded or revoked and when a scope changes (group
+    membership, roles, hosts: ``authz.scope_generation``). ``now`` is the clock (tests)."""
 
-    def __init__(self, ttl_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        ttl_s: float = 30.0,
+        *,
+        wait_s: float = 30.0,
+        now: Callable[[], float] = trio.current_time,
+    ) -> None:
         self.ttl_s = ttl_s
-        self._entries: dict[tuple[HostScope, tuple[int, ...]], tuple[float, DashboardCompliance]]
-        self._entries = {}
-        self._computing: dict[tuple[HostScope, tuple[int, ...]], trio.Event] = {}
+        self.wait_s = wait_s
+        self._now = now
+        self._entries: dict[_CacheKey, tuple[float, DashboardCompliance]] = {}
+        self._computing: dict[_CacheKey, _Computation] = {}
 
     def computing(self) -> int:
         """How many scopes' figures are being computed right now."""
         return len(self._computing)
 
     async def get(self, sys: System, who: Principal, rules: ComplianceRules) -> DashboardCompliance:
-        # A recorded or revoked waiver shows at once (the figures are recomputed).
-        key = (scope(who), await sys.db.run(waivers_version))
-        while True:
-            hit = self._entries.get(key)
-            if hit is not None and trio.current_time() - hit[0] < self.ttl_s:
-                return hit[1]
-            computing = self._computing.get(key)
-            if computing is None:
-                break
-            if hit is not None:
-                return hit[1]
-            await computing.wait()  # then the figures it stored (or compute them if it failed)
-        done = self._computing[key] = trio.Event()
+        # A recorded or revoked waiver, or a changed scope, shows at once (figures recomputed).
+        generation = authz.scope_generation(sys.db)
+        key = (scope(who), await sys.db.run(waivers_version), generation)
+        hit = self._entries.get(key)
+        age = None if hit is None else self._now() - hit[0]
+        if hit is not None and age is not None and age < self.ttl_s:
+            return hit[1]
+        computing = self._computing.get(key)
+        if computing is not None:
+            if hit is not None and age is not None and age < 2 * self.ttl_s:
+                return hit[1]  # expired but recent enough: shown with its "as of"
+            with trio.move_on_after(self.wait_s):
+                await computing.done.wait()
+            if not computing.done.is_set():
+                raise DatabaseUnavailable("the dashboard's figures are still being computed")
+            if computing.figures is None:
+                # The same failure (and so the same answer) as the computing load's.
+                error = computing.error or DatabaseUnavailable("no dashboard figures")
+                raise copy.copy(error) from error
+            return computing.figures
+        computing = self._computing[key] = _Computation()
         try:
             figures = await dashboard(sys, who, rules)
+        except BaseException as exc:
+            # Cancelled (the computing request went away) is not the others' error.
+            computing.error = (
+                DatabaseUnavailable("the dashboard's figures could not be computed")
+                if isinstance(exc, trio.Cancelled)
+                else exc
+            )
+            raise
+        else:
+            computing.figures = figures
+            if len(self._entries) > 256:  # many distinct scopes: start again
+                self._entries.clear()
+            self._entries[key] = (self._now(), figures)
+            return figures
         finally:
             del self._computing[key]
-            done.set()
-        if len(self._entries) > 256:  # many distinct scopes: start again
-            self._entries.clear()
-        self._entries[key] = (trio.current_time(), figures)
-        return figures
+            computing.done.set()
 
 
 async def dashboard(sys: System, who: Principal, rules: ComplianceRules) -> DashboardCompliance:
