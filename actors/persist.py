@@ -59,9 +59,9 @@ from storage import (
     update_scan,
     write_host_batch,
     write_host_states_each,
+    write_patch_changes,
 )
 from storage.coordinator import JobListener, JobNotices, coordinator_jobs, coordinator_rows
-from storage.host_writes import write_patch_diff
 
 from .agent_records import Package, PatchList
 from .discovery import Found, ScanProgress, ScanReport
@@ -136,7 +136,7 @@ class DatabaseSink:
 
     async def write_patches(self, host_id: int, diff: PatchDiff, now: dt.datetime) -> int:
         rows = await self.db.run(
-            lambda conn: write_patch_diff(
+            lambda conn: write_patch_changes(
                 conn,
                 host_id,
                 now=now,
@@ -160,7 +160,7 @@ class DatabaseSink:
                 known_patches, known_packages = load_patch_data(conn, host_id)
                 if not known_patches and not known_packages:  # nothing stored: no diff
                     fresh, installed = fresh_rows(patches, packages)
-                    return write_patch_diff(
+                    return write_patch_changes(
                         conn,
                         host_id,
                         now=now,
@@ -170,7 +170,7 @@ class DatabaseSink:
                 diff = diff_patch_data(known_patches, known_packages, patches, packages)
                 if not diff:
                     return 0
-                return write_patch_diff(
+                return write_patch_changes(
                     conn,
                     host_id,
                     now=now,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass, fields
 from typing import Any
 
+import msgspec
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from .errors import Conflict, NotFound
 from .scope import HostScope, scope_condition
@@ -257,7 +259,7 @@ def write_patch_changes(
     now: dt.datetime,
     upserts: Sequence[PatchRow] = (),
     resolved: Sequence[str] = (),
-    package_upserts: Sequence[tuple[str, str]] = (),
+    package_upserts: Sequence[tuple[str, str]] | Mapping[str, str] = (),
     package_deletes: Sequence[str] = (),
 ) -> int:
     """Apply a patch-poll diff in one transaction; returns the rows written.
@@ -265,6 +267,11 @@ def write_patch_changes(
     A patch that is new opens an episode (first_seen_at = now); a changed one is updated in
     place (its first_seen_at kept, so time-to-remediate counts from the first sighting); a
     vanished one is resolved.
+
+    Every package upsert goes in ONE statement over one JSON object {name: version} (encoded
+    by msgspec in C), not one statement per package: a host's first poll stores ~1,200
+    packages, and per-row statements were most of the ingest's PostgreSQL time and much of its
+    Python time. ``package_upserts`` as pairs or as a mapping (names are unique either way).
     """
     written = 0
     with conn.transaction(), conn.cursor() as cur:
@@ -293,10 +300,14 @@ def write_patch_changes(
             )
             written += len(resolved)
         if package_upserts:
-            cur.executemany(
-                "INSERT INTO host_packages (host_id, name, version) VALUES (%s, %s, %s)"
+            versions = (
+                package_upserts if isinstance(package_upserts, Mapping) else dict(package_upserts)
+            )
+            cur.execute(
+                "INSERT INTO host_packages (host_id, name, version)"
+                " SELECT %s, p.key, p.value FROM jsonb_each_text(%s) AS p"
                 " ON CONFLICT (host_id, name) DO UPDATE SET version = excluded.version",
-                [(host_id, name, version) for name, version in package_upserts],
+                (host_id, Jsonb(versions, dumps=_encode_json)),
             )
             written += len(package_upserts)
         if package_deletes:
@@ -306,6 +317,10 @@ def write_patch_changes(
             )
             written += len(package_deletes)
     return written
+
+
+def _encode_json(value: object) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 # -- discovery ---------------------------------------------------------------------------------
