@@ -153,6 +153,34 @@ class Database:
         """Replace every broken idle connection now (after the server restarted)."""
         await trio.to_thread.run_sync(self.pool.check, limiter=self.limiter)
 
+    async def probe(self, timeout: float = 2.0) -> str:
+        """``"ok"`` when ``SELECT 1`` answers within ``timeout`` seconds; ``"busy"`` when every
+        connection is checked out by running calls (decided from the pool's counts without
+        waiting, or when none became free within ``timeout`` while all exist); ``"down"`` on a
+        connection or statement error, or when connections are missing (being re-established)
+        and none could be had, or a checked-out connection's ``SELECT 1`` did not answer."""
+        if self.pool.closed:
+            return "down"
+        stats = self.pool.get_stats()
+        all_exist = stats.get("pool_size", 0) >= self.size
+        if all_exist and (self.limiter.available_tokens == 0 or stats.get("pool_available") == 0):
+            return "busy"  # every connection exists and is in use: do not wait for one
+        checked_out = threading.Event()
+
+        def select_one(conn: psycopg.Connection[Any]) -> None:
+            checked_out.set()
+            conn.execute("SELECT 1").fetchone()
+
+        with trio.move_on_after(timeout):
+            try:
+                await self.run(select_one)
+            except DatabaseUnavailable:
+                return "down"
+            return "ok"
+        if checked_out.is_set() or self.pool.get_stats().get("pool_size", 0) < self.size:
+            return "down"
+        return "busy"
+
     async def ping(self, timeout: float = 2.0) -> bool:
         """True if ``SELECT 1`` answers within ``timeout`` seconds."""
         with trio.move_on_after(timeout):

@@ -90,3 +90,47 @@ async def test_health_pings_the_actors_pool_and_the_web_pool(
                 assert report.database == "down"
                 assert report.details["database_pools"] == {"actors": "ok", "web": "down"}
             nursery.cancel_scope.cancel()
+
+
+async def test_health_reports_a_busy_actors_pool_as_busy_not_down_and_answers_at_once(
+    db_conninfo: str, tmp_path: Path, pki: Pki
+) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "patch-manager.toml").write_text(
+        f"[database]\nurl = {db_conninfo!r}\npool_size = 2\nweb_pool_size = 2\n"
+    )
+    release = threading.Event()
+    busy = threading.Semaphore(0)
+
+    def ingest_write(conn: Any) -> None:  # an actor's long write, holding its connection
+        busy.release()
+        release.wait(30)
+
+    try:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                async with open_storage(
+                    nursery, load(conf), tmp_path / "data", web_pool=True
+                ) as storage:
+                    system = build_actor_system(ConfigStore(conf), storage, pki.ca)
+                    adapter = SystemAdapter(storage, system, pki.ca)
+                    for _ in range(storage.db.size):
+                        nursery.start_soon(storage.db.run, ingest_write)
+                    for _ in range(storage.db.size):
+                        await trio.to_thread.run_sync(busy.acquire)
+                    # Every actor connection is checked out by ingest: busy, not down, and
+                    # health does not wait for one (its p95 budget is 100 ms).
+                    with trio.fail_after(1):
+                        report = await adapter.health()
+                    assert report.database == "ok"
+                    assert report.details["database_pools"] == {"actors": "busy", "web": "ok"}
+                    await storage.web.close()  # and the web's pool gone too: down
+                    with trio.fail_after(5):
+                        report = await adapter.health()
+                    assert report.database == "down"
+                    assert report.details["database_pools"] == {"actors": "busy", "web": "down"}
+                    release.set()
+                nursery.cancel_scope.cancel()
+    finally:
+        release.set()
