@@ -7,6 +7,7 @@ import json
 import math
 
 import httpx2
+import msgspec
 import pytest
 
 from actors.agent_client import _fast_packages, decode_json
@@ -33,6 +34,22 @@ SAME_AS_JSON = [
 @pytest.mark.parametrize("body", SAME_AS_JSON)
 def test_decode_json_returns_what_json_loads_returns(body: bytes) -> None:
     assert decode_json(body) == json.loads(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"NaN", b"Infinity", b'\xef\xbb\xbf{"a": 1}', '{"a": 1}'.encode("utf-16"), b"1e400",
+     b'"\\ud800"', b'"\\udc00"', b'"\xed\xa0\x80"'],
+)  # fmt: skip
+def test_msgspec_refuses_what_decode_json_says_json_decodes_instead(body: bytes) -> None:
+    with pytest.raises(msgspec.MsgspecError):
+        msgspec.json.decode(body)
+    assert repr(decode_json(body)) == repr(json.loads(body))
+
+
+def test_msgspec_decodes_large_integers_itself_to_what_json_gives() -> None:
+    body = b"1" + b"0" * 4000
+    assert msgspec.json.decode(body) == json.loads(body) == decode_json(body)
 
 
 def test_decode_json_keeps_nan_as_json_loads_does() -> None:
