@@ -106,7 +106,9 @@ class SimAgent:
         self.reboot_reserved = False
         self.self_update_active = False
         self.requests_served = 0
-        self.delayed_answers = 0  # job answers sent late (fault job_answer_delay_s)
+        self.delayed_answers = 0  # job answers sent late (fault job_answer_delay_s, answer_gate)
+        # tests: while set, an accepted job's answer waits until the event is set
+        self.answer_gate: trio.Event | None = None
         self.ws_heartbeat = (5.0, 10.0)  # the real agent's ping interval and client timeout
         self.ws_refusal = 0  # tests: answer WebSocket upgrades with this HTTP status (0: accept)
         self.bad_job_ids = 0  # tests: the next N accepted jobs are answered with a bad job id
@@ -734,8 +736,11 @@ class SimAgent:
                 with trio.move_on_after(120):
                     await trio.sleep_forever()
                 raise Drop
-            if self.faults.job_answer_delay_s:
-                await trio.sleep(self.faults.job_answer_delay_s)
+            if self.faults.job_answer_delay_s or self.answer_gate is not None:
+                if self.answer_gate is not None:
+                    await self.answer_gate.wait()
+                else:
+                    await trio.sleep(self.faults.job_answer_delay_s)
                 self.delayed_answers += 1
                 self.on_mutation()  # wakes Fleet.wait_until (tests)
             if self.bad_job_ids:  # the job exists; its id in the answer is garbage

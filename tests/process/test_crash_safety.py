@@ -128,11 +128,14 @@ async def test_sigkill_at_each_step_sends_exactly_one_request_per_row(
         await nursery.start(fleet.run)
         faults: dict[str, dict[str, Any]] = {
             "request_written": {"hold_job_answers": True},  # created, never answered
-            "accepted_not_recorded": {"job_answer_delay_s": 2.0},
+            "accepted_not_recorded": {},  # answers wait at a gate (below)
             "following": {},
         }
+        gate = trio.Event()
         for agent in fleet.agents:
             agent.set_faults(faults[step])
+            if step == "accepted_not_recorded":
+                agent.answer_gate = gate
         job_id = await trio.to_thread.run_sync(setup_job, server.data_dir, fleet)
         await fleet.wait_until(lambda agents: all(APPLY in a.mutations for a in agents))
         frozen: list[int] = []
@@ -140,11 +143,12 @@ async def test_sigkill_at_each_step_sends_exactly_one_request_per_row(
             states = await trio.to_thread.run_sync(row_states, server.data_dir, job_id)
             assert {s for s, _, _ in states} == {"request_sent"}
         elif step == "accepted_not_recorded":
-            # The agents have the jobs and answer 2 s later: the database is frozen first, so
+            # The agents have the jobs and hold their answers until the database is frozen, so
             # the manager gets every answer and can record none; it is killed while it waits.
             frozen = postgres_pids(server.postmaster_pid())
             for pid in frozen:
                 os.kill(pid, signal.SIGSTOP)
+            gate.set()
             await fleet.wait_until(lambda agents: all(a.delayed_answers for a in agents))
         else:
             seen = -1
