@@ -37,7 +37,10 @@ class SystemAdapter(FleetHandle):
     check and the root certificate, which need the storage and the CA."""
 
     def __init__(self, storage: Storage, system: ActorSystem, ca: CertificateAuthority) -> None:
-        super().__init__(system.scheduler, system.fleet, storage.db)
+        # The work the web starts through the handle (register/remove hosts, jobs, discovery,
+        # certificates) uses the web's pool (the actors' when there is none): never behind
+        # the actors' ingest writes.
+        super().__init__(system.scheduler, system.fleet, storage.web)
         self.storage = storage
         self.scheduler = system.scheduler
         self.ca = ca
@@ -195,7 +198,7 @@ class SystemAdapter(FleetHandle):
             )  # fmt: skip
 
         entry = audit(r.serial) if callable(audit) else audit
-        await run_audited(self.storage.db, entry, write)
+        await run_audited(self.storage.web, entry, write)
         return r.serial, r.cert_pem + self.ca.root_pem, issued.key_pem
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from starlette.applications import Starlette
 
 import actors.snapshots
 from actors import (
@@ -467,6 +468,35 @@ def build_actor_system(
     )  # fmt: skip
 
 
+def build_web(
+    config: Config, data_dir: Path, storage: Storage, system: ActorSystem, ca: CertificateAuthority
+) -> tuple[Auth, Starlette]:
+    """The web's authentication and application. Everything the web does (sessions, pages, API,
+    relay, tokens, and the work it starts through the handle: registering and removing hosts,
+    jobs, discovery, certificates) uses the web's own pool (``storage.web``), never waiting
+    behind the actors' ingest writes on theirs."""
+    auth = Auth(storage.web, secure_cookies=config.server.tls, settings=config.auth,
+                sealer=Sealer.for_data_dir(data_dir))  # fmt: skip
+    app = create_app(
+        SystemAdapter(storage, system, ca),
+        storage.web,
+        auth=auth,
+        max_body_bytes=config.server.max_body_bytes,
+        compliance=compliance_rules(config),
+        operators_see_ungrouped=config.auth.operators_see_ungrouped,
+        sealer=Sealer.for_data_dir(data_dir),  # the OIDC client secret (web.sso)
+        webauthn_rp_id=config.auth.webauthn_rp_id,
+        webauthn_origin=config.auth.webauthn_origin,
+        tokens=Tokens(
+            storage.web,
+            Sealer.for_data_dir(data_dir),
+            operators_see_ungrouped=config.auth.operators_see_ungrouped,
+            max_days=config.auth.token_max_days,
+        ),
+    )
+    return auth, app
+
+
 def notifier_for(
     storage: Storage, ca: CertificateAuthority, data_dir: Path, config: Config
 ) -> Notifier:
@@ -537,9 +567,7 @@ async def run_server(
         async with open_storage(outer, config, data_dir, web_pool=True) as storage:
             await record_certificates(storage.db, created)
             system = build_actor_system(store, storage, ca)
-            # The web (sessions, pages, API, relay) uses its own pool: never behind the actors.
-            auth = Auth(storage.web, secure_cookies=config.server.tls, settings=config.auth,
-                        sealer=Sealer.for_data_dir(data_dir))  # fmt: skip
+            auth, app = build_web(config, data_dir, storage, system, ca)
             admin_password = await bootstrap_admin(storage.db, auth, bootstrap_marker(data_dir))
             admin_totp = None
             if fleet is not None:
@@ -548,23 +576,6 @@ async def run_server(
                 # dashboard (no forced change, no enrolment); `serve` never does this.
                 admin_password = await reset_password(storage.db, auth)
                 admin_totp = await demo_totp(storage.db, auth)
-            app = create_app(
-                SystemAdapter(storage, system, ca),
-                storage.web,
-                auth=auth,
-                max_body_bytes=config.server.max_body_bytes,
-                compliance=compliance_rules(config),
-                operators_see_ungrouped=config.auth.operators_see_ungrouped,
-                sealer=Sealer.for_data_dir(data_dir),  # the OIDC client secret (web.sso)
-                webauthn_rp_id=config.auth.webauthn_rp_id,
-                webauthn_origin=config.auth.webauthn_origin,
-                tokens=Tokens(
-                    storage.web,
-                    Sealer.for_data_dir(data_dir),
-                    operators_see_ungrouped=config.auth.operators_see_ungrouped,
-                    max_days=config.auth.token_max_days,
-                ),
-            )
             # The sender exists before the web serves: the page's test message and outbox
             # find it from the first request.
             notifier = notifier_for(storage, ca, data_dir, config)

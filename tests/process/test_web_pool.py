@@ -12,7 +12,7 @@ import trio
 
 from patch_manager.adapter import SystemAdapter
 from patch_manager.runtime import open_storage
-from patch_manager.serve import build_actor_system
+from patch_manager.serve import build_actor_system, build_web
 from settings import ConfigStore, load
 
 from ..conftest import Pki
@@ -134,3 +134,28 @@ async def test_health_reports_a_busy_actors_pool_as_busy_not_down_and_answers_at
                 nursery.cancel_scope.cancel()
     finally:
         release.set()
+
+
+async def test_serve_wiring_gives_auth_the_app_tokens_and_the_handle_the_web_pool(
+    db_conninfo: str, tmp_path: Path, pki: Pki
+) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "patch-manager.toml").write_text(f"[database]\nurl = {db_conninfo!r}\n")
+    config = load(conf)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            async with open_storage(nursery, config, tmp_path / "data", web_pool=True) as storage:
+                system = build_actor_system(ConfigStore(conf), storage, pki.ca)
+                auth, app = build_web(config, tmp_path / "data", storage, system, pki.ca)
+                web = storage.web_db
+                assert web is not None and web is not storage.db
+                assert auth.db is web
+                assert app.state.tokens.db is web
+                assert app.state.relay.db is web  # create_app's database
+                # The work the web starts through the handle (register/remove hosts, jobs,
+                # discovery, certificates) writes through the web's pool too.
+                handle = app.state.relay.handle
+                assert isinstance(handle, SystemAdapter)
+                assert handle._db is web
+            nursery.cancel_scope.cancel()
