@@ -74,7 +74,7 @@ class SystemAdapter(FleetHandle):
                 pools[name] = await db.probe(timeout=timeout)
 
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(probe, "actors", self.storage.db, 0.5)
+                nursery.start_soon(probe, "actors", self.storage.db, 2.0)
                 if self.storage.web_db is not None:
                     nursery.start_soon(probe, "web", self.storage.web_db, 2.0)
             web = pools.get("web", pools["actors"])

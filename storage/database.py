@@ -38,25 +38,45 @@ def redact(conninfo: str) -> str:
 
 
 def idle_connection_usable(conn: psycopg.Connection[Any]) -> None:
-    """The pool's check when it hands out a connection, without a round trip to the server.
+    """The pool's check when it hands out a connection, usually without a round trip.
 
-    An idle autocommit connection is never sent anything by the server unless the server is
-    going away (``FATAL: terminating connection``, or the end of the stream when its process
-    died): if its socket is readable, or libpq already knows it is broken, raise and the pool
-    discards it and hands out another. (``ConnectionPool.check_connection`` sent an empty query
-    instead: one extra round trip on every checkout.) A connection whose server vanished without
-    a word (a cut network) is caught by the statement that uses it: the call raises
-    ``DatabaseUnavailable`` and the pool discards the connection when it is returned.
+    An idle autocommit connection is normally sent nothing by the server, so its socket is
+    polled: not readable (the usual case) hands it out at once. Readable means the server spoke:
+    it is going away (``FATAL: terminating connection``, or the end of the stream when its
+    process died), or it sent a notification or a notice. Then one ``check_connection`` round
+    trip decides: the connection is kept if it answers, else it is closed and the pool hands out
+    another. (``ConnectionPool.check_connection`` on every checkout cost one extra round trip
+    each time.) Do not ``LISTEN`` on pooled connections: a pending notification costs that
+    round trip and is not delivered to anyone (LISTEN uses connections of its own). A server
+    that vanished without a word (a cut network) is not seen here; on TCP the keepalives (see
+    ``Database``) make the kernel notice a dead peer within about a minute and fail the
+    socket, and the statement that uses such a connection raises ``DatabaseUnavailable``, the
+    pool discarding the connection when it is returned.
     """
     if conn.closed or conn.broken:
         raise psycopg.OperationalError("the connection is closed")
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
-    if poller.poll(0):
-        # libpq has not read the farewell yet, so the connection still looks good: close it,
-        # or the pool would take it back as healthy and hand it out again.
+    if not poller.poll(0):
+        return
+    try:
+        ConnectionPool.check_connection(conn)
+    except psycopg.Error:
+        # Closed here, so the pool cannot take it back as healthy and hand it out again.
         conn.close()
-        raise psycopg.OperationalError("the server closed or spoke on an idle connection")
+        raise
+
+
+# TCP keepalives for every pooled connection, so that a cut network is noticed (libpq ignores
+# them on a unix socket): probes after 30 s idle, every 10 s, the peer dead after 3 missed.
+KEEPALIVES: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+if psycopg.pq.version() >= 120000:  # libpq 12+: also bound unacknowledged writes (ms)
+    KEEPALIVES["tcp_user_timeout"] = 60_000
 
 
 def _cancel_quietly(conn: psycopg.Connection[Any]) -> None:
@@ -72,8 +92,10 @@ class Database:
     ``run(fn, *args)`` waits for a free connection (at most ``acquire_timeout`` seconds, then
     raises ``DatabaseUnavailable``), runs ``fn(conn, *args)`` in a worker thread and returns its
     result. Connections are in autocommit mode: use ``with conn.transaction():`` for more than one
-    statement. Every connection carries a server-side ``statement_timeout``. ``audit_key``
-    is the audit chain's key, used by ``storage.audit`` (never stored in the database).
+    statement. Every connection carries a server-side ``statement_timeout`` and, on TCP, the
+    ``KEEPALIVES``. Never ``LISTEN`` on a pooled connection (see ``idle_connection_usable``).
+    ``audit_key`` is the audit chain's key, used by ``storage.audit`` (never stored in the
+    database).
     """
 
     def __init__(
@@ -104,6 +126,7 @@ class Database:
                 "autocommit": True,
                 "application_name": application_name,
                 "options": f"-c statement_timeout={statement_timeout_s * 1000}",
+                **KEEPALIVES,
             },
             name=application_name,
         )
@@ -153,33 +176,49 @@ class Database:
         """Replace every broken idle connection now (after the server restarted)."""
         await trio.to_thread.run_sync(self.pool.check, limiter=self.limiter)
 
-    async def probe(self, timeout: float = 2.0) -> str:
+    async def probe(self, timeout: float = 2.0, busy_after: float = 0.5) -> str:
         """``"ok"`` when ``SELECT 1`` answers within ``timeout`` seconds; ``"busy"`` when every
-        connection is checked out by running calls (decided from the pool's counts without
-        waiting, or when none became free within ``timeout`` while all exist); ``"down"`` on a
-        connection or statement error, or when connections are missing (being re-established)
-        and none could be had, or a checked-out connection's ``SELECT 1`` did not answer."""
+        connection is taken by running calls (all ``size`` worker threads busy: decided without
+        waiting, or when that is so after ``busy_after`` seconds without a free connection);
+        ``"down"`` on a connection or statement error, a closed pool, or no answer within
+        ``timeout`` otherwise (e.g. connections still being re-established)."""
         if self.pool.closed:
             return "down"
-        stats = self.pool.get_stats()
-        all_exist = stats.get("pool_size", 0) >= self.size
-        if all_exist and (self.limiter.available_tokens == 0 or stats.get("pool_available") == 0):
-            return "busy"  # every connection exists and is in use: do not wait for one
+        if self._all_in_use():
+            return "busy"  # do not wait for one
         checked_out = threading.Event()
+        result = "down"
 
         def select_one(conn: psycopg.Connection[Any]) -> None:
             checked_out.set()
             conn.execute("SELECT 1").fetchone()
 
-        with trio.move_on_after(timeout):
+        async def ping(cancel_scope: trio.CancelScope) -> None:
+            nonlocal result
             try:
                 await self.run(select_one)
+                result = "ok"
             except DatabaseUnavailable:
-                return "down"
-            return "ok"
-        if checked_out.is_set() or self.pool.get_stats().get("pool_size", 0) < self.size:
-            return "down"
-        return "busy"
+                result = "down"
+            cancel_scope.cancel()
+
+        async def busy(cancel_scope: trio.CancelScope) -> None:
+            nonlocal result
+            await trio.sleep(busy_after)
+            if not checked_out.is_set() and self._all_in_use():
+                result = "busy"  # every connection was taken meanwhile
+                cancel_scope.cancel()
+
+        with trio.move_on_after(timeout):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ping, nursery.cancel_scope)
+                nursery.start_soon(busy, nursery.cancel_scope)
+        return result
+
+    def _all_in_use(self) -> bool:
+        # Every worker thread runs a call, each holding (or waiting for) a connection. (The
+        # pool's own counts cannot tell "in use" from "being re-established after a restart".)
+        return self.limiter.available_tokens == 0
 
     async def ping(self, timeout: float = 2.0) -> bool:
         """True if ``SELECT 1`` answers within ``timeout`` seconds."""

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import select
 from typing import Any
 
 import psycopg
@@ -83,5 +84,46 @@ async def test_a_connection_the_server_terminated_is_replaced_when_handed_out(
             )
         assert new_pid != pid
         assert await db.ping()
+    finally:
+        await db.close()
+
+
+async def test_a_connection_with_a_pending_notification_is_kept_when_handed_out(
+    db_conninfo: str,
+) -> None:
+    # Readable is not always goodbye: a notification (or a notice) waiting on an idle
+    # connection costs one round trip to check, not the connection.
+    db = Database(db_conninfo, size=1, statement_timeout_s=10)
+    await db.open()
+    try:
+
+        def listen(conn: Any) -> tuple[int, psycopg.Connection[Any]]:
+            conn.execute("LISTEN pm_pool_test")
+            return conn.info.backend_pid, conn
+
+        pid, pooled = await db.run(listen)
+        with psycopg.connect(db_conninfo, autocommit=True) as other:
+            other.execute("NOTIFY pm_pool_test")
+        # Until the notification has reached the idle connection's socket.
+        readable = await trio.to_thread.run_sync(
+            lambda: select.select([pooled.fileno()], [], [], 10)[0]
+        )
+        assert readable
+        with trio.fail_after(15):
+            again = await db.run(lambda conn: conn.info.backend_pid)
+        assert again == pid
+    finally:
+        await db.close()
+
+
+async def test_pooled_connections_use_tcp_keepalives(db_conninfo: str) -> None:
+    db = Database(db_conninfo, size=1, statement_timeout_s=10)
+    await db.open()
+    try:
+        params = await db.run(lambda conn: conn.info.get_parameters())
+        assert params["keepalives"] == "1"
+        assert params["keepalives_idle"] == "30"
+        assert params["keepalives_interval"] == "10"
+        assert params["keepalives_count"] == "3"
     finally:
         await db.close()
