@@ -51,6 +51,7 @@ from .agent_records import (
     PatchPoll,
     ServiceStatus,
     SystemInfo,
+    invalid_text,
     is_job_id,
     parse_health,
     parse_job,
@@ -92,11 +93,26 @@ def decode_json(content: bytes) -> Any:
     escaped lone surrogates, invalid UTF-8) is decoded again by ``json``, so the result (or
     the ValueError) is exactly the standard library's: 1e400 is inf, and a lone surrogate
     comes back in the string as json gives it. Large integers (up to json's 4,300 digits)
-    msgspec decodes itself, to the same int."""
+    msgspec decodes itself, to the same int. JSON nested too deeply for either decoder (a
+    RecursionError) is a ValueError."""
+    return _decode_json(content)[0]
+
+
+def _decode_json(content: bytes) -> tuple[Any, bool]:
+    """``decode_json(content)``, and whether json decoded it (msgspec refused it): only
+    then can a string hold a lone surrogate."""
     try:
-        return msgspec.json.decode(content)
-    except msgspec.MsgspecError:
-        return json.loads(content)
+        try:
+            return msgspec.json.decode(content), False
+        except msgspec.MsgspecError:
+            return json.loads(content), True
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def check_package_name(name: str) -> str:
@@ -577,16 +593,24 @@ class AgentClient:
                 self.host, f"HTTP {status} ({ctype or 'no content type'}): {text}", status=status
             )
         try:
-            payload = decode_json(response.content)
+            payload, by_json = _decode_json(response.content)
             # A NUL can only arrive escaped ("\u0000": JSON refuses raw control characters), so
             # the walk over every decoded string is needed only when the body has one (it was
             # 8 % of a 10,000-host manager's CPU, spent on package lists without any).
             if b"\\u0000" in response.content:
                 payload = without_nul(payload)
-        except ValueError:
+        except ValueError as exc:
             raise ProtocolError(
-                self.host, f"malformed JSON (HTTP {status})", status=status
+                self.host, f"malformed JSON (HTTP {status}): {_one_line(exc)}", status=status
             ) from None
+        # A lone surrogate (escaped, or encoded in the bytes) makes msgspec refuse the body
+        # and json keeps it: such text cannot be stored (nor sent back in a request).
+        if by_json and (bad := invalid_text(payload)) is not None:
+            raise ProtocolError(
+                self.host,
+                f"text that is not valid Unicode (a lone surrogate) in the answer: {bad!r:.80}",
+                status=status,
+            )
         if not isinstance(payload, dict) or "success" not in payload:
             raise ProtocolError(self.host, f"not an envelope (HTTP {status})", status=status)
         if payload["success"] is True and 200 <= status < 300:
@@ -860,8 +884,8 @@ def _fast_versions(response: httpx2.Response) -> dict[str, str] | None:
         return None
     try:
         envelope = _VERSIONS.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        return None
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return None  # the full checks say why
     if envelope.success is not True:
         return None
     return {p.name: p.version or "" for p in envelope.data.packages}
@@ -918,8 +942,8 @@ def _raw_data(response: httpx2.Response) -> bytes | None:
         return None
     try:
         envelope = _RAW.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        return None
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return None  # the full checks say why
     return bytes(envelope.data) if envelope.success is True else None
 
 
@@ -937,8 +961,8 @@ def _fast_packages(response: httpx2.Response) -> tuple[Package, ...] | None:
         return None
     try:
         envelope = _PACKAGES.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        return None
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return None  # the full checks say why
     if envelope.success is not True:
         return None
     return tuple(
@@ -990,9 +1014,13 @@ class JobEventStream:
                 continue
             try:
                 data = without_nul(json.loads(message))
+                if (bad := invalid_text(data)) is not None:
+                    raise ValueError(f"text that is not valid Unicode: {bad!r:.80}")
                 event = parse_ws_message(data) if isinstance(data, dict) else None
+            except RecursionError:
+                raise ProtocolError(self.host, "bad WebSocket message: nested too deeply") from None
             except (ValueError, TypeError, KeyError) as exc:
-                raise ProtocolError(self.host, f"bad WebSocket message: {exc}") from None
+                raise ProtocolError(self.host, f"bad WebSocket message: {_one_line(exc)}") from None
             if event is not None:
                 return event
 

@@ -162,6 +162,29 @@ def without_nul(value: Any) -> Any:
     return value
 
 
+def invalid_text(value: Any) -> str | None:
+    """The first string of ``value`` (decoded JSON, keys included) that is not valid Unicode
+    (a lone surrogate: UTF-8, and so PostgreSQL text, cannot hold one), or None."""
+    if isinstance(value, str):
+        if value.isascii():
+            return None
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return value
+        return None
+    if isinstance(value, list):
+        return next((bad for v in value if (bad := invalid_text(v)) is not None), None)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            bad = invalid_text(k)
+            if bad is None:
+                bad = invalid_text(v)
+            if bad is not None:
+                return bad
+    return None
+
+
 JOB_ID = re.compile(r"^[0-9a-fA-F-]{36}$")
 
 
