@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import json
 import math
+import ssl
 
 import httpx2
 import msgspec
 import pytest
 
-from actors.agent_client import _fast_packages, decode_json
+from actors.agent_client import (
+    OFF_LOOP_BYTES,
+    AgentClient,
+    _fast_packages,
+    _fast_versions,
+    _off_loop,
+    decode_json,
+)
 from actors.agent_records import (
     _PACKAGE_STATUS_BY_NORM,
     PackageStatus,
@@ -123,3 +131,28 @@ def test_fast_package_list_leaves_errors_to_the_full_path() -> None:
     assert _fast_packages(_response(_envelope([]), status=500)) is None
     text = httpx2.Response(200, headers={"content-type": "text/plain"}, content=_envelope([]))
     assert _fast_packages(text) is None
+
+
+async def test_fast_package_list_equals_the_full_path_in_a_worker_thread_on_a_large_body() -> None:
+    statuses = ["Installed", "installed", "NotInstalled", "Upgradable", "weird", None]
+    packages = [
+        {"name": f"pkg-{i:04d}", "version": f"1:{i}.0-{i % 7}ubuntu1", "status": statuses[i % 6],
+         "upgradable": (None, True, False)[i % 3], "description": f"Päckage {i} «x» \\ \"q\"",
+         "latest_version": None if i % 2 else f"1:{i}.1-1", "dependencies": ["libc6"] * (i % 3),
+         "size_installed": i * 1024}
+        for i in range(400)
+    ]  # fmt: skip
+    body = _envelope(packages)
+    assert len(body) >= OFF_LOOP_BYTES
+    response = _response(body)
+    client = AgentClient("h", "127.0.0.1", ssl.create_default_context())
+    try:
+        full = await _off_loop(
+            response, lambda: client._parse(parse_packages, client._interpret(response))
+        )
+    finally:
+        await client.aclose()
+    fast = _fast_packages(response)
+    assert fast is not None and len(fast) == 400
+    assert fast == full
+    assert _fast_versions(response) == {p.name: p.version for p in full}
