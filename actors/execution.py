@@ -27,10 +27,9 @@ fails the row with ``BAD_PACKAGE_NAME``; it never crashes the actor.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -124,43 +123,6 @@ def pick_sent_job(
     return newest.job_id
 
 
-class DispatchFirst:
-    """Rows on their way to an agent go before the work on rows whose agent accepted its job
-    (R-11.4: every agent job of an apply-now to thousands of hosts dispatched within 60 s, on
-    a CPU shared with everything else): following the agent job (status reads, WebSocket), the
-    package list read after it and the host's refresh poll wait while any row of this process
-    is being dispatched (from its claim to the stored agent job id, not while it waits out a
-    backoff), at most ``max_wait`` seconds each.
-
-    One per process (``DISPATCH``), shared by every host's runner."""
-
-    def __init__(self, max_wait: float = 60.0) -> None:
-        self.max_wait = max_wait
-        self.active = 0  # rows being dispatched now
-        self._quiet: trio.Event | None = None
-
-    def enter(self) -> None:
-        self.active += 1
-
-    def leave(self) -> None:
-        self.active -= 1
-        if not self.active and self._quiet is not None:
-            self._quiet.set()
-            self._quiet = None
-
-    async def after_dispatch(self) -> None:
-        """Until no row is being dispatched (at most ``max_wait`` seconds)."""
-        if not self.active:
-            return
-        if self._quiet is None:
-            self._quiet = trio.Event()
-        with trio.move_on_after(self.max_wait):
-            await self._quiet.wait()
-
-
-DISPATCH = DispatchFirst()
-
-
 class Executor:
     """Executes job rows for one host. ``report(row_id, state, label)`` is called whenever the
     row's visible state changes (for the snapshot and the live relay)."""
@@ -181,11 +143,8 @@ class Executor:
         reboot_patience: float = 900.0,
         reconcile_settle: float = 60.0,
         may_send: Callable[[], bool] = lambda: True,
-        priority: DispatchFirst = DISPATCH,
     ) -> None:
         self.host = host
-        self.priority = priority
-        self._dispatched = False  # this row counts in ``priority.active``
         self.host_id = host_id
         self.store = store
         self.report = report
@@ -217,8 +176,7 @@ class Executor:
                 agent_job_id: str | None
                 if row.state == "claimed":
                     self.report(row.id, "claimed", label)
-                    with self._dispatching():
-                        agent_job_id = await self._start(agent, job, row)
+                    agent_job_id = await self._start(agent, job, row)
                 elif row.state == "request_sent":
                     # Resumed (after a crash, or from another owner): the request may still be
                     # on its way through a slow agent if it left less than the settle time ago.
@@ -229,8 +187,7 @@ class Executor:
                         else 0.0
                     )
                     settle = max(0.0, self.reconcile_settle - age)
-                    with self._dispatching():
-                        agent_job_id = await self._reconcile(agent, job, row, settle=settle)
+                    agent_job_id = await self._reconcile(agent, job, row, settle=settle)
                 else:
                     agent_job_id = row.agent_job_id
                 if agent_job_id is not None:
@@ -268,28 +225,6 @@ class Executor:
             )
 
     # -- sending ----------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _dispatching(self) -> Iterator[None]:
-        """This row counts as being dispatched (``DispatchFirst``), except in its naps."""
-        self.priority.enter()
-        self._dispatched = True
-        try:
-            yield
-        finally:
-            self._dispatched = False
-            self.priority.leave()
-
-    async def _nap(self, seconds: float) -> None:
-        """Sleep; a row being dispatched holds nothing up meanwhile."""
-        if not self._dispatched:
-            await trio.sleep(seconds)
-            return
-        self.priority.leave()
-        try:
-            await trio.sleep(seconds)
-        finally:
-            self.priority.enter()
 
     async def _start(self, agent: JobAgentPort, job: JobRow, row: JobHostRow) -> str | None:
         """From ``claimed``: prepare and send the request; the accepted agent job id, or None
@@ -478,7 +413,7 @@ class Executor:
         if row.run_until is not None:
             left = (row.run_until - self.wall()).total_seconds()
             seconds = min(seconds, max(left, 0.0) + 0.5)
-        await self._nap(seconds)
+        await trio.sleep(seconds)
 
     async def _back_to_claimed(self, row_id: int) -> None:
         if not await self._db(lambda: self.store.advance(row_id, ("request_sent",), "claimed")):
@@ -514,7 +449,7 @@ class Executor:
         delay = min(self.reconcile_interval, 1.0)
         settled = trio.current_time() + settle
         while True:
-            await self._nap(delay)  # let an agent still handling our request finish it
+            await trio.sleep(delay)  # let an agent still handling our request finish it
             try:
                 jobs = await agent.jobs(limit=100)
             except AgentError as exc:
@@ -665,8 +600,6 @@ class Executor:
             raise RowLost
         self.report(row.id, "following", label)
         log.info("following agent job %s (row %d)", agent_job_id, row.id, extra={"host": self.host})
-        # Its status reads and WebSocket wait for rows still on their way to an agent.
-        await self.priority.after_dispatch()
         info = await self._wait_final(agent, row.id, agent_job_id, label)
         if info is None:
             return
@@ -694,7 +627,6 @@ class Executor:
                 )
                 return
         if info.status is JobStatus.COMPLETED:
-            await self.priority.after_dispatch()  # rows still on their way to an agent first
             after = await self._packages(agent)
             await self._finish(row.id, "succeeded", packages_after=after)
         else:
@@ -873,7 +805,7 @@ class Executor:
                         "cannot read installed packages: %s", exc.message, extra={"host": self.host}
                     )
                     return None
-                await self._nap(delay)
+                await trio.sleep(delay)
                 delay = min(delay * 2, 15.0)
         return None
 
@@ -904,7 +836,7 @@ class Executor:
             except DatabaseUnavailable as exc:
                 log.warning("database unavailable (%s); retrying in %.0fs", exc, delay,
                             extra={"host": self.host})  # fmt: skip
-                await self._nap(delay)
+                await trio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
 

@@ -112,9 +112,6 @@ class JobRunner:
                 nursery.start_soon(self._keep_lease, row.id, nursery.cancel_scope)
                 await self.executor.execute(self.agent(), row)
                 nursery.cancel_scope.cancel()
-            # The host's refresh poll after the row (``after_row``) waits for rows still on
-            # their way to an agent, as the row's package list after did (``DispatchFirst``).
-            await self.executor.priority.after_dispatch()
         finally:
             self.current = None
             self.rows_run += 1
