@@ -239,8 +239,9 @@ class Executor:
             try:
                 # A host that cannot be talked to (refused, our certificate rejected) gets no
                 # request at all: a request it might half-receive would be an unclear outcome.
-                # A package list read proves it can be; only when that read fails is the health
-                # probe asked (its error decides the ladder), then the list read again.
+                # A package list read proves it can be. Unreachable or timed out: that error
+                # decides the ladder; another failure asks the health probe (its error decides),
+                # then the list is read again.
                 snapshot = {"packages_before": await self._packages_or_health(agent)}
                 request = await self._prepare(agent, job, row)
                 break
@@ -782,10 +783,15 @@ class Executor:
 
     async def _packages_or_health(self, agent: JobAgentPort) -> dict[str, str] | None:
         """The installed versions before a request, the host's reachability proven on the
-        way: one list read; if it fails, ``agent.health()`` (raises when the host cannot be
-        talked to), then the list with retries (None if unobtainable)."""
+        way: one list read. A host that cannot be reached or did not answer in time
+        (``Unreachable``, ``AgentTimeout``) raises that error at once: one timeout per ladder
+        try, no health probe timing out after it. Any other failure of the read (an HTTP error,
+        a bad answer, a rejected connection) asks ``agent.health()`` (raises when the host
+        cannot be talked to), then the list with retries (None if unobtainable)."""
         try:
             return await _package_map(agent)
+        except (Unreachable, AgentTimeout):
+            raise
         except AgentError as exc:
             log.info("reading installed packages: %s; probing health", exc.message,
                      extra={"host": self.host})  # fmt: skip

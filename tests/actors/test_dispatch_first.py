@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from actors.agent_client import AgentClient, _fast_versions
+from actors.agent_errors import AgentTimeout
 from simulator import Fleet
 from storage import JobSpec, job_rows
 
@@ -100,3 +101,27 @@ async def test_a_failed_agent_job_keeps_the_versions_before_written_with_its_req
     (row,) = await manager.db.run(job_rows, job_id)
     assert (row.state, row.error_code) == ("failed", "GPG_ERROR")
     assert row.packages_before == before and row.packages_after is None
+
+
+async def test_a_hanging_hosts_ladder_try_costs_one_read_timeout_not_a_health_probe_too(
+    manager: Manager, start_fleet: Any
+) -> None:
+    """The package list read before a request times out: that error goes to the ladder at once
+    (one 5 s request timeout here), no health probe timing out after it (review D2.3)."""
+    fleet: Fleet = await start_fleet(1, time_scale=0.002)
+    ids = await register(manager, fleet)
+    await healthy(manager, 1)
+    sim = fleet.agents[0]
+    host_id = ids[sim.address]
+    agent = client(manager, host_id, sim)
+    timeout = manager.scheduler.hosts[host_id].policy.request_timeout_s
+    actor = manager.scheduler.hosts[host_id].actor
+    assert actor is not None and actor.jobs is not None
+    sim.set_faults({"hang": True})
+    try:
+        started = trio.current_time()
+        with pytest.raises(AgentTimeout):
+            await actor.jobs.executor._packages_or_health(agent)
+        assert timeout <= trio.current_time() - started < 1.5 * timeout
+    finally:
+        await agent.aclose()
