@@ -672,8 +672,10 @@ class AgentClient:
     async def installed_versions(self) -> dict[str, str]:
         """``GET /api/v1/packages`` as ``{name: version}`` (a job row's package snapshot), the
         same map ``packages()`` gives, decoded straight into those two fields: ~7x less CPU
-        for 1,200 packages than records of every field. A body the fast path does not take
-        (an error, an unusual field type, an escaped NUL) goes through ``packages()``' checks."""
+        for 1,200 packages than records of every field. A response the fast path does not take
+        (an error, an unusual field type, an escaped NUL) goes through the checks
+        ``packages()`` falls back to (``_interpret``, ``parse_packages``; on the event loop,
+        not in a worker thread): the same map or the same ``AgentError``, no second request."""
         response = await self._response("GET", "/api/v1/packages")
         fast = _fast_versions(response)
         if fast is not None:

@@ -20,7 +20,9 @@ from .scope import HostScope, scope_condition
 EVERYTHING = HostScope(all_hosts=True)
 
 # The row state machine (see storage/migrations/0006_job_execution.sql and design.md):
-# queued → claimed → request_sent → accepted → following → succeeded | failed | skipped | cancelled
+# queued → claimed → request_sent → following → succeeded | failed | skipped | cancelled
+# (the write storing the agent job id makes a row ``following``; ``accepted`` is left only in
+# rows written before that, which a resume moves to ``following``)
 ACTIVE_ROW_STATES = ("claimed", "request_sent", "accepted", "following")
 WAITING_ROW_STATES = ("queued", "waiting_window")
 FINAL_ROW_STATES = ("succeeded", "failed", "cancelled", "skipped")
