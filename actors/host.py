@@ -220,6 +220,16 @@ class HostActor:
         h, p = self.policy.health_interval_s, self.policy.patch_interval_s
         return now + phase_offset("h" + key, h), now + phase_offset("p" + key, p)
 
+    def _due(self, last: dt.datetime | None, interval: float, now: float) -> float:
+        """When a poll last made at ``last`` (wall clock) is due again, in trio time: one
+        interval later, or within the first minute if that has passed (never before now)."""
+        if last is None:
+            return float("inf")
+        left = (last - self._wall()).total_seconds() + interval
+        if left > 0:
+            return now + left
+        return now + self._rng.uniform(0, min(60.0, interval))
+
     # -- main loop --------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -311,7 +321,17 @@ class HostActor:
                 0, min(1.0, self.policy.health_interval_s)
             )
         else:
-            next_health, next_patch = health_anchor, patch_anchor
+            # A restart does not stretch a host's cadence: each first poll comes at the host's
+            # phase or one interval after the last poll before the restart, whichever is
+            # sooner (hosts already overdue spread over the first minute).
+            next_health = min(
+                health_anchor,
+                self._due(self.snapshot.health_as_of, self.policy.health_interval_s, now),
+            )
+            next_patch = min(
+                patch_anchor,
+                self._due(self.snapshot.patches_as_of, self.policy.patch_interval_s, now),
+            )
         while True:
             if self._policy_changed:
                 self._policy_changed = False
