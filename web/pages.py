@@ -45,7 +45,7 @@ from .handle import HandleError, Missing, SystemHandle
 from .models import MAX_ID, DiscoveryStart, GroupCreate, GroupRename, HostIds, PackageQuery
 from .models_io import given, path_id, validate
 from .serialize import to_json
-from .services import System, discovery, groups, hosts, jobs, principal, windows
+from .services import System, concurrently, discovery, groups, hosts, jobs, principal, windows
 from .services import certificates as certs
 from .services import reports as report_service
 from .services.discovery import scan_json
@@ -194,14 +194,19 @@ class Pages:
 
     async def dashboard(self, request: Request) -> Response:
         who = principal(request)
-        counts = await hosts.summary(self.sys, who)
-        top = await hosts.find(
-            self.sys, who, HostFilter(sort="pending", descending=True, min_pending=1, limit=10)
+        most_pending = HostFilter(sort="pending", descending=True, min_pending=1, limit=10)
+        # Independent reads at once: one page load waits for the slowest, not for their sum
+        # (each is a hop to a worker thread and back to a loop the host actors keep busy).
+        counts, top, reboot, upcoming, running, compliance = await concurrently(
+            lambda: hosts.summary(self.sys, who),
+            lambda: hosts.find(self.sys, who, most_pending),
+            lambda: hosts.find(self.sys, who, HostFilter(reboot=True, limit=10)),
+            lambda: windows.upcoming_entries(self.sys, who, 14),
+            lambda: jobs.jobs(self.sys, who, "running"),
+            lambda: self.compliance.get(self.sys, who, self.rules),
         )
-        reboot = await hosts.find(self.sys, who, HostFilter(reboot=True, limit=10))
-        upcoming = (await windows.upcoming_entries(self.sys, who, 14))[:6]
-        running = [j for j, _ in await jobs.jobs(self.sys, who, "running")][:6]
-        compliance = await self.compliance.get(self.sys, who, self.rules)
+        upcoming = upcoming[:6]
+        running = [j for j, _ in running][:6]
         base = self.base(request, "Dashboard", "dashboard")
         # By condition as of now (services.hosts.summary): never-contacted hosts under "pending"
         conditions = {

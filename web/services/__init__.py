@@ -4,6 +4,16 @@ reached through the ``SystemHandle``. Errors are ``web.handle`` errors (``Invali
 ``AlreadyExists``, ``TooBusy``, ``Missing``)."""
 
 from . import discovery, groups, hosts, jobs, windows
-from .base import Principal, System, principal
+from .base import Principal, System, concurrently, principal
 
-__all__ = ["Principal", "System", "discovery", "groups", "hosts", "jobs", "principal", "windows"]
+__all__ = [
+    "Principal",
+    "System",
+    "concurrently",
+    "discovery",
+    "groups",
+    "hosts",
+    "jobs",
+    "principal",
+    "windows",
+]
