@@ -870,13 +870,13 @@ class _VersionEnvelope(msgspec.Struct, gc=False):
     data: _VersionList
 
 
-_VERSIONS = msgspec.json.Decoder(_VersionEnvelope)
+E = TypeVar("E")
 
 
-def _fast_versions(response: httpx2.Response) -> dict[str, str] | None:
-    """A successful package list's ``{name: version}``, or None when the body needs the full
-    checks of ``_interpret`` (not 2xx JSON, not a success envelope, escaped NULs, a field of
-    another type)."""
+def _fast_envelope(response: httpx2.Response, decoder: msgspec.json.Decoder[E]) -> E | None:
+    """``response``'s envelope through a typed msgspec ``decoder``, or None when the body needs
+    the full checks of ``_interpret`` (not 2xx JSON, an escaped NUL, a field of another type,
+    malformed or too deeply nested JSON): the fast paths' one gate."""
     body = response.content
     if not 200 <= response.status_code < 300 or "json" not in response.headers.get(
         "content-type", ""
@@ -885,9 +885,21 @@ def _fast_versions(response: httpx2.Response) -> dict[str, str] | None:
     if b"\\u0000" in body:
         return None
     try:
-        envelope = _VERSIONS.decode(body)
+        return decoder.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None  # the full checks say why
+
+
+_VERSIONS = msgspec.json.Decoder(_VersionEnvelope)
+
+
+def _fast_versions(response: httpx2.Response) -> dict[str, str] | None:
+    """A successful package list's ``{name: version}``, or None when the body needs the full
+    checks of ``_interpret`` (not 2xx JSON, not a success envelope, escaped NULs, a field of
+    another type)."""
+    envelope = _fast_envelope(response, _VERSIONS)
+    if envelope is None:
+        return None
     if envelope.success is not True:
         return None
     return {p.name: p.version or "" for p in envelope.data.packages}
@@ -935,17 +947,9 @@ _RAW = msgspec.json.Decoder(_RawEnvelope)
 def _raw_data(response: httpx2.Response) -> bytes | None:
     """A successful answer's ``data`` exactly as sent (the envelope's request id and time
     left out), or None for anything unusual (not 2xx JSON, not a success, an escaped NUL)."""
-    body = response.content
-    if not 200 <= response.status_code < 300 or "json" not in response.headers.get(
-        "content-type", ""
-    ):
+    envelope = _fast_envelope(response, _RAW)
+    if envelope is None:
         return None
-    if b"\\u0000" in body:
-        return None
-    try:
-        envelope = _RAW.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
-        return None  # the full checks say why
     return bytes(envelope.data) if envelope.success is True else None
 
 
@@ -954,17 +958,9 @@ def _fast_packages(response: httpx2.Response) -> tuple[Package, ...] | None:
     fields it keeps (about 2.5x less CPU than decoding every field and parsing dicts), or None
     when the body needs the full checks of ``_interpret`` (not 2xx JSON, not a success
     envelope, an escaped NUL, a field of another type)."""
-    body = response.content
-    if not 200 <= response.status_code < 300 or "json" not in response.headers.get(
-        "content-type", ""
-    ):
+    envelope = _fast_envelope(response, _PACKAGES)
+    if envelope is None:
         return None
-    if b"\\u0000" in body:
-        return None
-    try:
-        envelope = _PACKAGES.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
-        return None  # the full checks say why
     if envelope.success is not True:
         return None
     return tuple(
