@@ -153,3 +153,13 @@ async def start_server(nursery: trio.Nursery, tmp_dir: Path) -> AsyncIterator[An
         if server.process.returncode is None:
             server.process.send_signal(signal.SIGKILL)
             await server.process.wait()
+    # A server killed without a word leaves its embedded PostgreSQL running (orphaned): stop it
+    # (fast shutdown) so a test run leaves no servers behind.
+    try:
+        postmaster = int(
+            (tmp_dir / "data" / "postgres" / "data" / "postmaster.pid").read_text().split()[0]
+        )
+    except (OSError, ValueError, IndexError):
+        return  # never started, or shut down cleanly (the file is gone)
+    if process_alive(postmaster):
+        os.kill(postmaster, signal.SIGINT)
