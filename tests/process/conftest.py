@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -161,5 +162,6 @@ async def start_server(nursery: trio.Nursery, tmp_dir: Path) -> AsyncIterator[An
         )
     except (OSError, ValueError, IndexError):
         return  # never started, or shut down cleanly (the file is gone)
-    if process_alive(postmaster):
-        os.kill(postmaster, signal.SIGINT)
+    with contextlib.suppress(OSError):  # gone meanwhile, or the number reused by another user
+        if process_alive(postmaster):
+            os.kill(postmaster, signal.SIGINT)
